@@ -1,0 +1,93 @@
+// Tensor: a dense, row-major (contiguous) n-dimensional array on one device.
+//
+// A tensor is a view (byte offset + shape) into a shared, reference-counted buffer. The
+// buffer may be memory the tensor allocated, a memory-mapped checkpoint file, or GPU memory;
+// views keep it alive. Only contiguous views exist: slicing along the first dimension and
+// reshaping keep contiguity, anything else copies.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace mamba {
+
+using Shape = std::vector<int64_t>;
+std::string shape_string(const Shape& s);  // "[2, 33, 64]"
+int64_t shape_numel(const Shape& s);
+
+template <typename T> constexpr DType dtype_of();
+template <> constexpr DType dtype_of<double>() { return DType::f64; }
+template <> constexpr DType dtype_of<float>() { return DType::f32; }
+template <> constexpr DType dtype_of<int64_t>() { return DType::i64; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::i32; }
+template <> constexpr DType dtype_of<uint16_t>() { return DType::u16; }  // also bf16/f16 bits
+
+class Tensor {
+ public:
+  Tensor() = default;
+
+  static Tensor empty(const Shape& shape, DType dtype, Device device = Device::cpu);
+  static Tensor zeros(const Shape& shape, DType dtype, Device device = Device::cpu);
+  // A view of memory owned by someone else; `keep_alive` holds that memory (e.g. an mmap).
+  static Tensor wrap(void* data, const Shape& shape, DType dtype, std::shared_ptr<void> keep_alive,
+                     Device device = Device::cpu);
+  // A CPU tensor holding a copy of `values` converted to `dtype`.
+  static Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype);
+
+  bool defined() const { return buffer_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  int ndim() const { return int(shape_.size()); }
+  int64_t size(int dim) const;  // negative dims count from the end
+  int64_t numel() const { return shape_numel(shape_); }
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
+
+  void* raw() const { return static_cast<char*>(buffer_.get()) + offset_; }
+  // Typed pointer; checks that T matches the dtype (uint16_t matches bf16, f16 and u16).
+  template <typename T>
+  T* data() const {
+    check_element_type(dtype_of<T>(), sizeof(T));
+    return static_cast<T*>(raw());
+  }
+
+  // Same buffer, new shape of equal element count (one dim may be -1).
+  Tensor view(Shape shape) const;
+  // Rows [begin, end) of the first dimension, sharing the buffer.
+  Tensor slice(int64_t begin, int64_t end) const;
+  // A deep copy, optionally converted and/or moved.
+  Tensor to(DType dtype) const;
+  Tensor to(Device device) const;
+  Tensor clone() const;
+  // Copies `src` (same shape; any dtype or device) into this tensor's memory.
+  void copy_from(const Tensor& src);
+  void zero_();
+
+  // Element access for tests and small host-side work (CPU only, converts through double).
+  double item(int64_t flat_index) const;
+  std::vector<double> to_double_vector() const;
+
+ private:
+  void check_element_type(DType wanted, size_t element_size) const;
+
+  std::shared_ptr<void> buffer_;
+  size_t offset_ = 0;
+  Shape shape_;
+  DType dtype_ = DType::f32;
+  Device device_ = Device::cpu;
+};
+
+// Checks used at op entry points; messages name the tensor.
+void check_shape(const Tensor& t, const Shape& expected, const char* name);
+void check_dtype(const Tensor& t, DType expected, const char* name);
+
+// Relative L2 error ||a - b|| / ||b|| computed in double (NaN anywhere gives NaN).
+double relative_error(const Tensor& a, const Tensor& b);
+
+}  // namespace mamba

@@ -1,0 +1,142 @@
+#include "core/threads.h"
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "core/error.h"
+
+namespace mamba {
+
+namespace {
+
+thread_local bool inside_worker = false;
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int n) : size_(n) {
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { work(i); });
+  }
+  ~ThreadPool() {
+    stop_.store(true);
+    generation_.fetch_add(1);
+    generation_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+  int size() const { return size_; }
+
+  void run(int ranges, const std::function<void(int)>& task) {
+    task_ = &task;
+    ranges_ = ranges;
+    next_.store(1);
+    pending_.store(ranges - 1);
+    error_ = nullptr;
+    generation_.fetch_add(1, std::memory_order_release);
+    generation_.notify_all();
+    run_range(0);
+    claim_ranges();
+    while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void run_range(int r) {
+    try {
+      (*task_)(r);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+  void claim_ranges() {
+    for (int r = next_.fetch_add(1); r < ranges_; r = next_.fetch_add(1)) {
+      run_range(r);
+      pending_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+  void work(int) {
+    inside_worker = true;
+    uint64_t seen = 0;
+    while (true) {
+      uint64_t g = generation_.load(std::memory_order_acquire);
+      for (int spin = 0; g == seen && spin < 20000; ++spin) g = generation_.load(std::memory_order_acquire);
+      if (g == seen) {
+        generation_.wait(seen);
+        continue;
+      }
+      seen = g;
+      if (stop_.load()) return;
+      claim_ranges();
+    }
+  }
+
+  int size_;
+  std::vector<std::thread> workers_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<int> next_{0};
+  std::atomic<int> pending_{0};
+  int ranges_ = 0;
+  const std::function<void(int)>* task_ = nullptr;
+  std::exception_ptr error_;
+  std::mutex error_mutex_;
+};
+
+std::mutex pool_mutex;
+std::unique_ptr<ThreadPool> pool;
+int requested_threads = 0;
+
+ThreadPool& get_pool() {
+  std::lock_guard<std::mutex> lock(pool_mutex);
+  if (!pool) pool = std::make_unique<ThreadPool>(requested_threads > 0 ? requested_threads : hardware_threads());
+  return *pool;
+}
+
+}  // namespace
+
+int hardware_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+void set_num_threads(int n) {
+  MAMBA_CHECK(n >= 0, "--threads: expected a positive number, got ", n);
+  std::lock_guard<std::mutex> lock(pool_mutex);
+  int wanted = n > 0 ? n : hardware_threads();
+  requested_threads = wanted;
+  if (pool && pool->size() == wanted) return;
+  pool.reset();
+}
+
+int num_threads() { return get_pool().size(); }
+
+void split_range(int64_t n, int ranges, int range_index, int64_t* begin, int64_t* end) {
+  int64_t base = n / ranges, extra = n % ranges;
+  *begin = range_index * base + std::min<int64_t>(range_index, extra);
+  *end = *begin + base + (range_index < extra ? 1 : 0);
+}
+
+void parallel_for(int64_t n, int max_ranges, const RangeFn& fn) {
+  if (n <= 0) return;
+  ThreadPool& p = get_pool();
+  int ranges = int(std::min<int64_t>({n, int64_t(p.size()), int64_t(std::max(1, max_ranges))}));
+  if (ranges == 1 || inside_worker) {
+    // Serial, but with the same ranges so per-range reductions give identical results.
+    for (int r = 0; r < ranges; ++r) {
+      int64_t b, e;
+      split_range(n, ranges, r, &b, &e);
+      fn(b, e, r);
+    }
+    return;
+  }
+  std::function<void(int)> task = [&](int r) {
+    int64_t b, e;
+    split_range(n, ranges, r, &b, &e);
+    fn(b, e, r);
+  };
+  p.run(ranges, task);
+}
+
+void parallel_for(int64_t n, const RangeFn& fn) { parallel_for(n, 1 << 30, fn); }
+
+}  // namespace mamba

@@ -1,0 +1,19 @@
+// Small element-wise ops the model needs between the big ones.
+//
+//   add_(a, b):          a += b                        (same shape, f32)
+//   split_columns(x, w): [M, Σw] → one [M, wᵢ] tensor per width (copies; row-major pieces)
+//   concat_columns:      the inverse of split_columns (used by backward to assemble d[x|z])
+//   scale_(a, s):        a *= s
+#pragma once
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace mamba::ops {
+
+void add_(Tensor& a, const Tensor& b);
+void scale_(Tensor& a, double s);
+std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths);
+Tensor concat_columns(const std::vector<Tensor>& parts);
+
+}  // namespace mamba::ops

@@ -1,0 +1,31 @@
+// Linear layer: y = x · Wᵀ + b, for rows x [M, K], weight W [N, K] (the PyTorch layout), bias [N].
+//
+// Weights may be f32, bf16 or f16 (16-bit weights stay 16-bit in memory; products accumulate in
+// float32). Activations are f32 on the CPU. M = 1 (decode) is a mat-vec bound by streaming W,
+// handled by a dedicated kernel; larger M goes to the BLAS GEMM (CPU) or cuBLASLt (CUDA).
+//
+// Backward: dx = dy · W;  dW += dyᵀ · x;  db += Σ_rows dy   (dW, db accumulate: they are f32
+// gradient buffers the caller zeroes once per step, so gradient accumulation needs no copies).
+#pragma once
+#include "core/tensor.h"
+
+namespace mamba::ops {
+
+Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
+// Returns dx (f32, or dtype of x on CUDA). dweight / dbias may be null to skip them.
+Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias);
+
+namespace ref {
+Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
+Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias);
+}  // namespace ref
+namespace cpu {
+Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias);
+Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias);
+}  // namespace cpu
+namespace cuda {
+Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias);
+Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias);
+}  // namespace cuda
+
+}  // namespace mamba::ops

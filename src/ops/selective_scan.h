@@ -1,0 +1,76 @@
+// Selective scan (the S6 layer of Mamba-1), forward, backward and the one-token decode step.
+//
+// For batch b, position t, channel d and state n (layouts are token-major: [batch, length, ...]):
+//   δ'ₜ[d]   = softplus(δₜ[d] + bias[d])  when delta_softplus, else δₜ[d] + bias[d]  (bias optional)
+//   hₜ[d,n]  = exp(δ'ₜ[d]·A[d,n]) · h_{t−1}[d,n] + δ'ₜ[d] · Bₜ[n] · uₜ[d],   h_{−1} = initial state or 0
+//   yₜ[d]    = Σₙ Cₜ[n] · hₜ[d,n] + D[d] · uₜ[d]                               (D optional)
+//   outₜ[d]  = yₜ[d] · SiLU(zₜ[d])  when z is given, else yₜ[d]
+// softplus(x) = log(1 + eˣ), and x itself for x > 20.
+//
+// Variable lengths: with `lengths`, sequence b covers positions [0, lengths[b]); outputs past it
+// are 0 and the state is not advanced by them, so right-padded batches leave each sequence's true
+// last state. last_state is h at position lengths[b] − 1 (the initial state when the length is 0).
+//
+// Fast kernels never store the expanded state [batch, L, D, N]: the forward keeps h in registers,
+// and the backward recomputes it (keeping at most one state per chunk of positions).
+#pragma once
+#include "core/tensor.h"
+
+namespace mamba::ops {
+
+struct ScanInputs {
+  Tensor u;              // [batch, L, D]  f32 | bf16 | f64 (f64: reference only)
+  Tensor delta;          // [batch, L, D]  dtype of u
+  Tensor A;              // [D, N] f32 (negative)
+  Tensor B;              // [batch, L, N]  dtype of u
+  Tensor C;              // [batch, L, N]  dtype of u
+  Tensor D;              // [D] f32, optional
+  Tensor z;              // [batch, L, D] dtype of u, optional
+  Tensor delta_bias;     // [D] f32, optional
+  bool delta_softplus = false;
+  Tensor initial_state;  // [batch, D, N] f32, optional
+  Tensor lengths;        // [batch] i32, optional
+};
+
+struct ScanOutputs {
+  Tensor out;         // [batch, L, D], dtype of u
+  Tensor last_state;  // [batch, D, N] f32
+};
+
+// Gradients of Σ out·dout (+ Σ last_state·dlast_state). Each is defined iff its input is;
+// du, ddelta, dB, dC, dz have the dtype of u; dA, dD, ddelta_bias, dinitial_state are f32.
+struct ScanGrads {
+  Tensor du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state;
+};
+
+// Validates shapes/dtypes/lengths of `in` with messages naming the tensor; used by every backend.
+void check_scan_inputs(const ScanInputs& in);
+
+// Entry points: dispatch on the device of `u`.
+ScanOutputs selective_scan_forward(const ScanInputs& in);
+ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state = {});
+
+// One decode step for a batch of sequences: u, delta, z: [batch, D]; B, C: [batch, N];
+// state [batch, D, N] f32 is advanced in place; returns out [batch, D] (dtype of u).
+// `in.lengths` and `in.initial_state` are ignored.
+Tensor selective_state_update(const ScanInputs& step, Tensor& state);
+
+namespace ref {  // float64 loops: the definition of correct. Outputs and gradients are f64.
+ScanOutputs selective_scan_forward(const ScanInputs& in);
+ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state = {});
+Tensor selective_state_update(const ScanInputs& step, Tensor& state);  // state f64
+}  // namespace ref
+
+namespace cpu {
+ScanOutputs selective_scan_forward(const ScanInputs& in);
+ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state);
+Tensor selective_state_update(const ScanInputs& step, Tensor& state);
+}  // namespace cpu
+
+namespace cuda {
+ScanOutputs selective_scan_forward(const ScanInputs& in);
+ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state);
+Tensor selective_state_update(const ScanInputs& step, Tensor& state);
+}  // namespace cuda
+
+}  // namespace mamba::ops

@@ -1,0 +1,66 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "core/threads.h"
+
+namespace mamba {
+
+TEST(DType, Bf16RoundsToNearestEven) {
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  // 1 + 2^-8 lies exactly between two bf16 values; ties go to the even mantissa (1.0).
+  EXPECT_EQ(f32_to_bf16(1.00390625f), 0x3f80);
+  EXPECT_EQ(f32_to_bf16(1.01171875f), 0x3f82);
+  EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(NAN))));
+}
+
+TEST(DType, F16RoundTripsEveryHalf) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    uint16_t bits = uint16_t(h);
+    float f = f16_to_f32(bits);
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(f32_to_f16(f), bits) << "half bits " << h;
+  }
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);  // rounds to infinity
+  EXPECT_FLOAT_EQ(f16_to_f32(f32_to_f16(0.1f)), 0.0999755859375f);
+}
+
+TEST(Tensor, ViewSliceAndConvert) {
+  Tensor t = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {3, 2}, DType::f32);
+  Tensor rows = t.slice(1, 3);
+  EXPECT_EQ(rows.shape(), (Shape{2, 2}));
+  EXPECT_EQ(rows.item(0), 3);
+  Tensor flat = t.view({-1});
+  EXPECT_EQ(flat.shape(), (Shape{6}));
+  Tensor half = t.to(DType::bf16);
+  EXPECT_EQ(half.to(DType::f64).item(5), 6);
+  EXPECT_THROW(t.view({4, 2}), Error);
+  EXPECT_THROW(t.data<double>(), Error);
+}
+
+TEST(Tensor, RelativeErrorSeesNaN) {
+  Tensor a = Tensor::from_vector({1, NAN}, {2}, DType::f32);
+  Tensor b = Tensor::from_vector({1, 2}, {2}, DType::f32);
+  EXPECT_TRUE(std::isnan(relative_error(a, b)));
+  EXPECT_DOUBLE_EQ(relative_error(b, b), 0.0);
+}
+
+TEST(Threads, RangesCoverEverythingOnce) {
+  set_num_threads(2);
+  std::vector<int> hits(1001, 0);
+  parallel_for(1001, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) hits[size_t(i)] += 1;
+  });
+  for (int h : hits) ASSERT_EQ(h, 1);
+  EXPECT_THROW(parallel_for(4, [](int64_t, int64_t, int) { fail("boom"); }), Error);
+}
+
+TEST(Rng, SameSeedSameStream) {
+  Rng a(7), b(7), c(8);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(a.next_u64(), b.next_u64());
+  EXPECT_NE(Rng(7).next_u64(), c.next_u64());
+}
+
+}  // namespace mamba
