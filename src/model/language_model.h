@@ -1,0 +1,93 @@
+// A Mamba language model: embedding → blocks (fused residual add + norm → mixer) → final norm →
+// LM head. Written once for every device: it calls ops:: entry points only, which dispatch on
+// the tensors' device. Parameters carry their Hugging Face names, so loading and saving are a
+// table lookup.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/checkpoint.h"
+#include "io/config.h"
+
+namespace mamba::model {
+
+struct Parameter {
+  std::string name;   // Hugging Face name, e.g. backbone.layers.3.mixer.A_log
+  Tensor value;       // weights: stored dtype (or --dtype); float32 for A_log, D, biases, norms
+  Tensor grad;        // f32, same shape; allocated by enable_grad()
+  bool weight_decay;  // false for A_log, D, biases and norm weights
+};
+
+struct LoadOptions {
+  Device device = Device::cpu;
+  // Weight matrices are converted to this dtype on load unless `keep_stored_dtype`.
+  DType weight_dtype = DType::f32;
+  bool keep_stored_dtype = true;
+};
+
+// Recurrent state of a batch of sequences: per Mamba-1 layer conv [batch, D, K−1] and SSM
+// [batch, D, N], both f32. Its size does not depend on how many tokens were consumed.
+struct InferenceState {
+  int64_t batch = 0;
+  std::vector<Tensor> conv;
+  std::vector<Tensor> ssm;
+  int64_t bytes() const;
+};
+
+// Result of a training forward(+backward) over one batch.
+struct LossResult {
+  double loss = 0;     // mean cross-entropy over counted targets
+  int64_t count = 0;   // targets ≥ 0
+  Tensor predictions;  // [batch·L] i32 argmax, for accuracy metrics
+};
+
+class LanguageModel {
+ public:
+  static std::unique_ptr<LanguageModel> from_checkpoint(const io::Checkpoint& checkpoint, const LoadOptions& options);
+  static std::unique_ptr<LanguageModel> load(const std::string& dir, const LoadOptions& options);
+  // Fresh initialisation as MAMBA.md describes (S4D-real A, inverse-softplus dt bias, scaled out_proj).
+  static std::unique_ptr<LanguageModel> initialize(const io::ModelConfig& config, uint64_t seed, Device device);
+
+  const io::ModelConfig& config() const { return config_; }
+  int64_t vocab_rows() const;  // embedding rows (logit columns)
+  Device device() const { return device_; }
+  std::vector<Parameter>& parameters() { return parameters_; }
+  Parameter& parameter(const std::string& name);
+  int64_t parameter_count() const;
+  int64_t parameter_bytes() const;
+  // Tensors by Hugging Face name as stored by save_checkpoint (tied LM head omitted).
+  io::TensorMap state_dict() const;
+
+  // Full forward: ids [batch, L] (i32 or i64) → logits [batch, L, V] f32 (only the last position
+  // of each sequence, [batch, 1, V], when last_only; with `lengths`, position lengths[b]−1).
+  Tensor forward(const Tensor& ids, bool last_only = false, const Tensor& lengths = {});
+
+  // Training: loss of predicting targets [batch, L] (i32, −1 = ignored) from ids [batch, L];
+  // with_grad accumulates gradients into each Parameter::grad (call enable_grad first).
+  LossResult forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad);
+  void enable_grad();
+  void zero_grad();
+
+  // Generation: prefill consumes ids [batch, L] (right-padded; `lengths` optional) in chunks of
+  // `chunk` positions that carry the state, and returns the logits [batch, V] at each
+  // sequence's last position. step consumes one token per sequence, ids [batch].
+  InferenceState new_state(int64_t batch) const;
+  Tensor prefill(InferenceState& state, const Tensor& ids, const Tensor& lengths = {}, int64_t chunk = 2048);
+  Tensor step(InferenceState& state, const Tensor& ids);
+
+ private:
+  struct Impl;
+  LanguageModel(io::ModelConfig config, Device device);
+  io::ModelConfig config_;
+  Device device_;
+  std::vector<Parameter> parameters_;
+  std::shared_ptr<Impl> impl_;
+
+ public:
+  ~LanguageModel();
+};
+
+}  // namespace mamba::model
