@@ -24,6 +24,7 @@
 #include <algorithm>
 
 #include "ops/cuda/common.cuh"
+#include "ops/cuda/scan_launch.h"
 #include "ops/selective_scan.h"
 
 namespace mamba::ops {
@@ -590,8 +591,6 @@ void allow_shared_memory(Kernel kernel, size_t bytes, int N) {
                "cudaFuncSetAttribute");
 }
 
-Tensor cuda_f32_zeros(const Shape& shape) { return Tensor::zeros(shape, DType::f32, Device::cuda); }
-
 void check_same(const Tensor& t, const char* name, const Tensor& u, const Shape& shape) {
   require_cuda_tensor(t, name);
   check_shape(t, shape, name);
@@ -654,40 +653,59 @@ ScanArgs prepare(const ScanInputs& in, bool step) {
 
 // Splits the length across blocks only when the unsplit grid leaves SMs idle: fewer than three
 // blocks per SM. Each split covers whole chunks and at least four of them.
-int choose_splits(const ScanArgs& p, int chunk_len) {
+struct SplitPlan {
+  int splits = 1, split_len = 0;
+};
+
+SplitPlan plan_splits(const ScanArgs& p, int chunk_len) {
   const int64_t blocks = int64_t(p.batch) * ((p.dim + kWarps - 1) / kWarps);
   const int64_t wanted = 3 * int64_t(multiprocessor_count());
-  if (blocks >= wanted) return 1;
   const int64_t chunks = (p.L + chunk_len - 1) / chunk_len;
-  return int(std::max<int64_t>(1, std::min((wanted + blocks - 1) / blocks, chunks / 4)));
+  int64_t splits = 1;
+  if (blocks < wanted) splits = std::max<int64_t>(1, std::min((wanted + blocks - 1) / blocks, chunks / 4));
+  const int64_t chunks_per_split = std::max<int64_t>(1, (chunks + splits - 1) / splits);
+  SplitPlan plan;
+  plan.split_len = int(chunks_per_split * chunk_len);
+  plan.splits = int(std::max<int64_t>(1, (chunks + chunks_per_split - 1) / chunks_per_split));
+  return plan;
 }
 
-// Runs `kMode` over the whole length, first chaining splits when the length is split. Scratch
-// tensors live until the kernels that use them are queued (cudaFree waits for the device).
+size_t split_scratch_floats(const ScanArgs& p, const SplitPlan& plan) {
+  return plan.splits > 1 ? size_t(p.batch) * plan.splits * p.dim * (1 + 2 * size_t(p.nstate)) : 0;
+}
+
+// Device scratch kept for the life of the process and grown on demand, so repeated calls do not
+// allocate (cudaFree waits for the whole device). The ops run from one host thread at a time.
+float* scratch(size_t floats) {
+  static float* buffer = nullptr;
+  static size_t capacity = 0;
+  if (floats > capacity) {
+    if (buffer) check_cuda(cudaFree(buffer), "cudaFree (selective_scan scratch)");
+    buffer = nullptr;
+    capacity = 0;
+    check_cuda(cudaMalloc(&buffer, floats * sizeof(float)), "cudaMalloc (selective_scan scratch)");
+    capacity = floats;
+  }
+  return buffer;
+}
+
+// Runs `kMode` over the whole length; a split length first gets its splits' incoming states
+// from the summary and chain kernels (scratch: split_scratch_floats of the plan).
 template <typename T, int kItems, Mode kMode>
-void run_forward_pass(ScanArgs p) {
-  constexpr int chunk_len = Tile<kItems>::len;
-  const dim3 grid_2d((p.dim + kWarps - 1) / kWarps, p.batch, 1);
-  const int splits = choose_splits(p, chunk_len);
-  const int chunks = (p.L + chunk_len - 1) / chunk_len;
-  const int chunks_per_split = (chunks + splits - 1) / splits;
-  p.split_len = chunks_per_split * chunk_len;
-  p.splits = (chunks + chunks_per_split - 1) / chunks_per_split;
-  if (p.L == 0) p.splits = 1, p.split_len = 0;
+void run_forward_pass(ScanArgs p, const SplitPlan& plan, float* split_scratch) {
+  const dim3 grid((p.dim + kWarps - 1) / kWarps, p.batch, plan.splits);
+  p.splits = plan.splits;
+  p.split_len = plan.split_len;
   const size_t elem = sizeof(T);
-  Tensor delta_sum, split_state, split_init;
   if (p.splits > 1) {
-    const int64_t rows = int64_t(p.batch) * p.splits * p.dim;
-    delta_sum = Tensor::empty({rows}, DType::f32, Device::cuda);
-    split_state = Tensor::empty({rows, p.nstate}, DType::f32, Device::cuda);
-    split_init = Tensor::empty({rows, p.nstate}, DType::f32, Device::cuda);
-    p.split_delta_sum = delta_sum.data<float>();
-    p.split_state = split_state.data<float>();
-    p.split_init = split_init.data<float>();
+    const size_t rows = size_t(p.batch) * p.splits * p.dim;
+    p.split_delta_sum = split_scratch;
+    p.split_state = split_scratch + rows;
+    p.split_init = split_scratch + rows * (1 + p.nstate);
     const size_t summary_bytes = forward_smem_bytes<kItems>(p.nstate, elem, Mode::summary);
     auto summary = scan_forward_kernel<T, kItems, Mode::summary>;
     allow_shared_memory(summary, summary_bytes, p.nstate);
-    summary<<<dim3(grid_2d.x, grid_2d.y, p.splits), kThreads, summary_bytes>>>(p);
+    summary<<<grid, kThreads, summary_bytes>>>(p);
     check_launch("selective_scan summary kernel");
     chain_splits_kernel<<<blocks_for(int64_t(p.batch) * p.dim * p.nstate, 256), 256>>>(p);
     check_launch("selective_scan chain kernel");
@@ -695,17 +713,27 @@ void run_forward_pass(ScanArgs p) {
   const size_t bytes = forward_smem_bytes<kItems>(p.nstate, elem, kMode);
   auto kernel = scan_forward_kernel<T, kItems, kMode>;
   allow_shared_memory(kernel, bytes, p.nstate);
-  kernel<<<dim3(grid_2d.x, grid_2d.y, p.splits), kThreads, bytes>>>(p);
+  kernel<<<grid, kThreads, bytes>>>(p);
   check_launch("selective_scan forward kernel");
 }
 
 template <typename T>
-void run_backward(ScanArgs p) {
+void run_backward(ScanArgs p, bool dBC_in_place) {
   constexpr int chunk_len = Tile<kBackwardItems>::len;
-  const int chunks = (p.L + chunk_len - 1) / chunk_len;
-  Tensor chunk_states = Tensor::empty({int64_t(p.batch) * chunks * p.dim, p.nstate}, DType::f32, Device::cuda);
-  p.chunk_states = chunk_states.data<float>();
-  run_forward_pass<T, kBackwardItems, Mode::states>(p);
+  const SplitPlan plan = plan_splits(p, chunk_len);
+  const size_t chunks = (p.L + chunk_len - 1) / chunk_len;
+  const size_t states = size_t(p.batch) * chunks * p.dim * p.nstate;
+  const size_t split_floats = split_scratch_floats(p, plan);
+  const size_t bc = dBC_in_place ? 0 : size_t(p.batch) * p.L * p.nstate;
+  float* buffer = scratch(states + split_floats + 2 * bc);
+  p.chunk_states = buffer;
+  if (!dBC_in_place) {
+    p.dB = buffer + states + split_floats;
+    p.dC = p.dB + bc;
+  }
+  check_cuda(cudaMemsetAsync(p.dB, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
+  check_cuda(cudaMemsetAsync(p.dC, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
+  run_forward_pass<T, kBackwardItems, Mode::states>(p, plan, buffer + states);
   p.splits = 1;
   const size_t bytes = backward_smem_bytes<kBackwardItems>(p.nstate, sizeof(T));
   auto kernel = scan_backward_kernel<T, kBackwardItems>;
@@ -714,59 +742,83 @@ void run_backward(ScanArgs p) {
   check_launch("selective_scan backward kernel");
 }
 
+__global__ void narrow_pairs_kernel(const float* a, const float* b, __nv_bfloat16* a_out, __nv_bfloat16* b_out,
+                                    int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) {
+    a_out[i] = __float2bfloat16_rn(a[i]);
+    b_out[i] = __float2bfloat16_rn(b[i]);
+  }
+}
+
+void zero_async(const Tensor& t) {
+  if (t.defined()) check_cuda(cudaMemsetAsync(t.raw(), 0, t.nbytes()), "cudaMemsetAsync");
+}
+
 }  // namespace
 
-namespace cuda {
+namespace cuda_detail {
 
-ScanOutputs selective_scan_forward(const ScanInputs& in) {
+void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const Tensor& last_state) {
   ScanArgs p = prepare(in, false);
-  ScanOutputs result;
-  result.out = Tensor::empty(in.u.shape(), in.u.dtype(), Device::cuda);
-  result.last_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, Device::cuda);
-  if (in.u.numel() == 0 && p.L > 0) return result;
-  p.out = result.out.raw();
-  p.last_state = result.last_state.data<float>();
+  check_same(out, "selective_scan out", in.u, in.u.shape());
+  check_f32(last_state, "selective_scan last_state", {p.batch, p.dim, p.nstate});
   if (p.L == 0) {
     // Nothing to scan: the last state is the initial one.
     if (in.initial_state.defined())
-      result.last_state.copy_from(in.initial_state);
+      check_cuda(
+          cudaMemcpyAsync(last_state.raw(), in.initial_state.raw(), last_state.nbytes(), cudaMemcpyDeviceToDevice),
+          "cudaMemcpyAsync");
     else
-      result.last_state.zero_();
-    return result;
+      zero_async(last_state);
+    return;
   }
-  if (in.u.dtype() == DType::f32)
-    run_forward_pass<float, kForwardItems, Mode::output>(p);
+  if (p.batch == 0 || p.dim == 0) return;
+  p.out = out.raw();
+  p.last_state = last_state.data<float>();
+  const bool f32 = in.u.dtype() == DType::f32;
+  const SplitPlan plan = plan_splits(p, Tile<kForwardItems>::len);
+  float* split = scratch(split_scratch_floats(p, plan));
+  if (f32)
+    run_forward_pass<float, kForwardItems, Mode::output>(p, plan, split);
   else
-    run_forward_pass<__nv_bfloat16, kForwardItems, Mode::output>(p);
-  return result;
+    run_forward_pass<__nv_bfloat16, kForwardItems, Mode::output>(p, plan, split);
 }
 
-ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state) {
+void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state,
+                                  const ScanGrads& g) {
   ScanArgs p = prepare(in, false);
   check_same(dout, "selective_scan dout", in.u, in.u.shape());
   if (dlast_state.defined()) check_f32(dlast_state, "selective_scan dlast_state", {p.batch, p.dim, p.nstate});
-  const Device gpu = Device::cuda;
-  ScanGrads g;
-  g.du = Tensor::empty(in.u.shape(), in.u.dtype(), gpu);
-  g.ddelta = Tensor::empty(in.u.shape(), in.u.dtype(), gpu);
-  g.dA = cuda_f32_zeros({p.dim, p.nstate});
-  if (in.z.defined()) g.dz = Tensor::empty(in.u.shape(), in.u.dtype(), gpu);
-  if (in.D.defined()) g.dD = cuda_f32_zeros({p.dim});
-  if (in.delta_bias.defined()) g.ddelta_bias = cuda_f32_zeros({p.dim});
-  if (in.initial_state.defined()) g.dinitial_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, gpu);
-  const bool f32 = in.u.dtype() == DType::f32;
-  // dB and dC are sums over channels, accumulated with atomics in float32.
-  Tensor dB32 = cuda_f32_zeros(in.B.shape()), dC32 = cuda_f32_zeros(in.C.shape());
-  if (p.L == 0) {
-    g.dB = f32 ? dB32 : bf16_on_device(dB32, "selective_scan dB");
-    g.dC = f32 ? dC32 : bf16_on_device(dC32, "selective_scan dC");
+  const Shape rows{p.batch, p.L, p.dim}, state_rows{p.batch, p.L, p.nstate}, states{p.batch, p.dim, p.nstate};
+  check_same(g.du, "selective_scan du", in.u, rows);
+  check_same(g.ddelta, "selective_scan ddelta", in.u, rows);
+  check_same(g.dB, "selective_scan dB", in.u, state_rows);
+  check_same(g.dC, "selective_scan dC", in.u, state_rows);
+  check_f32(g.dA, "selective_scan dA", {p.dim, p.nstate});
+  auto optional = [](const Tensor& grad, const Tensor& input, const char* name) {
+    MAMBA_CHECK(grad.defined() == input.defined(), "selective_scan ", name, ": defined iff its input is");
+  };
+  optional(g.dz, in.z, "dz");
+  optional(g.dD, in.D, "dD");
+  optional(g.ddelta_bias, in.delta_bias, "ddelta_bias");
+  optional(g.dinitial_state, in.initial_state, "dinitial_state");
+  if (g.dz.defined()) check_same(g.dz, "selective_scan dz", in.u, rows);
+  if (g.dD.defined()) check_f32(g.dD, "selective_scan dD", {p.dim});
+  if (g.ddelta_bias.defined()) check_f32(g.ddelta_bias, "selective_scan ddelta_bias", {p.dim});
+  if (g.dinitial_state.defined()) check_f32(g.dinitial_state, "selective_scan dinitial_state", states);
+  for (const Tensor* t : {&g.dA, &g.dD, &g.ddelta_bias}) zero_async(*t);
+  if (p.L == 0 || p.batch == 0 || p.dim == 0) {
+    for (const Tensor* t : {&g.du, &g.ddelta, &g.dz, &g.dB, &g.dC}) zero_async(*t);
     if (g.dinitial_state.defined()) {
       if (dlast_state.defined())
-        g.dinitial_state.copy_from(dlast_state);
+        check_cuda(
+            cudaMemcpyAsync(g.dinitial_state.raw(), dlast_state.raw(), dlast_state.nbytes(), cudaMemcpyDeviceToDevice),
+            "cudaMemcpyAsync");
       else
-        g.dinitial_state.zero_();
+        zero_async(g.dinitial_state);
     }
-    return g;
+    return;
   }
   p.dout = dout.raw();
   p.dlast_state = data_or_null<float>(dlast_state);
@@ -777,17 +829,48 @@ ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, cons
   p.dD = g.dD.defined() ? g.dD.data<float>() : nullptr;
   p.ddelta_bias = g.ddelta_bias.defined() ? g.ddelta_bias.data<float>() : nullptr;
   p.dinitial_state = g.dinitial_state.defined() ? g.dinitial_state.data<float>() : nullptr;
-  p.dB = dB32.data<float>();
-  p.dC = dC32.data<float>();
-  if (f32) {
-    run_backward<float>(p);
-    g.dB = dB32;
-    g.dC = dC32;
-    return g;
+  if (in.u.dtype() == DType::f32) {
+    // dB and dC are sums over channels, accumulated with float32 atomics straight into the outputs.
+    p.dB = g.dB.data<float>();
+    p.dC = g.dC.data<float>();
+    run_backward<float>(p, true);
+    return;
   }
-  run_backward<__nv_bfloat16>(p);
-  g.dB = bf16_on_device(dB32, "selective_scan dB");
-  g.dC = bf16_on_device(dC32, "selective_scan dC");
+  run_backward<__nv_bfloat16>(p, false);
+  const int64_t n = g.dB.numel();
+  narrow_pairs_kernel<<<blocks_for(n, 256), 256>>>(p.dB, p.dC, static_cast<__nv_bfloat16*>(g.dB.raw()),
+                                                   static_cast<__nv_bfloat16*>(g.dC.raw()), n);
+  check_launch("selective_scan dB/dC conversion");
+}
+
+}  // namespace cuda_detail
+
+namespace cuda {
+
+ScanOutputs selective_scan_forward(const ScanInputs& in) {
+  ScanArgs p = prepare(in, false);
+  ScanOutputs result;
+  result.out = Tensor::empty(in.u.shape(), in.u.dtype(), Device::cuda);
+  result.last_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, Device::cuda);
+  cuda_detail::selective_scan_forward_into(in, result.out, result.last_state);
+  return result;
+}
+
+ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state) {
+  ScanArgs p = prepare(in, false);
+  const Device gpu = Device::cuda;
+  const DType dtype = in.u.dtype();
+  ScanGrads g;
+  g.du = Tensor::empty(in.u.shape(), dtype, gpu);
+  g.ddelta = Tensor::empty(in.u.shape(), dtype, gpu);
+  g.dA = Tensor::empty({p.dim, p.nstate}, DType::f32, gpu);
+  g.dB = Tensor::empty(in.B.shape(), dtype, gpu);
+  g.dC = Tensor::empty(in.C.shape(), dtype, gpu);
+  if (in.z.defined()) g.dz = Tensor::empty(in.u.shape(), dtype, gpu);
+  if (in.D.defined()) g.dD = Tensor::empty({p.dim}, DType::f32, gpu);
+  if (in.delta_bias.defined()) g.ddelta_bias = Tensor::empty({p.dim}, DType::f32, gpu);
+  if (in.initial_state.defined()) g.dinitial_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, gpu);
+  cuda_detail::selective_scan_backward_into(in, dout, dlast_state, g);
   return g;
 }
 
