@@ -190,6 +190,13 @@ TEST(CudaSelectiveScan, SmallOddSizesBf16) {
   for (int L : {1, 7, 2047, 2049}) check_scan({2, L, 11, 16}, {}, DType::bf16, true, 200 + L);
 }
 
+// Small enough for compute-sanitizer (scripts/gpu/run.sh test), yet several chunks and splits.
+TEST(CudaSelectiveScan, AllFeaturesSmall) {
+  SKIP_WITHOUT_GPU();
+  check_scan({2, 600, 13, 16}, {}, DType::f32, true, 5);
+  check_scan({2, 600, 13, 16}, {}, DType::bf16, true, 6);
+}
+
 TEST(CudaSelectiveScan, NoOptionalInputs) {
   SKIP_WITHOUT_GPU();
   Features bare;

@@ -717,8 +717,9 @@ void run_forward_pass(ScanArgs p, const SplitPlan& plan, float* split_scratch) {
   check_launch("selective_scan forward kernel");
 }
 
+// Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place).
 template <typename T>
-void run_backward(ScanArgs p, bool dBC_in_place) {
+void run_backward(ScanArgs& p, bool dBC_in_place) {
   constexpr int chunk_len = Tile<kBackwardItems>::len;
   const SplitPlan plan = plan_splits(p, chunk_len);
   const size_t chunks = (p.L + chunk_len - 1) / chunk_len;
@@ -734,11 +735,12 @@ void run_backward(ScanArgs p, bool dBC_in_place) {
   check_cuda(cudaMemsetAsync(p.dB, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
   check_cuda(cudaMemsetAsync(p.dC, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
   run_forward_pass<T, kBackwardItems, Mode::states>(p, plan, buffer + states);
-  p.splits = 1;
+  ScanArgs unsplit = p;
+  unsplit.splits = 1;
   const size_t bytes = backward_smem_bytes<kBackwardItems>(p.nstate, sizeof(T));
   auto kernel = scan_backward_kernel<T, kBackwardItems>;
   allow_shared_memory(kernel, bytes, p.nstate);
-  kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(p);
+  kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(unsplit);
   check_launch("selective_scan backward kernel");
 }
 
