@@ -4,7 +4,8 @@
 #                              them, then compute-sanitizer memcheck and racecheck on small sizes
 #   scripts/gpu/run.sh bench   build the library and scripts/gpu/scan_bench.cpp, time the selective
 #                              scan at the TARGETS.md shapes; a short table last
-#   scripts/gpu/run.sh all     both
+#   scripts/gpu/run.sh profile Nsight Compute on one forward and backward at the first shape
+#   scripts/gpu/run.sh all     test and bench
 # Logs and JSON go to $OUT (default out/gpu). Each mode fits in 8 minutes including the build.
 set -euo pipefail
 mode=${1:-test}
@@ -76,9 +77,20 @@ run_bench() {
   "$build/scan_bench" "$out/scan_bench.json"
 }
 
+run_profile() {
+  echo "== ncu"
+  g++ $cxx_flags scripts/gpu/scan_bench.cpp -o "$build/scan_bench" $libs
+  ncu --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+    --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+    -k regex:scan_ "$build/scan_bench" "$out/profile.json" --profile >"$out/ncu.txt" 2>&1 || tail -20 "$out/ncu.txt"
+  grep -E "scan_|Duration|Throughput|Warp Cycles Per Issued|Stall|Achieved Occupancy|Registers Per|Issue Slots|Eligible|No Eligible|Block Limit|Executed Ipc|L1/TEX Hit|L2 Hit|Bank" \
+    "$out/ncu.txt" | cut -c1-150 | head -120
+}
+
 case "$mode" in
   test) run_tests ;;
   bench) run_bench ;;
+  profile) run_profile ;;
   all) run_tests; run_bench ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|all" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all" >&2; exit 2 ;;
 esac

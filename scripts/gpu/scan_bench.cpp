@@ -2,7 +2,8 @@
 // float32 A, D and delta bias, softplus, z given, B and C per position). For each shape: forward
 // and forward+backward, median of cudaEvent-timed repetitions into preallocated outputs, as a
 // ratio to the memory floor (bytes / 3028 GB/s) and to the official kernels' times.
-// Usage: scan_bench OUT.json
+// Usage: scan_bench OUT.json [--profile]   (--profile: first shape, one forward and one backward,
+// for running under ncu)
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -61,6 +62,7 @@ double median_ms(Fn&& fn, int warmup, int reps) {
 
 int main(int argc, char** argv) {
   const std::string json_path = argc > 1 ? argv[1] : "scan_bench.json";
+  const bool profile = argc > 2 && std::string(argv[2]) == "--profile";
   const double bandwidth = 3028e9, exp_rate = 4.2e12;
   const std::vector<Shape4> shapes = {{4, 4096, 2048, 16, 0.596, 3.03, 0.30, 1.5},
                                       {1, 4096, 8192, 16, 0.754, 3.49, 0.38, 1.75},
@@ -70,11 +72,11 @@ int main(int argc, char** argv) {
   json << "[\n";
   std::string table;
   char line[512];
-  std::snprintf(line, sizeof line, "%-22s %9s %8s %8s %8s | %9s %8s %8s %8s\n", "batch,D,L,N", "fwd ms", "/floor",
-                "/offic", "target", "f+b ms", "/floor", "/offic", "target");
+  std::snprintf(line, sizeof line, "%-22s %9s %8s %8s %8s %8s | %9s %8s %8s %8s\n", "batch,D,L,N", "fwd ms", "/floor",
+                "/offic", "target", "fwd16", "f+b ms", "/floor", "/offic", "target");
   table += line;
   try {
-    for (size_t i = 0; i < shapes.size(); ++i) {
+    for (size_t i = 0; i < (profile ? 1 : shapes.size()); ++i) {
       const Shape4& s = shapes[i];
       Rng rng(1 + i);
       const DType bf16 = DType::bf16;
@@ -102,8 +104,18 @@ int main(int argc, char** argv) {
       g.dD = Tensor::empty({s.D}, DType::f32, gpu);
       g.ddelta_bias = Tensor::empty({s.D}, DType::f32, gpu);
 
+      if (profile) {
+        ops::cuda_detail::selective_scan_forward_into(in, out, last);
+        ops::cuda_detail::selective_scan_backward_into(in, dout, Tensor(), g);
+        check(cudaDeviceSynchronize(), "profiled run");
+        return 0;
+      }
       const int reps = s.L > 10000 ? 10 : 20;
       const double fwd = median_ms([&] { ops::cuda_detail::selective_scan_forward_into(in, out, last); }, 3, reps);
+      // The same with 16 positions per lane (the tuning alternative).
+      ops::cuda_detail::set_selective_scan_forward_items(16);
+      const double fwd16 = median_ms([&] { ops::cuda_detail::selective_scan_forward_into(in, out, last); }, 3, reps);
+      ops::cuda_detail::set_selective_scan_forward_items(8);
       const double both = median_ms(
           [&] {
             ops::cuda_detail::selective_scan_forward_into(in, out, last);
@@ -120,15 +132,16 @@ int main(int argc, char** argv) {
       const double fwd_bytes = (4 * bld + 2 * bln) * 2, bwd_bytes = (7 * bld + 4 * bln) * 2;
       const double fwd_floor = fwd_bytes / bandwidth * 1e3, both_floor = (fwd_bytes + bwd_bytes) / bandwidth * 1e3;
       const double exps = bld * s.N, exp_floor = exps / exp_rate * 1e3;
-      std::snprintf(line, sizeof line, "%d,%d,%d,%-12d %9.3f %8.2f %8.2f %8.2f | %9.3f %8.2f %8.2f %8.2f\n", s.batch,
-                    s.D, s.L, s.N, fwd, fwd / fwd_floor, fwd / s.official_fwd_ms, s.target_fwd_ms, both,
+      std::snprintf(line, sizeof line, "%d,%d,%d,%-12d %9.3f %8.2f %8.2f %8.2f %8.3f | %9.3f %8.2f %8.2f %8.2f\n",
+                    s.batch, s.D, s.L, s.N, fwd, fwd / fwd_floor, fwd / s.official_fwd_ms, s.target_fwd_ms, fwd16, both,
                     both / both_floor, both / s.official_fwdbwd_ms, s.target_fwdbwd_ms);
       table += line;
       json << (i ? ",\n" : "") << "  {\"batch\": " << s.batch << ", \"D\": " << s.D << ", \"L\": " << s.L
-           << ", \"N\": " << s.N << ", \"fwd_ms\": " << fwd << ", \"fwd_bwd_ms\": " << both
-           << ", \"fwd_memory_floor_ms\": " << fwd_floor << ", \"fwd_bwd_memory_floor_ms\": " << both_floor
-           << ", \"fwd_exp_floor_ms\": " << exp_floor << ", \"official_fwd_ms\": " << s.official_fwd_ms
-           << ", \"official_fwd_bwd_ms\": " << s.official_fwdbwd_ms << "}";
+           << ", \"N\": " << s.N << ", \"fwd_ms\": " << fwd << ", \"fwd_16_items_ms\": " << fwd16
+           << ", \"fwd_bwd_ms\": " << both << ", \"fwd_memory_floor_ms\": " << fwd_floor
+           << ", \"fwd_bwd_memory_floor_ms\": " << both_floor << ", \"fwd_exp_floor_ms\": " << exp_floor
+           << ", \"official_fwd_ms\": " << s.official_fwd_ms << ", \"official_fwd_bwd_ms\": " << s.official_fwdbwd_ms
+           << "}";
       std::fflush(stdout);
     }
   } catch (const Error& e) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cuda_test_util.h"
+#include "ops/cuda/scan_launch.h"
 #include "ops/selective_scan.h"
 
 namespace mamba {
@@ -195,6 +196,17 @@ TEST(CudaSelectiveScan, AllFeaturesSmall) {
   SKIP_WITHOUT_GPU();
   check_scan({2, 600, 13, 16}, {}, DType::f32, true, 5);
   check_scan({2, 600, 13, 16}, {}, DType::bf16, true, 6);
+}
+
+// The forward's tuning alternative: 16 positions per lane.
+TEST(CudaSelectiveScan, SixteenItemsPerLane) {
+  SKIP_WITHOUT_GPU();
+  struct Restore {
+    ~Restore() { ops::cuda_detail::set_selective_scan_forward_items(8); }
+  } restore;
+  ops::cuda_detail::set_selective_scan_forward_items(16);
+  check_scan({2, 2049, 13, 16}, {}, DType::f32, false, 3);
+  check_scan({3, 1500, 16, 16}, {}, DType::bf16, false, 4);
 }
 
 TEST(CudaSelectiveScan, NoOptionalInputs) {

@@ -10,5 +10,7 @@ namespace mamba::ops::cuda_detail {
 void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const Tensor& last_state);
 void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state,
                                   const ScanGrads& grads);
+// Positions per lane in the forward kernel (8, the default, or 16): a tuning knob for benchmarks.
+void set_selective_scan_forward_items(int items);
 
 }  // namespace mamba::ops::cuda_detail

@@ -22,6 +22,7 @@
 // g_t = a_{t+1}·g_{t+1} + C_t·dy_t in the same (a, b)-pair form. dB and dC are summed over the
 // block's channels in shared memory, then added to device memory with atomics.
 #include <algorithm>
+#include <cstdint>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/scan_launch.h"
@@ -47,6 +48,8 @@ struct ScanArgs {
   const float* dlast_state = nullptr;
   int batch = 0, L = 0, dim = 0, nstate = 0;
   bool softplus = false;
+  bool vector_channels = false;  // [.., D] rows move as 16-byte vectors (D multiple of the vector)
+  bool vector_states = false;    // the same for [.., N] rows of B and C
   int splits = 1, split_len = 0;
   void* out = nullptr;
   float* last_state = nullptr;
@@ -103,32 +106,83 @@ __device__ __forceinline__ void store_items(T* dst, const float (&src)[K]) {
 }
 
 // tile[cc][tt] = src[t0 + tt][c0 + cc] for the block's channels; zeros outside [0, L) × [0, dim).
+// With `vector_rows` (dim a multiple of the 16-byte vector, 16-byte aligned rows) each thread
+// moves whole 16-byte vectors of consecutive channels.
 template <typename T, int kItems>
-__device__ void load_channel_tile(T* tile, const T* src, int t0, int L, int c0, int dim) {
-  for (int e = threadIdx.x; e < Tile<kItems>::len * kWarps; e += kThreads) {
+__device__ void load_channel_tile(T* tile, const T* src, int t0, int L, int c0, int dim, bool vector_rows) {
+  using Tl = Tile<kItems>;
+  constexpr int kVec = 16 / sizeof(T), kVecPerRow = kWarps / kVec;
+  if (vector_rows) {
+    for (int e = threadIdx.x; e < Tl::len * kVecPerRow; e += kThreads) {
+      const int tt = e / kVecPerRow, v = e % kVecPerRow, t = t0 + tt, c = c0 + v * kVec;
+      alignas(16) T vals[kVec];
+      if (t < L && c < dim) {
+        *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(src + int64_t(t) * dim + c);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) vals[j] = from_float<T>(0.0f);
+      }
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) tile[(v * kVec + j) * Tl::raw_row + tt] = vals[j];
+    }
+    return;
+  }
+  for (int e = threadIdx.x; e < Tl::len * kWarps; e += kThreads) {
     const int tt = e / kWarps, cc = e % kWarps, t = t0 + tt, c = c0 + cc;
-    tile[cc * Tile<kItems>::raw_row + tt] = t < L && c < dim ? src[int64_t(t) * dim + c] : from_float<T>(0.0f);
+    tile[cc * Tl::raw_row + tt] = t < L && c < dim ? src[int64_t(t) * dim + c] : from_float<T>(0.0f);
   }
 }
 
 // The inverse for outputs: dst[t0 + tt][c0 + cc] = tile[cc][tt] for positions in [t0, t_end).
 template <typename T, int kItems>
-__device__ void store_channel_tile(T* dst, const T* tile, int t0, int t_end, int c0, int dim) {
-  for (int e = threadIdx.x; e < Tile<kItems>::len * kWarps; e += kThreads) {
+__device__ void store_channel_tile(T* dst, const T* tile, int t0, int t_end, int c0, int dim, bool vector_rows) {
+  using Tl = Tile<kItems>;
+  constexpr int kVec = 16 / sizeof(T), kVecPerRow = kWarps / kVec;
+  if (vector_rows) {
+    for (int e = threadIdx.x; e < Tl::len * kVecPerRow; e += kThreads) {
+      const int tt = e / kVecPerRow, v = e % kVecPerRow, t = t0 + tt, c = c0 + v * kVec;
+      if (t >= t_end || c >= dim) continue;
+      alignas(16) T vals[kVec];
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) vals[j] = tile[(v * kVec + j) * Tl::raw_row + tt];
+      *reinterpret_cast<uint4*>(dst + int64_t(t) * dim + c) = *reinterpret_cast<const uint4*>(vals);
+    }
+    return;
+  }
+  for (int e = threadIdx.x; e < Tl::len * kWarps; e += kThreads) {
     const int tt = e / kWarps, cc = e % kWarps, t = t0 + tt, c = c0 + cc;
-    if (t < t_end && c < dim) dst[int64_t(t) * dim + c] = tile[cc * Tile<kItems>::raw_row + tt];
+    if (t < t_end && c < dim) dst[int64_t(t) * dim + c] = tile[cc * Tl::raw_row + tt];
   }
 }
 
-// tile[n][tt] = float(src[t0 + tt][n]), zeros past L. Walks (tt, n) incrementally to avoid a
-// division by the run-time N per element.
+// tile[n][tt] = float(src[t0 + tt][n]), zeros past L. The scalar path walks (tt, n) incrementally
+// to avoid a division by the run-time N per element; `vector_rows` (N a multiple of the 16-byte
+// vector, aligned rows) moves 16-byte vectors.
 template <typename T, int kItems>
-__device__ void load_state_tile(float* tile, const T* src, int t0, int L, int N) {
-  const int total = Tile<kItems>::len * N, step_t = kThreads / N, step_n = kThreads % N;
+__device__ void load_state_tile(float* tile, const T* src, int t0, int L, int N, bool vector_rows) {
+  using Tl = Tile<kItems>;
+  constexpr int kVec = 16 / sizeof(T);
+  if (vector_rows) {
+    const int per_row = N / kVec;
+    for (int e = threadIdx.x; e < Tl::len * per_row; e += kThreads) {
+      const int tt = e / per_row, v = e - tt * per_row, t = t0 + tt;
+      alignas(16) T vals[kVec];
+      if (t < L) {
+        *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(src + int64_t(t) * N + v * kVec);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) vals[j] = from_float<T>(0.0f);
+      }
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) tile[(v * kVec + j) * Tl::float_row + tt] = to_float(vals[j]);
+    }
+    return;
+  }
+  const int total = Tl::len * N, step_t = kThreads / N, step_n = kThreads % N;
   int tt = threadIdx.x / N, n = threadIdx.x % N;
   for (int e = threadIdx.x; e < total; e += kThreads) {
     const int t = t0 + tt;
-    tile[n * Tile<kItems>::float_row + tt] = t < L ? to_float(src[int64_t(t) * N + n]) : 0.0f;
+    tile[n * Tl::float_row + tt] = t < L ? to_float(src[int64_t(t) * N + n]) : 0.0f;
     tt += step_t;
     n += step_n;
     if (n >= N) {
@@ -144,12 +198,12 @@ __device__ __forceinline__ float softplus(float x) { return x <= 20.0f ? log1pf(
 __device__ __forceinline__ void scan_pairs_forward(float& a, float& b, int lane) {
 #pragma unroll
   for (int offset = 1; offset < 32; offset *= 2) {
+    // Lanes with no predecessor at this distance compose with the identity (1, 0): no branch.
+    const bool has = lane >= offset;
     const float prev_a = __shfl_up_sync(0xffffffffu, a, offset);
     const float prev_b = __shfl_up_sync(0xffffffffu, b, offset);
-    if (lane >= offset) {
-      b = fmaf(a, prev_b, b);
-      a *= prev_a;
-    }
+    b = fmaf(a, has ? prev_b : 0.0f, b);
+    a *= has ? prev_a : 1.0f;
   }
 }
 
@@ -157,12 +211,11 @@ __device__ __forceinline__ void scan_pairs_forward(float& a, float& b, int lane)
 __device__ __forceinline__ void scan_pairs_reverse(float& a, float& b, int lane) {
 #pragma unroll
   for (int offset = 1; offset < 32; offset *= 2) {
+    const bool has = lane + offset < 32;
     const float next_a = __shfl_down_sync(0xffffffffu, a, offset);
     const float next_b = __shfl_down_sync(0xffffffffu, b, offset);
-    if (lane + offset < 32) {
-      b = fmaf(a, next_b, b);
-      a *= next_a;
-    }
+    b = fmaf(a, has ? next_b : 0.0f, b);
+    a *= has ? next_a : 1.0f;
   }
 }
 
@@ -174,7 +227,7 @@ constexpr size_t forward_smem_bytes(int N, size_t elem, Mode mode) {
 }
 
 template <typename T, int kItems, Mode kMode>
-__global__ void __launch_bounds__(kThreads, 3) scan_forward_kernel(ScanArgs p) {
+__global__ void __launch_bounds__(kThreads, kItems > 8 ? 2 : 3) scan_forward_kernel(ScanArgs p) {
   using Tl = Tile<kItems>;
   constexpr bool kOutput = kMode == Mode::output;
   const int N = p.nstate, dim = p.dim, L = p.L;
@@ -226,18 +279,19 @@ __global__ void __launch_bounds__(kThreads, 3) scan_forward_kernel(ScanArgs p) {
       for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
         if (c0 + e / N < dim) dst[int64_t(c0) * N + e] = state[e];
     }
-    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim);
-    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim);
-    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N);
+    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim, p.vector_channels);
+    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim, p.vector_channels);
+    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N, p.vector_states);
     if (kOutput) {
-      if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim);
-      load_state_tile<T, kItems>(C_tile, Cg, t0, L, N);
+      if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim, p.vector_channels);
+      load_state_tile<T, kItems>(C_tile, Cg, t0, L, N, p.vector_states);
     }
     __syncthreads();
 
     if (active) {
       const int item0 = lane * kItems;
       float dl[kItems], uu[kItems], du[kItems], y[kItems];
+      float lane_delta = 0.0f;  // Σ δ' over the lane's items: its decay product is exp2(A2·Σδ')
       load_items<T, kItems>(delta_tile + warp * Tl::raw_row + item0, dl);
       load_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, uu);
 #pragma unroll
@@ -246,8 +300,9 @@ __global__ void __launch_bounds__(kThreads, 3) scan_forward_kernel(ScanArgs p) {
         dl[i] = t0 + item0 + i < valid_end ? (p.softplus ? softplus(x) : x) : 0.0f;
         du[i] = dl[i] * uu[i];
         y[i] = D_c * uu[i];
-        delta_sum += dl[i];
+        lane_delta += dl[i];
       }
+      delta_sum += lane_delta;
       for (int n = 0; n < N; ++n) {
         const float a2 = A2[warp * N + n];
         float Bv[kItems], a[kItems], bv[kItems];
@@ -257,12 +312,9 @@ __global__ void __launch_bounds__(kThreads, 3) scan_forward_kernel(ScanArgs p) {
           a[i] = exp2f(dl[i] * a2);
           bv[i] = du[i] * Bv[i];
         }
-        float pa = a[0], pb = bv[0];
+        float pa = exp2f(lane_delta * a2), pb = bv[0];
 #pragma unroll
-        for (int i = 1; i < kItems; ++i) {
-          pb = fmaf(a[i], pb, bv[i]);
-          pa *= a[i];
-        }
+        for (int i = 1; i < kItems; ++i) pb = fmaf(a[i], pb, bv[i]);
         scan_pairs_forward(pa, pb, lane);
         const float h0 = state[warp * N + n];
         if (kOutput) {
@@ -293,7 +345,7 @@ __global__ void __launch_bounds__(kThreads, 3) scan_forward_kernel(ScanArgs p) {
     }
     if (kOutput) {
       __syncthreads();
-      store_channel_tile<T, kItems>(static_cast<T*>(p.out) + seq * dim, u_tile, t0, s_end, c0, dim);
+      store_channel_tile<T, kItems>(static_cast<T*>(p.out) + seq * dim, u_tile, t0, s_end, c0, dim, p.vector_channels);
     }
   }
   __syncthreads();
@@ -385,12 +437,12 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
       for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
         h_start[e] = c0 + e / N < dim ? src[int64_t(c0) * N + e] : 0.0f;
     }
-    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim);
-    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim);
-    load_channel_tile<T, kItems>(dout_tile, dout, t0, L, c0, dim);
-    if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim);
-    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N);
-    load_state_tile<T, kItems>(C_tile, Cg, t0, L, N);
+    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim, p.vector_channels);
+    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim, p.vector_channels);
+    load_channel_tile<T, kItems>(dout_tile, dout, t0, L, c0, dim, p.vector_channels);
+    if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim, p.vector_channels);
+    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N, p.vector_states);
+    load_state_tile<T, kItems>(C_tile, Cg, t0, L, N, p.vector_states);
     __syncthreads();
 
     const int item0 = lane * kItems;
@@ -517,9 +569,11 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
     }
     __syncthreads();
     const int t_end = min(L, t0 + Tl::len);
-    store_channel_tile<T, kItems>(static_cast<T*>(p.ddelta) + seq * dim, delta_tile, t0, t_end, c0, dim);
-    store_channel_tile<T, kItems>(static_cast<T*>(p.du) + seq * dim, u_tile, t0, t_end, c0, dim);
-    if (z) store_channel_tile<T, kItems>(static_cast<T*>(p.dz) + seq * dim, z_tile, t0, t_end, c0, dim);
+    store_channel_tile<T, kItems>(static_cast<T*>(p.ddelta) + seq * dim, delta_tile, t0, t_end, c0, dim,
+                                  p.vector_channels);
+    store_channel_tile<T, kItems>(static_cast<T*>(p.du) + seq * dim, u_tile, t0, t_end, c0, dim, p.vector_channels);
+    if (z)
+      store_channel_tile<T, kItems>(static_cast<T*>(p.dz) + seq * dim, z_tile, t0, t_end, c0, dim, p.vector_channels);
     {
       const int total = Tl::len * N, step_t = kThreads / N, step_n = kThreads % N;
       int tt = threadIdx.x / N, n = threadIdx.x % N;
@@ -753,6 +807,19 @@ __global__ void narrow_pairs_kernel(const float* a, const float* b, __nv_bfloat1
   }
 }
 
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+// Vector tile moves need whole 16-byte vectors per row and 16-byte aligned tensors.
+void set_vector_flags(ScanArgs& p, size_t elem) {
+  const int vec = int(16 / elem);
+  p.vector_channels = p.dim % vec == 0;
+  for (const void* ptr : std::initializer_list<const void*>{p.u, p.delta, p.z, p.dout, p.out, p.du, p.ddelta, p.dz})
+    p.vector_channels = p.vector_channels && aligned16(ptr);
+  p.vector_states = p.nstate % vec == 0 && aligned16(p.B) && aligned16(p.C);
+}
+
+int forward_items = kForwardItems;
+
 void zero_async(const Tensor& t) {
   if (t.defined()) check_cuda(cudaMemsetAsync(t.raw(), 0, t.nbytes()), "cudaMemsetAsync");
 }
@@ -779,12 +846,23 @@ void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const 
   p.out = out.raw();
   p.last_state = last_state.data<float>();
   const bool f32 = in.u.dtype() == DType::f32;
-  const SplitPlan plan = plan_splits(p, Tile<kForwardItems>::len);
+  set_vector_flags(p, f32 ? 4 : 2);
+  const bool wide = forward_items == 16;
+  const SplitPlan plan = plan_splits(p, wide ? Tile<16>::len : Tile<8>::len);
   float* split = scratch(split_scratch_floats(p, plan));
-  if (f32)
-    run_forward_pass<float, kForwardItems, Mode::output>(p, plan, split);
+  if (f32 && wide)
+    run_forward_pass<float, 16, Mode::output>(p, plan, split);
+  else if (f32)
+    run_forward_pass<float, 8, Mode::output>(p, plan, split);
+  else if (wide)
+    run_forward_pass<__nv_bfloat16, 16, Mode::output>(p, plan, split);
   else
-    run_forward_pass<__nv_bfloat16, kForwardItems, Mode::output>(p, plan, split);
+    run_forward_pass<__nv_bfloat16, 8, Mode::output>(p, plan, split);
+}
+
+void set_selective_scan_forward_items(int items) {
+  MAMBA_CHECK(items == 8 || items == 16, "selective_scan (cuda): positions per lane must be 8 or 16, got ", items);
+  forward_items = items;
 }
 
 void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state,
@@ -831,6 +909,7 @@ void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, cons
   p.dD = g.dD.defined() ? g.dD.data<float>() : nullptr;
   p.ddelta_bias = g.ddelta_bias.defined() ? g.ddelta_bias.data<float>() : nullptr;
   p.dinitial_state = g.dinitial_state.defined() ? g.dinitial_state.data<float>() : nullptr;
+  set_vector_flags(p, in.u.dtype() == DType::f32 ? 4 : 2);
   if (in.u.dtype() == DType::f32) {
     // dB and dC are sums over channels, accumulated with float32 atomics straight into the outputs.
     p.dB = g.dB.data<float>();
