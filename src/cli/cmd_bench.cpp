@@ -73,8 +73,8 @@ void run_bench(const BenchArgs& args) {
     }
     if (args.gen_tokens > 0) decode_rates.push_back(double(args.gen_tokens) / timer.seconds());
     std::fprintf(stderr, "rep %lld/%lld: pp%lld %.1f tok/s, tg%lld %.1f tok/s\n", (long long)rep + 1,
-                 (long long)args.reps, (long long)args.prompt_tokens, prefill_rates.back(),
-                 (long long)args.gen_tokens, decode_rates.empty() ? 0.0 : decode_rates.back());
+                 (long long)args.reps, (long long)args.prompt_tokens, prefill_rates.back(), (long long)args.gen_tokens,
+                 decode_rates.empty() ? 0.0 : decode_rates.back());
   }
   Summary pp = summarize(prefill_rates);
   Summary tg = decode_rates.empty() ? Summary{0, 0, 0} : summarize(decode_rates);

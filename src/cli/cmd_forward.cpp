@@ -19,8 +19,10 @@ void run_forward(const ForwardArgs& args) {
   auto model = model::LanguageModel::load(args.model_dir, load_options(args.common));
   std::vector<int32_t> ids;
   if (!args.ids.empty()) ids = parse_id_list(args.ids, "--ids");
-  if (!args.ids_file.empty()) ids = parse_id_list(read_text_file(args.ids_file, "--ids-file"), "--ids-file " + args.ids_file);
-  if (!args.text.empty()) ids = tokenizer::resolve_tokenizer(args.model_dir, args.tokenizer, model->vocab_rows())->encode(args.text);
+  if (!args.ids_file.empty())
+    ids = parse_id_list(read_text_file(args.ids_file, "--ids-file"), "--ids-file " + args.ids_file);
+  if (!args.text.empty())
+    ids = tokenizer::resolve_tokenizer(args.model_dir, args.tokenizer, model->vocab_rows())->encode(args.text);
   MAMBA_CHECK(!ids.empty(), "forward: no token ids (give --ids, --ids-file or --text)");
   for (size_t i = 0; i < ids.size(); ++i)
     MAMBA_CHECK(ids[i] < model->vocab_rows(), "forward: token id ", ids[i], " at position ", i,

@@ -60,12 +60,15 @@ void run_generate(const GenerateArgs& args) {
   std::unique_ptr<tokenizer::StreamDecoder> decoder;
   if (stream) decoder = std::make_unique<tokenizer::StreamDecoder>(*tok, args.skip_special);
   generate::GenerateStats stats;
-  auto outputs = generate::generate(*model, prompts, options, [&](int64_t, int32_t token) {
-    if (!stream) return;
-    std::string text = decoder->feed(token);
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    std::fflush(stdout);
-  }, &stats);
+  auto outputs = generate::generate(
+      *model, prompts, options,
+      [&](int64_t, int32_t token) {
+        if (!stream) return;
+        std::string text = decoder->feed(token);
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::fflush(stdout);
+      },
+      &stats);
   if (stream) {
     std::string rest = decoder->flush();
     std::fwrite(rest.data(), 1, rest.size(), stdout);

@@ -20,8 +20,10 @@ void run_info(const InfoArgs& args) {
   auto model = model::LanguageModel::from_checkpoint(checkpoint, options);
   const io::ModelConfig& c = model->config();
   std::map<std::string, int64_t> bytes_by_dtype;
-  for (const model::Parameter& p : model->parameters()) bytes_by_dtype[dtype_name(p.value.dtype())] += int64_t(p.value.nbytes());
-  std::printf("model        %s (%s checkpoint: %s)\n", c.model_type.c_str(), c.dialect.c_str(), checkpoint.weights_path.c_str());
+  for (const model::Parameter& p : model->parameters())
+    bytes_by_dtype[dtype_name(p.value.dtype())] += int64_t(p.value.nbytes());
+  std::printf("model        %s (%s checkpoint: %s)\n", c.model_type.c_str(), c.dialect.c_str(),
+              checkpoint.weights_path.c_str());
   std::printf("layers       %lld × d_model %lld, d_inner %lld, d_state %lld, d_conv %lld, dt_rank %lld\n",
               (long long)c.n_layer, (long long)c.d_model, (long long)c.d_inner, (long long)c.d_state,
               (long long)c.d_conv, (long long)c.dt_rank);

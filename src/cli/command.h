@@ -18,9 +18,9 @@ struct CommandRegistration {
 
 // Options every command takes: --threads and --dtype.
 struct CommonOptions {
-  int threads = 0;          // 0: all cores
-  std::string dtype;        // "" keeps the checkpoint's precision; f32 | bf16 converts on load
-  std::string device;       // "" picks the GPU when there is one
+  int threads = 0;     // 0: all cores
+  std::string dtype;   // "" keeps the checkpoint's precision; f32 | bf16 converts on load
+  std::string device;  // "" picks the GPU when there is one
 };
 void add_common_options(CLI::App& command, CommonOptions& options);
 // Applies --threads; call first in every callback.

@@ -12,7 +12,8 @@ void check_token_ids(const std::vector<int32_t>& ids, int64_t vocab_rows, const 
                 " is outside the model's vocabulary [0, ", vocab_rows, ")");
 }
 
-std::vector<std::vector<int32_t>> generate(model::LanguageModel& model, const std::vector<std::vector<int32_t>>& prompts,
+std::vector<std::vector<int32_t>> generate(model::LanguageModel& model,
+                                           const std::vector<std::vector<int32_t>>& prompts,
                                            const GenerateOptions& options, const TokenCallback& on_token,
                                            GenerateStats* stats) {
   MAMBA_CHECK(!prompts.empty(), "generate: no prompts");
@@ -39,7 +40,7 @@ std::vector<std::vector<int32_t>> generate(model::LanguageModel& model, const st
   std::vector<Rng> rngs;
   for (int64_t b = 0; b < batch; ++b) rngs.emplace_back(options.sampling.seed, uint64_t(b));
   std::vector<std::vector<int32_t>> context(prompts.begin(), prompts.end());
-  std::vector<std::vector<int32_t>> outputs(size_t(batch));
+  std::vector<std::vector<int32_t>> outputs(static_cast<size_t>(batch));
   std::vector<bool> done(size_t(batch), options.max_new_tokens == 0);
 
   Timer timer;

@@ -31,7 +31,8 @@ using TokenCallback = std::function<void(int64_t index, int32_t token)>;
 
 // Returns the new tokens of each prompt (EOS excluded). Sequence i draws from its own generator
 // seeded by (seed, i), so results do not depend on the thread count or on the batch's other prompts.
-std::vector<std::vector<int32_t>> generate(model::LanguageModel& model, const std::vector<std::vector<int32_t>>& prompts,
+std::vector<std::vector<int32_t>> generate(model::LanguageModel& model,
+                                           const std::vector<std::vector<int32_t>>& prompts,
                                            const GenerateOptions& options, const TokenCallback& on_token = {},
                                            GenerateStats* stats = nullptr);
 

@@ -33,9 +33,11 @@ int32_t sample_token(const float* logits, int64_t vocab_size, const std::vector<
   if (params.temperature == 0) return int32_t(std::max_element(scores.begin(), scores.end()) - scores.begin());
 
   for (double& s : scores) s /= params.temperature;
-  std::vector<int32_t> order(size_t(vocab_size));
+  std::vector<int32_t> order(static_cast<size_t>(vocab_size));
   std::iota(order.begin(), order.end(), 0);
-  auto by_score = [&](int32_t a, int32_t b) { return scores[size_t(a)] > scores[size_t(b)] || (scores[size_t(a)] == scores[size_t(b)] && a < b); };
+  auto by_score = [&](int32_t a, int32_t b) {
+    return scores[size_t(a)] > scores[size_t(b)] || (scores[size_t(a)] == scores[size_t(b)] && a < b);
+  };
   size_t keep = order.size();
   if (params.top_k > 0 && size_t(params.top_k) < keep) {
     keep = size_t(params.top_k);

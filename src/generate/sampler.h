@@ -16,9 +16,9 @@ namespace mamba::generate {
 
 struct SamplingParams {
   double temperature = 1.0;
-  int64_t top_k = 0;       // 0: off
-  double top_p = 1.0;      // 1: off
-  double min_p = 0.0;      // 0: off
+  int64_t top_k = 0;            // 0: off
+  double top_p = 1.0;           // 1: off
+  double min_p = 0.0;           // 0: off
   double repeat_penalty = 1.0;  // 1: off
   uint64_t seed = 0;
 

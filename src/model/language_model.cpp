@@ -19,15 +19,15 @@ std::string layer_prefix(int64_t i) { return "backbone.layers." + std::to_string
 
 // Weight matrices keep a 16-bit stored precision; everything small runs in float32.
 bool is_weight_matrix(const std::string& name) {
-  for (const char* suffix : {"in_proj.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight",
-                             "embeddings.weight", "lm_head.weight"})
+  for (const char* suffix :
+       {"in_proj.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight", "embeddings.weight", "lm_head.weight"})
     if (name.size() >= std::string(suffix).size() && name.ends_with(suffix)) return true;
   return false;
 }
 
 bool decays(const std::string& name) {
-  return !(name.ends_with(".bias") || name.ends_with("A_log") || name.ends_with(".D") || name.ends_with("norm.weight") ||
-           name.ends_with("norm_f.weight"));
+  return !(name.ends_with(".bias") || name.ends_with("A_log") || name.ends_with(".D") ||
+           name.ends_with("norm.weight") || name.ends_with("norm_f.weight"));
 }
 
 Tensor ids_to_i32(const Tensor& ids, const char* what) {
@@ -329,7 +329,8 @@ LossResult LanguageModel::forward_backward(const Tensor& ids_in, const Tensor& t
   Tensor ds = fg.ds;  // gradient of the residual stream after the last block
   for (size_t i = impl_->mixers.size(); i-- > 0;) {
     Tensor dnormed = impl_->mixers[i].backward(ds, saved.mixer[i]);
-    ops::NormGrads g = ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), ds);
+    ops::NormGrads g =
+        ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), ds);
     ops::add_(impl_->norms[i]->grad, g.dweight);
     ds = g.ds;
   }
@@ -339,8 +340,7 @@ LossResult LanguageModel::forward_backward(const Tensor& ids_in, const Tensor& t
 
 Tensor LanguageModel::prefill(InferenceState& state, const Tensor& ids_in, const Tensor& lengths, int64_t chunk) {
   MAMBA_CHECK(ids_in.ndim() == 2, "prefill: ids must be [batch, length], got ", shape_string(ids_in.shape()));
-  MAMBA_CHECK(state.batch == ids_in.size(0), "prefill: state holds ", state.batch, " sequences, ids ",
-              ids_in.size(0));
+  MAMBA_CHECK(state.batch == ids_in.size(0), "prefill: state holds ", state.batch, " sequences, ids ", ids_in.size(0));
   MAMBA_CHECK(chunk > 0, "prefill: chunk must be positive");
   const int64_t batch = ids_in.size(0), length = ids_in.size(1), d = config_.d_model;
   Tensor ids = ids_to_i32(ids_in, "prefill").to(Device::cpu);
@@ -366,8 +366,8 @@ Tensor LanguageModel::prefill(InferenceState& state, const Tensor& ids_in, const
       piece_lengths.data<int32_t>()[b] = int32_t(std::clamp<int64_t>(lens[size_t(b)] - c0, 0, width));
     }
     bool ragged = lengths.defined();
-    Trunk t = run_trunk(*impl_, config_, piece.to(device_), ragged ? piece_lengths.to(device_) : Tensor{}, &state,
-                        nullptr);
+    Trunk t =
+        run_trunk(*impl_, config_, piece.to(device_), ragged ? piece_lengths.to(device_) : Tensor{}, &state, nullptr);
     for (int64_t b = 0; b < batch; ++b) {
       int64_t last = lens[size_t(b)] - 1;
       if (last < c0 || last >= c1) continue;

@@ -55,8 +55,8 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
   Tensor x = halves[0].view({batch, length, d_inner_});
   Tensor z = halves[1].view({batch, length, d_inner_});
 
-  ops::ConvInputs conv{x, conv_weight_2d(), value_or_empty(w_.conv_bias), conv_state ? *conv_state : Tensor{}, lengths,
-                       true};
+  ops::ConvInputs conv{
+      x, conv_weight_2d(), value_or_empty(w_.conv_bias), conv_state ? *conv_state : Tensor{}, lengths, true};
   ops::ConvOutputs conv_out = ops::causal_conv1d_forward(conv);
   Tensor x_conv = conv_out.out;
 
@@ -121,9 +121,9 @@ Tensor Mamba1Mixer::step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state)
 
 Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved) const {
   const int64_t batch = saved.x.size(0), length = saved.x.size(1), rows = batch * length;
-  Tensor dy = ops::linear_backward(saved.y.view({rows, d_inner_}), w_.out_proj_weight->value,
-                                   dout.view({rows, d_model_}), grad_or_null(w_.out_proj_weight),
-                                   grad_or_null(w_.out_proj_bias));
+  Tensor dy =
+      ops::linear_backward(saved.y.view({rows, d_inner_}), w_.out_proj_weight->value, dout.view({rows, d_model_}),
+                           grad_or_null(w_.out_proj_weight), grad_or_null(w_.out_proj_bias));
 
   ops::ScanInputs scan;
   scan.u = saved.x_conv;

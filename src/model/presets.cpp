@@ -9,7 +9,7 @@ io::ModelConfig preset_config(const std::string& name, const std::string& what) 
     const char* name;
     int64_t d_model, n_layer, vocab;
   };
-  static const Shape shapes[] = {{"tiny", 128, 4, 256},    {"130m", 768, 24, 50280}, {"370m", 1024, 48, 50280},
+  static const Shape shapes[] = {{"tiny", 128, 4, 256},     {"130m", 768, 24, 50280},  {"370m", 1024, 48, 50280},
                                  {"790m", 1536, 48, 50280}, {"1.4b", 2048, 48, 50280}, {"2.8b", 2560, 64, 50280}};
   for (const Shape& s : shapes) {
     if (name != s.name) continue;
