@@ -3,6 +3,7 @@
 
 #include "cli/command.h"
 #include "generate/generator.h"
+#include "generate/state_file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace mamba::cli {
@@ -10,7 +11,7 @@ namespace {
 
 struct GenerateArgs {
   CommonOptions common;
-  std::string model_dir, prompt, ids, prompts_file, tokenizer;
+  std::string model_dir, prompt, ids, prompts_file, tokenizer, load_state, save_state;
   int64_t max_new_tokens = 64;
   generate::SamplingParams sampling;
   bool ignore_eos = false, print_ids = false, skip_special = false;
@@ -59,7 +60,11 @@ void run_generate(const GenerateArgs& args) {
   bool stream = !args.print_ids && prompts.size() == 1;
   std::unique_ptr<tokenizer::StreamDecoder> decoder;
   if (stream) decoder = std::make_unique<tokenizer::StreamDecoder>(*tok, args.skip_special);
+  MAMBA_CHECK(args.save_state.empty() || prompts.size() == 1, "--save-state: works with one prompt, got ",
+              prompts.size());
   generate::GenerateStats stats;
+  model::InferenceState state = args.load_state.empty() ? model->new_state(int64_t(prompts.size()))
+                                                        : generate::load_state(args.load_state, *model);
   auto outputs = generate::generate(
       *model, prompts, options,
       [&](int64_t, int32_t token) {
@@ -111,6 +116,8 @@ CommandRegistration registration(30, [](CLI::App& app) {
   cmd->add_flag("--print-ids", args->print_ids, "Print the new ids, one comma-separated line per prompt");
   cmd->add_flag("--skip-special", args->skip_special, "Leave special tokens out of printed text");
   cmd->add_option("--tokenizer", args->tokenizer, "tokenizer.json path or `bytes` (default: beside the model)");
+  cmd->add_option("--load-state", args->load_state, "Continue from a recurrent state saved by --save-state");
+  cmd->add_option("--save-state", args->save_state, "Save the recurrent state after generating (safetensors)");
   add_common_options(*cmd, args->common);
   cmd->callback([args] { run_generate(*args); });
 });

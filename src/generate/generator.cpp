@@ -15,7 +15,7 @@ void check_token_ids(const std::vector<int32_t>& ids, int64_t vocab_rows, const 
 std::vector<std::vector<int32_t>> generate(model::LanguageModel& model,
                                            const std::vector<std::vector<int32_t>>& prompts,
                                            const GenerateOptions& options, const TokenCallback& on_token,
-                                           GenerateStats* stats) {
+                                           GenerateStats* stats, model::InferenceState* state) {
   MAMBA_CHECK(!prompts.empty(), "generate: no prompts");
   MAMBA_CHECK(options.max_new_tokens >= 0, "-n: expected a token count ≥ 0, got ", options.max_new_tokens);
   options.sampling.validate();
@@ -44,8 +44,15 @@ std::vector<std::vector<int32_t>> generate(model::LanguageModel& model,
   std::vector<bool> done(size_t(batch), options.max_new_tokens == 0);
 
   Timer timer;
-  model::InferenceState state = model.new_state(batch);
-  Tensor logits = options.max_new_tokens > 0 ? model.prefill(state, ids, lengths, options.prefill_chunk) : Tensor{};
+  model::InferenceState own_state;
+  if (state) {
+    MAMBA_CHECK(state->batch == batch, "generate: the saved state holds ", state->batch, " sequences, but ", batch,
+                " prompts were given");
+  } else {
+    own_state = model.new_state(batch);
+    state = &own_state;
+  }
+  Tensor logits = model.prefill(*state, ids, lengths, options.prefill_chunk);
   double prefill_seconds = timer.seconds();
   timer.reset();
   int64_t produced = 0;
@@ -69,8 +76,10 @@ std::vector<std::vector<int32_t>> generate(model::LanguageModel& model,
       if (int64_t(outputs[size_t(b)].size()) >= options.max_new_tokens) done[size_t(b)] = true;
       any_active = any_active || !done[size_t(b)];
     }
+    // A caller's state must end up holding every token, the last new one included.
+    if (!any_active && state == &own_state) break;
+    logits = model.step(*state, next);
     if (!any_active) break;
-    logits = model.step(state, next);
   }
   if (stats) {
     stats->prompt_tokens = 0;

@@ -3,6 +3,7 @@
 
 #include "core/threads.h"
 #include "generate/generator.h"
+#include "generate/state_file.h"
 #include "io/safetensors.h"
 #include "model/fixtures.h"
 #include "model/language_model.h"
@@ -141,6 +142,26 @@ TEST_F(Mamba1Golden, GradientsMatchTransformers) {
     const Tensor& expected = train.at("grad." + p.name);
     EXPECT_LT(relative_error(p.grad, expected), 1e-4) << p.name;
   }
+}
+
+TEST_F(Mamba1Golden, SavedStateContinuesExactly) {
+  auto model = LanguageModel::load(fixture_path("mamba1"), LoadOptions{});
+  std::vector<int32_t> a = {7, 99, 12, 400, 3, 3, 81}, b = {250, 6, 18};
+  std::vector<int32_t> ab = a;
+  ab.insert(ab.end(), b.begin(), b.end());
+  generate::GenerateOptions options;
+  options.sampling.temperature = 0;
+  options.ignore_eos = true;
+  options.max_new_tokens = 0;
+  InferenceState state = model->new_state(1);
+  generate::generate(*model, {a}, options, {}, nullptr, &state);
+  std::string path = ::testing::TempDir() + "/mamba1_state.safetensors";
+  generate::save_state(path, *model, state);
+  InferenceState restored = generate::load_state(path, *model);
+  options.max_new_tokens = 6;
+  auto continued = generate::generate(*model, {b}, options, {}, nullptr, &restored);
+  auto direct = generate::generate(*model, {ab}, options);
+  EXPECT_EQ(continued[0], direct[0]);
 }
 
 TEST_F(Mamba1Golden, OutOfRangeIdIsAClearError) {
