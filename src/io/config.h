@@ -4,6 +4,7 @@
 // One struct describes every model family the program knows (Mamba-1, Mamba-2, attention and
 // MLP/MoE layers in hybrids); the model layer refuses what it cannot run yet with a clear error.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
