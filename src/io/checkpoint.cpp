@@ -18,15 +18,15 @@ constexpr const char* kStateSpacesEmbedding = "backbone.embedding.weight";
 constexpr const char* kLmHead = "lm_head.weight";
 
 bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() && a.device() == Device::cpu &&
-         b.device() == Device::cpu && (a.raw() == b.raw() || std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0);
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && a.device() == Device::cpu && b.device() == Device::cpu &&
+         (a.raw() == b.raw() || std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0);
 }
 
 // model.safetensors.index.json: {"weight_map": {tensor name: shard file name}}.
 TensorMap read_sharded(const fs::path& index_path) {
   json index = parse_json_lenient(read_text_file(index_path), index_path);
-  MAMBA_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(),
-              index_path.string(), ": no \"weight_map\" object");
+  MAMBA_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(), index_path.string(),
+              ": no \"weight_map\" object");
   std::map<std::string, std::vector<std::string>> names_by_shard;
   for (const auto& [name, shard] : index["weight_map"].items()) {
     MAMBA_CHECK(shard.is_string(), index_path.string(), ": shard of tensor ", name, " is not a file name");
@@ -82,8 +82,8 @@ Checkpoint load_checkpoint(const std::string& dir) {
 
   // state-spaces names its embedding in the singular.
   if (auto it = tensors.find(kStateSpacesEmbedding); it != tensors.end()) {
-    MAMBA_CHECK(!tensors.contains(kEmbedding), checkpoint.weights_path, ": holds both ", kStateSpacesEmbedding,
-                " and ", kEmbedding);
+    MAMBA_CHECK(!tensors.contains(kEmbedding), checkpoint.weights_path, ": holds both ", kStateSpacesEmbedding, " and ",
+                kEmbedding);
     tensors[kEmbedding] = it->second;
     tensors.erase(it);
     if (storage_of.contains(kStateSpacesEmbedding)) storage_of[kEmbedding] = storage_of[kStateSpacesEmbedding];

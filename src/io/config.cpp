@@ -100,11 +100,16 @@ DType storage_dtype_from(const std::string& name, const std::string& what) {
 
 const char* torch_dtype_name(DType t) {
   switch (t) {
-    case DType::f32: return "float32";
-    case DType::bf16: return "bfloat16";
-    case DType::f16: return "float16";
-    case DType::f64: return "float64";
-    default: fail("config: storage dtype ", dtype_name(t), " has no torch_dtype name");
+    case DType::f32:
+      return "float32";
+    case DType::bf16:
+      return "bfloat16";
+    case DType::f16:
+      return "float16";
+    case DType::f64:
+      return "float64";
+    default:
+      fail("config: storage dtype ", dtype_name(t), " has no torch_dtype name");
   }
 }
 
@@ -195,8 +200,7 @@ void read_state_spaces(const Keys& k, const std::string& source, ModelConfig& c)
   MAMBA_CHECK(ssm.is_object(), k.what("ssm_cfg"), " must be an object");
   Keys s(ssm, source + ": ssm_cfg");
   std::string layer = s.string("layer", "Mamba1");
-  MAMBA_CHECK(layer == "Mamba1" || layer == "Mamba2", s.what("layer"), " is '", layer,
-              "' (expected Mamba1 or Mamba2)");
+  MAMBA_CHECK(layer == "Mamba1" || layer == "Mamba2", s.what("layer"), " is '", layer, "' (expected Mamba1 or Mamba2)");
   bool v2 = layer == "Mamba2";
   c.model_type = v2 ? "mamba2" : "mamba";
   c.d_state = s.integer("d_state", v2 ? 128 : 16);

@@ -160,8 +160,8 @@ SafetensorsFile parse_safetensors(const void* data, size_t size, std::shared_ptr
   auto bytes = static_cast<const uint8_t*>(data);
   MAMBA_CHECK(size >= 8, source, ": ", size, " bytes is too short for a safetensors file (no 8-byte header length)");
   uint64_t header_size = load_le<uint64_t>(bytes);
-  MAMBA_CHECK(header_size <= size - 8, source, ": safetensors header length ", header_size, " reaches past the end of the ",
-              size, "-byte file (truncated, or not a safetensors file)");
+  MAMBA_CHECK(header_size <= size - 8, source, ": safetensors header length ", header_size,
+              " reaches past the end of the ", size, "-byte file (truncated, or not a safetensors file)");
   const char* header_text = reinterpret_cast<const char*>(bytes + 8);
   json header = parse_header(header_text, header_text + header_size, source);
   const uint8_t* data_start = bytes + 8 + header_size;
@@ -215,9 +215,8 @@ void write_safetensors(const std::string& path, const std::map<std::string, Tens
   for (const auto& [name, t] : order) {
     MAMBA_CHECK(t.defined(), path, ": tensor ", name, " is empty (undefined) and cannot be saved");
     MAMBA_CHECK(name != "__metadata__", path, ": a tensor cannot be named __metadata__");
-    header[name] = {{"dtype", safetensors_code(t.dtype())},
-                    {"shape", t.shape()},
-                    {"data_offsets", {offset, offset + t.nbytes()}}};
+    header[name] = {
+        {"dtype", safetensors_code(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + t.nbytes()}}};
     offset += t.nbytes();
   }
   std::string header_text = header.dump();

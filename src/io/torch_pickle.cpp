@@ -28,7 +28,8 @@ struct ByteRange {
 // Bounds-checked reads from the archive; every failure names the archive.
 class ArchiveBytes {
  public:
-  ArchiveBytes(const uint8_t* data, size_t size, const std::string& source) : data_(data), size_(size), source_(source) {}
+  ArchiveBytes(const uint8_t* data, size_t size, const std::string& source)
+      : data_(data), size_(size), source_(source) {}
   size_t size() const { return size_; }
   const std::string& source() const { return source_; }
 
@@ -139,7 +140,7 @@ struct Value {
   enum class Kind { none, boolean, integer, floating, string, tuple, list, dict, global, storage, tensor } kind;
   int64_t integer = 0;  // also the boolean
   double floating = 0;
-  std::string string;    // strings; the storage key
+  std::string string;         // strings; the storage key
   std::vector<Value*> items;  // tuple and list elements; dict keys and values alternating
   Global global = Global::ordered_dict;
   DType dtype = DType::f32;  // storage_type globals and storages
@@ -148,17 +149,28 @@ struct Value {
 
 const char* kind_name(Value::Kind k) {
   switch (k) {
-    case Value::Kind::none: return "None";
-    case Value::Kind::boolean: return "bool";
-    case Value::Kind::integer: return "int";
-    case Value::Kind::floating: return "float";
-    case Value::Kind::string: return "str";
-    case Value::Kind::tuple: return "tuple";
-    case Value::Kind::list: return "list";
-    case Value::Kind::dict: return "dict";
-    case Value::Kind::global: return "global";
-    case Value::Kind::storage: return "storage";
-    case Value::Kind::tensor: return "tensor";
+    case Value::Kind::none:
+      return "None";
+    case Value::Kind::boolean:
+      return "bool";
+    case Value::Kind::integer:
+      return "int";
+    case Value::Kind::floating:
+      return "float";
+    case Value::Kind::string:
+      return "str";
+    case Value::Kind::tuple:
+      return "tuple";
+    case Value::Kind::list:
+      return "list";
+    case Value::Kind::dict:
+      return "dict";
+    case Value::Kind::global:
+      return "global";
+    case Value::Kind::storage:
+      return "storage";
+    case Value::Kind::tensor:
+      return "tensor";
   }
   return "?";
 }
@@ -168,8 +180,8 @@ struct StorageClass {
   DType dtype;
 };
 constexpr StorageClass kStorageClasses[] = {
-    {"FloatStorage", DType::f32}, {"BFloat16Storage", DType::bf16}, {"HalfStorage", DType::f16},
-    {"DoubleStorage", DType::f64}, {"LongStorage", DType::i64},     {"IntStorage", DType::i32},
+    {"FloatStorage", DType::f32},  {"BFloat16Storage", DType::bf16}, {"HalfStorage", DType::f16},
+    {"DoubleStorage", DType::f64}, {"LongStorage", DType::i64},      {"IntStorage", DType::i32},
 };
 
 class PickleMachine {
@@ -182,35 +194,93 @@ class PickleMachine {
       size_t at = pos_;
       uint8_t op = read_bytes(1)[0];
       switch (op) {
-        case 0x80: read_bytes(1); break;  // PROTO
-        case 0x95: read_bytes(8); break;  // FRAME: framing is only a read-ahead hint
-        case '}': push(make(Value::Kind::dict)); break;
-        case ']': push(make(Value::Kind::list)); break;
-        case ')': push(make(Value::Kind::tuple)); break;
-        case '(': marks_.push_back(stack_.size()); break;
-        case 'X': push_string(read_u<uint32_t>()); break;
-        case 0x8c: push_string(read_u<uint8_t>()); break;
-        case 'J': push_integer(int32_t(read_u<uint32_t>())); break;
-        case 'K': push_integer(read_u<uint8_t>()); break;
-        case 'M': push_integer(read_u<uint16_t>()); break;
-        case 0x8a: push_integer(read_long(read_u<uint8_t>())); break;
-        case 'G': push_float(); break;
-        case 'N': push(make(Value::Kind::none)); break;
-        case 0x88: push_bool(true); break;
-        case 0x89: push_bool(false); break;
-        case 't': push_tuple(pop_to_mark()); break;
-        case 0x85: push_tuple(pop_n(1)); break;
-        case 0x86: push_tuple(pop_n(2)); break;
-        case 0x87: push_tuple(pop_n(3)); break;
-        case 's': set_items(pop_n(2)); break;
-        case 'u': set_items(pop_to_mark()); break;
-        case 'a': append(pop_n(1)); break;
-        case 'e': append(pop_to_mark()); break;
-        case 'q': memo_[read_u<uint8_t>()] = top(); break;
-        case 'r': memo_[read_u<uint32_t>()] = top(); break;
-        case 0x94: memo_[uint32_t(memo_.size())] = top(); break;
-        case 'h': push(memo_get(read_u<uint8_t>())); break;
-        case 'j': push(memo_get(read_u<uint32_t>())); break;
+        case 0x80:
+          read_bytes(1);
+          break;  // PROTO
+        case 0x95:
+          read_bytes(8);
+          break;  // FRAME: framing is only a read-ahead hint
+        case '}':
+          push(make(Value::Kind::dict));
+          break;
+        case ']':
+          push(make(Value::Kind::list));
+          break;
+        case ')':
+          push(make(Value::Kind::tuple));
+          break;
+        case '(':
+          marks_.push_back(stack_.size());
+          break;
+        case 'X':
+          push_string(read_u<uint32_t>());
+          break;
+        case 0x8c:
+          push_string(read_u<uint8_t>());
+          break;
+        case 'J':
+          push_integer(int32_t(read_u<uint32_t>()));
+          break;
+        case 'K':
+          push_integer(read_u<uint8_t>());
+          break;
+        case 'M':
+          push_integer(read_u<uint16_t>());
+          break;
+        case 0x8a:
+          push_integer(read_long(read_u<uint8_t>()));
+          break;
+        case 'G':
+          push_float();
+          break;
+        case 'N':
+          push(make(Value::Kind::none));
+          break;
+        case 0x88:
+          push_bool(true);
+          break;
+        case 0x89:
+          push_bool(false);
+          break;
+        case 't':
+          push_tuple(pop_to_mark());
+          break;
+        case 0x85:
+          push_tuple(pop_n(1));
+          break;
+        case 0x86:
+          push_tuple(pop_n(2));
+          break;
+        case 0x87:
+          push_tuple(pop_n(3));
+          break;
+        case 's':
+          set_items(pop_n(2));
+          break;
+        case 'u':
+          set_items(pop_to_mark());
+          break;
+        case 'a':
+          append(pop_n(1));
+          break;
+        case 'e':
+          append(pop_to_mark());
+          break;
+        case 'q':
+          memo_[read_u<uint8_t>()] = top();
+          break;
+        case 'r':
+          memo_[read_u<uint32_t>()] = top();
+          break;
+        case 0x94:
+          memo_[uint32_t(memo_.size())] = top();
+          break;
+        case 'h':
+          push(memo_get(read_u<uint8_t>()));
+          break;
+        case 'j':
+          push(memo_get(read_u<uint32_t>()));
+          break;
         case 'c': {
           std::string module = read_line(), name = read_line();
           push(make_global(module, name));
@@ -224,9 +294,15 @@ class PickleMachine {
           push(make_global(module->string, name->string));
           break;
         }
-        case 'R': reduce(at); break;
-        case 'Q': push(persistent_load(pop(), at)); break;
-        case 'b': build(at); break;
+        case 'R':
+          reduce(at);
+          break;
+        case 'Q':
+          push(persistent_load(pop(), at));
+          break;
+        case 'b':
+          build(at);
+          break;
         case '.': {
           Value* result = pop();
           MAMBA_CHECK(stack_.empty() && marks_.empty(), where(at), "STOP leaves ", stack_.size(),
@@ -430,15 +506,17 @@ class PickleMachine {
                     "_rebuild_parameter needs a tensor as its first argument");
         push(a[0]);
         return;
-      case Global::rebuild_tensor_v2: push(rebuild_tensor(a, at)); return;
-      case Global::storage_type: fail(where(at), "a storage class is called directly (unsupported)");
+      case Global::rebuild_tensor_v2:
+        push(rebuild_tensor(a, at));
+        return;
+      case Global::storage_type:
+        fail(where(at), "a storage class is called directly (unsupported)");
     }
   }
 
   // _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
   Value* rebuild_tensor(const std::vector<Value*>& a, size_t at) {
-    MAMBA_CHECK(a.size() == 6 || a.size() == 7, where(at), "_rebuild_tensor_v2 takes 6 or 7 arguments, got ",
-                a.size());
+    MAMBA_CHECK(a.size() == 6 || a.size() == 7, where(at), "_rebuild_tensor_v2 takes 6 or 7 arguments, got ", a.size());
     MAMBA_CHECK(a[0]->kind == Value::Kind::storage, where(at), "_rebuild_tensor_v2's first argument is a ",
                 kind_name(a[0]->kind), ", not a storage");
     const Value* storage = a[0];
@@ -446,8 +524,8 @@ class PickleMachine {
     int64_t offset = integer_of(a[1], what + ": storage offset");
     Shape size = shape_of(a[2], what + ": size");
     Shape stride = shape_of(a[3], what + ": stride");
-    MAMBA_CHECK(size.size() == stride.size(), what, ": size ", shape_string(size), " and stride ",
-                shape_string(stride), " differ in length");
+    MAMBA_CHECK(size.size() == stride.size(), what, ": size ", shape_string(size), " and stride ", shape_string(stride),
+                " differ in length");
     int64_t numel = checked_numel(size, dtype_size(storage->dtype), what);
     int64_t storage_numel = storage->tensor.numel();
     MAMBA_CHECK(offset >= 0 && offset <= storage_numel, what, ": storage offset ", offset, " is outside the ",
@@ -465,8 +543,9 @@ class PickleMachine {
     for (size_t d = size.size(); d-- > 0;) {
       MAMBA_CHECK(stride[d] >= 0, what, ": negative stride ", shape_string(stride));
       int64_t reach = 0;
-      MAMBA_CHECK(!__builtin_mul_overflow(size[d] - 1, stride[d], &reach) && !__builtin_add_overflow(last, reach, &last),
-                  what, ": stride ", shape_string(stride), " is too large");
+      MAMBA_CHECK(
+          !__builtin_mul_overflow(size[d] - 1, stride[d], &reach) && !__builtin_add_overflow(last, reach, &last), what,
+          ": stride ", shape_string(stride), " is too large");
       if (size[d] != 1 && stride[d] != expected_stride) contiguous = false;
       expected_stride *= size[d];  // cannot overflow: bounded by numel
     }
@@ -530,8 +609,8 @@ TorchStateDict parse_torch_state_dict(const void* data, size_t size, std::shared
   std::string prefix;
   const ByteRange* pickle = nullptr;
   for (const auto& [name, range] : members) {
-    bool top_level = name == "data.pkl" ||
-                     (name.size() > 9 && name.ends_with("/data.pkl") && name.find('/') == name.size() - 9);
+    bool top_level =
+        name == "data.pkl" || (name.size() > 9 && name.ends_with("/data.pkl") && name.find('/') == name.size() - 9);
     if (!top_level) continue;
     MAMBA_CHECK(pickle == nullptr, source, ": archive holds more than one data.pkl");
     pickle = &range;
