@@ -16,7 +16,8 @@ int64_t check_conv_parameters(const ConvInputs& in, int64_t C) {
   MAMBA_CHECK(dtype_is_float(w.dtype()), "conv weight: expected a float dtype, got ", dtype_name(w.dtype()));
   if (in.bias.defined()) {
     check_shape(in.bias, {C}, "conv bias");
-    MAMBA_CHECK(dtype_is_float(in.bias.dtype()), "conv bias: expected a float dtype, got ", dtype_name(in.bias.dtype()));
+    MAMBA_CHECK(dtype_is_float(in.bias.dtype()), "conv bias: expected a float dtype, got ",
+                dtype_name(in.bias.dtype()));
   }
   check_device(w, in.x.device(), "conv weight");
   check_device(in.bias, in.x.device(), "conv bias");

@@ -11,10 +11,10 @@
 namespace mamba::ops {
 
 struct CrossEntropyResult {
-  double loss = 0;        // mean over counted rows
-  int64_t count = 0;      // rows with target ≥ 0
-  Tensor dhidden;         // [M, d] f32 when gradients were asked for
-  Tensor predictions;     // [M] i32 argmax of each row's logits
+  double loss = 0;     // mean over counted rows
+  int64_t count = 0;   // rows with target ≥ 0
+  Tensor dhidden;      // [M, d] f32 when gradients were asked for
+  Tensor predictions;  // [M] i32 argmax of each row's logits
 };
 
 // targets [M] i32 (−1 = ignore; any other value outside [0, V) is an error naming its row).

@@ -28,9 +28,9 @@ inline void check_device(const Tensor& t, Device device, const char* name) {
     return cpu::call;                             \
   } while (0)
 #else
-#define MAMBA_OPS_DISPATCH(device, op_name, call)                        \
-  do {                                                                   \
+#define MAMBA_OPS_DISPATCH(device, op_name, call)                      \
+  do {                                                                 \
     if ((device) == ::mamba::Device::cuda) fail_without_cuda(op_name); \
-    return cpu::call;                                                    \
+    return cpu::call;                                                  \
   } while (0)
 #endif

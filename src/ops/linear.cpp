@@ -12,8 +12,8 @@ void check_linear_inputs(const Tensor& x, const Tensor& weight, const Tensor& bi
   MAMBA_CHECK(dtype_is_float(weight.dtype()), "linear weight: expected a float dtype, got ",
               dtype_name(weight.dtype()));
   int64_t N = weight.size(0), K = weight.size(1);
-  MAMBA_CHECK(x.ndim() >= 1 && x.size(-1) == K, "linear input x: expected shape [..., ", K,
-              "] to match weight shape ", shape_string(weight.shape()), ", got ", shape_string(x.shape()));
+  MAMBA_CHECK(x.ndim() >= 1 && x.size(-1) == K, "linear input x: expected shape [..., ", K, "] to match weight shape ",
+              shape_string(weight.shape()), ", got ", shape_string(x.shape()));
   if (bias.defined()) {
     check_shape(bias, {N}, "linear bias");
     MAMBA_CHECK(dtype_is_float(bias.dtype()), "linear bias: expected a float dtype, got ", dtype_name(bias.dtype()));

@@ -19,10 +19,12 @@ void check_norm_inputs(const NormInputs& in) {
   if (in.bias.defined()) {
     MAMBA_CHECK(in.kind == NormKind::layer, "norm bias: only LayerNorm takes a bias (RMSNorm was asked for)");
     check_shape(in.bias, {d}, "norm bias");
-    MAMBA_CHECK(dtype_is_float(in.bias.dtype()), "norm bias: expected a float dtype, got ", dtype_name(in.bias.dtype()));
+    MAMBA_CHECK(dtype_is_float(in.bias.dtype()), "norm bias: expected a float dtype, got ",
+                dtype_name(in.bias.dtype()));
   }
   MAMBA_CHECK(in.eps >= 0, "norm eps: expected a non-negative value, got ", in.eps);
-  for (auto [t, name] : {std::pair{&in.residual, "norm residual"}, {&in.weight, "norm weight"}, {&in.bias, "norm bias"}})
+  for (auto [t, name] :
+       {std::pair{&in.residual, "norm residual"}, {&in.weight, "norm weight"}, {&in.bias, "norm bias"}})
     check_device(*t, in.x.device(), name);
 }
 

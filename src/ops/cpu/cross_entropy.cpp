@@ -38,16 +38,17 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
   }
   const float grad_scale = result.count > 0 ? 1.0f / float(result.count) : 0.0f;
   const int64_t block_rows = std::clamp<int64_t>(kLogitBudget / std::max<int64_t>(V, 1), 1, std::max<int64_t>(M, 1));
-  std::vector<float> logits(size_t(block_rows * V));
+  Tensor logit_block = Tensor::empty({block_rows, V}, DType::f32);  // scratch, fully written per block
+  float* logits = logit_block.data<float>();
   std::vector<double> row_loss(size_t(M), 0.0);
 
   for (int64_t m0 = 0; m0 < M; m0 += block_rows) {
     const int64_t rows = std::min(block_rows, M - m0);
-    gemm_x_wt(h + m0 * d, rows, weight, logits.data(), V);
+    gemm_x_wt(h + m0 * d, rows, weight, logits, V);
     // Each row: argmax, logsumexp, loss; then the row becomes its gradient (softmax − onehot)/count.
     parallel_for(rows, [&](int64_t r0, int64_t r1, int) {
       for (int64_t r = r0; r < r1; ++r) {
-        float* z = logits.data() + r * V;
+        float* z = logits + r * V;
         const int32_t t = target[m0 + r];
         const int64_t best = std::max_element(z, z + V) - z;
         const float max = z[best], target_logit = t >= 0 ? z[t] : 0.0f;
@@ -62,8 +63,8 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
       }
     });
     if (!with_grad) continue;
-    gemm_dy_w(logits.data(), rows, V, weight, dh + m0 * d);
-    if (dweight) gemm_accumulate_dyt_x(logits.data(), rows, V, h + m0 * d, V, d, dweight->data<float>());
+    gemm_dy_w(logits, rows, V, weight, dh + m0 * d);
+    if (dweight) gemm_accumulate_dyt_x(logits, rows, V, h + m0 * d, V, d, dweight->data<float>());
   }
   double total = 0;
   for (double l : row_loss) total += l;

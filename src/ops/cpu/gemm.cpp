@@ -121,9 +121,8 @@ using StreamFn = void (*)(const float*, int64_t, const void*, int64_t, int64_t, 
 
 template <DType WT>
 StreamFn stream_fn_for_rows(int64_t M) {
-  static constexpr StreamFn table[] = {stream_rows<WT, 1>, stream_rows<WT, 2>, stream_rows<WT, 3>,
-                                       stream_rows<WT, 4>, stream_rows<WT, 5>, stream_rows<WT, 6>,
-                                       stream_rows<WT, 7>, stream_rows<WT, 8>};
+  static constexpr StreamFn table[] = {stream_rows<WT, 1>, stream_rows<WT, 2>, stream_rows<WT, 3>, stream_rows<WT, 4>,
+                                       stream_rows<WT, 5>, stream_rows<WT, 6>, stream_rows<WT, 7>, stream_rows<WT, 8>};
   static_assert(std::size(table) == kStreamingMaxRows);
   return table[M - 1];
 }

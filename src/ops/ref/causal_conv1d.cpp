@@ -91,7 +91,8 @@ ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout) {
   grads.dx = Tensor::from_vector(dx, in.x.shape(), DType::f64);
   grads.dweight = Tensor::from_vector(dw, in.weight.shape(), DType::f64);
   if (in.bias.defined()) grads.dbias = Tensor::from_vector(db, {p.C}, DType::f64);
-  if (in.initial_state.defined()) grads.dinitial_state = Tensor::from_vector(dinit, in.initial_state.shape(), DType::f64);
+  if (in.initial_state.defined())
+    grads.dinitial_state = Tensor::from_vector(dinit, in.initial_state.shape(), DType::f64);
   return grads;
 }
 

@@ -59,14 +59,13 @@ NormOutputs add_norm_forward(const NormInputs& in) {
 }
 
 // Recomputes the statistics from `in` (in double) rather than trusting `saved`.
-NormGrads add_norm_backward(const NormInputs& in, const NormOutputs&, const Tensor& dout,
-                            const Tensor& dresidual_out) {
+NormGrads add_norm_backward(const NormInputs& in, const NormOutputs&, const Tensor& dout, const Tensor& dresidual_out) {
   check_norm_inputs(in);
   const int64_t d = in.x.size(-1), M = d == 0 ? 0 : in.x.numel() / d;
   RowStats st = row_stats(in, M, d);
   std::vector<double> w = in.weight.to_double_vector(), g = dout.to_double_vector();
-  std::vector<double> ds = dresidual_out.defined() ? dresidual_out.to_double_vector()
-                                                   : std::vector<double>(st.s.size(), 0.0);
+  std::vector<double> ds =
+      dresidual_out.defined() ? dresidual_out.to_double_vector() : std::vector<double>(st.s.size(), 0.0);
   std::vector<double> dw(size_t(d), 0.0), db(size_t(d), 0.0);
   const bool layer = in.kind == NormKind::layer;
   for (int64_t r = 0; r < M; ++r) {
