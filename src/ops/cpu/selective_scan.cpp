@@ -29,6 +29,9 @@ using simd::Vec16;
 constexpr int64_t kMaxStates = 256;  // bounds the per-block arrays kept on the stack
 constexpr int64_t kChunk = 128;
 constexpr float kLog2e = 1.44269504088896341f;
+// Rows of consecutive positions are D elements apart (usually more than a page), which hardware
+// prefetchers do not follow; the kernels prefetch this many positions ahead themselves.
+constexpr int64_t kPrefetchAhead = 8;
 
 // Raw pointers of the inputs. T is float or uint16_t (bfloat16 bits); optional inputs are null.
 template <typename T>
@@ -139,6 +142,11 @@ struct Block {
     bias = s.delta_bias ? simd::load(s.delta_bias + d0, count) : Vec16{};
   }
   size_t at(int64_t t) const { return s.token(b, t) + size_t(d0); }
+  // Prefetches this block's part of row t of the given per-token tensors.
+  template <typename... P>
+  void prefetch(int64_t t, const P*... rows) const {
+    if (t >= 0 && t < s.length) (__builtin_prefetch(rows + at(t)), ...);
+  }
   Vec16 u(int64_t t) const { return simd::load(s.u + at(t), count); }
   Vec16 delta_input(int64_t t) const { return simd::load(s.delta + at(t), count) + bias; }
   Vec16 delta_prime(Vec16 x) const { return s.softplus ? simd::softplus(x) : x; }
@@ -159,6 +167,8 @@ void forward_block(const Scan<T>& s, int64_t item, T* out, float* last_state) {
   Vec16 h[Block<T, kN>::kCapacity];
   blk.load_initial_state(h);
   for (int64_t t = 0; t < len; ++t) {
+    blk.prefetch(t + kPrefetchAhead, s.u, s.delta, static_cast<const T*>(out));
+    if (s.z) blk.prefetch(t + kPrefetchAhead, s.z);
     const Vec16 u = blk.u(t), dp = blk.delta_prime(blk.delta_input(t)), dpu = dp * u;
     const float *Bt = blk.B_row(t), *Ct = blk.C_row(t);
     Vec16 y = blk.D * u;
@@ -219,6 +229,7 @@ void backward_block(const Scan<T>& s, const GradPointers<T>& gp, int64_t item, B
   blk.load_initial_state(h);
   for (int64_t t = 0; t < len; ++t) {
     if (t % kChunk == 0) std::copy(h, h + N, &scratch.chunk_starts[size_t(t / kChunk * N)]);
+    blk.prefetch(t + kPrefetchAhead, s.u, s.delta);
     const Vec16 dp = blk.delta_prime(blk.delta_input(t)), dpu = dp * blk.u(t);
     const float* Bt = blk.B_row(t);
 #pragma GCC unroll 16
@@ -240,6 +251,7 @@ void backward_block(const Scan<T>& s, const GradPointers<T>& gp, int64_t item, B
     std::copy_n(&scratch.chunk_starts[size_t(c * N)], N, states);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t j = t - t0;
+      blk.prefetch(t + kPrefetchAhead, s.u, s.delta);
       const Vec16 u = blk.u(t), dp = blk.delta_prime(blk.delta_input(t)), dpu = dp * u;
       const float *Bt = blk.B_row(t), *Ct = blk.C_row(t);
       Vec16 y = blk.D * u;
@@ -257,6 +269,8 @@ void backward_block(const Scan<T>& s, const GradPointers<T>& gp, int64_t item, B
     for (int64_t t = t1 - 1; t >= t0; --t) {
       const int64_t j = t - t0;
       const size_t at = blk.at(t);
+      blk.prefetch(t - kPrefetchAhead, gp.dout, static_cast<const T*>(gp.du), static_cast<const T*>(gp.ddelta));
+      if (s.z) blk.prefetch(t - kPrefetchAhead, s.z, static_cast<const T*>(gp.dz));
       const Vec16 u = blk.u(t), dp = scratch.delta_primes[size_t(j)], dpu = dp * u;
       const float *Bt = blk.B_row(t), *Ct = blk.C_row(t);
       const Vec16 dout = simd::load(gp.dout + at, count);
