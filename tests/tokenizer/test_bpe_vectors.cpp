@@ -1,7 +1,7 @@
 // The GPT-NeoX-20B tokenizer against every vector `tokenizers` produced for it.
 #include <gtest/gtest.h>
 
-#include "neox_fixture.h"
+#include "test_support.h"
 #include "tokenizer/tokenizer.h"
 
 namespace mamba::tokenizer {

@@ -1,6 +1,9 @@
 // Shared by the tokenizer tests: the GPT-NeoX-20B tokenizer and its vectors from the golden
-// fixtures, each loaded once per process; nullptr when the fixtures folder is absent.
+// fixtures, each loaded once per process (nullptr when the fixtures folder is absent), and a
+// temporary folder that removes itself.
 #pragma once
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -29,6 +32,32 @@ inline const nlohmann::json* neox_vectors() {
   }();
   return vectors.get();
 }
+
+class TempDir {
+ public:
+  explicit TempDir(const std::string& name)
+      : path_(std::filesystem::temp_directory_path() /
+              (name + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++))) {
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  std::string write(const std::string& name, const std::string& contents) const {
+    std::ofstream(file(name), std::ios::binary) << contents;
+    return file(name);
+  }
+
+ private:
+  static int& counter() {
+    static int next = 0;
+    return next;
+  }
+  std::filesystem::path path_;
+};
 
 }  // namespace mamba::tokenizer::testing
 
