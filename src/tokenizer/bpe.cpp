@@ -144,19 +144,10 @@ class BpeTokenizer : public Tokenizer {
   BpeTokenizer(const std::string& path, const json& root);
 
   std::vector<int32_t> encode(std::string_view text, bool parse_special) const override;
-  int64_t size() const override { return int64_t(token_texts_.size()); }
-  bool is_special(int32_t id) const override {
-    check_id(id);
-    return special_[id];
-  }
-  std::string_view token_bytes(int32_t id) const override {
-    check_id(id);
-    return token_bytes_[id];
-  }
-  std::string token_text(int32_t id) const override {
-    check_id(id);
-    return token_texts_[id];
-  }
+  int64_t size() const override { return int64_t(tokens_.size()); }
+  bool is_special(int32_t id) const override { return token(id).special; }
+  std::string_view token_bytes(int32_t id) const override { return token(id).bytes; }
+  std::string token_text(int32_t id) const override { return token(id).text; }
   std::optional<int32_t> token_id(std::string_view token_text) const override {
     if (auto it = added_ids_.find(token_text); it != added_ids_.end()) return it->second;
     if (auto it = vocab_.find(token_text); it != vocab_.end()) return it->second;
@@ -186,8 +177,22 @@ class BpeTokenizer : public Tokenizer {
   bool ignore_merges_ = false;
   StringMap<int32_t> whole_word_ids_;  // with ignore_merges: word bytes -> id
 
-  std::vector<std::string> token_texts_, token_bytes_;
-  std::vector<bool> special_;
+  struct TokenInfo {
+    std::string text, bytes;
+    bool special = false, present = false;
+  };
+  // Ids may have gaps, as in `tokenizers`; using one is an error.
+  const TokenInfo& token(int32_t id) const {
+    check_id(id);
+    MAMBA_CHECK(tokens_[id].present, "token id ", id, " has no token in tokenizer ", path_);
+    return tokens_[id];
+  }
+  TokenInfo& new_token(int32_t id) {
+    if (size_t(id) >= tokens_.size()) tokens_.resize(size_t(id) + 1);
+    tokens_[id].present = true;
+    return tokens_[id];
+  }
+  std::vector<TokenInfo> tokens_;
   std::vector<AddedToken> added_;
   StringMap<int32_t> added_ids_;
   AddedTokenMatcher raw_matcher_, normalized_matcher_;
@@ -216,12 +221,7 @@ BpeTokenizer::BpeTokenizer(const std::string& path, const json& root) : path_(pa
   load_pipeline(root);
   load_added_tokens(root.contains("added_tokens") ? root["added_tokens"] : json::array());
 
-  const int64_t id_count = int64_t(token_texts_.size());
-  token_bytes_.resize(id_count);
-  for (int64_t id = 0; id < id_count; ++id) {
-    MAMBA_CHECK(!token_texts_[id].empty(), where("ids must have no gaps, but id "), id, " has no token");
-    token_bytes_[id] = token_string_bytes(token_texts_[id]);
-  }
+  for (TokenInfo& info : tokens_) info.bytes = token_string_bytes(info.text);
 }
 
 void BpeTokenizer::load_model(const json& model) {
@@ -243,10 +243,8 @@ void BpeTokenizer::load_model(const json& model) {
                 where("model.vocab[\""), text, "\" must be a non-negative integer id");
     const int32_t id = id_node.get<int32_t>();
     vocab_[text] = id;
-    if (size_t(id) >= token_texts_.size()) token_texts_.resize(size_t(id) + 1);
-    token_texts_[id] = text;
+    new_token(id).text = text;
   }
-  special_.assign(token_texts_.size(), false);
 
   const ByteAlphabet& alphabet = byte_alphabet();
   for (int b = 0; b < 256; ++b) {
@@ -308,12 +306,9 @@ void BpeTokenizer::load_added_tokens(const json& added) {
     const bool normalized = token.contains("normalized") && token["normalized"].is_boolean()
                                 ? token["normalized"].get<bool>()
                                 : !entry.special;
-    if (size_t(entry.id) >= token_texts_.size()) {
-      token_texts_.resize(size_t(entry.id) + 1);
-      special_.resize(size_t(entry.id) + 1, false);
-    }
-    token_texts_[entry.id] = entry.content;
-    special_[entry.id] = entry.special;
+    TokenInfo& info = new_token(entry.id);
+    info.text = entry.content;
+    info.special = entry.special;
     added_ids_[entry.content] = entry.id;
     added_.push_back(entry);
     // A normalized token is looked for in normalized text, so in its normalized form.
