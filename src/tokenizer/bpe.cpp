@@ -2,15 +2,14 @@
 
 #include <algorithm>
 #include <array>
-#include <fstream>
 #include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <unordered_map>
 
 #include "core/error.h"
 #include "tokenizer/pretokenizer.h"
+#include "tokenizer/tokenizer_json.h"
 #include "tokenizer/unicode.h"
 
 namespace mamba::tokenizer {
@@ -141,7 +140,7 @@ uint64_t pair_key(int32_t left, int32_t right) { return (uint64_t(uint32_t(left)
 
 class BpeTokenizer : public Tokenizer {
  public:
-  BpeTokenizer(const std::string& path, const json& root);
+  BpeTokenizer(const std::string& path, const TokenizerJson& file);
 
   std::vector<int32_t> encode(std::string_view text, bool parse_special) const override;
   int64_t size() const override { return int64_t(tokens_.size()); }
@@ -156,7 +155,7 @@ class BpeTokenizer : public Tokenizer {
   const std::string& source() const override { return path_; }
 
  private:
-  void load_model(const json& model);
+  void load_model(const json& model, const TokenizerJson& file);
   void load_added_tokens(const json& added);
   void load_pipeline(const json& root);
   std::string where(const std::string& key) const { return "tokenizer file " + path_ + ": " + key; }
@@ -214,17 +213,18 @@ bool flag(const json& node, const char* key) {
   return node.contains(key) && node[key].is_boolean() && node[key].get<bool>();
 }
 
-BpeTokenizer::BpeTokenizer(const std::string& path, const json& root) : path_(path) {
+BpeTokenizer::BpeTokenizer(const std::string& path, const TokenizerJson& file) : path_(path) {
+  const json& root = file.root;
   MAMBA_CHECK(root.is_object() && root.contains("model") && root["model"].is_object(),
               where("expected a JSON object with a \"model\" object"));
-  load_model(root["model"]);
+  load_model(root["model"], file);
   load_pipeline(root);
   load_added_tokens(root.contains("added_tokens") ? root["added_tokens"] : json::array());
 
   for (TokenInfo& info : tokens_) info.bytes = token_string_bytes(info.text);
 }
 
-void BpeTokenizer::load_model(const json& model) {
+void BpeTokenizer::load_model(const json& model, const TokenizerJson& file) {
   const std::string type = json_type(model);
   MAMBA_CHECK(type.empty() || type == "BPE", where("model type \""), type, "\" is not supported (only byte-level BPE)");
   MAMBA_CHECK(!model.contains("dropout") || model["dropout"].is_null() ||
@@ -237,13 +237,12 @@ void BpeTokenizer::load_model(const json& model) {
   fuse_unk_ = flag(model, "fuse_unk");
   ignore_merges_ = flag(model, "ignore_merges");
 
-  MAMBA_CHECK(model.contains("vocab") && model["vocab"].is_object(), where("model.vocab must be an object"));
-  for (const auto& [text, id_node] : model["vocab"].items()) {
-    MAMBA_CHECK(id_node.is_number_integer() && id_node.get<int64_t>() >= 0 && id_node.get<int64_t>() < INT32_MAX,
-                where("model.vocab[\""), text, "\" must be a non-negative integer id");
-    const int32_t id = id_node.get<int32_t>();
-    vocab_[text] = id;
-    new_token(id).text = text;
+  MAMBA_CHECK(file.has_vocab, where("model.vocab must be an object"));
+  vocab_.reserve(file.vocab.size());
+  for (const auto& [text, id] : file.vocab) {
+    MAMBA_CHECK(id >= 0 && id < INT32_MAX, where("model.vocab[\""), text, "\"] must be a non-negative id");
+    vocab_[text] = int32_t(id);
+    new_token(int32_t(id)).text = text;
   }
 
   const ByteAlphabet& alphabet = byte_alphabet();
@@ -262,26 +261,13 @@ void BpeTokenizer::load_model(const json& model) {
     for (const auto& [text, id] : vocab_)
       if (std::optional<std::string> bytes = alphabet_bytes(text)) whole_word_ids_[*bytes] = id;
 
-  MAMBA_CHECK(model.contains("merges") && model["merges"].is_array(), where("model.merges must be an array"));
-  const json& merges = model["merges"];
-  merges_.reserve(merges.size());
-  for (size_t rank = 0; rank < merges.size(); ++rank) {
-    const json& merge = merges[rank];
-    std::string left, right;
-    if (merge.is_string()) {  // "a b"
-      const std::string line = merge.get<std::string>();
-      const size_t space = line.find(' ');
-      MAMBA_CHECK(space != std::string::npos && line.find(' ', space + 1) == std::string::npos, where("model.merges["),
-                  rank, "] = \"", line, "\" must be two tokens separated by one space");
-      left = line.substr(0, space);
-      right = line.substr(space + 1);
-    } else {  // ["a", "b"]
-      MAMBA_CHECK(merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string(),
-                  where("model.merges["), rank, "] must be \"a b\" or [\"a\", \"b\"]");
-      left = merge[0].get<std::string>();
-      right = merge[1].get<std::string>();
-    }
-    auto left_it = vocab_.find(left), right_it = vocab_.find(right), merged_it = vocab_.find(left + right);
+  MAMBA_CHECK(file.has_merges, where("model.merges must be an array"));
+  merges_.reserve(file.merges.size());
+  std::string joined;
+  for (size_t rank = 0; rank < file.merges.size(); ++rank) {
+    const auto& [left, right] = file.merges[rank];
+    joined.assign(left).append(right);
+    auto left_it = vocab_.find(left), right_it = vocab_.find(right), merged_it = vocab_.find(joined);
     MAMBA_CHECK(left_it != vocab_.end() && right_it != vocab_.end() && merged_it != vocab_.end(),
                 where("model.merges["), rank, "] (\"", left, "\", \"", right,
                 "\") uses a token that is not in the vocabulary");
@@ -492,18 +478,9 @@ void BpeTokenizer::merge_word(std::string_view word, std::vector<int32_t>& ids) 
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_bpe_tokenizer(const std::string& tokenizer_json_path) {
-  std::ifstream file(tokenizer_json_path, std::ios::binary);
-  MAMBA_CHECK(file, "tokenizer file ", tokenizer_json_path, ": cannot open it");
-  std::ostringstream contents;
-  contents << file.rdbuf();
-  json root;
+  const TokenizerJson file = read_tokenizer_json(tokenizer_json_path);
   try {
-    root = json::parse(contents.str());
-  } catch (const json::exception& e) {
-    fail("tokenizer file ", tokenizer_json_path, ": not valid JSON: ", e.what());
-  }
-  try {
-    return std::make_unique<BpeTokenizer>(tokenizer_json_path, root);
+    return std::make_unique<BpeTokenizer>(tokenizer_json_path, file);
   } catch (const json::exception& e) {  // a field of an unexpected JSON type
     fail("tokenizer file ", tokenizer_json_path, ": unexpected content: ", e.what());
   }
