@@ -7,6 +7,7 @@
 
 #include "cli/command.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "core/timer.h"
 #include "model/presets.h"
 

@@ -31,10 +31,12 @@ using TokenCallback = std::function<void(int64_t index, int32_t token)>;
 
 // Returns the new tokens of each prompt (EOS excluded). Sequence i draws from its own generator
 // seeded by (seed, i), so results do not depend on the thread count or on the batch's other prompts.
+// With `state`, the prompts continue the sequences it holds (one per prompt), and it is left
+// holding the state after the last token (the last new one included).
 std::vector<std::vector<int32_t>> generate(model::LanguageModel& model,
                                            const std::vector<std::vector<int32_t>>& prompts,
                                            const GenerateOptions& options, const TokenCallback& on_token = {},
-                                           GenerateStats* stats = nullptr);
+                                           GenerateStats* stats = nullptr, model::InferenceState* state = nullptr);
 
 // Checks that every id is inside the model's vocabulary; the message names the prompt and position.
 void check_token_ids(const std::vector<int32_t>& ids, int64_t vocab_rows, const char* what);

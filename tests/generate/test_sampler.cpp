@@ -30,9 +30,11 @@ TEST(Sampler, TopKOneAndTinyTopPAreGreedy) {
   for (int trial = 0; trial < 2; ++trial) {
     SamplingParams p;
     p.temperature = 1.5;
-    if (trial == 0) p.top_k = 1;
-    else p.top_p = 1e-6;
-    Rng rng(uint64_t(trial));
+    if (trial == 0)
+      p.top_k = 1;
+    else
+      p.top_p = 1e-6;
+    Rng rng(static_cast<uint64_t>(trial));
     for (int i = 0; i < 50; ++i) ASSERT_EQ(sample_token(logits.data(), 4, {}, p, rng), 2);
   }
 }

@@ -2,10 +2,10 @@
 #include <gtest/gtest.h>
 
 #include "core/threads.h"
+#include "fixtures.h"
 #include "generate/generator.h"
 #include "generate/state_file.h"
 #include "io/safetensors.h"
-#include "model/fixtures.h"
 #include "model/language_model.h"
 
 namespace mamba::model {
