@@ -1,0 +1,111 @@
+// `mambacpp eval`: loss, perplexity and bits per byte (bits per token for token files) of a model
+// on a whole file, read as consecutive windows of --seq-len tokens; or accuracy on a synthetic
+// task's fixed evaluation set (--task).
+#include <cstdio>
+#include <memory>
+
+#include "cli/command.h"
+#include "core/error.h"
+#include "model/language_model.h"
+#include "train/data.h"
+#include "train/trainer.h"
+
+namespace mamba::cli {
+namespace {
+
+struct EvalFlags {
+  CommonOptions common;
+  std::string model_dir;
+  std::string data_path, data_format = "bytes";
+  int token_bytes = 2;
+  std::string task;
+  int64_t task_len = 256, task_tokens = 16, task_vocab = 16;
+  int64_t seq_len = 512, batch = 4, max_batches = 0;
+  bool json = false;
+};
+
+std::unique_ptr<train::DataSource> make_eval_data(const EvalFlags& f, int64_t vocab) {
+  MAMBA_CHECK(f.data_path.empty() != f.task.empty(), "eval: give exactly one of --data and --task");
+  if (!f.task.empty()) {
+    train::TaskOptions task;
+    task.kind = train::task_kind_from_name(f.task, "--task");
+    task.length = f.task_len;
+    task.tokens = f.task_tokens;
+    task.vocab = f.task_vocab;
+    return train::make_task_source(task);
+  }
+  MAMBA_CHECK(f.seq_len >= 1, "--seq-len: must be at least 1, got ", f.seq_len);
+  std::vector<int32_t> tokens;
+  train::Metric metric = train::Metric::bits_per_token;
+  double bytes_per_token = 0;
+  if (f.data_format == "bytes") {
+    tokens = train::read_byte_tokens(f.data_path);
+    metric = train::Metric::bits_per_byte;
+    bytes_per_token = 1;
+  } else if (f.data_format == "tokens") {
+    tokens = train::read_token_file(f.data_path, f.token_bytes, vocab);
+  } else if (f.data_format == "text") {
+    fail("--data-format text: the tokenizer is not wired into eval yet; tokenize first and use --data-format tokens");
+  } else {
+    fail("--data-format: unknown format '", f.data_format, "' (expected bytes, tokens or text)");
+  }
+  MAMBA_CHECK(tokens.size() >= 2, "--data '", f.data_path, "': needs at least 2 tokens, has ", tokens.size());
+  // A short file is read as one window.
+  train::StreamOptions stream{std::min<int64_t>(f.seq_len, int64_t(tokens.size()) - 1), 0.0, 0};
+  return train::make_stream_source(std::move(tokens), vocab, metric, bytes_per_token, stream,
+                                   "--data '" + f.data_path + "'");
+}
+
+void run_eval(const EvalFlags& f) {
+  apply_common_options(f.common);
+  MAMBA_CHECK(!f.model_dir.empty(), "-m/--model: required (a checkpoint folder)");
+  MAMBA_CHECK(f.batch >= 1, "--batch: must be at least 1, got ", f.batch);
+  MAMBA_CHECK(f.max_batches >= 0, "--max-batches: must be non-negative, got ", f.max_batches);
+  model::LoadOptions load;
+  load.device = f.common.device.empty() ? Device::cpu : device_from_name(f.common.device, "--device");
+  if (!f.common.dtype.empty()) {
+    load.weight_dtype = dtype_from_name(f.common.dtype, "--dtype");
+    load.keep_stored_dtype = false;
+  }
+  std::unique_ptr<model::LanguageModel> model = model::LanguageModel::load(f.model_dir, load);
+  int64_t vocab = model->config().vocab_size;
+  std::unique_ptr<train::DataSource> data = make_eval_data(f, vocab);
+  MAMBA_CHECK(data->vocab() <= model->vocab_rows(), "the data uses ids up to ", data->vocab() - 1, " but the model '",
+              f.model_dir, "' has ", model->vocab_rows(), " embedding rows");
+  train::EvalResult result = train::evaluate(*model, *data, f.batch, f.max_batches);
+  if (f.json) {
+    nlohmann::json j = result.to_json();
+    j["model"] = f.model_dir;
+    j["data"] = data->describe();
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  std::printf("data        %s\nscored      %lld targets\nloss        %.6f nats\nperplexity  %.4f\n",
+              data->describe().c_str(), (long long)result.count, result.loss, std::exp(result.loss));
+  if (result.bits_per_byte) std::printf("bits/byte   %.6f\n", *result.bits_per_byte);
+  if (result.bits_per_token) std::printf("bits/token  %.6f\n", *result.bits_per_token);
+  if (result.accuracy) std::printf("accuracy    %.4f\n", *result.accuracy);
+}
+
+CommandRegistration registration(61, [](CLI::App& app) {
+  auto flags = std::make_shared<EvalFlags>();
+  EvalFlags& f = *flags;
+  CLI::App* cmd = app.add_subcommand("eval", "Loss, perplexity and bits per byte of a model on a file or task");
+  add_common_options(*cmd, f.common);
+  cmd->add_option("-m,--model", f.model_dir, "Checkpoint folder");
+  cmd->add_option("--data", f.data_path, "File to evaluate on (all of it)");
+  cmd->add_option("--data-format", f.data_format, "bytes | tokens | text (default bytes)");
+  cmd->add_option("--token-bytes", f.token_bytes, "Bytes per id in a token file: 2 or 4 (default 2)");
+  cmd->add_option("--task", f.task, "Synthetic task instead of a file: selective-copying | induction-heads");
+  cmd->add_option("--task-len", f.task_len, "Task length L (default 256)");
+  cmd->add_option("--task-tokens", f.task_tokens, "Selective copying: data tokens M (default 16)");
+  cmd->add_option("--task-vocab", f.task_vocab, "Task vocabulary (default 16)");
+  cmd->add_option("--seq-len", f.seq_len, "Window length (default 512)");
+  cmd->add_option("--batch", f.batch, "Windows per forward pass (default 4)");
+  cmd->add_option("--max-batches", f.max_batches, "Stop after this many batches, 0 = all (default 0)");
+  cmd->add_flag("--json", f.json, "Print one JSON object");
+  cmd->callback([flags] { run_eval(*flags); });
+});
+
+}  // namespace
+}  // namespace mamba::cli
