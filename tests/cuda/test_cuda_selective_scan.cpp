@@ -157,15 +157,17 @@ TEST(CudaSelectiveScan, AllFeaturesSmall) {
   check_scan({1, 4100, 5, 16}, {}, DType::f32, true, 16);  // few blocks: the length is split
 }
 
-// The forward's tuning alternative: 16 positions per lane.
-TEST(CudaSelectiveScan, SixteenItemsPerLane) {
+// The forward's tuning variants (scan_launch.h).
+TEST(CudaSelectiveScan, ForwardVariants) {
   SKIP_WITHOUT_GPU();
   struct Restore {
-    ~Restore() { ops::cuda_detail::set_selective_scan_forward_items(8); }
+    ~Restore() { ops::cuda_detail::set_selective_scan_forward_variant(2); }  // the default
   } restore;
-  ops::cuda_detail::set_selective_scan_forward_items(16);
-  check_scan({2, 2049, 13, 16}, {}, DType::f32, false, 3);
-  check_scan({3, 1500, 16, 16}, {}, DType::bf16, false, 4);
+  for (int variant : {0, 1, 3}) {
+    ops::cuda_detail::set_selective_scan_forward_variant(variant);
+    check_scan({2, 2049, 13, 16}, {}, DType::f32, false, 3);
+    check_scan({3, 1500, 16, 16}, {}, DType::bf16, false, 4);
+  }
 }
 
 TEST(CudaSelectiveScan, NoOptionalInputs) {
