@@ -227,6 +227,7 @@ int64_t LanguageModel::parameter_bytes() const {
 void LanguageModel::convert_weight_matrices(DType dtype) {
   for (Parameter& p : parameters_)
     if (is_weight_matrix(p.name) && p.value.dtype() != dtype) p.value = p.value.to(dtype);
+  parameters_changed();
 }
 
 io::TensorMap LanguageModel::state_dict() const {
@@ -238,6 +239,10 @@ io::TensorMap LanguageModel::state_dict() const {
 void LanguageModel::enable_grad() {
   for (Parameter& p : parameters_)
     if (!p.grad.defined()) p.grad = Tensor::zeros(p.value.shape(), DType::f32, device_);
+}
+
+void LanguageModel::parameters_changed() {
+  for (Mamba1Mixer& m : impl_->mixers) m.forget_derived();
 }
 
 void LanguageModel::zero_grad() {

@@ -37,18 +37,21 @@ Mamba1Mixer::Mamba1Mixer(const io::ModelConfig& config, const Mamba1Weights& wei
 Tensor Mamba1Mixer::conv_weight_2d() const { return w_.conv_weight->value.view({d_inner_, d_conv_}); }
 
 Tensor Mamba1Mixer::A() const {
+  if (cached_A_.defined()) return cached_A_;
   // A is small ([D, N]); computing it on the host keeps the model free of device branches.
   Tensor a_log = w_.A_log->value.to(Device::cpu).to(DType::f32);
   Tensor a = Tensor::empty(a_log.shape(), DType::f32);
   const float* src = a_log.data<float>();
   float* dst = a.data<float>();
   for (int64_t i = 0; i < a.numel(); ++i) dst[i] = -std::exp(src[i]);
-  return a.to(w_.A_log->value.device());
+  cached_A_ = a.to(w_.A_log->value.device());
+  return cached_A_;
 }
 
 Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv_state, Tensor* ssm_state,
                             Mamba1Activations* keep) const {
   const int64_t batch = u.size(0), length = u.size(1), rows = batch * length;
+  if (keep) cached_A_ = Tensor{};  // training: the parameters may have changed since the last call
   Tensor input = u.view({rows, d_model_});
   Tensor xz = ops::linear_forward(input, w_.in_proj_weight->value, value_or_empty(w_.in_proj_bias));
   std::vector<Tensor> halves = ops::split_columns(xz, {d_inner_, d_inner_});

@@ -55,13 +55,18 @@ class Mamba1Mixer {
   Tensor step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state) const;
   // Gradient of the input given dout [M, d]; parameter gradients accumulate into Parameter::grad.
   Tensor backward(const Tensor& dout, const Mamba1Activations& saved) const;
+  // Drops values derived from the parameters (A); call after the parameters change in place.
+  void forget_derived() { cached_A_ = Tensor{}; }
 
  private:
   Tensor conv_weight_2d() const;  // [D, K] view of the [D, 1, K] parameter
-  Tensor A() const;               // −exp(A_log), f32 on the model's device
+  // −exp(A_log), f32 on the model's device; cached, since decode would otherwise spend more
+  // time on these D·N exponentials than on the recurrence itself.
+  Tensor A() const;
 
   int64_t d_model_, d_inner_, d_state_, d_conv_, dt_rank_;
   Mamba1Weights w_;
+  mutable Tensor cached_A_;
 };
 
 }  // namespace mamba::model
