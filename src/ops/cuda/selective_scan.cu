@@ -22,8 +22,10 @@
 // g_t = a_{t+1}·g_{t+1} + C_t·dy_t in the same (a, b)-pair form. dB and dC are summed over the
 // block's channels in shared memory, then added to device memory with atomics.
 #include <algorithm>
+#include <cstdint>
 
 #include "ops/cuda/common.cuh"
+#include "ops/cuda/scan_launch.h"
 #include "ops/selective_scan.h"
 
 namespace mamba::ops {
@@ -46,6 +48,8 @@ struct ScanArgs {
   const float* dlast_state = nullptr;
   int batch = 0, L = 0, dim = 0, nstate = 0;
   bool softplus = false;
+  bool vector_channels = false;  // [.., D] rows move as 16-byte vectors (D multiple of the vector)
+  bool vector_states = false;    // the same for [.., N] rows of B and C
   int splits = 1, split_len = 0;
   void* out = nullptr;
   float* last_state = nullptr;
@@ -102,32 +106,83 @@ __device__ __forceinline__ void store_items(T* dst, const float (&src)[K]) {
 }
 
 // tile[cc][tt] = src[t0 + tt][c0 + cc] for the block's channels; zeros outside [0, L) × [0, dim).
+// With `vector_rows` (dim a multiple of the 16-byte vector, 16-byte aligned rows) each thread
+// moves whole 16-byte vectors of consecutive channels.
 template <typename T, int kItems>
-__device__ void load_channel_tile(T* tile, const T* src, int t0, int L, int c0, int dim) {
-  for (int e = threadIdx.x; e < Tile<kItems>::len * kWarps; e += kThreads) {
+__device__ void load_channel_tile(T* tile, const T* src, int t0, int L, int c0, int dim, bool vector_rows) {
+  using Tl = Tile<kItems>;
+  constexpr int kVec = 16 / sizeof(T), kVecPerRow = kWarps / kVec;
+  if (vector_rows) {
+    for (int e = threadIdx.x; e < Tl::len * kVecPerRow; e += kThreads) {
+      const int tt = e / kVecPerRow, v = e % kVecPerRow, t = t0 + tt, c = c0 + v * kVec;
+      alignas(16) T vals[kVec];
+      if (t < L && c < dim) {
+        *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(src + int64_t(t) * dim + c);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) vals[j] = from_float<T>(0.0f);
+      }
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) tile[(v * kVec + j) * Tl::raw_row + tt] = vals[j];
+    }
+    return;
+  }
+  for (int e = threadIdx.x; e < Tl::len * kWarps; e += kThreads) {
     const int tt = e / kWarps, cc = e % kWarps, t = t0 + tt, c = c0 + cc;
-    tile[cc * Tile<kItems>::raw_row + tt] = t < L && c < dim ? src[int64_t(t) * dim + c] : from_float<T>(0.0f);
+    tile[cc * Tl::raw_row + tt] = t < L && c < dim ? src[int64_t(t) * dim + c] : from_float<T>(0.0f);
   }
 }
 
 // The inverse for outputs: dst[t0 + tt][c0 + cc] = tile[cc][tt] for positions in [t0, t_end).
 template <typename T, int kItems>
-__device__ void store_channel_tile(T* dst, const T* tile, int t0, int t_end, int c0, int dim) {
-  for (int e = threadIdx.x; e < Tile<kItems>::len * kWarps; e += kThreads) {
+__device__ void store_channel_tile(T* dst, const T* tile, int t0, int t_end, int c0, int dim, bool vector_rows) {
+  using Tl = Tile<kItems>;
+  constexpr int kVec = 16 / sizeof(T), kVecPerRow = kWarps / kVec;
+  if (vector_rows) {
+    for (int e = threadIdx.x; e < Tl::len * kVecPerRow; e += kThreads) {
+      const int tt = e / kVecPerRow, v = e % kVecPerRow, t = t0 + tt, c = c0 + v * kVec;
+      if (t >= t_end || c >= dim) continue;
+      alignas(16) T vals[kVec];
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) vals[j] = tile[(v * kVec + j) * Tl::raw_row + tt];
+      *reinterpret_cast<uint4*>(dst + int64_t(t) * dim + c) = *reinterpret_cast<const uint4*>(vals);
+    }
+    return;
+  }
+  for (int e = threadIdx.x; e < Tl::len * kWarps; e += kThreads) {
     const int tt = e / kWarps, cc = e % kWarps, t = t0 + tt, c = c0 + cc;
-    if (t < t_end && c < dim) dst[int64_t(t) * dim + c] = tile[cc * Tile<kItems>::raw_row + tt];
+    if (t < t_end && c < dim) dst[int64_t(t) * dim + c] = tile[cc * Tl::raw_row + tt];
   }
 }
 
-// tile[n][tt] = float(src[t0 + tt][n]), zeros past L. Walks (tt, n) incrementally to avoid a
-// division by the run-time N per element.
+// tile[n][tt] = float(src[t0 + tt][n]), zeros past L. The scalar path walks (tt, n) incrementally
+// to avoid a division by the run-time N per element; `vector_rows` (N a multiple of the 16-byte
+// vector, aligned rows) moves 16-byte vectors.
 template <typename T, int kItems>
-__device__ void load_state_tile(float* tile, const T* src, int t0, int L, int N) {
-  const int total = Tile<kItems>::len * N, step_t = kThreads / N, step_n = kThreads % N;
+__device__ void load_state_tile(float* tile, const T* src, int t0, int L, int N, bool vector_rows) {
+  using Tl = Tile<kItems>;
+  constexpr int kVec = 16 / sizeof(T);
+  if (vector_rows) {
+    const int per_row = N / kVec;
+    for (int e = threadIdx.x; e < Tl::len * per_row; e += kThreads) {
+      const int tt = e / per_row, v = e - tt * per_row, t = t0 + tt;
+      alignas(16) T vals[kVec];
+      if (t < L) {
+        *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(src + int64_t(t) * N + v * kVec);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) vals[j] = from_float<T>(0.0f);
+      }
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) tile[(v * kVec + j) * Tl::float_row + tt] = to_float(vals[j]);
+    }
+    return;
+  }
+  const int total = Tl::len * N, step_t = kThreads / N, step_n = kThreads % N;
   int tt = threadIdx.x / N, n = threadIdx.x % N;
   for (int e = threadIdx.x; e < total; e += kThreads) {
     const int t = t0 + tt;
-    tile[n * Tile<kItems>::float_row + tt] = t < L ? to_float(src[int64_t(t) * N + n]) : 0.0f;
+    tile[n * Tl::float_row + tt] = t < L ? to_float(src[int64_t(t) * N + n]) : 0.0f;
     tt += step_t;
     n += step_n;
     if (n >= N) {
@@ -143,12 +198,12 @@ __device__ __forceinline__ float softplus(float x) { return x <= 20.0f ? log1pf(
 __device__ __forceinline__ void scan_pairs_forward(float& a, float& b, int lane) {
 #pragma unroll
   for (int offset = 1; offset < 32; offset *= 2) {
+    // Lanes with no predecessor at this distance compose with the identity (1, 0): no branch.
+    const bool has = lane >= offset;
     const float prev_a = __shfl_up_sync(0xffffffffu, a, offset);
     const float prev_b = __shfl_up_sync(0xffffffffu, b, offset);
-    if (lane >= offset) {
-      b = fmaf(a, prev_b, b);
-      a *= prev_a;
-    }
+    b = fmaf(a, has ? prev_b : 0.0f, b);
+    a *= has ? prev_a : 1.0f;
   }
 }
 
@@ -156,12 +211,11 @@ __device__ __forceinline__ void scan_pairs_forward(float& a, float& b, int lane)
 __device__ __forceinline__ void scan_pairs_reverse(float& a, float& b, int lane) {
 #pragma unroll
   for (int offset = 1; offset < 32; offset *= 2) {
+    const bool has = lane + offset < 32;
     const float next_a = __shfl_down_sync(0xffffffffu, a, offset);
     const float next_b = __shfl_down_sync(0xffffffffu, b, offset);
-    if (lane + offset < 32) {
-      b = fmaf(a, next_b, b);
-      a *= next_a;
-    }
+    b = fmaf(a, has ? next_b : 0.0f, b);
+    a *= has ? next_a : 1.0f;
   }
 }
 
@@ -173,7 +227,7 @@ constexpr size_t forward_smem_bytes(int N, size_t elem, Mode mode) {
 }
 
 template <typename T, int kItems, Mode kMode>
-__global__ void __launch_bounds__(kThreads, 3) scan_forward_kernel(ScanArgs p) {
+__global__ void __launch_bounds__(kThreads, kItems > 8 ? 2 : 3) scan_forward_kernel(ScanArgs p) {
   using Tl = Tile<kItems>;
   constexpr bool kOutput = kMode == Mode::output;
   const int N = p.nstate, dim = p.dim, L = p.L;
@@ -225,18 +279,19 @@ __global__ void __launch_bounds__(kThreads, 3) scan_forward_kernel(ScanArgs p) {
       for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
         if (c0 + e / N < dim) dst[int64_t(c0) * N + e] = state[e];
     }
-    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim);
-    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim);
-    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N);
+    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim, p.vector_channels);
+    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim, p.vector_channels);
+    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N, p.vector_states);
     if (kOutput) {
-      if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim);
-      load_state_tile<T, kItems>(C_tile, Cg, t0, L, N);
+      if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim, p.vector_channels);
+      load_state_tile<T, kItems>(C_tile, Cg, t0, L, N, p.vector_states);
     }
     __syncthreads();
 
     if (active) {
       const int item0 = lane * kItems;
       float dl[kItems], uu[kItems], du[kItems], y[kItems];
+      float lane_delta = 0.0f;  // Σ δ' over the lane's items: its decay product is exp2(A2·Σδ')
       load_items<T, kItems>(delta_tile + warp * Tl::raw_row + item0, dl);
       load_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, uu);
 #pragma unroll
@@ -245,8 +300,9 @@ __global__ void __launch_bounds__(kThreads, 3) scan_forward_kernel(ScanArgs p) {
         dl[i] = t0 + item0 + i < valid_end ? (p.softplus ? softplus(x) : x) : 0.0f;
         du[i] = dl[i] * uu[i];
         y[i] = D_c * uu[i];
-        delta_sum += dl[i];
+        lane_delta += dl[i];
       }
+      delta_sum += lane_delta;
       for (int n = 0; n < N; ++n) {
         const float a2 = A2[warp * N + n];
         float Bv[kItems], a[kItems], bv[kItems];
@@ -256,12 +312,9 @@ __global__ void __launch_bounds__(kThreads, 3) scan_forward_kernel(ScanArgs p) {
           a[i] = exp2f(dl[i] * a2);
           bv[i] = du[i] * Bv[i];
         }
-        float pa = a[0], pb = bv[0];
+        float pa = exp2f(lane_delta * a2), pb = bv[0];
 #pragma unroll
-        for (int i = 1; i < kItems; ++i) {
-          pb = fmaf(a[i], pb, bv[i]);
-          pa *= a[i];
-        }
+        for (int i = 1; i < kItems; ++i) pb = fmaf(a[i], pb, bv[i]);
         scan_pairs_forward(pa, pb, lane);
         const float h0 = state[warp * N + n];
         if (kOutput) {
@@ -292,7 +345,7 @@ __global__ void __launch_bounds__(kThreads, 3) scan_forward_kernel(ScanArgs p) {
     }
     if (kOutput) {
       __syncthreads();
-      store_channel_tile<T, kItems>(static_cast<T*>(p.out) + seq * dim, u_tile, t0, s_end, c0, dim);
+      store_channel_tile<T, kItems>(static_cast<T*>(p.out) + seq * dim, u_tile, t0, s_end, c0, dim, p.vector_channels);
     }
   }
   __syncthreads();
@@ -384,12 +437,12 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
       for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
         h_start[e] = c0 + e / N < dim ? src[int64_t(c0) * N + e] : 0.0f;
     }
-    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim);
-    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim);
-    load_channel_tile<T, kItems>(dout_tile, dout, t0, L, c0, dim);
-    if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim);
-    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N);
-    load_state_tile<T, kItems>(C_tile, Cg, t0, L, N);
+    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim, p.vector_channels);
+    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim, p.vector_channels);
+    load_channel_tile<T, kItems>(dout_tile, dout, t0, L, c0, dim, p.vector_channels);
+    if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim, p.vector_channels);
+    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N, p.vector_states);
+    load_state_tile<T, kItems>(C_tile, Cg, t0, L, N, p.vector_states);
     __syncthreads();
 
     const int item0 = lane * kItems;
@@ -516,9 +569,11 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
     }
     __syncthreads();
     const int t_end = min(L, t0 + Tl::len);
-    store_channel_tile<T, kItems>(static_cast<T*>(p.ddelta) + seq * dim, delta_tile, t0, t_end, c0, dim);
-    store_channel_tile<T, kItems>(static_cast<T*>(p.du) + seq * dim, u_tile, t0, t_end, c0, dim);
-    if (z) store_channel_tile<T, kItems>(static_cast<T*>(p.dz) + seq * dim, z_tile, t0, t_end, c0, dim);
+    store_channel_tile<T, kItems>(static_cast<T*>(p.ddelta) + seq * dim, delta_tile, t0, t_end, c0, dim,
+                                  p.vector_channels);
+    store_channel_tile<T, kItems>(static_cast<T*>(p.du) + seq * dim, u_tile, t0, t_end, c0, dim, p.vector_channels);
+    if (z)
+      store_channel_tile<T, kItems>(static_cast<T*>(p.dz) + seq * dim, z_tile, t0, t_end, c0, dim, p.vector_channels);
     {
       const int total = Tl::len * N, step_t = kThreads / N, step_n = kThreads % N;
       int tt = threadIdx.x / N, n = threadIdx.x % N;
@@ -590,8 +645,6 @@ void allow_shared_memory(Kernel kernel, size_t bytes, int N) {
                "cudaFuncSetAttribute");
 }
 
-Tensor cuda_f32_zeros(const Shape& shape) { return Tensor::zeros(shape, DType::f32, Device::cuda); }
-
 void check_same(const Tensor& t, const char* name, const Tensor& u, const Shape& shape) {
   require_cuda_tensor(t, name);
   check_shape(t, shape, name);
@@ -654,40 +707,59 @@ ScanArgs prepare(const ScanInputs& in, bool step) {
 
 // Splits the length across blocks only when the unsplit grid leaves SMs idle: fewer than three
 // blocks per SM. Each split covers whole chunks and at least four of them.
-int choose_splits(const ScanArgs& p, int chunk_len) {
+struct SplitPlan {
+  int splits = 1, split_len = 0;
+};
+
+SplitPlan plan_splits(const ScanArgs& p, int chunk_len) {
   const int64_t blocks = int64_t(p.batch) * ((p.dim + kWarps - 1) / kWarps);
   const int64_t wanted = 3 * int64_t(multiprocessor_count());
-  if (blocks >= wanted) return 1;
   const int64_t chunks = (p.L + chunk_len - 1) / chunk_len;
-  return int(std::max<int64_t>(1, std::min((wanted + blocks - 1) / blocks, chunks / 4)));
+  int64_t splits = 1;
+  if (blocks < wanted) splits = std::max<int64_t>(1, std::min((wanted + blocks - 1) / blocks, chunks / 4));
+  const int64_t chunks_per_split = std::max<int64_t>(1, (chunks + splits - 1) / splits);
+  SplitPlan plan;
+  plan.split_len = int(chunks_per_split * chunk_len);
+  plan.splits = int(std::max<int64_t>(1, (chunks + chunks_per_split - 1) / chunks_per_split));
+  return plan;
 }
 
-// Runs `kMode` over the whole length, first chaining splits when the length is split. Scratch
-// tensors live until the kernels that use them are queued (cudaFree waits for the device).
+size_t split_scratch_floats(const ScanArgs& p, const SplitPlan& plan) {
+  return plan.splits > 1 ? size_t(p.batch) * plan.splits * p.dim * (1 + 2 * size_t(p.nstate)) : 0;
+}
+
+// Device scratch kept for the life of the process and grown on demand, so repeated calls do not
+// allocate (cudaFree waits for the whole device). The ops run from one host thread at a time.
+float* scratch(size_t floats) {
+  static float* buffer = nullptr;
+  static size_t capacity = 0;
+  if (floats > capacity) {
+    if (buffer) check_cuda(cudaFree(buffer), "cudaFree (selective_scan scratch)");
+    buffer = nullptr;
+    capacity = 0;
+    check_cuda(cudaMalloc(&buffer, floats * sizeof(float)), "cudaMalloc (selective_scan scratch)");
+    capacity = floats;
+  }
+  return buffer;
+}
+
+// Runs `kMode` over the whole length; a split length first gets its splits' incoming states
+// from the summary and chain kernels (scratch: split_scratch_floats of the plan).
 template <typename T, int kItems, Mode kMode>
-void run_forward_pass(ScanArgs p) {
-  constexpr int chunk_len = Tile<kItems>::len;
-  const dim3 grid_2d((p.dim + kWarps - 1) / kWarps, p.batch, 1);
-  const int splits = choose_splits(p, chunk_len);
-  const int chunks = (p.L + chunk_len - 1) / chunk_len;
-  const int chunks_per_split = (chunks + splits - 1) / splits;
-  p.split_len = chunks_per_split * chunk_len;
-  p.splits = (chunks + chunks_per_split - 1) / chunks_per_split;
-  if (p.L == 0) p.splits = 1, p.split_len = 0;
+void run_forward_pass(ScanArgs p, const SplitPlan& plan, float* split_scratch) {
+  const dim3 grid((p.dim + kWarps - 1) / kWarps, p.batch, plan.splits);
+  p.splits = plan.splits;
+  p.split_len = plan.split_len;
   const size_t elem = sizeof(T);
-  Tensor delta_sum, split_state, split_init;
   if (p.splits > 1) {
-    const int64_t rows = int64_t(p.batch) * p.splits * p.dim;
-    delta_sum = Tensor::empty({rows}, DType::f32, Device::cuda);
-    split_state = Tensor::empty({rows, p.nstate}, DType::f32, Device::cuda);
-    split_init = Tensor::empty({rows, p.nstate}, DType::f32, Device::cuda);
-    p.split_delta_sum = delta_sum.data<float>();
-    p.split_state = split_state.data<float>();
-    p.split_init = split_init.data<float>();
+    const size_t rows = size_t(p.batch) * p.splits * p.dim;
+    p.split_delta_sum = split_scratch;
+    p.split_state = split_scratch + rows;
+    p.split_init = split_scratch + rows * (1 + p.nstate);
     const size_t summary_bytes = forward_smem_bytes<kItems>(p.nstate, elem, Mode::summary);
     auto summary = scan_forward_kernel<T, kItems, Mode::summary>;
     allow_shared_memory(summary, summary_bytes, p.nstate);
-    summary<<<dim3(grid_2d.x, grid_2d.y, p.splits), kThreads, summary_bytes>>>(p);
+    summary<<<grid, kThreads, summary_bytes>>>(p);
     check_launch("selective_scan summary kernel");
     chain_splits_kernel<<<blocks_for(int64_t(p.batch) * p.dim * p.nstate, 256), 256>>>(p);
     check_launch("selective_scan chain kernel");
@@ -695,78 +767,138 @@ void run_forward_pass(ScanArgs p) {
   const size_t bytes = forward_smem_bytes<kItems>(p.nstate, elem, kMode);
   auto kernel = scan_forward_kernel<T, kItems, kMode>;
   allow_shared_memory(kernel, bytes, p.nstate);
-  kernel<<<dim3(grid_2d.x, grid_2d.y, p.splits), kThreads, bytes>>>(p);
+  kernel<<<grid, kThreads, bytes>>>(p);
   check_launch("selective_scan forward kernel");
 }
 
+// Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place).
 template <typename T>
-void run_backward(ScanArgs p) {
+void run_backward(ScanArgs& p, bool dBC_in_place) {
   constexpr int chunk_len = Tile<kBackwardItems>::len;
-  const int chunks = (p.L + chunk_len - 1) / chunk_len;
-  Tensor chunk_states = Tensor::empty({int64_t(p.batch) * chunks * p.dim, p.nstate}, DType::f32, Device::cuda);
-  p.chunk_states = chunk_states.data<float>();
-  run_forward_pass<T, kBackwardItems, Mode::states>(p);
-  p.splits = 1;
+  const SplitPlan plan = plan_splits(p, chunk_len);
+  const size_t chunks = (p.L + chunk_len - 1) / chunk_len;
+  const size_t states = size_t(p.batch) * chunks * p.dim * p.nstate;
+  const size_t split_floats = split_scratch_floats(p, plan);
+  const size_t bc = dBC_in_place ? 0 : size_t(p.batch) * p.L * p.nstate;
+  float* buffer = scratch(states + split_floats + 2 * bc);
+  p.chunk_states = buffer;
+  if (!dBC_in_place) {
+    p.dB = buffer + states + split_floats;
+    p.dC = p.dB + bc;
+  }
+  check_cuda(cudaMemsetAsync(p.dB, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
+  check_cuda(cudaMemsetAsync(p.dC, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
+  run_forward_pass<T, kBackwardItems, Mode::states>(p, plan, buffer + states);
+  ScanArgs unsplit = p;
+  unsplit.splits = 1;
   const size_t bytes = backward_smem_bytes<kBackwardItems>(p.nstate, sizeof(T));
   auto kernel = scan_backward_kernel<T, kBackwardItems>;
   allow_shared_memory(kernel, bytes, p.nstate);
-  kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(p);
+  kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(unsplit);
   check_launch("selective_scan backward kernel");
+}
+
+__global__ void narrow_pairs_kernel(const float* a, const float* b, __nv_bfloat16* a_out, __nv_bfloat16* b_out,
+                                    int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) {
+    a_out[i] = __float2bfloat16_rn(a[i]);
+    b_out[i] = __float2bfloat16_rn(b[i]);
+  }
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+// Vector tile moves need whole 16-byte vectors per row and 16-byte aligned tensors.
+void set_vector_flags(ScanArgs& p, size_t elem) {
+  const int vec = int(16 / elem);
+  p.vector_channels = p.dim % vec == 0;
+  for (const void* ptr : std::initializer_list<const void*>{p.u, p.delta, p.z, p.dout, p.out, p.du, p.ddelta, p.dz})
+    p.vector_channels = p.vector_channels && aligned16(ptr);
+  p.vector_states = p.nstate % vec == 0 && aligned16(p.B) && aligned16(p.C);
+}
+
+int forward_items = kForwardItems;
+
+void zero_async(const Tensor& t) {
+  if (t.defined()) check_cuda(cudaMemsetAsync(t.raw(), 0, t.nbytes()), "cudaMemsetAsync");
 }
 
 }  // namespace
 
-namespace cuda {
+namespace cuda_detail {
 
-ScanOutputs selective_scan_forward(const ScanInputs& in) {
+void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const Tensor& last_state) {
   ScanArgs p = prepare(in, false);
-  ScanOutputs result;
-  result.out = Tensor::empty(in.u.shape(), in.u.dtype(), Device::cuda);
-  result.last_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, Device::cuda);
-  if (in.u.numel() == 0 && p.L > 0) return result;
-  p.out = result.out.raw();
-  p.last_state = result.last_state.data<float>();
+  check_same(out, "selective_scan out", in.u, in.u.shape());
+  check_f32(last_state, "selective_scan last_state", {p.batch, p.dim, p.nstate});
   if (p.L == 0) {
     // Nothing to scan: the last state is the initial one.
     if (in.initial_state.defined())
-      result.last_state.copy_from(in.initial_state);
+      check_cuda(
+          cudaMemcpyAsync(last_state.raw(), in.initial_state.raw(), last_state.nbytes(), cudaMemcpyDeviceToDevice),
+          "cudaMemcpyAsync");
     else
-      result.last_state.zero_();
-    return result;
+      zero_async(last_state);
+    return;
   }
-  if (in.u.dtype() == DType::f32)
-    run_forward_pass<float, kForwardItems, Mode::output>(p);
+  if (p.batch == 0 || p.dim == 0) return;
+  p.out = out.raw();
+  p.last_state = last_state.data<float>();
+  const bool f32 = in.u.dtype() == DType::f32;
+  set_vector_flags(p, f32 ? 4 : 2);
+  const bool wide = forward_items == 16;
+  const SplitPlan plan = plan_splits(p, wide ? Tile<16>::len : Tile<8>::len);
+  float* split = scratch(split_scratch_floats(p, plan));
+  if (f32 && wide)
+    run_forward_pass<float, 16, Mode::output>(p, plan, split);
+  else if (f32)
+    run_forward_pass<float, 8, Mode::output>(p, plan, split);
+  else if (wide)
+    run_forward_pass<__nv_bfloat16, 16, Mode::output>(p, plan, split);
   else
-    run_forward_pass<__nv_bfloat16, kForwardItems, Mode::output>(p);
-  return result;
+    run_forward_pass<__nv_bfloat16, 8, Mode::output>(p, plan, split);
 }
 
-ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state) {
+void set_selective_scan_forward_items(int items) {
+  MAMBA_CHECK(items == 8 || items == 16, "selective_scan (cuda): positions per lane must be 8 or 16, got ", items);
+  forward_items = items;
+}
+
+void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state,
+                                  const ScanGrads& g) {
   ScanArgs p = prepare(in, false);
   check_same(dout, "selective_scan dout", in.u, in.u.shape());
   if (dlast_state.defined()) check_f32(dlast_state, "selective_scan dlast_state", {p.batch, p.dim, p.nstate});
-  const Device gpu = Device::cuda;
-  ScanGrads g;
-  g.du = Tensor::empty(in.u.shape(), in.u.dtype(), gpu);
-  g.ddelta = Tensor::empty(in.u.shape(), in.u.dtype(), gpu);
-  g.dA = cuda_f32_zeros({p.dim, p.nstate});
-  if (in.z.defined()) g.dz = Tensor::empty(in.u.shape(), in.u.dtype(), gpu);
-  if (in.D.defined()) g.dD = cuda_f32_zeros({p.dim});
-  if (in.delta_bias.defined()) g.ddelta_bias = cuda_f32_zeros({p.dim});
-  if (in.initial_state.defined()) g.dinitial_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, gpu);
-  const bool f32 = in.u.dtype() == DType::f32;
-  // dB and dC are sums over channels, accumulated with atomics in float32.
-  Tensor dB32 = cuda_f32_zeros(in.B.shape()), dC32 = cuda_f32_zeros(in.C.shape());
-  if (p.L == 0) {
-    g.dB = f32 ? dB32 : bf16_on_device(dB32, "selective_scan dB");
-    g.dC = f32 ? dC32 : bf16_on_device(dC32, "selective_scan dC");
+  const Shape rows{p.batch, p.L, p.dim}, state_rows{p.batch, p.L, p.nstate}, states{p.batch, p.dim, p.nstate};
+  check_same(g.du, "selective_scan du", in.u, rows);
+  check_same(g.ddelta, "selective_scan ddelta", in.u, rows);
+  check_same(g.dB, "selective_scan dB", in.u, state_rows);
+  check_same(g.dC, "selective_scan dC", in.u, state_rows);
+  check_f32(g.dA, "selective_scan dA", {p.dim, p.nstate});
+  auto optional = [](const Tensor& grad, const Tensor& input, const char* name) {
+    MAMBA_CHECK(grad.defined() == input.defined(), "selective_scan ", name, ": defined iff its input is");
+  };
+  optional(g.dz, in.z, "dz");
+  optional(g.dD, in.D, "dD");
+  optional(g.ddelta_bias, in.delta_bias, "ddelta_bias");
+  optional(g.dinitial_state, in.initial_state, "dinitial_state");
+  if (g.dz.defined()) check_same(g.dz, "selective_scan dz", in.u, rows);
+  if (g.dD.defined()) check_f32(g.dD, "selective_scan dD", {p.dim});
+  if (g.ddelta_bias.defined()) check_f32(g.ddelta_bias, "selective_scan ddelta_bias", {p.dim});
+  if (g.dinitial_state.defined()) check_f32(g.dinitial_state, "selective_scan dinitial_state", states);
+  for (const Tensor* t : {&g.dA, &g.dD, &g.ddelta_bias}) zero_async(*t);
+  if (p.L == 0 || p.batch == 0 || p.dim == 0) {
+    for (const Tensor* t : {&g.du, &g.ddelta, &g.dz, &g.dB, &g.dC}) zero_async(*t);
     if (g.dinitial_state.defined()) {
       if (dlast_state.defined())
-        g.dinitial_state.copy_from(dlast_state);
+        check_cuda(
+            cudaMemcpyAsync(g.dinitial_state.raw(), dlast_state.raw(), dlast_state.nbytes(), cudaMemcpyDeviceToDevice),
+            "cudaMemcpyAsync");
       else
-        g.dinitial_state.zero_();
+        zero_async(g.dinitial_state);
     }
-    return g;
+    return;
   }
   p.dout = dout.raw();
   p.dlast_state = data_or_null<float>(dlast_state);
@@ -777,17 +909,49 @@ ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, cons
   p.dD = g.dD.defined() ? g.dD.data<float>() : nullptr;
   p.ddelta_bias = g.ddelta_bias.defined() ? g.ddelta_bias.data<float>() : nullptr;
   p.dinitial_state = g.dinitial_state.defined() ? g.dinitial_state.data<float>() : nullptr;
-  p.dB = dB32.data<float>();
-  p.dC = dC32.data<float>();
-  if (f32) {
-    run_backward<float>(p);
-    g.dB = dB32;
-    g.dC = dC32;
-    return g;
+  set_vector_flags(p, in.u.dtype() == DType::f32 ? 4 : 2);
+  if (in.u.dtype() == DType::f32) {
+    // dB and dC are sums over channels, accumulated with float32 atomics straight into the outputs.
+    p.dB = g.dB.data<float>();
+    p.dC = g.dC.data<float>();
+    run_backward<float>(p, true);
+    return;
   }
-  run_backward<__nv_bfloat16>(p);
-  g.dB = bf16_on_device(dB32, "selective_scan dB");
-  g.dC = bf16_on_device(dC32, "selective_scan dC");
+  run_backward<__nv_bfloat16>(p, false);
+  const int64_t n = g.dB.numel();
+  narrow_pairs_kernel<<<blocks_for(n, 256), 256>>>(p.dB, p.dC, static_cast<__nv_bfloat16*>(g.dB.raw()),
+                                                   static_cast<__nv_bfloat16*>(g.dC.raw()), n);
+  check_launch("selective_scan dB/dC conversion");
+}
+
+}  // namespace cuda_detail
+
+namespace cuda {
+
+ScanOutputs selective_scan_forward(const ScanInputs& in) {
+  ScanArgs p = prepare(in, false);
+  ScanOutputs result;
+  result.out = Tensor::empty(in.u.shape(), in.u.dtype(), Device::cuda);
+  result.last_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, Device::cuda);
+  cuda_detail::selective_scan_forward_into(in, result.out, result.last_state);
+  return result;
+}
+
+ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state) {
+  ScanArgs p = prepare(in, false);
+  const Device gpu = Device::cuda;
+  const DType dtype = in.u.dtype();
+  ScanGrads g;
+  g.du = Tensor::empty(in.u.shape(), dtype, gpu);
+  g.ddelta = Tensor::empty(in.u.shape(), dtype, gpu);
+  g.dA = Tensor::empty({p.dim, p.nstate}, DType::f32, gpu);
+  g.dB = Tensor::empty(in.B.shape(), dtype, gpu);
+  g.dC = Tensor::empty(in.C.shape(), dtype, gpu);
+  if (in.z.defined()) g.dz = Tensor::empty(in.u.shape(), dtype, gpu);
+  if (in.D.defined()) g.dD = Tensor::empty({p.dim}, DType::f32, gpu);
+  if (in.delta_bias.defined()) g.ddelta_bias = Tensor::empty({p.dim}, DType::f32, gpu);
+  if (in.initial_state.defined()) g.dinitial_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, gpu);
+  cuda_detail::selective_scan_backward_into(in, dout, dlast_state, g);
   return g;
 }
 
