@@ -13,15 +13,15 @@
 namespace mamba::ops {
 
 struct LtiScanInputs {
-  Tensor u, z;                 // [batch, L, D] f32 (f64 for the reference)
-  Tensor A, B, C;              // [D, N] f32
-  Tensor D, delta_bias;        // [D] f32
+  Tensor u, z;           // [batch, L, D] f32 (f64 for the reference)
+  Tensor A, B, C;        // [D, N] f32
+  Tensor D, delta_bias;  // [D] f32
 };
 
 struct LtiScanGrads {
-  Tensor du, dz;               // [batch, L, D]
-  Tensor dA, dB, dC;           // [D, N] f32
-  Tensor dD, ddelta_bias;      // [D] f32
+  Tensor du, dz;           // [batch, L, D]
+  Tensor dA, dB, dC;       // [D, N] f32
+  Tensor dD, ddelta_bias;  // [D] f32
 };
 
 void check_lti_scan_inputs(const LtiScanInputs& in);

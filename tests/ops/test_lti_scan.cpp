@@ -44,8 +44,12 @@ TEST(LtiScan, ReferenceGradientsMatchFiniteDifferences) {
   Tensor dout = random_tensor(in.u.shape(), DType::f64, rng);
   LtiScanGrads g = ref::lti_scan_backward(in, dout);
   auto loss = [&] { return dot(ref::lti_scan_forward(in), dout); };
-  for (auto [input, grad, name] : {std::tuple{&in.u, &g.du, "u"}, {&in.z, &g.dz, "z"}, {&in.A, &g.dA, "A"},
-                                   {&in.B, &g.dB, "B"}, {&in.C, &g.dC, "C"}, {&in.D, &g.dD, "D"},
+  for (auto [input, grad, name] : {std::tuple{&in.u, &g.du, "u"},
+                                   {&in.z, &g.dz, "z"},
+                                   {&in.A, &g.dA, "A"},
+                                   {&in.B, &g.dB, "B"},
+                                   {&in.C, &g.dC, "C"},
+                                   {&in.D, &g.dD, "D"},
                                    {&in.delta_bias, &g.ddelta_bias, "delta_bias"}})
     EXPECT_LT(relative_error(*grad, numeric_gradient(*input, loss)), 1e-7) << name;
 }

@@ -1,7 +1,8 @@
 // The LTI scan in float32, threaded over channels (each channel's gradients of A, B, C, D and
 // the bias are summed over the batch by one thread, so the result does not depend on threads).
-#include "core/threads.h"
 #include "ops/lti_scan.h"
+
+#include "core/threads.h"
 #include "ops/lti_scan_loops.h"
 
 namespace mamba::ops::cpu {

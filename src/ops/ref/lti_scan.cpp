@@ -1,5 +1,6 @@
 // The LTI scan in float64 loops: the definition the CPU kernel is tested against.
 #include "ops/lti_scan.h"
+
 #include "ops/lti_scan_loops.h"
 
 namespace mamba::ops::ref {
@@ -8,8 +9,13 @@ namespace {
 struct Inputs64 {
   Tensor u, z, A, B, C, D, bias;
   explicit Inputs64(const LtiScanInputs& in)
-      : u(in.u.to(DType::f64)), z(in.z.to(DType::f64)), A(in.A.to(DType::f64)), B(in.B.to(DType::f64)),
-        C(in.C.to(DType::f64)), D(in.D.to(DType::f64)), bias(in.delta_bias.to(DType::f64)) {}
+      : u(in.u.to(DType::f64)),
+        z(in.z.to(DType::f64)),
+        A(in.A.to(DType::f64)),
+        B(in.B.to(DType::f64)),
+        C(in.C.to(DType::f64)),
+        D(in.D.to(DType::f64)),
+        bias(in.delta_bias.to(DType::f64)) {}
 };
 }  // namespace
 
