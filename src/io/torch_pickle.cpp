@@ -186,8 +186,11 @@ constexpr StorageClass kStorageClasses[] = {
 
 class PickleMachine {
  public:
-  PickleMachine(ByteRange pickle, std::string source, std::function<Tensor(const std::string&, DType, int64_t)> storage)
-      : code_(pickle), source_(std::move(source)), load_storage_(std::move(storage)) {}
+  // `copy_budget` bounds the bytes that gathering non-contiguous tensors may allocate, so that a
+  // small crafted file cannot demand unbounded memory by rebuilding one strided view many times.
+  PickleMachine(ByteRange pickle, std::string source, std::function<Tensor(const std::string&, DType, int64_t)> storage,
+                uint64_t copy_budget)
+      : code_(pickle), source_(std::move(source)), load_storage_(std::move(storage)), copy_budget_(copy_budget) {}
 
   Value* run() {
     while (true) {
@@ -562,6 +565,11 @@ class PickleMachine {
       return result;
     }
     // Not contiguous (e.g. a saved transpose): gather into a fresh row-major tensor.
+    uint64_t bytes = uint64_t(numel) * element;
+    MAMBA_CHECK(bytes <= copy_budget_, what,
+                ": gathering non-contiguous tensors would copy more than 4× the file's size in all (corrupt or "
+                "crafted file)");
+    copy_budget_ -= bytes;
     result->tensor = Tensor::empty(size, storage->dtype);
     auto* out = static_cast<uint8_t*>(result->tensor.raw());
     std::vector<int64_t> index(size.size(), 0);
@@ -596,6 +604,7 @@ class PickleMachine {
   std::vector<size_t> marks_;
   std::unordered_map<uint32_t, Value*> memo_;
   std::unordered_map<const Value*, std::string> storage_key_of_tensor_;
+  uint64_t copy_budget_;
 };
 
 }  // namespace
@@ -645,7 +654,7 @@ TorchStateDict parse_torch_state_dict(const void* data, size_t size, std::shared
     return storage;
   };
 
-  PickleMachine machine(*pickle, source, load_storage);
+  PickleMachine machine(*pickle, source, load_storage, 4 * uint64_t(size));
   const Value* root = machine.run();
   MAMBA_CHECK(root->kind == Value::Kind::dict, source, ": data.pkl holds a ", kind_name(root->kind),
               ", not a state dict");

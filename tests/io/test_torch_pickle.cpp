@@ -235,6 +235,18 @@ TEST(TorchPickleTest, MalformedArchivesAreClearErrors) {
   expect_error([&] { parse_bytes(with_pickle("\x80\x02\xff.")); }, {"opcode 0xff"});
 }
 
+// Written by Python's pickler and zipfile (fuzz/make_torch_seed.py): an OrderedDict root, MEMO
+// reuse of a tensor, a strided view and a bf16 tensor at an offset.
+TEST(TorchPickleTest, ReadsAFileWrittenByPythonsPickler) {
+  TorchStateDict state = read_torch_state_dict(std::string(MAMBACPP_SOURCE_DIR) + "/fuzz/seeds/torch_small.bin");
+  EXPECT_EQ(state.tensors.size(), 4u);
+  EXPECT_EQ(state.tensors.at("backbone.embedding.weight").to_double_vector(),
+            (std::vector<double>{1, -2, 3, 4.5, 5, -6}));
+  EXPECT_EQ(state.tensors.at("t").to_double_vector(), (std::vector<double>{1, 4.5, -2, 5, 3, -6}));
+  EXPECT_EQ(state.tensors.at("h").to_double_vector(), (std::vector<double>{-3, 2, 1}));
+  EXPECT_EQ(state.tensors.at("lm_head.weight").raw(), state.tensors.at("backbone.embedding.weight").raw());
+}
+
 // Whatever the damage, the reader answers with a tensor map or a mamba::Error.
 TEST(TorchPickleTest, TruncatedAndCorruptedFixtureNeverCrashes) {
   SKIP_WITHOUT_FIXTURE("mamba1_original/pytorch_model.bin");
@@ -245,7 +257,7 @@ TEST(TorchPickleTest, TruncatedAndCorruptedFixtureNeverCrashes) {
     EXPECT_THROW(parse_bytes(bytes.substr(0, cut)), Error) << "cut at " << cut;
   }
   int accepted = 0;
-  for (int i = 0; i < 1500; ++i) {
+  for (int i = 0; i < 1000; ++i) {
     std::string damaged = bytes;
     // Damage the pickle (first 2.3 kB) or the zip directory (last 3 kB).
     size_t region = rng.below(2) ? 0 : bytes.size() - 3000;
@@ -257,7 +269,7 @@ TEST(TorchPickleTest, TruncatedAndCorruptedFixtureNeverCrashes) {
     } catch (const Error&) {
     }
   }
-  EXPECT_LT(accepted, 1500);
+  EXPECT_LT(accepted, 1000);
 }
 
 }  // namespace
