@@ -60,7 +60,7 @@ EndOfDirectory find_end_of_directory(const ArchiveBytes& zip) {
               " bytes is too short for a zip archive (torch.save file)");
   size_t lowest = zip.size() - kRecordSize > kMaxComment ? zip.size() - kRecordSize - kMaxComment : 0;
   for (size_t pos = zip.size() - kRecordSize + 1; pos-- > lowest;) {
-    if (zip.read<uint32_t>(pos, "end record") != kEndOfDirectory) continue;
+    if (load_le<uint32_t>(zip.at(pos)) != kEndOfDirectory) continue;  // in bounds: pos + 22 <= size
     EndOfDirectory end{zip.read<uint16_t>(pos + 10, "end record"), zip.read<uint32_t>(pos + 12, "end record"),
                        zip.read<uint32_t>(pos + 16, "end record")};
     if (pos >= 20 && zip.read<uint32_t>(pos - 20, "zip64 locator") == kZip64Locator) {
