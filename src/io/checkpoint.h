@@ -26,7 +26,8 @@ struct Checkpoint {
 Checkpoint load_checkpoint(const std::string& dir);
 
 // Writes DIR/config.json and DIR/model.safetensors atomically (temp files, fsync, rename); the
-// folder is created when missing. `metadata` goes into the safetensors header's __metadata__.
+// folder is created when missing. `metadata` goes into the safetensors header's __metadata__,
+// with "format": "pt" added (transformers refuses files without it).
 void save_checkpoint(const std::string& dir, const ModelConfig& config, const TensorMap& tensors,
                      const std::map<std::string, std::string>& metadata = {});
 
