@@ -35,6 +35,11 @@ Tensor parameter_as_f32(const Tensor& t);
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 inline float silu(float x) { return x * sigmoid(x); }
 
+// v[i] = e^(v[i] − shift), vectorised (within 2 ulp of std::exp; NaN stays NaN).
+void exp_shifted_inplace(float* v, int64_t n, float shift);
+// v[i] = SiLU(v[i]) = v[i]·σ(v[i]), vectorised.
+void silu_inplace(float* v, int64_t n);
+
 // Σ_{i<n} term(i): float partial sums over blocks of 64 terms, added into a double, so a long
 // row does not lose precision to one running float32 sum.
 template <typename Term>
