@@ -192,7 +192,7 @@ void widen_block(const Tensor& weight, int64_t n0, int64_t rows, int64_t k0, int
 void gemm_x_wt(const float* x, int64_t M, const Tensor& weight, float* y, int64_t ldy) {
   const int64_t N = weight.size(0), K = weight.size(1);
   if (M == 0 || N == 0) return;
-  if (M <= kStreamingMaxRows) {
+  if (use_streaming_kernel(M, K, weight.dtype())) {
     gemm_streaming(x, M, weight, y, ldy);
     return;
   }
