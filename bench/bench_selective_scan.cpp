@@ -126,6 +126,20 @@ void BM_ScanForwardNaiveScalarExp(benchmark::State& state) {
   set_counters(state, s, DType::f32, 1, 4, 2);
 }
 
+// One decode step of a 130m layer (batch 1, D 1536, N 16): the state is read and written once.
+void BM_StateUpdate(benchmark::State& state) {
+  set_num_threads(int(state.range(0)));
+  const Shape4 s{1, 1, 1536, 16};
+  const ScanInputs scan = make_inputs(s, DType::f32);
+  ScanInputs step = scan;
+  for (Tensor* t : {&step.u, &step.delta, &step.z}) *t = t->view({1, s.dim});
+  for (Tensor* t : {&step.B, &step.C}) *t = t->view({1, s.n_states});
+  Tensor ssm_state = Tensor::zeros({1, s.dim, s.n_states}, DType::f32);
+  for (auto _ : state) benchmark::DoNotOptimize(cpu::selective_state_update(step, ssm_state).raw());
+  state.SetBytesProcessed(int64_t(2 * s.dim * s.n_states * 4) * state.iterations());
+  state.SetItemsProcessed(s.dim * s.n_states * state.iterations());
+}
+
 // Throughput of the vectorised 2^x and of scalar expf on an L1-resident array (one thread).
 void BM_FastExp2(benchmark::State& state) {
   std::vector<float> x(4096);
@@ -180,6 +194,7 @@ BENCHMARK_CAPTURE(BM_ScanForward, bf16, DType::bf16)->Apply(scan_shapes);
 BENCHMARK(BM_ScanForwardNaiveScalarExp)->Apply(scan_shapes);
 BENCHMARK_CAPTURE(BM_ScanForwardBackward, f32, DType::f32)->Apply(scan_shapes);
 BENCHMARK_CAPTURE(BM_ScanForwardBackward, bf16, DType::bf16)->Apply(scan_shapes);
+BENCHMARK(BM_StateUpdate)->Arg(1)->Arg(hardware_threads())->UseRealTime();
 BENCHMARK(BM_FastExp2);
 BENCHMARK(BM_ScalarExpf);
 BENCHMARK(BM_MemoryCopy)->Arg(1)->Arg(hardware_threads())->UseRealTime();

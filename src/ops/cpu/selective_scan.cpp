@@ -411,20 +411,23 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
       const Vec16 u = simd::load(s.u + at, count), dp = s.softplus ? simd::softplus(x) : x, dpu = dp * u;
       const float* Bt = float_row(s.B + b * N, N, b_scratch);
       const float* Ct = float_row(s.C + b * N, N, c_scratch);
-      Vec16 y = s.D ? simd::load(s.D + d0, count) * u : Vec16{};
+      // products[lane] holds channel d0 + lane's C·h terms, lanes over states; one transposing
+      // reduction then gives y for all 16 channels.
+      Vec16 products[kLanes] = {};
       for (int lane = 0; lane < count; ++lane) {
         const int64_t d = d0 + lane;
         float* h = states + (b * s.dim + d) * N;
-        Vec16 yn{};
+        const Vec16 dp_d = simd::broadcast(dp[lane]), dpu_d = simd::broadcast(dpu[lane]);
         for (int64_t n = 0; n < N; n += kLanes) {
           const int k = int(std::min<int64_t>(kLanes, N - n));
-          const Vec16 a = simd::exp(dp[lane] * simd::load(s.A + d * N + n, k));
-          const Vec16 hn = simd::fma(a, simd::load(h + n, k), dpu[lane] * simd::load(Bt + n, k));
+          const Vec16 a = simd::exp(dp_d * simd::load(s.A + d * N + n, k));
+          const Vec16 hn = simd::fma(a, simd::load(h + n, k), dpu_d * simd::load(Bt + n, k));
           simd::store(h + n, hn, k);
-          yn = simd::fma(hn, simd::load(Ct + n, k), yn);
+          products[lane] = simd::fma(hn, simd::load(Ct + n, k), products[lane]);
         }
-        y[lane] += simd::reduce_add(yn);
       }
+      Vec16 y = simd::transpose_sum(products);
+      if (s.D) y = simd::fma(simd::load(s.D + d0, count), u, y);
       if (s.z) {
         const Vec16 z = simd::load(s.z + at, count);
         y *= z * simd::sigmoid(z);
