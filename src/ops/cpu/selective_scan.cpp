@@ -394,7 +394,10 @@ ScanGrads backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast
 // channel updates its N states 16 at a time and reduces y over them.
 template <typename T>
 Tensor state_update(const ScanInputs& step, Tensor& state) {
-  const Scan<T> s = make_scan<T>(step, "cpu::selective_state_update");
+  ScanInputs used = step;  // the step ignores these two
+  used.initial_state = Tensor();
+  used.lengths = Tensor();
+  const Scan<T> s = make_scan<T>(used, "cpu::selective_state_update");
   check_dtype(state, DType::f32, "selective state update: state");
   Tensor out = Tensor::empty(step.u.shape(), step.u.dtype());
   T* out_data = out.data<T>();
