@@ -219,7 +219,7 @@ void backward_block(const Scan<T>& s, const GradPointers<T>& gp, int64_t item, B
   Vec16 A[kCapacity];
   load_transposed(s.A + blk.d0 * N, N, count, A);
 
-  // Forward sweep keeping the state at each chunk start.
+  // Forward sweep keeping the state at each chunk start (the last chunk is recomputed below).
   scratch.chunk_starts.resize(size_t(std::max<int64_t>(chunks, 1) * N));
   scratch.states.resize(size_t((kChunk + 1) * N));
   scratch.decays.resize(size_t(kChunk * N));
@@ -228,7 +228,10 @@ void backward_block(const Scan<T>& s, const GradPointers<T>& gp, int64_t item, B
   Vec16 h[kCapacity];
   blk.load_initial_state(h);
   for (int64_t t = 0; t < len; ++t) {
-    if (t % kChunk == 0) std::copy(h, h + N, &scratch.chunk_starts[size_t(t / kChunk * N)]);
+    if (t % kChunk == 0) {
+      std::copy(h, h + N, &scratch.chunk_starts[size_t(t / kChunk * N)]);
+      if (t / kChunk == chunks - 1) break;
+    }
     blk.prefetch(t + kPrefetchAhead, s.u, s.delta);
     const Vec16 dp = blk.delta_prime(blk.delta_input(t)), dpu = dp * blk.u(t);
     const float* Bt = blk.B_row(t);
