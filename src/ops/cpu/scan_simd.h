@@ -147,13 +147,15 @@ inline Vec16 exp2_fraction(Vec16 f) {
   return p;
 }
 
-// p · 2^k for integral k. Below 2^-149 the result is 0; the fallback path stops at 2^-126.
+// p · 2^k for integral k ≥ −160. The fallback multiplies by 2^⌊k/2⌋ and 2^(k−⌊k/2⌋), each a
+// normal float for −160 ≤ k ≤ 129, so subnormal results round once, as with scalef.
 inline Vec16 scale_by_power_of_two(Vec16 p, Vec16 k) {
 #ifdef MAMBACPP_SCAN_AVX512
   return _mm512_scalef_ps(p, k);
 #else
-  Int16x exponent = (__builtin_convertvector(k, Int16x) + 127) << 23;
-  return p * Vec16(exponent);
+  k = k > 129.0f ? broadcast(129.0f) : k;
+  const Int16x whole = __builtin_convertvector(k, Int16x), half = whole >> 1;
+  return p * Vec16((half + 127) << 23) * Vec16((whole - half + 127) << 23);
 #endif
 }
 
@@ -167,29 +169,26 @@ inline Vec16 round_to_integer(Vec16 x) {
 }
 }  // namespace detail
 
-// 2^x, for the scan's exp(δ'·A) with log2(e) folded into A.
+// 2^x, for the scan's exp(δ'·A) with log2(e) folded into A. The lower clamp keeps −inf from
+// turning into NaN (2^−160 is 0 in float32).
 inline Vec16 exp2(Vec16 x) {
-#ifdef MAMBACPP_SCAN_AVX512
-  x = max(x, broadcast(-160.0f));  // keeps −inf from turning into NaN below
-#else
-  x = x < -126.0f ? broadcast(-126.0f) : x;  // the exponent-bits scaling has no subnormals
-  x = x > 127.0f ? broadcast(127.0f) : x;
+  x = max(x, broadcast(-160.0f));
+#ifndef MAMBACPP_SCAN_AVX512
+  x = x > 200.0f ? broadcast(200.0f) : x;  // keeps the fallback's integer conversion in range
 #endif
-  Vec16 k = detail::round_to_integer(x);
+  const Vec16 k = detail::round_to_integer(x);
   return detail::scale_by_power_of_two(detail::exp2_fraction(x - k), k);
 }
 
 inline Vec16 exp(Vec16 x) {
   constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2High = 0.693145751953125f;  // 15 significant bits, so k·kLn2High is exact
+  constexpr float kLn2High = 0.693145751953125f;  // 16 significant bits, so k·kLn2High is exact
   constexpr float kLn2Low = 1.4286068203094173e-06f;
-#ifdef MAMBACPP_SCAN_AVX512
   x = max(x, broadcast(-110.0f));
-#else
-  x = x < -87.3f ? broadcast(-87.3f) : x;
-  x = x > 88.7f ? broadcast(88.7f) : x;
+#ifndef MAMBACPP_SCAN_AVX512
+  x = x > 100.0f ? broadcast(100.0f) : x;
 #endif
-  Vec16 k = detail::round_to_integer(x * kLog2e);
+  const Vec16 k = detail::round_to_integer(x * kLog2e);
   Vec16 r = fma(k, broadcast(-kLn2High), x);
   r = fma(k, broadcast(-kLn2Low), r);
   return detail::scale_by_power_of_two(detail::exp2_fraction(r * kLog2e), k);
