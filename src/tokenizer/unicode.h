@@ -42,7 +42,8 @@ enum class CharClass : uint8_t { kLetter, kNumber, kWhitespace, kOther };
 CharClass char_class(char32_t code_point);
 
 enum class NormalizationForm : uint8_t { kNone, kNFC, kNFD, kNFKC, kNFKD };
-// `text` (well-formed UTF-8) in the given normalization form.
-std::string normalize(std::string_view text, NormalizationForm form);
+// `text` (well-formed UTF-8) in the given normalization form: `text` itself when it is already
+// in that form (no copy), else a view of `storage`, which then holds the normalized text.
+std::string_view normalize(std::string_view text, NormalizationForm form, std::string& storage);
 
 }  // namespace mamba::tokenizer
