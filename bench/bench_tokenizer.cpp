@@ -1,7 +1,8 @@
 // Tokenizer throughput on one core, in MB/s of UTF-8 text (Google Benchmark's bytes_per_second).
 //
 // The text is a few MB of mixed material: the English prose, verse, code and ASCII art of the
-// Debian `fortunes` package (/usr/share/games/fortunes, installed by scripts/setup.sh),
+// Debian `fortunes` package (/usr/share/games/fortunes, installed by scripts/setup.sh; another
+// folder of text files with $MAMBACPP_BENCH_TEXT),
 // interleaved with the multilingual strings of the tokenizer vectors (scripts, emoji, numbers,
 // code, whitespace runs, special tokens). The GPT-NeoX tokenizer and the vectors are read from
 // $MAMBACPP_FIXTURES (default ../shared/fixtures, relative to the working directory); the BPE
@@ -53,7 +54,8 @@ const std::string& mixed_text() {
     const std::vector<std::string> extra = multilingual_strings();
     std::vector<fs::path> files;
     std::error_code error;
-    for (const auto& entry : fs::directory_iterator("/usr/share/games/fortunes", error))
+    const char* text_dir = std::getenv("MAMBACPP_BENCH_TEXT");
+    for (const auto& entry : fs::directory_iterator(text_dir ? text_dir : "/usr/share/games/fortunes", error))
       if (entry.is_regular_file() && !entry.is_symlink() && entry.path().extension() != ".dat")
         files.push_back(entry.path());
     std::sort(files.begin(), files.end());
