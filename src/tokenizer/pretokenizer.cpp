@@ -1,6 +1,7 @@
 #include "tokenizer/pretokenizer.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 
 #include "tokenizer/unicode.h"
@@ -70,8 +71,14 @@ size_t part_end(std::string_view text, size_t from, size_t part_bytes) {
 void split_part(std::string_view text, std::vector<std::string_view>& pieces) {
   thread_local std::vector<Char> chars;
   chars.clear();
+  const std::array<CharClass, 128>& ascii_classes = ascii_char_classes();
   const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
   for (size_t i = 0; i < text.size();) {
+    if (bytes[i] < 0x80) {  // the common case, without the general decoder
+      chars.push_back({bytes[i], ascii_classes[bytes[i]], i});
+      ++i;
+      continue;
+    }
     const Utf8Step step = read_utf8(bytes + i, text.size() - i);
     chars.push_back({step.code_point, char_class(step.code_point), i});
     i += step.length;

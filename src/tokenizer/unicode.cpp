@@ -123,15 +123,16 @@ static CharClass icu_char_class(char32_t cp) {
   return CharClass::kOther;
 }
 
-CharClass char_class(char32_t cp) {
-  // Most text is ASCII; look those up in a table built once from ICU.
-  static const std::array<CharClass, 128> ascii_classes = [] {
-    std::array<CharClass, 128> table{};
-    for (char32_t c = 0; c < 128; ++c) table[c] = icu_char_class(c);
-    return table;
+const std::array<CharClass, 128>& ascii_char_classes() {
+  static const std::array<CharClass, 128> table = [] {
+    std::array<CharClass, 128> classes{};
+    for (char32_t c = 0; c < 128; ++c) classes[c] = icu_char_class(c);
+    return classes;
   }();
-  return cp < 128 ? ascii_classes[cp] : icu_char_class(cp);
+  return table;
 }
+
+CharClass char_class(char32_t cp) { return cp < 128 ? ascii_char_classes()[cp] : icu_char_class(cp); }
 
 std::string_view normalize(std::string_view text, NormalizationForm form, std::string& storage) {
   if (form == NormalizationForm::kNone) return text;
