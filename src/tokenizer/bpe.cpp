@@ -238,9 +238,10 @@ class BpeTokenizer : public Tokenizer {
   mutable WordCache cache_;
 };
 
+// The "type" of a pipeline step, "null" when there is none.
 std::string json_type(const json& node) {
   return node.is_object() && node.contains("type") && node["type"].is_string() ? node["type"].get<std::string>()
-                                                                               : std::string();
+                                                                               : std::string("null");
 }
 
 bool flag(const json& node, const char* key) {
@@ -260,7 +261,9 @@ BpeTokenizer::BpeTokenizer(const std::string& path, const TokenizerJson& file) :
 
 void BpeTokenizer::load_model(const json& model, const TokenizerJson& file) {
   const std::string type = json_type(model);
-  MAMBA_CHECK(type.empty() || type == "BPE", where("model type \""), type, "\" is not supported (only byte-level BPE)");
+  // A model without "type" is a BPE model in `tokenizers` files.
+  MAMBA_CHECK(type == "null" || type == "BPE", where("model type \""), type,
+              "\" is not supported (only byte-level BPE)");
   MAMBA_CHECK(!model.contains("dropout") || model["dropout"].is_null() ||
                   (model["dropout"].is_number() && model["dropout"].get<double>() == 0.0),
               where("model.dropout (BPE dropout) is not supported"));

@@ -234,6 +234,9 @@ TEST(TokenizerBpe, RefusedFeaturesAreNamed) {
   root["model"]["merges"] = {"a b c"};
   expect_refused(root, "merges[0]");
   expect_refused(json::array(), "\"model\"");
+  root = base;
+  root.erase("pre_tokenizer");
+  expect_refused(root, "pre_tokenizer \"null\"");
   EXPECT_THROW(load_tokenizer(dir.write("broken.json", "{\"model\": ")), Error);
   EXPECT_THROW(load_tokenizer(dir.file("missing.json")), Error);
 }

@@ -87,6 +87,9 @@ TEST(TokenizerCli, ByteTokenizerAndBadArguments) {
   result = run_tool(dir, "tokenize --tokenizer bytes");
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("--text T or --file F"), std::string::npos) << result.err;
+  result = run_tool(dir, "tokenize --tokenizer bytes --file '" + dir.path().string() + "'");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.err.find("is a folder"), std::string::npos) << result.err;
   result = run_tool(dir, "tokenize --tokenizer '" + dir.file("none.json") + "' --text a");
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("cannot open"), std::string::npos) << result.err;
