@@ -9,7 +9,7 @@
 // benchmarks are skipped with a message when it is missing.
 //
 //   ./build/mambacpp_bench --benchmark_filter=Tokenizer
-// (main() comes from the shared bench driver; this file only registers benchmarks.)
+// (main() comes from benchmark_main; this file only registers benchmarks.)
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
