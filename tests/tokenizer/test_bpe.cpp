@@ -192,6 +192,22 @@ TEST(TokenizerBpe, OptionsNormalizerPrefixSpaceIgnoreMergesAddedTokens) {
   EXPECT_THROW(tokenizer->decode(Ids{299}), Error);  // a gap between the vocabulary and the added tokens
 }
 
+// Bytes without a token become unk_token (runs fused with fuse_unk), or are dropped without one,
+// as in `tokenizers`.
+TEST(TokenizerBpe, BytesWithoutTokenUseUnk) {
+  TempDir dir("mambacpp-bpe");
+  json root = small_tokenizer({"<unk>"}, json::array());
+  root["model"]["vocab"].erase("z");
+  root["model"]["unk_token"] = "<unk>";
+  EXPECT_EQ(load_json(dir, root)->encode("azzb"), (Ids{97, 256, 256, 98}));
+  root["model"]["fuse_unk"] = true;
+  EXPECT_EQ(load_json(dir, root)->encode("azzb"), (Ids{97, 256, 98}));
+  root["model"]["unk_token"] = nullptr;
+  EXPECT_EQ(load_json(dir, root)->encode("azzb"), (Ids{97, 98}));
+  root["model"]["unk_token"] = "<missing>";
+  EXPECT_THROW(load_json(dir, root), Error);
+}
+
 TEST(TokenizerBpe, RefusedFeaturesAreNamed) {
   TempDir dir("mambacpp-bpe");
   auto expect_refused = [&](const json& root, const std::string& feature) {
@@ -234,6 +250,9 @@ TEST(TokenizerBpe, RefusedFeaturesAreNamed) {
   root["model"]["merges"] = {"a b c"};
   expect_refused(root, "merges[0]");
   expect_refused(json::array(), "\"model\"");
+  root = base;
+  root.erase("pre_tokenizer");
+  expect_refused(root, "pre_tokenizer \"null\"");
   EXPECT_THROW(load_tokenizer(dir.write("broken.json", "{\"model\": ")), Error);
   EXPECT_THROW(load_tokenizer(dir.file("missing.json")), Error);
 }
