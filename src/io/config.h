@@ -4,6 +4,7 @@
 // One struct describes every model family the program knows (Mamba-1, Mamba-2, attention and
 // MLP/MoE layers in hybrids); the model layer refuses what it cannot run yet with a clear error.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -16,20 +17,20 @@ namespace mamba::io {
 enum class LayerKind { mamba1, mamba2, attention };
 
 struct ModelConfig {
-  std::string model_type = "mamba";    // "mamba" (Mamba-1) | "mamba2"
+  std::string model_type = "mamba";     // "mamba" (Mamba-1) | "mamba2"
   std::string dialect = "huggingface";  // "huggingface" | "state-spaces": where it was read from
   int64_t d_model = 0;
   int64_t n_layer = 0;
-  int64_t vocab_size = 0;       // tokens that exist: generation samples only ids below it
+  int64_t vocab_size = 0;               // tokens that exist: generation samples only ids below it
   int64_t pad_vocab_size_multiple = 1;  // embedding rows = vocab_size rounded up to this (state-spaces)
   int64_t d_state = 16;
   int64_t d_conv = 4;
   int64_t expand = 2;
-  int64_t d_inner = 0;          // expand · d_model
-  int64_t dt_rank = 0;          // ceil(d_model / 16) when "auto"
+  int64_t d_inner = 0;  // expand · d_model
+  int64_t dt_rank = 0;  // ceil(d_model / 16) when "auto"
   bool use_bias = false;
   bool use_conv_bias = true;
-  bool rms_norm = true;         // false: LayerNorm
+  bool rms_norm = true;  // false: LayerNorm
   bool residual_in_fp32 = true;
   bool tie_embeddings = true;
   double norm_eps = 1e-5;

@@ -58,6 +58,8 @@ class LanguageModel {
   Parameter& parameter(const std::string& name);
   int64_t parameter_count() const;
   int64_t parameter_bytes() const;
+  // Converts the weight matrices (projections, embedding, LM head) to `dtype` (f32, bf16, f16).
+  void convert_weight_matrices(DType dtype);
   // Tensors by Hugging Face name as stored by save_checkpoint (tied LM head omitted).
   io::TensorMap state_dict() const;
 
@@ -78,8 +80,10 @@ class LanguageModel {
   Tensor prefill(InferenceState& state, const Tensor& ids, const Tensor& lengths = {}, int64_t chunk = 2048);
   Tensor step(InferenceState& state, const Tensor& ids);
 
+ public:
+  struct Impl;  // layers bound to the parameters; defined in the .cpp
+
  private:
-  struct Impl;
   LanguageModel(io::ModelConfig config, Device device);
   io::ModelConfig config_;
   Device device_;

@@ -34,7 +34,10 @@ struct ConvGrads {
   Tensor dx, dweight, dbias, dinitial_state;
 };
 
+// Validate shapes/dtypes/devices/lengths with messages naming the tensor; used by every backend.
+// The weight may also be given as the checkpoint's [C, 1, K].
 void check_conv_inputs(const ConvInputs& in);
+void check_conv_step_inputs(const ConvInputs& step, const Tensor& state);
 
 ConvOutputs causal_conv1d_forward(const ConvInputs& in);
 ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout);
@@ -42,7 +45,7 @@ ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout);
 // returns out [batch, C]. `in.x` is the token; `in.initial_state`/`in.lengths` are ignored.
 Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state);
 
-namespace ref {
+namespace ref {  // float64 loops: outputs, states and gradients are f64 (a step's state: any float dtype)
 ConvOutputs causal_conv1d_forward(const ConvInputs& in);
 ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout);
 Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state);

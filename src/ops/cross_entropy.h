@@ -11,18 +11,23 @@
 namespace mamba::ops {
 
 struct CrossEntropyResult {
-  double loss = 0;        // mean over counted rows
-  int64_t count = 0;      // rows with target ≥ 0
-  Tensor dhidden;         // [M, d] f32 when gradients were asked for
-  Tensor predictions;     // [M] i32 argmax of each row's logits
+  double loss = 0;     // mean over counted rows
+  int64_t count = 0;   // rows with target ≥ 0
+  Tensor dhidden;      // [M, d] f32 when gradients were asked for
+  Tensor predictions;  // [M] i32 argmax of each row's logits
 };
 
-// targets [M] i32 (−1 = ignore). dweight (f32 [V, d]) accumulates when non-null;
-// with_grad = false computes only the loss and predictions.
+// targets [M] i32 (−1 = ignore; any other value outside [0, V) is an error naming its row).
+// dweight (f32 [V, d]) accumulates when non-null and with_grad; with_grad = false computes only
+// the loss and predictions. With no counted row the loss and the gradients are 0.
+// The CPU kernel reduces in a fixed order: the same inputs give the same bits at a fixed
+// thread count.
+void check_cross_entropy_inputs(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                                const Tensor* dweight);
 CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
                                          bool with_grad, Tensor* dweight);
 
-namespace ref {
+namespace ref {  // float64: dhidden is f64; dweight of any float dtype accumulates
 CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
                                          bool with_grad, Tensor* dweight);
 }  // namespace ref

@@ -1,4 +1,5 @@
 // Linear layer: y = x · Wᵀ + b, for rows x [M, K], weight W [N, K] (the PyTorch layout), bias [N].
+// x may have more leading dimensions ([..., K]): they are all rows, and y is [..., N].
 //
 // Weights may be f32, bf16 or f16 (16-bit weights stay 16-bit in memory; products accumulate in
 // float32). Activations are f32 on the CPU. M = 1 (decode) is a mat-vec bound by streaming W,
@@ -11,11 +12,16 @@
 
 namespace mamba::ops {
 
+// Validate shapes, dtypes and devices with messages naming the tensor; used by every backend.
+void check_linear_inputs(const Tensor& x, const Tensor& weight, const Tensor& bias);
+void check_linear_backward_inputs(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor* dweight,
+                                  const Tensor* dbias);
+
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 // Returns dx (f32, or dtype of x on CUDA). dweight / dbias may be null to skip them.
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias);
 
-namespace ref {
+namespace ref {  // float64 loops; outputs f64, dweight/dbias of any float dtype accumulate
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias);
 }  // namespace ref

@@ -33,11 +33,14 @@ struct NormGrads {
   Tensor ds, dweight, dbias;
 };
 
+// Validates shapes/dtypes/devices of `in` with messages naming the tensor; used by every backend.
+void check_norm_inputs(const NormInputs& in);
+
 NormOutputs add_norm_forward(const NormInputs& in);
 NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, const Tensor& dout,
                             const Tensor& dresidual_out = {});
 
-namespace ref {
+namespace ref {  // float64 loops: every output and gradient is f64
 NormOutputs add_norm_forward(const NormInputs& in);
 NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, const Tensor& dout,
                             const Tensor& dresidual_out = {});

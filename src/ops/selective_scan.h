@@ -11,6 +11,10 @@
 // are 0 and the state is not advanced by them, so right-padded batches leave each sequence's true
 // last state. last_state is h at position lengths[b] − 1 (the initial state when the length is 0).
 //
+// Backends: ref:: (float64 loops, any input dtype, outputs f64), cpu:: (f32 | bf16 inputs), cuda::.
+// The reference also takes f64 for every f32 tensor below (A, D, delta_bias, initial_state,
+// dlast_state, the step's state); the CPU dispatch sends f64 activations to ref::.
+//
 // Fast kernels never store the expanded state [batch, L, D, N]: the forward keeps h in registers,
 // and the backward recomputes it (keeping at most one state per chunk of positions).
 #pragma once
@@ -19,14 +23,14 @@
 namespace mamba::ops {
 
 struct ScanInputs {
-  Tensor u;              // [batch, L, D]  f32 | bf16 | f64 (f64: reference only)
-  Tensor delta;          // [batch, L, D]  dtype of u
-  Tensor A;              // [D, N] f32 (negative)
-  Tensor B;              // [batch, L, N]  dtype of u
-  Tensor C;              // [batch, L, N]  dtype of u
-  Tensor D;              // [D] f32, optional
-  Tensor z;              // [batch, L, D] dtype of u, optional
-  Tensor delta_bias;     // [D] f32, optional
+  Tensor u;           // [batch, L, D]  f32 | bf16 | f64 (f64: reference only)
+  Tensor delta;       // [batch, L, D]  dtype of u
+  Tensor A;           // [D, N] f32 (negative)
+  Tensor B;           // [batch, L, N]  dtype of u
+  Tensor C;           // [batch, L, N]  dtype of u
+  Tensor D;           // [D] f32, optional
+  Tensor z;           // [batch, L, D] dtype of u, optional
+  Tensor delta_bias;  // [D] f32, optional
   bool delta_softplus = false;
   Tensor initial_state;  // [batch, D, N] f32, optional
   Tensor lengths;        // [batch] i32, optional
@@ -43,8 +47,11 @@ struct ScanGrads {
   Tensor du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state;
 };
 
-// Validates shapes/dtypes/lengths of `in` with messages naming the tensor; used by every backend.
+// Validate shapes/dtypes/devices/lengths (0 ≤ lengths[b] ≤ L; a CUDA `lengths` is copied to the host
+// for this) with messages naming the tensor; every backend calls them at entry.
 void check_scan_inputs(const ScanInputs& in);
+void check_scan_backward_inputs(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state);
+void check_step_inputs(const ScanInputs& step, const Tensor& state);
 
 // Entry points: dispatch on the device of `u`.
 ScanOutputs selective_scan_forward(const ScanInputs& in);

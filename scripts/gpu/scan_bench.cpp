@@ -1,0 +1,155 @@
+// Selective-scan timings on the GPU at the shapes of /work/shared/design/TARGETS.md (bf16 inputs,
+// float32 A, D and delta bias, softplus, z given, B and C per position). For each shape: forward
+// and forward+backward, median of cudaEvent-timed repetitions into preallocated outputs, as a
+// ratio to the memory floor (bytes / 3028 GB/s) and to the official kernels' times.
+// Usage: scan_bench OUT.json [--profile]   (--profile: first shape, one forward and one backward,
+// for running under ncu)
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "ops/cuda/scan_launch.h"
+
+namespace {
+using namespace mamba;
+
+struct Shape4 {
+  int batch, D, L, N;
+  double official_fwd_ms, official_fwdbwd_ms, target_fwd_ms, target_fwdbwd_ms;
+};
+
+void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) fail(what, ": ", cudaGetErrorString(status));
+}
+
+Tensor random_gpu(Rng& rng, const Shape& shape, DType dtype, double lo, double hi) {
+  std::vector<double> v(size_t(shape_numel(shape)));
+  for (double& x : v) x = rng.uniform(lo, hi);
+  return Tensor::from_vector(v, shape, dtype).to(Device::cuda);
+}
+
+template <typename Fn>
+double median_ms(Fn&& fn, int warmup, int reps) {
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start), "cudaEventCreate");
+  check(cudaEventCreate(&stop), "cudaEventCreate");
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> times;
+  for (int i = 0; i < reps; ++i) {
+    check(cudaEventRecord(start), "cudaEventRecord");
+    fn();
+    check(cudaEventRecord(stop), "cudaEventRecord");
+    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    times.push_back(ms);
+  }
+  check(cudaGetLastError(), "kernels");
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string json_path = argc > 1 ? argv[1] : "scan_bench.json";
+  const bool profile = argc > 2 && std::string(argv[2]) == "--profile";
+  const double bandwidth = 3028e9, exp_rate = 4.2e12;
+  const std::vector<Shape4> shapes = {{4, 4096, 2048, 16, 0.596, 3.03, 0.30, 1.5},
+                                      {1, 4096, 8192, 16, 0.754, 3.49, 0.38, 1.75},
+                                      {1, 1536, 65536, 16, 2.20, 9.99, 1.1, 5.0},
+                                      {8, 1536, 2048, 16, 0.45, 2.29, 0.23, 1.15}};
+  std::ofstream json(json_path);
+  json << "[\n";
+  std::string table;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-22s %9s %8s %8s %8s %8s | %9s %8s %8s %8s\n", "batch,D,L,N", "fwd ms", "/floor",
+                "/offic", "target", "fwd16", "f+b ms", "/floor", "/offic", "target");
+  table += line;
+  try {
+    for (size_t i = 0; i < (profile ? 1 : shapes.size()); ++i) {
+      const Shape4& s = shapes[i];
+      Rng rng(1 + i);
+      const DType bf16 = DType::bf16;
+      ops::ScanInputs in;
+      in.u = random_gpu(rng, {s.batch, s.L, s.D}, bf16, -1, 1);
+      in.delta = random_gpu(rng, {s.batch, s.L, s.D}, bf16, -3, 0);
+      in.z = random_gpu(rng, {s.batch, s.L, s.D}, bf16, -2, 2);
+      in.B = random_gpu(rng, {s.batch, s.L, s.N}, bf16, -1, 1);
+      in.C = random_gpu(rng, {s.batch, s.L, s.N}, bf16, -1, 1);
+      in.A = random_gpu(rng, {s.D, s.N}, DType::f32, -4, -0.5);
+      in.D = random_gpu(rng, {s.D}, DType::f32, -1, 1);
+      in.delta_bias = random_gpu(rng, {s.D}, DType::f32, -1, 0);
+      in.delta_softplus = true;
+      const Tensor dout = random_gpu(rng, {s.batch, s.L, s.D}, bf16, -1, 1);
+      const Device gpu = Device::cuda;
+      const Tensor out = Tensor::empty(in.u.shape(), bf16, gpu);
+      const Tensor last = Tensor::empty({s.batch, s.D, s.N}, DType::f32, gpu);
+      ops::ScanGrads g;
+      g.du = Tensor::empty(in.u.shape(), bf16, gpu);
+      g.ddelta = Tensor::empty(in.u.shape(), bf16, gpu);
+      g.dz = Tensor::empty(in.u.shape(), bf16, gpu);
+      g.dB = Tensor::empty(in.B.shape(), bf16, gpu);
+      g.dC = Tensor::empty(in.C.shape(), bf16, gpu);
+      g.dA = Tensor::empty(in.A.shape(), DType::f32, gpu);
+      g.dD = Tensor::empty({s.D}, DType::f32, gpu);
+      g.ddelta_bias = Tensor::empty({s.D}, DType::f32, gpu);
+
+      if (profile) {
+        ops::cuda_detail::selective_scan_forward_into(in, out, last);
+        ops::cuda_detail::selective_scan_backward_into(in, dout, Tensor(), g);
+        check(cudaDeviceSynchronize(), "profiled run");
+        return 0;
+      }
+      const int reps = s.L > 10000 ? 10 : 20;
+      const double fwd = median_ms([&] { ops::cuda_detail::selective_scan_forward_into(in, out, last); }, 3, reps);
+      // The same with 16 positions per lane (the tuning alternative).
+      ops::cuda_detail::set_selective_scan_forward_items(16);
+      const double fwd16 = median_ms([&] { ops::cuda_detail::selective_scan_forward_into(in, out, last); }, 3, reps);
+      ops::cuda_detail::set_selective_scan_forward_items(8);
+      const double both = median_ms(
+          [&] {
+            ops::cuda_detail::selective_scan_forward_into(in, out, last);
+            ops::cuda_detail::selective_scan_backward_into(in, dout, Tensor(), g);
+          },
+          2, reps);
+      // The outputs must be finite (random inputs, no overflow possible at these scales).
+      for (const Tensor* t : std::initializer_list<const Tensor*>{&out, &g.du, &g.dB}) {
+        const std::vector<double> v = t->slice(0, 1).to_double_vector();
+        for (double x : v)
+          if (!std::isfinite(x)) fail("non-finite output at shape ", i);
+      }
+      const double bld = double(s.batch) * s.L * s.D, bln = double(s.batch) * s.L * s.N;
+      const double fwd_bytes = (4 * bld + 2 * bln) * 2, bwd_bytes = (7 * bld + 4 * bln) * 2;
+      const double fwd_floor = fwd_bytes / bandwidth * 1e3, both_floor = (fwd_bytes + bwd_bytes) / bandwidth * 1e3;
+      const double exps = bld * s.N, exp_floor = exps / exp_rate * 1e3;
+      std::snprintf(line, sizeof line, "%d,%d,%d,%-12d %9.3f %8.2f %8.2f %8.2f %8.3f | %9.3f %8.2f %8.2f %8.2f\n",
+                    s.batch, s.D, s.L, s.N, fwd, fwd / fwd_floor, fwd / s.official_fwd_ms, s.target_fwd_ms, fwd16, both,
+                    both / both_floor, both / s.official_fwdbwd_ms, s.target_fwdbwd_ms);
+      table += line;
+      json << (i ? ",\n" : "") << "  {\"batch\": " << s.batch << ", \"D\": " << s.D << ", \"L\": " << s.L
+           << ", \"N\": " << s.N << ", \"fwd_ms\": " << fwd << ", \"fwd_16_items_ms\": " << fwd16
+           << ", \"fwd_bwd_ms\": " << both << ", \"fwd_memory_floor_ms\": " << fwd_floor
+           << ", \"fwd_bwd_memory_floor_ms\": " << both_floor << ", \"fwd_exp_floor_ms\": " << exp_floor
+           << ", \"official_fwd_ms\": " << s.official_fwd_ms << ", \"official_fwd_bwd_ms\": " << s.official_fwdbwd_ms
+           << "}";
+      std::fflush(stdout);
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "scan_bench: %s\n", e.what());
+    return 1;
+  }
+  json << "\n]\n";
+  std::printf("\nselective scan, bf16, H100 (floor = bytes / 3028 GB/s; official = state-spaces/mamba 2.3.2)\n%s",
+              table.c_str());
+  return 0;
+}

@@ -1,0 +1,129 @@
+// mambacpp bench: prefill and decode speed, like llama-bench (pp = prompt, tg = generation).
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "core/rng.h"
+#include "core/threads.h"
+#include "core/timer.h"
+#include "model/presets.h"
+
+namespace mamba::cli {
+namespace {
+
+struct BenchArgs {
+  CommonOptions common;
+  std::string model_dir, shape;
+  int64_t prompt_tokens = 512, gen_tokens = 128, reps = 5, chunk = 2048;
+  uint64_t seed = 1;
+  bool json = false;
+};
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return double(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+struct Summary {
+  double median, min, max;
+};
+Summary summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  double median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  return {median, v.front(), v.back()};
+}
+
+void run_bench(const BenchArgs& args) {
+  apply_common_options(args.common);
+  MAMBA_CHECK(!args.model_dir.empty() || !args.shape.empty(), "bench: give -m DIR or --shape NAME");
+  MAMBA_CHECK(args.prompt_tokens >= 1, "-p: expected a prompt length ≥ 1, got ", args.prompt_tokens);
+  MAMBA_CHECK(args.gen_tokens >= 0, "-g: expected a token count ≥ 0, got ", args.gen_tokens);
+  MAMBA_CHECK(args.reps >= 1, "--reps: expected ≥ 1, got ", args.reps);
+  model::LoadOptions options = load_options(args.common);
+  std::unique_ptr<model::LanguageModel> model;
+  if (!args.model_dir.empty()) {
+    model = model::LanguageModel::load(args.model_dir, options);
+  } else {
+    model = model::LanguageModel::initialize(model::preset_config(args.shape, "--shape"), args.seed, options.device);
+    if (!options.keep_stored_dtype) model->convert_weight_matrices(options.weight_dtype);
+  }
+  const int64_t vocab = model->config().vocab_size;
+  Rng rng(args.seed);
+  Tensor prompt = Tensor::empty({1, args.prompt_tokens}, DType::i32);
+  for (int64_t i = 0; i < args.prompt_tokens; ++i) prompt.data<int32_t>()[i] = int32_t(rng.below(uint64_t(vocab)));
+
+  std::vector<double> prefill_rates, decode_rates;
+  int64_t state_bytes = 0;
+  for (int64_t rep = 0; rep < args.reps; ++rep) {
+    model::InferenceState state = model->new_state(1);
+    state_bytes = state.bytes();
+    Timer timer;
+    Tensor logits = model->prefill(state, prompt, {}, args.chunk).to(Device::cpu);
+    prefill_rates.push_back(double(args.prompt_tokens) / timer.seconds());
+    Tensor token = Tensor::empty({1}, DType::i32);
+    timer.reset();
+    for (int64_t g = 0; g < args.gen_tokens; ++g) {
+      const float* row = logits.data<float>();
+      token.data<int32_t>()[0] = int32_t(std::max_element(row, row + vocab) - row);
+      logits = model->step(state, token).to(Device::cpu);
+    }
+    if (args.gen_tokens > 0) decode_rates.push_back(double(args.gen_tokens) / timer.seconds());
+    std::fprintf(stderr, "rep %lld/%lld: pp%lld %.1f tok/s, tg%lld %.1f tok/s\n", (long long)rep + 1,
+                 (long long)args.reps, (long long)args.prompt_tokens, prefill_rates.back(), (long long)args.gen_tokens,
+                 decode_rates.empty() ? 0.0 : decode_rates.back());
+  }
+  Summary pp = summarize(prefill_rates);
+  Summary tg = decode_rates.empty() ? Summary{0, 0, 0} : summarize(decode_rates);
+  std::string dtype = dtype_name(model->parameter("backbone.layers.0.mixer.in_proj.weight").value.dtype());
+  std::string name = args.shape.empty() ? args.model_dir : args.shape;
+  if (args.json) {
+    nlohmann::json j = {{"model", name},
+                        {"dtype", dtype},
+                        {"device", device_name(model->device())},
+                        {"threads", num_threads()},
+                        {"prompt_tokens", args.prompt_tokens},
+                        {"gen_tokens", args.gen_tokens},
+                        {"reps", args.reps},
+                        {"prefill_tok_s", pp.median},
+                        {"prefill_tok_s_min", pp.min},
+                        {"prefill_tok_s_max", pp.max},
+                        {"decode_tok_s", tg.median},
+                        {"decode_tok_s_min", tg.min},
+                        {"decode_tok_s_max", tg.max},
+                        {"state_mib", state_bytes / 1048576.0},
+                        {"peak_rss_mib", peak_rss_mib()}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  std::printf("| model | dtype | threads | test | tok/s (median) | min | max |\n|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %s | %d | pp%lld | %.1f | %.1f | %.1f |\n", name.c_str(), dtype.c_str(), num_threads(),
+              (long long)args.prompt_tokens, pp.median, pp.min, pp.max);
+  if (args.gen_tokens > 0)
+    std::printf("| %s | %s | %d | tg%lld | %.1f | %.1f | %.1f |\n", name.c_str(), dtype.c_str(), num_threads(),
+                (long long)args.gen_tokens, tg.median, tg.min, tg.max);
+  std::printf("state %.2f MiB per sequence, peak RSS %.1f MiB\n", state_bytes / 1048576.0, peak_rss_mib());
+}
+
+CommandRegistration registration(80, [](CLI::App& app) {
+  auto args = std::make_shared<BenchArgs>();
+  CLI::App* cmd = app.add_subcommand("bench", "Prefill and decode speed of a checkpoint or a random model of a shape");
+  auto model = cmd->add_option("-m,--model", args->model_dir, "Model folder");
+  auto shape = cmd->add_option("--shape", args->shape, "Random model of a published shape: 130m|370m|790m|1.4b|2.8b");
+  model->excludes(shape);
+  cmd->add_option("-p", args->prompt_tokens, "Prompt tokens (only the last position's logits are computed)");
+  cmd->add_option("-g", args->gen_tokens, "Decode steps");
+  cmd->add_option("--reps", args->reps, "Repetitions (medians are reported)");
+  cmd->add_option("--chunk", args->chunk, "Prefill chunk length");
+  cmd->add_option("--seed", args->seed, "Seed of the random model and prompt");
+  cmd->add_flag("--json", args->json, "Print one JSON object");
+  add_common_options(*cmd, args->common);
+  cmd->callback([args] { run_bench(*args); });
+});
+
+}  // namespace
+}  // namespace mamba::cli

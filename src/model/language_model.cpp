@@ -1,0 +1,401 @@
+#include "model/language_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/rng.h"
+#include "model/mamba1_mixer.h"
+#include "ops/cross_entropy.h"
+#include "ops/elementwise.h"
+#include "ops/embedding.h"
+#include "ops/linear.h"
+#include "ops/norm.h"
+
+namespace mamba::model {
+
+namespace {
+
+std::string layer_prefix(int64_t i) { return "backbone.layers." + std::to_string(i) + "."; }
+
+// Weight matrices keep a 16-bit stored precision; everything small runs in float32.
+bool is_weight_matrix(const std::string& name) {
+  for (const char* suffix :
+       {"in_proj.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight", "embeddings.weight", "lm_head.weight"})
+    if (name.size() >= std::string(suffix).size() && name.ends_with(suffix)) return true;
+  return false;
+}
+
+bool decays(const std::string& name) {
+  return !(name.ends_with(".bias") || name.ends_with("A_log") || name.ends_with(".D") ||
+           name.ends_with("norm.weight") || name.ends_with("norm_f.weight"));
+}
+
+Tensor ids_to_i32(const Tensor& ids, const char* what) {
+  MAMBA_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::i64, what, ": token ids must be i32 or i64, got ",
+              dtype_name(ids.dtype()));
+  return ids.dtype() == DType::i32 ? ids : ids.to(DType::i32);
+}
+
+}  // namespace
+
+int64_t InferenceState::bytes() const {
+  int64_t total = 0;
+  for (const Tensor& t : conv) total += int64_t(t.nbytes());
+  for (const Tensor& t : ssm) total += int64_t(t.nbytes());
+  return total;
+}
+
+struct LanguageModel::Impl {
+  std::vector<Mamba1Mixer> mixers;
+  std::vector<Parameter*> norms;
+  Parameter* embedding = nullptr;
+  Parameter* norm_f = nullptr;
+  Parameter* lm_head = nullptr;  // the embedding when tied
+
+  // What a training forward keeps for backward.
+  struct Saved {
+    Tensor ids;
+    std::vector<ops::NormInputs> norm_in;
+    std::vector<ops::NormOutputs> norm_out;
+    std::vector<Mamba1Activations> mixer;
+    ops::NormInputs final_in;
+    ops::NormOutputs final_out;
+  };
+};
+
+LanguageModel::LanguageModel(io::ModelConfig config, Device device)
+    : config_(std::move(config)), device_(device), impl_(std::make_shared<Impl>()) {
+  const io::ModelConfig& c = config_;
+  for (io::LayerKind kind : c.layer_kinds())
+    MAMBA_CHECK(kind == io::LayerKind::mamba1, "model_type '", c.model_type,
+                "': only Mamba-1 layers are supported yet (Mamba-2 and attention layers are not)");
+  MAMBA_CHECK(c.d_intermediate == 0, "config d_intermediate ", c.d_intermediate,
+              ": MLP layers after the mixer are not supported yet");
+  MAMBA_CHECK(!c.no_selection, "no_selection (the LTI ablation) is not supported by this build yet");
+  MAMBA_CHECK(c.rms_norm, "LayerNorm models (rms_norm: false) are not supported yet");
+
+  auto add = [&](const std::string& name, Shape shape) {
+    parameters_.push_back(Parameter{name, Tensor{}, Tensor{}, decays(name)});
+    parameters_.back().value = Tensor::empty(shape, DType::f32, Device::cpu);
+  };
+  const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv;
+  parameters_.reserve(size_t(4 + 12 * c.n_layer));
+  add("backbone.embeddings.weight", {c.padded_vocab_size(), d});
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    std::string p = layer_prefix(i);
+    add(p + "norm.weight", {d});
+    add(p + "mixer.in_proj.weight", {2 * D, d});
+    if (c.use_bias) add(p + "mixer.in_proj.bias", {2 * D});
+    add(p + "mixer.conv1d.weight", {D, 1, K});
+    if (c.use_conv_bias) add(p + "mixer.conv1d.bias", {D});
+    add(p + "mixer.x_proj.weight", {R + 2 * N, D});
+    add(p + "mixer.dt_proj.weight", {D, R});
+    add(p + "mixer.dt_proj.bias", {D});
+    add(p + "mixer.A_log", {D, N});
+    add(p + "mixer.D", {D});
+    add(p + "mixer.out_proj.weight", {d, D});
+    if (c.use_bias) add(p + "mixer.out_proj.bias", {d});
+  }
+  add("backbone.norm_f.weight", {d});
+  if (!c.tie_embeddings) add("lm_head.weight", {c.padded_vocab_size(), d});
+}
+
+LanguageModel::~LanguageModel() = default;
+
+Parameter& LanguageModel::parameter(const std::string& name) {
+  for (Parameter& p : parameters_)
+    if (p.name == name) return p;
+  fail("model has no parameter named '", name, "'");
+}
+
+// Wires the mixers and norms to the parameter list (after values are final).
+static void bind(LanguageModel& model, LanguageModel::Impl& impl) {
+  const io::ModelConfig& c = model.config();
+  auto find = [&](const std::string& name) -> Parameter* {
+    for (Parameter& p : model.parameters())
+      if (p.name == name) return &p;
+    return nullptr;
+  };
+  impl.mixers.clear();
+  impl.norms.clear();
+  impl.embedding = find("backbone.embeddings.weight");
+  impl.norm_f = find("backbone.norm_f.weight");
+  impl.lm_head = c.tie_embeddings ? impl.embedding : find("lm_head.weight");
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    std::string p = layer_prefix(i) + "mixer.";
+    Mamba1Weights w;
+    w.in_proj_weight = find(p + "in_proj.weight");
+    w.in_proj_bias = find(p + "in_proj.bias");
+    w.conv_weight = find(p + "conv1d.weight");
+    w.conv_bias = find(p + "conv1d.bias");
+    w.x_proj_weight = find(p + "x_proj.weight");
+    w.dt_proj_weight = find(p + "dt_proj.weight");
+    w.dt_proj_bias = find(p + "dt_proj.bias");
+    w.A_log = find(p + "A_log");
+    w.D = find(p + "D");
+    w.out_proj_weight = find(p + "out_proj.weight");
+    w.out_proj_bias = find(p + "out_proj.bias");
+    impl.mixers.emplace_back(c, w);
+    impl.norms.push_back(find(layer_prefix(i) + "norm.weight"));
+  }
+}
+
+std::unique_ptr<LanguageModel> LanguageModel::from_checkpoint(const io::Checkpoint& checkpoint,
+                                                              const LoadOptions& options) {
+  std::unique_ptr<LanguageModel> model(new LanguageModel(checkpoint.config, options.device));
+  for (Parameter& p : model->parameters_) {
+    auto it = checkpoint.tensors.find(p.name);
+    MAMBA_CHECK(it != checkpoint.tensors.end(), checkpoint.weights_path, ": missing tensor '", p.name, "' (shape ",
+                shape_string(p.value.shape()), ")");
+    const Tensor& stored = it->second;
+    MAMBA_CHECK(stored.shape() == p.value.shape(), checkpoint.weights_path, ": tensor '", p.name, "' has shape ",
+                shape_string(stored.shape()), ", expected ", shape_string(p.value.shape()), " from config.json");
+    MAMBA_CHECK(dtype_is_float(stored.dtype()), checkpoint.weights_path, ": tensor '", p.name, "' has dtype ",
+                dtype_name(stored.dtype()), ", expected a float type");
+    DType wanted = DType::f32;
+    if (is_weight_matrix(p.name)) wanted = options.keep_stored_dtype ? stored.dtype() : options.weight_dtype;
+    if (wanted == DType::f64) wanted = DType::f32;
+    // A view of a memory-mapped file is used as is when nothing needs converting or moving.
+    if (stored.dtype() == wanted && options.device == Device::cpu)
+      p.value = stored;
+    else
+      p.value = stored.to(wanted).to(options.device);
+  }
+  bind(*model, *model->impl_);
+  return model;
+}
+
+std::unique_ptr<LanguageModel> LanguageModel::load(const std::string& dir, const LoadOptions& options) {
+  return from_checkpoint(io::load_checkpoint(dir), options);
+}
+
+std::unique_ptr<LanguageModel> LanguageModel::initialize(const io::ModelConfig& config, uint64_t seed, Device device) {
+  std::unique_ptr<LanguageModel> model(new LanguageModel(config, device));
+  const io::ModelConfig& c = model->config_;
+  Rng rng(seed);
+  auto fill = [&](Parameter& p, auto draw) {
+    float* v = p.value.data<float>();
+    for (int64_t i = 0; i < p.value.numel(); ++i) v[i] = float(draw(i));
+  };
+  for (Parameter& p : model->parameters_) {
+    const Shape& s = p.value.shape();
+    if (p.name.ends_with("embeddings.weight") || p.name == "lm_head.weight") {
+      fill(p, [&](int64_t) { return c.initializer_range * rng.normal(); });
+    } else if (p.name.ends_with("A_log")) {
+      fill(p, [&](int64_t i) { return std::log(double(i % c.d_state + 1)); });  // S4D-real: A = −(n+1)
+    } else if (p.name.ends_with("mixer.D") || p.name.ends_with("norm.weight") || p.name.ends_with("norm_f.weight")) {
+      fill(p, [](int64_t) { return 1.0; });
+    } else if (p.name.ends_with("dt_proj.weight")) {
+      double bound = std::pow(double(c.dt_rank), -0.5) * c.time_step_scale;
+      fill(p, [&](int64_t) { return rng.uniform(-bound, bound); });
+    } else if (p.name.ends_with("dt_proj.bias")) {
+      // dt log-uniform in [min, max], then the inverse of softplus so that softplus(bias) = dt.
+      fill(p, [&](int64_t) {
+        double dt = std::exp(rng.uniform(std::log(c.time_step_min), std::log(c.time_step_max)));
+        dt = std::max(dt, c.time_step_floor);
+        return dt + std::log(-std::expm1(-dt));
+      });
+    } else if (p.name.ends_with(".bias")) {
+      fill(p, [](int64_t) { return 0.0; });
+    } else {
+      // PyTorch's default (Kaiming-uniform, a = √5): U(−1/√fan_in, 1/√fan_in).
+      int64_t fan_in = p.value.numel() / s[0];
+      double bound = 1.0 / std::sqrt(double(fan_in));
+      if (p.name.ends_with("out_proj.weight") && c.rescale_prenorm_residual) bound /= std::sqrt(double(c.n_layer));
+      fill(p, [&](int64_t) { return rng.uniform(-bound, bound); });
+    }
+    if (device != Device::cpu) p.value = p.value.to(device);
+  }
+  bind(*model, *model->impl_);
+  return model;
+}
+
+int64_t LanguageModel::vocab_rows() const { return config_.padded_vocab_size(); }
+
+int64_t LanguageModel::parameter_count() const {
+  int64_t n = 0;
+  for (const Parameter& p : parameters_) n += p.value.numel();
+  return n;
+}
+
+int64_t LanguageModel::parameter_bytes() const {
+  int64_t n = 0;
+  for (const Parameter& p : parameters_) n += int64_t(p.value.nbytes());
+  return n;
+}
+
+void LanguageModel::convert_weight_matrices(DType dtype) {
+  for (Parameter& p : parameters_)
+    if (is_weight_matrix(p.name) && p.value.dtype() != dtype) p.value = p.value.to(dtype);
+}
+
+io::TensorMap LanguageModel::state_dict() const {
+  io::TensorMap out;
+  for (const Parameter& p : parameters_) out[p.name] = p.value;
+  return out;
+}
+
+void LanguageModel::enable_grad() {
+  for (Parameter& p : parameters_)
+    if (!p.grad.defined()) p.grad = Tensor::zeros(p.value.shape(), DType::f32, device_);
+}
+
+void LanguageModel::zero_grad() {
+  for (Parameter& p : parameters_)
+    if (p.grad.defined()) p.grad.zero_();
+}
+
+InferenceState LanguageModel::new_state(int64_t batch) const {
+  InferenceState s;
+  s.batch = batch;
+  for (int64_t i = 0; i < config_.n_layer; ++i) {
+    s.conv.push_back(Tensor::zeros({batch, config_.d_inner, config_.d_conv - 1}, DType::f32, device_));
+    s.ssm.push_back(Tensor::zeros({batch, config_.d_inner, config_.d_state}, DType::f32, device_));
+  }
+  return s;
+}
+
+namespace {
+
+// The residual stream through every block, before the final norm. Returns {h, residual} of the
+// last block as [rows, d]; with `state`, each layer continues from and updates its states.
+struct Trunk {
+  Tensor h, residual;
+};
+
+Trunk run_trunk(const LanguageModel::Impl& impl, const io::ModelConfig& c, const Tensor& ids, const Tensor& lengths,
+                InferenceState* state, LanguageModel::Impl::Saved* saved) {
+  const int64_t batch = ids.size(0), length = ids.size(1), rows = batch * length;
+  Tensor h = ops::embedding_forward(impl.embedding->value, ids.view({rows}));
+  Tensor residual;
+  for (size_t i = 0; i < impl.mixers.size(); ++i) {
+    ops::NormInputs norm_in{h, residual, impl.norms[i]->value, {}, float(c.norm_eps), ops::NormKind::rms};
+    ops::NormOutputs normed = ops::add_norm_forward(norm_in);
+    Mamba1Activations* keep = nullptr;
+    if (saved) {
+      saved->norm_in.push_back(norm_in);
+      saved->norm_out.push_back(normed);
+      saved->mixer.emplace_back();
+      keep = &saved->mixer.back();
+    }
+    Tensor* conv_state = state ? &state->conv[i] : nullptr;
+    Tensor* ssm_state = state ? &state->ssm[i] : nullptr;
+    h = impl.mixers[i]
+            .forward(normed.out.view({batch, length, c.d_model}), lengths, conv_state, ssm_state, keep)
+            .view({rows, c.d_model});
+    residual = normed.residual_out;
+  }
+  return {h, residual};
+}
+
+}  // namespace
+
+Tensor LanguageModel::forward(const Tensor& ids_in, bool last_only, const Tensor& lengths) {
+  MAMBA_CHECK(ids_in.ndim() == 2, "forward: ids must be [batch, length], got ", shape_string(ids_in.shape()));
+  if (last_only) {
+    InferenceState state = new_state(ids_in.size(0));
+    return prefill(state, ids_in, lengths).view({ids_in.size(0), 1, vocab_rows()});
+  }
+  Tensor ids = ids_to_i32(ids_in, "forward").to(device_);
+  Tensor lens = lengths.defined() ? lengths.to(DType::i32).to(device_) : Tensor{};
+  Trunk t = run_trunk(*impl_, config_, ids, lens, nullptr, nullptr);
+  ops::NormOutputs f =
+      ops::add_norm_forward({t.h, t.residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms});
+  Tensor logits = ops::linear_forward(f.out, impl_->lm_head->value);
+  return logits.view({ids.size(0), ids.size(1), vocab_rows()});
+}
+
+LossResult LanguageModel::forward_backward(const Tensor& ids_in, const Tensor& targets_in, bool with_grad) {
+  MAMBA_CHECK(ids_in.ndim() == 2 && targets_in.shape() == ids_in.shape(), "training batch: ids ",
+              shape_string(ids_in.shape()), " and targets ", shape_string(targets_in.shape()),
+              " must both be [batch, length]");
+  Tensor ids = ids_to_i32(ids_in, "training batch").to(device_);
+  Tensor targets = ids_to_i32(targets_in, "training targets").to(device_);
+  const int64_t rows = ids.numel();
+  Impl::Saved saved;
+  Trunk t = run_trunk(*impl_, config_, ids, {}, nullptr, with_grad ? &saved : nullptr);
+  ops::NormInputs final_in{t.h, t.residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms};
+  ops::NormOutputs final_out = ops::add_norm_forward(final_in);
+  if (with_grad)
+    MAMBA_CHECK(impl_->embedding->grad.defined(), "forward_backward: call enable_grad() before asking for gradients");
+  Tensor* dlm_head = with_grad ? &impl_->lm_head->grad : nullptr;
+  ops::CrossEntropyResult ce =
+      ops::lm_head_cross_entropy(final_out.out, impl_->lm_head->value, targets.view({rows}), with_grad, dlm_head);
+  LossResult result{ce.loss, ce.count, ce.predictions};
+  if (!with_grad) return result;
+
+  ops::NormGrads fg = ops::add_norm_backward(final_in, final_out, ce.dhidden);
+  ops::add_(impl_->norm_f->grad, fg.dweight);
+  Tensor ds = fg.ds;  // gradient of the residual stream after the last block
+  for (size_t i = impl_->mixers.size(); i-- > 0;) {
+    Tensor dnormed = impl_->mixers[i].backward(ds, saved.mixer[i]);
+    ops::NormGrads g =
+        ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), ds);
+    ops::add_(impl_->norms[i]->grad, g.dweight);
+    ds = g.ds;
+  }
+  ops::embedding_backward(ids.view({rows}), ds, impl_->embedding->grad);
+  return result;
+}
+
+Tensor LanguageModel::prefill(InferenceState& state, const Tensor& ids_in, const Tensor& lengths, int64_t chunk) {
+  MAMBA_CHECK(ids_in.ndim() == 2, "prefill: ids must be [batch, length], got ", shape_string(ids_in.shape()));
+  MAMBA_CHECK(state.batch == ids_in.size(0), "prefill: state holds ", state.batch, " sequences, ids ", ids_in.size(0));
+  MAMBA_CHECK(chunk > 0, "prefill: chunk must be positive");
+  const int64_t batch = ids_in.size(0), length = ids_in.size(1), d = config_.d_model;
+  Tensor ids = ids_to_i32(ids_in, "prefill").to(Device::cpu);
+  std::vector<int64_t> lens(size_t(batch), length);
+  if (lengths.defined()) {
+    check_shape(lengths, {batch}, "prefill lengths");
+    for (int64_t b = 0; b < batch; ++b) {
+      lens[size_t(b)] = int64_t(lengths.to(Device::cpu).item(b));
+      MAMBA_CHECK(lens[size_t(b)] >= 1 && lens[size_t(b)] <= length, "prefill: length ", lens[size_t(b)],
+                  " of sequence ", b, " is outside [1, ", length, "]");
+    }
+  }
+  MAMBA_CHECK(length >= 1, "prefill: the prompt is empty");
+  Tensor last_h = Tensor::empty({batch, d}, DType::f32, device_);
+  Tensor last_residual = Tensor::empty({batch, d}, DType::f32, device_);
+  const int32_t* all_ids = ids.data<int32_t>();
+  for (int64_t c0 = 0; c0 < length; c0 += chunk) {
+    const int64_t c1 = std::min(length, c0 + chunk), width = c1 - c0;
+    Tensor piece = Tensor::empty({batch, width}, DType::i32);
+    Tensor piece_lengths = Tensor::empty({batch}, DType::i32);
+    for (int64_t b = 0; b < batch; ++b) {
+      std::copy(all_ids + b * length + c0, all_ids + b * length + c1, piece.data<int32_t>() + b * width);
+      piece_lengths.data<int32_t>()[b] = int32_t(std::clamp<int64_t>(lens[size_t(b)] - c0, 0, width));
+    }
+    bool ragged = lengths.defined();
+    Trunk t =
+        run_trunk(*impl_, config_, piece.to(device_), ragged ? piece_lengths.to(device_) : Tensor{}, &state, nullptr);
+    for (int64_t b = 0; b < batch; ++b) {
+      int64_t last = lens[size_t(b)] - 1;
+      if (last < c0 || last >= c1) continue;
+      int64_t row = b * width + (last - c0);
+      last_h.slice(b, b + 1).copy_from(t.h.slice(row, row + 1));
+      last_residual.slice(b, b + 1).copy_from(t.residual.slice(row, row + 1));
+    }
+  }
+  ops::NormOutputs f = ops::add_norm_forward(
+      {last_h, last_residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms});
+  return ops::linear_forward(f.out, impl_->lm_head->value);
+}
+
+Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
+  MAMBA_CHECK(ids_in.ndim() == 1 && ids_in.size(0) == state.batch, "step: expected ids [", state.batch, "], got ",
+              shape_string(ids_in.shape()));
+  Tensor ids = ids_to_i32(ids_in, "step").to(device_);
+  Tensor h = ops::embedding_forward(impl_->embedding->value, ids);
+  Tensor residual;
+  for (size_t i = 0; i < impl_->mixers.size(); ++i) {
+    ops::NormOutputs normed =
+        ops::add_norm_forward({h, residual, impl_->norms[i]->value, {}, float(config_.norm_eps), ops::NormKind::rms});
+    h = impl_->mixers[i].step(normed.out, state.conv[i], state.ssm[i]);
+    residual = normed.residual_out;
+  }
+  ops::NormOutputs f =
+      ops::add_norm_forward({h, residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms});
+  return ops::linear_forward(f.out, impl_->lm_head->value);
+}
+
+}  // namespace mamba::model

@@ -1,0 +1,170 @@
+#include "model/mamba1_mixer.h"
+
+#include <cmath>
+
+#include "model/language_model.h"
+#include "ops/causal_conv1d.h"
+#include "ops/elementwise.h"
+#include "ops/linear.h"
+#include "ops/selective_scan.h"
+
+namespace mamba::model {
+
+namespace {
+Tensor value_or_empty(const Parameter* p) { return p ? p->value : Tensor{}; }
+Tensor* grad_or_null(Parameter* p) { return p && p->grad.defined() ? &p->grad : nullptr; }
+
+// Adds a host-computed f32 tensor into a gradient buffer that may live on any device.
+void accumulate(Tensor& grad, const Tensor& delta) {
+  if (grad.device() == delta.device() && delta.dtype() == DType::f32) {
+    ops::add_(grad, delta);
+  } else {
+    Tensor moved = Tensor::empty(grad.shape(), DType::f32, grad.device());
+    moved.copy_from(delta);
+    ops::add_(grad, moved);
+  }
+}
+}  // namespace
+
+Mamba1Mixer::Mamba1Mixer(const io::ModelConfig& config, const Mamba1Weights& weights)
+    : d_model_(config.d_model),
+      d_inner_(config.d_inner),
+      d_state_(config.d_state),
+      d_conv_(config.d_conv),
+      dt_rank_(config.dt_rank),
+      w_(weights) {}
+
+Tensor Mamba1Mixer::conv_weight_2d() const { return w_.conv_weight->value.view({d_inner_, d_conv_}); }
+
+Tensor Mamba1Mixer::A() const {
+  // A is small ([D, N]); computing it on the host keeps the model free of device branches.
+  Tensor a_log = w_.A_log->value.to(Device::cpu).to(DType::f32);
+  Tensor a = Tensor::empty(a_log.shape(), DType::f32);
+  const float* src = a_log.data<float>();
+  float* dst = a.data<float>();
+  for (int64_t i = 0; i < a.numel(); ++i) dst[i] = -std::exp(src[i]);
+  return a.to(w_.A_log->value.device());
+}
+
+Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv_state, Tensor* ssm_state,
+                            Mamba1Activations* keep) const {
+  const int64_t batch = u.size(0), length = u.size(1), rows = batch * length;
+  Tensor input = u.view({rows, d_model_});
+  Tensor xz = ops::linear_forward(input, w_.in_proj_weight->value, value_or_empty(w_.in_proj_bias));
+  std::vector<Tensor> halves = ops::split_columns(xz, {d_inner_, d_inner_});
+  Tensor x = halves[0].view({batch, length, d_inner_});
+  Tensor z = halves[1].view({batch, length, d_inner_});
+
+  ops::ConvInputs conv{
+      x, conv_weight_2d(), value_or_empty(w_.conv_bias), conv_state ? *conv_state : Tensor{}, lengths, true};
+  ops::ConvOutputs conv_out = ops::causal_conv1d_forward(conv);
+  Tensor x_conv = conv_out.out;
+
+  Tensor dbc = ops::linear_forward(x_conv.view({rows, d_inner_}), w_.x_proj_weight->value);
+  std::vector<Tensor> parts = ops::split_columns(dbc, {dt_rank_, d_state_, d_state_});
+  Tensor delta = ops::linear_forward(parts[0], w_.dt_proj_weight->value);
+
+  ops::ScanInputs scan;
+  scan.u = x_conv;
+  scan.delta = delta.view({batch, length, d_inner_});
+  scan.A = A();
+  scan.B = parts[1].view({batch, length, d_state_});
+  scan.C = parts[2].view({batch, length, d_state_});
+  scan.D = w_.D->value;
+  scan.z = z;
+  scan.delta_bias = w_.dt_proj_bias->value;
+  scan.delta_softplus = true;
+  scan.initial_state = ssm_state ? *ssm_state : Tensor{};
+  scan.lengths = lengths;
+  ops::ScanOutputs scanned = ops::selective_scan_forward(scan);
+
+  Tensor out = ops::linear_forward(scanned.out.view({rows, d_inner_}), w_.out_proj_weight->value,
+                                   value_or_empty(w_.out_proj_bias));
+  if (conv_state) *conv_state = conv_out.final_state;
+  if (ssm_state) *ssm_state = scanned.last_state;
+  if (keep) {
+    keep->input = input;
+    keep->x = x;
+    keep->z = z;
+    keep->x_conv = x_conv;
+    keep->dt_low = parts[0];
+    keep->B = scan.B;
+    keep->C = scan.C;
+    keep->delta = scan.delta;
+    keep->y = scanned.out;
+    keep->A = scan.A;
+    keep->lengths = lengths;
+  }
+  return out.view({batch, length, d_model_});
+}
+
+Tensor Mamba1Mixer::step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state) const {
+  Tensor xz = ops::linear_forward(u, w_.in_proj_weight->value, value_or_empty(w_.in_proj_bias));
+  std::vector<Tensor> halves = ops::split_columns(xz, {d_inner_, d_inner_});
+  ops::ConvInputs conv{halves[0], conv_weight_2d(), value_or_empty(w_.conv_bias), {}, {}, true};
+  Tensor x_conv = ops::causal_conv1d_step(conv, conv_state);
+  Tensor dbc = ops::linear_forward(x_conv, w_.x_proj_weight->value);
+  std::vector<Tensor> parts = ops::split_columns(dbc, {dt_rank_, d_state_, d_state_});
+  ops::ScanInputs scan;
+  scan.u = x_conv;
+  scan.delta = ops::linear_forward(parts[0], w_.dt_proj_weight->value);
+  scan.A = A();
+  scan.B = parts[1];
+  scan.C = parts[2];
+  scan.D = w_.D->value;
+  scan.z = halves[1];
+  scan.delta_bias = w_.dt_proj_bias->value;
+  scan.delta_softplus = true;
+  Tensor y = ops::selective_state_update(scan, ssm_state);
+  return ops::linear_forward(y, w_.out_proj_weight->value, value_or_empty(w_.out_proj_bias));
+}
+
+Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved) const {
+  const int64_t batch = saved.x.size(0), length = saved.x.size(1), rows = batch * length;
+  Tensor dy =
+      ops::linear_backward(saved.y.view({rows, d_inner_}), w_.out_proj_weight->value, dout.view({rows, d_model_}),
+                           grad_or_null(w_.out_proj_weight), grad_or_null(w_.out_proj_bias));
+
+  ops::ScanInputs scan;
+  scan.u = saved.x_conv;
+  scan.delta = saved.delta;
+  scan.A = saved.A;
+  scan.B = saved.B;
+  scan.C = saved.C;
+  scan.D = w_.D->value;
+  scan.z = saved.z;
+  scan.delta_bias = w_.dt_proj_bias->value;
+  scan.delta_softplus = true;
+  scan.lengths = saved.lengths;
+  ops::ScanGrads g = ops::selective_scan_backward(scan, dy.view({batch, length, d_inner_}));
+
+  // A = −exp(A_log), so dA_log = dA · A.
+  if (Tensor* dA_log = grad_or_null(w_.A_log)) {
+    Tensor dA = g.dA.to(Device::cpu);
+    Tensor a = saved.A.to(Device::cpu);
+    float* p = dA.data<float>();
+    const float* av = a.data<float>();
+    for (int64_t i = 0; i < dA.numel(); ++i) p[i] *= av[i];
+    accumulate(*dA_log, dA);
+  }
+  if (Tensor* dD = grad_or_null(w_.D)) accumulate(*dD, g.dD);
+  if (Tensor* dbias = grad_or_null(w_.dt_proj_bias)) accumulate(*dbias, g.ddelta_bias);
+
+  Tensor ddt_low = ops::linear_backward(saved.dt_low, w_.dt_proj_weight->value, g.ddelta.view({rows, d_inner_}),
+                                        grad_or_null(w_.dt_proj_weight), nullptr);
+  Tensor ddbc = ops::concat_columns({ddt_low, g.dB.view({rows, d_state_}), g.dC.view({rows, d_state_})});
+  Tensor dx_conv = ops::linear_backward(saved.x_conv.view({rows, d_inner_}), w_.x_proj_weight->value, ddbc,
+                                        grad_or_null(w_.x_proj_weight), nullptr);
+  ops::add_(dx_conv, g.du.view({rows, d_inner_}));
+
+  ops::ConvInputs conv{saved.x, conv_weight_2d(), value_or_empty(w_.conv_bias), {}, saved.lengths, true};
+  ops::ConvGrads cg = ops::causal_conv1d_backward(conv, dx_conv.view({batch, length, d_inner_}));
+  if (Tensor* dw = grad_or_null(w_.conv_weight)) accumulate(*dw, cg.dweight.view(dw->shape()));
+  if (Tensor* db = grad_or_null(w_.conv_bias)) accumulate(*db, cg.dbias);
+
+  Tensor dxz = ops::concat_columns({cg.dx.view({rows, d_inner_}), g.dz.view({rows, d_inner_})});
+  return ops::linear_backward(saved.input, w_.in_proj_weight->value, dxz, grad_or_null(w_.in_proj_weight),
+                              grad_or_null(w_.in_proj_bias));
+}
+
+}  // namespace mamba::model

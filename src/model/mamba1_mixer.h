@@ -1,0 +1,67 @@
+// The Mamba-1 mixer (selective SSM block), as MAMBA.md states it:
+//   [x | z] = in_proj(u);  x ← SiLU(causal_conv(x));  [δ | B | C] = x_proj(x)
+//   Δ = softplus(dt_proj.weight·δ + dt_proj.bias);  A = −exp(A_log)
+//   y = selective_scan(x, Δ, A, B, C, D, z)  (y ⊙ SiLU(z) inside the scan);  out = out_proj(y)
+// Forward keeps only what backward needs (the scan's inputs, never its [L, D, N] states).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/config.h"
+
+namespace mamba::model {
+
+struct Parameter;
+
+// Parameters of one mixer, pointing into the model's parameter list.
+struct Mamba1Weights {
+  Parameter* in_proj_weight = nullptr;
+  Parameter* in_proj_bias = nullptr;  // use_bias only
+  Parameter* conv_weight = nullptr;   // [D, 1, K]
+  Parameter* conv_bias = nullptr;     // use_conv_bias only
+  Parameter* x_proj_weight = nullptr;
+  Parameter* dt_proj_weight = nullptr;
+  Parameter* dt_proj_bias = nullptr;
+  Parameter* A_log = nullptr;
+  Parameter* D = nullptr;
+  Parameter* out_proj_weight = nullptr;
+  Parameter* out_proj_bias = nullptr;  // use_bias only
+};
+
+// What a forward keeps for its backward.
+struct Mamba1Activations {
+  Tensor input;    // [M, d] mixer input (normalised residual stream)
+  Tensor x, z;     // [batch, L, D] halves of in_proj's output
+  Tensor x_conv;   // [batch, L, D] after conv + SiLU
+  Tensor dt_low;   // [M, R]
+  Tensor B, C;     // [batch, L, N]
+  Tensor delta;    // [batch, L, D] before bias and softplus
+  Tensor y;        // [batch, L, D] gated scan output
+  Tensor A;        // [D, N]
+  Tensor lengths;  // [batch] i32 or undefined
+};
+
+class Mamba1Mixer {
+ public:
+  Mamba1Mixer(const io::ModelConfig& config, const Mamba1Weights& weights);
+
+  // u [batch, L, d] → [batch, L, d]. With `state` tensors given (conv [batch, D, K−1], ssm
+  // [batch, D, N]) the sequence continues from them and they are replaced by the final states.
+  // `keep` (optional) receives what backward needs.
+  Tensor forward(const Tensor& u, const Tensor& lengths, Tensor* conv_state, Tensor* ssm_state,
+                 Mamba1Activations* keep) const;
+  // One token per sequence: u [batch, d] → [batch, d]; states advanced in place.
+  Tensor step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state) const;
+  // Gradient of the input given dout [M, d]; parameter gradients accumulate into Parameter::grad.
+  Tensor backward(const Tensor& dout, const Mamba1Activations& saved) const;
+
+ private:
+  Tensor conv_weight_2d() const;  // [D, K] view of the [D, 1, K] parameter
+  Tensor A() const;               // −exp(A_log), f32 on the model's device
+
+  int64_t d_model_, d_inner_, d_state_, d_conv_, dt_rank_;
+  Mamba1Weights w_;
+};
+
+}  // namespace mamba::model

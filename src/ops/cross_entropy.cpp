@@ -1,0 +1,41 @@
+#include "ops/cross_entropy.h"
+
+#include "ops/dispatch.h"
+
+namespace mamba::ops {
+
+void check_cross_entropy_inputs(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                                const Tensor* dweight) {
+  MAMBA_CHECK(hidden.defined() && hidden.ndim() == 2, "lm head hidden: expected a tensor [M, d]",
+              hidden.defined() ? ", got shape " + shape_string(hidden.shape()) : std::string(" (missing)"));
+  MAMBA_CHECK(dtype_is_float(hidden.dtype()), "lm head hidden: expected a float dtype, got ",
+              dtype_name(hidden.dtype()));
+  const int64_t M = hidden.size(0), d = hidden.size(1);
+  MAMBA_CHECK(weight.defined() && weight.ndim() == 2 && weight.size(1) == d, "lm head weight: expected shape [V, ", d,
+              "]", weight.defined() ? ", got " + shape_string(weight.shape()) : std::string(" (missing)"));
+  MAMBA_CHECK(dtype_is_float(weight.dtype()), "lm head weight: expected a float dtype, got ",
+              dtype_name(weight.dtype()));
+  const int64_t V = weight.size(0);
+  check_shape(targets, {M}, "cross-entropy targets");
+  check_dtype(targets, DType::i32, "cross-entropy targets");
+  check_device(weight, hidden.device(), "lm head weight");
+  check_device(targets, hidden.device(), "cross-entropy targets");
+  Tensor host = targets.device() == Device::cpu ? targets : targets.to(Device::cpu);
+  const int32_t* t = host.data<int32_t>();
+  for (int64_t i = 0; i < M; ++i)
+    MAMBA_CHECK(t[i] >= -1 && t[i] < V, "cross-entropy targets: target ", t[i], " at row ", i,
+                " is outside the vocabulary [0, ", V, ") (use -1 to ignore a row)");
+  if (dweight) {
+    check_shape(*dweight, weight.shape(), "lm head weight gradient");
+    check_device(*dweight, hidden.device(), "lm head weight gradient");
+  }
+}
+
+CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                                         bool with_grad, Tensor* dweight) {
+  check_cross_entropy_inputs(hidden, weight, targets, dweight);
+  MAMBA_OPS_DISPATCH(hidden.device(), "lm_head_cross_entropy",
+                     lm_head_cross_entropy(hidden, weight, targets, with_grad, dweight));
+}
+
+}  // namespace mamba::ops

@@ -1,0 +1,81 @@
+// Helpers shared by the CUDA kernels: error checks, element conversions between the storage
+// types (f32, bf16) and float32 arithmetic, and tensor argument checks for device entry points.
+// Every kernel runs on the default stream; entry points return once the work is queued, and any
+// host read of a result (Tensor::to, cudaMemcpy) waits for it.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace mamba::ops::cuda_detail {
+
+inline void check_cuda(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) fail("CUDA error in ", what, ": ", cudaGetErrorString(status));
+}
+// Launch errors (bad configuration, too much shared memory) surface here, named by kernel.
+inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
+
+int multiprocessor_count();
+
+inline void require_cuda_tensor(const Tensor& t, const char* name) {
+  MAMBA_CHECK(t.defined(), name, ": tensor is missing");
+  MAMBA_CHECK(t.device() == Device::cuda, name, ": expected a tensor on cuda, got one on ", device_name(t.device()));
+}
+// The optional tensors of an op: absent, or on the GPU.
+inline void require_cuda_or_absent(const Tensor& t, const char* name) {
+  if (t.defined()) require_cuda_tensor(t, name);
+}
+
+template <typename T>
+const T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+// Storage types the kernels read and write; arithmetic is always float32.
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Block-wide sum for blocks of up to 32 warps; every thread gets the total. `scratch` holds 32
+// floats of shared memory and may be reused after the call.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.0f;
+  return warp_sum(v);
+}
+
+inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
+
+}  // namespace mamba::ops::cuda_detail
+
+namespace mamba::ops::cuda_detail {
+// A float32 copy on the GPU of a small f32 | bf16 | f16 tensor (weights, biases); f32 tensors are
+// returned as they are.
+Tensor float32_on_device(const Tensor& t, const char* name);
+// A bf16 copy on the GPU of an f32 tensor (round to nearest even); bf16 tensors are returned as they are.
+Tensor bf16_on_device(const Tensor& t, const char* name);
+}  // namespace mamba::ops::cuda_detail

@@ -1,0 +1,143 @@
+// CUDA LM head fused with softmax cross-entropy, chunked over rows.
+//
+// For each block of rows: logits = h·Wᵀ (cuBLASLt, float32 out), then one CUDA block per row finds
+// max/argmax and logsumexp and overwrites the logits with the gradient (softmax − onehot)/count,
+// which two more products turn into dh = G·W and dW += Gᵀ·h. Only one block of logits exists
+// at a time (at most kLogitBytes). The loss is summed on the host in double from per-row losses.
+#include <algorithm>
+#include <vector>
+
+#include "ops/cross_entropy.h"
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/gemm.cuh"
+
+namespace mamba::ops {
+namespace {
+using namespace cuda_detail;
+
+constexpr int kThreads = 256;
+constexpr int64_t kLogitBytes = int64_t(512) << 20;
+
+struct ArgMax {
+  float value;
+  int index;
+};
+
+__device__ __forceinline__ ArgMax better(ArgMax a, ArgMax b) {
+  return (b.value > a.value || (b.value == a.value && b.index < a.index)) ? b : a;
+}
+
+__device__ ArgMax block_argmax(ArgMax v, ArgMax* scratch) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int offset = 16; offset > 0; offset /= 2)
+    v = better(v, {__shfl_xor_sync(0xffffffffu, v.value, offset), __shfl_xor_sync(0xffffffffu, v.index, offset)});
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < kThreads / 32 ? scratch[lane] : ArgMax{-INFINITY, 0x7fffffff};
+  for (int offset = 16; offset > 0; offset /= 2)
+    v = better(v, {__shfl_xor_sync(0xffffffffu, v.value, offset), __shfl_xor_sync(0xffffffffu, v.index, offset)});
+  return v;
+}
+
+// One block per row of `logits` [rows, V]: loss, argmax, and (with_grad) the gradient in place.
+__global__ void __launch_bounds__(kThreads)
+    softmax_rows_kernel(float* logits, const int32_t* targets, int V, float grad_scale, bool with_grad, float* row_loss,
+                        int32_t* predictions) {
+  __shared__ ArgMax arg_scratch[32];
+  __shared__ float sum_scratch[32];
+  const int64_t row = blockIdx.x;
+  float* z = logits + row * V;
+  ArgMax best{-INFINITY, 0x7fffffff};
+  for (int j = threadIdx.x; j < V; j += kThreads) best = better(best, {z[j], j});
+  best = block_argmax(best, arg_scratch);
+  float sum = 0.0f;
+  for (int j = threadIdx.x; j < V; j += kThreads) sum += __expf(z[j] - best.value);
+  sum = block_sum(sum, sum_scratch);
+  const int target = targets[row];
+  if (threadIdx.x == 0) {
+    predictions[row] = best.index;
+    row_loss[row] = target >= 0 ? logf(sum) + best.value - z[target] : 0.0f;
+  }
+  if (!with_grad) return;
+  __syncthreads();  // z[target] is read above before being overwritten
+  const float inv_sum = 1.0f / sum;
+  for (int j = threadIdx.x; j < V; j += kThreads) {
+    const float p = __expf(z[j] - best.value) * inv_sum;
+    z[j] = target >= 0 ? (p - (j == target ? 1.0f : 0.0f)) * grad_scale : 0.0f;
+  }
+}
+
+}  // namespace
+
+namespace cuda {
+
+CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                                         bool with_grad, Tensor* dweight) {
+  require_cuda_tensor(hidden, "lm_head_cross_entropy hidden");
+  MAMBA_CHECK(hidden.ndim() == 2, "lm_head_cross_entropy hidden: expected [M, d], got ", shape_string(hidden.shape()));
+  MAMBA_CHECK(hidden.dtype() == DType::f32 || hidden.dtype() == DType::bf16,
+              "lm_head_cross_entropy hidden: expected f32 or bf16, got ", dtype_name(hidden.dtype()));
+  const int64_t M = hidden.size(0), d = hidden.size(1);
+  require_cuda_tensor(weight, "lm_head_cross_entropy weight");
+  MAMBA_CHECK(weight.ndim() == 2 && weight.size(1) == d, "lm_head_cross_entropy weight: expected [V, ", d, "], got ",
+              shape_string(weight.shape()));
+  const int64_t V = weight.size(0);
+  MAMBA_CHECK(V > 0, "lm_head_cross_entropy weight: the vocabulary is empty");
+  check_shape(targets, {M}, "lm_head_cross_entropy targets");
+  check_dtype(targets, DType::i32, "lm_head_cross_entropy targets");
+  if (with_grad && dweight) {
+    require_cuda_tensor(*dweight, "lm_head_cross_entropy dweight");
+    check_shape(*dweight, weight.shape(), "lm_head_cross_entropy dweight");
+    check_dtype(*dweight, DType::f32, "lm_head_cross_entropy dweight");
+  }
+
+  // Targets are validated and counted on the host; the GPU gets its own copy.
+  Tensor host_targets = targets.device() == Device::cpu ? targets : targets.to(Device::cpu);
+  const int32_t* t = host_targets.data<int32_t>();
+  CrossEntropyResult result;
+  for (int64_t i = 0; i < M; ++i) {
+    MAMBA_CHECK(t[i] >= -1 && t[i] < V, "lm_head_cross_entropy: target ", t[i], " at row ", i,
+                " is outside the vocabulary [0, ", V, ") (−1 marks an ignored row)");
+    result.count += t[i] >= 0;
+  }
+  Tensor gpu_targets = targets.device() == Device::cuda ? targets : targets.to(Device::cuda);
+  result.predictions = Tensor::empty({M}, DType::i32, Device::cuda);
+  if (with_grad) result.dhidden = Tensor::zeros({M, d}, DType::f32, Device::cuda);
+  if (M == 0) return result;
+
+  // Both operands of each product share hidden's dtype.
+  const DType compute = hidden.dtype();
+  Tensor w = compute == DType::f32 ? float32_on_device(weight, "lm_head_cross_entropy weight")
+                                   : bf16_on_device(float32_on_device(weight, "lm_head_cross_entropy weight"),
+                                                    "lm_head_cross_entropy weight");
+  const int64_t rows_per_chunk = std::max<int64_t>(1, std::min<int64_t>(M, kLogitBytes / (V * 4)));
+  Tensor logits = Tensor::empty({rows_per_chunk, V}, DType::f32, Device::cuda);
+  Tensor row_loss = Tensor::empty({M}, DType::f32, Device::cuda);
+  const float grad_scale = result.count > 0 ? 1.0f / float(result.count) : 0.0f;
+  const size_t elem = dtype_size(compute);
+  for (int64_t r0 = 0; r0 < M; r0 += rows_per_chunk) {
+    const int64_t rows = std::min(rows_per_chunk, M - r0);
+    const void* h = static_cast<const char*>(hidden.raw()) + size_t(r0 * d) * elem;
+    gemm({h, compute, rows, d, false}, {w.raw(), compute, V, d, true}, logits.raw(), DType::f32, 1.0f, 0.0f);
+    softmax_rows_kernel<<<unsigned(rows), kThreads>>>(logits.data<float>(), gpu_targets.data<int32_t>() + r0, int(V),
+                                                      grad_scale, with_grad, row_loss.data<float>() + r0,
+                                                      result.predictions.data<int32_t>() + r0);
+    check_launch("lm_head_cross_entropy softmax");
+    if (!with_grad) continue;
+    Tensor grad = logits.slice(0, rows);
+    if (compute != DType::f32) grad = bf16_on_device(grad, "lm_head_cross_entropy gradient");
+    gemm({grad.raw(), compute, rows, V, false}, {w.raw(), compute, V, d, false}, result.dhidden.data<float>() + r0 * d,
+         DType::f32, 1.0f, 0.0f);
+    if (dweight)
+      gemm({grad.raw(), compute, rows, V, true}, {h, compute, rows, d, false}, dweight->raw(), DType::f32, 1.0f, 1.0f);
+  }
+  std::vector<double> losses = row_loss.to_double_vector();
+  double total = 0;
+  for (double l : losses) total += l;
+  result.loss = result.count > 0 ? total / double(result.count) : 0.0;
+  return result;
+}
+
+}  // namespace cuda
+}  // namespace mamba::ops

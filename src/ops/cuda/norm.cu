@@ -1,0 +1,224 @@
+// CUDA residual add + RMSNorm / LayerNorm, forward and backward.
+//
+// One block per row: the row is read once into registers-by-stride, its sums reduced across the
+// block, then normalised and written. Row sums are per-thread partial sums combined by a tree, so
+// no float32 running sum grows over the whole row. The backward's weight and bias gradients are
+// column sums over rows: each block takes kRowsPerBlock rows, keeps its column partials in
+// registers, and adds them with one atomic per column.
+#include "ops/cuda/common.cuh"
+#include "ops/norm.h"
+
+namespace mamba::ops {
+namespace {
+using namespace cuda_detail;
+
+constexpr int kThreads = 256;
+constexpr int kRowsPerBlock = 16;
+constexpr int kMaxColumnsPerThread = 16;  // rows up to 4096 wide
+
+struct NormArgs {
+  const void* x = nullptr;
+  const float* residual = nullptr;
+  const float* weight = nullptr;
+  const float* bias = nullptr;
+  int64_t rows = 0;
+  int d = 0;
+  float eps = 1e-5f;
+  bool layer = false;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    norm_forward_kernel(NormArgs p, T* out, float* residual_out, float* rstd_out, float* mean_out) {
+  __shared__ float scratch[32];
+  const int64_t row = blockIdx.x;
+  const T* x = static_cast<const T*>(p.x) + row * p.d;
+  const float* res = p.residual ? p.residual + row * p.d : nullptr;
+  float s[kMaxColumnsPerThread];
+  float sum = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+    const int j = threadIdx.x + k * kThreads;
+    s[k] = 0.0f;
+    if (j < p.d) {
+      s[k] = to_float(x[j]) + (res ? res[j] : 0.0f);
+      residual_out[row * p.d + j] = s[k];
+      sum += s[k];
+    }
+  }
+  float mean = 0.0f;
+  if (p.layer) mean = block_sum(sum, scratch) / p.d;
+  float squares = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+    const int j = threadIdx.x + k * kThreads;
+    if (j < p.d) squares = fmaf(s[k] - mean, s[k] - mean, squares);
+  }
+  const float rstd = rsqrtf(block_sum(squares, scratch) / p.d + p.eps);
+#pragma unroll
+  for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+    const int j = threadIdx.x + k * kThreads;
+    if (j < p.d) {
+      float v = (s[k] - mean) * rstd * p.weight[j];
+      if (p.bias) v += p.bias[j];
+      out[row * p.d + j] = from_float<T>(v);
+    }
+  }
+  if (threadIdx.x == 0) {
+    rstd_out[row] = rstd;
+    if (mean_out) mean_out[row] = mean;
+  }
+}
+
+// ds = rstd·(g − mean(g)·[layer] − x̂·mean(g·x̂)) with g = dout·w and x̂ the normalised row.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    norm_backward_kernel(NormArgs p, const float* s_all, const float* rstd_all, const float* mean_all, const T* dout,
+                         const float* dresidual, float* ds_out, float* dweight, float* dbias) {
+  __shared__ float scratch[32];
+  float dw[kMaxColumnsPerThread] = {}, db[kMaxColumnsPerThread] = {};
+  const int64_t row0 = int64_t(blockIdx.x) * kRowsPerBlock;
+  for (int64_t row = row0; row < min(p.rows, row0 + kRowsPerBlock); ++row) {
+    const float rstd = rstd_all[row], mean = p.layer ? mean_all[row] : 0.0f;
+    float xhat[kMaxColumnsPerThread], g[kMaxColumnsPerThread];
+    float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+      const int j = threadIdx.x + k * kThreads;
+      xhat[k] = g[k] = 0.0f;
+      if (j < p.d) {
+        const float dy = to_float(dout[row * p.d + j]);
+        xhat[k] = (s_all[row * p.d + j] - mean) * rstd;
+        g[k] = dy * p.weight[j];
+        sum_g += g[k];
+        sum_gx = fmaf(g[k], xhat[k], sum_gx);
+        dw[k] = fmaf(dy, xhat[k], dw[k]);
+        db[k] += dy;
+      }
+    }
+    const float mean_gx = block_sum(sum_gx, scratch) / p.d;
+    const float mean_g = p.layer ? block_sum(sum_g, scratch) / p.d : 0.0f;
+#pragma unroll
+    for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+      const int j = threadIdx.x + k * kThreads;
+      if (j < p.d) {
+        float v = rstd * (g[k] - mean_g - xhat[k] * mean_gx);
+        if (dresidual) v += dresidual[row * p.d + j];
+        ds_out[row * p.d + j] = v;
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+    const int j = threadIdx.x + k * kThreads;
+    if (j < p.d) {
+      atomicAdd(dweight + j, dw[k]);
+      if (dbias) atomicAdd(dbias + j, db[k]);
+    }
+  }
+}
+
+struct Prepared {
+  NormArgs args;
+  Tensor weight, bias;
+};
+
+Prepared prepare(const NormInputs& in) {
+  require_cuda_tensor(in.x, "add_norm x");
+  MAMBA_CHECK(in.x.dtype() == DType::f32 || in.x.dtype() == DType::bf16, "add_norm (cuda): x must be f32 or bf16, got ",
+              dtype_name(in.x.dtype()));
+  MAMBA_CHECK(in.x.ndim() == 2, "add_norm x: expected [M, d], got ", shape_string(in.x.shape()));
+  Prepared prepared;
+  NormArgs& p = prepared.args;
+  p.rows = in.x.size(0);
+  p.d = int(in.x.size(1));
+  MAMBA_CHECK(p.d <= kThreads * kMaxColumnsPerThread, "add_norm (cuda): rows of width ", p.d,
+              " are wider than the supported ", kThreads * kMaxColumnsPerThread);
+  p.eps = in.eps;
+  p.layer = in.kind == NormKind::layer;
+  check_shape(in.weight, {p.d}, "add_norm weight");
+  prepared.weight = float32_on_device(in.weight, "add_norm weight");
+  p.weight = prepared.weight.data<float>();
+  if (in.bias.defined()) {
+    MAMBA_CHECK(p.layer, "add_norm bias: only LayerNorm takes a bias");
+    check_shape(in.bias, {p.d}, "add_norm bias");
+    prepared.bias = float32_on_device(in.bias, "add_norm bias");
+    p.bias = prepared.bias.data<float>();
+  }
+  if (in.residual.defined()) {
+    require_cuda_tensor(in.residual, "add_norm residual");
+    check_shape(in.residual, in.x.shape(), "add_norm residual");
+    check_dtype(in.residual, DType::f32, "add_norm residual");
+    p.residual = in.residual.data<float>();
+  }
+  p.x = in.x.raw();
+  return prepared;
+}
+
+}  // namespace
+
+namespace cuda {
+
+NormOutputs add_norm_forward(const NormInputs& in) {
+  Prepared prepared = prepare(in);
+  const NormArgs& p = prepared.args;
+  NormOutputs out;
+  out.out = Tensor::empty(in.x.shape(), in.x.dtype(), Device::cuda);
+  out.residual_out = Tensor::empty(in.x.shape(), DType::f32, Device::cuda);
+  out.rstd = Tensor::empty({p.rows}, DType::f32, Device::cuda);
+  if (p.layer) out.mean = Tensor::empty({p.rows}, DType::f32, Device::cuda);
+  if (p.rows == 0) return out;
+  float* mean = p.layer ? out.mean.data<float>() : nullptr;
+  if (in.x.dtype() == DType::f32)
+    norm_forward_kernel<float><<<unsigned(p.rows), kThreads>>>(p, out.out.data<float>(), out.residual_out.data<float>(),
+                                                               out.rstd.data<float>(), mean);
+  else
+    norm_forward_kernel<__nv_bfloat16><<<unsigned(p.rows), kThreads>>>(
+        p, static_cast<__nv_bfloat16*>(out.out.raw()), out.residual_out.data<float>(), out.rstd.data<float>(), mean);
+  check_launch("add_norm forward");
+  return out;
+}
+
+NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, const Tensor& dout,
+                            const Tensor& dresidual_out) {
+  Prepared prepared = prepare(in);
+  const NormArgs& p = prepared.args;
+  require_cuda_tensor(dout, "add_norm dout");
+  check_shape(dout, in.x.shape(), "add_norm dout");
+  check_dtype(dout, in.x.dtype(), "add_norm dout");
+  require_cuda_tensor(saved.residual_out, "add_norm saved residual_out");
+  check_shape(saved.residual_out, in.x.shape(), "add_norm saved residual_out");
+  require_cuda_tensor(saved.rstd, "add_norm saved rstd");
+  check_shape(saved.rstd, {p.rows}, "add_norm saved rstd");
+  if (p.layer) {
+    require_cuda_tensor(saved.mean, "add_norm saved mean");
+    check_shape(saved.mean, {p.rows}, "add_norm saved mean");
+  }
+  if (dresidual_out.defined()) {
+    require_cuda_tensor(dresidual_out, "add_norm dresidual_out");
+    check_shape(dresidual_out, in.x.shape(), "add_norm dresidual_out");
+    check_dtype(dresidual_out, DType::f32, "add_norm dresidual_out");
+  }
+  NormGrads g;
+  g.ds = Tensor::empty(in.x.shape(), DType::f32, Device::cuda);
+  g.dweight = Tensor::zeros({p.d}, DType::f32, Device::cuda);
+  if (in.bias.defined()) g.dbias = Tensor::zeros({p.d}, DType::f32, Device::cuda);
+  if (p.rows == 0) return g;
+  const unsigned blocks = unsigned((p.rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  const float* mean = p.layer ? saved.mean.data<float>() : nullptr;
+  const float* dres = dresidual_out.defined() ? dresidual_out.data<float>() : nullptr;
+  float* dbias = g.dbias.defined() ? g.dbias.data<float>() : nullptr;
+  if (in.x.dtype() == DType::f32)
+    norm_backward_kernel<float><<<blocks, kThreads>>>(p, saved.residual_out.data<float>(), saved.rstd.data<float>(),
+                                                      mean, dout.data<float>(), dres, g.ds.data<float>(),
+                                                      g.dweight.data<float>(), dbias);
+  else
+    norm_backward_kernel<__nv_bfloat16><<<blocks, kThreads>>>(
+        p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
+        static_cast<const __nv_bfloat16*>(dout.raw()), dres, g.ds.data<float>(), g.dweight.data<float>(), dbias);
+  check_launch("add_norm backward");
+  return g;
+}
+
+}  // namespace cuda
+}  // namespace mamba::ops

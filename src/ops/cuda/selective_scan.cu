@@ -1,0 +1,974 @@
+// CUDA selective scan: forward, backward (with recomputation) and the decode step.
+//
+// Work split. One block of kWarps warps handles kWarps consecutive channels of one sequence; warp w
+// owns channel c0 + w. The sequence is walked in chunks of kChunk = 32·kItems positions: each lane
+// owns kItems consecutive positions of the chunk. Per state n the recurrence h = a·h + b over the
+// chunk is an associative scan of (a, b) pairs: each lane composes its own items, a 5-step shuffle
+// scan combines the lanes, and the state carried from the previous chunk seeds it. So every
+// exp(δ·A) is evaluated once, and h never leaves registers.
+//
+// Token-major inputs ([batch, L, D]) are read a chunk at a time, coalesced, into shared memory
+// transposed to [channel][position], so each lane reads its kItems positions as one vector. B and
+// C ([batch, L, N]) are shared by the block's channels: they are converted to float32 once per chunk
+// into [n][position] tiles.
+//
+// Few sequences × channels leave SMs idle; the length is then split across blocks: a summary pass
+// gives each split's end state (from zero) and Σδ', a tiny pass chains the splits, and the output
+// pass reruns every split from its true incoming state.
+//
+// Backward: a forward pass in "states" mode stores the state at the start of each chunk (the only
+// state that touches device memory), then the backward kernel walks the chunks in reverse,
+// recomputes the chunk's states from that start state, and runs the reverse scan of
+// g_t = a_{t+1}·g_{t+1} + C_t·dy_t in the same (a, b)-pair form. dB and dC are summed over the
+// block's channels in shared memory, then added to device memory with atomics.
+#include <algorithm>
+#include <cstdint>
+
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/scan_launch.h"
+#include "ops/selective_scan.h"
+
+namespace mamba::ops {
+namespace {
+using namespace cuda_detail;
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kForwardItems = 8;
+constexpr int kBackwardItems = 4;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+enum class Mode { output, summary, states };
+
+struct ScanArgs {
+  const void *u = nullptr, *delta = nullptr, *B = nullptr, *C = nullptr, *z = nullptr, *dout = nullptr;
+  const float *A = nullptr, *D = nullptr, *delta_bias = nullptr, *initial_state = nullptr;
+  const int32_t* lengths = nullptr;
+  const float* dlast_state = nullptr;
+  int batch = 0, L = 0, dim = 0, nstate = 0;
+  bool softplus = false;
+  bool vector_channels = false;  // [.., D] rows move as 16-byte vectors (D multiple of the vector)
+  bool vector_states = false;    // the same for [.., N] rows of B and C
+  int splits = 1, split_len = 0;
+  void* out = nullptr;
+  float* last_state = nullptr;
+  float* split_delta_sum = nullptr;  // summary: [batch, splits, D]  Σ δ' over the split
+  float* split_state = nullptr;      // summary: [batch, splits, D, N] end state from zero
+  float* split_init = nullptr;       // output/states: [batch, splits, D, N] incoming state
+  float* chunk_states = nullptr;     // states: [batch, chunks, D, N] state before each chunk
+  void *du = nullptr, *ddelta = nullptr, *dz = nullptr;
+  float *dB = nullptr, *dC = nullptr, *dA = nullptr, *dD = nullptr, *ddelta_bias = nullptr;
+  float* dinitial_state = nullptr;
+};
+
+// Shared-memory row strides: float rows padded by 4 and storage rows by 8 elements keep 16-byte
+// vector alignment and spread consecutive rows over different banks.
+template <int kItems>
+struct Tile {
+  static constexpr int len = 32 * kItems;
+  static constexpr int float_row = len + 4;
+  static constexpr int raw_row = len + 8;
+};
+
+template <int kBytes>
+struct Vector;
+template <>
+struct Vector<16> {
+  using type = uint4;
+};
+template <>
+struct Vector<8> {
+  using type = uint2;
+};
+
+// A lane's kItems consecutive elements, moved as 16-byte (or 8-byte) vectors.
+template <typename T, int K>
+__device__ __forceinline__ void load_items(const T* src, float (&dst)[K]) {
+  constexpr int kBytes = int(sizeof(T)) * K, kVec = kBytes >= 16 ? 16 : kBytes;
+  using V = typename Vector<kVec>::type;
+  alignas(16) T vals[K];
+#pragma unroll
+  for (int v = 0; v < kBytes / kVec; ++v) reinterpret_cast<V*>(vals)[v] = reinterpret_cast<const V*>(src)[v];
+#pragma unroll
+  for (int i = 0; i < K; ++i) dst[i] = to_float(vals[i]);
+}
+
+template <typename T, int K>
+__device__ __forceinline__ void store_items(T* dst, const float (&src)[K]) {
+  constexpr int kBytes = int(sizeof(T)) * K, kVec = kBytes >= 16 ? 16 : kBytes;
+  using V = typename Vector<kVec>::type;
+  alignas(16) T vals[K];
+#pragma unroll
+  for (int i = 0; i < K; ++i) vals[i] = from_float<T>(src[i]);
+#pragma unroll
+  for (int v = 0; v < kBytes / kVec; ++v) reinterpret_cast<V*>(dst)[v] = reinterpret_cast<const V*>(vals)[v];
+}
+
+// tile[cc][tt] = src[t0 + tt][c0 + cc] for the block's channels; zeros outside [0, L) × [0, dim).
+// With `vector_rows` (dim a multiple of the 16-byte vector, 16-byte aligned rows) each thread
+// moves whole 16-byte vectors of consecutive channels.
+template <typename T, int kItems>
+__device__ void load_channel_tile(T* tile, const T* src, int t0, int L, int c0, int dim, bool vector_rows) {
+  using Tl = Tile<kItems>;
+  constexpr int kVec = 16 / sizeof(T), kVecPerRow = kWarps / kVec;
+  if (vector_rows) {
+    for (int e = threadIdx.x; e < Tl::len * kVecPerRow; e += kThreads) {
+      const int tt = e / kVecPerRow, v = e % kVecPerRow, t = t0 + tt, c = c0 + v * kVec;
+      alignas(16) T vals[kVec];
+      if (t < L && c < dim) {
+        *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(src + int64_t(t) * dim + c);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) vals[j] = from_float<T>(0.0f);
+      }
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) tile[(v * kVec + j) * Tl::raw_row + tt] = vals[j];
+    }
+    return;
+  }
+  for (int e = threadIdx.x; e < Tl::len * kWarps; e += kThreads) {
+    const int tt = e / kWarps, cc = e % kWarps, t = t0 + tt, c = c0 + cc;
+    tile[cc * Tl::raw_row + tt] = t < L && c < dim ? src[int64_t(t) * dim + c] : from_float<T>(0.0f);
+  }
+}
+
+// The inverse for outputs: dst[t0 + tt][c0 + cc] = tile[cc][tt] for positions in [t0, t_end).
+template <typename T, int kItems>
+__device__ void store_channel_tile(T* dst, const T* tile, int t0, int t_end, int c0, int dim, bool vector_rows) {
+  using Tl = Tile<kItems>;
+  constexpr int kVec = 16 / sizeof(T), kVecPerRow = kWarps / kVec;
+  if (vector_rows) {
+    for (int e = threadIdx.x; e < Tl::len * kVecPerRow; e += kThreads) {
+      const int tt = e / kVecPerRow, v = e % kVecPerRow, t = t0 + tt, c = c0 + v * kVec;
+      if (t >= t_end || c >= dim) continue;
+      alignas(16) T vals[kVec];
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) vals[j] = tile[(v * kVec + j) * Tl::raw_row + tt];
+      *reinterpret_cast<uint4*>(dst + int64_t(t) * dim + c) = *reinterpret_cast<const uint4*>(vals);
+    }
+    return;
+  }
+  for (int e = threadIdx.x; e < Tl::len * kWarps; e += kThreads) {
+    const int tt = e / kWarps, cc = e % kWarps, t = t0 + tt, c = c0 + cc;
+    if (t < t_end && c < dim) dst[int64_t(t) * dim + c] = tile[cc * Tl::raw_row + tt];
+  }
+}
+
+// tile[n][tt] = float(src[t0 + tt][n]), zeros past L. The scalar path walks (tt, n) incrementally
+// to avoid a division by the run-time N per element; `vector_rows` (N a multiple of the 16-byte
+// vector, aligned rows) moves 16-byte vectors.
+template <typename T, int kItems>
+__device__ void load_state_tile(float* tile, const T* src, int t0, int L, int N, bool vector_rows) {
+  using Tl = Tile<kItems>;
+  constexpr int kVec = 16 / sizeof(T);
+  if (vector_rows) {
+    const int per_row = N / kVec;
+    for (int e = threadIdx.x; e < Tl::len * per_row; e += kThreads) {
+      const int tt = e / per_row, v = e - tt * per_row, t = t0 + tt;
+      alignas(16) T vals[kVec];
+      if (t < L) {
+        *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(src + int64_t(t) * N + v * kVec);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) vals[j] = from_float<T>(0.0f);
+      }
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) tile[(v * kVec + j) * Tl::float_row + tt] = to_float(vals[j]);
+    }
+    return;
+  }
+  const int total = Tl::len * N, step_t = kThreads / N, step_n = kThreads % N;
+  int tt = threadIdx.x / N, n = threadIdx.x % N;
+  for (int e = threadIdx.x; e < total; e += kThreads) {
+    const int t = t0 + tt;
+    tile[n * Tl::float_row + tt] = t < L ? to_float(src[int64_t(t) * N + n]) : 0.0f;
+    tt += step_t;
+    n += step_n;
+    if (n >= N) {
+      n -= N;
+      ++tt;
+    }
+  }
+}
+
+__device__ __forceinline__ float softplus(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
+
+// Inclusive scan over lanes of the maps h ↦ a·h + b (lane order = time order).
+__device__ __forceinline__ void scan_pairs_forward(float& a, float& b, int lane) {
+#pragma unroll
+  for (int offset = 1; offset < 32; offset *= 2) {
+    // Lanes with no predecessor at this distance compose with the identity (1, 0): no branch.
+    const bool has = lane >= offset;
+    const float prev_a = __shfl_up_sync(0xffffffffu, a, offset);
+    const float prev_b = __shfl_up_sync(0xffffffffu, b, offset);
+    b = fmaf(a, has ? prev_b : 0.0f, b);
+    a *= has ? prev_a : 1.0f;
+  }
+}
+
+// The same from the last lane backwards: lane l ends with the composition of lanes l..31.
+__device__ __forceinline__ void scan_pairs_reverse(float& a, float& b, int lane) {
+#pragma unroll
+  for (int offset = 1; offset < 32; offset *= 2) {
+    const bool has = lane + offset < 32;
+    const float next_a = __shfl_down_sync(0xffffffffu, a, offset);
+    const float next_b = __shfl_down_sync(0xffffffffu, b, offset);
+    b = fmaf(a, has ? next_b : 0.0f, b);
+    a *= has ? next_a : 1.0f;
+  }
+}
+
+template <int kItems>
+constexpr size_t forward_smem_bytes(int N, size_t elem, Mode mode) {
+  const size_t floats = 2 * kWarps * N + size_t(mode == Mode::output ? 2 : 1) * N * Tile<kItems>::float_row;
+  const size_t raws = size_t(mode == Mode::output ? 3 : 2) * kWarps * Tile<kItems>::raw_row;
+  return floats * 4 + raws * elem;
+}
+
+template <typename T, int kItems, Mode kMode>
+__global__ void __launch_bounds__(kThreads, kItems > 8 ? 2 : 3) scan_forward_kernel(ScanArgs p) {
+  using Tl = Tile<kItems>;
+  constexpr bool kOutput = kMode == Mode::output;
+  const int N = p.nstate, dim = p.dim, L = p.L;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int c0 = blockIdx.x * kWarps, b = blockIdx.y, split = blockIdx.z;
+  const int c = c0 + warp;
+  const bool active = c < dim;
+
+  extern __shared__ float4 smem_vec[];
+  float* A2 = reinterpret_cast<float*>(smem_vec);  // A·log2(e), [kWarps][N]
+  float* state = A2 + kWarps * N;                  // carried h, [kWarps][N]
+  float* B_tile = state + kWarps * N;              // [N][float_row]
+  float* C_tile = B_tile + N * Tl::float_row;      // output mode only
+  T* delta_tile = reinterpret_cast<T*>(C_tile + (kOutput ? N * Tl::float_row : 0));
+  T* u_tile = delta_tile + kWarps * Tl::raw_row;  // holds the output once a warp is done with u
+  T* z_tile = u_tile + kWarps * Tl::raw_row;
+
+  const int len = p.lengths ? max(0, min(p.lengths[b], L)) : L;
+  const int s_begin = split * p.split_len, s_end = min(L, s_begin + p.split_len);
+  const int valid_end = min(len, s_end);
+
+  for (int e = threadIdx.x; e < kWarps * N; e += kThreads) {
+    const int ch = c0 + e / N, n = e % N;
+    float h = 0.0f;
+    if (ch < dim && kMode != Mode::summary) {
+      if (p.split_init)
+        h = p.split_init[((int64_t(b) * p.splits + split) * dim + ch) * N + n];
+      else if (p.initial_state)
+        h = p.initial_state[(int64_t(b) * dim + ch) * N + n];
+    }
+    A2[e] = ch < dim ? p.A[ch * N + n] * kLog2e : 0.0f;
+    state[e] = h;
+  }
+  const int64_t seq = int64_t(b) * L;
+  const T* u = static_cast<const T*>(p.u) + seq * dim;
+  const T* delta = static_cast<const T*>(p.delta) + seq * dim;
+  const T* z = p.z ? static_cast<const T*>(p.z) + seq * dim : nullptr;
+  const T* Bg = static_cast<const T*>(p.B) + seq * N;
+  const T* Cg = static_cast<const T*>(p.C) + seq * N;
+  const float D_c = active && p.D ? p.D[c] : 0.0f;
+  const float bias = active && p.delta_bias ? p.delta_bias[c] : 0.0f;
+  const int chunks = (L + Tl::len - 1) / Tl::len;
+  float delta_sum = 0.0f;
+
+  for (int t0 = s_begin; t0 < s_end; t0 += Tl::len) {
+    __syncthreads();  // the previous chunk's tiles and states are consumed
+    if (kMode == Mode::states) {
+      float* dst = p.chunk_states + (int64_t(b) * chunks + t0 / Tl::len) * dim * N;
+      for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
+        if (c0 + e / N < dim) dst[int64_t(c0) * N + e] = state[e];
+    }
+    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim, p.vector_channels);
+    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim, p.vector_channels);
+    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N, p.vector_states);
+    if (kOutput) {
+      if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim, p.vector_channels);
+      load_state_tile<T, kItems>(C_tile, Cg, t0, L, N, p.vector_states);
+    }
+    __syncthreads();
+
+    if (active) {
+      const int item0 = lane * kItems;
+      float dl[kItems], uu[kItems], du[kItems], y[kItems];
+      float lane_delta = 0.0f;  // Σ δ' over the lane's items: its decay product is exp2(A2·Σδ')
+      load_items<T, kItems>(delta_tile + warp * Tl::raw_row + item0, dl);
+      load_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, uu);
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        const float x = dl[i] + bias;
+        dl[i] = t0 + item0 + i < valid_end ? (p.softplus ? softplus(x) : x) : 0.0f;
+        du[i] = dl[i] * uu[i];
+        y[i] = D_c * uu[i];
+        lane_delta += dl[i];
+      }
+      delta_sum += lane_delta;
+      for (int n = 0; n < N; ++n) {
+        const float a2 = A2[warp * N + n];
+        float Bv[kItems], a[kItems], bv[kItems];
+        load_items<float, kItems>(B_tile + n * Tl::float_row + item0, Bv);
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          a[i] = exp2f(dl[i] * a2);
+          bv[i] = du[i] * Bv[i];
+        }
+        float pa = exp2f(lane_delta * a2), pb = bv[0];
+#pragma unroll
+        for (int i = 1; i < kItems; ++i) pb = fmaf(a[i], pb, bv[i]);
+        scan_pairs_forward(pa, pb, lane);
+        const float h0 = state[warp * N + n];
+        if (kOutput) {
+          float ea = __shfl_up_sync(0xffffffffu, pa, 1), eb = __shfl_up_sync(0xffffffffu, pb, 1);
+          if (lane == 0) ea = 1.0f, eb = 0.0f;
+          float Cv[kItems];
+          load_items<float, kItems>(C_tile + n * Tl::float_row + item0, Cv);
+          float h = fmaf(ea, h0, eb);
+#pragma unroll
+          for (int i = 0; i < kItems; ++i) {
+            h = fmaf(a[i], h, bv[i]);
+            y[i] = fmaf(Cv[i], h, y[i]);
+          }
+        }
+        __syncwarp();
+        if (lane == 31) state[warp * N + n] = fmaf(pa, h0, pb);
+      }
+      if (kOutput) {
+        float zz[kItems];
+        if (z) load_items<T, kItems>(z_tile + warp * Tl::raw_row + item0, zz);
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          const float gate = z ? zz[i] * sigmoid(zz[i]) : 1.0f;
+          y[i] = t0 + item0 + i < valid_end ? y[i] * gate : 0.0f;
+        }
+        store_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, y);
+      }
+    }
+    if (kOutput) {
+      __syncthreads();
+      store_channel_tile<T, kItems>(static_cast<T*>(p.out) + seq * dim, u_tile, t0, s_end, c0, dim, p.vector_channels);
+    }
+  }
+  __syncthreads();
+  if (kMode == Mode::summary) {
+    delta_sum = warp_sum(delta_sum);
+    if (active && lane == 0) p.split_delta_sum[(int64_t(b) * p.splits + split) * dim + c] = delta_sum;
+  }
+  // Unsplit output passes write the last state; split ones leave it to chain_splits_kernel.
+  float* final_dst = kMode == Mode::summary     ? p.split_state + (int64_t(b) * p.splits + split) * dim * N
+                     : kOutput && p.splits == 1 ? p.last_state + int64_t(b) * dim * N
+                                                : nullptr;
+  if (final_dst)
+    for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
+      if (c0 + e / N < dim) final_dst[int64_t(c0) * N + e] = state[e];
+}
+
+// Chains the splits: incoming state of split s = what split s−1 leaves from its own incoming state.
+__global__ void chain_splits_kernel(ScanArgs p) {
+  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int N = p.nstate, dim = p.dim;
+  if (index >= int64_t(p.batch) * dim * N) return;
+  const int n = index % N, c = (index / N) % dim, b = index / (int64_t(N) * dim);
+  const float a2 = p.A[c * N + n] * kLog2e;
+  float h = p.initial_state ? p.initial_state[index] : 0.0f;
+  for (int s = 0; s < p.splits; ++s) {
+    const int64_t at = (int64_t(b) * p.splits + s) * dim + c;
+    p.split_init[at * N + n] = h;
+    h = fmaf(exp2f(a2 * p.split_delta_sum[at]), h, p.split_state[at * N + n]);
+  }
+  if (p.last_state) p.last_state[index] = h;
+}
+
+template <int kItems>
+constexpr size_t backward_smem_bytes(int N, size_t elem) {
+  using Tl = Tile<kItems>;
+  const size_t floats = 4 * kWarps * N + 4 * size_t(N) * Tl::float_row + 2 * 2 * kWarps * Tl::len;
+  return floats * 4 + 4 * kWarps * Tl::raw_row * elem;
+}
+
+template <typename T, int kItems>
+__global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
+  using Tl = Tile<kItems>;
+  const int N = p.nstate, dim = p.dim, L = p.L;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int c0 = blockIdx.x * kWarps, b = blockIdx.y;
+  const int c = c0 + warp;
+  const bool active = c < dim;
+  const int active_warps = min(kWarps, dim - c0);
+
+  extern __shared__ float4 smem_vec[];
+  float* A2 = reinterpret_cast<float*>(smem_vec);  // [kWarps][N]
+  float* g_carry = A2 + kWarps * N;                // dL/dh at the end of the current chunk
+  float* h_start = g_carry + kWarps * N;           // h before the current chunk
+  float* dA_acc = h_start + kWarps * N;
+  float* B_tile = dA_acc + kWarps * N;  // [N][float_row] each
+  float* C_tile = B_tile + N * Tl::float_row;
+  float* dB_tile = C_tile + N * Tl::float_row;
+  float* dC_tile = dB_tile + N * Tl::float_row;
+  float* partial = dC_tile + N * Tl::float_row;  // [2 parity][2 (B, C)][kWarps][len]
+  T* delta_tile = reinterpret_cast<T*>(partial + 4 * kWarps * Tl::len);
+  T* u_tile = delta_tile + kWarps * Tl::raw_row;
+  T* z_tile = u_tile + kWarps * Tl::raw_row;
+  T* dout_tile = z_tile + kWarps * Tl::raw_row;
+
+  const int len = p.lengths ? max(0, min(p.lengths[b], L)) : L;
+  for (int e = threadIdx.x; e < kWarps * N; e += kThreads) {
+    const int ch = c0 + e / N, n = e % N;
+    A2[e] = ch < dim ? p.A[ch * N + n] * kLog2e : 0.0f;
+    g_carry[e] = ch < dim && p.dlast_state ? p.dlast_state[(int64_t(b) * dim + ch) * N + n] : 0.0f;
+    dA_acc[e] = 0.0f;
+  }
+  const int64_t seq = int64_t(b) * L;
+  const T* u = static_cast<const T*>(p.u) + seq * dim;
+  const T* delta = static_cast<const T*>(p.delta) + seq * dim;
+  const T* z = p.z ? static_cast<const T*>(p.z) + seq * dim : nullptr;
+  const T* dout = static_cast<const T*>(p.dout) + seq * dim;
+  const T* Bg = static_cast<const T*>(p.B) + seq * N;
+  const T* Cg = static_cast<const T*>(p.C) + seq * N;
+  const float D_c = active && p.D ? p.D[c] : 0.0f;
+  const float bias = active && p.delta_bias ? p.delta_bias[c] : 0.0f;
+  const int chunks = (L + Tl::len - 1) / Tl::len;
+  float dD_sum = 0.0f, dbias_sum = 0.0f;
+
+  for (int chunk = chunks - 1; chunk >= 0; --chunk) {
+    const int t0 = chunk * Tl::len;
+    __syncthreads();
+    {
+      const float* src = p.chunk_states + (int64_t(b) * chunks + chunk) * dim * N;
+      for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
+        h_start[e] = c0 + e / N < dim ? src[int64_t(c0) * N + e] : 0.0f;
+    }
+    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim, p.vector_channels);
+    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim, p.vector_channels);
+    load_channel_tile<T, kItems>(dout_tile, dout, t0, L, c0, dim, p.vector_channels);
+    if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim, p.vector_channels);
+    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N, p.vector_states);
+    load_state_tile<T, kItems>(C_tile, Cg, t0, L, N, p.vector_states);
+    __syncthreads();
+
+    const int item0 = lane * kItems;
+    // dl: δ'; du: δ'·u; dy: dL/dy; dout_v: dL/dout (for dz); y: pre-gate output (for dz);
+    // dsoftplus: dδ'/dδ; d_delta, gB_sum: accumulated over states.
+    float dl[kItems], uu[kItems], du[kItems], dy[kItems], dout_v[kItems], y[kItems], dsoftplus[kItems];
+    float d_delta[kItems], gB_sum[kItems];
+    if (active) {
+      float zz[kItems];
+      load_items<T, kItems>(delta_tile + warp * Tl::raw_row + item0, dl);
+      load_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, uu);
+      load_items<T, kItems>(dout_tile + warp * Tl::raw_row + item0, dout_v);
+      if (z) load_items<T, kItems>(z_tile + warp * Tl::raw_row + item0, zz);
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        const bool valid = t0 + item0 + i < len;
+        const float x = dl[i] + bias;
+        dsoftplus[i] = p.softplus && x <= 20.0f ? sigmoid(x) : 1.0f;
+        dl[i] = valid ? (p.softplus ? softplus(x) : x) : 0.0f;
+        du[i] = dl[i] * uu[i];
+        dout_v[i] = valid ? dout_v[i] : 0.0f;
+        dy[i] = z ? dout_v[i] * zz[i] * sigmoid(zz[i]) : dout_v[i];
+        y[i] = D_c * uu[i];
+        d_delta[i] = 0.0f;
+        gB_sum[i] = 0.0f;
+      }
+    }
+    int parity = 0;
+    for (int n = 0; n < N; ++n, parity ^= 1) {
+      float* part_B = partial + (parity * 2) * kWarps * Tl::len;
+      float* part_C = part_B + kWarps * Tl::len;
+      if (active) {
+        const float a2 = A2[warp * N + n], a_nat = a2 * kLn2;
+        float Bv[kItems], Cv[kItems], a[kItems], bv[kItems], h_prev[kItems], pB[kItems], pC[kItems];
+        load_items<float, kItems>(B_tile + n * Tl::float_row + item0, Bv);
+        load_items<float, kItems>(C_tile + n * Tl::float_row + item0, Cv);
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          a[i] = exp2f(dl[i] * a2);
+          bv[i] = du[i] * Bv[i];
+        }
+        // Forward: states inside the chunk from the stored start state.
+        float pa = a[0], pb = bv[0];
+#pragma unroll
+        for (int i = 1; i < kItems; ++i) {
+          pb = fmaf(a[i], pb, bv[i]);
+          pa *= a[i];
+        }
+        scan_pairs_forward(pa, pb, lane);
+        float ea = __shfl_up_sync(0xffffffffu, pa, 1), eb = __shfl_up_sync(0xffffffffu, pb, 1);
+        if (lane == 0) ea = 1.0f, eb = 0.0f;
+        float h = fmaf(ea, h_start[warp * N + n], eb);
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          h_prev[i] = h;
+          h = fmaf(a[i], h, bv[i]);
+          y[i] = fmaf(Cv[i], h, y[i]);
+          pC[i] = dy[i] * h;
+        }
+        // Reverse: f = dL/dh from the future; f_{t−1} = a_t·(f_t + C_t·dy_t).
+        float ra = 1.0f, rb = 0.0f;
+#pragma unroll
+        for (int i = kItems - 1; i >= 0; --i) {
+          rb = a[i] * (rb + Cv[i] * dy[i]);
+          ra *= a[i];
+        }
+        scan_pairs_reverse(ra, rb, lane);
+        float na = __shfl_down_sync(0xffffffffu, ra, 1), nb = __shfl_down_sync(0xffffffffu, rb, 1);
+        if (lane == 31) na = 1.0f, nb = 0.0f;
+        const float g_end = g_carry[warp * N + n];
+        float f = fmaf(na, g_end, nb);
+        float dA_lane = 0.0f;
+#pragma unroll
+        for (int i = kItems - 1; i >= 0; --i) {
+          const float g = fmaf(Cv[i], dy[i], f);
+          const float decay_grad = g * h_prev[i] * a[i];  // dL/d(δ'·A)
+          d_delta[i] = fmaf(g * Bv[i], uu[i], fmaf(decay_grad, a_nat, d_delta[i]));
+          gB_sum[i] = fmaf(g, Bv[i], gB_sum[i]);
+          pB[i] = g * du[i];
+          dA_lane = fmaf(decay_grad, dl[i], dA_lane);
+          f = a[i] * g;
+        }
+        store_items<float, kItems>(part_B + warp * Tl::len + item0, pB);
+        store_items<float, kItems>(part_C + warp * Tl::len + item0, pC);
+        dA_lane = warp_sum(dA_lane);
+        __syncwarp();
+        if (lane == 0) {
+          g_carry[warp * N + n] = fmaf(ra, g_end, rb);
+          dA_acc[warp * N + n] += dA_lane;
+        }
+      }
+      __syncthreads();
+      for (int e = threadIdx.x; e < 2 * Tl::len; e += kThreads) {
+        const int which = e / Tl::len, tt = e % Tl::len;
+        const float* src = (which ? part_C : part_B) + tt;
+        float sum = 0.0f;
+        for (int w = 0; w < active_warps; ++w) sum += src[w * Tl::len];
+        (which ? dC_tile : dB_tile)[n * Tl::float_row + tt] = sum;
+      }
+    }
+    if (active) {
+      float out_delta[kItems], out_u[kItems];
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        const bool valid = t0 + item0 + i < len;
+        out_delta[i] = valid ? d_delta[i] * dsoftplus[i] : 0.0f;
+        out_u[i] = valid ? fmaf(gB_sum[i], dl[i], dy[i] * D_c) : 0.0f;
+        dD_sum = fmaf(dy[i], uu[i], dD_sum);
+        dbias_sum += out_delta[i];
+      }
+      if (z) {
+        // d out/dz = y·σ(z)·(1 + z·(1 − σ(z)))
+        float zz[kItems], out_z[kItems];
+        load_items<T, kItems>(z_tile + warp * Tl::raw_row + item0, zz);
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          const float s = sigmoid(zz[i]);
+          out_z[i] = dout_v[i] * y[i] * s * fmaf(zz[i], 1.0f - s, 1.0f);
+        }
+        store_items<T, kItems>(z_tile + warp * Tl::raw_row + item0, out_z);
+      }
+      store_items<T, kItems>(delta_tile + warp * Tl::raw_row + item0, out_delta);
+      store_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, out_u);
+    }
+    __syncthreads();
+    const int t_end = min(L, t0 + Tl::len);
+    store_channel_tile<T, kItems>(static_cast<T*>(p.ddelta) + seq * dim, delta_tile, t0, t_end, c0, dim,
+                                  p.vector_channels);
+    store_channel_tile<T, kItems>(static_cast<T*>(p.du) + seq * dim, u_tile, t0, t_end, c0, dim, p.vector_channels);
+    if (z)
+      store_channel_tile<T, kItems>(static_cast<T*>(p.dz) + seq * dim, z_tile, t0, t_end, c0, dim, p.vector_channels);
+    {
+      const int total = Tl::len * N, step_t = kThreads / N, step_n = kThreads % N;
+      int tt = threadIdx.x / N, n = threadIdx.x % N;
+      for (int e = threadIdx.x; e < total; e += kThreads) {
+        if (t0 + tt < L) {
+          const int64_t at = (seq + t0 + tt) * N + n;
+          atomicAdd(p.dB + at, dB_tile[n * Tl::float_row + tt]);
+          atomicAdd(p.dC + at, dC_tile[n * Tl::float_row + tt]);
+        }
+        tt += step_t;
+        n += step_n;
+        if (n >= N) {
+          n -= N;
+          ++tt;
+        }
+      }
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < kWarps * N; e += kThreads) {
+    const int ch = c0 + e / N, n = e % N;
+    if (ch >= dim) continue;
+    if (p.dinitial_state) p.dinitial_state[(int64_t(b) * dim + ch) * N + n] = g_carry[e];
+    atomicAdd(p.dA + ch * N + n, dA_acc[e]);
+  }
+  dD_sum = warp_sum(dD_sum);
+  dbias_sum = warp_sum(dbias_sum);
+  if (active && lane == 0) {
+    if (p.dD) atomicAdd(p.dD + c, dD_sum);
+    if (p.ddelta_bias) atomicAdd(p.ddelta_bias + c, dbias_sum);
+  }
+}
+
+template <typename T>
+__global__ void state_update_kernel(ScanArgs p, float* state) {
+  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int N = p.nstate, dim = p.dim;
+  if (index >= int64_t(p.batch) * dim) return;
+  const int c = index % dim;
+  const int64_t b = index / dim;
+  const float x = to_float(static_cast<const T*>(p.delta)[index]) + (p.delta_bias ? p.delta_bias[c] : 0.0f);
+  const float dl = p.softplus ? softplus(x) : x;
+  const float u = to_float(static_cast<const T*>(p.u)[index]);
+  const T* B = static_cast<const T*>(p.B) + b * N;
+  const T* C = static_cast<const T*>(p.C) + b * N;
+  float* h = state + index * N;
+  float y = p.D ? p.D[c] * u : 0.0f;
+  for (int n = 0; n < N; ++n) {
+    const float next = fmaf(exp2f(dl * p.A[c * N + n] * kLog2e), h[n], dl * to_float(B[n]) * u);
+    h[n] = next;
+    y = fmaf(to_float(C[n]), next, y);
+  }
+  if (p.z) {
+    const float zv = to_float(static_cast<const T*>(p.z)[index]);
+    y *= zv * sigmoid(zv);
+  }
+  static_cast<T*>(p.out)[index] = from_float<T>(y);
+}
+
+template <typename Kernel>
+void allow_shared_memory(Kernel kernel, size_t bytes, int N) {
+  int device = 0, limit = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+  MAMBA_CHECK(bytes <= size_t(limit), "selective_scan (cuda): state size N = ", N, " needs ", bytes,
+              " bytes of shared memory per block, more than the GPU's ", limit);
+  if (bytes > 48 * 1024)
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+               "cudaFuncSetAttribute");
+}
+
+void check_same(const Tensor& t, const char* name, const Tensor& u, const Shape& shape) {
+  require_cuda_tensor(t, name);
+  check_shape(t, shape, name);
+  check_dtype(t, u.dtype(), name);
+}
+
+void check_f32(const Tensor& t, const char* name, const Shape& shape) {
+  require_cuda_tensor(t, name);
+  check_shape(t, shape, name);
+  check_dtype(t, DType::f32, name);
+}
+
+// Checks device, dtype and shape of every given tensor; `step` inputs have no length axis.
+ScanArgs prepare(const ScanInputs& in, bool step) {
+  require_cuda_tensor(in.u, "selective_scan u");
+  const DType dtype = in.u.dtype();
+  MAMBA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "selective_scan (cuda): u must be f32 or bf16, got ",
+              dtype_name(dtype));
+  MAMBA_CHECK(in.u.ndim() == (step ? 2 : 3), "selective_scan u: expected ", step ? "[batch, D]" : "[batch, L, D]",
+              ", got ", shape_string(in.u.shape()));
+  require_cuda_tensor(in.A, "selective_scan A");
+  MAMBA_CHECK(in.A.ndim() == 2, "selective_scan A: expected [D, N], got ", shape_string(in.A.shape()));
+  ScanArgs p;
+  p.batch = int(in.u.size(0));
+  p.L = step ? 1 : int(in.u.size(1));
+  p.dim = int(in.u.size(-1));
+  p.nstate = int(in.A.size(1));
+  MAMBA_CHECK(p.nstate > 0, "selective_scan A: state size N must be positive");
+  const Shape rows = step ? Shape{p.batch, p.dim} : Shape{p.batch, p.L, p.dim};
+  const Shape state_rows = step ? Shape{p.batch, p.nstate} : Shape{p.batch, p.L, p.nstate};
+  check_f32(in.A, "selective_scan A", {p.dim, p.nstate});
+  check_same(in.delta, "selective_scan delta", in.u, rows);
+  check_same(in.B, "selective_scan B", in.u, state_rows);
+  check_same(in.C, "selective_scan C", in.u, state_rows);
+  if (in.z.defined()) check_same(in.z, "selective_scan z", in.u, rows);
+  if (in.D.defined()) check_f32(in.D, "selective_scan D", {p.dim});
+  if (in.delta_bias.defined()) check_f32(in.delta_bias, "selective_scan delta_bias", {p.dim});
+  if (!step && in.initial_state.defined())
+    check_f32(in.initial_state, "selective_scan initial_state", {p.batch, p.dim, p.nstate});
+  if (!step && in.lengths.defined()) {
+    require_cuda_tensor(in.lengths, "selective_scan lengths");
+    check_shape(in.lengths, {p.batch}, "selective_scan lengths");
+    check_dtype(in.lengths, DType::i32, "selective_scan lengths");
+  }
+  p.u = in.u.raw();
+  p.delta = in.delta.raw();
+  p.B = in.B.raw();
+  p.C = in.C.raw();
+  p.z = in.z.defined() ? in.z.raw() : nullptr;
+  p.A = in.A.data<float>();
+  p.D = data_or_null<float>(in.D);
+  p.delta_bias = data_or_null<float>(in.delta_bias);
+  p.softplus = in.delta_softplus;
+  if (!step) {
+    p.initial_state = data_or_null<float>(in.initial_state);
+    p.lengths = data_or_null<int32_t>(in.lengths);
+  }
+  return p;
+}
+
+// Splits the length across blocks only when the unsplit grid leaves SMs idle: fewer than three
+// blocks per SM. Each split covers whole chunks and at least four of them.
+struct SplitPlan {
+  int splits = 1, split_len = 0;
+};
+
+SplitPlan plan_splits(const ScanArgs& p, int chunk_len) {
+  const int64_t blocks = int64_t(p.batch) * ((p.dim + kWarps - 1) / kWarps);
+  const int64_t wanted = 3 * int64_t(multiprocessor_count());
+  const int64_t chunks = (p.L + chunk_len - 1) / chunk_len;
+  int64_t splits = 1;
+  if (blocks < wanted) splits = std::max<int64_t>(1, std::min((wanted + blocks - 1) / blocks, chunks / 4));
+  const int64_t chunks_per_split = std::max<int64_t>(1, (chunks + splits - 1) / splits);
+  SplitPlan plan;
+  plan.split_len = int(chunks_per_split * chunk_len);
+  plan.splits = int(std::max<int64_t>(1, (chunks + chunks_per_split - 1) / chunks_per_split));
+  return plan;
+}
+
+size_t split_scratch_floats(const ScanArgs& p, const SplitPlan& plan) {
+  return plan.splits > 1 ? size_t(p.batch) * plan.splits * p.dim * (1 + 2 * size_t(p.nstate)) : 0;
+}
+
+// Device scratch kept for the life of the process and grown on demand, so repeated calls do not
+// allocate (cudaFree waits for the whole device). The ops run from one host thread at a time.
+float* scratch(size_t floats) {
+  static float* buffer = nullptr;
+  static size_t capacity = 0;
+  if (floats > capacity) {
+    if (buffer) check_cuda(cudaFree(buffer), "cudaFree (selective_scan scratch)");
+    buffer = nullptr;
+    capacity = 0;
+    check_cuda(cudaMalloc(&buffer, floats * sizeof(float)), "cudaMalloc (selective_scan scratch)");
+    capacity = floats;
+  }
+  return buffer;
+}
+
+// Runs `kMode` over the whole length; a split length first gets its splits' incoming states
+// from the summary and chain kernels (scratch: split_scratch_floats of the plan).
+template <typename T, int kItems, Mode kMode>
+void run_forward_pass(ScanArgs p, const SplitPlan& plan, float* split_scratch) {
+  const dim3 grid((p.dim + kWarps - 1) / kWarps, p.batch, plan.splits);
+  p.splits = plan.splits;
+  p.split_len = plan.split_len;
+  const size_t elem = sizeof(T);
+  if (p.splits > 1) {
+    const size_t rows = size_t(p.batch) * p.splits * p.dim;
+    p.split_delta_sum = split_scratch;
+    p.split_state = split_scratch + rows;
+    p.split_init = split_scratch + rows * (1 + p.nstate);
+    const size_t summary_bytes = forward_smem_bytes<kItems>(p.nstate, elem, Mode::summary);
+    auto summary = scan_forward_kernel<T, kItems, Mode::summary>;
+    allow_shared_memory(summary, summary_bytes, p.nstate);
+    summary<<<grid, kThreads, summary_bytes>>>(p);
+    check_launch("selective_scan summary kernel");
+    chain_splits_kernel<<<blocks_for(int64_t(p.batch) * p.dim * p.nstate, 256), 256>>>(p);
+    check_launch("selective_scan chain kernel");
+  }
+  const size_t bytes = forward_smem_bytes<kItems>(p.nstate, elem, kMode);
+  auto kernel = scan_forward_kernel<T, kItems, kMode>;
+  allow_shared_memory(kernel, bytes, p.nstate);
+  kernel<<<grid, kThreads, bytes>>>(p);
+  check_launch("selective_scan forward kernel");
+}
+
+// Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place).
+template <typename T>
+void run_backward(ScanArgs& p, bool dBC_in_place) {
+  constexpr int chunk_len = Tile<kBackwardItems>::len;
+  const SplitPlan plan = plan_splits(p, chunk_len);
+  const size_t chunks = (p.L + chunk_len - 1) / chunk_len;
+  const size_t states = size_t(p.batch) * chunks * p.dim * p.nstate;
+  const size_t split_floats = split_scratch_floats(p, plan);
+  const size_t bc = dBC_in_place ? 0 : size_t(p.batch) * p.L * p.nstate;
+  float* buffer = scratch(states + split_floats + 2 * bc);
+  p.chunk_states = buffer;
+  if (!dBC_in_place) {
+    p.dB = buffer + states + split_floats;
+    p.dC = p.dB + bc;
+  }
+  check_cuda(cudaMemsetAsync(p.dB, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
+  check_cuda(cudaMemsetAsync(p.dC, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
+  run_forward_pass<T, kBackwardItems, Mode::states>(p, plan, buffer + states);
+  ScanArgs unsplit = p;
+  unsplit.splits = 1;
+  const size_t bytes = backward_smem_bytes<kBackwardItems>(p.nstate, sizeof(T));
+  auto kernel = scan_backward_kernel<T, kBackwardItems>;
+  allow_shared_memory(kernel, bytes, p.nstate);
+  kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(unsplit);
+  check_launch("selective_scan backward kernel");
+}
+
+__global__ void narrow_pairs_kernel(const float* a, const float* b, __nv_bfloat16* a_out, __nv_bfloat16* b_out,
+                                    int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) {
+    a_out[i] = __float2bfloat16_rn(a[i]);
+    b_out[i] = __float2bfloat16_rn(b[i]);
+  }
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+// Vector tile moves need whole 16-byte vectors per row and 16-byte aligned tensors.
+void set_vector_flags(ScanArgs& p, size_t elem) {
+  const int vec = int(16 / elem);
+  p.vector_channels = p.dim % vec == 0;
+  for (const void* ptr : std::initializer_list<const void*>{p.u, p.delta, p.z, p.dout, p.out, p.du, p.ddelta, p.dz})
+    p.vector_channels = p.vector_channels && aligned16(ptr);
+  p.vector_states = p.nstate % vec == 0 && aligned16(p.B) && aligned16(p.C);
+}
+
+int forward_items = kForwardItems;
+
+void zero_async(const Tensor& t) {
+  if (t.defined()) check_cuda(cudaMemsetAsync(t.raw(), 0, t.nbytes()), "cudaMemsetAsync");
+}
+
+}  // namespace
+
+namespace cuda_detail {
+
+void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const Tensor& last_state) {
+  ScanArgs p = prepare(in, false);
+  check_same(out, "selective_scan out", in.u, in.u.shape());
+  check_f32(last_state, "selective_scan last_state", {p.batch, p.dim, p.nstate});
+  if (p.L == 0) {
+    // Nothing to scan: the last state is the initial one.
+    if (in.initial_state.defined())
+      check_cuda(
+          cudaMemcpyAsync(last_state.raw(), in.initial_state.raw(), last_state.nbytes(), cudaMemcpyDeviceToDevice),
+          "cudaMemcpyAsync");
+    else
+      zero_async(last_state);
+    return;
+  }
+  if (p.batch == 0 || p.dim == 0) return;
+  p.out = out.raw();
+  p.last_state = last_state.data<float>();
+  const bool f32 = in.u.dtype() == DType::f32;
+  set_vector_flags(p, f32 ? 4 : 2);
+  const bool wide = forward_items == 16;
+  const SplitPlan plan = plan_splits(p, wide ? Tile<16>::len : Tile<8>::len);
+  float* split = scratch(split_scratch_floats(p, plan));
+  if (f32 && wide)
+    run_forward_pass<float, 16, Mode::output>(p, plan, split);
+  else if (f32)
+    run_forward_pass<float, 8, Mode::output>(p, plan, split);
+  else if (wide)
+    run_forward_pass<__nv_bfloat16, 16, Mode::output>(p, plan, split);
+  else
+    run_forward_pass<__nv_bfloat16, 8, Mode::output>(p, plan, split);
+}
+
+void set_selective_scan_forward_items(int items) {
+  MAMBA_CHECK(items == 8 || items == 16, "selective_scan (cuda): positions per lane must be 8 or 16, got ", items);
+  forward_items = items;
+}
+
+void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state,
+                                  const ScanGrads& g) {
+  ScanArgs p = prepare(in, false);
+  check_same(dout, "selective_scan dout", in.u, in.u.shape());
+  if (dlast_state.defined()) check_f32(dlast_state, "selective_scan dlast_state", {p.batch, p.dim, p.nstate});
+  const Shape rows{p.batch, p.L, p.dim}, state_rows{p.batch, p.L, p.nstate}, states{p.batch, p.dim, p.nstate};
+  check_same(g.du, "selective_scan du", in.u, rows);
+  check_same(g.ddelta, "selective_scan ddelta", in.u, rows);
+  check_same(g.dB, "selective_scan dB", in.u, state_rows);
+  check_same(g.dC, "selective_scan dC", in.u, state_rows);
+  check_f32(g.dA, "selective_scan dA", {p.dim, p.nstate});
+  auto optional = [](const Tensor& grad, const Tensor& input, const char* name) {
+    MAMBA_CHECK(grad.defined() == input.defined(), "selective_scan ", name, ": defined iff its input is");
+  };
+  optional(g.dz, in.z, "dz");
+  optional(g.dD, in.D, "dD");
+  optional(g.ddelta_bias, in.delta_bias, "ddelta_bias");
+  optional(g.dinitial_state, in.initial_state, "dinitial_state");
+  if (g.dz.defined()) check_same(g.dz, "selective_scan dz", in.u, rows);
+  if (g.dD.defined()) check_f32(g.dD, "selective_scan dD", {p.dim});
+  if (g.ddelta_bias.defined()) check_f32(g.ddelta_bias, "selective_scan ddelta_bias", {p.dim});
+  if (g.dinitial_state.defined()) check_f32(g.dinitial_state, "selective_scan dinitial_state", states);
+  for (const Tensor* t : {&g.dA, &g.dD, &g.ddelta_bias}) zero_async(*t);
+  if (p.L == 0 || p.batch == 0 || p.dim == 0) {
+    for (const Tensor* t : {&g.du, &g.ddelta, &g.dz, &g.dB, &g.dC}) zero_async(*t);
+    if (g.dinitial_state.defined()) {
+      if (dlast_state.defined())
+        check_cuda(
+            cudaMemcpyAsync(g.dinitial_state.raw(), dlast_state.raw(), dlast_state.nbytes(), cudaMemcpyDeviceToDevice),
+            "cudaMemcpyAsync");
+      else
+        zero_async(g.dinitial_state);
+    }
+    return;
+  }
+  p.dout = dout.raw();
+  p.dlast_state = data_or_null<float>(dlast_state);
+  p.du = g.du.raw();
+  p.ddelta = g.ddelta.raw();
+  p.dz = g.dz.defined() ? g.dz.raw() : nullptr;
+  p.dA = g.dA.data<float>();
+  p.dD = g.dD.defined() ? g.dD.data<float>() : nullptr;
+  p.ddelta_bias = g.ddelta_bias.defined() ? g.ddelta_bias.data<float>() : nullptr;
+  p.dinitial_state = g.dinitial_state.defined() ? g.dinitial_state.data<float>() : nullptr;
+  set_vector_flags(p, in.u.dtype() == DType::f32 ? 4 : 2);
+  if (in.u.dtype() == DType::f32) {
+    // dB and dC are sums over channels, accumulated with float32 atomics straight into the outputs.
+    p.dB = g.dB.data<float>();
+    p.dC = g.dC.data<float>();
+    run_backward<float>(p, true);
+    return;
+  }
+  run_backward<__nv_bfloat16>(p, false);
+  const int64_t n = g.dB.numel();
+  narrow_pairs_kernel<<<blocks_for(n, 256), 256>>>(p.dB, p.dC, static_cast<__nv_bfloat16*>(g.dB.raw()),
+                                                   static_cast<__nv_bfloat16*>(g.dC.raw()), n);
+  check_launch("selective_scan dB/dC conversion");
+}
+
+}  // namespace cuda_detail
+
+namespace cuda {
+
+ScanOutputs selective_scan_forward(const ScanInputs& in) {
+  ScanArgs p = prepare(in, false);
+  ScanOutputs result;
+  result.out = Tensor::empty(in.u.shape(), in.u.dtype(), Device::cuda);
+  result.last_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, Device::cuda);
+  cuda_detail::selective_scan_forward_into(in, result.out, result.last_state);
+  return result;
+}
+
+ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state) {
+  ScanArgs p = prepare(in, false);
+  const Device gpu = Device::cuda;
+  const DType dtype = in.u.dtype();
+  ScanGrads g;
+  g.du = Tensor::empty(in.u.shape(), dtype, gpu);
+  g.ddelta = Tensor::empty(in.u.shape(), dtype, gpu);
+  g.dA = Tensor::empty({p.dim, p.nstate}, DType::f32, gpu);
+  g.dB = Tensor::empty(in.B.shape(), dtype, gpu);
+  g.dC = Tensor::empty(in.C.shape(), dtype, gpu);
+  if (in.z.defined()) g.dz = Tensor::empty(in.u.shape(), dtype, gpu);
+  if (in.D.defined()) g.dD = Tensor::empty({p.dim}, DType::f32, gpu);
+  if (in.delta_bias.defined()) g.ddelta_bias = Tensor::empty({p.dim}, DType::f32, gpu);
+  if (in.initial_state.defined()) g.dinitial_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, gpu);
+  cuda_detail::selective_scan_backward_into(in, dout, dlast_state, g);
+  return g;
+}
+
+Tensor selective_state_update(const ScanInputs& step, Tensor& state) {
+  ScanArgs p = prepare(step, true);
+  check_f32(state, "selective_state_update state", {p.batch, p.dim, p.nstate});
+  Tensor out = Tensor::empty(step.u.shape(), step.u.dtype(), Device::cuda);
+  p.out = out.raw();
+  const int64_t rows = int64_t(p.batch) * p.dim;
+  if (rows == 0) return out;
+  if (step.u.dtype() == DType::f32)
+    state_update_kernel<float><<<blocks_for(rows, 128), 128>>>(p, state.data<float>());
+  else
+    state_update_kernel<__nv_bfloat16><<<blocks_for(rows, 128), 128>>>(p, state.data<float>());
+  check_launch("selective_state_update kernel");
+  return out;
+}
+
+}  // namespace cuda
+}  // namespace mamba::ops

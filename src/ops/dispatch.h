@@ -1,0 +1,36 @@
+// How op entry points choose a backend: by the device of the op's first input. Every other
+// tensor of the call must live on that device. A CUDA tensor in a build without CUDA is a clear
+// error naming the op, never a link error or a crash.
+#pragma once
+#include "core/tensor.h"
+
+namespace mamba::ops {
+
+// Throws when a defined tensor `t` (called `name`) is not on `device`.
+inline void check_device(const Tensor& t, Device device, const char* name) {
+  MAMBA_CHECK(!t.defined() || t.device() == device, name, ": tensor is on ", device_name(t.device()),
+              " but the op runs on ", device_name(device));
+}
+
+[[noreturn]] inline void fail_without_cuda(const char* op) {
+  fail(op, ": input is a CUDA tensor, but this build of mambacpp has no CUDA support");
+}
+
+}  // namespace mamba::ops
+
+// Returns backend::call for the device: cpu::call, cuda::call (CUDA builds), or an error.
+#ifdef MAMBACPP_CUDA
+#define MAMBA_OPS_DISPATCH(device, op_name, call) \
+  do {                                            \
+    if ((device) == ::mamba::Device::cuda) {      \
+      return cuda::call;                          \
+    }                                             \
+    return cpu::call;                             \
+  } while (0)
+#else
+#define MAMBA_OPS_DISPATCH(device, op_name, call)                      \
+  do {                                                                 \
+    if ((device) == ::mamba::Device::cuda) fail_without_cuda(op_name); \
+    return cpu::call;                                                  \
+  } while (0)
+#endif

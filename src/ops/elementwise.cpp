@@ -1,0 +1,31 @@
+#include "ops/elementwise.h"
+
+#include "ops/dispatch.h"
+
+namespace mamba::ops {
+
+void add_(Tensor& a, const Tensor& b) {
+  MAMBA_CHECK(a.defined(), "add_: tensor a is missing");
+  check_shape(b, a.shape(), "add_ operand b");
+  check_device(b, a.device(), "add_ operand b");
+  MAMBA_OPS_DISPATCH(a.device(), "add_", add_(a, b));
+}
+
+void scale_(Tensor& a, double s) {
+  MAMBA_CHECK(a.defined(), "scale_: tensor is missing");
+  MAMBA_OPS_DISPATCH(a.device(), "scale_", scale_(a, s));
+}
+
+std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths) {
+  MAMBA_CHECK(x.defined(), "split_columns: input is missing");
+  MAMBA_OPS_DISPATCH(x.device(), "split_columns", split_columns(x, widths));
+}
+
+Tensor concat_columns(const std::vector<Tensor>& parts) {
+  MAMBA_CHECK(!parts.empty() && parts[0].defined(), "concat_columns: no parts given");
+  for (size_t i = 1; i < parts.size(); ++i)
+    check_device(parts[i], parts[0].device(), ("concat_columns part " + std::to_string(i)).c_str());
+  MAMBA_OPS_DISPATCH(parts[0].device(), "concat_columns", concat_columns(parts));
+}
+
+}  // namespace mamba::ops

@@ -1,0 +1,52 @@
+#include "ops/linear.h"
+
+#include "ops/dispatch.h"
+
+namespace mamba::ops {
+
+void check_linear_inputs(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  MAMBA_CHECK(x.defined(), "linear input x: tensor is missing");
+  MAMBA_CHECK(weight.defined() && weight.ndim() == 2, "linear weight: expected a 2-D tensor [N, K]",
+              weight.defined() ? ", got shape " + shape_string(weight.shape()) : std::string(" (missing)"));
+  MAMBA_CHECK(dtype_is_float(x.dtype()), "linear input x: expected a float dtype, got ", dtype_name(x.dtype()));
+  MAMBA_CHECK(dtype_is_float(weight.dtype()), "linear weight: expected a float dtype, got ",
+              dtype_name(weight.dtype()));
+  int64_t N = weight.size(0), K = weight.size(1);
+  MAMBA_CHECK(x.ndim() >= 1 && x.size(-1) == K, "linear input x: expected shape [..., ", K, "] to match weight shape ",
+              shape_string(weight.shape()), ", got ", shape_string(x.shape()));
+  if (bias.defined()) {
+    check_shape(bias, {N}, "linear bias");
+    MAMBA_CHECK(dtype_is_float(bias.dtype()), "linear bias: expected a float dtype, got ", dtype_name(bias.dtype()));
+  }
+  check_device(weight, x.device(), "linear weight");
+  check_device(bias, x.device(), "linear bias");
+}
+
+void check_linear_backward_inputs(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor* dweight,
+                                  const Tensor* dbias) {
+  check_linear_inputs(x, weight, {});
+  Shape dy_shape = x.shape();
+  dy_shape.back() = weight.size(0);
+  check_shape(dy, dy_shape, "linear output gradient dy");
+  check_device(dy, x.device(), "linear output gradient dy");
+  if (dweight) {
+    check_shape(*dweight, weight.shape(), "linear weight gradient");
+    check_device(*dweight, x.device(), "linear weight gradient");
+  }
+  if (dbias) {
+    check_shape(*dbias, {weight.size(0)}, "linear bias gradient");
+    check_device(*dbias, x.device(), "linear bias gradient");
+  }
+}
+
+Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_linear_inputs(x, weight, bias);
+  MAMBA_OPS_DISPATCH(x.device(), "linear_forward", linear_forward(x, weight, bias));
+}
+
+Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias) {
+  check_linear_backward_inputs(x, weight, dy, dweight, dbias);
+  MAMBA_OPS_DISPATCH(x.device(), "linear_backward", linear_backward(x, weight, dy, dweight, dbias));
+}
+
+}  // namespace mamba::ops

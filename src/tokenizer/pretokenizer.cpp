@@ -1,0 +1,70 @@
+#include "tokenizer/pretokenizer.h"
+
+#include <cstdint>
+
+#include "tokenizer/unicode.h"
+
+namespace mamba::tokenizer {
+
+namespace {
+
+struct Char {
+  char32_t code_point;
+  CharClass char_class;
+  size_t offset;  // of its first byte in the text
+};
+
+// Length in characters of the contraction ('s 't 're 've 'm 'll 'd) at chars[i], or 0.
+size_t contraction_length(const std::vector<Char>& chars, size_t i) {
+  if (chars[i].code_point != U'\'' || i + 1 >= chars.size()) return 0;
+  const char32_t first = chars[i + 1].code_point;
+  if (first == U's' || first == U't' || first == U'm' || first == U'd') return 2;
+  if (i + 2 >= chars.size()) return 0;
+  const char32_t second = chars[i + 2].code_point;
+  if ((first == U'r' && second == U'e') || (first == U'v' && second == U'e') || (first == U'l' && second == U'l'))
+    return 3;
+  return 0;
+}
+
+// The end (exclusive, in characters) of the piece starting at chars[start].
+size_t piece_end(const std::vector<Char>& chars, size_t start) {
+  const size_t n = chars.size();
+  if (size_t length = contraction_length(chars, start)) return start + length;
+  // " ?\p{L}+", " ?\p{N}+", " ?[^\s\p{L}\p{N}]+": an optional space, then a run of one class.
+  size_t run_start = start;
+  if (chars[start].code_point == U' ' && start + 1 < n && chars[start + 1].char_class != CharClass::kWhitespace)
+    run_start = start + 1;
+  const CharClass run_class = chars[run_start].char_class;
+  if (run_class != CharClass::kWhitespace) {
+    size_t end = run_start + 1;
+    while (end < n && chars[end].char_class == run_class) ++end;
+    return end;
+  }
+  // "\s+(?!\S)" then "\s+": the whole run at the end of the text; before other text the run
+  // minus its last character, or the single character when the run has only one.
+  size_t end = start;
+  while (end < n && chars[end].char_class == CharClass::kWhitespace) ++end;
+  if (end == n || end - start == 1) return end;
+  return end - 1;
+}
+
+}  // namespace
+
+void split_gpt2(std::string_view text, std::vector<std::string_view>& pieces) {
+  thread_local std::vector<Char> chars;
+  chars.clear();
+  const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
+  for (size_t i = 0; i < text.size();) {
+    const Utf8Step step = read_utf8(bytes + i, text.size() - i);
+    chars.push_back({step.code_point, char_class(step.code_point), i});
+    i += step.length;
+  }
+  for (size_t start = 0; start < chars.size();) {
+    const size_t end = piece_end(chars, start);
+    const size_t end_offset = end < chars.size() ? chars[end].offset : text.size();
+    pieces.push_back(text.substr(chars[start].offset, end_offset - chars[start].offset));
+    start = end;
+  }
+}
+
+}  // namespace mamba::tokenizer

@@ -1,0 +1,268 @@
+// GPU selective scan (forward, backward, decode step) against a float64 loop of the math in
+// ops/selective_scan.h, on random odd sizes, every output and every gradient.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "cuda_test_util.h"
+#include "ops/cuda/scan_launch.h"
+#include "ops/selective_scan.h"
+
+namespace mamba {
+namespace {
+using namespace cuda_test;
+
+struct Dims {
+  int batch, L, D, N;
+};
+
+struct Features {
+  bool z = true, D = true, bias = true, softplus = true, initial = true, lengths = true, dlast = true;
+};
+
+// Host copies (already rounded to the GPU dtype) of one problem.
+struct Problem {
+  Dims dims;
+  Features f;
+  std::vector<double> u, delta, A, B, C, D, z, bias, init, dout, dlast;
+  std::vector<int> lengths;
+};
+
+Problem make_problem(const Dims& d, const Features& f, DType dtype, uint64_t seed) {
+  Rng rng(seed);
+  Problem p;
+  p.dims = d;
+  p.f = f;
+  const int64_t rows = int64_t(d.batch) * d.L * d.D, srows = int64_t(d.batch) * d.L * d.N;
+  p.u = rounded(random_vector(rng, rows, -1, 1), dtype);
+  p.delta = rounded(random_vector(rng, rows, f.softplus ? -3.0 : 0.01, f.softplus ? 0.5 : 0.5), dtype);
+  p.A = random_vector(rng, int64_t(d.D) * d.N, -2.0, -0.1);
+  p.A = rounded(p.A, DType::f32);
+  p.B = rounded(random_vector(rng, srows, -1, 1), dtype);
+  p.C = rounded(random_vector(rng, srows, -1, 1), dtype);
+  p.dout = rounded(random_vector(rng, rows, -1, 1), dtype);
+  if (f.D) p.D = rounded(random_vector(rng, d.D, -1, 1), DType::f32);
+  if (f.z) p.z = rounded(random_vector(rng, rows, -2, 2), dtype);
+  if (f.bias) p.bias = rounded(random_vector(rng, d.D, -1, 0.5), DType::f32);
+  if (f.initial) p.init = rounded(random_vector(rng, int64_t(d.batch) * d.D * d.N, -1, 1), DType::f32);
+  if (f.dlast) p.dlast = rounded(random_vector(rng, int64_t(d.batch) * d.D * d.N, -1, 1), DType::f32);
+  if (f.lengths)
+    for (int b = 0; b < d.batch; ++b) p.lengths.push_back(b == 0 ? d.L : int(rng.below(uint64_t(d.L) + 1)));
+  return p;
+}
+
+ops::ScanInputs gpu_inputs(const Problem& p, DType dtype) {
+  const Dims& d = p.dims;
+  ops::ScanInputs in;
+  in.u = on_gpu(p.u, {d.batch, d.L, d.D}, dtype);
+  in.delta = on_gpu(p.delta, {d.batch, d.L, d.D}, dtype);
+  in.A = on_gpu(p.A, {d.D, d.N}, DType::f32);
+  in.B = on_gpu(p.B, {d.batch, d.L, d.N}, dtype);
+  in.C = on_gpu(p.C, {d.batch, d.L, d.N}, dtype);
+  if (p.f.D) in.D = on_gpu(p.D, {d.D}, DType::f32);
+  if (p.f.z) in.z = on_gpu(p.z, {d.batch, d.L, d.D}, dtype);
+  if (p.f.bias) in.delta_bias = on_gpu(p.bias, {d.D}, DType::f32);
+  in.delta_softplus = p.f.softplus;
+  if (p.f.initial) in.initial_state = on_gpu(p.init, {d.batch, d.D, d.N}, DType::f32);
+  if (p.f.lengths) {
+    std::vector<double> lens(p.lengths.begin(), p.lengths.end());
+    in.lengths = on_gpu(lens, {d.batch}, DType::i32);
+  }
+  return in;
+}
+
+struct Reference {
+  std::vector<double> out, last, du, ddelta, dA, dB, dC, dD, dz, dbias, dinit;
+};
+
+// The float64 definition: forward keeps every state, backward walks them in reverse.
+Reference reference(const Problem& p, bool backward) {
+  const auto [batch, L, Dm, N] = p.dims;
+  Reference r;
+  const size_t rows = size_t(batch) * L * Dm;
+  r.out.assign(rows, 0);
+  r.last.assign(size_t(batch) * Dm * N, 0);
+  if (backward) {
+    r.du.assign(rows, 0), r.ddelta.assign(rows, 0), r.dz.assign(rows, 0);
+    r.dA.assign(size_t(Dm) * N, 0), r.dB.assign(size_t(batch) * L * N, 0), r.dC.assign(size_t(batch) * L * N, 0);
+    r.dD.assign(Dm, 0), r.dbias.assign(Dm, 0), r.dinit.assign(size_t(batch) * Dm * N, 0);
+  }
+  std::vector<double> states(size_t(L + 1) * N), y(L);
+  for (int b = 0; b < batch; ++b) {
+    const int len = p.f.lengths ? p.lengths[b] : L;
+    for (int c = 0; c < Dm; ++c) {
+      auto at = [&](int t) { return (size_t(b) * L + t) * Dm + c; };
+      auto bc = [&](int t, int n) { return (size_t(b) * L + t) * N + n; };
+      auto delta_of = [&](int t) {
+        const double x = p.delta[at(t)] + (p.f.bias ? p.bias[c] : 0.0);
+        return p.f.softplus ? (x > 20 ? x : std::log1p(std::exp(x))) : x;
+      };
+      for (int n = 0; n < N; ++n) states[n] = p.f.initial ? p.init[(size_t(b) * Dm + c) * N + n] : 0.0;
+      for (int t = 0; t < len; ++t) {
+        const double dl = delta_of(t), u = p.u[at(t)];
+        double acc = p.f.D ? p.D[c] * u : 0.0;
+        for (int n = 0; n < N; ++n) {
+          const double h = std::exp(dl * p.A[c * N + n]) * states[size_t(t) * N + n] + dl * p.B[bc(t, n)] * u;
+          states[size_t(t + 1) * N + n] = h;
+          acc += p.C[bc(t, n)] * h;
+        }
+        y[t] = acc;
+        r.out[at(t)] = p.f.z ? acc * p.z[at(t)] * sigmoid(p.z[at(t)]) : acc;
+      }
+      for (int n = 0; n < N; ++n) r.last[(size_t(b) * Dm + c) * N + n] = states[size_t(len) * N + n];
+      if (!backward) continue;
+      std::vector<double> g(N);
+      for (int n = 0; n < N; ++n) g[n] = p.f.dlast ? p.dlast[(size_t(b) * Dm + c) * N + n] : 0.0;
+      for (int t = len - 1; t >= 0; --t) {
+        const double dl = delta_of(t), u = p.u[at(t)], dout = p.dout[at(t)];
+        double dy = dout;
+        if (p.f.z) {
+          const double z = p.z[at(t)], s = sigmoid(z);
+          dy = dout * z * s;
+          r.dz[at(t)] = dout * y[t] * s * (1 + z * (1 - s));
+        }
+        double du = p.f.D ? dy * p.D[c] : 0.0, ddl = 0;
+        if (p.f.D) r.dD[c] += dy * u;
+        for (int n = 0; n < N; ++n) {
+          const double A = p.A[c * N + n], a = std::exp(dl * A), Bv = p.B[bc(t, n)];
+          const double h_prev = states[size_t(t) * N + n], h = states[size_t(t + 1) * N + n];
+          g[n] += p.C[bc(t, n)] * dy;
+          r.dC[bc(t, n)] += dy * h;
+          r.dB[bc(t, n)] += g[n] * dl * u;
+          du += g[n] * dl * Bv;
+          ddl += g[n] * (Bv * u + h_prev * a * A);
+          r.dA[c * N + n] += g[n] * h_prev * a * dl;
+          g[n] *= a;
+        }
+        const double x = p.delta[at(t)] + (p.f.bias ? p.bias[c] : 0.0);
+        const double dx = p.f.softplus && x <= 20 ? ddl * sigmoid(x) : ddl;
+        r.du[at(t)] = du;
+        r.ddelta[at(t)] = dx;
+        r.dbias[c] += dx;
+      }
+      for (int n = 0; n < N; ++n) r.dinit[(size_t(b) * Dm + c) * N + n] = g[n];
+    }
+  }
+  return r;
+}
+
+void check_scan(const Dims& d, const Features& f, DType dtype, bool backward, uint64_t seed) {
+  const Problem p = make_problem(d, f, dtype, seed);
+  const ops::ScanInputs in = gpu_inputs(p, dtype);
+  const Reference r = reference(p, backward);
+  const double tol = tolerance(dtype);
+  const std::string where = "batch " + std::to_string(d.batch) + " L " + std::to_string(d.L) + " D " +
+                            std::to_string(d.D) + " N " + std::to_string(d.N) + " " + dtype_name(dtype);
+  const ops::ScanOutputs out = ops::cuda::selective_scan_forward(in);
+  ASSERT_EQ(out.out.dtype(), dtype);
+  EXPECT_LT(error_vs(out.out, r.out), tol) << "out, " << where;
+  EXPECT_LT(error_vs(out.last_state, r.last), tol) << "last_state, " << where;
+  if (!backward) return;
+  const Tensor dout = on_gpu(p.dout, {d.batch, d.L, d.D}, dtype);
+  const Tensor dlast = f.dlast ? on_gpu(p.dlast, {d.batch, d.D, d.N}, DType::f32) : Tensor();
+  const ops::ScanGrads g = ops::cuda::selective_scan_backward(in, dout, dlast);
+  // Positions past a sequence's length carry no gradient; whole-zero references are skipped.
+  auto check = [&](const Tensor& t, const std::vector<double>& ref, const char* name) {
+    ASSERT_TRUE(t.defined()) << name;
+    double norm = 0;
+    for (double v : ref) norm += v * v;
+    if (norm == 0) return;
+    EXPECT_LT(error_vs(t, ref), tol) << name << ", " << where;
+  };
+  check(g.du, r.du, "du");
+  check(g.ddelta, r.ddelta, "ddelta");
+  check(g.dA, r.dA, "dA");
+  check(g.dB, r.dB, "dB");
+  check(g.dC, r.dC, "dC");
+  if (f.D) check(g.dD, r.dD, "dD");
+  if (f.z) check(g.dz, r.dz, "dz");
+  if (f.bias) check(g.ddelta_bias, r.dbias, "ddelta_bias");
+  if (f.initial) check(g.dinitial_state, r.dinit, "dinitial_state");
+}
+
+TEST(CudaSelectiveScan, SmallOddSizesF32) {
+  SKIP_WITHOUT_GPU();
+  for (int L : {1, 7, 2047, 2049}) check_scan({2, L, 13, 5}, {}, DType::f32, true, 100 + L);
+}
+
+TEST(CudaSelectiveScan, SmallOddSizesBf16) {
+  SKIP_WITHOUT_GPU();
+  for (int L : {1, 7, 2047, 2049}) check_scan({2, L, 11, 16}, {}, DType::bf16, true, 200 + L);
+}
+
+// Small enough for compute-sanitizer (scripts/gpu/run.sh test), yet several chunks and splits.
+TEST(CudaSelectiveScan, AllFeaturesSmall) {
+  SKIP_WITHOUT_GPU();
+  check_scan({2, 600, 13, 16}, {}, DType::f32, true, 5);
+  check_scan({2, 600, 13, 16}, {}, DType::bf16, true, 6);
+}
+
+// The forward's tuning alternative: 16 positions per lane.
+TEST(CudaSelectiveScan, SixteenItemsPerLane) {
+  SKIP_WITHOUT_GPU();
+  struct Restore {
+    ~Restore() { ops::cuda_detail::set_selective_scan_forward_items(8); }
+  } restore;
+  ops::cuda_detail::set_selective_scan_forward_items(16);
+  check_scan({2, 2049, 13, 16}, {}, DType::f32, false, 3);
+  check_scan({3, 1500, 16, 16}, {}, DType::bf16, false, 4);
+}
+
+TEST(CudaSelectiveScan, NoOptionalInputs) {
+  SKIP_WITHOUT_GPU();
+  Features bare;
+  bare = {false, false, false, false, false, false, false};
+  check_scan({3, 300, 9, 16}, bare, DType::f32, true, 7);
+  check_scan({3, 300, 9, 16}, bare, DType::bf16, true, 8);
+}
+
+// Enough blocks that the length is not split across blocks.
+TEST(CudaSelectiveScan, WideUnsplitGrid) {
+  SKIP_WITHOUT_GPU();
+  check_scan({4, 600, 1000, 16}, {}, DType::f32, true, 9);
+  check_scan({4, 600, 1000, 16}, {}, DType::bf16, true, 10);
+}
+
+TEST(CudaSelectiveScan, LongSequence70000) {
+  SKIP_WITHOUT_GPU();
+  check_scan({2, 70000, 3, 4}, {}, DType::f32, true, 11);
+  check_scan({1, 70000, 5, 16}, {}, DType::bf16, true, 12);
+}
+
+TEST(CudaSelectiveScan, MillionTokensForward) {
+  SKIP_WITHOUT_GPU();
+  Features f;
+  f.lengths = false;
+  check_scan({1, 1 << 20, 2, 3}, f, DType::f32, false, 13);
+}
+
+TEST(CudaSelectiveScan, StepMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    Features f;
+    f.lengths = false;
+    f.dlast = false;
+    // One step is a scan of length 1 from the initial state.
+    const Problem p = make_problem({3, 1, 37, 16}, f, dtype, 14);
+    const Reference r = reference(p, false);
+    ops::ScanInputs in = gpu_inputs(p, dtype);
+    for (Tensor* t : {&in.u, &in.delta, &in.z}) *t = t->view({3, 37});
+    for (Tensor* t : {&in.B, &in.C}) *t = t->view({3, 16});
+    Tensor state = in.initial_state.clone();
+    const Tensor out = ops::cuda::selective_state_update(in, state);
+    EXPECT_LT(error_vs(out, r.out), tolerance(dtype)) << dtype_name(dtype);
+    EXPECT_LT(error_vs(state, r.last), 1e-5) << dtype_name(dtype);
+  }
+}
+
+TEST(CudaSelectiveScan, RejectsHostTensors) {
+  SKIP_WITHOUT_GPU();
+  const Problem p = make_problem({1, 4, 3, 2}, {}, DType::f32, 15);
+  ops::ScanInputs in = gpu_inputs(p, DType::f32);
+  in.B = in.B.to(Device::cpu);
+  EXPECT_THROW(ops::cuda::selective_scan_forward(in), Error);
+}
+
+}  // namespace
+}  // namespace mamba

@@ -1,0 +1,52 @@
+#include <gtest/gtest.h>
+
+#include "core/threads.h"
+#include "op_testing.h"
+#include "ops/elementwise.h"
+
+namespace mamba::ops {
+namespace {
+
+using testing::random_tensor;
+
+TEST(OpsElementwise, AddAndScale) {
+  set_num_threads(2);
+  Rng rng(61);
+  // Large enough to be split over threads.
+  Tensor a = random_tensor({301, 117}, DType::f32, rng), b = random_tensor({301, 117}, DType::f32, rng);
+  std::vector<double> x = a.to_double_vector(), y = b.to_double_vector();
+  add_(a, b);
+  scale_(a, -0.5);
+  std::vector<double> expected(x.size());
+  for (size_t i = 0; i < x.size(); ++i) expected[i] = (double(float(x[i] + y[i]))) * -0.5;
+  EXPECT_LT(relative_error(a, Tensor::from_vector(expected, {301, 117}, DType::f64)), 1e-7);
+  EXPECT_ERROR_MENTIONS(add_(a, random_tensor({301, 116}, DType::f32, rng)), "add_ operand b");
+}
+
+TEST(OpsElementwise, SplitThenConcatRoundTrips) {
+  Rng rng(62);
+  Tensor x = random_tensor({2, 5, 23}, DType::f32, rng);
+  std::vector<Tensor> parts = split_columns(x, {7, 0, 16});
+  ASSERT_EQ(parts.size(), 3u);
+  EXPECT_EQ(parts[0].shape(), (Shape{2, 5, 7}));
+  EXPECT_EQ(parts[1].shape(), (Shape{2, 5, 0}));
+  EXPECT_EQ(parts[2].shape(), (Shape{2, 5, 16}));
+  EXPECT_EQ(parts[2].item(0), x.item(7));
+  EXPECT_EQ(parts[0].item(7 + 3), x.item(23 + 3));
+  Tensor back = concat_columns(parts);
+  EXPECT_EQ(back.shape(), x.shape());
+  EXPECT_EQ(relative_error(back, x), 0.0);
+  Tensor ids = Tensor::from_vector({1, 2, 3, 4}, {2, 2}, DType::i64);
+  EXPECT_EQ(split_columns(ids, {1, 1})[1].item(1), 4);
+}
+
+TEST(OpsElementwise, BadWidthsAndPartsAreErrors) {
+  Rng rng(63);
+  Tensor x = random_tensor({4, 10}, DType::f32, rng);
+  EXPECT_ERROR_MENTIONS(split_columns(x, {3, 3}), "widths sum to 6");
+  EXPECT_ERROR_MENTIONS(concat_columns({x, random_tensor({3, 2}, DType::f32, rng)}), "part 1");
+  EXPECT_ERROR_MENTIONS(concat_columns({x, random_tensor({4, 2}, DType::bf16, rng)}), "dtype bf16");
+}
+
+}  // namespace
+}  // namespace mamba::ops

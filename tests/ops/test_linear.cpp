@@ -1,0 +1,99 @@
+#include <gtest/gtest.h>
+
+#include "core/threads.h"
+#include "op_testing.h"
+#include "ops/linear.h"
+
+namespace mamba::ops {
+namespace {
+
+using testing::random_tensor;
+
+// Row counts covering the streaming kernel (M ≤ 8) and the BLAS path.
+constexpr int64_t kRowCounts[] = {1, 3, 8, 9, 37};
+
+TEST(OpsLinear, CpuMatchesReferenceForEveryWeightDtype) {
+  set_num_threads(2);
+  Rng rng(11);
+  for (DType wt : {DType::f32, DType::bf16, DType::f16})
+    for (int64_t K : {45, 13, 96})
+      for (int64_t M : kRowCounts) {
+        const int64_t N = 67;
+        Tensor x = random_tensor({M, K}, DType::f32, rng);
+        Tensor w = random_tensor({N, K}, wt, rng);
+        Tensor b = random_tensor({N}, wt, rng);
+        Tensor expected = ref::linear_forward(x, w, b);  // on the same 16-bit-rounded weights
+        Tensor got = cpu::linear_forward(x, w, b);
+        EXPECT_EQ(got.shape(), (Shape{M, N}));
+        EXPECT_LT(relative_error(got, expected), 1e-5) << dtype_name(wt) << " M=" << M << " K=" << K;
+      }
+}
+
+TEST(OpsLinear, LeadingDimensionsAreRows) {
+  Rng rng(12);
+  Tensor x = random_tensor({2, 3, 21}, DType::f32, rng);
+  Tensor w = random_tensor({5, 21}, DType::f32, rng);
+  Tensor y = linear_forward(x, w);
+  EXPECT_EQ(y.shape(), (Shape{2, 3, 5}));
+  EXPECT_LT(relative_error(y, ref::linear_forward(x, w)), 1e-5);
+}
+
+TEST(OpsLinear, CpuBackwardMatchesReference) {
+  set_num_threads(2);
+  Rng rng(13);
+  for (DType wt : {DType::f32, DType::bf16})
+    for (int64_t M : {1, 5, 20}) {
+      const int64_t N = 39, K = 27;
+      Tensor x = random_tensor({M, K}, DType::f32, rng);
+      Tensor w = random_tensor({N, K}, wt, rng);
+      Tensor dy = random_tensor({M, N}, DType::f32, rng);
+      // The gradient buffers start non-zero: backward must accumulate into them.
+      Tensor dw_start = random_tensor({N, K}, DType::f32, rng), db_start = random_tensor({N}, DType::f32, rng);
+      Tensor dw_cpu = dw_start.clone(), db_cpu = db_start.clone();
+      Tensor dw_ref = dw_start.to(DType::f64), db_ref = db_start.to(DType::f64);
+      Tensor dx_cpu = cpu::linear_backward(x, w, dy, &dw_cpu, &db_cpu);
+      Tensor dx_ref = ref::linear_backward(x, w, dy, &dw_ref, &db_ref);
+      EXPECT_LT(relative_error(dx_cpu, dx_ref), 1e-5) << dtype_name(wt) << " M=" << M;
+      EXPECT_LT(relative_error(dw_cpu, dw_ref), 1e-5) << dtype_name(wt) << " M=" << M;
+      EXPECT_LT(relative_error(db_cpu, db_ref), 1e-5) << dtype_name(wt) << " M=" << M;
+    }
+}
+
+TEST(OpsLinear, ReferenceBackwardMatchesFiniteDifferences) {
+  Rng rng(14);
+  Tensor x = random_tensor({3, 5}, DType::f64, rng), w = random_tensor({4, 5}, DType::f64, rng);
+  Tensor b = random_tensor({4}, DType::f64, rng), dy = random_tensor({3, 4}, DType::f64, rng);
+  auto loss = [&] { return testing::dot(ref::linear_forward(x, w, b), dy); };
+  Tensor dw = Tensor::zeros({4, 5}, DType::f64), db = Tensor::zeros({4}, DType::f64);
+  Tensor dx = ref::linear_backward(x, w, dy, &dw, &db);
+  EXPECT_LT(relative_error(dx, testing::numeric_gradient(x, loss)), 1e-7);
+  EXPECT_LT(relative_error(dw, testing::numeric_gradient(w, loss)), 1e-7);
+  EXPECT_LT(relative_error(db, testing::numeric_gradient(b, loss)), 1e-7);
+}
+
+TEST(OpsLinear, ShapeMismatchesNameTheTensor) {
+  Rng rng(15);
+  Tensor x = random_tensor({2, 6}, DType::f32, rng), w = random_tensor({4, 5}, DType::f32, rng);
+  EXPECT_ERROR_MENTIONS(linear_forward(x, w), "linear input x");
+  Tensor w_ok = random_tensor({4, 6}, DType::f32, rng);
+  EXPECT_ERROR_MENTIONS(linear_forward(x, w_ok, random_tensor({3}, DType::f32, rng)), "linear bias");
+  Tensor dy_bad = random_tensor({2, 5}, DType::f32, rng);
+  EXPECT_ERROR_MENTIONS(linear_backward(x, w_ok, dy_bad, nullptr, nullptr), "linear output gradient dy");
+  Tensor dw_bad = Tensor::zeros({4, 5}, DType::f32);
+  EXPECT_ERROR_MENTIONS(linear_backward(x, w_ok, random_tensor({2, 4}, DType::f32, rng), &dw_bad, nullptr),
+                        "linear weight gradient");
+  EXPECT_ERROR_MENTIONS(cpu::linear_forward(x.to(DType::f64), w_ok, {}), "f32 activations");
+}
+
+TEST(OpsLinear, CudaTensorWithoutCudaBuildIsAClearError) {
+  if (cuda_compiled()) GTEST_SKIP() << "this build has CUDA";
+  float dummy[6] = {};
+  Tensor x = Tensor::wrap(dummy, {1, 6}, DType::f32, nullptr, Device::cuda);
+  Tensor w = Tensor::wrap(dummy, {1, 6}, DType::f32, nullptr, Device::cuda);
+  EXPECT_ERROR_MENTIONS(linear_forward(x, w), "no CUDA support");
+  Rng rng(16);
+  EXPECT_ERROR_MENTIONS(linear_forward(x, random_tensor({1, 6}, DType::f32, rng)), "linear weight: tensor is on cpu");
+}
+
+}  // namespace
+}  // namespace mamba::ops
