@@ -276,8 +276,8 @@ TrainResult train(model::LanguageModel& model, DataSource& data, const TrainOpti
     save(result.last_step);
     progress.message("saved step " + std::to_string(result.last_step) + " to " + out);
   }
-  if (result.stop_reason != "interrupted" && last_eval_step != result.last_step && result.last_step >= 1)
-    run_eval(result.last_step);
+  bool stepped = result.last_step >= result.first_step;
+  if (result.stop_reason != "interrupted" && last_eval_step != result.last_step && stepped) run_eval(result.last_step);
   write_loss_plot(metrics.path(), out + "/loss.svg", "mambacpp train: " + data.describe());
   if (result.stop_reason != "finished")
     progress.message("stopped (" + result.stop_reason + ") at step " + std::to_string(result.last_step));
