@@ -191,11 +191,12 @@ TEST(CudaSelectiveScan, SmallOddSizesBf16) {
   for (int L : {1, 7, 2047, 2049}) check_scan({2, L, 11, 16}, {}, DType::bf16, true, 200 + L);
 }
 
-// Small enough for compute-sanitizer (scripts/gpu/run.sh test), yet several chunks and splits.
+// Small enough for compute-sanitizer (scripts/gpu/run.sh test), yet several chunks and a split length.
 TEST(CudaSelectiveScan, AllFeaturesSmall) {
   SKIP_WITHOUT_GPU();
   check_scan({2, 600, 13, 16}, {}, DType::f32, true, 5);
   check_scan({2, 600, 13, 16}, {}, DType::bf16, true, 6);
+  check_scan({1, 4100, 5, 16}, {}, DType::f32, true, 16);  // few blocks: the length is split
 }
 
 // The forward's tuning alternative: 16 positions per lane.
