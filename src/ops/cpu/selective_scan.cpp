@@ -147,9 +147,9 @@ struct Block {
   void prefetch(int64_t t, const P*... rows) const {
     if (t >= 0 && t < s.length) (__builtin_prefetch(rows + at(t)), ...);
   }
-  Vec16 u(int64_t t) const { return simd::load(s.u + at(t), count); }
-  Vec16 delta_input(int64_t t) const { return simd::load(s.delta + at(t), count) + bias; }
-  Vec16 delta_prime(Vec16 x) const { return s.softplus ? simd::softplus(x) : x; }
+  [[gnu::always_inline]] Vec16 u(int64_t t) const { return simd::load(s.u + at(t), count); }
+  [[gnu::always_inline]] Vec16 delta_input(int64_t t) const { return simd::load(s.delta + at(t), count) + bias; }
+  [[gnu::always_inline]] Vec16 delta_prime(Vec16 x) const { return s.softplus ? simd::softplus(x) : x; }
   const float* B_row(int64_t t) { return float_row(s.B + s.row(b, t), N, b_scratch); }
   const float* C_row(int64_t t) { return float_row(s.C + s.row(b, t), N, c_scratch); }
   void load_initial_state(Vec16* h) const {
