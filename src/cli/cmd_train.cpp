@@ -37,6 +37,7 @@ struct TrainFlags {
   // Which of the defaulted flags the user gave (for conflicts and overrides).
   CLI::Option* seq_len_option = nullptr;
   CLI::Option* batch_option = nullptr;
+  CLI::Option* eval_batches_option = nullptr;
 };
 
 struct Preset {
@@ -86,9 +87,22 @@ int64_t data_vocab(const TrainFlags& f) {
   return 0;
 }
 
-std::unique_ptr<train::DataSource> make_data(const TrainFlags& f, int64_t model_vocab) {
+// Checks the data flags before any model is built, so their errors come first.
+void check_data_flags(const TrainFlags& f) {
   int sources = !f.data_path.empty() + !f.task.empty() + !f.fixed_batch.empty();
   MAMBA_CHECK(sources == 1, "train: give exactly one of --data, --task and --fixed-batch");
+  MAMBA_CHECK(f.data_format == "bytes" || f.data_format == "tokens" || f.data_format == "text",
+              "--data-format: unknown format '", f.data_format, "' (expected bytes, tokens or text)");
+  if (!f.task.empty()) {
+    train::task_kind_from_name(f.task, "--task");
+    MAMBA_CHECK(f.seq_len_option->count() == 0, "--seq-len: does not apply to --task (the length is --task-len)");
+  }
+  MAMBA_CHECK(f.data_format != "text" || f.data_path.empty(),
+              "--data-format text: the tokenizer is not wired into train yet; tokenize first (mambacpp tokenize) and "
+              "use --data-format tokens");
+}
+
+std::unique_ptr<train::DataSource> make_data(const TrainFlags& f, int64_t model_vocab) {
   if (!f.fixed_batch.empty()) {
     io::SafetensorsFile file = io::read_safetensors(f.fixed_batch);
     auto ids = file.tensors.find("input_ids");
@@ -96,7 +110,6 @@ std::unique_ptr<train::DataSource> make_data(const TrainFlags& f, int64_t model_
     return train::make_fixed_batch_source(ids->second, model_vocab, "--fixed-batch '" + f.fixed_batch + "'");
   }
   if (!f.task.empty()) {
-    MAMBA_CHECK(f.seq_len_option->count() == 0, "--seq-len: does not apply to --task (the length is --task-len)");
     train::TaskOptions task;
     task.kind = train::task_kind_from_name(f.task, "--task");
     task.length = f.task_len;
@@ -130,6 +143,7 @@ void run_train(TrainFlags& f) {
   MAMBA_CHECK(!(f.resume && !f.init_dir.empty()),
               "--init: cannot be combined with --resume (the run's weights are in --out)");
   auto [beta1, beta2] = parse_betas(f.adam_betas);
+  check_data_flags(f);
 
   model::LoadOptions load;
   load.device = Device::cpu;
@@ -172,7 +186,8 @@ void run_train(TrainFlags& f) {
   o.optimizer.weight_decay = f.weight_decay;
   o.optimizer.momentum = f.momentum;
   o.eval_every = f.eval_every;
-  o.eval_batches = f.eval_batches;
+  // A task's evaluation set is its fixed 1024 sequences, all of them unless asked otherwise.
+  o.eval_batches = !f.task.empty() && f.eval_batches_option->count() == 0 ? 0 : f.eval_batches;
   o.save_every = f.save_every;
   o.time_limit_s = f.time_limit;
   o.resume = f.resume;
@@ -236,7 +251,9 @@ CommandRegistration registration(60, [](CLI::App& app) {
   cmd->add_option("--momentum", f.momentum, "SGD momentum (default 0)");
   cmd->add_option("--seed", f.seed, "Seed of initialisation and data order (default 0)");
   cmd->add_option("--eval-every", f.eval_every, "Evaluate every N steps, 0 = only at the end (default 0)");
-  cmd->add_option("--eval-batches", f.eval_batches, "Evaluation batches, 0 = the whole set (default 20)");
+  f.eval_batches_option =
+      cmd->add_option("--eval-batches", f.eval_batches,
+                      "Evaluation batches, 0 = the whole set (default 20; tasks: all 1024 sequences)");
   cmd->add_option("--val-fraction", f.val_fraction, "Last fraction of the data held out (default 0.05)");
   cmd->add_option("--save-every", f.save_every, "Save every N steps, 0 = only at the end (default 0)");
   cmd->add_option("--time-limit", f.time_limit, "Stop, save and evaluate after this many seconds");

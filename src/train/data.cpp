@@ -59,7 +59,9 @@ class StreamSource final : public DataSource {
   }
 
   std::string describe() const override {
-    return detail::concat(what_, ": ", tokens_.size(), " tokens (", train_end_, " training)");
+    int64_t n = int64_t(tokens_.size());
+    if (val_begin_ == 0) return detail::concat(what_, ": ", n, " tokens");
+    return detail::concat(what_, ": ", n, " tokens (", train_end_, " training, ", n - train_end_, " validation)");
   }
   int64_t vocab() const override { return vocab_; }
   int64_t seq_len() const override { return length_; }

@@ -245,6 +245,7 @@ TrainResult train(model::LanguageModel& model, DataSource& data, const TrainOpti
            last_saved, ") is kept. Try a lower --lr, --grad-clip 1 or a longer --warmup.");
     }
     optimizer.step(params, lr);
+    model.parameters_changed();
     double seconds = step_timer.seconds();
     double tokens_per_s = double(tokens_per_step) / std::max(seconds, 1e-9);
     metrics.write({{"step", step},
@@ -275,8 +276,8 @@ TrainResult train(model::LanguageModel& model, DataSource& data, const TrainOpti
     save(result.last_step);
     progress.message("saved step " + std::to_string(result.last_step) + " to " + out);
   }
-  if (result.stop_reason != "interrupted" && last_eval_step != result.last_step && result.last_step >= 1)
-    run_eval(result.last_step);
+  bool stepped = result.last_step >= result.first_step;
+  if (result.stop_reason != "interrupted" && last_eval_step != result.last_step && stepped) run_eval(result.last_step);
   write_loss_plot(metrics.path(), out + "/loss.svg", "mambacpp train: " + data.describe());
   if (result.stop_reason != "finished")
     progress.message("stopped (" + result.stop_reason + ") at step " + std::to_string(result.last_step));

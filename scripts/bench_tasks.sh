@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The paper's synthetic tasks as MAMBA.md defines them (a benchmark, not run in CI):
+#   Selective Copying (body 256, 16 data tokens, vocab 16; 2 layers, d_model 64), with selection and
+#   with --no-selection (the LTI ablation), and Induction Heads (trained at length 256, evaluated at
+#   256, 512, … up to MAX_LEN). Writes the results between the bench markers of docs/training.md.
+# Settings come from the environment: BIN, STEPS, BATCH, LR, THREADS, MAX_LEN, EVAL_SEQS, WORK.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-build/mambacpp}
+STEPS=${STEPS:-4000}
+BATCH=${BATCH:-16}
+LR=${LR:-3e-3}
+THREADS=${THREADS:-0}
+MAX_LEN=${MAX_LEN:-16384}
+EVAL_SEQS=${EVAL_SEQS:-256}  # sequences per length-generalisation point (the training eval uses all 1024)
+WORK=${WORK:-bench_tasks_out}
+DOC=docs/training.md
+
+[[ -x "$BIN" ]] || { echo "bench_tasks.sh: $BIN not found; build first (ninja -C build mambacpp)" >&2; exit 1; }
+mkdir -p "$WORK"
+common=(--n-layer 2 --d-model 64 --steps "$STEPS" --batch "$BATCH" --lr "$LR" --min-lr 1e-4 --warmup 100
+        --schedule cosine --weight-decay 0.1 --grad-clip 1 --eval-every 500 --threads "$THREADS" --seed 1)
+
+json_field() {  # json_field FIELD < one JSON object
+  sed -n "s/.*\"$1\":\([-0-9.eE+]*\).*/\1/p"
+}
+fmt() {  # four decimals, or n/a when the field was missing
+  local v
+  v=$(cat)
+  if [[ -n $v ]]; then printf '%.4f' "$v"; else printf 'n/a'; fi
+}
+last_eval() {  # the last evaluation record of a run
+  grep '"eval":true' "$1/metrics.jsonl" | tail -1
+}
+
+train() {  # train NAME ARGS...
+  local name=$1
+  shift
+  rm -rf "${WORK:?}/$name"
+  local start=$SECONDS
+  "$BIN" train "$@" "${common[@]}" --out "$WORK/$name" 2> "$WORK/$name.log"
+  echo $((SECONDS - start))
+}
+
+sc_args=(--task selective-copying --task-len 256 --task-tokens 16 --task-vocab 16)
+t_sc=$(train sc_selective "${sc_args[@]}")
+t_lti=$(train sc_lti "${sc_args[@]}" --no-selection)
+t_ih=$(train ih --task induction-heads --task-len 256 --task-vocab 16)
+
+acc() { last_eval "$WORK/$1" | json_field accuracy | fmt; }
+loss() { last_eval "$WORK/$1" | json_field loss | fmt; }
+
+ih_rows=""
+len=256
+while ((len <= MAX_LEN)); do
+  batch=$((len >= 4096 ? 1 : 8))
+  out=$("$BIN" eval -m "$WORK/ih" --task induction-heads --task-len "$len" --task-vocab 16 --batch "$batch" \
+        --max-batches $((EVAL_SEQS / batch)) --threads "$THREADS" --json)
+  ih_rows+="| $len | $(echo "$out" | json_field accuracy | fmt) | $(echo "$out" | json_field loss | fmt) |"$'\n'
+  len=$((len * 2))
+done
+
+report=$(cat <<EOF
+Measured $(date -u +%Y-%m-%d) on $(uname -m), $(nproc) cores, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown);
+$STEPS steps, batch $BATCH, AdamW lr $LR (cosine to 1e-4, 100 warmup steps), 2 layers, d_model 64, seed 1.
+Accuracy on the fixed 1024-sequence evaluation set at the end of training.
+
+| task | model | accuracy | eval loss | training time (s) |
+|---|---|---|---|---|
+| Selective Copying (L 256, M 16, V 16) | Mamba (selective) | $(acc sc_selective) | $(loss sc_selective) | $t_sc |
+| Selective Copying (L 256, M 16, V 16) | LTI, \`--no-selection\` | $(acc sc_lti) | $(loss sc_lti) | $t_lti |
+| Induction Heads (L 256, V 16) | Mamba (selective) | $(acc ih) | $(loss ih) | $t_ih |
+
+Induction Heads length generalisation (trained at 256; $EVAL_SEQS sequences per length):
+
+| length | accuracy | loss |
+|---|---|---|
+$ih_rows
+EOF
+)
+
+# Replace what lies between the markers.
+REPORT="$report" awk '
+  /<!-- bench_tasks:begin -->/ { print; print ENVIRON["REPORT"]; skip = 1; next }
+  /<!-- bench_tasks:end -->/ { skip = 0 }
+  !skip { print }
+' "$DOC" > "$DOC.tmp" && mv "$DOC.tmp" "$DOC"
+echo "$report"
