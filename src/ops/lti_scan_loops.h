@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "ops/lti_scan.h"
+
 namespace mamba::ops::lti_detail {
 
 template <typename Real>
@@ -85,6 +87,46 @@ void backward_channel(const Channel<Real>& ch, const Real* A, const Real* B, con
     d_delta += d_decay[size_t(i)] * ch.decay[size_t(i)] * A[i] + d_weight[size_t(i)] * B[i];
   }
   *ddelta_bias += d_delta * sigmoid(bias);
+}
+
+// Gradient tensors for `in`, zeroed where they accumulate.
+inline LtiScanGrads allocate_grads(const LtiScanInputs& in, DType dtype) {
+  const int64_t dim = in.u.size(2), n = in.A.size(1);
+  return {Tensor::empty(in.u.shape(), dtype), Tensor::empty(in.u.shape(), dtype), Tensor::zeros({dim, n}, dtype),
+          Tensor::zeros({dim, n}, dtype),     Tensor::zeros({dim, n}, dtype),     Tensor::zeros({dim}, dtype),
+          Tensor::zeros({dim}, dtype)};
+}
+
+// Channels [d0, d1) of every sequence; every tensor holds Real.
+template <typename Real>
+void forward_channels(const LtiScanInputs& in, Tensor& out, int64_t d0, int64_t d1) {
+  const int64_t batch = in.u.size(0), length = in.u.size(1), dim = in.u.size(2), n = in.A.size(1);
+  for (int64_t d = d0; d < d1; ++d) {
+    Channel<Real> ch(in.delta_bias.data<Real>()[d], in.A.data<Real>() + d * n, in.B.data<Real>() + d * n, n);
+    for (int64_t b = 0; b < batch; ++b) {
+      int64_t o = b * length * dim + d;
+      forward_channel(ch, in.C.data<Real>() + d * n, in.D.data<Real>()[d], in.u.data<Real>() + o, in.z.data<Real>() + o,
+                      out.data<Real>() + o, length, dim, n);
+    }
+  }
+}
+
+template <typename Real>
+void backward_channels(const LtiScanInputs& in, const Tensor& dout, LtiScanGrads& g, int64_t d0, int64_t d1) {
+  const int64_t batch = in.u.size(0), length = in.u.size(1), dim = in.u.size(2), n = in.A.size(1);
+  std::vector<Real> scratch;
+  for (int64_t d = d0; d < d1; ++d) {
+    const Real *A = in.A.data<Real>() + d * n, *B = in.B.data<Real>() + d * n;
+    Real bias = in.delta_bias.data<Real>()[d];
+    Channel<Real> ch(bias, A, B, n);
+    for (int64_t b = 0; b < batch; ++b) {
+      int64_t o = b * length * dim + d;
+      backward_channel(ch, A, B, in.C.data<Real>() + d * n, in.D.data<Real>()[d], bias, in.u.data<Real>() + o,
+                       in.z.data<Real>() + o, dout.data<Real>() + o, g.du.data<Real>() + o, g.dz.data<Real>() + o,
+                       g.dA.data<Real>() + d * n, g.dB.data<Real>() + d * n, g.dC.data<Real>() + d * n,
+                       g.dD.data<Real>() + d, g.ddelta_bias.data<Real>() + d, scratch, length, dim, n);
+    }
+  }
 }
 
 }  // namespace mamba::ops::lti_detail
