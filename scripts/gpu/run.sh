@@ -53,7 +53,7 @@ rm -f "$build/libmambacpp_gpu.a"
 (cd "$build" && ar rcs libmambacpp_gpu.a $objects)
 echo "library objects built in $(( $(date +%s) - start )) s"
 libs="$build/libmambacpp_gpu.a -L$cuda_home/lib64 -lcublasLt -lcublas -lcudart $(pkg-config --libs openblas) -lpthread"
-cxx_flags="-std=c++20 -O2 -Isrc -I$cuda_home/include"
+cxx_flags="-std=c++20 -O2 -DMAMBACPP_CUDA -Isrc -I$cuda_home/include"
 
 run_tests() {
   echo "== tests"

@@ -1,5 +1,6 @@
 // GPU conv1d, add+norm, embedding, linear and LM-head cross-entropy against the float64 reference
-// ops (ops::ref) on the same values, random odd sizes, every output and every gradient.
+// ops (ops::ref) on the same values, random odd sizes, every output and every gradient. Calls go
+// through the ops:: entry points (they dispatch on the device), so this links in every build.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -43,10 +44,10 @@ TEST(CudaCausalConv1d, ForwardBackwardStep) {
     const ops::ConvOutputs ref = ops::ref::causal_conv1d_forward(ref_in);
     const ops::ConvGrads ref_g = ops::ref::causal_conv1d_backward(ref_in, cpu64(dout, {batch, L, C}));
     const double tol = tolerance(dtype);
-    const ops::ConvOutputs o = ops::cuda::causal_conv1d_forward(in);
+    const ops::ConvOutputs o = ops::causal_conv1d_forward(in);
     EXPECT_LT(error_vs(o.out, ref.out.to_double_vector()), tol) << dtype_name(dtype);
     EXPECT_LT(error_vs(o.final_state, ref.final_state.to_double_vector()), 1e-6) << dtype_name(dtype);
-    const ops::ConvGrads g = ops::cuda::causal_conv1d_backward(in, on_gpu(dout, {batch, L, C}, dtype));
+    const ops::ConvGrads g = ops::causal_conv1d_backward(in, on_gpu(dout, {batch, L, C}, dtype));
     EXPECT_LT(error_vs(g.dx, ref_g.dx.to_double_vector()), tol);
     EXPECT_LT(error_vs(g.dweight, ref_g.dweight.to_double_vector()), tol);
     EXPECT_LT(error_vs(g.dbias, ref_g.dbias.to_double_vector()), tol);
@@ -62,7 +63,7 @@ TEST(CudaCausalConv1d, ForwardBackwardStep) {
         for (int c = 0; c < C; ++c) xt.push_back(x[(size_t(b) * L + t) * C + c]);
       step.x = on_gpu(xt, {batch, C}, dtype);
       ref_step.x = cpu64(xt, {batch, C});
-      const Tensor y = ops::cuda::causal_conv1d_step(step, state);
+      const Tensor y = ops::causal_conv1d_step(step, state);
       const Tensor y_ref = ops::ref::causal_conv1d_step(ref_step, ref_state);
       EXPECT_LT(error_vs(y, y_ref.to_double_vector()), tol) << "step " << t;
       EXPECT_LT(error_vs(state, ref_state.to_double_vector()), 1e-6) << "step " << t;
@@ -98,12 +99,11 @@ void check_norm(ops::NormKind kind, DType dtype, bool with_residual) {
   const ops::NormOutputs ref = ops::ref::add_norm_forward(ref_in);
   const ops::NormGrads ref_g = ops::ref::add_norm_backward(ref_in, ref, cpu64(dout, {M, d}), cpu64(dres, {M, d}));
   const double tol = tolerance(dtype);
-  const ops::NormOutputs o = ops::cuda::add_norm_forward(in);
+  const ops::NormOutputs o = ops::add_norm_forward(in);
   EXPECT_LT(error_vs(o.out, ref.out.to_double_vector()), tol);
   EXPECT_LT(error_vs(o.residual_out, ref.residual_out.to_double_vector()), 1e-6);
   EXPECT_LT(error_vs(o.rstd, ref.rstd.to_double_vector()), 1e-5);
-  const ops::NormGrads g =
-      ops::cuda::add_norm_backward(in, o, on_gpu(dout, {M, d}, dtype), on_gpu(dres, {M, d}, DType::f32));
+  const ops::NormGrads g = ops::add_norm_backward(in, o, on_gpu(dout, {M, d}, dtype), on_gpu(dres, {M, d}, DType::f32));
   EXPECT_LT(error_vs(g.ds, ref_g.ds.to_double_vector()), tol);
   EXPECT_LT(error_vs(g.dweight, ref_g.dweight.to_double_vector()), tol);
   if (layer) {
@@ -131,14 +131,14 @@ TEST(CudaEmbedding, LookupGradientAndBadIds) {
   const Tensor ref = ops::ref::embedding_forward(cpu64(w, {V, d}), Tensor::from_vector(ids, {M}, DType::i64));
   Tensor ref_dw = Tensor::zeros({V, d}, DType::f64);
   ops::ref::embedding_backward(Tensor::from_vector(ids, {M}, DType::i64), cpu64(dout, {M, d}), ref_dw);
-  EXPECT_LT(error_vs(ops::cuda::embedding_forward(on_gpu(w, {V, d}, DType::f32), on_gpu(ids, {M}, DType::i64)),
+  EXPECT_LT(error_vs(ops::embedding_forward(on_gpu(w, {V, d}, DType::f32), on_gpu(ids, {M}, DType::i64)),
                      ref.to_double_vector()),
             1e-7);
   Tensor dweight = Tensor::zeros({V, d}, DType::f32, Device::cuda);
-  ops::cuda::embedding_backward(on_gpu(ids, {M}, DType::i32), on_gpu(dout, {M, d}, DType::f32), dweight);
+  ops::embedding_backward(on_gpu(ids, {M}, DType::i32), on_gpu(dout, {M, d}, DType::f32), dweight);
   EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), 1e-6);
   ids[17] = V;
-  EXPECT_THROW(ops::cuda::embedding_forward(on_gpu(w, {V, d}, DType::f32), on_gpu(ids, {M}, DType::i32)), Error);
+  EXPECT_THROW(ops::embedding_forward(on_gpu(w, {V, d}, DType::f32), on_gpu(ids, {M}, DType::i32)), Error);
 }
 
 TEST(CudaLinear, ForwardBackward) {
@@ -157,16 +157,16 @@ TEST(CudaLinear, ForwardBackward) {
         ops::ref::linear_backward(cpu64(x, {M, K}), cpu64(w, {N, K}), cpu64(dy, {M, N}), &ref_dw, &ref_db);
     const Tensor gx = on_gpu(x, {M, K}, dtype), gw = on_gpu(w, {N, K}, dtype);
     const double tol = tolerance(dtype);
-    EXPECT_LT(error_vs(ops::cuda::linear_forward(gx, gw, on_gpu(b, {N}, DType::f32)), ref_y.to_double_vector()), tol);
+    EXPECT_LT(error_vs(ops::linear_forward(gx, gw, on_gpu(b, {N}, DType::f32)), ref_y.to_double_vector()), tol);
     Tensor dweight = on_gpu(std::vector<double>(N * K, 1.0), {N, K}, DType::f32);
     Tensor dbias = Tensor::zeros({N}, DType::f32, Device::cuda);
-    const Tensor gdx = ops::cuda::linear_backward(gx, gw, on_gpu(dy, {M, N}, dtype), &dweight, &dbias);
+    const Tensor gdx = ops::linear_backward(gx, gw, on_gpu(dy, {M, N}, dtype), &dweight, &dbias);
     EXPECT_LT(error_vs(gdx, ref_dx.to_double_vector()), tol);
     EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), tol);
     EXPECT_LT(error_vs(dbias, ref_db.to_double_vector()), tol);
     // Decode shape (one row), no bias.
     const Tensor ref_row = ops::ref::linear_forward(cpu64({x.begin(), x.begin() + K}, {1, K}), cpu64(w, {N, K}));
-    EXPECT_LT(error_vs(ops::cuda::linear_forward(gx.slice(0, 1), gw, Tensor()), ref_row.to_double_vector()), tol);
+    EXPECT_LT(error_vs(ops::linear_forward(gx.slice(0, 1), gw, Tensor()), ref_row.to_double_vector()), tol);
   }
 }
 
@@ -182,7 +182,7 @@ TEST(CudaCrossEntropy, LossGradientsAndPredictions) {
   const ops::CrossEntropyResult ref = ops::ref::lm_head_cross_entropy(
       cpu64(h, {M, d}), cpu64(w, {V, d}), Tensor::from_vector(targets, {M}, DType::i32), true, &ref_dw);
   Tensor dweight = Tensor::zeros({V, d}, DType::f32, Device::cuda);
-  const ops::CrossEntropyResult r = ops::cuda::lm_head_cross_entropy(
+  const ops::CrossEntropyResult r = ops::lm_head_cross_entropy(
       on_gpu(h, {M, d}, DType::f32), on_gpu(w, {V, d}, DType::f32), on_gpu(targets, {M}, DType::i32), true, &dweight);
   EXPECT_EQ(r.count, ref.count);
   EXPECT_NEAR(r.loss, ref.loss, 1e-5 * std::abs(ref.loss));
@@ -190,8 +190,8 @@ TEST(CudaCrossEntropy, LossGradientsAndPredictions) {
   EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), 1e-5);
   EXPECT_EQ(r.predictions.to_double_vector(), ref.predictions.to_double_vector());
   targets[3] = V;
-  EXPECT_THROW(ops::cuda::lm_head_cross_entropy(on_gpu(h, {M, d}, DType::f32), on_gpu(w, {V, d}, DType::f32),
-                                                on_gpu(targets, {M}, DType::i32), false, nullptr),
+  EXPECT_THROW(ops::lm_head_cross_entropy(on_gpu(h, {M, d}, DType::f32), on_gpu(w, {V, d}, DType::f32),
+                                          on_gpu(targets, {M}, DType::i32), false, nullptr),
                Error);
 }
 
