@@ -55,8 +55,7 @@ TEST(CudaModel, GradientsMatchCpu) {
   LossResult b = gpu->forward_backward(ids, targets, true);
   EXPECT_NEAR(a.loss, b.loss, 1e-4 * std::abs(a.loss));
   for (size_t i = 0; i < cpu->parameters().size(); ++i)
-    EXPECT_LT(relative_error(gpu->parameters()[i].grad, cpu->parameters()[i].grad), 1e-4)
-        << cpu->parameters()[i].name;
+    EXPECT_LT(relative_error(gpu->parameters()[i].grad, cpu->parameters()[i].grad), 1e-4) << cpu->parameters()[i].name;
 }
 
 }  // namespace
