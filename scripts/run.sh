@@ -13,11 +13,14 @@ mkdir -p "$out"
 # The fortune text files, not their .dat indexes (nor the .u8 links to the same texts).
 find /usr/share/games/fortunes -maxdepth 1 -type f ! -name '*.dat' ! -name '*.u8' -print0 | sort -z |
   xargs -0 cat > "$out/corpus.txt"
-echo "corpus: $(wc -c < "$out/corpus.txt") bytes of fortunes"
+bytes=$(wc -c < "$out/corpus.txt")
+# The trainer holds out the last 5% for validation; the same bytes are evaluated again below.
+tail -c $((bytes / 20)) "$out/corpus.txt" > "$out/validation.txt"
+echo "corpus: $bytes bytes of fortunes"
 
 ./build/mambacpp train --preset tiny --data "$out/corpus.txt" --data-format bytes --out "$out/model" \
   --batch 16 --seq-len 256 --lr 3e-3 --min-lr 3e-4 --schedule cosine --warmup 100 --steps 3000 \
   --eval-every 250 --eval-batches 8 --val-fraction 0.05 --save-every 500 --time-limit 540 --seed 1
-./build/mambacpp eval -m "$out/model" --data "$out/corpus.txt" --data-format bytes --val-fraction 0.05
+./build/mambacpp eval -m "$out/model" --data "$out/validation.txt" --data-format bytes
 ./build/mambacpp generate -m "$out/model" --tokenizer bytes --prompt "Q: What is the meaning of life?
 A:" -n 400 --temperature 0.8 --top-p 0.95 --seed 7

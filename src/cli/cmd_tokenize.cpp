@@ -1,6 +1,7 @@
 // mambacpp tokenize | detokenize: text -> ids and ids -> text with a tokenizer.json or bytes.
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -24,6 +25,8 @@ struct DetokenizeOptions {
 };
 
 std::string read_file(const std::string& path) {
+  std::error_code error;
+  MAMBA_CHECK(!std::filesystem::is_directory(path, error), "--file ", path, ": is a folder, expected a text file");
   std::ifstream file(path, std::ios::binary);
   MAMBA_CHECK(file, "--file ", path, ": cannot open it");
   std::ostringstream contents;

@@ -29,15 +29,17 @@ class ThreadPool {
   int size() const { return size_; }
 
   void run(int ranges, const std::function<void(int)>& task) {
+    // The new claim goes first: from here on no worker still in an earlier run can claim a range.
+    const uint64_t generation = generation_.load() + 1;
+    claim_.store(claim_tag(generation) | 1);
     task_ = &task;
-    ranges_ = ranges;
-    next_.store(1);
+    ranges_.store(ranges);
     pending_.store(ranges - 1);
     error_ = nullptr;
-    generation_.fetch_add(1, std::memory_order_release);
+    generation_.store(generation, std::memory_order_release);
     generation_.notify_all();
     run_range(0);
-    claim_ranges();
+    claim_ranges(generation);
     while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     if (error_) std::rethrow_exception(error_);
   }
@@ -51,10 +53,16 @@ class ThreadPool {
       if (!error_) error_ = std::current_exception();
     }
   }
-  void claim_ranges() {
-    for (int r = next_.fetch_add(1); r < ranges_; r = next_.fetch_add(1)) {
-      run_range(r);
+  // A claim is (run generation << 32 | next range index), taken by compare-and-swap, so a worker
+  // still finishing an earlier run can never take (or miscount) a range of the current one.
+  static uint64_t claim_tag(uint64_t generation) { return generation << 32; }
+  void claim_ranges(uint64_t generation) {
+    uint64_t claim = claim_.load();
+    while ((claim & ~0xffffffffull) == claim_tag(generation) && int(claim & 0xffffffffu) < ranges_.load()) {
+      if (!claim_.compare_exchange_weak(claim, claim + 1)) continue;
+      run_range(int(claim & 0xffffffffu));
       pending_.fetch_sub(1, std::memory_order_release);
+      claim = claim_.load();
     }
   }
   void work(int) {
@@ -69,7 +77,7 @@ class ThreadPool {
       }
       seen = g;
       if (stop_.load()) return;
-      claim_ranges();
+      claim_ranges(g);
     }
   }
 
@@ -77,9 +85,9 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
-  std::atomic<int> next_{0};
+  std::atomic<uint64_t> claim_{0};
   std::atomic<int> pending_{0};
-  int ranges_ = 0;
+  std::atomic<int> ranges_{0};
   const std::function<void(int)>* task_ = nullptr;
   std::exception_ptr error_;
   std::mutex error_mutex_;

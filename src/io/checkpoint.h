@@ -2,8 +2,9 @@
 //   model.safetensors | model.safetensors.index.json + shards | pytorch_model.bin (state-spaces).
 // Tensors are returned by their Hugging Face names (state-spaces' `backbone.embedding.weight`
 // becomes `backbone.embeddings.weight`; a stored `lm_head.weight` that shares the embedding's
-// storage is dropped as tied). safetensors files are memory-mapped: tensors in the stored dtype
-// are views of the mapping, never copies.
+// storage, or equals it while the config says tied, is dropped as tied). safetensors files are
+// memory-mapped: tensors keep the stored dtype and are views of the mapping (copied only when a
+// writer left them misaligned for their element size).
 #pragma once
 #include <map>
 #include <string>
@@ -25,7 +26,8 @@ struct Checkpoint {
 Checkpoint load_checkpoint(const std::string& dir);
 
 // Writes DIR/config.json and DIR/model.safetensors atomically (temp files, fsync, rename); the
-// folder is created when missing. `metadata` goes into the safetensors header's __metadata__.
+// folder is created when missing. `metadata` goes into the safetensors header's __metadata__,
+// with "format": "pt" added (transformers refuses files without it).
 void save_checkpoint(const std::string& dir, const ModelConfig& config, const TensorMap& tensors,
                      const std::map<std::string, std::string>& metadata = {});
 

@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include "core/error.h"
@@ -288,6 +289,7 @@ json parse_json_lenient(const std::string& text, const std::string& source) {
   std::string rewritten;
   rewritten.reserve(text.size());
   bool in_string = false;
+  int depth = 0;
   for (size_t i = 0; i < text.size(); ++i) {
     char ch = text[i];
     if (in_string) {
@@ -300,6 +302,11 @@ json parse_json_lenient(const std::string& text, const std::string& source) {
       continue;
     }
     if (ch == '"') in_string = true;
+    if (ch == '[' || ch == '{') {
+      // resolve_float_objects recurses; no config nests anywhere near this deep.
+      MAMBA_CHECK(++depth <= 1000, source, ": JSON nests deeper than 1000 levels");
+    }
+    if (ch == ']' || ch == '}') --depth;
     bool word_start = i == 0 || !(std::isalnum(static_cast<unsigned char>(text[i - 1])) || text[i - 1] == '_');
     bool replaced = false;
     for (const char* token : {"-Infinity", "Infinity", "NaN"}) {

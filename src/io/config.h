@@ -75,7 +75,9 @@ struct ModelConfig {
 
 // Reads DIR/config.json (any dialect) and, when present, DIR/generation_config.json.
 ModelConfig load_config(const std::string& dir);
-// Parses one config.json document; `source` names it in errors.
+// Parses one config.json document; `source` names it in errors. Absent keys take the defaults of
+// the dialect's own config class (transformers' MambaConfig / Mamba2Config, mamba_ssm's
+// MambaConfig). Does not validate().
 ModelConfig parse_config(const nlohmann::json& j, const std::string& source);
 // Hugging Face config.json for this model (model_type mamba or mamba2), loadable by transformers.
 nlohmann::json to_huggingface_json(const ModelConfig& c);

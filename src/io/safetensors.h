@@ -2,7 +2,9 @@
 // {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the data.
 // The reader validates everything a file can lie about (header length past the end, offsets
 // outside the data or overlapping, a byte count that disagrees with dtype × shape, unknown dtypes,
-// duplicate names) and names the file and tensor in its error.
+// duplicate names) and names the file and tensor in its error. Supported dtypes: F64, F32, BF16,
+// F16, I64, I32, U16. The writer pads the header to 8 bytes and lays tensors out widest element
+// first, so every tensor is aligned to its element size.
 #pragma once
 #include <map>
 #include <memory>
@@ -14,7 +16,9 @@
 namespace mamba::io {
 
 struct SafetensorsFile {
-  std::map<std::string, Tensor> tensors;  // views into the mapping (kept alive by each tensor)
+  // Views into the mapping (kept alive by each tensor; copied only when misaligned). The mapping is
+  // private: writing into a tensor never changes the file.
+  std::map<std::string, Tensor> tensors;
   std::map<std::string, std::string> metadata;
 };
 

@@ -60,7 +60,7 @@ EndOfDirectory find_end_of_directory(const ArchiveBytes& zip) {
               " bytes is too short for a zip archive (torch.save file)");
   size_t lowest = zip.size() - kRecordSize > kMaxComment ? zip.size() - kRecordSize - kMaxComment : 0;
   for (size_t pos = zip.size() - kRecordSize + 1; pos-- > lowest;) {
-    if (zip.read<uint32_t>(pos, "end record") != kEndOfDirectory) continue;
+    if (load_le<uint32_t>(zip.at(pos)) != kEndOfDirectory) continue;  // in bounds: pos + 22 <= size
     EndOfDirectory end{zip.read<uint16_t>(pos + 10, "end record"), zip.read<uint32_t>(pos + 12, "end record"),
                        zip.read<uint32_t>(pos + 16, "end record")};
     if (pos >= 20 && zip.read<uint32_t>(pos - 20, "zip64 locator") == kZip64Locator) {
@@ -130,7 +130,7 @@ std::unordered_map<std::string, ByteRange> read_members(const ArchiveBytes& zip)
 }
 
 // ---- The pickle machine -------------------------------------------------------------------
-// Runs the opcodes of protocol 2 that torch.save emits for a dict of tensors. Objects live in an
+// Runs the opcodes that torch.save emits for a dict of tensors. Objects live in an
 // arena owned by the machine (the pickle may build reference cycles through the memo); the
 // stack, marks and memo hold pointers into it.
 
@@ -184,109 +184,152 @@ constexpr StorageClass kStorageClasses[] = {
     {"DoubleStorage", DType::f64}, {"LongStorage", DType::i64},      {"IntStorage", DType::i32},
 };
 
+// The opcodes this machine runs, named as in Python's pickle module: protocol 2's, plus protocol
+// 4's FRAME, SHORT_BINUNICODE, MEMOIZE and STACK_GLOBAL.
+enum Opcode : uint8_t {
+  kProto = 0x80,
+  kFrame = 0x95,
+  kEmptyDict = '}',
+  kEmptyList = ']',
+  kEmptyTuple = ')',
+  kMark = '(',
+  kBinUnicode = 'X',
+  kShortBinUnicode = 0x8c,
+  kBinInt = 'J',
+  kBinInt1 = 'K',
+  kBinInt2 = 'M',
+  kLong1 = 0x8a,
+  kBinFloat = 'G',
+  kNone = 'N',
+  kNewTrue = 0x88,
+  kNewFalse = 0x89,
+  kTuple = 't',
+  kTuple1 = 0x85,
+  kTuple2 = 0x86,
+  kTuple3 = 0x87,
+  kSetItem = 's',
+  kSetItems = 'u',
+  kAppend = 'a',
+  kAppends = 'e',
+  kBinPut = 'q',
+  kLongBinPut = 'r',
+  kMemoize = 0x94,
+  kBinGet = 'h',
+  kLongBinGet = 'j',
+  kGlobal = 'c',
+  kStackGlobal = 0x93,
+  kReduce = 'R',
+  kBinPersId = 'Q',
+  kBuild = 'b',
+  kStop = '.',
+};
+
 class PickleMachine {
  public:
-  PickleMachine(ByteRange pickle, std::string source, std::function<Tensor(const std::string&, DType, int64_t)> storage)
-      : code_(pickle), source_(std::move(source)), load_storage_(std::move(storage)) {}
+  // `copy_budget` bounds the bytes that gathering non-contiguous tensors may allocate, so that a
+  // small crafted file cannot demand unbounded memory by rebuilding one strided view many times.
+  PickleMachine(ByteRange pickle, std::string source, std::function<Tensor(const std::string&, DType, int64_t)> storage,
+                uint64_t copy_budget)
+      : code_(pickle), source_(std::move(source)), load_storage_(std::move(storage)), copy_budget_(copy_budget) {}
 
   Value* run() {
     while (true) {
       size_t at = pos_;
       uint8_t op = read_bytes(1)[0];
       switch (op) {
-        case 0x80:
+        case kProto:
           read_bytes(1);
-          break;  // PROTO
-        case 0x95:
+          break;
+        case kFrame:  // framing is only a read-ahead hint
           read_bytes(8);
-          break;  // FRAME: framing is only a read-ahead hint
-        case '}':
+          break;
+        case kEmptyDict:
           push(make(Value::Kind::dict));
           break;
-        case ']':
+        case kEmptyList:
           push(make(Value::Kind::list));
           break;
-        case ')':
+        case kEmptyTuple:
           push(make(Value::Kind::tuple));
           break;
-        case '(':
+        case kMark:
           marks_.push_back(stack_.size());
           break;
-        case 'X':
+        case kBinUnicode:
           push_string(read_u<uint32_t>());
           break;
-        case 0x8c:
+        case kShortBinUnicode:
           push_string(read_u<uint8_t>());
           break;
-        case 'J':
+        case kBinInt:
           push_integer(int32_t(read_u<uint32_t>()));
           break;
-        case 'K':
+        case kBinInt1:
           push_integer(read_u<uint8_t>());
           break;
-        case 'M':
+        case kBinInt2:
           push_integer(read_u<uint16_t>());
           break;
-        case 0x8a:
+        case kLong1:
           push_integer(read_long(read_u<uint8_t>()));
           break;
-        case 'G':
+        case kBinFloat:
           push_float();
           break;
-        case 'N':
+        case kNone:
           push(make(Value::Kind::none));
           break;
-        case 0x88:
+        case kNewTrue:
           push_bool(true);
           break;
-        case 0x89:
+        case kNewFalse:
           push_bool(false);
           break;
-        case 't':
+        case kTuple:
           push_tuple(pop_to_mark());
           break;
-        case 0x85:
+        case kTuple1:
           push_tuple(pop_n(1));
           break;
-        case 0x86:
+        case kTuple2:
           push_tuple(pop_n(2));
           break;
-        case 0x87:
+        case kTuple3:
           push_tuple(pop_n(3));
           break;
-        case 's':
+        case kSetItem:
           set_items(pop_n(2));
           break;
-        case 'u':
+        case kSetItems:
           set_items(pop_to_mark());
           break;
-        case 'a':
+        case kAppend:
           append(pop_n(1));
           break;
-        case 'e':
+        case kAppends:
           append(pop_to_mark());
           break;
-        case 'q':
+        case kBinPut:
           memo_[read_u<uint8_t>()] = top();
           break;
-        case 'r':
+        case kLongBinPut:
           memo_[read_u<uint32_t>()] = top();
           break;
-        case 0x94:
+        case kMemoize:
           memo_[uint32_t(memo_.size())] = top();
           break;
-        case 'h':
+        case kBinGet:
           push(memo_get(read_u<uint8_t>()));
           break;
-        case 'j':
+        case kLongBinGet:
           push(memo_get(read_u<uint32_t>()));
           break;
-        case 'c': {
+        case kGlobal: {
           std::string module = read_line(), name = read_line();
           push(make_global(module, name));
           break;
         }
-        case 0x93: {
+        case kStackGlobal: {
           Value* name = pop();
           Value* module = pop();
           MAMBA_CHECK(module->kind == Value::Kind::string && name->kind == Value::Kind::string, where(at),
@@ -294,16 +337,16 @@ class PickleMachine {
           push(make_global(module->string, name->string));
           break;
         }
-        case 'R':
+        case kReduce:
           reduce(at);
           break;
-        case 'Q':
+        case kBinPersId:
           push(persistent_load(pop(), at));
           break;
-        case 'b':
+        case kBuild:
           build(at);
           break;
-        case '.': {
+        case kStop: {
           Value* result = pop();
           MAMBA_CHECK(stack_.empty() && marks_.empty(), where(at), "STOP leaves ", stack_.size(),
                       " values on the stack");
@@ -562,6 +605,11 @@ class PickleMachine {
       return result;
     }
     // Not contiguous (e.g. a saved transpose): gather into a fresh row-major tensor.
+    uint64_t bytes = uint64_t(numel) * element;
+    MAMBA_CHECK(bytes <= copy_budget_, what,
+                ": gathering non-contiguous tensors would copy more than 4× the file's size in all (corrupt or "
+                "crafted file)");
+    copy_budget_ -= bytes;
     result->tensor = Tensor::empty(size, storage->dtype);
     auto* out = static_cast<uint8_t*>(result->tensor.raw());
     std::vector<int64_t> index(size.size(), 0);
@@ -596,6 +644,7 @@ class PickleMachine {
   std::vector<size_t> marks_;
   std::unordered_map<uint32_t, Value*> memo_;
   std::unordered_map<const Value*, std::string> storage_key_of_tensor_;
+  uint64_t copy_budget_;
 };
 
 }  // namespace
@@ -645,7 +694,7 @@ TorchStateDict parse_torch_state_dict(const void* data, size_t size, std::shared
     return storage;
   };
 
-  PickleMachine machine(*pickle, source, load_storage);
+  PickleMachine machine(*pickle, source, load_storage, 4 * uint64_t(size));
   const Value* root = machine.run();
   MAMBA_CHECK(root->kind == Value::Kind::dict, source, ": data.pkl holds a ", kind_name(root->kind),
               ", not a state dict");

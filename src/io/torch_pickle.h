@@ -1,8 +1,10 @@
-// Reader for PyTorch's `torch.save` files (pytorch_model.bin): a zip archive holding
-// `archive/data.pkl` (a pickled state dict whose tensors refer to storages by key) and
-// `archive/data/<key>` (raw little-endian storages). Only the pickle opcodes and globals that a
-// state dict of plain tensors uses are accepted; anything else is an error naming it. Tensors
-// that share a storage (tied weights) share memory here too.
+// Reader for PyTorch's `torch.save` files (pytorch_model.bin): a zip archive (stored members,
+// zip64 fields understood) holding `<folder>/data.pkl` (a pickled state dict whose tensors refer
+// to storages by key) and `<folder>/data/<key>` (raw little-endian storages); the folder is named
+// after the saved file (archive/, pytorch_model/, ...). Only the pickle opcodes (protocol 2, and 4's short forms) and
+// globals that a state dict of plain tensors uses are accepted; anything else is an error naming
+// it. Contiguous tensors are views of the storage, so tensors that share a storage (tied weights)
+// share memory here too; strided ones (a saved transpose) are gathered into a copy.
 #pragma once
 #include <map>
 #include <memory>

@@ -26,8 +26,8 @@ bool is_weight_matrix(const std::string& name) {
 }
 
 bool decays(const std::string& name) {
-  return !(name.ends_with(".bias") || name.ends_with("A_log") || name.ends_with(".D") ||
-           name.ends_with("norm.weight") || name.ends_with("norm_f.weight"));
+  return !(name.ends_with(".bias") || name.ends_with("A_log") || name.ends_with("lti_B") || name.ends_with("lti_C") ||
+           name.ends_with(".D") || name.ends_with("norm.weight") || name.ends_with("norm_f.weight"));
 }
 
 Tensor ids_to_i32(const Tensor& ids, const char* what) {
@@ -71,7 +71,6 @@ LanguageModel::LanguageModel(io::ModelConfig config, Device device)
                 "': only Mamba-1 layers are supported yet (Mamba-2 and attention layers are not)");
   MAMBA_CHECK(c.d_intermediate == 0, "config d_intermediate ", c.d_intermediate,
               ": MLP layers after the mixer are not supported yet");
-  MAMBA_CHECK(!c.no_selection, "no_selection (the LTI ablation) is not supported by this build yet");
   MAMBA_CHECK(c.rms_norm, "LayerNorm models (rms_norm: false) are not supported yet");
 
   auto add = [&](const std::string& name, Shape shape) {
@@ -88,8 +87,13 @@ LanguageModel::LanguageModel(io::ModelConfig config, Device device)
     if (c.use_bias) add(p + "mixer.in_proj.bias", {2 * D});
     add(p + "mixer.conv1d.weight", {D, 1, K});
     if (c.use_conv_bias) add(p + "mixer.conv1d.bias", {D});
-    add(p + "mixer.x_proj.weight", {R + 2 * N, D});
-    add(p + "mixer.dt_proj.weight", {D, R});
+    if (c.no_selection) {
+      add(p + "mixer.lti_B", {D, N});
+      add(p + "mixer.lti_C", {D, N});
+    } else {
+      add(p + "mixer.x_proj.weight", {R + 2 * N, D});
+      add(p + "mixer.dt_proj.weight", {D, R});
+    }
     add(p + "mixer.dt_proj.bias", {D});
     add(p + "mixer.A_log", {D, N});
     add(p + "mixer.D", {D});
@@ -135,6 +139,8 @@ static void bind(LanguageModel& model, LanguageModel::Impl& impl) {
     w.D = find(p + "D");
     w.out_proj_weight = find(p + "out_proj.weight");
     w.out_proj_bias = find(p + "out_proj.bias");
+    w.lti_B = find(p + "lti_B");
+    w.lti_C = find(p + "lti_C");
     impl.mixers.emplace_back(c, w);
     impl.norms.push_back(find(layer_prefix(i) + "norm.weight"));
   }
@@ -195,6 +201,10 @@ std::unique_ptr<LanguageModel> LanguageModel::initialize(const io::ModelConfig& 
         dt = std::max(dt, c.time_step_floor);
         return dt + std::log(-std::expm1(-dt));
       });
+    } else if (p.name.ends_with("lti_B")) {
+      fill(p, [](int64_t) { return 1.0; });  // S4D's B
+    } else if (p.name.ends_with("lti_C")) {
+      fill(p, [&](int64_t) { return rng.normal() / std::sqrt(double(c.d_state)); });
     } else if (p.name.ends_with(".bias")) {
       fill(p, [](int64_t) { return 0.0; });
     } else {
@@ -227,6 +237,7 @@ int64_t LanguageModel::parameter_bytes() const {
 void LanguageModel::convert_weight_matrices(DType dtype) {
   for (Parameter& p : parameters_)
     if (is_weight_matrix(p.name) && p.value.dtype() != dtype) p.value = p.value.to(dtype);
+  parameters_changed();
 }
 
 io::TensorMap LanguageModel::state_dict() const {
@@ -238,6 +249,10 @@ io::TensorMap LanguageModel::state_dict() const {
 void LanguageModel::enable_grad() {
   for (Parameter& p : parameters_)
     if (!p.grad.defined()) p.grad = Tensor::zeros(p.value.shape(), DType::f32, device_);
+}
+
+void LanguageModel::parameters_changed() {
+  for (Mamba1Mixer& m : impl_->mixers) m.forget_derived();
 }
 
 void LanguageModel::zero_grad() {

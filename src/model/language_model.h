@@ -72,6 +72,8 @@ class LanguageModel {
   LossResult forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad);
   void enable_grad();
   void zero_grad();
+  // Call after changing parameter values in place (an optimiser step): drops derived caches.
+  void parameters_changed();
 
   // Generation: prefill consumes ids [batch, L] (right-padded; `lengths` optional) in chunks of
   // `chunk` positions that carry the state, and returns the logits [batch, V] at each

@@ -6,6 +6,7 @@
 #include "ops/causal_conv1d.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
+#include "ops/lti_scan.h"
 #include "ops/selective_scan.h"
 
 namespace mamba::model {
@@ -37,18 +38,21 @@ Mamba1Mixer::Mamba1Mixer(const io::ModelConfig& config, const Mamba1Weights& wei
 Tensor Mamba1Mixer::conv_weight_2d() const { return w_.conv_weight->value.view({d_inner_, d_conv_}); }
 
 Tensor Mamba1Mixer::A() const {
+  if (cached_A_.defined()) return cached_A_;
   // A is small ([D, N]); computing it on the host keeps the model free of device branches.
   Tensor a_log = w_.A_log->value.to(Device::cpu).to(DType::f32);
   Tensor a = Tensor::empty(a_log.shape(), DType::f32);
   const float* src = a_log.data<float>();
   float* dst = a.data<float>();
   for (int64_t i = 0; i < a.numel(); ++i) dst[i] = -std::exp(src[i]);
-  return a.to(w_.A_log->value.device());
+  cached_A_ = a.to(w_.A_log->value.device());
+  return cached_A_;
 }
 
 Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv_state, Tensor* ssm_state,
                             Mamba1Activations* keep) const {
   const int64_t batch = u.size(0), length = u.size(1), rows = batch * length;
+  if (keep) cached_A_ = Tensor{};  // training: the parameters may have changed since the last call
   Tensor input = u.view({rows, d_model_});
   Tensor xz = ops::linear_forward(input, w_.in_proj_weight->value, value_or_empty(w_.in_proj_bias));
   std::vector<Tensor> halves = ops::split_columns(xz, {d_inner_, d_inner_});
@@ -59,6 +63,20 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
       x, conv_weight_2d(), value_or_empty(w_.conv_bias), conv_state ? *conv_state : Tensor{}, lengths, true};
   ops::ConvOutputs conv_out = ops::causal_conv1d_forward(conv);
   Tensor x_conv = conv_out.out;
+  if (w_.lti_B) {
+    MAMBA_CHECK(!conv_state && !ssm_state && !lengths.defined(),
+                "the LTI ablation (no_selection) runs whole sequences only: prefill and decode are not supported");
+    Tensor y = ops::lti_scan_forward(lti_inputs(x_conv, z));
+    if (keep) {
+      keep->input = input;
+      keep->x = x;
+      keep->z = z;
+      keep->x_conv = x_conv;
+      keep->y = y;
+    }
+    return ops::linear_forward(y.view({rows, d_inner_}), w_.out_proj_weight->value, value_or_empty(w_.out_proj_bias))
+        .view({batch, length, d_model_});
+  }
 
   Tensor dbc = ops::linear_forward(x_conv.view({rows, d_inner_}), w_.x_proj_weight->value);
   std::vector<Tensor> parts = ops::split_columns(dbc, {dt_rank_, d_state_, d_state_});
@@ -98,7 +116,12 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
   return out.view({batch, length, d_model_});
 }
 
+ops::LtiScanInputs Mamba1Mixer::lti_inputs(const Tensor& x_conv, const Tensor& z) const {
+  return {x_conv, z, A(), w_.lti_B->value, w_.lti_C->value, w_.D->value, w_.dt_proj_bias->value};
+}
+
 Tensor Mamba1Mixer::step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state) const {
+  MAMBA_CHECK(!w_.lti_B, "the LTI ablation (no_selection) runs whole sequences only: decode is not supported");
   Tensor xz = ops::linear_forward(u, w_.in_proj_weight->value, value_or_empty(w_.in_proj_bias));
   std::vector<Tensor> halves = ops::split_columns(xz, {d_inner_, d_inner_});
   ops::ConvInputs conv{halves[0], conv_weight_2d(), value_or_empty(w_.conv_bias), {}, {}, true};
@@ -125,6 +148,14 @@ Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved)
       ops::linear_backward(saved.y.view({rows, d_inner_}), w_.out_proj_weight->value, dout.view({rows, d_model_}),
                            grad_or_null(w_.out_proj_weight), grad_or_null(w_.out_proj_bias));
 
+  if (w_.lti_B) {
+    ops::LtiScanGrads lg =
+        ops::lti_scan_backward(lti_inputs(saved.x_conv, saved.z), dy.view({batch, length, d_inner_}));
+    accumulate_ssm_grads(lg.dA, A(), lg.dD, lg.ddelta_bias);
+    accumulate(w_.lti_B->grad, lg.dB);
+    accumulate(w_.lti_C->grad, lg.dC);
+    return input_grad(dout, saved, lg.du.view({rows, d_inner_}), lg.dz);
+  }
   ops::ScanInputs scan;
   scan.u = saved.x_conv;
   scan.delta = saved.delta;
@@ -138,17 +169,7 @@ Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved)
   scan.lengths = saved.lengths;
   ops::ScanGrads g = ops::selective_scan_backward(scan, dy.view({batch, length, d_inner_}));
 
-  // A = −exp(A_log), so dA_log = dA · A.
-  if (Tensor* dA_log = grad_or_null(w_.A_log)) {
-    Tensor dA = g.dA.to(Device::cpu);
-    Tensor a = saved.A.to(Device::cpu);
-    float* p = dA.data<float>();
-    const float* av = a.data<float>();
-    for (int64_t i = 0; i < dA.numel(); ++i) p[i] *= av[i];
-    accumulate(*dA_log, dA);
-  }
-  if (Tensor* dD = grad_or_null(w_.D)) accumulate(*dD, g.dD);
-  if (Tensor* dbias = grad_or_null(w_.dt_proj_bias)) accumulate(*dbias, g.ddelta_bias);
+  accumulate_ssm_grads(g.dA, saved.A, g.dD, g.ddelta_bias);
 
   Tensor ddt_low = ops::linear_backward(saved.dt_low, w_.dt_proj_weight->value, g.ddelta.view({rows, d_inner_}),
                                         grad_or_null(w_.dt_proj_weight), nullptr);
@@ -156,13 +177,31 @@ Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved)
   Tensor dx_conv = ops::linear_backward(saved.x_conv.view({rows, d_inner_}), w_.x_proj_weight->value, ddbc,
                                         grad_or_null(w_.x_proj_weight), nullptr);
   ops::add_(dx_conv, g.du.view({rows, d_inner_}));
+  return input_grad(dout, saved, dx_conv, g.dz);
+}
 
+void Mamba1Mixer::accumulate_ssm_grads(const Tensor& dA, const Tensor& A, const Tensor& dD,
+                                       const Tensor& ddelta_bias) const {
+  // A = −exp(A_log), so dA_log = dA · A.
+  if (Tensor* dA_log = grad_or_null(w_.A_log)) {
+    Tensor d = dA.to(Device::cpu);
+    Tensor a = A.to(Device::cpu);
+    for (int64_t i = 0; i < d.numel(); ++i) d.data<float>()[i] *= a.data<float>()[i];
+    accumulate(*dA_log, d);
+  }
+  if (Tensor* target = grad_or_null(w_.D)) accumulate(*target, dD);
+  if (Tensor* target = grad_or_null(w_.dt_proj_bias)) accumulate(*target, ddelta_bias);
+}
+
+Tensor Mamba1Mixer::input_grad(const Tensor& dout, const Mamba1Activations& saved, const Tensor& dx_conv,
+                               const Tensor& dz) const {
+  const int64_t batch = saved.x.size(0), length = saved.x.size(1), rows = batch * length;
   ops::ConvInputs conv{saved.x, conv_weight_2d(), value_or_empty(w_.conv_bias), {}, saved.lengths, true};
   ops::ConvGrads cg = ops::causal_conv1d_backward(conv, dx_conv.view({batch, length, d_inner_}));
   if (Tensor* dw = grad_or_null(w_.conv_weight)) accumulate(*dw, cg.dweight.view(dw->shape()));
   if (Tensor* db = grad_or_null(w_.conv_bias)) accumulate(*db, cg.dbias);
 
-  Tensor dxz = ops::concat_columns({cg.dx.view({rows, d_inner_}), g.dz.view({rows, d_inner_})});
+  Tensor dxz = ops::concat_columns({cg.dx.view({rows, d_inner_}), dz.view({rows, d_inner_})});
   return ops::linear_backward(saved.input, w_.in_proj_weight->value, dxz, grad_or_null(w_.in_proj_weight),
                               grad_or_null(w_.in_proj_bias));
 }

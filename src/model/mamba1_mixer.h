@@ -3,12 +3,14 @@
 //   Δ = softplus(dt_proj.weight·δ + dt_proj.bias);  A = −exp(A_log)
 //   y = selective_scan(x, Δ, A, B, C, D, z)  (y ⊙ SiLU(z) inside the scan);  out = out_proj(y)
 // Forward keeps only what backward needs (the scan's inputs, never its [L, D, N] states).
+// With no_selection (the paper's LTI ablation) the scan is ops/lti_scan.h instead.
 #pragma once
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
 #include "io/config.h"
+#include "ops/lti_scan.h"
 
 namespace mamba::model {
 
@@ -27,6 +29,10 @@ struct Mamba1Weights {
   Parameter* D = nullptr;
   Parameter* out_proj_weight = nullptr;
   Parameter* out_proj_bias = nullptr;  // use_bias only
+  // The LTI ablation (no_selection): B and C [D, N] shared by all positions, Δ = softplus(dt
+  // bias); x_proj and dt_proj.weight do not exist then.
+  Parameter* lti_B = nullptr;
+  Parameter* lti_C = nullptr;
 };
 
 // What a forward keeps for its backward.
@@ -55,13 +61,23 @@ class Mamba1Mixer {
   Tensor step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state) const;
   // Gradient of the input given dout [M, d]; parameter gradients accumulate into Parameter::grad.
   Tensor backward(const Tensor& dout, const Mamba1Activations& saved) const;
+  // Drops values derived from the parameters (A); call after the parameters change in place.
+  void forget_derived() { cached_A_ = Tensor{}; }
 
  private:
+  ops::LtiScanInputs lti_inputs(const Tensor& x_conv, const Tensor& z) const;
+  // Adds dA (as dA_log), dD and d(delta bias) into the parameters' gradients.
+  void accumulate_ssm_grads(const Tensor& dA, const Tensor& A, const Tensor& dD, const Tensor& ddelta_bias) const;
+  // The rest of backward from the scan's input and gate gradients: conv, then in_proj.
+  Tensor input_grad(const Tensor& dout, const Mamba1Activations& saved, const Tensor& dx_conv, const Tensor& dz) const;
   Tensor conv_weight_2d() const;  // [D, K] view of the [D, 1, K] parameter
-  Tensor A() const;               // −exp(A_log), f32 on the model's device
+  // −exp(A_log), f32 on the model's device; cached, since decode would otherwise spend more
+  // time on these D·N exponentials than on the recurrence itself.
+  Tensor A() const;
 
   int64_t d_model_, d_inner_, d_state_, d_conv_, dt_rank_;
   Mamba1Weights w_;
+  mutable Tensor cached_A_;
 };
 
 }  // namespace mamba::model

@@ -43,6 +43,8 @@ struct ScanOutputs {
 
 // Gradients of Σ out·dout (+ Σ last_state·dlast_state). Each is defined iff its input is;
 // du, ddelta, dB, dC, dz have the dtype of u; dA, dD, ddelta_bias, dinitial_state are f32.
+// Positions past a sequence's length get zero gradients. The CPU backend sums dA, dB, dC, dD and
+// ddelta_bias in a fixed order, so they are bitwise reproducible at a fixed thread count.
 struct ScanGrads {
   Tensor du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state;
 };

@@ -11,6 +11,7 @@
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer_json.h"
 #include "tokenizer/unicode.h"
+#include "tokenizer/word_cache.h"
 
 namespace mamba::tokenizer {
 
@@ -136,6 +137,41 @@ struct MergeRule {
   int32_t merged_id;
 };
 
+// (left id, right id) -> merge rule, open addressing with linear probing: the merge loop looks
+// pairs up constantly, and a flat table costs one cache miss where a node-based map costs several.
+class MergeTable {
+ public:
+  MergeTable() { reserve(0); }
+  void reserve(size_t merges) {
+    int log2 = 4;
+    while ((size_t(1) << log2) < 2 * merges) ++log2;
+    shift_ = 64 - log2;
+    slots_.assign(size_t(1) << log2, Slot{kEmpty, {}});
+  }
+  // A later rule for the same pair replaces the earlier one, as in `tokenizers`.
+  void insert(uint64_t key, MergeRule rule) {
+    size_t index = home(key);
+    while (slots_[index].key != kEmpty && slots_[index].key != key) index = (index + 1) & (slots_.size() - 1);
+    slots_[index] = Slot{key, rule};
+  }
+  const MergeRule* find(uint64_t key) const {
+    for (size_t index = home(key);; index = (index + 1) & (slots_.size() - 1)) {
+      if (slots_[index].key == key) return &slots_[index].rule;
+      if (slots_[index].key == kEmpty) return nullptr;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t(0);  // ids are below 2^31, so no pair has this key
+  struct Slot {
+    uint64_t key;
+    MergeRule rule;
+  };
+  size_t home(uint64_t key) const { return size_t((key * 0x9E3779B97F4A7C15ull) >> shift_); }
+  std::vector<Slot> slots_;
+  int shift_ = 60;
+};
+
 uint64_t pair_key(int32_t left, int32_t right) { return (uint64_t(uint32_t(left)) << 32) | uint32_t(right); }
 
 class BpeTokenizer : public Tokenizer {
@@ -169,7 +205,7 @@ class BpeTokenizer : public Tokenizer {
 
   std::string path_;
   StringMap<int32_t> vocab_;  // token string (byte-level alphabet) -> id
-  std::unordered_map<uint64_t, MergeRule> merges_;
+  MergeTable merges_;
   std::array<int32_t, 256> byte_ids_;  // id of each single byte's token, -1 if none
   int32_t unk_id_ = -1;
   bool fuse_unk_ = false;
@@ -198,15 +234,14 @@ class BpeTokenizer : public Tokenizer {
   NormalizationForm normalization_ = NormalizationForm::kNone;
   bool add_prefix_space_ = false;
 
-  static constexpr size_t kMaxCachedWordBytes = 64;
-  static constexpr size_t kCacheCapacity = 1 << 17;
   mutable std::mutex cache_mutex_;
-  mutable StringMap<std::vector<int32_t>> cache_;
+  mutable WordCache cache_;
 };
 
+// The "type" of a pipeline step, "null" when there is none.
 std::string json_type(const json& node) {
   return node.is_object() && node.contains("type") && node["type"].is_string() ? node["type"].get<std::string>()
-                                                                               : std::string();
+                                                                               : std::string("null");
 }
 
 bool flag(const json& node, const char* key) {
@@ -226,7 +261,9 @@ BpeTokenizer::BpeTokenizer(const std::string& path, const TokenizerJson& file) :
 
 void BpeTokenizer::load_model(const json& model, const TokenizerJson& file) {
   const std::string type = json_type(model);
-  MAMBA_CHECK(type.empty() || type == "BPE", where("model type \""), type, "\" is not supported (only byte-level BPE)");
+  // A model without "type" is a BPE model in `tokenizers` files.
+  MAMBA_CHECK(type == "null" || type == "BPE", where("model type \""), type,
+              "\" is not supported (only byte-level BPE)");
   MAMBA_CHECK(!model.contains("dropout") || model["dropout"].is_null() ||
                   (model["dropout"].is_number() && model["dropout"].get<double>() == 0.0),
               where("model.dropout (BPE dropout) is not supported"));
@@ -271,7 +308,7 @@ void BpeTokenizer::load_model(const json& model, const TokenizerJson& file) {
     MAMBA_CHECK(left_it != vocab_.end() && right_it != vocab_.end() && merged_it != vocab_.end(),
                 where("model.merges["), rank, "] (\"", left, "\", \"", right,
                 "\") uses a token that is not in the vocabulary");
-    merges_[pair_key(left_it->second, right_it->second)] = MergeRule{int32_t(rank), merged_it->second};
+    merges_.insert(pair_key(left_it->second, right_it->second), MergeRule{int32_t(rank), merged_it->second});
   }
 }
 
@@ -287,6 +324,7 @@ void BpeTokenizer::load_added_tokens(const json& added) {
     for (const char* feature : {"lstrip", "rstrip", "single_word"})
       MAMBA_CHECK(!flag(token, feature), where(name), " (\"", token["content"].get<std::string>(), "\") uses ", feature,
                   ", which is not supported");
+    std::string normalized_content;
     AddedToken entry{token["content"].get<std::string>(), token["id"].get<int32_t>(), flag(token, "special")};
     // `normalized` defaults to the opposite of `special` in `tokenizers`.
     const bool normalized = token.contains("normalized") && token["normalized"].is_boolean()
@@ -299,7 +337,7 @@ void BpeTokenizer::load_added_tokens(const json& added) {
     added_.push_back(entry);
     // A normalized token is looked for in normalized text, so in its normalized form.
     if (normalized)
-      normalized_matcher_.add(normalize(entry.content, normalization_), int32_t(added_.size() - 1));
+      normalized_matcher_.add(normalize(entry.content, normalization_, normalized_content), int32_t(added_.size() - 1));
     else
       raw_matcher_.add(entry.content, int32_t(added_.size() - 1));
   }
@@ -373,7 +411,8 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool parse_spec
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3);
   split_added(raw_matcher_, text, parse_special, ids, [&](std::string_view segment) {
-    const std::string normalized = normalize(segment, normalization_);
+    std::string storage;
+    const std::string_view normalized = normalize(segment, normalization_, storage);
     split_added(normalized_matcher_, normalized, parse_special, ids,
                 [&](std::string_view piece) { encode_piece(piece, ids); });
   });
@@ -396,19 +435,16 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& id
 }
 
 void BpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& ids) const {
-  if (word.size() > kMaxCachedWordBytes) return merge_word(word, ids);
+  if (word.size() > WordCache::kMaxWordBytes) return merge_word(word, ids);
+  const uint64_t hash = std::hash<std::string_view>{}(word);
   {
     std::lock_guard lock(cache_mutex_);
-    if (auto it = cache_.find(word); it != cache_.end()) {
-      ids.insert(ids.end(), it->second.begin(), it->second.end());
-      return;
-    }
+    if (cache_.lookup(word, hash, ids)) return;
   }
   const size_t first = ids.size();
   merge_word(word, ids);
   std::lock_guard lock(cache_mutex_);
-  if (cache_.size() >= kCacheCapacity) cache_.clear();
-  cache_.emplace(std::string(word), std::vector<int32_t>(ids.begin() + first, ids.end()));
+  cache_.insert(word, hash, std::span(ids).subspan(first));
 }
 
 void BpeTokenizer::merge_word(std::string_view word, std::vector<int32_t>& ids) const {
@@ -448,9 +484,9 @@ void BpeTokenizer::merge_word(std::string_view word, std::vector<int32_t>& ids) 
   auto push_pair = [&](int32_t position) {
     const int32_t next = symbols[position].next;
     if (next < 0) return;
-    auto it = merges_.find(pair_key(symbols[position].id, symbols[next].id));
-    if (it == merges_.end()) return;
-    heap.push_back({it->second.rank, position, it->second.merged_id});
+    const MergeRule* rule = merges_.find(pair_key(symbols[position].id, symbols[next].id));
+    if (!rule) return;
+    heap.push_back({rule->rank, position, rule->merged_id});
     std::push_heap(heap.begin(), heap.end(), std::greater<>{});
   };
   for (int32_t position = 0; position + 1 < int32_t(symbols.size()); ++position) push_pair(position);
@@ -462,8 +498,8 @@ void BpeTokenizer::merge_word(std::string_view word, std::vector<int32_t>& ids) 
     Symbol& left = symbols[top.position];
     if (left.id < 0 || left.next < 0) continue;
     // Stale when either symbol changed since the candidate was queued.
-    auto it = merges_.find(pair_key(left.id, symbols[left.next].id));
-    if (it == merges_.end() || it->second.merged_id != top.merged_id) continue;
+    const MergeRule* rule = merges_.find(pair_key(left.id, symbols[left.next].id));
+    if (!rule || rule->merged_id != top.merged_id) continue;
     Symbol& right = symbols[left.next];
     left.id = top.merged_id;
     left.next = right.next;

@@ -1,5 +1,7 @@
 #include "tokenizer/pretokenizer.h"
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 
 #include "tokenizer/unicode.h"
@@ -48,13 +50,35 @@ size_t piece_end(const std::vector<Char>& chars, size_t start) {
   return end - 1;
 }
 
-}  // namespace
+// Where to cut a long text so that splitting the parts separately gives the same pieces: after
+// a '\n' that has an ASCII non-whitespace character on both sides. Only whitespace runs contain
+// '\n', and this run of one character is a piece on its own both before more text and at the end
+// of a part; nothing in the pattern looks behind. Cutting keeps the per-character buffer small.
+size_t part_end(std::string_view text, size_t from, size_t part_bytes) {
+  auto ascii_non_space = [&](size_t i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    return byte < 0x80 && char_class(byte) != CharClass::kWhitespace;
+  };
+  for (size_t at = from + std::min(part_bytes, text.size()); at < text.size();) {
+    const size_t newline = text.find('\n', at);
+    if (newline == std::string_view::npos || newline + 1 >= text.size()) break;
+    if (ascii_non_space(newline - 1) && ascii_non_space(newline + 1)) return newline + 1;
+    at = newline + 1;
+  }
+  return text.size();
+}
 
-void split_gpt2(std::string_view text, std::vector<std::string_view>& pieces) {
+void split_part(std::string_view text, std::vector<std::string_view>& pieces) {
   thread_local std::vector<Char> chars;
   chars.clear();
+  const std::array<CharClass, 128>& ascii_classes = ascii_char_classes();
   const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
   for (size_t i = 0; i < text.size();) {
+    if (bytes[i] < 0x80) {  // the common case, without the general decoder
+      chars.push_back({bytes[i], ascii_classes[bytes[i]], i});
+      ++i;
+      continue;
+    }
     const Utf8Step step = read_utf8(bytes + i, text.size() - i);
     chars.push_back({step.code_point, char_class(step.code_point), i});
     i += step.length;
@@ -64,6 +88,16 @@ void split_gpt2(std::string_view text, std::vector<std::string_view>& pieces) {
     const size_t end_offset = end < chars.size() ? chars[end].offset : text.size();
     pieces.push_back(text.substr(chars[start].offset, end_offset - chars[start].offset));
     start = end;
+  }
+}
+
+}  // namespace
+
+void split_gpt2(std::string_view text, std::vector<std::string_view>& pieces, size_t part_bytes) {
+  for (size_t begin = 0; begin < text.size();) {
+    const size_t end = part_end(text, begin, part_bytes);
+    split_part(text.substr(begin, end - begin), pieces);
+    begin = end;
   }
 }
 

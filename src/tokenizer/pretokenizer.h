@@ -9,12 +9,15 @@
 // character, so that a single space can join the word after it. Every character of the input
 // belongs to exactly one piece, so concatenating the pieces gives the input back.
 #pragma once
+#include <cstddef>
 #include <string_view>
 #include <vector>
 
 namespace mamba::tokenizer {
 
-// Appends the pieces of `text` (well-formed UTF-8) to `pieces`, in order.
-void split_gpt2(std::string_view text, std::vector<std::string_view>& pieces);
+// Appends the pieces of `text` (well-formed UTF-8) to `pieces`, in order. Texts longer than
+// `part_bytes` are split in parts at newlines where that cannot change the pieces, to bound the
+// working memory (a parameter only so that tests can check that claim).
+void split_gpt2(std::string_view text, std::vector<std::string_view>& pieces, size_t part_bytes = size_t(1) << 16);
 
 }  // namespace mamba::tokenizer

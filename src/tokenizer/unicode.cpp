@@ -123,21 +123,22 @@ static CharClass icu_char_class(char32_t cp) {
   return CharClass::kOther;
 }
 
-CharClass char_class(char32_t cp) {
-  // Most text is ASCII; look those up in a table built once from ICU.
-  static const std::array<CharClass, 128> ascii_classes = [] {
-    std::array<CharClass, 128> table{};
-    for (char32_t c = 0; c < 128; ++c) table[c] = icu_char_class(c);
-    return table;
+const std::array<CharClass, 128>& ascii_char_classes() {
+  static const std::array<CharClass, 128> table = [] {
+    std::array<CharClass, 128> classes{};
+    for (char32_t c = 0; c < 128; ++c) classes[c] = icu_char_class(c);
+    return classes;
   }();
-  return cp < 128 ? ascii_classes[cp] : icu_char_class(cp);
+  return table;
 }
 
-std::string normalize(std::string_view text, NormalizationForm form) {
-  if (form == NormalizationForm::kNone) return std::string(text);
+CharClass char_class(char32_t cp) { return cp < 128 ? ascii_char_classes()[cp] : icu_char_class(cp); }
+
+std::string_view normalize(std::string_view text, NormalizationForm form, std::string& storage) {
+  if (form == NormalizationForm::kNone) return text;
   bool ascii = true;
   for (char c : text) ascii &= (static_cast<unsigned char>(c) < 0x80);
-  if (ascii) return std::string(text);  // ASCII is unchanged by every normalization form
+  if (ascii) return text;  // ASCII is unchanged by every normalization form
 
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* normalizer = nullptr;
@@ -158,12 +159,15 @@ std::string normalize(std::string_view text, NormalizationForm form) {
       break;
   }
   MAMBA_CHECK(U_SUCCESS(status) && normalizer, "ICU: cannot load normalization data: ", u_errorName(status));
-  std::string out;
-  out.reserve(text.size());
-  icu::StringByteSink<std::string> sink(&out);
-  normalizer->normalizeUTF8(0, icu::StringPiece(text.data(), int32_t(text.size())), sink, nullptr, status);
+  const icu::StringPiece piece(text.data(), int32_t(text.size()));
+  if (normalizer->isNormalizedUTF8(piece, status) && U_SUCCESS(status)) return text;
+  status = U_ZERO_ERROR;
+  storage.clear();
+  storage.reserve(text.size());
+  icu::StringByteSink<std::string> sink(&storage);
+  normalizer->normalizeUTF8(0, piece, sink, nullptr, status);
   MAMBA_CHECK(U_SUCCESS(status), "ICU: normalization failed: ", u_errorName(status));
-  return out;
+  return storage;
 }
 
 }  // namespace mamba::tokenizer

@@ -7,6 +7,7 @@
 // well-formed sequence found at that position (at least one byte) becomes one U+FFFD. The same
 // applies to a sequence cut short by the end of the input.
 #pragma once
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -40,9 +41,12 @@ void append_utf8(std::string& out, char32_t code_point);
 // The character classes of the GPT-2 split pattern: \p{L}, \p{N}, \s (White_Space), the rest.
 enum class CharClass : uint8_t { kLetter, kNumber, kWhitespace, kOther };
 CharClass char_class(char32_t code_point);
+// char_class of each ASCII character, for loops that handle ASCII themselves.
+const std::array<CharClass, 128>& ascii_char_classes();
 
 enum class NormalizationForm : uint8_t { kNone, kNFC, kNFD, kNFKC, kNFKD };
-// `text` (well-formed UTF-8) in the given normalization form.
-std::string normalize(std::string_view text, NormalizationForm form);
+// `text` (well-formed UTF-8) in the given normalization form: `text` itself when it is already
+// in that form (no copy), else a view of `storage`, which then holds the normalized text.
+std::string_view normalize(std::string_view text, NormalizationForm form, std::string& storage);
 
 }  // namespace mamba::tokenizer

@@ -245,6 +245,7 @@ TrainResult train(model::LanguageModel& model, DataSource& data, const TrainOpti
            last_saved, ") is kept. Try a lower --lr, --grad-clip 1 or a longer --warmup.");
     }
     optimizer.step(params, lr);
+    model.parameters_changed();
     double seconds = step_timer.seconds();
     double tokens_per_s = double(tokens_per_step) / std::max(seconds, 1e-9);
     metrics.write({{"step", step},

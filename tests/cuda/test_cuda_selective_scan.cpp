@@ -1,13 +1,16 @@
-// GPU selective scan (forward, backward, decode step) against a float64 loop of the math in
-// ops/selective_scan.h, on random odd sizes, every output and every gradient.
+// GPU selective scan (forward, backward, decode step) against the float64 reference ops::ref, on
+// random odd sizes, every output and every gradient. Calls go through the ops:: entry points (they
+// dispatch on the device), so this file links in builds without CUDA, where it skips.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <string>
 
 #include "cuda_test_util.h"
-#include "ops/cuda/scan_launch.h"
 #include "ops/selective_scan.h"
+#ifdef MAMBACPP_CUDA
+#include "ops/cuda/scan_launch.h"
+#endif
 
 namespace mamba {
 namespace {
@@ -76,74 +79,32 @@ struct Reference {
   std::vector<double> out, last, du, ddelta, dA, dB, dC, dD, dz, dbias, dinit;
 };
 
-// The float64 definition: forward keeps every state, backward walks them in reverse.
+// ops::ref (float64 loops, the definition) on the same values the GPU sees.
 Reference reference(const Problem& p, bool backward) {
-  const auto [batch, L, Dm, N] = p.dims;
+  const Dims& d = p.dims;
+  auto f64 = [](const std::vector<double>& v, const Shape& shape) { return Tensor::from_vector(v, shape, DType::f64); };
+  ops::ScanInputs in;
+  in.u = f64(p.u, {d.batch, d.L, d.D});
+  in.delta = f64(p.delta, {d.batch, d.L, d.D});
+  in.A = f64(p.A, {d.D, d.N});
+  in.B = f64(p.B, {d.batch, d.L, d.N});
+  in.C = f64(p.C, {d.batch, d.L, d.N});
+  if (p.f.D) in.D = f64(p.D, {d.D});
+  if (p.f.z) in.z = f64(p.z, {d.batch, d.L, d.D});
+  if (p.f.bias) in.delta_bias = f64(p.bias, {d.D});
+  in.delta_softplus = p.f.softplus;
+  if (p.f.initial) in.initial_state = f64(p.init, {d.batch, d.D, d.N});
+  if (p.f.lengths) in.lengths = Tensor::from_vector({p.lengths.begin(), p.lengths.end()}, {d.batch}, DType::i32);
   Reference r;
-  const size_t rows = size_t(batch) * L * Dm;
-  r.out.assign(rows, 0);
-  r.last.assign(size_t(batch) * Dm * N, 0);
-  if (backward) {
-    r.du.assign(rows, 0), r.ddelta.assign(rows, 0), r.dz.assign(rows, 0);
-    r.dA.assign(size_t(Dm) * N, 0), r.dB.assign(size_t(batch) * L * N, 0), r.dC.assign(size_t(batch) * L * N, 0);
-    r.dD.assign(Dm, 0), r.dbias.assign(Dm, 0), r.dinit.assign(size_t(batch) * Dm * N, 0);
-  }
-  std::vector<double> states(size_t(L + 1) * N), y(L);
-  for (int b = 0; b < batch; ++b) {
-    const int len = p.f.lengths ? p.lengths[b] : L;
-    for (int c = 0; c < Dm; ++c) {
-      auto at = [&](int t) { return (size_t(b) * L + t) * Dm + c; };
-      auto bc = [&](int t, int n) { return (size_t(b) * L + t) * N + n; };
-      auto delta_of = [&](int t) {
-        const double x = p.delta[at(t)] + (p.f.bias ? p.bias[c] : 0.0);
-        return p.f.softplus ? (x > 20 ? x : std::log1p(std::exp(x))) : x;
-      };
-      for (int n = 0; n < N; ++n) states[n] = p.f.initial ? p.init[(size_t(b) * Dm + c) * N + n] : 0.0;
-      for (int t = 0; t < len; ++t) {
-        const double dl = delta_of(t), u = p.u[at(t)];
-        double acc = p.f.D ? p.D[c] * u : 0.0;
-        for (int n = 0; n < N; ++n) {
-          const double h = std::exp(dl * p.A[c * N + n]) * states[size_t(t) * N + n] + dl * p.B[bc(t, n)] * u;
-          states[size_t(t + 1) * N + n] = h;
-          acc += p.C[bc(t, n)] * h;
-        }
-        y[t] = acc;
-        r.out[at(t)] = p.f.z ? acc * p.z[at(t)] * sigmoid(p.z[at(t)]) : acc;
-      }
-      for (int n = 0; n < N; ++n) r.last[(size_t(b) * Dm + c) * N + n] = states[size_t(len) * N + n];
-      if (!backward) continue;
-      std::vector<double> g(N);
-      for (int n = 0; n < N; ++n) g[n] = p.f.dlast ? p.dlast[(size_t(b) * Dm + c) * N + n] : 0.0;
-      for (int t = len - 1; t >= 0; --t) {
-        const double dl = delta_of(t), u = p.u[at(t)], dout = p.dout[at(t)];
-        double dy = dout;
-        if (p.f.z) {
-          const double z = p.z[at(t)], s = sigmoid(z);
-          dy = dout * z * s;
-          r.dz[at(t)] = dout * y[t] * s * (1 + z * (1 - s));
-        }
-        double du = p.f.D ? dy * p.D[c] : 0.0, ddl = 0;
-        if (p.f.D) r.dD[c] += dy * u;
-        for (int n = 0; n < N; ++n) {
-          const double A = p.A[c * N + n], a = std::exp(dl * A), Bv = p.B[bc(t, n)];
-          const double h_prev = states[size_t(t) * N + n], h = states[size_t(t + 1) * N + n];
-          g[n] += p.C[bc(t, n)] * dy;
-          r.dC[bc(t, n)] += dy * h;
-          r.dB[bc(t, n)] += g[n] * dl * u;
-          du += g[n] * dl * Bv;
-          ddl += g[n] * (Bv * u + h_prev * a * A);
-          r.dA[c * N + n] += g[n] * h_prev * a * dl;
-          g[n] *= a;
-        }
-        const double x = p.delta[at(t)] + (p.f.bias ? p.bias[c] : 0.0);
-        const double dx = p.f.softplus && x <= 20 ? ddl * sigmoid(x) : ddl;
-        r.du[at(t)] = du;
-        r.ddelta[at(t)] = dx;
-        r.dbias[c] += dx;
-      }
-      for (int n = 0; n < N; ++n) r.dinit[(size_t(b) * Dm + c) * N + n] = g[n];
-    }
-  }
+  const ops::ScanOutputs out = ops::ref::selective_scan_forward(in);
+  r.out = out.out.to_double_vector();
+  r.last = out.last_state.to_double_vector();
+  if (!backward) return r;
+  const Tensor dlast = p.f.dlast ? f64(p.dlast, {d.batch, d.D, d.N}) : Tensor();
+  const ops::ScanGrads g = ops::ref::selective_scan_backward(in, f64(p.dout, {d.batch, d.L, d.D}), dlast);
+  auto values = [](const Tensor& t) { return t.defined() ? t.to_double_vector() : std::vector<double>(); };
+  r.du = values(g.du), r.ddelta = values(g.ddelta), r.dA = values(g.dA), r.dB = values(g.dB), r.dC = values(g.dC);
+  r.dD = values(g.dD), r.dz = values(g.dz), r.dbias = values(g.ddelta_bias), r.dinit = values(g.dinitial_state);
   return r;
 }
 
@@ -154,14 +115,14 @@ void check_scan(const Dims& d, const Features& f, DType dtype, bool backward, ui
   const double tol = tolerance(dtype);
   const std::string where = "batch " + std::to_string(d.batch) + " L " + std::to_string(d.L) + " D " +
                             std::to_string(d.D) + " N " + std::to_string(d.N) + " " + dtype_name(dtype);
-  const ops::ScanOutputs out = ops::cuda::selective_scan_forward(in);
+  const ops::ScanOutputs out = ops::selective_scan_forward(in);
   ASSERT_EQ(out.out.dtype(), dtype);
   EXPECT_LT(error_vs(out.out, r.out), tol) << "out, " << where;
   EXPECT_LT(error_vs(out.last_state, r.last), tol) << "last_state, " << where;
   if (!backward) return;
   const Tensor dout = on_gpu(p.dout, {d.batch, d.L, d.D}, dtype);
   const Tensor dlast = f.dlast ? on_gpu(p.dlast, {d.batch, d.D, d.N}, DType::f32) : Tensor();
-  const ops::ScanGrads g = ops::cuda::selective_scan_backward(in, dout, dlast);
+  const ops::ScanGrads g = ops::selective_scan_backward(in, dout, dlast);
   // Positions past a sequence's length carry no gradient; whole-zero references are skipped.
   auto check = [&](const Tensor& t, const std::vector<double>& ref, const char* name) {
     ASSERT_TRUE(t.defined()) << name;
@@ -191,23 +152,28 @@ TEST(CudaSelectiveScan, SmallOddSizesBf16) {
   for (int L : {1, 7, 2047, 2049}) check_scan({2, L, 11, 16}, {}, DType::bf16, true, 200 + L);
 }
 
-// Small enough for compute-sanitizer (scripts/gpu/run.sh test), yet several chunks and splits.
+// Small enough for compute-sanitizer (scripts/gpu/run.sh test), yet several chunks and a split length.
 TEST(CudaSelectiveScan, AllFeaturesSmall) {
   SKIP_WITHOUT_GPU();
   check_scan({2, 600, 13, 16}, {}, DType::f32, true, 5);
   check_scan({2, 600, 13, 16}, {}, DType::bf16, true, 6);
+  check_scan({1, 4100, 5, 16}, {}, DType::f32, true, 16);  // few blocks: the length is split
 }
 
-// The forward's tuning alternative: 16 positions per lane.
-TEST(CudaSelectiveScan, SixteenItemsPerLane) {
+#ifdef MAMBACPP_CUDA  // the tuning knob exists only in CUDA builds
+// The forward's tuning variants (scan_launch.h).
+TEST(CudaSelectiveScan, ForwardVariants) {
   SKIP_WITHOUT_GPU();
   struct Restore {
-    ~Restore() { ops::cuda_detail::set_selective_scan_forward_items(8); }
+    ~Restore() { ops::cuda_detail::set_selective_scan_forward_variant(2); }  // the default
   } restore;
-  ops::cuda_detail::set_selective_scan_forward_items(16);
-  check_scan({2, 2049, 13, 16}, {}, DType::f32, false, 3);
-  check_scan({3, 1500, 16, 16}, {}, DType::bf16, false, 4);
+  for (int variant : {0, 1, 3}) {
+    ops::cuda_detail::set_selective_scan_forward_variant(variant);
+    check_scan({2, 2049, 13, 16}, {}, DType::f32, false, 3);
+    check_scan({3, 1500, 16, 16}, {}, DType::bf16, false, 4);
+  }
 }
+#endif
 
 TEST(CudaSelectiveScan, NoOptionalInputs) {
   SKIP_WITHOUT_GPU();
@@ -250,7 +216,7 @@ TEST(CudaSelectiveScan, StepMatchesReference) {
     for (Tensor* t : {&in.u, &in.delta, &in.z}) *t = t->view({3, 37});
     for (Tensor* t : {&in.B, &in.C}) *t = t->view({3, 16});
     Tensor state = in.initial_state.clone();
-    const Tensor out = ops::cuda::selective_state_update(in, state);
+    const Tensor out = ops::selective_state_update(in, state);
     EXPECT_LT(error_vs(out, r.out), tolerance(dtype)) << dtype_name(dtype);
     EXPECT_LT(error_vs(state, r.last), 1e-5) << dtype_name(dtype);
   }
@@ -261,7 +227,7 @@ TEST(CudaSelectiveScan, RejectsHostTensors) {
   const Problem p = make_problem({1, 4, 3, 2}, {}, DType::f32, 15);
   ops::ScanInputs in = gpu_inputs(p, DType::f32);
   in.B = in.B.to(Device::cpu);
-  EXPECT_THROW(ops::cuda::selective_scan_forward(in), Error);
+  EXPECT_THROW(ops::selective_scan_forward(in), Error);
 }
 
 }  // namespace

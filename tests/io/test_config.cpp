@@ -102,6 +102,8 @@ TEST(ConfigTest, LenientJsonAcceptsBareNonFiniteTokensOutsideStrings) {
   EXPECT_TRUE(std::isinf(parse_json_lenient(R"({"x": {"__float__": "Infinity"}})", "y")["x"].get<double>()));
   expect_error([] { parse_json_lenient(R"({"a": Infinityy})", "bad.json"); }, {"bad.json", "not valid JSON"});
   expect_error([] { parse_json_lenient(R"({"a": 1,)", "cut.json"); }, {"cut.json", "not valid JSON"});
+  expect_error([] { parse_json_lenient(std::string(100000, '[') + std::string(100000, ']'), "deep.json"); },
+               {"deep.json", "deeper than 1000"});
 }
 
 TEST(ConfigTest, TimeStepLimitInEveryInfinityForm) {

@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "core/threads.h"
 #include "op_testing.h"
+#include "ops/cpu/vec.h"
 #include "ops/elementwise.h"
 
 namespace mamba::ops {
@@ -50,3 +53,26 @@ TEST(OpsElementwise, BadWidthsAndPartsAreErrors) {
 
 }  // namespace
 }  // namespace mamba::ops
+
+namespace mamba::ops::cpu {
+namespace {
+
+TEST(OpsCpuVec, VectorisedExpAndSiluMatchTheLibrary) {
+  std::vector<float> x;
+  for (int i = 0; i <= 2000; ++i) x.push_back(-100.0f + 0.0943f * float(i));  // [−100, 88.6], not a multiple of 16
+  std::vector<float> e = x, s = x;
+  exp_shifted_inplace(e.data(), int64_t(e.size()), 0.5f);
+  silu_inplace(s.data(), int64_t(s.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want_exp = std::exp(double(x[i] - 0.5f)), want_silu = double(x[i]) / (1 + std::exp(-double(x[i])));
+    ASSERT_NEAR(e[i], want_exp, 3e-7 * want_exp + 1e-35) << "x = " << x[i];
+    ASSERT_NEAR(s[i], want_silu, 3e-7 * std::abs(want_silu) + 1e-35) << "x = " << x[i];
+  }
+  std::vector<float> nan(17, NAN);
+  exp_shifted_inplace(nan.data(), 17, 0.0f);
+  silu_inplace(nan.data() + 1, 16);
+  for (float v : nan) EXPECT_TRUE(std::isnan(v));
+}
+
+}  // namespace
+}  // namespace mamba::ops::cpu

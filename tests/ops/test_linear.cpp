@@ -9,14 +9,15 @@ namespace {
 
 using testing::random_tensor;
 
-// Row counts covering the streaming kernel (M ≤ 8) and the BLAS path.
-constexpr int64_t kRowCounts[] = {1, 3, 8, 9, 37};
+// Row counts covering the streaming kernel (one and, for 16-bit weights with K ≥ 256, several
+// groups of 8 rows) and the BLAS path.
+constexpr int64_t kRowCounts[] = {1, 3, 8, 9, 37, 70};
 
 TEST(OpsLinear, CpuMatchesReferenceForEveryWeightDtype) {
   set_num_threads(2);
   Rng rng(11);
   for (DType wt : {DType::f32, DType::bf16, DType::f16})
-    for (int64_t K : {45, 13, 96})
+    for (int64_t K : {45, 13, 300})
       for (int64_t M : kRowCounts) {
         const int64_t N = 67;
         Tensor x = random_tensor({M, K}, DType::f32, rng);
@@ -42,7 +43,7 @@ TEST(OpsLinear, CpuBackwardMatchesReference) {
   set_num_threads(2);
   Rng rng(13);
   for (DType wt : {DType::f32, DType::bf16})
-    for (int64_t M : {1, 5, 20}) {
+    for (int64_t M : {1, 5, 70}) {
       const int64_t N = 39, K = 27;
       Tensor x = random_tensor({M, K}, DType::f32, rng);
       Tensor w = random_tensor({N, K}, wt, rng);

@@ -12,38 +12,12 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "core/threads.h"
+#include "io/safetensors.h"
 #include "ops/cpu/scan_simd.h"
 #include "ops/selective_scan.h"
 
 namespace mamba::ops {
 namespace {
-
-// ---------------------------------------------------------------------------------------------
-// TEMPORARY minimal fixture reader (F32/F64/I64 only) until src/io/safetensors.cpp lands on main;
-// then replace read_fixture with the io reader. Fixture files are trusted test data.
-std::map<std::string, Tensor> read_fixture(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  EXPECT_TRUE(file.good()) << path;
-  uint64_t header_size = 0;
-  file.read(reinterpret_cast<char*>(&header_size), 8);
-  std::string header(header_size, '\0');
-  file.read(header.data(), std::streamsize(header_size));
-  const std::streamoff data_start = std::streamoff(8 + header_size);
-  std::map<std::string, Tensor> tensors;
-  const nlohmann::json entries = nlohmann::json::parse(header);
-  for (const auto& [name, entry] : entries.items()) {
-    if (name == "__metadata__") continue;
-    const std::string type = entry["dtype"];
-    const DType dtype = type == "F32" ? DType::f32 : type == "F64" ? DType::f64 : DType::i64;
-    EXPECT_TRUE(type == "F32" || type == "F64" || type == "I64") << name << " has dtype " << type;
-    Tensor t = Tensor::empty(entry["shape"].get<Shape>(), dtype);
-    file.seekg(data_start + entry["data_offsets"][0].get<std::streamoff>());
-    file.read(static_cast<char*>(t.raw()), std::streamsize(t.nbytes()));
-    tensors[name] = t;
-  }
-  return tensors;
-}
-// ---------------------------------------------------------------------------------------------
 
 // [batch, X, Y] → [batch, Y, X], keeping the dtype.
 Tensor swap_last_two(const Tensor& t) {
@@ -153,7 +127,7 @@ TEST(SelectiveScanRef, MatchesFixtures) {
   for (const auto& meta : cases) {
     const std::string file = meta["file"];
     SCOPED_TRACE(file);
-    auto f = read_fixture(fixture_dir() + "/" + file);
+    auto f = io::read_safetensors(fixture_dir() + "/" + file).tensors;
     ScanInputs in;
     in.u = swap_last_two(f["u"]);
     in.delta = swap_last_two(f["delta"]);

@@ -15,6 +15,7 @@ namespace {
 
 using nlohmann::json;
 using testing::neox_tokenizer;
+using testing::small_tokenizer;
 using testing::TempDir;
 using Ids = std::vector<int32_t>;
 
@@ -119,30 +120,6 @@ TEST(TokenizerBpe, SpecialTokensAreParsedOnlyWhenAsked) {
   EXPECT_THROW(tokenizer.decode(Ids{-1}), Error);
 }
 
-// The single-byte token of each byte in the byte-level alphabet.
-std::string byte_token(int byte) {
-  const bool printable = (byte >= 33 && byte <= 126) || (byte >= 161 && byte <= 172) || (byte >= 174 && byte <= 255);
-  int shifted = 0;
-  for (int b = 0; b < byte; ++b) shifted += !((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174));
-  std::string text;
-  append_utf8(text, printable ? char32_t(byte) : char32_t(256 + shifted));
-  return text;
-}
-
-// A small tokenizer.json: the 256 byte tokens with id = byte value, then `extra` tokens.
-json small_tokenizer(const std::vector<std::string>& extra, const json& merges) {
-  json vocab = json::object();
-  for (int b = 0; b < 256; ++b) vocab[byte_token(b)] = b;
-  for (size_t i = 0; i < extra.size(); ++i) vocab[extra[i]] = 256 + int(i);
-  return json{{"version", "1.0"},
-              {"added_tokens", json::array()},
-              {"normalizer", nullptr},
-              {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-              {"post_processor", nullptr},
-              {"decoder", {{"type", "ByteLevel"}}},
-              {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"vocab", vocab}, {"merges", merges}}}};
-}
-
 std::unique_ptr<Tokenizer> load_json(const TempDir& dir, const json& root) {
   return load_tokenizer(dir.write("tokenizer.json", root.dump()));
 }
@@ -192,6 +169,22 @@ TEST(TokenizerBpe, OptionsNormalizerPrefixSpaceIgnoreMergesAddedTokens) {
   EXPECT_THROW(tokenizer->decode(Ids{299}), Error);  // a gap between the vocabulary and the added tokens
 }
 
+// Bytes without a token become unk_token (runs fused with fuse_unk), or are dropped without one,
+// as in `tokenizers`.
+TEST(TokenizerBpe, BytesWithoutTokenUseUnk) {
+  TempDir dir("mambacpp-bpe");
+  json root = small_tokenizer({"<unk>"}, json::array());
+  root["model"]["vocab"].erase("z");
+  root["model"]["unk_token"] = "<unk>";
+  EXPECT_EQ(load_json(dir, root)->encode("azzb"), (Ids{97, 256, 256, 98}));
+  root["model"]["fuse_unk"] = true;
+  EXPECT_EQ(load_json(dir, root)->encode("azzb"), (Ids{97, 256, 98}));
+  root["model"]["unk_token"] = nullptr;
+  EXPECT_EQ(load_json(dir, root)->encode("azzb"), (Ids{97, 98}));
+  root["model"]["unk_token"] = "<missing>";
+  EXPECT_THROW(load_json(dir, root), Error);
+}
+
 TEST(TokenizerBpe, RefusedFeaturesAreNamed) {
   TempDir dir("mambacpp-bpe");
   auto expect_refused = [&](const json& root, const std::string& feature) {
@@ -234,6 +227,9 @@ TEST(TokenizerBpe, RefusedFeaturesAreNamed) {
   root["model"]["merges"] = {"a b c"};
   expect_refused(root, "merges[0]");
   expect_refused(json::array(), "\"model\"");
+  root = base;
+  root.erase("pre_tokenizer");
+  expect_refused(root, "pre_tokenizer \"null\"");
   EXPECT_THROW(load_tokenizer(dir.write("broken.json", "{\"model\": ")), Error);
   EXPECT_THROW(load_tokenizer(dir.file("missing.json")), Error);
 }

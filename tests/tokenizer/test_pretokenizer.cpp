@@ -73,5 +73,19 @@ TEST(TokenizerPretokenizer, PiecesCoverRandomText) {
   }
 }
 
+// Long texts are split in parts at some newlines; the pieces must be those of the whole text.
+TEST(TokenizerPretokenizer, SplittingInPartsChangesNothing) {
+  Rng rng(17);
+  const char32_t alphabet[] = {U'a', U'7', U' ', U'\n', U'\n', U'\n', U'\t', U'\'', U's', U'!', U'é', char32_t(0x3000)};
+  for (int trial = 0; trial < 100; ++trial) {
+    std::string text;
+    for (int i = 0; i < 300; ++i) append_utf8(text, alphabet[rng.below(std::size(alphabet))]);
+    std::vector<std::string_view> whole, in_parts;
+    split_gpt2(text, whole, text.size());
+    split_gpt2(text, in_parts, /*part_bytes=*/1 + rng.below(8));
+    EXPECT_EQ(in_parts, whole);
+  }
+}
+
 }  // namespace
 }  // namespace mamba::tokenizer

@@ -1,6 +1,6 @@
 // Shared by the tokenizer tests: the GPT-NeoX-20B tokenizer and its vectors from the golden
-// fixtures, each loaded once per process (nullptr when the fixtures folder is absent), and a
-// temporary folder that removes itself.
+// fixtures, each loaded once per process (nullptr when the fixtures folder is absent), a small
+// byte-level tokenizer.json built in memory, and a temporary folder that removes itself.
 #pragma once
 #include <unistd.h>
 
@@ -11,6 +11,7 @@
 #include <string>
 
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode.h"
 
 namespace mamba::tokenizer::testing {
 
@@ -31,6 +32,30 @@ inline const nlohmann::json* neox_vectors() {
     return std::make_unique<nlohmann::json>(nlohmann::json::parse(file));
   }();
   return vectors.get();
+}
+
+// The single-byte token of each byte in the byte-level alphabet.
+inline std::string byte_token(int byte) {
+  const bool printable = (byte >= 33 && byte <= 126) || (byte >= 161 && byte <= 172) || (byte >= 174 && byte <= 255);
+  int shifted = 0;
+  for (int b = 0; b < byte; ++b) shifted += !((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174));
+  std::string text;
+  append_utf8(text, printable ? char32_t(byte) : char32_t(256 + shifted));
+  return text;
+}
+
+// A small tokenizer.json: the 256 byte tokens with id = byte value, then `extra` tokens.
+inline nlohmann::json small_tokenizer(const std::vector<std::string>& extra, const nlohmann::json& merges) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[byte_token(b)] = b;
+  for (size_t i = 0; i < extra.size(); ++i) vocab[extra[i]] = 256 + int(i);
+  return nlohmann::json{{"version", "1.0"},
+                        {"added_tokens", nlohmann::json::array()},
+                        {"normalizer", nullptr},
+                        {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+                        {"post_processor", nullptr},
+                        {"decoder", {{"type", "ByteLevel"}}},
+                        {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"vocab", vocab}, {"merges", merges}}}};
 }
 
 class TempDir {

@@ -93,13 +93,23 @@ TEST(TokenizerUnicode, CharClassesFollowUnicodeCategories) {
     EXPECT_EQ(char_class(other), CharClass::kOther) << uint32_t(other);
 }
 
+std::string normalized(const std::string& text, NormalizationForm form) {
+  std::string storage;
+  return std::string(normalize(text, form, storage));
+}
+
 TEST(TokenizerUnicode, NormalizeComposesAndDecomposes) {
   const std::string decomposed = "e\xCC\x81";  // e + COMBINING ACUTE
-  EXPECT_EQ(normalize(decomposed, NormalizationForm::kNFC), "\xC3\xA9");
-  EXPECT_EQ(normalize("\xC3\xA9", NormalizationForm::kNFD), decomposed);
-  EXPECT_EQ(normalize("\xEF\xBC\xA6", NormalizationForm::kNFKC), "F");  // fullwidth F
-  EXPECT_EQ(normalize("\xEF\xBC\xA6", NormalizationForm::kNFC), "\xEF\xBC\xA6");
-  EXPECT_EQ(normalize(decomposed, NormalizationForm::kNone), decomposed);
+  EXPECT_EQ(normalized(decomposed, NormalizationForm::kNFC), "\xC3\xA9");
+  EXPECT_EQ(normalized("\xC3\xA9", NormalizationForm::kNFD), decomposed);
+  EXPECT_EQ(normalized("\xEF\xBC\xA6", NormalizationForm::kNFKC), "F");  // fullwidth F
+  EXPECT_EQ(normalized("\xEF\xBC\xA6", NormalizationForm::kNFC), "\xEF\xBC\xA6");
+  EXPECT_EQ(normalized(decomposed, NormalizationForm::kNone), decomposed);
+  // Text already in the form comes back as itself, without a copy.
+  std::string storage;
+  const std::string composed = "caf\xC3\xA9 na\xC3\xAFve";
+  EXPECT_EQ(normalize(composed, NormalizationForm::kNFC, storage).data(), composed.data());
+  EXPECT_EQ(normalize(decomposed, NormalizationForm::kNFC, storage).data(), storage.data());
 }
 
 }  // namespace

@@ -94,8 +94,7 @@ ConvOutputs causal_conv1d_forward(const ConvInputs& in) {
         continue;
       }
       preactivation(p, b, t, y);
-      if (p.silu)
-        for (int64_t c = 0; c < C; ++c) y[c] = silu(y[c]);
+      if (p.silu) silu_inplace(y, C);
     }
   });
   float* state = o.final_state.data<float>();

@@ -52,7 +52,7 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
         const int32_t t = target[m0 + r];
         const int64_t best = std::max_element(z, z + V) - z;
         const float max = z[best], target_logit = t >= 0 ? z[t] : 0.0f;
-        for (int64_t i = 0; i < V; ++i) z[i] = std::exp(z[i] - max);
+        exp_shifted_inplace(z, V, max);
         const double sum = blocked_sum(V, [&](int64_t i) { return z[i]; });
         prediction[m0 + r] = int32_t(best);
         if (t >= 0) row_loss[size_t(m0 + r)] = double(max) + std::log(sum) - double(target_logit);

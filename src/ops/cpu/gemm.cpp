@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <iterator>
+#include <mutex>
 #include <vector>
 
 #include "core/threads.h"
@@ -19,16 +20,17 @@ namespace mamba::ops::cpu {
 
 namespace {
 
-// The BLAS library keeps its own threads; give it as many as --threads asked for.
-void sync_blas_threads() {
-  static std::atomic<int> current{0};
-  int wanted = num_threads();
-  if (current.exchange(wanted) == wanted) return;
+// Our pool does the threading: every BLAS call runs single-threaded on a slice of the output, so
+// exactly num_threads() threads compute and no BLAS worker spins while our pool runs.
+void make_blas_single_threaded() {
+  static std::once_flag once;
+  std::call_once(once, [] {
 #if defined(MAMBACPP_BLAS_BLIS)
-  bli_thread_set_num_threads(wanted);
+    bli_thread_set_num_threads(1);
 #else
-  openblas_set_num_threads(wanted);
+    openblas_set_num_threads(1);
 #endif
+  });
 }
 
 // ---- Streaming kernel for M ≤ 8: each weight row is loaded once and multiplied into every x row.
@@ -107,6 +109,9 @@ void dot_rows(const float* x, int64_t K, const void* w, int64_t n, float* y, int
 }
 #endif
 
+// x rows per kernel call: MR·NR accumulators must fit the 32 vector registers.
+constexpr int64_t kRowGroup = 8;
+
 // Rows [n0, n1) of W against MR rows of x. NR weight rows at a time keep several independent
 // load streams in flight; MR·NR accumulators stay within the register file.
 template <DType WT, int MR>
@@ -119,101 +124,136 @@ void stream_rows(const float* x, int64_t K, const void* w, int64_t n0, int64_t n
 
 using StreamFn = void (*)(const float*, int64_t, const void*, int64_t, int64_t, float*, int64_t);
 
+// The kernel for `rows` (1..8) rows of x.
 template <DType WT>
-StreamFn stream_fn_for_rows(int64_t M) {
+StreamFn stream_fn_for_rows(int64_t rows) {
   static constexpr StreamFn table[] = {stream_rows<WT, 1>, stream_rows<WT, 2>, stream_rows<WT, 3>, stream_rows<WT, 4>,
                                        stream_rows<WT, 5>, stream_rows<WT, 6>, stream_rows<WT, 7>, stream_rows<WT, 8>};
-  static_assert(std::size(table) == kStreamingMaxRows);
-  return table[M - 1];
+  static_assert(std::size(table) == kRowGroup);
+  return table[rows - 1];
 }
 
+StreamFn stream_fn(DType wt, int64_t rows) {
+  return wt == DType::f32    ? stream_fn_for_rows<DType::f32>(rows)
+         : wt == DType::bf16 ? stream_fn_for_rows<DType::bf16>(rows)
+                             : stream_fn_for_rows<DType::f16>(rows);
+}
+
+// Threads split the weight rows. Each thread walks its rows in blocks of about 128 KiB, which
+// stay in L2 while every group of 8 x rows passes over them: W comes from memory once.
 void gemm_streaming(const float* x, int64_t M, const Tensor& weight, float* y, int64_t ldy) {
-  int64_t N = weight.size(0), K = weight.size(1);
-  StreamFn fn = weight.dtype() == DType::f32    ? stream_fn_for_rows<DType::f32>(M)
-                : weight.dtype() == DType::bf16 ? stream_fn_for_rows<DType::bf16>(M)
-                                                : stream_fn_for_rows<DType::f16>(M);
+  const int64_t N = weight.size(0), K = weight.size(1);
+  const DType wt = weight.dtype();
   const void* w = weight.raw();
+  const int64_t block = std::max<int64_t>(4, (int64_t(1) << 17) / std::max<int64_t>(1, K * int64_t(dtype_size(wt))));
   // At least 16 rows per range: smaller pieces cost more to hand out than they take to compute.
-  int max_ranges = int(std::max<int64_t>(1, N / 16));
-  parallel_for(N, max_ranges, [&](int64_t n0, int64_t n1, int) { fn(x, K, w, n0, n1, y, ldy); });
-}
-
-// ---- 16-bit weights for the BLAS paths: float32 panels of weight rows.
-
-// Rows per float32 panel: about 2 MiB, so a panel stays in the last-level cache while the GEMM
-// reads it, and the number of GEMM calls stays small.
-int64_t panel_rows(int64_t K) { return std::max<int64_t>(64, (int64_t(1) << 19) / std::max<int64_t>(K, 1)); }
-
-// panel[r, :] = float(W[n0 + r, :]) for r < rows.
-void widen_panel(const Tensor& weight, int64_t n0, int64_t rows, float* panel) {
-  int64_t K = weight.size(1);
-  auto src = static_cast<const uint16_t*>(weight.raw()) + n0 * K;
-  parallel_for(rows, [&](int64_t r0, int64_t r1, int) {
-    widen_to_f32(src + r0 * K, weight.dtype(), panel + r0 * K, (r1 - r0) * K);
+  const int max_ranges = int(std::max<int64_t>(1, N / 16));
+  parallel_for(N, max_ranges, [&](int64_t n0, int64_t n1, int) {
+    for (int64_t b0 = n0; b0 < n1; b0 += block) {
+      const int64_t b1 = std::min(n1, b0 + block);
+      for (int64_t m0 = 0; m0 < M; m0 += kRowGroup) {
+        const int64_t rows = std::min(kRowGroup, M - m0);
+        stream_fn(wt, rows)(x + m0 * K, K, w, b0, b1, y + m0 * ldy, ldy);
+      }
+    }
   });
 }
+
+// ---- The BLAS paths: slices of output columns (or rows of dW) per range of our pool.
 
 int blas_int(int64_t v, const char* what) {
   MAMBA_CHECK(v <= int64_t(INT32_MAX), what, ": dimension ", v, " exceeds what the BLAS library accepts");
   return int(v);
 }
 
+// Calls fn(begin, end) on slices of [0, n) that are multiples of 16 long (except the last), one
+// slice per range, so each BLAS call gets a well-shaped block.
+template <typename Fn>
+void for_each_slice(int64_t n, Fn fn) {
+  constexpr int64_t kAlign = 16;
+  const int64_t blocks = (n + kAlign - 1) / kAlign;
+  make_blas_single_threaded();
+  parallel_for(blocks, [&](int64_t b0, int64_t b1, int) { fn(b0 * kAlign, std::min(n, b1 * kAlign)); });
+}
+
+// Weight rows per float32 panel of a 16-bit weight: about 1 MiB, so the panel stays in cache
+// while the GEMM reads it (no float32 copy of the whole weight is ever made).
+int64_t panel_rows(int64_t K) { return std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(K, 1)); }
+
+// panel[r, c] = float(W[n0 + r, k0 + c]) for r < rows, c < cols.
+void widen_block(const Tensor& weight, int64_t n0, int64_t rows, int64_t k0, int64_t cols, float* panel) {
+  const int64_t K = weight.size(1);
+  auto src = static_cast<const uint16_t*>(weight.raw());
+  for (int64_t r = 0; r < rows; ++r) widen_to_f32(src + (n0 + r) * K + k0, weight.dtype(), panel + r * cols, cols);
+}
+
 }  // namespace
 
 void gemm_x_wt(const float* x, int64_t M, const Tensor& weight, float* y, int64_t ldy) {
-  int64_t N = weight.size(0), K = weight.size(1);
+  const int64_t N = weight.size(0), K = weight.size(1);
   if (M == 0 || N == 0) return;
-  if (M <= kStreamingMaxRows) {
+  if (use_streaming_kernel(M, K, weight.dtype())) {
     gemm_streaming(x, M, weight, y, ldy);
     return;
   }
-  sync_blas_threads();
-  int m = blas_int(M, "gemm rows"), k = blas_int(K, "gemm inner dimension");
-  if (weight.dtype() == DType::f32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, blas_int(N, "gemm columns"), k, 1.0f, x, k,
-                weight.data<float>(), k, 0.0f, y, blas_int(ldy, "gemm output stride"));
-    return;
-  }
-  int64_t P = panel_rows(K);
-  std::vector<float> panel(size_t(std::min(P, N) * K));
-  for (int64_t n0 = 0; n0 < N; n0 += P) {
-    int64_t rows = std::min(P, N - n0);
-    widen_panel(weight, n0, rows, panel.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, int(rows), k, 1.0f, x, k, panel.data(), k, 0.0f, y + n0,
-                blas_int(ldy, "gemm output stride"));
-  }
+  const int m = blas_int(M, "gemm rows"), k = blas_int(K, "gemm inner dimension");
+  const int ld = blas_int(ldy, "gemm output stride");
+  blas_int(N, "gemm columns");
+  for_each_slice(N, [&](int64_t n0, int64_t n1) {
+    if (weight.dtype() == DType::f32) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, int(n1 - n0), k, 1.0f, x, k,
+                  weight.data<float>() + n0 * K, k, 0.0f, y + n0, ld);
+      return;
+    }
+    const int64_t P = panel_rows(K);
+    std::vector<float> panel(size_t(std::min(P, n1 - n0) * K));
+    for (int64_t p0 = n0; p0 < n1; p0 += P) {
+      const int64_t rows = std::min(P, n1 - p0);
+      widen_block(weight, p0, rows, 0, K, panel.data());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, int(rows), k, 1.0f, x, k, panel.data(), k, 0.0f, y + p0,
+                  ld);
+    }
+  });
 }
 
 void gemm_dy_w(const float* dy, int64_t M, int64_t ldy, const Tensor& weight, float* dx) {
-  int64_t N = weight.size(0), K = weight.size(1);
+  const int64_t N = weight.size(0), K = weight.size(1);
   if (M == 0 || K == 0) return;
   if (N == 0) {
     std::fill(dx, dx + M * K, 0.0f);
     return;
   }
-  sync_blas_threads();
-  int m = blas_int(M, "gemm rows"), k = blas_int(K, "gemm columns"), lda = blas_int(ldy, "gemm input stride");
-  if (weight.dtype() == DType::f32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, blas_int(N, "gemm inner dimension"), 1.0f, dy, lda,
-                weight.data<float>(), k, 0.0f, dx, k);
-    return;
-  }
-  int64_t P = panel_rows(K);
-  std::vector<float> panel(size_t(std::min(P, N) * K));
-  for (int64_t n0 = 0; n0 < N; n0 += P) {
-    int64_t rows = std::min(P, N - n0);
-    widen_panel(weight, n0, rows, panel.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, int(rows), 1.0f, dy + n0, lda, panel.data(), k,
-                n0 == 0 ? 0.0f : 1.0f, dx, k);
-  }
+  const int m = blas_int(M, "gemm rows"), n = blas_int(N, "gemm inner dimension");
+  const int lda = blas_int(ldy, "gemm input stride"), ldc = blas_int(K, "gemm columns");
+  // Each range owns the columns [k0, k1) of dx.
+  for_each_slice(K, [&](int64_t k0, int64_t k1) {
+    const int cols = int(k1 - k0);
+    if (weight.dtype() == DType::f32) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, cols, n, 1.0f, dy, lda, weight.data<float>() + k0, ldc,
+                  0.0f, dx + k0, ldc);
+      return;
+    }
+    const int64_t P = panel_rows(cols);
+    std::vector<float> panel(size_t(std::min(P, N) * cols));
+    for (int64_t p0 = 0; p0 < N; p0 += P) {
+      const int64_t rows = std::min(P, N - p0);
+      widen_block(weight, p0, rows, k0, cols, panel.data());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, cols, int(rows), 1.0f, dy + p0, lda, panel.data(), cols,
+                  p0 == 0 ? 0.0f : 1.0f, dx + k0, ldc);
+    }
+  });
 }
 
 void gemm_accumulate_dyt_x(const float* dy, int64_t M, int64_t ldy, const float* x, int64_t N, int64_t K, float* dW) {
   if (M == 0 || N == 0 || K == 0) return;
-  sync_blas_threads();
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blas_int(N, "gemm rows"), blas_int(K, "gemm columns"),
-              blas_int(M, "gemm inner dimension"), 1.0f, dy, blas_int(ldy, "gemm input stride"), x, int(K), 1.0f, dW,
-              int(K));
+  const int m = blas_int(M, "gemm inner dimension"), k = blas_int(K, "gemm columns");
+  const int lda = blas_int(ldy, "gemm input stride");
+  blas_int(N, "gemm rows");
+  // Each range owns the rows [n0, n1) of dW.
+  for_each_slice(N, [&](int64_t n0, int64_t n1) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(n1 - n0), k, m, 1.0f, dy + n0, lda, x, k, 1.0f,
+                dW + n0 * K, k);
+  });
 }
 
 }  // namespace mamba::ops::cpu

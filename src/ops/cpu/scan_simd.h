@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/dtype.h"
+
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 // GCC 12 warns (falsely, GCC bug 105593) about the placeholder `__Y` inside these intrinsics.
 #pragma GCC diagnostic push
@@ -34,9 +36,9 @@ using Vec16 = float __attribute__((vector_size(64)));
 using Int16x = int32_t __attribute__((vector_size(64)));
 using Uint16x = uint32_t __attribute__((vector_size(64)));
 
-inline Vec16 broadcast(float x) { return Vec16{} + x; }
+[[gnu::always_inline]] inline Vec16 broadcast(float x) { return Vec16{} + x; }
 
-inline Vec16 fma(Vec16 a, Vec16 b, Vec16 c) {
+[[gnu::always_inline]] inline Vec16 fma(Vec16 a, Vec16 b, Vec16 c) {
 #ifdef MAMBACPP_SCAN_AVX512
   return _mm512_fmadd_ps(a, b, c);
 #else
@@ -44,55 +46,96 @@ inline Vec16 fma(Vec16 a, Vec16 b, Vec16 c) {
 #endif
 }
 
-inline Vec16 max(Vec16 a, Vec16 b) { return a > b ? a : b; }
-inline Vec16 abs(Vec16 a) { return a < 0 ? -a : a; }
+#ifndef MAMBACPP_SCAN_AVX512
+// GCC lowers comparisons of vectors wider than the target's (64 bytes on AVX2) to scalar code,
+// so the fallback compares 8-lane halves, which AVX2 does natively.
+using Vec8 = float __attribute__((vector_size(32)));
+template <typename Op>
+[[gnu::always_inline]] inline Vec16 per_half(Vec16 a, Vec16 b, Op op) {
+  Vec8 a_halves[2], b_halves[2], results[2];
+  std::memcpy(a_halves, &a, sizeof(a));
+  std::memcpy(b_halves, &b, sizeof(b));
+  for (int i = 0; i < 2; ++i) results[i] = op(a_halves[i], b_halves[i]);
+  Vec16 result;
+  std::memcpy(&result, results, sizeof(result));
+  return result;
+}
+#endif
+
+[[gnu::always_inline]] inline Vec16 max(Vec16 a, Vec16 b) {
+#ifdef MAMBACPP_SCAN_AVX512
+  return _mm512_max_ps(a, b);
+#else
+  return per_half(a, b, [](Vec8 x, Vec8 y) { return x > y ? x : y; });
+#endif
+}
+[[gnu::always_inline]] inline Vec16 min(Vec16 a, Vec16 b) {
+#ifdef MAMBACPP_SCAN_AVX512
+  return _mm512_min_ps(a, b);
+#else
+  return per_half(a, b, [](Vec8 x, Vec8 y) { return x < y ? x : y; });
+#endif
+}
+[[gnu::always_inline]] inline Vec16 abs(Vec16 a) { return Vec16(Int16x(a) & 0x7fffffff); }
 
 // Loads/stores of `count` ≤ 16 lanes of float32 or bfloat16 (uint16_t bits); missing lanes load as 0.
-inline Vec16 load(const float* p, int count) {
+[[gnu::always_inline]] inline Vec16 load(const float* p, int count) {
 #ifdef MAMBACPP_SCAN_AVX512
   return _mm512_maskz_loadu_ps(__mmask16((1u << count) - 1), p);
 #else
   Vec16 v{};
-  std::memcpy(&v, p, sizeof(float) * size_t(count));
+  if (count == kLanes)  // a constant-size copy compiles to vector loads, a variable one to a call
+    std::memcpy(&v, p, sizeof(v));
+  else
+    std::memcpy(&v, p, sizeof(float) * size_t(count));
   return v;
 #endif
 }
 
-inline Vec16 load(const uint16_t* p, int count) {
+[[gnu::always_inline]] inline Vec16 load(const uint16_t* p, int count) {
 #ifdef MAMBACPP_SCAN_AVX512
   __m256i bits = _mm256_maskz_loadu_epi16(__mmask16((1u << count) - 1), p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 #else
   uint16_t bits[kLanes] = {};
-  std::memcpy(bits, p, sizeof(uint16_t) * size_t(count));
+  if (count == kLanes)
+    std::memcpy(bits, p, sizeof(bits));
+  else
+    std::memcpy(bits, p, sizeof(uint16_t) * size_t(count));
   Uint16x wide;
   for (int i = 0; i < kLanes; ++i) wide[i] = uint32_t(bits[i]) << 16;
   return Vec16(wide);
 #endif
 }
 
-inline void store(float* p, Vec16 v, int count) {
+[[gnu::always_inline]] inline void store(float* p, Vec16 v, int count) {
 #ifdef MAMBACPP_SCAN_AVX512
   _mm512_mask_storeu_ps(p, __mmask16((1u << count) - 1), v);
 #else
-  std::memcpy(p, &v, sizeof(float) * size_t(count));
+  if (count == kLanes)
+    std::memcpy(p, &v, sizeof(v));
+  else
+    std::memcpy(p, &v, sizeof(float) * size_t(count));
 #endif
 }
 
 // Rounds to the nearest bfloat16, ties to even, keeping NaN a NaN (as core f32_to_bf16).
-inline void store(uint16_t* p, Vec16 v, int count) {
-  Uint16x bits = Uint16x(v);
-  Uint16x rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-  Uint16x nan = (bits >> 16) | 0x40u;
-  Uint16x result = (bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+[[gnu::always_inline]] inline void store(uint16_t* p, Vec16 v, int count) {
 #ifdef MAMBACPP_SCAN_AVX512
-  _mm256_mask_storeu_epi16(p, __mmask16((1u << count) - 1), _mm512_cvtepi32_epi16(__m512i(result)));
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i rounded =
+      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)),
+                                         _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1))),
+                        16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  const __m512i result = _mm512_mask_or_epi32(rounded, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
+  _mm256_mask_storeu_epi16(p, __mmask16((1u << count) - 1), _mm512_cvtepi32_epi16(result));
 #else
-  for (int i = 0; i < count; ++i) p[i] = uint16_t(result[i]);
+  for (int i = 0; i < count; ++i) p[i] = f32_to_bf16(v[i]);
 #endif
 }
 
-inline float reduce_add(Vec16 v) {
+[[gnu::always_inline]] inline float reduce_add(Vec16 v) {
 #ifdef MAMBACPP_SCAN_AVX512
   return _mm512_reduce_add_ps(v);
 #else
@@ -103,7 +146,7 @@ inline float reduce_add(Vec16 v) {
 }
 
 // Lane n of the result is the sum of the 16 lanes of v[n], by a pairwise tree (fixed order).
-inline Vec16 transpose_sum(const Vec16 v[kLanes]) {
+[[gnu::always_inline]] inline Vec16 transpose_sum(const Vec16 v[kLanes]) {
 #ifdef MAMBACPP_SCAN_AVX512
   // Each level halves the number of vectors and doubles the sums packed in one: 16 → 8 vectors of
   // two 8-lane partials, → 4 of four 4-lane partials, → 2 of eight pairs, → 1 of sixteen sums.
@@ -141,23 +184,25 @@ struct Exp2Coefficients {
 inline constexpr Exp2Coefficients kExp2;
 
 // 2^f for f ∈ [−½, ½].
-inline Vec16 exp2_fraction(Vec16 f) {
+[[gnu::always_inline]] inline Vec16 exp2_fraction(Vec16 f) {
   Vec16 p = broadcast(kExp2.c[7]);
   for (int j = 6; j >= 0; --j) p = fma(p, f, broadcast(kExp2.c[j]));
   return p;
 }
 
-// p · 2^k for integral k. Below 2^-149 the result is 0; the fallback path stops at 2^-126.
-inline Vec16 scale_by_power_of_two(Vec16 p, Vec16 k) {
+// p · 2^k for integral k ≥ −160. The fallback multiplies by 2^⌊k/2⌋ and 2^(k−⌊k/2⌋), each a
+// normal float for −160 ≤ k ≤ 129, so subnormal results round once, as with scalef.
+[[gnu::always_inline]] inline Vec16 scale_by_power_of_two(Vec16 p, Vec16 k) {
 #ifdef MAMBACPP_SCAN_AVX512
   return _mm512_scalef_ps(p, k);
 #else
-  Int16x exponent = (__builtin_convertvector(k, Int16x) + 127) << 23;
-  return p * Vec16(exponent);
+  k = min(k, broadcast(129.0f));
+  const Int16x whole = __builtin_convertvector(k, Int16x), half = whole >> 1;
+  return p * Vec16((half + 127) << 23) * Vec16((whole - half + 127) << 23);
 #endif
 }
 
-inline Vec16 round_to_integer(Vec16 x) {
+[[gnu::always_inline]] inline Vec16 round_to_integer(Vec16 x) {
 #ifdef MAMBACPP_SCAN_AVX512
   return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
@@ -167,37 +212,34 @@ inline Vec16 round_to_integer(Vec16 x) {
 }
 }  // namespace detail
 
-// 2^x, for the scan's exp(δ'·A) with log2(e) folded into A.
-inline Vec16 exp2(Vec16 x) {
-#ifdef MAMBACPP_SCAN_AVX512
-  x = max(x, broadcast(-160.0f));  // keeps −inf from turning into NaN below
-#else
-  x = x < -126.0f ? broadcast(-126.0f) : x;  // the exponent-bits scaling has no subnormals
-  x = x > 127.0f ? broadcast(127.0f) : x;
+// 2^x, for the scan's exp(δ'·A) with log2(e) folded into A. The lower clamp keeps −inf from
+// turning into NaN (2^−160 is 0 in float32).
+[[gnu::always_inline]] inline Vec16 exp2(Vec16 x) {
+  x = max(x, broadcast(-160.0f));
+#ifndef MAMBACPP_SCAN_AVX512
+  x = min(x, broadcast(200.0f));  // keeps the fallback's integer conversion in range
 #endif
-  Vec16 k = detail::round_to_integer(x);
+  const Vec16 k = detail::round_to_integer(x);
   return detail::scale_by_power_of_two(detail::exp2_fraction(x - k), k);
 }
 
-inline Vec16 exp(Vec16 x) {
+[[gnu::always_inline]] inline Vec16 exp(Vec16 x) {
   constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2High = 0.693145751953125f;  // 15 significant bits, so k·kLn2High is exact
+  constexpr float kLn2High = 0.693145751953125f;  // 16 significant bits, so k·kLn2High is exact
   constexpr float kLn2Low = 1.4286068203094173e-06f;
-#ifdef MAMBACPP_SCAN_AVX512
   x = max(x, broadcast(-110.0f));
-#else
-  x = x < -87.3f ? broadcast(-87.3f) : x;
-  x = x > 88.7f ? broadcast(88.7f) : x;
+#ifndef MAMBACPP_SCAN_AVX512
+  x = min(x, broadcast(100.0f));
 #endif
-  Vec16 k = detail::round_to_integer(x * kLog2e);
+  const Vec16 k = detail::round_to_integer(x * kLog2e);
   Vec16 r = fma(k, broadcast(-kLn2High), x);
   r = fma(k, broadcast(-kLn2Low), r);
   return detail::scale_by_power_of_two(detail::exp2_fraction(r * kLog2e), k);
 }
 
-inline Vec16 sigmoid(Vec16 x) { return 1.0f / (1.0f + exp(-x)); }
+[[gnu::always_inline]] inline Vec16 sigmoid(Vec16 x) { return 1.0f / (1.0f + exp(-x)); }
 
-inline Vec16 softplus(Vec16 x) {
+[[gnu::always_inline]] inline Vec16 softplus(Vec16 x) {
   Vec16 y = exp(-abs(x));
   Vec16 s = y / (2.0f + y);
   Vec16 s2 = s * s;

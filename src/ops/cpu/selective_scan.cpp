@@ -147,9 +147,9 @@ struct Block {
   void prefetch(int64_t t, const P*... rows) const {
     if (t >= 0 && t < s.length) (__builtin_prefetch(rows + at(t)), ...);
   }
-  Vec16 u(int64_t t) const { return simd::load(s.u + at(t), count); }
-  Vec16 delta_input(int64_t t) const { return simd::load(s.delta + at(t), count) + bias; }
-  Vec16 delta_prime(Vec16 x) const { return s.softplus ? simd::softplus(x) : x; }
+  [[gnu::always_inline]] Vec16 u(int64_t t) const { return simd::load(s.u + at(t), count); }
+  [[gnu::always_inline]] Vec16 delta_input(int64_t t) const { return simd::load(s.delta + at(t), count) + bias; }
+  [[gnu::always_inline]] Vec16 delta_prime(Vec16 x) const { return s.softplus ? simd::softplus(x) : x; }
   const float* B_row(int64_t t) { return float_row(s.B + s.row(b, t), N, b_scratch); }
   const float* C_row(int64_t t) { return float_row(s.C + s.row(b, t), N, c_scratch); }
   void load_initial_state(Vec16* h) const {
@@ -219,7 +219,7 @@ void backward_block(const Scan<T>& s, const GradPointers<T>& gp, int64_t item, B
   Vec16 A[kCapacity];
   load_transposed(s.A + blk.d0 * N, N, count, A);
 
-  // Forward sweep keeping the state at each chunk start.
+  // Forward sweep keeping the state at each chunk start (the last chunk is recomputed below).
   scratch.chunk_starts.resize(size_t(std::max<int64_t>(chunks, 1) * N));
   scratch.states.resize(size_t((kChunk + 1) * N));
   scratch.decays.resize(size_t(kChunk * N));
@@ -228,7 +228,10 @@ void backward_block(const Scan<T>& s, const GradPointers<T>& gp, int64_t item, B
   Vec16 h[kCapacity];
   blk.load_initial_state(h);
   for (int64_t t = 0; t < len; ++t) {
-    if (t % kChunk == 0) std::copy(h, h + N, &scratch.chunk_starts[size_t(t / kChunk * N)]);
+    if (t % kChunk == 0) {
+      std::copy(h, h + N, &scratch.chunk_starts[size_t(t / kChunk * N)]);
+      if (t / kChunk == chunks - 1) break;
+    }
     blk.prefetch(t + kPrefetchAhead, s.u, s.delta);
     const Vec16 dp = blk.delta_prime(blk.delta_input(t)), dpu = dp * blk.u(t);
     const float* Bt = blk.B_row(t);
@@ -394,7 +397,10 @@ ScanGrads backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast
 // channel updates its N states 16 at a time and reduces y over them.
 template <typename T>
 Tensor state_update(const ScanInputs& step, Tensor& state) {
-  const Scan<T> s = make_scan<T>(step, "cpu::selective_state_update");
+  ScanInputs used = step;  // the step ignores these two
+  used.initial_state = Tensor();
+  used.lengths = Tensor();
+  const Scan<T> s = make_scan<T>(used, "cpu::selective_state_update");
   check_dtype(state, DType::f32, "selective state update: state");
   Tensor out = Tensor::empty(step.u.shape(), step.u.dtype());
   T* out_data = out.data<T>();
@@ -411,20 +417,23 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
       const Vec16 u = simd::load(s.u + at, count), dp = s.softplus ? simd::softplus(x) : x, dpu = dp * u;
       const float* Bt = float_row(s.B + b * N, N, b_scratch);
       const float* Ct = float_row(s.C + b * N, N, c_scratch);
-      Vec16 y = s.D ? simd::load(s.D + d0, count) * u : Vec16{};
+      // products[lane] holds channel d0 + lane's C·h terms, lanes over states; one transposing
+      // reduction then gives y for all 16 channels.
+      Vec16 products[kLanes] = {};
       for (int lane = 0; lane < count; ++lane) {
         const int64_t d = d0 + lane;
         float* h = states + (b * s.dim + d) * N;
-        Vec16 yn{};
+        const Vec16 dp_d = simd::broadcast(dp[lane]), dpu_d = simd::broadcast(dpu[lane]);
         for (int64_t n = 0; n < N; n += kLanes) {
           const int k = int(std::min<int64_t>(kLanes, N - n));
-          const Vec16 a = simd::exp(dp[lane] * simd::load(s.A + d * N + n, k));
-          const Vec16 hn = simd::fma(a, simd::load(h + n, k), dpu[lane] * simd::load(Bt + n, k));
+          const Vec16 a = simd::exp(dp_d * simd::load(s.A + d * N + n, k));
+          const Vec16 hn = simd::fma(a, simd::load(h + n, k), dpu_d * simd::load(Bt + n, k));
           simd::store(h + n, hn, k);
-          yn = simd::fma(hn, simd::load(Ct + n, k), yn);
+          products[lane] = simd::fma(hn, simd::load(Ct + n, k), products[lane]);
         }
-        y[lane] += simd::reduce_add(yn);
       }
+      Vec16 y = simd::transpose_sum(products);
+      if (s.D) y = simd::fma(simd::load(s.D + d0, count), u, y);
       if (s.z) {
         const Vec16 z = simd::load(s.z + at, count);
         y *= z * simd::sigmoid(z);

@@ -30,6 +30,53 @@ void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
   }
 }
 
+#ifdef MAMBA_CPU_AVX512
+namespace {
+
+// e^x for 16 lanes: x = n·ln2 + r with |r| ≤ ln2/2, e^r by a degree-6 polynomial (Cephes expf
+// coefficients), then scaled by 2^n. Inputs are clamped to [−104, 89], where e^x is 0 or inf in
+// float32 anyway; the clamp keeps NaN (max/min return their second operand on NaN).
+inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(y, n);
+}
+
+}  // namespace
+#endif
+
+void exp_shifted_inplace(float* v, int64_t n, float shift) {
+  int64_t i = 0;
+#ifdef MAMBA_CPU_AVX512
+  const __m512 s = _mm512_set1_ps(shift);
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(v + i, exp16(_mm512_sub_ps(_mm512_loadu_ps(v + i), s)));
+#endif
+  for (; i < n; ++i) v[i] = std::exp(v[i] - shift);
+}
+
+void silu_inplace(float* v, int64_t n) {
+  int64_t i = 0;
+#ifdef MAMBA_CPU_AVX512
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(v + i);
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    _mm512_storeu_ps(v + i, _mm512_div_ps(x, _mm512_add_ps(one, e)));
+  }
+#endif
+  for (; i < n; ++i) v[i] = silu(v[i]);
+}
+
 void check_f32_activation(const Tensor& t, const char* name) {
   MAMBA_CHECK(t.defined(), name, ": tensor is missing");
   MAMBA_CHECK(t.dtype() == DType::f32, name, ": the CPU kernels take f32 activations, got ", dtype_name(t.dtype()));

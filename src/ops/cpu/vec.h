@@ -35,15 +35,26 @@ Tensor parameter_as_f32(const Tensor& t);
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 inline float silu(float x) { return x * sigmoid(x); }
 
-// Σ_{i<n} term(i): float partial sums over blocks of 64 terms, added into a double, so a long
-// row does not lose precision to one running float32 sum.
+// v[i] = e^(v[i] − shift), vectorised (within 2 ulp of std::exp; NaN stays NaN).
+void exp_shifted_inplace(float* v, int64_t n, float shift);
+// v[i] = SiLU(v[i]) = v[i]·σ(v[i]), vectorised.
+void silu_inplace(float* v, int64_t n);
+
+// Σ_{i<n} term(i): 16 float lanes per block of 256 terms (so the compiler vectorises it),
+// each block's sum added into a double, so a long row never sits in one running float32 sum.
 template <typename Term>
 double blocked_sum(int64_t n, Term term) {
+  constexpr int64_t kLanes = 16, kBlock = 256;
   double total = 0;
-  for (int64_t block = 0; block < n; block += 64) {
-    int64_t end = block + 64 < n ? block + 64 : n;
+  for (int64_t block = 0; block < n; block += kBlock) {
+    const int64_t end = block + kBlock < n ? block + kBlock : n;
+    float lanes[kLanes] = {};
+    int64_t i = block;
+    for (; i + kLanes <= end; i += kLanes)
+      for (int64_t j = 0; j < kLanes; ++j) lanes[j] += term(i + j);
     float partial = 0;
-    for (int64_t i = block; i < end; ++i) partial += term(i);
+    for (; i < end; ++i) partial += term(i);
+    for (float lane : lanes) partial += lane;
     total += partial;
   }
   return total;

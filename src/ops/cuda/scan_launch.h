@@ -10,7 +10,10 @@ namespace mamba::ops::cuda_detail {
 void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const Tensor& last_state);
 void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state,
                                   const ScanGrads& grads);
-// Positions per lane in the forward kernel (8, the default, or 16): a tuning knob for benchmarks.
-void set_selective_scan_forward_items(int items);
+// Forward kernel variant, a tuning knob for benchmarks: 0: 8 positions per lane, run-time N;
+// 1: 16 positions per lane; 2 (the default): N = 16 as a compile-time constant, state loop
+// unrolled; 3: as 2 with 2 blocks per SM (a larger register budget). 2 and 3 apply to N = 16 only
+// (other N run 0).
+void set_selective_scan_forward_variant(int variant);
 
 }  // namespace mamba::ops::cuda_detail

@@ -36,6 +36,7 @@ constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kForwardItems = 8;
 constexpr int kBackwardItems = 4;
+constexpr int kDefaultForwardVariant = 2;  // measured fastest on 3 of the 4 TARGETS.md shapes
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -226,11 +227,12 @@ constexpr size_t forward_smem_bytes(int N, size_t elem, Mode mode) {
   return floats * 4 + raws * elem;
 }
 
-template <typename T, int kItems, Mode kMode>
-__global__ void __launch_bounds__(kThreads, kItems > 8 ? 2 : 3) scan_forward_kernel(ScanArgs p) {
+// kFixedN > 0: the state size is a compile-time constant and the per-state loop is unrolled.
+template <typename T, int kItems, Mode kMode, int kFixedN = 0, int kMinBlocks = (kItems > 8 ? 2 : 3)>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(ScanArgs p) {
   using Tl = Tile<kItems>;
   constexpr bool kOutput = kMode == Mode::output;
-  const int N = p.nstate, dim = p.dim, L = p.L;
+  const int N = kFixedN > 0 ? kFixedN : p.nstate, dim = p.dim, L = p.L;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int c0 = blockIdx.x * kWarps, b = blockIdx.y, split = blockIdx.z;
   const int c = c0 + warp;
@@ -303,6 +305,7 @@ __global__ void __launch_bounds__(kThreads, kItems > 8 ? 2 : 3) scan_forward_ker
         lane_delta += dl[i];
       }
       delta_sum += lane_delta;
+#pragma unroll(kFixedN > 0 ? kFixedN : 1)
       for (int n = 0; n < N; ++n) {
         const float a2 = A2[warp * N + n];
         float Bv[kItems], a[kItems], bv[kItems];
@@ -447,7 +450,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
 
     const int item0 = lane * kItems;
     // dl: δ'; du: δ'·u; dy: dL/dy; dout_v: dL/dout (for dz); y: pre-gate output (for dz);
-    // dsoftplus: dδ'/dδ; d_delta, gB_sum: accumulated over states.
+    // dsoftplus: dδ'/dδ; d_delta: Σₙ g·h_prev·a·A; gB_sum: Σₙ g·B (so dδ' = d_delta + u·gB_sum).
     float dl[kItems], uu[kItems], du[kItems], dy[kItems], dout_v[kItems], y[kItems], dsoftplus[kItems];
     float d_delta[kItems], gB_sum[kItems];
     if (active) {
@@ -518,8 +521,8 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
 #pragma unroll
         for (int i = kItems - 1; i >= 0; --i) {
           const float g = fmaf(Cv[i], dy[i], f);
-          const float decay_grad = g * h_prev[i] * a[i];  // dL/d(δ'·A)
-          d_delta[i] = fmaf(g * Bv[i], uu[i], fmaf(decay_grad, a_nat, d_delta[i]));
+          const float decay_grad = g * h_prev[i] * a[i];     // dL/d(δ'·A)
+          d_delta[i] = fmaf(decay_grad, a_nat, d_delta[i]);  // the Σ g·B·u part is added once below
           gB_sum[i] = fmaf(g, Bv[i], gB_sum[i]);
           pB[i] = g * du[i];
           dA_lane = fmaf(decay_grad, dl[i], dA_lane);
@@ -548,7 +551,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         const bool valid = t0 + item0 + i < len;
-        out_delta[i] = valid ? d_delta[i] * dsoftplus[i] : 0.0f;
+        out_delta[i] = valid ? fmaf(gB_sum[i], uu[i], d_delta[i]) * dsoftplus[i] : 0.0f;
         out_u[i] = valid ? fmaf(gB_sum[i], dl[i], dy[i] * D_c) : 0.0f;
         dD_sum = fmaf(dy[i], uu[i], dD_sum);
         dbias_sum += out_delta[i];
@@ -705,23 +708,41 @@ ScanArgs prepare(const ScanInputs& in, bool step) {
   return p;
 }
 
-// Splits the length across blocks only when the unsplit grid leaves SMs idle: fewer than three
-// blocks per SM. Each split covers whole chunks and at least four of them.
+// Splitting the length across blocks adds a summary pass (about 0.8 of an output pass) but fills
+// idle SMs. Cost model: waves of resident blocks × positions per block × (1 or 1.8); the smallest
+// split count of least cost wins. Each split covers whole chunks, at least four of them.
 struct SplitPlan {
   int splits = 1, split_len = 0;
 };
 
-SplitPlan plan_splits(const ScanArgs& p, int chunk_len) {
+SplitPlan plan_splits(const ScanArgs& p, int chunk_len, int resident_blocks) {
   const int64_t blocks = int64_t(p.batch) * ((p.dim + kWarps - 1) / kWarps);
-  const int64_t wanted = 3 * int64_t(multiprocessor_count());
   const int64_t chunks = (p.L + chunk_len - 1) / chunk_len;
-  int64_t splits = 1;
-  if (blocks < wanted) splits = std::max<int64_t>(1, std::min((wanted + blocks - 1) / blocks, chunks / 4));
-  const int64_t chunks_per_split = std::max<int64_t>(1, (chunks + splits - 1) / splits);
+  const int64_t resident = std::max(1, resident_blocks);
+  int64_t best_splits = 1;
+  double best_cost = 0;
+  for (int64_t splits = 1; splits <= std::max<int64_t>(1, std::min<int64_t>(64, chunks / 4)); ++splits) {
+    const int64_t per_split = (chunks + splits - 1) / splits;
+    const int64_t waves = (blocks * splits + resident - 1) / resident;
+    const double cost = double(waves) * double(per_split) * (splits > 1 ? 1.8 : 1.0);
+    if (splits == 1 || cost < best_cost * 0.97) best_cost = cost, best_splits = splits;
+  }
+  const int64_t chunks_per_split = std::max<int64_t>(1, (chunks + best_splits - 1) / best_splits);
   SplitPlan plan;
   plan.split_len = int(chunks_per_split * chunk_len);
   plan.splits = int(std::max<int64_t>(1, (chunks + chunks_per_split - 1) / chunks_per_split));
   return plan;
+}
+
+// Blocks of the `kMode` kernel that fit on the GPU at once.
+template <typename T, int kItems, Mode kMode, int kFixedN = 0, int kMinBlocks = (kItems > 8 ? 2 : 3)>
+int resident_blocks(int N) {
+  int per_sm = 0;
+  const size_t bytes = forward_smem_bytes<kItems>(N, sizeof(T), kMode);
+  auto kernel = scan_forward_kernel<T, kItems, kMode, kFixedN, kMinBlocks>;
+  allow_shared_memory(kernel, bytes, N);
+  check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, bytes), "occupancy query");
+  return per_sm * multiprocessor_count();
 }
 
 size_t split_scratch_floats(const ScanArgs& p, const SplitPlan& plan) {
@@ -745,7 +766,7 @@ float* scratch(size_t floats) {
 
 // Runs `kMode` over the whole length; a split length first gets its splits' incoming states
 // from the summary and chain kernels (scratch: split_scratch_floats of the plan).
-template <typename T, int kItems, Mode kMode>
+template <typename T, int kItems, Mode kMode, int kFixedN = 0, int kMinBlocks = (kItems > 8 ? 2 : 3)>
 void run_forward_pass(ScanArgs p, const SplitPlan& plan, float* split_scratch) {
   const dim3 grid((p.dim + kWarps - 1) / kWarps, p.batch, plan.splits);
   p.splits = plan.splits;
@@ -757,7 +778,7 @@ void run_forward_pass(ScanArgs p, const SplitPlan& plan, float* split_scratch) {
     p.split_state = split_scratch + rows;
     p.split_init = split_scratch + rows * (1 + p.nstate);
     const size_t summary_bytes = forward_smem_bytes<kItems>(p.nstate, elem, Mode::summary);
-    auto summary = scan_forward_kernel<T, kItems, Mode::summary>;
+    auto summary = scan_forward_kernel<T, kItems, Mode::summary, kFixedN, kMinBlocks>;
     allow_shared_memory(summary, summary_bytes, p.nstate);
     summary<<<grid, kThreads, summary_bytes>>>(p);
     check_launch("selective_scan summary kernel");
@@ -765,7 +786,7 @@ void run_forward_pass(ScanArgs p, const SplitPlan& plan, float* split_scratch) {
     check_launch("selective_scan chain kernel");
   }
   const size_t bytes = forward_smem_bytes<kItems>(p.nstate, elem, kMode);
-  auto kernel = scan_forward_kernel<T, kItems, kMode>;
+  auto kernel = scan_forward_kernel<T, kItems, kMode, kFixedN, kMinBlocks>;
   allow_shared_memory(kernel, bytes, p.nstate);
   kernel<<<grid, kThreads, bytes>>>(p);
   check_launch("selective_scan forward kernel");
@@ -775,7 +796,7 @@ void run_forward_pass(ScanArgs p, const SplitPlan& plan, float* split_scratch) {
 template <typename T>
 void run_backward(ScanArgs& p, bool dBC_in_place) {
   constexpr int chunk_len = Tile<kBackwardItems>::len;
-  const SplitPlan plan = plan_splits(p, chunk_len);
+  const SplitPlan plan = plan_splits(p, chunk_len, resident_blocks<T, kBackwardItems, Mode::states>(p.nstate));
   const size_t chunks = (p.L + chunk_len - 1) / chunk_len;
   const size_t states = size_t(p.batch) * chunks * p.dim * p.nstate;
   const size_t split_floats = split_scratch_floats(p, plan);
@@ -818,7 +839,25 @@ void set_vector_flags(ScanArgs& p, size_t elem) {
   p.vector_states = p.nstate % vec == 0 && aligned16(p.B) && aligned16(p.C);
 }
 
-int forward_items = kForwardItems;
+// Forward kernel variant (tuning knob, see scan_launch.h): 0: run-time N, 1: 16 positions per lane,
+// 2 (default): N = 16 unrolled, 3: N = 16 unrolled with 2 blocks/SM (more registers).
+int forward_variant = kDefaultForwardVariant;
+
+template <typename T, int kItems, int kFixedN, int kMinBlocks>
+void run_output_pass(const ScanArgs& p) {
+  const int resident = resident_blocks<T, kItems, Mode::output, kFixedN, kMinBlocks>(p.nstate);
+  const SplitPlan plan = plan_splits(p, Tile<kItems>::len, resident);
+  run_forward_pass<T, kItems, Mode::output, kFixedN, kMinBlocks>(p, plan, scratch(split_scratch_floats(p, plan)));
+}
+
+template <typename T>
+void run_output_variant(const ScanArgs& p) {
+  const bool n16 = p.nstate == 16;
+  if (forward_variant == 1) return run_output_pass<T, 16, 0, 2>(p);
+  if (forward_variant == 2 && n16) return run_output_pass<T, kForwardItems, 16, 3>(p);
+  if (forward_variant == 3 && n16) return run_output_pass<T, kForwardItems, 16, 2>(p);
+  run_output_pass<T, kForwardItems, 0, 3>(p);
+}
 
 void zero_async(const Tensor& t) {
   if (t.defined()) check_cuda(cudaMemsetAsync(t.raw(), 0, t.nbytes()), "cudaMemsetAsync");
@@ -847,22 +886,15 @@ void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const 
   p.last_state = last_state.data<float>();
   const bool f32 = in.u.dtype() == DType::f32;
   set_vector_flags(p, f32 ? 4 : 2);
-  const bool wide = forward_items == 16;
-  const SplitPlan plan = plan_splits(p, wide ? Tile<16>::len : Tile<8>::len);
-  float* split = scratch(split_scratch_floats(p, plan));
-  if (f32 && wide)
-    run_forward_pass<float, 16, Mode::output>(p, plan, split);
-  else if (f32)
-    run_forward_pass<float, 8, Mode::output>(p, plan, split);
-  else if (wide)
-    run_forward_pass<__nv_bfloat16, 16, Mode::output>(p, plan, split);
+  if (f32)
+    run_output_variant<float>(p);
   else
-    run_forward_pass<__nv_bfloat16, 8, Mode::output>(p, plan, split);
+    run_output_variant<__nv_bfloat16>(p);
 }
 
-void set_selective_scan_forward_items(int items) {
-  MAMBA_CHECK(items == 8 || items == 16, "selective_scan (cuda): positions per lane must be 8 or 16, got ", items);
-  forward_items = items;
+void set_selective_scan_forward_variant(int variant) {
+  MAMBA_CHECK(variant >= 0 && variant <= 3, "selective_scan (cuda): forward variant must be 0..3, got ", variant);
+  forward_variant = variant;
 }
 
 void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state,

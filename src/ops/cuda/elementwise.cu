@@ -1,0 +1,95 @@
+// CUDA element-wise helpers (ops/elementwise.h). Column splits and joins of row-major matrices
+// are strided 2-D copies, which cudaMemcpy2D does at copy bandwidth without a kernel.
+#include <numeric>
+
+#include "ops/cuda/common.cuh"
+#include "ops/elementwise.h"
+
+namespace mamba::ops::cuda {
+
+namespace {
+
+__global__ void add_kernel(float* a, const float* b, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    a[i] += b[i];
+}
+
+__global__ void scale_kernel(float* a, float s, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    a[i] *= s;
+}
+
+unsigned grid_for(int64_t n) {
+  return unsigned(std::min<int64_t>(cuda_detail::blocks_for(n, 256), 8 * int64_t(cuda_detail::multiprocessor_count())));
+}
+
+// Copies a [rows, width] block between row-major matrices whose rows are `*_pitch` elements long.
+void copy_columns(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t rows, int64_t width,
+                  size_t elem) {
+  if (rows == 0 || width == 0) return;
+  cuda_detail::check_cuda(cudaMemcpy2DAsync(dst, size_t(dst_pitch) * elem, src, size_t(src_pitch) * elem,
+                                            size_t(width) * elem, size_t(rows), cudaMemcpyDeviceToDevice),
+                          "cudaMemcpy2DAsync (column copy)");
+}
+
+}  // namespace
+
+void add_(Tensor& a, const Tensor& b) {
+  check_dtype(a, DType::f32, "add_ operand a");
+  check_dtype(b, DType::f32, "add_ operand b");
+  if (a.numel() == 0) return;
+  add_kernel<<<grid_for(a.numel()), 256>>>(a.data<float>(), b.data<float>(), a.numel());
+  cuda_detail::check_launch("add_kernel");
+}
+
+void scale_(Tensor& a, double s) {
+  check_dtype(a, DType::f32, "scale_ operand");
+  if (a.numel() == 0) return;
+  scale_kernel<<<grid_for(a.numel()), 256>>>(a.data<float>(), float(s), a.numel());
+  cuda_detail::check_launch("scale_kernel");
+}
+
+std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths) {
+  const int64_t total = x.size(-1);
+  MAMBA_CHECK(std::accumulate(widths.begin(), widths.end(), int64_t(0)) == total,
+              "split_columns: widths do not sum to ", total, " columns of ", shape_string(x.shape()));
+  const int64_t rows = total == 0 ? 0 : x.numel() / total;
+  std::vector<Tensor> parts;
+  int64_t offset = 0;
+  for (int64_t w : widths) {
+    Shape shape = x.shape();
+    shape.back() = w;
+    Tensor part = Tensor::empty(shape, x.dtype(), Device::cuda);
+    const size_t elem = dtype_size(x.dtype());
+    copy_columns(part.raw(), w, static_cast<const char*>(x.raw()) + size_t(offset) * elem, total, rows, w, elem);
+    parts.push_back(std::move(part));
+    offset += w;
+  }
+  return parts;
+}
+
+Tensor concat_columns(const std::vector<Tensor>& parts) {
+  Shape shape = parts[0].shape();
+  int64_t total = 0;
+  for (const Tensor& p : parts) {
+    MAMBA_CHECK(
+        p.ndim() == parts[0].ndim() && p.dtype() == parts[0].dtype() &&
+            p.numel() / std::max<int64_t>(p.size(-1), 1) == parts[0].numel() / std::max<int64_t>(parts[0].size(-1), 1),
+        "concat_columns: part ", shape_string(p.shape()), " ", dtype_name(p.dtype()), " does not match part 0 ",
+        shape_string(parts[0].shape()), " ", dtype_name(parts[0].dtype()));
+    total += p.size(-1);
+  }
+  shape.back() = total;
+  Tensor out = Tensor::empty(shape, parts[0].dtype(), Device::cuda);
+  const int64_t rows = total == 0 ? 0 : out.numel() / total;
+  const size_t elem = dtype_size(out.dtype());
+  int64_t offset = 0;
+  for (const Tensor& p : parts) {
+    copy_columns(static_cast<char*>(out.raw()) + size_t(offset) * elem, total, p.raw(), p.size(-1), rows, p.size(-1),
+                 elem);
+    offset += p.size(-1);
+  }
+  return out;
+}
+
+}  // namespace mamba::ops::cuda
