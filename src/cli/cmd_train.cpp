@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/language_model.h"
+#include "model/presets.h"
 #include "train/data.h"
 #include "train/run_state.h"
 #include "train/trainer.h"
@@ -40,17 +41,6 @@ struct TrainFlags {
   CLI::Option* eval_batches_option = nullptr;
 };
 
-struct Preset {
-  int64_t d_model, n_layer, vocab;
-};
-
-Preset preset_sizes(const std::string& name) {
-  if (name == "tiny") return {128, 4, 0};
-  if (name == "130m") return {768, 24, 50280};
-  if (name == "370m") return {1024, 48, 50280};
-  fail("--preset: unknown preset '", name, "' (expected tiny, 130m or 370m)");
-}
-
 std::pair<double, double> parse_betas(const std::string& text) {
   double b1 = 0, b2 = 0;
   char tail = 0;
@@ -61,14 +51,13 @@ std::pair<double, double> parse_betas(const std::string& text) {
 
 // The model configuration of a fresh run: preset, overridden by explicit sizes.
 io::ModelConfig fresh_config(const TrainFlags& f, int64_t data_vocab) {
-  Preset p = preset_sizes(f.preset.empty() ? "tiny" : f.preset);
-  io::ModelConfig c;
-  c.d_model = f.d_model ? f.d_model : p.d_model;
-  c.n_layer = f.n_layer ? f.n_layer : p.n_layer;
+  io::ModelConfig c = model::preset_config(f.preset.empty() ? "tiny" : f.preset, "--preset");
+  if (f.d_model) c.d_model = f.d_model;
+  if (f.n_layer) c.n_layer = f.n_layer;
   c.d_state = f.d_state ? f.d_state : c.d_state;
   c.d_conv = f.d_conv ? f.d_conv : c.d_conv;
   c.expand = f.expand ? f.expand : c.expand;
-  c.vocab_size = f.vocab ? f.vocab : data_vocab ? data_vocab : p.vocab;
+  if (f.vocab || data_vocab) c.vocab_size = f.vocab ? f.vocab : data_vocab;
   MAMBA_CHECK(c.vocab_size > 0, "--vocab: required for --data-format ", f.data_format,
               " (the vocabulary size of the token ids)");
   MAMBA_CHECK(c.d_model > 0 && c.n_layer > 0 && c.d_state > 0 && c.d_conv > 0 && c.expand > 0,
@@ -218,7 +207,7 @@ CommandRegistration registration(60, [](CLI::App& app) {
   TrainFlags& f = *flags;
   CLI::App* cmd = app.add_subcommand("train", "Train a Mamba language model (CPU)");
   add_common_options(*cmd, f.common);
-  cmd->add_option("--preset", f.preset, "Model size: tiny | 130m | 370m (default tiny)");
+  cmd->add_option("--preset", f.preset, "Model shape: tiny | 130m | 370m | 790m | 1.4b | 2.8b (default tiny)");
   cmd->add_option("--d-model", f.d_model, "Model width (overrides the preset)");
   cmd->add_option("--n-layer", f.n_layer, "Number of layers");
   cmd->add_option("--d-state", f.d_state, "SSM state size N (default 16)");
