@@ -10,6 +10,7 @@
 #include "io/safetensors.h"
 #include "model/language_model.h"
 #include "model/presets.h"
+#include "tokenizer/tokenizer.h"
 #include "train/data.h"
 #include "train/run_state.h"
 #include "train/trainer.h"
@@ -70,8 +71,9 @@ io::ModelConfig fresh_config(const TrainFlags& f, int64_t data_vocab) {
 }
 
 // The vocabulary the data itself defines (0 when it takes the model's).
-int64_t data_vocab(const TrainFlags& f) {
+int64_t data_vocab(const TrainFlags& f, const tokenizer::Tokenizer* text_tokenizer) {
   if (!f.task.empty()) return f.task_vocab;
+  if (text_tokenizer) return text_tokenizer->size();
   if (!f.data_path.empty() && f.data_format == "bytes") return 256;
   return 0;
 }
@@ -86,12 +88,12 @@ void check_data_flags(const TrainFlags& f) {
     train::task_kind_from_name(f.task, "--task");
     MAMBA_CHECK(f.seq_len_option->count() == 0, "--seq-len: does not apply to --task (the length is --task-len)");
   }
-  MAMBA_CHECK(f.data_format != "text" || f.data_path.empty(),
-              "--data-format text: the tokenizer is not wired into train yet; tokenize first (mambacpp tokenize) and "
-              "use --data-format tokens");
+  MAMBA_CHECK(f.data_format != "text" || f.data_path.empty() || !f.tokenizer_path.empty(),
+              "--tokenizer: required with --data-format text (a tokenizer.json, its folder, or 'bytes')");
 }
 
-std::unique_ptr<train::DataSource> make_data(const TrainFlags& f, int64_t model_vocab) {
+std::unique_ptr<train::DataSource> make_data(const TrainFlags& f, int64_t model_vocab,
+                                             const tokenizer::Tokenizer* text_tokenizer) {
   if (!f.fixed_batch.empty()) {
     io::SafetensorsFile file = io::read_safetensors(f.fixed_batch);
     auto ids = file.tensors.find("input_ids");
@@ -108,6 +110,10 @@ std::unique_ptr<train::DataSource> make_data(const TrainFlags& f, int64_t model_
     return train::make_task_source(task);
   }
   train::StreamOptions stream{f.seq_len, f.val_fraction, f.seed};
+  if (text_tokenizer)
+    return train::make_text_source(
+        f.data_path, [text_tokenizer](const std::string& text) { return text_tokenizer->encode(text); }, model_vocab,
+        stream);
   std::string what = "--data '" + f.data_path + "'";
   if (f.data_format == "bytes")
     return train::make_stream_source(train::read_byte_tokens(f.data_path), 256, train::Metric::bits_per_byte, 1.0,
@@ -133,6 +139,8 @@ void run_train(TrainFlags& f) {
               "--init: cannot be combined with --resume (the run's weights are in --out)");
   auto [beta1, beta2] = parse_betas(f.adam_betas);
   check_data_flags(f);
+  std::unique_ptr<tokenizer::Tokenizer> text_tokenizer;
+  if (f.data_format == "text" && !f.data_path.empty()) text_tokenizer = tokenizer::load_tokenizer(f.tokenizer_path);
 
   model::LoadOptions load;
   load.device = Device::cpu;
@@ -148,9 +156,9 @@ void run_train(TrainFlags& f) {
     MAMBA_CHECK(!f.no_selection || model->config().no_selection,
                 "--no-selection: the model in --init was built with selection; it cannot be switched off after");
   } else {
-    model = model::LanguageModel::initialize(fresh_config(f, data_vocab(f)), f.seed, Device::cpu);
+    model = model::LanguageModel::initialize(fresh_config(f, data_vocab(f, text_tokenizer.get())), f.seed, Device::cpu);
   }
-  std::unique_ptr<train::DataSource> data = make_data(f, model->config().vocab_size);
+  std::unique_ptr<train::DataSource> data = make_data(f, model->config().vocab_size, text_tokenizer.get());
   if (!f.fixed_batch.empty()) {
     int64_t rows = data->eval_batches(1, 0)[0].ids.size(0);
     MAMBA_CHECK(f.batch_option->count() == 0 || f.batch == rows, "--batch ", f.batch, ": the fixed batch has ", rows,
@@ -217,7 +225,8 @@ CommandRegistration registration(60, [](CLI::App& app) {
   cmd->add_option("--init", f.init_dir, "Start from the weights in this checkpoint folder");
   cmd->add_option("--data", f.data_path, "Training data file");
   cmd->add_option("--data-format", f.data_format, "bytes | tokens | text (default bytes)");
-  cmd->add_option("--tokenizer", f.tokenizer_path, "tokenizer.json for --data-format text");
+  cmd->add_option("--tokenizer", f.tokenizer_path,
+                  "Tokenizer for --data-format text: tokenizer.json, its folder, or bytes");
   cmd->add_option("--token-bytes", f.token_bytes, "Bytes per id in a token file: 2 or 4 (default 2)");
   cmd->add_option("--task", f.task, "Synthetic task: selective-copying | induction-heads");
   cmd->add_option("--task-len", f.task_len, "Task length L (default 256)");
