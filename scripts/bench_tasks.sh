@@ -30,17 +30,21 @@ fmt() {  # four decimals, or n/a when the field was missing
   v=$(cat)
   if [[ -n $v ]]; then printf '%.4f' "$v"; else printf 'n/a'; fi
 }
-last_eval() {  # the last evaluation record of a run
-  grep '"eval":true' "$1/metrics.jsonl" | tail -1
+last_eval() {  # the last evaluation record of a run (nothing when it failed)
+  if [[ -f $1/metrics.jsonl ]]; then grep '"eval":true' "$1/metrics.jsonl" | tail -1; fi
 }
 
-train() {  # train NAME ARGS...
+train() {  # train NAME ARGS...: prints the seconds taken, or "failed" (the reason is in WORK/NAME.log)
   local name=$1
   shift
   rm -rf "${WORK:?}/$name"
   local start=$SECONDS
-  "$BIN" train "$@" "${common[@]}" --out "$WORK/$name" 2> "$WORK/$name.log"
-  echo $((SECONDS - start))
+  if "$BIN" train "$@" "${common[@]}" --out "$WORK/$name" 2> "$WORK/$name.log"; then
+    echo $((SECONDS - start))
+  else
+    echo "failed: $(tail -1 "$WORK/$name.log")" >&2
+    echo failed
+  fi
 }
 
 sc_args=(--task selective-copying --task-len 256 --task-tokens 16 --task-vocab 16)
@@ -56,7 +60,7 @@ len=256
 while ((len <= MAX_LEN)); do
   batch=$((len >= 4096 ? 1 : 8))
   out=$("$BIN" eval -m "$WORK/ih" --task induction-heads --task-len "$len" --task-vocab 16 --batch "$batch" \
-        --max-batches $((EVAL_SEQS / batch)) --threads "$THREADS" --json)
+        --max-batches $((EVAL_SEQS / batch)) --threads "$THREADS" --json) || out=""
   ih_rows+="| $len | $(echo "$out" | json_field accuracy | fmt) | $(echo "$out" | json_field loss | fmt) |"$'\n'
   len=$((len * 2))
 done

@@ -7,6 +7,7 @@
 #include "cli/command.h"
 #include "core/error.h"
 #include "model/language_model.h"
+#include "tokenizer/tokenizer.h"
 #include "train/data.h"
 #include "train/trainer.h"
 
@@ -16,7 +17,7 @@ namespace {
 struct EvalFlags {
   CommonOptions common;
   std::string model_dir;
-  std::string data_path, data_format = "bytes";
+  std::string data_path, data_format = "bytes", tokenizer_path;
   int token_bytes = 2;
   std::string task;
   int64_t task_len = 256, task_tokens = 16, task_vocab = 16;
@@ -45,7 +46,11 @@ std::unique_ptr<train::DataSource> make_eval_data(const EvalFlags& f, int64_t vo
   } else if (f.data_format == "tokens") {
     tokens = train::read_token_file(f.data_path, f.token_bytes, vocab);
   } else if (f.data_format == "text") {
-    fail("--data-format text: the tokenizer is not wired into eval yet; tokenize first and use --data-format tokens");
+    std::unique_ptr<tokenizer::Tokenizer> tok = tokenizer::resolve_tokenizer(f.model_dir, f.tokenizer_path, vocab);
+    std::string text = train::read_text_file(f.data_path);
+    tokens = tok->encode(text);
+    MAMBA_CHECK(!tokens.empty(), "--data '", f.data_path, "': the tokenizer produced no tokens");
+    bytes_per_token = double(text.size()) / double(tokens.size());
   } else {
     fail("--data-format: unknown format '", f.data_format, "' (expected bytes, tokens or text)");
   }
@@ -95,6 +100,8 @@ CommandRegistration registration(61, [](CLI::App& app) {
   cmd->add_option("-m,--model", f.model_dir, "Checkpoint folder");
   cmd->add_option("--data", f.data_path, "File to evaluate on (all of it)");
   cmd->add_option("--data-format", f.data_format, "bytes | tokens | text (default bytes)");
+  cmd->add_option("--tokenizer", f.tokenizer_path,
+                  "For --data-format text (default: the model folder's tokenizer.json)");
   cmd->add_option("--token-bytes", f.token_bytes, "Bytes per id in a token file: 2 or 4 (default 2)");
   cmd->add_option("--task", f.task, "Synthetic task instead of a file: selective-copying | induction-heads");
   cmd->add_option("--task-len", f.task_len, "Task length L (default 256)");

@@ -9,6 +9,8 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/language_model.h"
+#include "model/presets.h"
+#include "tokenizer/tokenizer.h"
 #include "train/data.h"
 #include "train/run_state.h"
 #include "train/trainer.h"
@@ -40,17 +42,6 @@ struct TrainFlags {
   CLI::Option* eval_batches_option = nullptr;
 };
 
-struct Preset {
-  int64_t d_model, n_layer, vocab;
-};
-
-Preset preset_sizes(const std::string& name) {
-  if (name == "tiny") return {128, 4, 0};
-  if (name == "130m") return {768, 24, 50280};
-  if (name == "370m") return {1024, 48, 50280};
-  fail("--preset: unknown preset '", name, "' (expected tiny, 130m or 370m)");
-}
-
 std::pair<double, double> parse_betas(const std::string& text) {
   double b1 = 0, b2 = 0;
   char tail = 0;
@@ -61,14 +52,13 @@ std::pair<double, double> parse_betas(const std::string& text) {
 
 // The model configuration of a fresh run: preset, overridden by explicit sizes.
 io::ModelConfig fresh_config(const TrainFlags& f, int64_t data_vocab) {
-  Preset p = preset_sizes(f.preset.empty() ? "tiny" : f.preset);
-  io::ModelConfig c;
-  c.d_model = f.d_model ? f.d_model : p.d_model;
-  c.n_layer = f.n_layer ? f.n_layer : p.n_layer;
+  io::ModelConfig c = model::preset_config(f.preset.empty() ? "tiny" : f.preset, "--preset");
+  if (f.d_model) c.d_model = f.d_model;
+  if (f.n_layer) c.n_layer = f.n_layer;
   c.d_state = f.d_state ? f.d_state : c.d_state;
   c.d_conv = f.d_conv ? f.d_conv : c.d_conv;
   c.expand = f.expand ? f.expand : c.expand;
-  c.vocab_size = f.vocab ? f.vocab : data_vocab ? data_vocab : p.vocab;
+  if (f.vocab || data_vocab) c.vocab_size = f.vocab ? f.vocab : data_vocab;
   MAMBA_CHECK(c.vocab_size > 0, "--vocab: required for --data-format ", f.data_format,
               " (the vocabulary size of the token ids)");
   MAMBA_CHECK(c.d_model > 0 && c.n_layer > 0 && c.d_state > 0 && c.d_conv > 0 && c.expand > 0,
@@ -81,8 +71,9 @@ io::ModelConfig fresh_config(const TrainFlags& f, int64_t data_vocab) {
 }
 
 // The vocabulary the data itself defines (0 when it takes the model's).
-int64_t data_vocab(const TrainFlags& f) {
+int64_t data_vocab(const TrainFlags& f, const tokenizer::Tokenizer* text_tokenizer) {
   if (!f.task.empty()) return f.task_vocab;
+  if (text_tokenizer) return text_tokenizer->size();
   if (!f.data_path.empty() && f.data_format == "bytes") return 256;
   return 0;
 }
@@ -97,12 +88,12 @@ void check_data_flags(const TrainFlags& f) {
     train::task_kind_from_name(f.task, "--task");
     MAMBA_CHECK(f.seq_len_option->count() == 0, "--seq-len: does not apply to --task (the length is --task-len)");
   }
-  MAMBA_CHECK(f.data_format != "text" || f.data_path.empty(),
-              "--data-format text: the tokenizer is not wired into train yet; tokenize first (mambacpp tokenize) and "
-              "use --data-format tokens");
+  MAMBA_CHECK(f.data_format != "text" || f.data_path.empty() || !f.tokenizer_path.empty(),
+              "--tokenizer: required with --data-format text (a tokenizer.json, its folder, or 'bytes')");
 }
 
-std::unique_ptr<train::DataSource> make_data(const TrainFlags& f, int64_t model_vocab) {
+std::unique_ptr<train::DataSource> make_data(const TrainFlags& f, int64_t model_vocab,
+                                             const tokenizer::Tokenizer* text_tokenizer) {
   if (!f.fixed_batch.empty()) {
     io::SafetensorsFile file = io::read_safetensors(f.fixed_batch);
     auto ids = file.tensors.find("input_ids");
@@ -119,6 +110,10 @@ std::unique_ptr<train::DataSource> make_data(const TrainFlags& f, int64_t model_
     return train::make_task_source(task);
   }
   train::StreamOptions stream{f.seq_len, f.val_fraction, f.seed};
+  if (text_tokenizer)
+    return train::make_text_source(
+        f.data_path, [text_tokenizer](const std::string& text) { return text_tokenizer->encode(text); }, model_vocab,
+        stream);
   std::string what = "--data '" + f.data_path + "'";
   if (f.data_format == "bytes")
     return train::make_stream_source(train::read_byte_tokens(f.data_path), 256, train::Metric::bits_per_byte, 1.0,
@@ -144,6 +139,8 @@ void run_train(TrainFlags& f) {
               "--init: cannot be combined with --resume (the run's weights are in --out)");
   auto [beta1, beta2] = parse_betas(f.adam_betas);
   check_data_flags(f);
+  std::unique_ptr<tokenizer::Tokenizer> text_tokenizer;
+  if (f.data_format == "text" && !f.data_path.empty()) text_tokenizer = tokenizer::load_tokenizer(f.tokenizer_path);
 
   model::LoadOptions load;
   load.device = Device::cpu;
@@ -159,9 +156,9 @@ void run_train(TrainFlags& f) {
     MAMBA_CHECK(!f.no_selection || model->config().no_selection,
                 "--no-selection: the model in --init was built with selection; it cannot be switched off after");
   } else {
-    model = model::LanguageModel::initialize(fresh_config(f, data_vocab(f)), f.seed, Device::cpu);
+    model = model::LanguageModel::initialize(fresh_config(f, data_vocab(f, text_tokenizer.get())), f.seed, Device::cpu);
   }
-  std::unique_ptr<train::DataSource> data = make_data(f, model->config().vocab_size);
+  std::unique_ptr<train::DataSource> data = make_data(f, model->config().vocab_size, text_tokenizer.get());
   if (!f.fixed_batch.empty()) {
     int64_t rows = data->eval_batches(1, 0)[0].ids.size(0);
     MAMBA_CHECK(f.batch_option->count() == 0 || f.batch == rows, "--batch ", f.batch, ": the fixed batch has ", rows,
@@ -218,7 +215,7 @@ CommandRegistration registration(60, [](CLI::App& app) {
   TrainFlags& f = *flags;
   CLI::App* cmd = app.add_subcommand("train", "Train a Mamba language model (CPU)");
   add_common_options(*cmd, f.common);
-  cmd->add_option("--preset", f.preset, "Model size: tiny | 130m | 370m (default tiny)");
+  cmd->add_option("--preset", f.preset, "Model shape: tiny | 130m | 370m | 790m | 1.4b | 2.8b (default tiny)");
   cmd->add_option("--d-model", f.d_model, "Model width (overrides the preset)");
   cmd->add_option("--n-layer", f.n_layer, "Number of layers");
   cmd->add_option("--d-state", f.d_state, "SSM state size N (default 16)");
@@ -228,7 +225,8 @@ CommandRegistration registration(60, [](CLI::App& app) {
   cmd->add_option("--init", f.init_dir, "Start from the weights in this checkpoint folder");
   cmd->add_option("--data", f.data_path, "Training data file");
   cmd->add_option("--data-format", f.data_format, "bytes | tokens | text (default bytes)");
-  cmd->add_option("--tokenizer", f.tokenizer_path, "tokenizer.json for --data-format text");
+  cmd->add_option("--tokenizer", f.tokenizer_path,
+                  "Tokenizer for --data-format text: tokenizer.json, its folder, or bytes");
   cmd->add_option("--token-bytes", f.token_bytes, "Bytes per id in a token file: 2 or 4 (default 2)");
   cmd->add_option("--task", f.task, "Synthetic task: selective-copying | induction-heads");
   cmd->add_option("--task-len", f.task_len, "Task length L (default 256)");
