@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "cli/data_options.h"
 #include "core/error.h"
 #include "model/language_model.h"
 #include "tokenizer/tokenizer.h"
@@ -17,48 +18,40 @@ namespace {
 struct EvalFlags {
   CommonOptions common;
   std::string model_dir;
-  std::string data_path, data_format = "bytes", tokenizer_path;
-  int token_bytes = 2;
-  std::string task;
-  int64_t task_len = 256, task_tokens = 16, task_vocab = 16;
+  DataFlags data;
   int64_t seq_len = 512, batch = 4, max_batches = 0;
   bool json = false;
 };
 
 std::unique_ptr<train::DataSource> make_eval_data(const EvalFlags& f, int64_t vocab) {
-  MAMBA_CHECK(f.data_path.empty() != f.task.empty(), "eval: give exactly one of --data and --task");
-  if (!f.task.empty()) {
-    train::TaskOptions task;
-    task.kind = train::task_kind_from_name(f.task, "--task");
-    task.length = f.task_len;
-    task.tokens = f.task_tokens;
-    task.vocab = f.task_vocab;
-    return train::make_task_source(task);
+  MAMBA_CHECK(f.data.path.empty() != f.data.task.empty(), "eval: give exactly one of --data and --task");
+  if (!f.data.task.empty()) {
+    return train::make_task_source(task_options(f.data, 0));
   }
   MAMBA_CHECK(f.seq_len >= 1, "--seq-len: must be at least 1, got ", f.seq_len);
   std::vector<int32_t> tokens;
   train::Metric metric = train::Metric::bits_per_token;
   double bytes_per_token = 0;
-  if (f.data_format == "bytes") {
-    tokens = train::read_byte_tokens(f.data_path);
+  if (f.data.format == "bytes") {
+    tokens = train::read_byte_tokens(f.data.path);
     metric = train::Metric::bits_per_byte;
     bytes_per_token = 1;
-  } else if (f.data_format == "tokens") {
-    tokens = train::read_token_file(f.data_path, f.token_bytes, vocab);
-  } else if (f.data_format == "text") {
-    std::unique_ptr<tokenizer::Tokenizer> tok = tokenizer::resolve_tokenizer(f.model_dir, f.tokenizer_path, vocab);
-    std::string text = train::read_text_file(f.data_path);
+  } else if (f.data.format == "tokens") {
+    tokens = train::read_token_file(f.data.path, f.data.token_bytes, vocab);
+  } else if (f.data.format == "text") {
+    std::unique_ptr<tokenizer::Tokenizer> tok = tokenizer::resolve_tokenizer(f.model_dir, f.data.tokenizer, vocab);
+    std::string text = train::read_text_file(f.data.path);
     tokens = tok->encode(text);
-    MAMBA_CHECK(!tokens.empty(), "--data '", f.data_path, "': the tokenizer produced no tokens");
+    MAMBA_CHECK(!tokens.empty(), "--data '", f.data.path, "': the tokenizer produced no tokens");
     bytes_per_token = double(text.size()) / double(tokens.size());
   } else {
-    fail("--data-format: unknown format '", f.data_format, "' (expected bytes, tokens or text)");
+    fail("--data-format: unknown format '", f.data.format, "' (expected bytes, tokens or text)");
   }
-  MAMBA_CHECK(tokens.size() >= 2, "--data '", f.data_path, "': needs at least 2 tokens, has ", tokens.size());
+  MAMBA_CHECK(tokens.size() >= 2, "--data '", f.data.path, "': needs at least 2 tokens, has ", tokens.size());
   // A short file is read as one window.
   train::StreamOptions stream{std::min<int64_t>(f.seq_len, int64_t(tokens.size()) - 1), 0.0, 0};
   return train::make_stream_source(std::move(tokens), vocab, metric, bytes_per_token, stream,
-                                   "--data '" + f.data_path + "'");
+                                   "--data '" + f.data.path + "'");
 }
 
 void run_eval(const EvalFlags& f) {
@@ -98,15 +91,8 @@ CommandRegistration registration(61, [](CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("eval", "Loss, perplexity and bits per byte of a model on a file or task");
   add_common_options(*cmd, f.common);
   cmd->add_option("-m,--model", f.model_dir, "Checkpoint folder");
-  cmd->add_option("--data", f.data_path, "File to evaluate on (all of it)");
-  cmd->add_option("--data-format", f.data_format, "bytes | tokens | text (default bytes)");
-  cmd->add_option("--tokenizer", f.tokenizer_path,
-                  "For --data-format text (default: the model folder's tokenizer.json)");
-  cmd->add_option("--token-bytes", f.token_bytes, "Bytes per id in a token file: 2 or 4 (default 2)");
-  cmd->add_option("--task", f.task, "Synthetic task instead of a file: selective-copying | induction-heads");
-  cmd->add_option("--task-len", f.task_len, "Task length L (default 256)");
-  cmd->add_option("--task-tokens", f.task_tokens, "Selective copying: data tokens M (default 16)");
-  cmd->add_option("--task-vocab", f.task_vocab, "Task vocabulary (default 16)");
+  add_data_options(*cmd, f.data, "File to evaluate on (all of it)",
+                   "For --data-format text (default: the model folder's tokenizer.json)");
   cmd->add_option("--seq-len", f.seq_len, "Window length (default 512)");
   cmd->add_option("--batch", f.batch, "Windows per forward pass (default 4)");
   cmd->add_option("--max-batches", f.max_batches, "Stop after this many batches, 0 = all (default 0)");

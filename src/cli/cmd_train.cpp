@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "cli/data_options.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/language_model.h"
@@ -23,10 +24,7 @@ struct TrainFlags {
   std::string preset;
   int64_t d_model = 0, n_layer = 0, d_state = 0, d_conv = 0, expand = 0, vocab = 0;
   std::string init_dir;
-  std::string data_path, data_format = "bytes", tokenizer_path;
-  int token_bytes = 2;
-  std::string task;
-  int64_t task_len = 256, task_tokens = 16, task_vocab = 16;
+  DataFlags data;
   std::string out_dir;
   int64_t steps = 1000, batch = 8, seq_len = 256, grad_accum = 1, warmup = 0;
   double lr = 1e-3, min_lr = 0, weight_decay = 0.1, grad_clip = 1.0, adam_eps = 1e-8, momentum = 0;
@@ -59,7 +57,7 @@ io::ModelConfig fresh_config(const TrainFlags& f, int64_t data_vocab) {
   c.d_conv = f.d_conv ? f.d_conv : c.d_conv;
   c.expand = f.expand ? f.expand : c.expand;
   if (f.vocab || data_vocab) c.vocab_size = f.vocab ? f.vocab : data_vocab;
-  MAMBA_CHECK(c.vocab_size > 0, "--vocab: required for --data-format ", f.data_format,
+  MAMBA_CHECK(c.vocab_size > 0, "--vocab: required for --data-format ", f.data.format,
               " (the vocabulary size of the token ids)");
   MAMBA_CHECK(c.d_model > 0 && c.n_layer > 0 && c.d_state > 0 && c.d_conv > 0 && c.expand > 0,
               "--d-model/--n-layer/--d-state/--d-conv/--expand: sizes must be positive");
@@ -72,23 +70,23 @@ io::ModelConfig fresh_config(const TrainFlags& f, int64_t data_vocab) {
 
 // The vocabulary the data itself defines (0 when it takes the model's).
 int64_t data_vocab(const TrainFlags& f, const tokenizer::Tokenizer* text_tokenizer) {
-  if (!f.task.empty()) return f.task_vocab;
+  if (!f.data.task.empty()) return f.data.task_vocab;
   if (text_tokenizer) return text_tokenizer->size();
-  if (!f.data_path.empty() && f.data_format == "bytes") return 256;
+  if (!f.data.path.empty() && f.data.format == "bytes") return 256;
   return 0;
 }
 
 // Checks the data flags before any model is built, so their errors come first.
 void check_data_flags(const TrainFlags& f) {
-  int sources = !f.data_path.empty() + !f.task.empty() + !f.fixed_batch.empty();
+  int sources = !f.data.path.empty() + !f.data.task.empty() + !f.fixed_batch.empty();
   MAMBA_CHECK(sources == 1, "train: give exactly one of --data, --task and --fixed-batch");
-  MAMBA_CHECK(f.data_format == "bytes" || f.data_format == "tokens" || f.data_format == "text",
-              "--data-format: unknown format '", f.data_format, "' (expected bytes, tokens or text)");
-  if (!f.task.empty()) {
-    train::task_kind_from_name(f.task, "--task");
+  MAMBA_CHECK(f.data.format == "bytes" || f.data.format == "tokens" || f.data.format == "text",
+              "--data-format: unknown format '", f.data.format, "' (expected bytes, tokens or text)");
+  if (!f.data.task.empty()) {
+    train::task_kind_from_name(f.data.task, "--task");
     MAMBA_CHECK(f.seq_len_option->count() == 0, "--seq-len: does not apply to --task (the length is --task-len)");
   }
-  MAMBA_CHECK(f.data_format != "text" || f.data_path.empty() || !f.tokenizer_path.empty(),
+  MAMBA_CHECK(f.data.format != "text" || f.data.path.empty() || !f.data.tokenizer.empty(),
               "--tokenizer: required with --data-format text (a tokenizer.json, its folder, or 'bytes')");
 }
 
@@ -100,32 +98,26 @@ std::unique_ptr<train::DataSource> make_data(const TrainFlags& f, int64_t model_
     MAMBA_CHECK(ids != file.tensors.end(), "--fixed-batch '", f.fixed_batch, "': no tensor named input_ids");
     return train::make_fixed_batch_source(ids->second, model_vocab, "--fixed-batch '" + f.fixed_batch + "'");
   }
-  if (!f.task.empty()) {
-    train::TaskOptions task;
-    task.kind = train::task_kind_from_name(f.task, "--task");
-    task.length = f.task_len;
-    task.tokens = f.task_tokens;
-    task.vocab = f.task_vocab;
-    task.seed = f.seed;
-    return train::make_task_source(task);
+  if (!f.data.task.empty()) {
+    return train::make_task_source(task_options(f.data, f.seed));
   }
   train::StreamOptions stream{f.seq_len, f.val_fraction, f.seed};
   if (text_tokenizer)
     return train::make_text_source(
-        f.data_path, [text_tokenizer](const std::string& text) { return text_tokenizer->encode(text); }, model_vocab,
+        f.data.path, [text_tokenizer](const std::string& text) { return text_tokenizer->encode(text); }, model_vocab,
         stream);
-  std::string what = "--data '" + f.data_path + "'";
-  if (f.data_format == "bytes")
-    return train::make_stream_source(train::read_byte_tokens(f.data_path), 256, train::Metric::bits_per_byte, 1.0,
+  std::string what = "--data '" + f.data.path + "'";
+  if (f.data.format == "bytes")
+    return train::make_stream_source(train::read_byte_tokens(f.data.path), 256, train::Metric::bits_per_byte, 1.0,
                                      stream, what);
-  if (f.data_format == "tokens")
-    return train::make_stream_source(train::read_token_file(f.data_path, f.token_bytes, model_vocab), model_vocab,
+  if (f.data.format == "tokens")
+    return train::make_stream_source(train::read_token_file(f.data.path, f.data.token_bytes, model_vocab), model_vocab,
                                      train::Metric::bits_per_token, 0.0, stream, what);
-  if (f.data_format == "text")
+  if (f.data.format == "text")
     fail(
         "--data-format text: the tokenizer is not wired into train yet; tokenize first (mambacpp tokenize) and use "
         "--data-format tokens");
-  fail("--data-format: unknown format '", f.data_format, "' (expected bytes, tokens or text)");
+  fail("--data-format: unknown format '", f.data.format, "' (expected bytes, tokens or text)");
 }
 
 void run_train(TrainFlags& f) {
@@ -140,7 +132,7 @@ void run_train(TrainFlags& f) {
   auto [beta1, beta2] = parse_betas(f.adam_betas);
   check_data_flags(f);
   std::unique_ptr<tokenizer::Tokenizer> text_tokenizer;
-  if (f.data_format == "text" && !f.data_path.empty()) text_tokenizer = tokenizer::load_tokenizer(f.tokenizer_path);
+  if (f.data.format == "text" && !f.data.path.empty()) text_tokenizer = tokenizer::load_tokenizer(f.data.tokenizer);
 
   model::LoadOptions load;
   load.device = Device::cpu;
@@ -184,7 +176,7 @@ void run_train(TrainFlags& f) {
   o.optimizer.momentum = f.momentum;
   o.eval_every = f.eval_every;
   // A task's evaluation set is its fixed 1024 sequences, all of them unless asked otherwise.
-  o.eval_batches = !f.task.empty() && f.eval_batches_option->count() == 0 ? 0 : f.eval_batches;
+  o.eval_batches = !f.data.task.empty() && f.eval_batches_option->count() == 0 ? 0 : f.eval_batches;
   o.save_every = f.save_every;
   o.time_limit_s = f.time_limit;
   o.resume = f.resume;
@@ -223,15 +215,8 @@ CommandRegistration registration(60, [](CLI::App& app) {
   cmd->add_option("--expand", f.expand, "Inner width factor (default 2)");
   cmd->add_option("--vocab", f.vocab, "Vocabulary size (default: from the data or the preset)");
   cmd->add_option("--init", f.init_dir, "Start from the weights in this checkpoint folder");
-  cmd->add_option("--data", f.data_path, "Training data file");
-  cmd->add_option("--data-format", f.data_format, "bytes | tokens | text (default bytes)");
-  cmd->add_option("--tokenizer", f.tokenizer_path,
-                  "Tokenizer for --data-format text: tokenizer.json, its folder, or bytes");
-  cmd->add_option("--token-bytes", f.token_bytes, "Bytes per id in a token file: 2 or 4 (default 2)");
-  cmd->add_option("--task", f.task, "Synthetic task: selective-copying | induction-heads");
-  cmd->add_option("--task-len", f.task_len, "Task length L (default 256)");
-  cmd->add_option("--task-tokens", f.task_tokens, "Selective copying: data tokens M (default 16)");
-  cmd->add_option("--task-vocab", f.task_vocab, "Task vocabulary (default 16)");
+  add_data_options(*cmd, f.data, "Training data file",
+                   "Tokenizer for --data-format text: tokenizer.json, its folder, or bytes");
   cmd->add_option("--out", f.out_dir, "Output folder (checkpoint, metrics.jsonl, loss.svg)");
   cmd->add_option("--steps", f.steps, "Optimiser steps (default 1000)");
   f.batch_option = cmd->add_option("--batch", f.batch, "Sequences per micro-batch (default 8)");
