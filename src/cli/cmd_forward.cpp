@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "cli/command.h"
+#include "generate/generator.h"
 #include "io/safetensors.h"
 #include "tokenizer/tokenizer.h"
 
@@ -24,9 +25,7 @@ void run_forward(const ForwardArgs& args) {
   if (!args.text.empty())
     ids = tokenizer::resolve_tokenizer(args.model_dir, args.tokenizer, model->vocab_rows())->encode(args.text);
   MAMBA_CHECK(!ids.empty(), "forward: no token ids (give --ids, --ids-file or --text)");
-  for (size_t i = 0; i < ids.size(); ++i)
-    MAMBA_CHECK(ids[i] < model->vocab_rows(), "forward: token id ", ids[i], " at position ", i,
-                " is outside the model's vocabulary [0, ", model->vocab_rows(), ")");
+  generate::check_token_ids(ids, model->vocab_rows(), "forward");
   Tensor batch = Tensor::empty({1, int64_t(ids.size())}, DType::i32);
   std::copy(ids.begin(), ids.end(), batch.data<int32_t>());
   Tensor logits = model->forward(batch, args.last_only).to(Device::cpu);

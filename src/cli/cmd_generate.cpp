@@ -90,10 +90,10 @@ void run_generate(const GenerateArgs& args) {
     }
   }
   std::fflush(stdout);  // the text comes before the speed line, also when both go to one file
-  std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
+  std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); %lld new tokens, decode %.3f s (%.1f tok/s)\n",
                (long long)stats.prompt_tokens, stats.prefill_seconds,
                stats.prompt_tokens / std::max(stats.prefill_seconds, 1e-9), (long long)stats.new_tokens,
-               stats.decode_seconds, stats.new_tokens / std::max(stats.decode_seconds, 1e-9));
+               stats.decode_seconds, stats.decode_tokens / std::max(stats.decode_seconds, 1e-9));
 }
 
 CommandRegistration registration(30, [](CLI::App& app) {

@@ -55,7 +55,7 @@ std::vector<std::vector<int32_t>> generate(model::LanguageModel& model,
   Tensor logits = model.prefill(*state, ids, lengths, options.prefill_chunk);
   double prefill_seconds = timer.seconds();
   timer.reset();
-  int64_t produced = 0;
+  int64_t produced = 0, produced_from_prefill = 0;
   Tensor next = Tensor::zeros({batch}, DType::i32);
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     Tensor host_logits = logits.to(Device::cpu);
@@ -72,6 +72,7 @@ std::vector<std::vector<int32_t>> generate(model::LanguageModel& model,
       context[size_t(b)].push_back(token);
       outputs[size_t(b)].push_back(token);
       ++produced;
+      if (step == 0) ++produced_from_prefill;
       if (on_token) on_token(b, token);
       if (int64_t(outputs[size_t(b)].size()) >= options.max_new_tokens) done[size_t(b)] = true;
       any_active = any_active || !done[size_t(b)];
@@ -85,6 +86,7 @@ std::vector<std::vector<int32_t>> generate(model::LanguageModel& model,
     stats->prompt_tokens = 0;
     for (const auto& p : prompts) stats->prompt_tokens += int64_t(p.size());
     stats->new_tokens = produced;
+    stats->decode_tokens = produced - produced_from_prefill;
     stats->prefill_seconds = prefill_seconds;
     stats->decode_seconds = timer.seconds();
   }

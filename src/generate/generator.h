@@ -22,6 +22,7 @@ struct GenerateOptions {
 struct GenerateStats {
   int64_t prompt_tokens = 0;
   int64_t new_tokens = 0;
+  int64_t decode_tokens = 0;  // new tokens that took a recurrence step (the first comes from prefill)
   double prefill_seconds = 0;
   double decode_seconds = 0;
 };
