@@ -2,6 +2,8 @@
 // float32 A, D and delta bias, softplus, z given, B and C per position). For each shape: forward
 // and forward+backward, median of cudaEvent-timed repetitions into preallocated outputs, as a
 // ratio to the memory floor (bytes / 3028 GB/s) and to the official kernels' times.
+// Then the forward's growth in L: batch 1, D 1536, L = 16k … 1M, fitted as t = a + b·L (least
+// squares) with each point's residual.
 // Usage: scan_bench OUT.json [--profile]   (--profile: first shape, one forward and one backward,
 // for running under ncu)
 #include <cuda_runtime_api.h>
@@ -58,6 +60,71 @@ double median_ms(Fn&& fn, int warmup, int reps) {
   return times[times.size() / 2];
 }
 
+ops::ScanInputs random_inputs(Rng& rng, int batch, int D, int L, int N) {
+  const DType bf16 = DType::bf16;
+  ops::ScanInputs in;
+  in.u = random_gpu(rng, {batch, L, D}, bf16, -1, 1);
+  in.delta = random_gpu(rng, {batch, L, D}, bf16, -3, 0);
+  in.z = random_gpu(rng, {batch, L, D}, bf16, -2, 2);
+  in.B = random_gpu(rng, {batch, L, N}, bf16, -1, 1);
+  in.C = random_gpu(rng, {batch, L, N}, bf16, -1, 1);
+  in.A = random_gpu(rng, {D, N}, DType::f32, -4, -0.5);
+  in.D = random_gpu(rng, {D}, DType::f32, -1, 1);
+  in.delta_bias = random_gpu(rng, {D}, DType::f32, -1, 0);
+  in.delta_softplus = true;
+  return in;
+}
+
+// Forward time against L at batch 1, D 1536, N 16; returns the table and writes "scaling" JSON.
+std::string length_scaling(std::ofstream& json) {
+  const int D = 1536, N = 16;
+  std::vector<double> lengths, times;
+  // Long inputs repeat one random block of positions (drawing 10⁹ host randoms would take minutes).
+  const int block = 16384;
+  Rng rng(7);
+  const ops::ScanInputs base = random_inputs(rng, 1, D, block, N);
+  auto tiled = [&](const Tensor& t, int L) {
+    Tensor out = Tensor::empty({1, L, t.size(2)}, t.dtype(), Device::cuda);
+    for (int start = 0; start < L; start += block)
+      check(cudaMemcpy(static_cast<char*>(out.raw()) + size_t(start) * t.size(2) * 2, t.raw(), t.nbytes(),
+                       cudaMemcpyDeviceToDevice),
+            "tile copy");
+    return out;
+  };
+  for (int L = block; L <= (1 << 20); L *= 2) {
+    ops::ScanInputs in = base;
+    for (Tensor* t : {&in.u, &in.delta, &in.z, &in.B, &in.C}) *t = tiled(*t, L);
+    const Tensor out = Tensor::empty(in.u.shape(), DType::bf16, Device::cuda);
+    const Tensor last = Tensor::empty({1, D, N}, DType::f32, Device::cuda);
+    times.push_back(median_ms([&] { ops::cuda_detail::selective_scan_forward_into(in, out, last); }, 2, 7));
+    lengths.push_back(L);
+  }
+  const double n = double(lengths.size());
+  double sl = 0, st = 0, sll = 0, slt = 0;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    sl += lengths[i];
+    st += times[i];
+    sll += lengths[i] * lengths[i];
+    slt += lengths[i] * times[i];
+  }
+  const double b = (n * slt - sl * st) / (n * sll - sl * sl), a = (st - b * sl) / n;
+  std::string table = "\nscan forward against L (batch 1, D 1536, N 16): fit t = " + std::to_string(a) + " ms + " +
+                      std::to_string(b * 1e6) + " ms per million positions\n";
+  char line[256];
+  std::snprintf(line, sizeof line, "%10s %10s %10s %10s %12s\n", "L", "ms", "fit ms", "residual", "ns/position");
+  table += line;
+  json << ",\n  {\"scaling\": [";
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const double fit = a + b * lengths[i];
+    std::snprintf(line, sizeof line, "%10.0f %10.3f %10.3f %9.1f%% %12.3f\n", lengths[i], times[i], fit,
+                  100 * (times[i] - fit) / fit, times[i] * 1e6 / lengths[i]);
+    table += line;
+    json << (i ? ", " : "") << "{\"L\": " << lengths[i] << ", \"fwd_ms\": " << times[i] << ", \"fit_ms\": " << fit << "}";
+  }
+  json << "], \"fit_a_ms\": " << a << ", \"fit_b_ms_per_position\": " << b << "}";
+  return table;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -80,16 +147,7 @@ int main(int argc, char** argv) {
       const Shape4& s = shapes[i];
       Rng rng(1 + i);
       const DType bf16 = DType::bf16;
-      ops::ScanInputs in;
-      in.u = random_gpu(rng, {s.batch, s.L, s.D}, bf16, -1, 1);
-      in.delta = random_gpu(rng, {s.batch, s.L, s.D}, bf16, -3, 0);
-      in.z = random_gpu(rng, {s.batch, s.L, s.D}, bf16, -2, 2);
-      in.B = random_gpu(rng, {s.batch, s.L, s.N}, bf16, -1, 1);
-      in.C = random_gpu(rng, {s.batch, s.L, s.N}, bf16, -1, 1);
-      in.A = random_gpu(rng, {s.D, s.N}, DType::f32, -4, -0.5);
-      in.D = random_gpu(rng, {s.D}, DType::f32, -1, 1);
-      in.delta_bias = random_gpu(rng, {s.D}, DType::f32, -1, 0);
-      in.delta_softplus = true;
+      ops::ScanInputs in = random_inputs(rng, s.batch, s.D, s.L, s.N);
       const Tensor dout = random_gpu(rng, {s.batch, s.L, s.D}, bf16, -1, 1);
       const Device gpu = Device::cuda;
       const Tensor out = Tensor::empty(in.u.shape(), bf16, gpu);
@@ -149,6 +207,7 @@ int main(int argc, char** argv) {
            << "}";
       std::fflush(stdout);
     }
+    if (!profile) table += length_scaling(json);
   } catch (const Error& e) {
     std::fprintf(stderr, "scan_bench: %s\n", e.what());
     return 1;

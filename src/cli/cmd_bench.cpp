@@ -17,7 +17,7 @@ namespace {
 struct BenchArgs {
   CommonOptions common;
   std::string model_dir, shape;
-  int64_t prompt_tokens = 512, gen_tokens = 128, reps = 5, chunk = 2048;
+  int64_t batch = 1, prompt_tokens = 512, gen_tokens = 128, reps = 5, chunk = 2048;
   uint64_t seed = 1;
   bool json = false;
 };
@@ -44,6 +44,7 @@ void run_bench(const BenchArgs& args) {
   MAMBA_CHECK(args.prompt_tokens >= 1, "-p: expected a prompt length ≥ 1, got ", args.prompt_tokens);
   MAMBA_CHECK(args.gen_tokens >= 0, "-g: expected a token count ≥ 0, got ", args.gen_tokens);
   MAMBA_CHECK(args.reps >= 1, "--reps: expected ≥ 1, got ", args.reps);
+  MAMBA_CHECK(args.batch >= 1, "--batch: expected ≥ 1, got ", args.batch);
   model::LoadOptions options = load_options(args.common);
   std::unique_ptr<model::LanguageModel> model;
   if (!args.model_dir.empty()) {
@@ -54,25 +55,30 @@ void run_bench(const BenchArgs& args) {
   }
   const int64_t vocab = model->config().vocab_size;
   Rng rng(args.seed);
-  Tensor prompt = Tensor::empty({1, args.prompt_tokens}, DType::i32);
-  for (int64_t i = 0; i < args.prompt_tokens; ++i) prompt.data<int32_t>()[i] = int32_t(rng.below(uint64_t(vocab)));
+  const int64_t batch = args.batch;
+  Tensor prompt = Tensor::empty({batch, args.prompt_tokens}, DType::i32);
+  for (int64_t i = 0; i < prompt.numel(); ++i) prompt.data<int32_t>()[i] = int32_t(rng.below(uint64_t(vocab)));
 
+  // Rates count the tokens of the whole batch; a step is one token for every sequence.
   std::vector<double> prefill_rates, decode_rates;
   int64_t state_bytes = 0;
   for (int64_t rep = 0; rep < args.reps; ++rep) {
-    model::InferenceState state = model->new_state(1);
-    state_bytes = state.bytes();
+    model::InferenceState state = model->new_state(batch);
+    state_bytes = state.bytes() / batch;
     Timer timer;
     Tensor logits = model->prefill(state, prompt, {}, args.chunk).to(Device::cpu);
-    prefill_rates.push_back(double(args.prompt_tokens) / timer.seconds());
-    Tensor token = Tensor::empty({1}, DType::i32);
+    prefill_rates.push_back(double(batch * args.prompt_tokens) / timer.seconds());
+    Tensor tokens = Tensor::empty({batch}, DType::i32);
+    const int64_t row_length = logits.size(-1);
     timer.reset();
     for (int64_t g = 0; g < args.gen_tokens; ++g) {
-      const float* row = logits.data<float>();
-      token.data<int32_t>()[0] = int32_t(std::max_element(row, row + vocab) - row);
-      logits = model->step(state, token).to(Device::cpu);
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* row = logits.data<float>() + b * row_length;
+        tokens.data<int32_t>()[b] = int32_t(std::max_element(row, row + vocab) - row);
+      }
+      logits = model->step(state, tokens).to(Device::cpu);
     }
-    if (args.gen_tokens > 0) decode_rates.push_back(double(args.gen_tokens) / timer.seconds());
+    if (args.gen_tokens > 0) decode_rates.push_back(double(batch * args.gen_tokens) / timer.seconds());
     std::fprintf(stderr, "rep %lld/%lld: pp%lld %.1f tok/s, tg%lld %.1f tok/s\n", (long long)rep + 1,
                  (long long)args.reps, (long long)args.prompt_tokens, prefill_rates.back(), (long long)args.gen_tokens,
                  decode_rates.empty() ? 0.0 : decode_rates.back());
@@ -86,6 +92,7 @@ void run_bench(const BenchArgs& args) {
                         {"dtype", dtype},
                         {"device", device_name(model->device())},
                         {"threads", num_threads()},
+                        {"batch", batch},
                         {"prompt_tokens", args.prompt_tokens},
                         {"gen_tokens", args.gen_tokens},
                         {"reps", args.reps},
@@ -95,17 +102,21 @@ void run_bench(const BenchArgs& args) {
                         {"decode_tok_s", tg.median},
                         {"decode_tok_s_min", tg.min},
                         {"decode_tok_s_max", tg.max},
+                        {"prefill_ms", 1e3 * double(batch * args.prompt_tokens) / pp.median},
+                        {"decode_ms_per_step", tg.median > 0 ? 1e3 * double(batch) / tg.median : 0.0},
                         {"state_mib", state_bytes / 1048576.0},
                         {"peak_rss_mib", peak_rss_mib()}};
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  std::printf("| model | dtype | threads | test | tok/s (median) | min | max |\n|---|---|---|---|---|---|---|\n");
-  std::printf("| %s | %s | %d | pp%lld | %.1f | %.1f | %.1f |\n", name.c_str(), dtype.c_str(), num_threads(),
-              (long long)args.prompt_tokens, pp.median, pp.min, pp.max);
+  const char* device = device_name(model->device());
+  std::printf("| model | dtype | device | threads | batch | test | tok/s (median) | min | max |\n"
+              "|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %s | %s | %d | %lld | pp%lld | %.1f | %.1f | %.1f |\n", name.c_str(), dtype.c_str(), device,
+              num_threads(), (long long)batch, (long long)args.prompt_tokens, pp.median, pp.min, pp.max);
   if (args.gen_tokens > 0)
-    std::printf("| %s | %s | %d | tg%lld | %.1f | %.1f | %.1f |\n", name.c_str(), dtype.c_str(), num_threads(),
-                (long long)args.gen_tokens, tg.median, tg.min, tg.max);
+    std::printf("| %s | %s | %s | %d | %lld | tg%lld | %.1f | %.1f | %.1f |\n", name.c_str(), dtype.c_str(), device,
+                num_threads(), (long long)batch, (long long)args.gen_tokens, tg.median, tg.min, tg.max);
   std::printf("state %.2f MiB per sequence, peak RSS %.1f MiB\n", state_bytes / 1048576.0, peak_rss_mib());
 }
 
@@ -115,6 +126,7 @@ CommandRegistration registration(80, [](CLI::App& app) {
   auto model = cmd->add_option("-m,--model", args->model_dir, "Model folder");
   auto shape = cmd->add_option("--shape", args->shape, "Random model of a published shape: 130m|370m|790m|1.4b|2.8b");
   model->excludes(shape);
+  cmd->add_option("--batch", args->batch, "Sequences prefilled and decoded together (default 1)");
   cmd->add_option("-p", args->prompt_tokens, "Prompt tokens (only the last position's logits are computed)");
   cmd->add_option("-g", args->gen_tokens, "Decode steps");
   cmd->add_option("--reps", args->reps, "Repetitions (medians are reported)");

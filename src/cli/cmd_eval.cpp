@@ -60,7 +60,6 @@ void run_eval(const EvalFlags& f) {
   MAMBA_CHECK(f.batch >= 1, "--batch: must be at least 1, got ", f.batch);
   MAMBA_CHECK(f.max_batches >= 0, "--max-batches: must be non-negative, got ", f.max_batches);
   model::LoadOptions load = load_options(f.common);
-  if (f.common.device.empty()) load.device = Device::cpu;  // evaluated on the GPU only when asked for
   std::unique_ptr<model::LanguageModel> model = model::LanguageModel::load(f.model_dir, load);
   int64_t vocab = model->config().vocab_size;
   std::unique_ptr<train::DataSource> data = make_eval_data(f, vocab);

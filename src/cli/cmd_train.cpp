@@ -122,10 +122,6 @@ std::unique_ptr<train::DataSource> make_data(const TrainFlags& f, int64_t model_
 
 void run_train(TrainFlags& f) {
   apply_common_options(f.common);
-  MAMBA_CHECK(f.common.dtype.empty() || f.common.dtype == "f32",
-              "--dtype: training keeps float32 weights; bf16 training is not supported yet");
-  MAMBA_CHECK(f.common.device.empty() || f.common.device == "cpu",
-              "--device: training runs on the CPU for now (the device optimiser is not built yet)");
   MAMBA_CHECK(!f.out_dir.empty(), "--out: required (the folder for checkpoints and metrics)");
   MAMBA_CHECK(!(f.resume && !f.init_dir.empty()),
               "--init: cannot be combined with --resume (the run's weights are in --out)");
@@ -135,7 +131,11 @@ void run_train(TrainFlags& f) {
   if (f.data.format == "text" && !f.data.path.empty()) text_tokenizer = tokenizer::load_tokenizer(f.data.tokenizer);
 
   model::LoadOptions load;
-  load.device = Device::cpu;
+  load.device = load_options(f.common).device;
+  // --dtype bf16: mixed precision (float32 master weights, bf16 products), a GPU feature.
+  const bool mixed_precision = f.common.dtype == "bf16";
+  MAMBA_CHECK(!mixed_precision || load.device == Device::cuda,
+              "--dtype bf16: mixed-precision training runs on CUDA only; on the CPU train in f32 (drop --dtype)");
   load.weight_dtype = DType::f32;
   load.keep_stored_dtype = false;
   std::unique_ptr<model::LanguageModel> model;
@@ -148,8 +148,9 @@ void run_train(TrainFlags& f) {
     MAMBA_CHECK(!f.no_selection || model->config().no_selection,
                 "--no-selection: the model in --init was built with selection; it cannot be switched off after");
   } else {
-    model = model::LanguageModel::initialize(fresh_config(f, data_vocab(f, text_tokenizer.get())), f.seed, Device::cpu);
+    model = model::LanguageModel::initialize(fresh_config(f, data_vocab(f, text_tokenizer.get())), f.seed, load.device);
   }
+  if (mixed_precision) model->use_mixed_precision();
   std::unique_ptr<train::DataSource> data = make_data(f, model->config().vocab_size, text_tokenizer.get());
   if (!f.fixed_batch.empty()) {
     int64_t rows = data->eval_batches(1, 0)[0].ids.size(0);
@@ -205,7 +206,7 @@ void run_train(TrainFlags& f) {
 CommandRegistration registration(60, [](CLI::App& app) {
   auto flags = std::make_shared<TrainFlags>();
   TrainFlags& f = *flags;
-  CLI::App* cmd = app.add_subcommand("train", "Train a Mamba language model (CPU)");
+  CLI::App* cmd = app.add_subcommand("train", "Train a Mamba language model (on the GPU when one is present, else the CPU)");
   add_common_options(*cmd, f.common);
   cmd->add_option("--preset", f.preset, "Model shape: tiny | 130m | 370m | 790m | 1.4b | 2.8b (default tiny)");
   cmd->add_option("--d-model", f.d_model, "Model width (overrides the preset)");

@@ -2,6 +2,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <unordered_map>
 
 #include "core/error.h"
 
@@ -46,6 +49,74 @@ static void cuda_check(cudaError_t status, const char* what) {
   MAMBA_CHECK(cuda_compiled(), "--device cuda: this build of mambacpp has no CUDA support (nvcc was not found when it was built)");
 }
 
+#ifdef MAMBACPP_CUDA
+namespace {
+// GPU blocks are cached instead of returned: cudaFree waits for the whole device and cudaMalloc is
+// slow, and a model step allocates and frees the same sizes over and over. Sizes are rounded to a
+// granule so that equal-shaped tensors reuse each other's blocks. Every kernel runs on the default
+// stream, so a block freed here while a queued kernel still reads it can only be handed to work
+// queued after that kernel.
+class CudaBlockCache {
+ public:
+  void* allocate(size_t bytes) {
+    size_t size = rounded(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(size);
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        sizes_[p] = size;
+        return p;
+      }
+    }
+    void* p = nullptr;
+    cudaError_t status = cudaMalloc(&p, size);
+    if (status != cudaSuccess) {  // give the cached blocks back to the driver and try once more
+      (void)cudaGetLastError();
+      release_cached();
+      status = cudaMalloc(&p, size);
+    }
+    MAMBA_CHECK(status == cudaSuccess, "out of GPU memory: could not allocate ", bytes, " bytes (",
+                cudaGetErrorString(status), ")");
+    std::lock_guard<std::mutex> lock(mutex_);
+    sizes_[p] = size;
+    return p;
+  }
+
+  void release(void* p) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = sizes_.find(p);
+    if (it == sizes_.end()) return;
+    free_.emplace(it->second, p);
+    sizes_.erase(it);
+  }
+
+  void release_cached() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cudaDeviceSynchronize();
+    for (auto& [size, p] : free_) cudaFree(p);
+    free_.clear();
+  }
+
+ private:
+  static size_t rounded(size_t bytes) {
+    const size_t granule = bytes < (size_t(1) << 20) ? 512 : (size_t(2) << 20);
+    return (bytes + granule - 1) / granule * granule;
+  }
+  std::mutex mutex_;
+  std::unordered_map<void*, size_t> sizes_;  // blocks in use
+  std::multimap<size_t, void*> free_;        // cached blocks by size
+};
+
+// Never destroyed: tensors in static storage may be freed after main returns.
+CudaBlockCache& block_cache() {
+  static CudaBlockCache* cache = new CudaBlockCache;
+  return *cache;
+}
+}  // namespace
+#endif
+
 void* device_alloc(Device d, size_t bytes) {
   if (bytes == 0) bytes = 1;
   if (d == Device::cpu) {
@@ -55,10 +126,7 @@ void* device_alloc(Device d, size_t bytes) {
   }
   require_cuda();
 #ifdef MAMBACPP_CUDA
-  void* p = nullptr;
-  cudaError_t status = cudaMalloc(&p, bytes);
-  MAMBA_CHECK(status == cudaSuccess, "out of GPU memory: could not allocate ", bytes, " bytes (", cudaGetErrorString(status), ")");
-  return p;
+  return block_cache().allocate(bytes);
 #else
   return nullptr;
 #endif
@@ -70,7 +138,7 @@ void device_free(Device d, void* p) {
     return;
   }
 #ifdef MAMBACPP_CUDA
-  cudaFree(p);
+  block_cache().release(p);
 #endif
 }
 

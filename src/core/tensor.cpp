@@ -109,6 +109,8 @@ Tensor Tensor::to(Device device) const {
 
 Tensor Tensor::clone() const { return to(dtype_); }
 
+Tensor on_host(const Tensor& t) { return t.device() == Device::cpu ? t : t.to(Device::cpu); }
+
 void Tensor::copy_from(const Tensor& src) {
   MAMBA_CHECK(src.numel() == numel(), "copy_from: shape ", shape_string(src.shape_), " into ", shape_string(shape_));
   if (src.dtype_ == dtype_) {

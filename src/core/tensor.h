@@ -83,6 +83,9 @@ class Tensor {
   Device device_ = Device::cpu;
 };
 
+// The tensor itself when it lives on the CPU, else a host copy (for files and host-side math).
+Tensor on_host(const Tensor& t);
+
 // Checks used at op entry points; messages name the tensor.
 void check_shape(const Tensor& t, const Shape& expected, const char* name);
 void check_dtype(const Tensor& t, DType expected, const char* name);

@@ -152,7 +152,7 @@ void read_huggingface(const Keys& k, ModelConfig& c) {
     if (k.has(key)) c.storage_dtype = storage_dtype_from(k.string(key, ""), k.what(key));
 
   c.initializer_range = k.number("initializer_range", 0.1);
-  c.rescale_prenorm_residual = k.boolean("rescale_prenorm_residual", false);
+  c.rescale_prenorm_residual = k.boolean("mambacpp_rescaled_out_proj", k.boolean("rescale_prenorm_residual", false));
   c.time_step_min = k.number("time_step_min", 0.001);
   c.time_step_max = k.number("time_step_max", 0.1);
   c.time_step_floor = k.number("time_step_floor", 1e-4);
@@ -386,7 +386,10 @@ json to_huggingface_json(const ModelConfig& c) {
       {"tie_word_embeddings", c.tie_embeddings},
       {"torch_dtype", torch_dtype_name(c.storage_dtype)},
       {"initializer_range", c.initializer_range},
-      {"rescale_prenorm_residual", c.rescale_prenorm_residual},
+      // transformers (5.17) applies this initialisation flag to the weights it loads, dividing a
+      // trained out_proj by √n_layer: the file says false, and our own key records what was used.
+      {"rescale_prenorm_residual", false},
+      {"mambacpp_rescaled_out_proj", c.rescale_prenorm_residual},
       {"time_step_min", c.time_step_min},
       {"time_step_max", c.time_step_max},
       {"time_step_floor", c.time_step_floor},

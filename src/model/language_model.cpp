@@ -74,7 +74,7 @@ LanguageModel::LanguageModel(io::ModelConfig config, Device device)
   MAMBA_CHECK(c.rms_norm, "LayerNorm models (rms_norm: false) are not supported yet");
 
   auto add = [&](const std::string& name, Shape shape) {
-    parameters_.push_back(Parameter{name, Tensor{}, Tensor{}, decays(name)});
+    parameters_.push_back(Parameter{name, Tensor{}, Tensor{}, decays(name), Tensor{}});
     parameters_.back().value = Tensor::empty(shape, DType::f32, Device::cpu);
   };
   const int64_t d = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv;
@@ -242,7 +242,7 @@ void LanguageModel::convert_weight_matrices(DType dtype) {
 
 io::TensorMap LanguageModel::state_dict() const {
   io::TensorMap out;
-  for (const Parameter& p : parameters_) out[p.name] = p.value;
+  for (const Parameter& p : parameters_) out[p.name] = on_host(p.value);
   return out;
 }
 
@@ -251,8 +251,20 @@ void LanguageModel::enable_grad() {
     if (!p.grad.defined()) p.grad = Tensor::zeros(p.value.shape(), DType::f32, device_);
 }
 
+void LanguageModel::use_mixed_precision() {
+  MAMBA_CHECK(device_ == Device::cuda, "mixed-precision (bf16) training runs on CUDA only; on the CPU train in f32");
+  for (Parameter& p : parameters_) {
+    if (!is_weight_matrix(p.name)) continue;
+    MAMBA_CHECK(p.value.dtype() == DType::f32, "mixed precision keeps float32 master weights, but ", p.name, " is ",
+                dtype_name(p.value.dtype()));
+    p.compute = ops::convert(p.value, DType::bf16);
+  }
+}
+
 void LanguageModel::parameters_changed() {
   for (Mamba1Mixer& m : impl_->mixers) m.forget_derived();
+  for (Parameter& p : parameters_)
+    if (p.compute.defined()) p.compute = ops::convert(p.value, p.compute.dtype());
 }
 
 void LanguageModel::zero_grad() {
@@ -316,7 +328,7 @@ Tensor LanguageModel::forward(const Tensor& ids_in, bool last_only, const Tensor
   Trunk t = run_trunk(*impl_, config_, ids, lens, nullptr, nullptr);
   ops::NormOutputs f =
       ops::add_norm_forward({t.h, t.residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms});
-  Tensor logits = ops::linear_forward(f.out, impl_->lm_head->value);
+  Tensor logits = ops::linear_forward(f.out, impl_->lm_head->for_compute());
   return logits.view({ids.size(0), ids.size(1), vocab_rows()});
 }
 
@@ -335,7 +347,7 @@ LossResult LanguageModel::forward_backward(const Tensor& ids_in, const Tensor& t
     MAMBA_CHECK(impl_->embedding->grad.defined(), "forward_backward: call enable_grad() before asking for gradients");
   Tensor* dlm_head = with_grad ? &impl_->lm_head->grad : nullptr;
   ops::CrossEntropyResult ce =
-      ops::lm_head_cross_entropy(final_out.out, impl_->lm_head->value, targets.view({rows}), with_grad, dlm_head);
+      ops::lm_head_cross_entropy(final_out.out, impl_->lm_head->for_compute(), targets.view({rows}), with_grad, dlm_head);
   LossResult result{ce.loss, ce.count, ce.predictions};
   if (!with_grad) return result;
 
@@ -393,7 +405,7 @@ Tensor LanguageModel::prefill(InferenceState& state, const Tensor& ids_in, const
   }
   ops::NormOutputs f = ops::add_norm_forward(
       {last_h, last_residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms});
-  return ops::linear_forward(f.out, impl_->lm_head->value);
+  return ops::linear_forward(f.out, impl_->lm_head->for_compute());
 }
 
 Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
@@ -410,7 +422,7 @@ Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
   }
   ops::NormOutputs f =
       ops::add_norm_forward({h, residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms});
-  return ops::linear_forward(f.out, impl_->lm_head->value);
+  return ops::linear_forward(f.out, impl_->lm_head->for_compute());
 }
 
 }  // namespace mamba::model

@@ -19,6 +19,10 @@ struct Parameter {
   Tensor value;       // weights: stored dtype (or --dtype); float32 for A_log, D, biases, norms
   Tensor grad;        // f32, same shape; allocated by enable_grad()
   bool weight_decay;  // false for A_log, D, biases and norm weights
+  // Mixed-precision training: the bf16 copy of a weight matrix that products read (refreshed by
+  // parameters_changed); undefined otherwise.
+  Tensor compute;
+  const Tensor& for_compute() const { return compute.defined() ? compute : value; }
 };
 
 struct LoadOptions {
@@ -60,7 +64,10 @@ class LanguageModel {
   int64_t parameter_bytes() const;
   // Converts the weight matrices (projections, embedding, LM head) to `dtype` (f32, bf16, f16).
   void convert_weight_matrices(DType dtype);
-  // Tensors by Hugging Face name as stored by save_checkpoint (tied LM head omitted).
+  // Mixed precision (CUDA): weight matrices stay float32 for the optimiser, products read bf16
+  // copies of them (bf16 compute, float32 accumulation and master weights).
+  void use_mixed_precision();
+  // Tensors by Hugging Face name as stored by save_checkpoint (tied LM head omitted), in host memory.
   io::TensorMap state_dict() const;
 
   // Full forward: ids [batch, L] (i32 or i64) → logits [batch, L, V] f32 (only the last position

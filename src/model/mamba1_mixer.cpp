@@ -54,7 +54,7 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
   const int64_t batch = u.size(0), length = u.size(1), rows = batch * length;
   if (keep) cached_A_ = Tensor{};  // training: the parameters may have changed since the last call
   Tensor input = u.view({rows, d_model_});
-  Tensor xz = ops::linear_forward(input, w_.in_proj_weight->value, value_or_empty(w_.in_proj_bias));
+  Tensor xz = ops::linear_forward(input, w_.in_proj_weight->for_compute(), value_or_empty(w_.in_proj_bias));
   std::vector<Tensor> halves = ops::split_columns(xz, {d_inner_, d_inner_});
   Tensor x = halves[0].view({batch, length, d_inner_});
   Tensor z = halves[1].view({batch, length, d_inner_});
@@ -74,13 +74,13 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
       keep->x_conv = x_conv;
       keep->y = y;
     }
-    return ops::linear_forward(y.view({rows, d_inner_}), w_.out_proj_weight->value, value_or_empty(w_.out_proj_bias))
+    return ops::linear_forward(y.view({rows, d_inner_}), w_.out_proj_weight->for_compute(), value_or_empty(w_.out_proj_bias))
         .view({batch, length, d_model_});
   }
 
-  Tensor dbc = ops::linear_forward(x_conv.view({rows, d_inner_}), w_.x_proj_weight->value);
+  Tensor dbc = ops::linear_forward(x_conv.view({rows, d_inner_}), w_.x_proj_weight->for_compute());
   std::vector<Tensor> parts = ops::split_columns(dbc, {dt_rank_, d_state_, d_state_});
-  Tensor delta = ops::linear_forward(parts[0], w_.dt_proj_weight->value);
+  Tensor delta = ops::linear_forward(parts[0], w_.dt_proj_weight->for_compute());
 
   ops::ScanInputs scan;
   scan.u = x_conv;
@@ -96,7 +96,7 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
   scan.lengths = lengths;
   ops::ScanOutputs scanned = ops::selective_scan_forward(scan);
 
-  Tensor out = ops::linear_forward(scanned.out.view({rows, d_inner_}), w_.out_proj_weight->value,
+  Tensor out = ops::linear_forward(scanned.out.view({rows, d_inner_}), w_.out_proj_weight->for_compute(),
                                    value_or_empty(w_.out_proj_bias));
   if (conv_state) *conv_state = conv_out.final_state;
   if (ssm_state) *ssm_state = scanned.last_state;
@@ -122,15 +122,15 @@ ops::LtiScanInputs Mamba1Mixer::lti_inputs(const Tensor& x_conv, const Tensor& z
 
 Tensor Mamba1Mixer::step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state) const {
   MAMBA_CHECK(!w_.lti_B, "the LTI ablation (no_selection) runs whole sequences only: decode is not supported");
-  Tensor xz = ops::linear_forward(u, w_.in_proj_weight->value, value_or_empty(w_.in_proj_bias));
+  Tensor xz = ops::linear_forward(u, w_.in_proj_weight->for_compute(), value_or_empty(w_.in_proj_bias));
   std::vector<Tensor> halves = ops::split_columns(xz, {d_inner_, d_inner_});
   ops::ConvInputs conv{halves[0], conv_weight_2d(), value_or_empty(w_.conv_bias), {}, {}, true};
   Tensor x_conv = ops::causal_conv1d_step(conv, conv_state);
-  Tensor dbc = ops::linear_forward(x_conv, w_.x_proj_weight->value);
+  Tensor dbc = ops::linear_forward(x_conv, w_.x_proj_weight->for_compute());
   std::vector<Tensor> parts = ops::split_columns(dbc, {dt_rank_, d_state_, d_state_});
   ops::ScanInputs scan;
   scan.u = x_conv;
-  scan.delta = ops::linear_forward(parts[0], w_.dt_proj_weight->value);
+  scan.delta = ops::linear_forward(parts[0], w_.dt_proj_weight->for_compute());
   scan.A = A();
   scan.B = parts[1];
   scan.C = parts[2];
@@ -139,13 +139,13 @@ Tensor Mamba1Mixer::step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state)
   scan.delta_bias = w_.dt_proj_bias->value;
   scan.delta_softplus = true;
   Tensor y = ops::selective_state_update(scan, ssm_state);
-  return ops::linear_forward(y, w_.out_proj_weight->value, value_or_empty(w_.out_proj_bias));
+  return ops::linear_forward(y, w_.out_proj_weight->for_compute(), value_or_empty(w_.out_proj_bias));
 }
 
 Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved) const {
   const int64_t batch = saved.x.size(0), length = saved.x.size(1), rows = batch * length;
   Tensor dy =
-      ops::linear_backward(saved.y.view({rows, d_inner_}), w_.out_proj_weight->value, dout.view({rows, d_model_}),
+      ops::linear_backward(saved.y.view({rows, d_inner_}), w_.out_proj_weight->for_compute(), dout.view({rows, d_model_}),
                            grad_or_null(w_.out_proj_weight), grad_or_null(w_.out_proj_bias));
 
   if (w_.lti_B) {
@@ -171,10 +171,10 @@ Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved)
 
   accumulate_ssm_grads(g.dA, saved.A, g.dD, g.ddelta_bias);
 
-  Tensor ddt_low = ops::linear_backward(saved.dt_low, w_.dt_proj_weight->value, g.ddelta.view({rows, d_inner_}),
+  Tensor ddt_low = ops::linear_backward(saved.dt_low, w_.dt_proj_weight->for_compute(), g.ddelta.view({rows, d_inner_}),
                                         grad_or_null(w_.dt_proj_weight), nullptr);
   Tensor ddbc = ops::concat_columns({ddt_low, g.dB.view({rows, d_state_}), g.dC.view({rows, d_state_})});
-  Tensor dx_conv = ops::linear_backward(saved.x_conv.view({rows, d_inner_}), w_.x_proj_weight->value, ddbc,
+  Tensor dx_conv = ops::linear_backward(saved.x_conv.view({rows, d_inner_}), w_.x_proj_weight->for_compute(), ddbc,
                                         grad_or_null(w_.x_proj_weight), nullptr);
   ops::add_(dx_conv, g.du.view({rows, d_inner_}));
   return input_grad(dout, saved, dx_conv, g.dz);
@@ -202,7 +202,7 @@ Tensor Mamba1Mixer::input_grad(const Tensor& dout, const Mamba1Activations& save
   if (Tensor* db = grad_or_null(w_.conv_bias)) accumulate(*db, cg.dbias);
 
   Tensor dxz = ops::concat_columns({cg.dx.view({rows, d_inner_}), dz.view({rows, d_inner_})});
-  return ops::linear_backward(saved.input, w_.in_proj_weight->value, dxz, grad_or_null(w_.in_proj_weight),
+  return ops::linear_backward(saved.input, w_.in_proj_weight->for_compute(), dxz, grad_or_null(w_.in_proj_weight),
                               grad_or_null(w_.in_proj_bias));
 }
 

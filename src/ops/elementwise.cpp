@@ -16,6 +16,11 @@ void scale_(Tensor& a, double s) {
   MAMBA_OPS_DISPATCH(a.device(), "scale_", scale_(a, s));
 }
 
+Tensor convert(const Tensor& x, DType dtype) {
+  MAMBA_CHECK(x.defined(), "convert: tensor is missing");
+  MAMBA_OPS_DISPATCH(x.device(), "convert", convert(x, dtype));
+}
+
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths) {
   MAMBA_CHECK(x.defined(), "split_columns: input is missing");
   MAMBA_OPS_DISPATCH(x.device(), "split_columns", split_columns(x, widths));

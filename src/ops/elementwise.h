@@ -4,6 +4,7 @@
 //   split_columns(x, w): [M, Σw] → one [M, wᵢ] tensor per width (copies; row-major pieces)
 //   concat_columns:      the inverse of split_columns (used by backward to assemble d[x|z])
 //   scale_(a, s):        a *= s
+//   convert(x, dtype):   a copy of x in dtype (f32, bf16), made on x's device
 // x may have more leading dimensions ([..., Σw]): they are all rows. split/concat copy any dtype.
 #pragma once
 #include <vector>
@@ -15,18 +16,21 @@ namespace mamba::ops {
 // Entry points: dispatch on the device of the first tensor.
 void add_(Tensor& a, const Tensor& b);
 void scale_(Tensor& a, double s);
+Tensor convert(const Tensor& x, DType dtype);
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths);
 Tensor concat_columns(const std::vector<Tensor>& parts);
 
 namespace cpu {
 void add_(Tensor& a, const Tensor& b);
 void scale_(Tensor& a, double s);
+Tensor convert(const Tensor& x, DType dtype);
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths);
 Tensor concat_columns(const std::vector<Tensor>& parts);
 }  // namespace cpu
 namespace cuda {
 void add_(Tensor& a, const Tensor& b);
 void scale_(Tensor& a, double s);
+Tensor convert(const Tensor& x, DType dtype);
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths);
 Tensor concat_columns(const std::vector<Tensor>& parts);
 }  // namespace cuda

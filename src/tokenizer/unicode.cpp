@@ -1,8 +1,10 @@
 #include "tokenizer/unicode.h"
 
+#ifdef MAMBACPP_ICU
 #include <unicode/bytestream.h>
 #include <unicode/normalizer2.h>
 #include <unicode/uchar.h>
+#endif
 
 #include <array>
 
@@ -115,24 +117,43 @@ void append_utf8(std::string& out, char32_t cp) {
   }
 }
 
-static CharClass icu_char_class(char32_t cp) {
+#ifdef MAMBACPP_ICU
+static CharClass non_ascii_char_class(char32_t cp) {
   const uint32_t category_mask = U_GET_GC_MASK(UChar32(cp));
   if (category_mask & U_GC_L_MASK) return CharClass::kLetter;
   if (category_mask & U_GC_N_MASK) return CharClass::kNumber;
   if (u_isUWhiteSpace(UChar32(cp))) return CharClass::kWhitespace;
   return CharClass::kOther;
 }
+#else
+[[noreturn]] static void fail_without_icu() {
+  fail("tokenizer: non-ASCII text needs Unicode tables, but this build of mambacpp has no ICU (libicu-dev was "
+       "missing when it was built; scripts/setup.sh installs it). ASCII text and --tokenizer bytes work.");
+}
+static CharClass non_ascii_char_class(char32_t) { fail_without_icu(); }
+#endif
 
 const std::array<CharClass, 128>& ascii_char_classes() {
+  // Letters and digits are the only ASCII members of \p{L} and \p{N}; White_Space in ASCII is
+  // U+0009..U+000D and the space.
   static const std::array<CharClass, 128> table = [] {
     std::array<CharClass, 128> classes{};
-    for (char32_t c = 0; c < 128; ++c) classes[c] = icu_char_class(c);
+    for (char32_t c = 0; c < 128; ++c) {
+      if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        classes[c] = CharClass::kLetter;
+      else if (c >= '0' && c <= '9')
+        classes[c] = CharClass::kNumber;
+      else if ((c >= 0x09 && c <= 0x0D) || c == ' ')
+        classes[c] = CharClass::kWhitespace;
+      else
+        classes[c] = CharClass::kOther;
+    }
     return classes;
   }();
   return table;
 }
 
-CharClass char_class(char32_t cp) { return cp < 128 ? ascii_char_classes()[cp] : icu_char_class(cp); }
+CharClass char_class(char32_t cp) { return cp < 128 ? ascii_char_classes()[cp] : non_ascii_char_class(cp); }
 
 std::string_view normalize(std::string_view text, NormalizationForm form, std::string& storage) {
   if (form == NormalizationForm::kNone) return text;
@@ -140,6 +161,10 @@ std::string_view normalize(std::string_view text, NormalizationForm form, std::s
   for (char c : text) ascii &= (static_cast<unsigned char>(c) < 0x80);
   if (ascii) return text;  // ASCII is unchanged by every normalization form
 
+#ifndef MAMBACPP_ICU
+  (void)storage;
+  fail_without_icu();
+#else
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* normalizer = nullptr;
   switch (form) {
@@ -168,6 +193,7 @@ std::string_view normalize(std::string_view text, NormalizationForm form, std::s
   normalizer->normalizeUTF8(0, piece, sink, nullptr, status);
   MAMBA_CHECK(U_SUCCESS(status), "ICU: normalization failed: ", u_errorName(status));
   return storage;
+#endif
 }
 
 }  // namespace mamba::tokenizer

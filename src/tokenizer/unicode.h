@@ -1,5 +1,6 @@
 // Unicode helpers for the tokenizers: UTF-8 validation and decoding, lossy repair, character
-// classes and normalization (classes and normalization come from ICU).
+// classes and normalization (for non-ASCII text these come from ICU; a build without ICU refuses
+// non-ASCII text with a clear error).
 //
 // UTF-8 is read by the rules of Rust's `String::from_utf8_lossy`, which is what Hugging Face
 // `tokenizers` uses to turn decoded bytes into text: a well-formed sequence (no overlong forms, no

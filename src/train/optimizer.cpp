@@ -4,25 +4,20 @@
 #include <numbers>
 
 #include "core/error.h"
-#include "core/threads.h"
+#include "ops/elementwise.h"
+#include "ops/optimizer_update.h"
 
 namespace mamba::train {
 
 namespace {
 
-// Elementwise loops get at least this many elements per thread, so tiny parameters run inline.
-constexpr int64_t kMinElementsPerRange = 16384;
-
-int ranges_for(int64_t n) { return int(std::max<int64_t>(1, n / kMinElementsPerRange)); }
-
 void check_trainable(const model::Parameter& p) {
-  MAMBA_CHECK(p.value.device() == Device::cpu && p.grad.device() == Device::cpu, "parameter ", p.name,
-              ": the optimiser runs on CPU tensors only (no device optimiser is built yet)");
   MAMBA_CHECK(p.value.dtype() == DType::f32, "parameter ", p.name, ": training needs float32 weights, found ",
               dtype_name(p.value.dtype()), " (drop --dtype or use --dtype f32)");
   MAMBA_CHECK(p.grad.defined(), "parameter ", p.name, ": no gradient (enable_grad was not called)");
-  MAMBA_CHECK(p.grad.dtype() == DType::f32 && p.grad.numel() == p.value.numel(), "parameter ", p.name,
-              ": gradient must be float32 with ", p.value.numel(), " elements");
+  MAMBA_CHECK(p.grad.dtype() == DType::f32 && p.grad.numel() == p.value.numel() && p.grad.device() == p.value.device(),
+              "parameter ", p.name, ": gradient must be float32 with ", p.value.numel(), " elements on ",
+              device_name(p.value.device()));
 }
 
 }  // namespace
@@ -39,36 +34,6 @@ ScheduleKind schedule_kind_from_name(const std::string& name, const std::string&
   fail(flag, ": unknown schedule '", name, "' (expected constant or cosine)");
 }
 
-void adamw_update(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
-                  const AdamWScalars& s) {
-  parallel_for(n, ranges_for(n), [&](int64_t begin, int64_t end, int) {
-    for (int64_t i = begin; i < end; ++i) {
-      float g = grad[i];
-      float p = param[i] * s.decay_factor;
-      float m = exp_avg[i] + s.one_minus_beta1 * (g - exp_avg[i]);
-      float v = exp_avg_sq[i] * s.beta2 + s.one_minus_beta2 * (g * g);
-      float denom = std::sqrt(v) / s.bias_correction2_sqrt + s.eps;
-      param[i] = p - s.step_size * (m / denom);
-      exp_avg[i] = m;
-      exp_avg_sq[i] = v;
-    }
-  });
-}
-
-void sgd_update(float* param, const float* grad, float* momentum_buffer, int64_t n, float lr, float weight_decay,
-                float momentum, bool first_step) {
-  parallel_for(n, ranges_for(n), [&](int64_t begin, int64_t end, int) {
-    for (int64_t i = begin; i < end; ++i) {
-      float g = grad[i] + weight_decay * param[i];
-      if (momentum_buffer) {
-        g = first_step ? g : momentum * momentum_buffer[i] + g;
-        momentum_buffer[i] = g;
-      }
-      param[i] -= lr * g;
-    }
-  });
-}
-
 Optimizer::Optimizer(const OptimizerOptions& options, const std::vector<model::Parameter>& params) : options_(options) {
   MAMBA_CHECK(options.beta1 >= 0 && options.beta1 < 1 && options.beta2 >= 0 && options.beta2 < 1,
               "--adam-betas: each beta must lie in [0, 1), got ", options.beta1, ",", options.beta2);
@@ -79,8 +44,10 @@ Optimizer::Optimizer(const OptimizerOptions& options, const std::vector<model::P
     check_trainable(p);
     names_.push_back(p.name);
     bool needs_first = options.kind == OptimizerKind::adamw || options.momentum > 0;
-    exp_avg_.push_back(needs_first ? Tensor::zeros(p.value.shape(), DType::f32) : Tensor());
-    exp_avg_sq_.push_back(options.kind == OptimizerKind::adamw ? Tensor::zeros(p.value.shape(), DType::f32) : Tensor());
+    const Device device = p.value.device();
+    exp_avg_.push_back(needs_first ? Tensor::zeros(p.value.shape(), DType::f32, device) : Tensor());
+    exp_avg_sq_.push_back(options.kind == OptimizerKind::adamw ? Tensor::zeros(p.value.shape(), DType::f32, device)
+                                                               : Tensor());
   }
 }
 
@@ -96,16 +63,13 @@ void Optimizer::step(std::vector<model::Parameter>& params, double lr) {
     MAMBA_CHECK(p.name == names_[i], "optimiser parameter ", i, " is ", names_[i], ", stepped with ", p.name);
     check_trainable(p);
     double wd = p.weight_decay ? o.weight_decay : 0.0;
-    float* value = p.value.data<float>();
-    const float* grad = p.grad.data<float>();
     if (o.kind == OptimizerKind::adamw) {
-      AdamWScalars s{float(1.0 - lr * wd), float(1.0 - o.beta1),         float(o.beta2),
-                     float(1.0 - o.beta2), float(lr / bias_correction1), float(std::sqrt(bias_correction2)),
-                     float(o.eps)};
-      adamw_update(value, grad, exp_avg_[i].data<float>(), exp_avg_sq_[i].data<float>(), p.value.numel(), s);
+      ops::AdamWScalars s{float(1.0 - lr * wd), float(1.0 - o.beta1),         float(o.beta2),
+                          float(1.0 - o.beta2), float(lr / bias_correction1), float(std::sqrt(bias_correction2)),
+                          float(o.eps)};
+      ops::adamw_update_(p.value, p.grad, exp_avg_[i], exp_avg_sq_[i], s);
     } else {
-      float* buffer = exp_avg_[i].defined() ? exp_avg_[i].data<float>() : nullptr;
-      sgd_update(value, grad, buffer, p.value.numel(), float(lr), float(wd), float(o.momentum), step_ == 1);
+      ops::sgd_update_(p.value, p.grad, exp_avg_[i], {float(lr), float(wd), float(o.momentum), step_ == 1});
     }
   }
 }
@@ -114,10 +78,10 @@ io::TensorMap Optimizer::state_dict() const {
   io::TensorMap state;
   for (size_t i = 0; i < names_.size(); ++i) {
     if (options_.kind == OptimizerKind::adamw) {
-      state["exp_avg." + names_[i]] = exp_avg_[i];
-      state["exp_avg_sq." + names_[i]] = exp_avg_sq_[i];
+      state["exp_avg." + names_[i]] = on_host(exp_avg_[i]);
+      state["exp_avg_sq." + names_[i]] = on_host(exp_avg_sq_[i]);
     } else if (exp_avg_[i].defined()) {
-      state["momentum_buffer." + names_[i]] = exp_avg_[i];
+      state["momentum_buffer." + names_[i]] = on_host(exp_avg_[i]);
     }
   }
   state["step"] = Tensor::from_vector({double(step_)}, {1}, DType::i64);
@@ -150,31 +114,14 @@ void Optimizer::load_state_dict(const io::TensorMap& state, const std::string& s
 }
 
 void scale_gradients(std::vector<model::Parameter>& params, double factor) {
-  float f = float(factor);
-  for (model::Parameter& p : params) {
-    float* g = p.grad.data<float>();
-    int64_t n = p.grad.numel();
-    parallel_for(n, ranges_for(n), [&](int64_t begin, int64_t end, int) {
-      for (int64_t i = begin; i < end; ++i) g[i] *= f;
-    });
-  }
+  for (model::Parameter& p : params) ops::scale_(p.grad, factor);
 }
 
 double clip_grad_norm(std::vector<model::Parameter>& params, double max_norm) {
-  double total = 0;
-  for (const model::Parameter& p : params) {
-    const float* g = p.grad.data<float>();
-    int64_t n = p.grad.numel();
-    int ranges = ranges_for(n);
-    std::vector<double> partial(size_t(ranges), 0.0);
-    parallel_for(n, ranges, [&](int64_t begin, int64_t end, int r) {
-      double sum = 0;
-      for (int64_t i = begin; i < end; ++i) sum += double(g[i]) * double(g[i]);
-      partial[size_t(r)] = sum;
-    });
-    for (double s : partial) total += s;
-  }
-  double norm = std::sqrt(total);
+  if (params.empty()) return 0;
+  Tensor total = Tensor::zeros({1}, DType::f64, params[0].grad.device());
+  for (const model::Parameter& p : params) ops::accumulate_sum_of_squares(p.grad, total);
+  double norm = std::sqrt(total.to(Device::cpu).data<double>()[0]);
   if (max_norm > 0 && norm > max_norm) scale_gradients(params, max_norm / (norm + 1e-6));
   return norm;
 }

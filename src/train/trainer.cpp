@@ -115,7 +115,7 @@ void check_resumable(const nlohmann::json& saved, const nlohmann::json& now, con
 
 void dump_gradients(const std::string& path, const std::vector<model::Parameter>& params) {
   io::TensorMap grads;
-  for (const model::Parameter& p : params) grads["grad." + p.name] = p.grad;
+  for (const model::Parameter& p : params) grads["grad." + p.name] = on_host(p.grad);
   io::write_safetensors(path, grads);
 }
 

@@ -1,4 +1,4 @@
-// GPU conv1d, add+norm, embedding, linear and LM-head cross-entropy against the float64 reference
+// GPU conv1d, add+norm, embedding, linear, LM-head cross-entropy and optimiser updates against the float64 reference
 // ops (ops::ref) on the same values, random odd sizes, every output and every gradient. Calls go
 // through the ops:: entry points (they dispatch on the device), so this links in every build.
 #include <gtest/gtest.h>
@@ -11,6 +11,7 @@
 #include "ops/embedding.h"
 #include "ops/linear.h"
 #include "ops/norm.h"
+#include "ops/optimizer_update.h"
 
 namespace mamba {
 namespace {
@@ -195,5 +196,46 @@ TEST(CudaCrossEntropy, LossGradientsAndPredictions) {
                Error);
 }
 
+
+// The optimiser updates and the squared norm on the GPU against the CPU ops on the same inputs
+// (both float32 element math; sqrt and division may round differently, hence a tolerance).
+TEST(CudaOptimizerUpdate, AdamWSgdAndSumOfSquaresMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  Rng rng(17);
+  const int64_t n = 100003;  // not a multiple of any block size
+  auto host = [&](double lo, double hi) { return Tensor::from_vector(random_vector(rng, n, lo, hi), {n}, DType::f32); };
+  Tensor param = host(-1, 1), grad = host(-0.5, 0.5), m = host(-0.1, 0.1), v = host(0, 0.01);
+
+  Tensor p_gpu = param.to(Device::cuda), m_gpu = m.to(Device::cuda), v_gpu = v.to(Device::cuda);
+  const ops::AdamWScalars s{0.999f, 0.1f, 0.95f, 0.05f, 1e-3f / 0.19f, 0.3f, 1e-8f};
+  ops::adamw_update_(param, grad, m, v, s);
+  ops::adamw_update_(p_gpu, grad.to(Device::cuda), m_gpu, v_gpu, s);
+  EXPECT_LT(relative_error(p_gpu.to(Device::cpu), param), 1e-6);
+  EXPECT_LT(relative_error(m_gpu.to(Device::cpu), m), 1e-6);
+  EXPECT_LT(relative_error(v_gpu.to(Device::cpu), v), 1e-6);
+
+  for (bool first : {true, false}) {
+    Tensor buffer_gpu = m.to(Device::cuda);
+    ops::SgdScalars sgd{0.1f, 0.01f, 0.9f, first};
+    ops::sgd_update_(p_gpu, grad.to(Device::cuda), buffer_gpu, sgd);
+    ops::sgd_update_(param, grad, m, sgd);
+    EXPECT_LT(relative_error(p_gpu.to(Device::cpu), param), 1e-6);
+    EXPECT_LT(relative_error(buffer_gpu.to(Device::cpu), m), 1e-6);
+    p_gpu = param.to(Device::cuda);
+  }
+
+  double expected = 0;
+  for (double g : grad.to_double_vector()) expected += g * g;
+  Tensor total = Tensor::zeros({1}, DType::f64, Device::cuda);
+  ops::accumulate_sum_of_squares(grad.to(Device::cuda), total);
+  ops::accumulate_sum_of_squares(grad.to(Device::cuda), total);
+  double got = total.to(Device::cpu).data<double>()[0];
+  EXPECT_NEAR(got, 2 * expected, 1e-12 * expected);
+  // Repeatable: the same sum again, bit for bit.
+  Tensor again = Tensor::zeros({1}, DType::f64, Device::cuda);
+  ops::accumulate_sum_of_squares(grad.to(Device::cuda), again);
+  ops::accumulate_sum_of_squares(grad.to(Device::cuda), again);
+  EXPECT_EQ(again.to(Device::cpu).data<double>()[0], got);
+}
 }  // namespace
 }  // namespace mamba

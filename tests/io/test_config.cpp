@@ -198,6 +198,9 @@ TEST(ConfigTest, HuggingFaceJsonRoundTripsAndStatesTheInitialisation) {
                             "tie_word_embeddings", "torch_dtype", "layer_norm_epsilon", "architectures"})
       EXPECT_TRUE(j.contains(key)) << key;
     EXPECT_FALSE(j.contains("no_selection"));
+    // transformers would apply the rescale to the weights it loads; our key keeps what was used.
+    EXPECT_EQ(j["rescale_prenorm_residual"], false);
+    EXPECT_EQ(j["mambacpp_rescaled_out_proj"], c.rescale_prenorm_residual);
     // Through text, as a file would go.
     ModelConfig back = parse_config(parse_json_lenient(j.dump(), "back"), "back");
     back.validate("back");
@@ -213,6 +216,7 @@ TEST(ConfigTest, HuggingFaceJsonRoundTripsAndStatesTheInitialisation) {
     EXPECT_EQ(back.tie_embeddings, c.tie_embeddings);
     EXPECT_EQ(back.eos_token_id, c.eos_token_id);
     EXPECT_DOUBLE_EQ(back.initializer_range, c.initializer_range);
+    EXPECT_EQ(back.rescale_prenorm_residual, c.rescale_prenorm_residual);
   }
   ModelConfig lti = parse_config(minimal_mamba(), "lti");
   lti.no_selection = true;

@@ -180,10 +180,11 @@ TEST(InductionHeads, TriggerAnswerAndLastPosition) {
     generate_task_sequence(task, rng, ids.data(), targets.data());
     std::vector<int64_t> triggers;
     for (int64_t t = 0; t < 20; ++t) {
-      if (ids[size_t(t)] == 0)
+      if (ids[size_t(t)] == 0) {
         triggers.push_back(t);
-      else
+      } else {
         ASSERT_LT(ids[size_t(t)], 6);
+      }
       if (t < 19) EXPECT_EQ(targets[size_t(t)], -1);
     }
     ASSERT_EQ(triggers.size(), 2u) << "sequence " << s;

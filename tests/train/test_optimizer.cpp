@@ -13,7 +13,7 @@ model::Parameter make_parameter(const std::string& name, const std::vector<doubl
                                 const std::vector<double>& grad, bool weight_decay) {
   Shape shape{int64_t(value.size())};
   return {name, Tensor::from_vector(value, shape, DType::f32), Tensor::from_vector(grad, shape, DType::f32),
-          weight_decay};
+          weight_decay, Tensor{}};
 }
 
 std::vector<double> random_values(Rng& rng, size_t n) {

@@ -37,6 +37,8 @@ void scale_(Tensor& a, double s) {
   });
 }
 
+Tensor convert(const Tensor& x, DType dtype) { return x.to(dtype); }
+
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths) {
   MAMBA_CHECK(x.defined() && x.ndim() >= 1, "split_columns: input must have at least one dimension");
   const int64_t total = x.size(-1);

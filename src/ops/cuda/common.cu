@@ -58,4 +58,14 @@ Tensor float32_on_device(const Tensor& t, const char* name) {
   return out;
 }
 
+DType product_dtype(const Tensor& a, const Tensor& b) {
+  return a.dtype() == DType::bf16 || b.dtype() == DType::bf16 ? DType::bf16 : DType::f32;
+}
+
+Tensor on_device_as(const Tensor& t, DType dtype, const char* name) {
+  if (t.dtype() == dtype) return t;
+  Tensor wide = float32_on_device(t, name);
+  return dtype == DType::f32 ? wide : bf16_on_device(wide, name);
+}
+
 }  // namespace mamba::ops::cuda_detail

@@ -78,4 +78,9 @@ namespace mamba::ops::cuda_detail {
 Tensor float32_on_device(const Tensor& t, const char* name);
 // A bf16 copy on the GPU of an f32 tensor (round to nearest even); bf16 tensors are returned as they are.
 Tensor bf16_on_device(const Tensor& t, const char* name);
+// The dtype a product of a and b runs in on the tensor cores: bf16 when either is bf16 (float32
+// accumulation, as autocast does), else f32.
+DType product_dtype(const Tensor& a, const Tensor& b);
+// t (f32, bf16 or f16) converted on the GPU to `dtype` (f32 or bf16); t itself when it has it.
+Tensor on_device_as(const Tensor& t, DType dtype, const char* name);
 }  // namespace mamba::ops::cuda_detail

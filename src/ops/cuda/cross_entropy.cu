@@ -106,11 +106,10 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
   if (with_grad) result.dhidden = Tensor::zeros({M, d}, DType::f32, Device::cuda);
   if (M == 0) return result;
 
-  // Both operands of each product share hidden's dtype.
-  const DType compute = hidden.dtype();
-  Tensor w = compute == DType::f32 ? float32_on_device(weight, "lm_head_cross_entropy weight")
-                                   : bf16_on_device(float32_on_device(weight, "lm_head_cross_entropy weight"),
-                                                    "lm_head_cross_entropy weight");
+  // Both operands of each product share one dtype (product_dtype: bf16 when either is bf16).
+  const DType compute = product_dtype(hidden, weight);
+  Tensor w = on_device_as(weight, compute, "lm_head_cross_entropy weight");
+  Tensor hidden_c = on_device_as(hidden, compute, "lm_head_cross_entropy hidden");
   const int64_t rows_per_chunk = std::max<int64_t>(1, std::min<int64_t>(M, kLogitBytes / (V * 4)));
   Tensor logits = Tensor::empty({rows_per_chunk, V}, DType::f32, Device::cuda);
   Tensor row_loss = Tensor::empty({M}, DType::f32, Device::cuda);
@@ -118,7 +117,7 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
   const size_t elem = dtype_size(compute);
   for (int64_t r0 = 0; r0 < M; r0 += rows_per_chunk) {
     const int64_t rows = std::min(rows_per_chunk, M - r0);
-    const void* h = static_cast<const char*>(hidden.raw()) + size_t(r0 * d) * elem;
+    const void* h = static_cast<const char*>(hidden_c.raw()) + size_t(r0 * d) * elem;
     gemm({h, compute, rows, d, false}, {w.raw(), compute, V, d, true}, logits.raw(), DType::f32, 1.0f, 0.0f);
     softmax_rows_kernel<<<unsigned(rows), kThreads>>>(logits.data<float>(), gpu_targets.data<int32_t>() + r0, int(V),
                                                       grad_scale, with_grad, row_loss.data<float>() + r0,

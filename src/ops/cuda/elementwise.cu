@@ -49,6 +49,13 @@ void scale_(Tensor& a, double s) {
   cuda_detail::check_launch("scale_kernel");
 }
 
+Tensor convert(const Tensor& x, DType dtype) {
+  MAMBA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "convert on cuda: target dtype must be f32 or bf16, got ",
+              dtype_name(dtype));
+  Tensor out = cuda_detail::on_device_as(x, dtype, "convert input");
+  return out.raw() == x.raw() ? x.clone() : out;  // always a copy, as on the CPU
+}
+
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths) {
   const int64_t total = x.size(-1);
   MAMBA_CHECK(std::accumulate(widths.begin(), widths.end(), int64_t(0)) == total,

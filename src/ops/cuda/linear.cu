@@ -1,6 +1,7 @@
 // CUDA linear layer through cuBLASLt (see gemm.cuh): y = x·Wᵀ + b, dx = dy·W, dW += dyᵀ·x,
-// db += Σ_rows dy. Both operands of a product share one dtype: a weight whose dtype differs from
-// x is converted to x's dtype on the GPU for the call. Outputs have x's dtype; weight gradients
+// db += Σ_rows dy. Both operands of a product share one dtype, product_dtype: bf16 when x or W is
+// bf16 (a float32 x is rounded to bf16 for the product, as autocast does: mixed-precision training
+// and bf16 decode read 16-bit weights), else float32. Outputs have x's dtype; weight gradients
 // accumulate in float32.
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/gemm.cuh"
@@ -41,14 +42,10 @@ void check_activation(const Tensor& x, const char* name) {
   MAMBA_CHECK(x.ndim() == 2, name, ": expected [M, K], got ", shape_string(x.shape()));
 }
 
-// The weight in x's dtype (converted on the GPU when it differs).
-Tensor weight_like(const Tensor& weight, const Tensor& x, int64_t k) {
+void check_weight(const Tensor& weight, int64_t k) {
   require_cuda_tensor(weight, "linear weight");
   MAMBA_CHECK(weight.ndim() == 2 && weight.size(1) == k, "linear weight: expected [N, ", k, "], got ",
               shape_string(weight.shape()));
-  if (weight.dtype() == x.dtype()) return weight;
-  Tensor wide = float32_on_device(weight, "linear weight");
-  return x.dtype() == DType::f32 ? wide : bf16_on_device(wide, "linear weight");
 }
 
 }  // namespace
@@ -58,14 +55,16 @@ namespace cuda {
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_activation(x, "linear x");
   const int64_t m = x.size(0), k = x.size(1);
-  Tensor w = weight_like(weight, x, k);
-  const int64_t n = w.size(0);
+  check_weight(weight, k);
+  const int64_t n = weight.size(0);
   Tensor y = Tensor::empty({m, n}, x.dtype(), Device::cuda);
   if (m == 0 || n == 0) return y;
   if (k == 0) {
     y.zero_();
   } else {
-    gemm({x.raw(), x.dtype(), m, k, false}, {w.raw(), w.dtype(), n, k, true}, y.raw(), y.dtype(), 1.0f, 0.0f);
+    const DType compute = product_dtype(x, weight);
+    Tensor xc = on_device_as(x, compute, "linear x"), w = on_device_as(weight, compute, "linear weight");
+    gemm({xc.raw(), compute, m, k, false}, {w.raw(), compute, n, k, true}, y.raw(), y.dtype(), 1.0f, 0.0f);
   }
   if (bias.defined()) {
     check_shape(bias, {n}, "linear bias");
@@ -83,25 +82,30 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias) {
   check_activation(x, "linear x");
   const int64_t m = x.size(0), k = x.size(1);
-  Tensor w = weight_like(weight, x, k);
-  const int64_t n = w.size(0);
+  check_weight(weight, k);
+  const int64_t n = weight.size(0);
   require_cuda_tensor(dy, "linear dy");
   check_shape(dy, {m, n}, "linear dy");
   check_dtype(dy, x.dtype(), "linear dy");
+  const DType compute = product_dtype(x, weight);
+  Tensor dyc = on_device_as(dy, compute, "linear dy");
   Tensor dx = Tensor::empty({m, k}, x.dtype(), Device::cuda);
   if (m > 0 && k > 0) {
-    if (n == 0)
+    if (n == 0) {
       dx.zero_();
-    else
-      gemm({dy.raw(), dy.dtype(), m, n, false}, {w.raw(), w.dtype(), n, k, false}, dx.raw(), dx.dtype(), 1.0f, 0.0f);
+    } else {
+      Tensor w = on_device_as(weight, compute, "linear weight");
+      gemm({dyc.raw(), compute, m, n, false}, {w.raw(), compute, n, k, false}, dx.raw(), dx.dtype(), 1.0f, 0.0f);
+    }
   }
   if (dweight) {
     require_cuda_tensor(*dweight, "linear dweight");
     check_shape(*dweight, {n, k}, "linear dweight");
     check_dtype(*dweight, DType::f32, "linear dweight");
-    if (m > 0)
-      gemm({dy.raw(), dy.dtype(), m, n, true}, {x.raw(), x.dtype(), m, k, false}, dweight->raw(), DType::f32, 1.0f,
-           1.0f);
+    if (m > 0) {
+      Tensor xc = on_device_as(x, compute, "linear x");
+      gemm({dyc.raw(), compute, m, n, true}, {xc.raw(), compute, m, k, false}, dweight->raw(), DType::f32, 1.0f, 1.0f);
+    }
   }
   if (dbias) {
     require_cuda_tensor(*dbias, "linear dbias");
