@@ -59,7 +59,7 @@ start=$(date +%s)
 ninja -C "$build" -j"$jobs" mambacpp >"$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
 echo "library and mambacpp built in $(( $(date +%s) - start )) s"
 libs="$build/libmambacpp_lib.a -L$cuda_home/lib64 -lcublasLt -lcublas -lcudart $(pkg-config --libs openblas) -lpthread"
-cxx_flags="-std=c++20 -O2 -DMAMBACPP_CUDA -Isrc -I$cuda_home/include"
+cxx_flags="-std=c++20 -O2 -DMAMBACPP_CUDA -DCUDA_API_PER_THREAD_DEFAULT_STREAM -Isrc -I$cuda_home/include"
 
 run_tests() {
   echo "== tests"
@@ -99,6 +99,8 @@ run_model_bench() {
         2>>"$out/model_bench.log" >>"$json" || echo "bench $shape batch $batch FAILED"
     done
   done
+  "$bin" bench --device cuda --shape 130m --dtype bf16 --batch 1 -p 2048 -g 128 --reps 3 --no-graph --json \
+    2>>"$out/model_bench.log" >>"$json" || echo "bench without graph FAILED"
   "$bin" bench --device cuda --shape 130m --dtype bf16 -p 1000000 -g 16 --reps 1 --json 2>>"$out/model_bench.log" \
     >>"$json" || echo "1M-token prefill FAILED"
   # Training: random token ids of the 130m vocabulary, sequence length 2048.
@@ -114,10 +116,10 @@ run_model_bench() {
   python3 - "$json" "$out" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("\nmodel (bf16 weights, H100)        batch  prompt  prefill ms  decode ms/step  decode tok/s")
+print("\nmodel (bf16 weights, H100)  graph  batch  prompt  prefill ms  decode ms/step  decode tok/s")
 for r in rows:
-    print(f"{r['model']:<32} {r['batch']:>5} {r['prompt_tokens']:>7} {r['prefill_ms']:>11.2f} "
-          f"{r['decode_ms_per_step']:>15.3f} {r['decode_tok_s']:>13.0f}")
+    print(f"{r['model']:<26} {str(r.get('cuda_graph', '-')):>6} {r['batch']:>5} {r['prompt_tokens']:>7} "
+          f"{r['prefill_ms']:>11.2f} {r['decode_ms_per_step']:>15.3f} {r['decode_tok_s']:>13.0f}")
 print("\ntraining, mamba-130m shape, batch 8 x 2048, AdamW (median of steps 6-30)")
 for dtype in ("bf16", "f32"):
     try:

@@ -20,6 +20,7 @@ struct BenchArgs {
   int64_t batch = 1, prompt_tokens = 512, gen_tokens = 128, reps = 5, chunk = 2048;
   uint64_t seed = 1;
   bool json = false;
+  bool no_graph = false;
 };
 
 double peak_rss_mib() {
@@ -53,6 +54,7 @@ void run_bench(const BenchArgs& args) {
     model = model::LanguageModel::initialize(model::preset_config(args.shape, "--shape"), args.seed, options.device);
     if (!options.keep_stored_dtype) model->convert_weight_matrices(options.weight_dtype);
   }
+  model->set_step_recording(!args.no_graph);
   const int64_t vocab = model->config().vocab_size;
   Rng rng(args.seed);
   const int64_t batch = args.batch;
@@ -93,6 +95,7 @@ void run_bench(const BenchArgs& args) {
                         {"device", device_name(model->device())},
                         {"threads", num_threads()},
                         {"batch", batch},
+                        {"cuda_graph", model->device() == Device::cuda && !args.no_graph},
                         {"prompt_tokens", args.prompt_tokens},
                         {"gen_tokens", args.gen_tokens},
                         {"reps", args.reps},
@@ -133,6 +136,7 @@ CommandRegistration registration(80, [](CLI::App& app) {
   cmd->add_option("--chunk", args->chunk, "Prefill chunk length");
   cmd->add_option("--seed", args->seed, "Seed of the random model and prompt");
   cmd->add_flag("--json", args->json, "Print one JSON object");
+  cmd->add_flag("--no-graph", args->no_graph, "CUDA: run every decode step eagerly instead of replaying a CUDA graph");
   add_common_options(*cmd, args->common);
   cmd->callback([args] { run_bench(*args); });
 });

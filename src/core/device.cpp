@@ -88,8 +88,26 @@ class CudaBlockCache {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = sizes_.find(p);
     if (it == sizes_.end()) return;
-    free_.emplace(it->second, p);
+    if (recording_)
+      reserved_.emplace_back(p, it->second);
+    else
+      free_.emplace(it->second, p);
     sizes_.erase(it);
+  }
+
+  // Between these two calls freed blocks are set aside for a recording instead of being reused.
+  void begin_reserving() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    recording_ = true;
+  }
+  std::vector<std::pair<void*, size_t>> end_reserving() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    recording_ = false;
+    return std::exchange(reserved_, {});
+  }
+  void give_back(const std::vector<std::pair<void*, size_t>>& blocks) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [p, size] : blocks) free_.emplace(size, p);
   }
 
   void release_cached() {
@@ -107,6 +125,8 @@ class CudaBlockCache {
   std::mutex mutex_;
   std::unordered_map<void*, size_t> sizes_;  // blocks in use
   std::multimap<size_t, void*> free_;        // cached blocks by size
+  bool recording_ = false;
+  std::vector<std::pair<void*, size_t>> reserved_;
 };
 
 // Never destroyed: tensors in static storage may be freed after main returns.
@@ -167,5 +187,55 @@ void device_memset_zero(void* p, Device d, size_t bytes) {
   cuda_check(cudaMemset(p, 0, bytes), "cudaMemset");
 #endif
 }
+
+#ifdef MAMBACPP_CUDA
+RecordedWork::RecordedWork(const std::function<void()>& work) {
+  CudaBlockCache& cache = block_cache();
+  cache.begin_reserving();
+  cudaStream_t stream = cudaStreamPerThread;
+  cudaError_t status = cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed);
+  if (status != cudaSuccess) {
+    cache.give_back(cache.end_reserving());
+    cuda_check(status, "cudaStreamBeginCapture");
+  }
+  try {
+    work();
+  } catch (...) {
+    cudaGraph_t unfinished = nullptr;
+    cudaStreamEndCapture(stream, &unfinished);
+    if (unfinished) cudaGraphDestroy(unfinished);
+    (void)cudaGetLastError();
+    cache.give_back(cache.end_reserving());
+    throw;
+  }
+  cudaGraph_t graph = nullptr;
+  status = cudaStreamEndCapture(stream, &graph);
+  reserved_ = cache.end_reserving();
+  if (status == cudaSuccess) {
+    cudaGraphExec_t exec = nullptr;
+    status = cudaGraphInstantiate(&exec, graph, 0);
+    executable_ = exec;
+  }
+  if (graph) cudaGraphDestroy(graph);
+  if (status != cudaSuccess) {
+    cache.give_back(reserved_);
+    fail("recording GPU work as a CUDA graph failed: ", cudaGetErrorString(status),
+         " (the recorded code waited for the GPU or copied to the host)");
+  }
+}
+
+RecordedWork::~RecordedWork() {
+  if (executable_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(executable_));
+  block_cache().give_back(reserved_);
+}
+
+void RecordedWork::replay() {
+  cuda_check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(executable_), cudaStreamPerThread), "cudaGraphLaunch");
+}
+#else
+RecordedWork::RecordedWork(const std::function<void()>&) { require_cuda(); }
+RecordedWork::~RecordedWork() = default;
+void RecordedWork::replay() {}
+#endif
 
 }  // namespace mamba

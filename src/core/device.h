@@ -2,7 +2,10 @@
 // time (MAMBACPP_CUDA); without it, asking for a CUDA tensor is a clear error.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace mamba {
 
@@ -20,5 +23,23 @@ void device_free(Device d, void* p);
 // Copies bytes between any two devices (synchronous).
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void device_memset_zero(void* p, Device d, size_t bytes);
+
+// GPU work recorded once and replayed with one launch (a CUDA graph): the host cost of queuing
+// many small kernels is paid once. While the constructor runs `work`, what the calling thread
+// queues on the GPU is recorded, not run; `work` must not wait for the GPU or copy to the host.
+// GPU blocks freed during the recording stay reserved until the recording is destroyed, so a
+// replay never writes into memory handed out since; the tensors `work` leaves alive are its outputs.
+class RecordedWork {
+ public:
+  explicit RecordedWork(const std::function<void()>& work);
+  ~RecordedWork();
+  RecordedWork(const RecordedWork&) = delete;
+  RecordedWork& operator=(const RecordedWork&) = delete;
+  void replay();
+
+ private:
+  void* executable_ = nullptr;                     // cudaGraphExec_t
+  std::vector<std::pair<void*, size_t>> reserved_;  // GPU blocks the recording's temporaries used
+};
 
 }  // namespace mamba

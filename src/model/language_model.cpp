@@ -262,6 +262,7 @@ void LanguageModel::use_mixed_precision() {
 }
 
 void LanguageModel::parameters_changed() {
+  ++weights_version_;
   for (Mamba1Mixer& m : impl_->mixers) m.forget_derived();
   for (Parameter& p : parameters_)
     if (p.compute.defined()) p.compute = ops::convert(p.value, p.compute.dtype());
@@ -408,11 +409,55 @@ Tensor LanguageModel::prefill(InferenceState& state, const Tensor& ids_in, const
   return ops::linear_forward(f.out, impl_->lm_head->for_compute());
 }
 
+// The decode step on CUDA, recorded once as a CUDA graph: one launch replaces the ~15 kernels and
+// products of every layer. It reads `ids` and writes `logits`, both kept here, and updates the
+// state tensors in place; it is recorded again when they or the weights change.
+struct StepRecording {
+  const LanguageModel* model = nullptr;
+  std::vector<const void*> state_buffers;
+  uint64_t weights_version = 0;
+  int64_t eager_steps = 0;
+  Tensor ids;     // [batch] i32 on the GPU
+  Tensor logits;  // [batch, V]
+  std::unique_ptr<RecordedWork> work;
+};
+
 Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
   MAMBA_CHECK(ids_in.ndim() == 1 && ids_in.size(0) == state.batch, "step: expected ids [", state.batch, "], got ",
               shape_string(ids_in.shape()));
-  Tensor ids = ids_to_i32(ids_in, "step").to(device_);
-  Tensor h = ops::embedding_forward(impl_->embedding->value, ids);
+  Tensor ids = ids_to_i32(ids_in, "step");
+  if (device_ != Device::cuda || !record_steps_) return step_eager(state, ids.to(device_), /*ids_checked=*/false);
+
+  Tensor host_ids = on_host(ids);
+  for (int64_t b = 0; b < state.batch; ++b) {
+    const int32_t id = host_ids.data<int32_t>()[b];
+    MAMBA_CHECK(id >= 0 && id < vocab_rows(), "step: token id ", id, " of sequence ", b,
+                " is outside the vocabulary [0, ", vocab_rows(), ")");
+  }
+  std::vector<const void*> buffers;
+  for (size_t i = 0; i < state.conv.size(); ++i) buffers.insert(buffers.end(), {state.conv[i].raw(), state.ssm[i].raw()});
+  std::shared_ptr<StepRecording>& rec = state.step_recording;
+  if (!rec || rec->model != this || rec->state_buffers != buffers || rec->weights_version != weights_version_) {
+    rec = std::make_shared<StepRecording>();
+    rec->model = this;
+    rec->state_buffers = buffers;
+    rec->weights_version = weights_version_;
+    rec->ids = Tensor::empty({state.batch}, DType::i32, Device::cuda);
+  }
+  rec->ids.copy_from(host_ids);
+  if (!rec->work) {
+    // The first step runs as usual: it fills the caches (product plans, memory blocks, A) that
+    // a recording must not create.
+    if (rec->eager_steps++ == 0) return step_eager(state, rec->ids, /*ids_checked=*/true);
+    StepRecording& r = *rec;
+    r.work = std::make_unique<RecordedWork>([&] { r.logits = step_eager(state, r.ids, /*ids_checked=*/true); });
+  }
+  rec->work->replay();
+  return rec->logits.clone();
+}
+
+Tensor LanguageModel::step_eager(InferenceState& state, const Tensor& ids, bool ids_checked) {
+  Tensor h = ops::embedding_forward(impl_->embedding->value, ids, ids_checked);
   Tensor residual;
   for (size_t i = 0; i < impl_->mixers.size(); ++i) {
     ops::NormOutputs normed =

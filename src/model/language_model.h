@@ -34,11 +34,14 @@ struct LoadOptions {
 
 // Recurrent state of a batch of sequences: per Mamba-1 layer conv [batch, D, K−1] and SSM
 // [batch, D, N], both f32. Its size does not depend on how many tokens were consumed.
+struct StepRecording;
 struct InferenceState {
   int64_t batch = 0;
   std::vector<Tensor> conv;
   std::vector<Tensor> ssm;
   int64_t bytes() const;
+  // CUDA: the decode step recorded as a graph for these state tensors (see LanguageModel::step).
+  std::shared_ptr<StepRecording> step_recording;
 };
 
 // Result of a training forward(+backward) over one batch.
@@ -87,7 +90,10 @@ class LanguageModel {
   // sequence's last position. step consumes one token per sequence, ids [batch].
   InferenceState new_state(int64_t batch) const;
   Tensor prefill(InferenceState& state, const Tensor& ids, const Tensor& lengths = {}, int64_t chunk = 2048);
+  // On CUDA the step is recorded as a CUDA graph at the second call for a state and replayed after
+  // (set_step_recording(false) keeps every step eager, e.g. to measure what the graph saves).
   Tensor step(InferenceState& state, const Tensor& ids);
+  void set_step_recording(bool on) { record_steps_ = on; }
 
  public:
   struct Impl;  // layers bound to the parameters; defined in the .cpp
@@ -98,6 +104,9 @@ class LanguageModel {
   Device device_;
   std::vector<Parameter> parameters_;
   std::shared_ptr<Impl> impl_;
+  uint64_t weights_version_ = 0;  // bumped by parameters_changed: recorded steps read the old weights
+  bool record_steps_ = true;
+  Tensor step_eager(InferenceState& state, const Tensor& ids, bool ids_checked);
 
  public:
   ~LanguageModel();

@@ -23,6 +23,21 @@ Tensor convert(const Tensor& x, DType dtype) {
 
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths) {
   MAMBA_CHECK(x.defined(), "split_columns: input is missing");
+  int64_t total = 0;
+  for (int64_t w : widths) total += w;
+  if (x.ndim() >= 1 && x.numel() == x.size(-1) && total == x.size(-1) && total > 0) {
+    // One row: its pieces are contiguous, so views do (decode at batch 1 copies nothing).
+    std::vector<Tensor> parts;
+    Tensor flat = x.view({total});
+    int64_t offset = 0;
+    for (int64_t w : widths) {
+      Shape shape = x.shape();
+      shape.back() = w;
+      parts.push_back(flat.slice(offset, offset + w).view(shape));
+      offset += w;
+    }
+    return parts;
+  }
   MAMBA_OPS_DISPATCH(x.device(), "split_columns", split_columns(x, widths));
 }
 

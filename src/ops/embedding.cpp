@@ -22,12 +22,13 @@ void check_ids(const Tensor& ids, int64_t V) {
 
 }  // namespace
 
-void check_embedding_inputs(const Tensor& weight, const Tensor& ids) {
+void check_embedding_inputs(const Tensor& weight, const Tensor& ids, bool ids_checked) {
   MAMBA_CHECK(weight.defined() && weight.ndim() == 2, "embedding weight: expected a 2-D tensor [V, d]",
               weight.defined() ? ", got shape " + shape_string(weight.shape()) : std::string(" (missing)"));
   MAMBA_CHECK(dtype_is_float(weight.dtype()), "embedding weight: expected a float dtype, got ",
               dtype_name(weight.dtype()));
-  check_ids(ids, weight.size(0));
+  MAMBA_CHECK(ids.defined(), "embedding ids: tensor is missing");
+  if (!ids_checked) check_ids(ids, weight.size(0));
   check_device(ids, weight.device(), "embedding ids");
 }
 
@@ -42,8 +43,8 @@ void check_embedding_backward_inputs(const Tensor& ids, const Tensor& dout, cons
   check_device(dweight, ids.device(), "embedding weight gradient");
 }
 
-Tensor embedding_forward(const Tensor& weight, const Tensor& ids) {
-  check_embedding_inputs(weight, ids);
+Tensor embedding_forward(const Tensor& weight, const Tensor& ids, bool ids_checked) {
+  check_embedding_inputs(weight, ids, ids_checked);
   MAMBA_OPS_DISPATCH(weight.device(), "embedding_forward", embedding_forward(weight, ids));
 }
 

@@ -1,6 +1,8 @@
 // Embedding lookup: out[i] = weight[ids[i]] for ids [M] (i32 or i64), weight [V, d].
 // ids may have any shape ([batch, L]); out then has shape ids.shape + [d].
-// An id outside [0, V) is an error naming the id, its position and V.
+// An id outside [0, V) is an error naming the id, its position and V. The entry points check ids
+// on the host (ids on the GPU are copied there); a caller that has checked them itself passes
+// ids_checked = true, so the lookup queues no copy and no wait (a CUDA graph can record it).
 // Backward: dweight[ids[i]] += dout[i] (dweight f32 [V, d], accumulated; the CPU kernel sums
 // each row's contributions in position order, so the result does not depend on threads).
 #pragma once
@@ -9,10 +11,10 @@
 namespace mamba::ops {
 
 // Validate shapes/dtypes/devices and every id; messages name the tensor (and the bad id).
-void check_embedding_inputs(const Tensor& weight, const Tensor& ids);
+void check_embedding_inputs(const Tensor& weight, const Tensor& ids, bool ids_checked = false);
 void check_embedding_backward_inputs(const Tensor& ids, const Tensor& dout, const Tensor& dweight);
 
-Tensor embedding_forward(const Tensor& weight, const Tensor& ids);  // [M, d] f32 (f64 for ref)
+Tensor embedding_forward(const Tensor& weight, const Tensor& ids, bool ids_checked = false);  // [M, d] f32
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dweight);
 
 namespace ref {

@@ -38,9 +38,33 @@ TEST(CudaModel, LogitsAndDecodeMatchCpu) {
   InferenceState cpu_state = cpu->new_state(3), gpu_state = gpu->new_state(3);
   Tensor lengths = Tensor::from_vector({37, 5, 20}, {3}, DType::i32);
   EXPECT_LT(relative_error(gpu->prefill(gpu_state, ids, lengths, 16), cpu->prefill(cpu_state, ids, lengths, 16)), 1e-4);
-  for (int step = 0; step < 4; ++step) {
+  // Step 1 runs eagerly, step 2 records the CUDA graph, later steps replay it.
+  for (int step = 0; step < 6; ++step) {
     Tensor next = random_ids(1, 3, 203, 100 + uint64_t(step)).view({3});
     ASSERT_LT(relative_error(gpu->step(gpu_state, next), cpu->step(cpu_state, next)), 1e-4) << "step " << step;
+  }
+  EXPECT_THROW(gpu->step(gpu_state, Tensor::from_vector({1, 5000, 2}, {3}, DType::i32)), Error);
+}
+
+// Replayed steps give exactly what eager steps give, and changed weights are picked up (the
+// recording is made again).
+TEST(CudaModel, RecordedStepsEqualEagerSteps) {
+  SKIP_WITHOUT_GPU();
+  auto recorded = LanguageModel::initialize(small_config(), 7, Device::cuda);
+  auto eager = LanguageModel::initialize(small_config(), 7, Device::cuda);
+  eager->set_step_recording(false);
+  Tensor prompt = random_ids(2, 9, 203, 15);
+  InferenceState a = recorded->new_state(2), b = eager->new_state(2);
+  recorded->prefill(a, prompt);
+  eager->prefill(b, prompt);
+  for (int step = 0; step < 8; ++step) {
+    if (step == 5)
+      for (LanguageModel* m : {recorded.get(), eager.get()}) {
+        m->parameter("backbone.layers.1.mixer.out_proj.weight").value.zero_();
+        m->parameters_changed();
+      }
+    Tensor next = random_ids(1, 2, 203, 200 + uint64_t(step)).view({2});
+    ASSERT_EQ(relative_error(recorded->step(a, next), eager->step(b, next)), 0.0) << "step " << step;
   }
 }
 

@@ -70,6 +70,9 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 
+// Whether 16-byte vector loads and stores may use this address.
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 }  // namespace mamba::ops::cuda_detail
 
 namespace mamba::ops::cuda_detail {

@@ -1,5 +1,8 @@
 #include <cublasLt.h>
 
+#include <memory>
+#include <unordered_map>
+
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/gemm.cuh"
 
@@ -40,19 +43,76 @@ Context& context() {
   return ctx;
 }
 
-// Owns the descriptors of one call.
-struct Descriptors {
+// The descriptors and the chosen algorithm of one product shape. Building them and asking the
+// heuristic costs tens of microseconds of host time, more than a small product takes on the GPU,
+// so each shape is planned once and reused.
+struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-  cublasLtMatmulPreference_t preference = nullptr;
-  ~Descriptors() {
-    if (preference) cublasLtMatmulPreferenceDestroy(preference);
+  cublasLtMatmulAlgo_t algo{};
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() {
     if (d) cublasLtMatrixLayoutDestroy(d);
     if (b) cublasLtMatrixLayoutDestroy(b);
     if (a) cublasLtMatrixLayoutDestroy(a);
     if (op) cublasLtMatmulDescDestroy(op);
   }
 };
+
+struct PlanKey {
+  DType in, out;
+  int64_t a_rows, a_cols, b_rows, b_cols;
+  bool a_transpose, b_transpose;
+  bool operator==(const PlanKey&) const = default;
+};
+
+struct PlanKeyHash {
+  size_t operator()(const PlanKey& k) const {
+    size_t h = size_t(k.in) * 31 + size_t(k.out);
+    for (int64_t v : {k.a_rows, k.a_cols, k.b_rows, k.b_cols}) h = h * 1000003 + size_t(v);
+    return h * 4 + size_t(k.a_transpose) * 2 + size_t(k.b_transpose);
+  }
+};
+
+// Column-major view: Dᵀ[n, m] = op(B)ᵀ · op(A)ᵀ, where a stored row-major [r, c] matrix is the
+// column-major [c, r] matrix X̃ = Xᵀ; op(B)ᵀ is B̃ when B is not transposed, B̃ᵀ otherwise.
+std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_t k) {
+  auto plan = std::make_unique<Plan>();
+  Context& ctx = context();
+  const cudaDataType_t in_type = cuda_type(key.in), out_type = cuda_type(key.out);
+  check_cublas(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  const cublasOperation_t op_first = key.b_transpose ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = key.a_transpose ? CUBLAS_OP_T : CUBLAS_OP_N;
+  check_cublas(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)),
+               "set TRANSA");
+  check_cublas(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)),
+               "set TRANSB");
+  // Stored column-major shapes (rows = leading dimension) of B̃ and Ã.
+  check_cublas(cublasLtMatrixLayoutCreate(&plan->a, in_type, uint64_t(key.b_cols), uint64_t(key.b_rows), key.b_cols),
+               "layout of the first operand");
+  check_cublas(cublasLtMatrixLayoutCreate(&plan->b, in_type, uint64_t(key.a_cols), uint64_t(key.a_rows), key.a_cols),
+               "layout of the second operand");
+  check_cublas(cublasLtMatrixLayoutCreate(&plan->d, out_type, uint64_t(n), uint64_t(m), n), "layout of the result");
+  cublasLtMatmulPreference_t preference = nullptr;
+  check_cublas(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
+  const size_t workspace = kWorkspaceBytes;
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  cublasStatus_t status =
+      cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                           sizeof(workspace));
+  if (status == CUBLAS_STATUS_SUCCESS)
+    status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan->op, plan->a, plan->b, plan->d, plan->d, preference, 1,
+                                            &heuristic, &found);
+  cublasLtMatmulPreferenceDestroy(preference);
+  check_cublas(status, "cublasLtMatmulAlgoGetHeuristic");
+  MAMBA_CHECK(found > 0, "gemm (cuda): cuBLASLt has no algorithm for a ", m, "×", k, " by ", k, "×", n, " ",
+              dtype_name(key.in), " product");
+  plan->algo = heuristic.algo;
+  return plan;
+}
 
 }  // namespace
 
@@ -63,38 +123,13 @@ void gemm(const GemmOperand& a, const GemmOperand& b, void* d, DType d_type, flo
   const int64_t n = b.transpose ? b.rows : b.cols;
   MAMBA_CHECK((b.transpose ? b.cols : b.rows) == k, "gemm (cuda): inner dimensions differ");
   if (m == 0 || n == 0) return;
-  // Column-major view: Dᵀ[n, m] = op(B)ᵀ · op(A)ᵀ, where a stored row-major [r, c] matrix is the
-  // column-major [c, r] matrix X̃ = Xᵀ; op(B)ᵀ is B̃ when B is not transposed, B̃ᵀ otherwise.
+  static std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;  // one host thread at a time
+  const PlanKey key{a.dtype, d_type, a.rows, a.cols, b.rows, b.cols, a.transpose, b.transpose};
+  std::unique_ptr<Plan>& plan = plans[key];
+  if (!plan) plan = make_plan(key, m, n, k);
   Context& ctx = context();
-  Descriptors desc;
-  const cudaDataType_t in_type = cuda_type(a.dtype), out_type = cuda_type(d_type);
-  check_cublas(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
-  const cublasOperation_t op_first = b.transpose ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t op_second = a.transpose ? CUBLAS_OP_T : CUBLAS_OP_N;
-  check_cublas(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)),
-               "set TRANSA");
-  check_cublas(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)),
-               "set TRANSB");
-  // Stored column-major shapes (rows = leading dimension) of B̃ and Ã.
-  check_cublas(cublasLtMatrixLayoutCreate(&desc.a, in_type, uint64_t(b.cols), uint64_t(b.rows), b.cols),
-               "layout of the first operand");
-  check_cublas(cublasLtMatrixLayoutCreate(&desc.b, in_type, uint64_t(a.cols), uint64_t(a.rows), a.cols),
-               "layout of the second operand");
-  check_cublas(cublasLtMatrixLayoutCreate(&desc.d, out_type, uint64_t(n), uint64_t(m), n), "layout of the result");
-  check_cublas(cublasLtMatmulPreferenceCreate(&desc.preference), "cublasLtMatmulPreferenceCreate");
-  const size_t workspace = kWorkspaceBytes;
-  check_cublas(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                    &workspace, sizeof(workspace)),
-               "set workspace");
-  cublasLtMatmulHeuristicResult_t heuristic{};
-  int found = 0;
-  check_cublas(cublasLtMatmulAlgoGetHeuristic(ctx.handle, desc.op, desc.a, desc.b, desc.d, desc.d, desc.preference, 1,
-                                              &heuristic, &found),
-               "cublasLtMatmulAlgoGetHeuristic");
-  MAMBA_CHECK(found > 0, "gemm (cuda): cuBLASLt has no algorithm for a ", m, "×", k, " by ", k, "×", n, " ",
-              dtype_name(a.dtype), " product");
-  check_cublas(cublasLtMatmul(ctx.handle, desc.op, &alpha, b.data, desc.a, a.data, desc.b, &beta, d, desc.d, d, desc.d,
-                              &heuristic.algo, ctx.workspace, kWorkspaceBytes, nullptr),
+  check_cublas(cublasLtMatmul(ctx.handle, plan->op, &alpha, b.data, plan->a, a.data, plan->b, &beta, d, plan->d, d,
+                              plan->d, &plan->algo, ctx.workspace, kWorkspaceBytes, cudaStreamPerThread),
                "cublasLtMatmul");
 }
 

@@ -2,7 +2,10 @@
 // db += Σ_rows dy. Both operands of a product share one dtype, product_dtype: bf16 when x or W is
 // bf16 (a float32 x is rounded to bf16 for the product, as autocast does: mixed-precision training
 // and bf16 decode read 16-bit weights), else float32. Outputs have x's dtype; weight gradients
-// accumulate in float32.
+// accumulate in float32. Up to 4 rows of float32 x (decode) go through a mat-vec kernel instead
+// (small_batch_linear below): float32 x, no rounding of x.
+#include <type_traits>
+
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/gemm.cuh"
 #include "ops/linear.h"
@@ -35,6 +38,91 @@ __global__ void column_sum_kernel(const T* dy, int64_t rows, int n, int rows_per
   }
 }
 
+// Small batches (decode: M ≤ 4 rows) skip cuBLASLt, whose launch costs more than the product:
+// one warp per output column j reads W[j, :] once (16-byte loads, bf16 or f32, four in flight per
+// lane) and keeps one float32 sum per row of x, which all warps read through L1 (more rows would
+// no longer fit there: cuBLASLt, reading W once for all rows, is faster from 5 rows on).
+constexpr int kSmallBatchRows = 4;
+constexpr int kGemvWarps = 8;
+constexpr int kGemvUnroll = 4;
+
+__device__ __forceinline__ void load8(const float* p, float* v) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(p)), b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* v) {
+  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(pairs[i]);
+    v[2 * i] = f.x, v[2 * i + 1] = f.y;
+  }
+}
+
+template <typename W, int kMaxRows>
+__global__ void small_batch_linear_kernel(const float* __restrict__ x, int m, int k, const W* __restrict__ w, int n,
+                                          const float* __restrict__ bias, float* __restrict__ y) {
+  const int lane = threadIdx.x % 32, j = blockIdx.x * kGemvWarps + threadIdx.x / 32;
+  if (j >= n) return;
+  float acc[kMaxRows] = {};
+  const W* row = w + int64_t(j) * k;
+  for (int c0 = lane * 8; c0 < k; c0 += kGemvUnroll * 32 * 8) {
+    float wv[kGemvUnroll][8];
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u)
+      if (c0 + u * 256 < k) load8(row + c0 + u * 256, wv[u]);
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int c = c0 + u * 256;
+      if (c >= k) break;
+#pragma unroll
+      for (int i = 0; i < kMaxRows; ++i) {
+        if (i < m) {
+          float xv[8];
+          load8(x + int64_t(i) * k + c, xv);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[i] = fmaf(wv[u][e], xv[e], acc[i]);
+        }
+      }
+    }
+  }
+  const float b = bias ? bias[j] : 0.0f;
+#pragma unroll
+  for (int i = 0; i < kMaxRows; ++i) {
+    if (i < m) {
+      const float total = warp_sum(acc[i]);
+      if (lane == 0) y[int64_t(i) * n + j] = total + b;
+    }
+  }
+}
+
+// Runs y = x·Wᵀ + b with the small-batch kernel when it applies; false leaves it to cuBLASLt.
+bool small_batch_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& y) {
+  const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
+  if (m > kSmallBatchRows || x.dtype() != DType::f32 || k % 8 != 0 || !aligned16(x.raw()) || !aligned16(weight.raw()) ||
+      (weight.dtype() != DType::f32 && weight.dtype() != DType::bf16) || n > INT32_MAX / 2 || k > INT32_MAX / 2)
+    return false;
+  Tensor b = bias.defined() ? float32_on_device(bias, "linear bias") : Tensor{};
+  const float* bp = b.defined() ? b.data<float>() : nullptr;
+  const unsigned blocks = unsigned((n + kGemvWarps - 1) / kGemvWarps);
+  auto launch = [&](auto max_rows) {
+    constexpr int kMax = decltype(max_rows)::value;
+    if (weight.dtype() == DType::bf16)
+      small_batch_linear_kernel<__nv_bfloat16, kMax><<<blocks, kGemvWarps * 32>>>(
+          x.data<float>(), int(m), int(k), static_cast<const __nv_bfloat16*>(weight.raw()), int(n), bp, y.data<float>());
+    else
+      small_batch_linear_kernel<float, kMax>
+          <<<blocks, kGemvWarps * 32>>>(x.data<float>(), int(m), int(k), weight.data<float>(), int(n), bp, y.data<float>());
+  };
+  if (m == 1)
+    launch(std::integral_constant<int, 1>{});
+  else
+    launch(std::integral_constant<int, kSmallBatchRows>{});
+  check_launch("small-batch linear");
+  return true;
+}
+
 void check_activation(const Tensor& x, const char* name) {
   require_cuda_tensor(x, name);
   MAMBA_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::bf16, name, ": expected f32 or bf16 on cuda, got ",
@@ -59,6 +147,8 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
   const int64_t n = weight.size(0);
   Tensor y = Tensor::empty({m, n}, x.dtype(), Device::cuda);
   if (m == 0 || n == 0) return y;
+  if (bias.defined()) check_shape(bias, {n}, "linear bias");
+  if (k > 0 && small_batch_linear(x, weight, bias, y)) return y;
   if (k == 0) {
     y.zero_();
   } else {
@@ -67,7 +157,6 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
     gemm({xc.raw(), compute, m, k, false}, {w.raw(), compute, n, k, true}, y.raw(), y.dtype(), 1.0f, 0.0f);
   }
   if (bias.defined()) {
-    check_shape(bias, {n}, "linear bias");
     Tensor b = float32_on_device(bias, "linear bias");
     if (x.dtype() == DType::f32)
       add_bias_kernel<<<blocks_for(m * n, 256), 256>>>(y.data<float>(), b.data<float>(), m, int(n));

@@ -828,8 +828,6 @@ __global__ void narrow_pairs_kernel(const float* a, const float* b, __nv_bfloat1
   }
 }
 
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
 // Vector tile moves need whole 16-byte vectors per row and 16-byte aligned tensors.
 void set_vector_flags(ScanArgs& p, size_t elem) {
   const int vec = int(16 / elem);
