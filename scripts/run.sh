@@ -10,9 +10,7 @@ cmake --build build -j "$(nproc)" --target mambacpp
 
 out=out/fortunes
 mkdir -p "$out"
-# The fortune text files, not their .dat indexes (nor the .u8 links to the same texts).
-find /usr/share/games/fortunes -maxdepth 1 -type f ! -name '*.dat' ! -name '*.u8' -print0 | sort -z |
-  xargs -0 cat > "$out/corpus.txt"
+bash scripts/fortunes_corpus.sh "$out/corpus.txt"
 bytes=$(wc -c < "$out/corpus.txt")
 # The trainer holds out the last 5% for validation; the same bytes are evaluated again below.
 tail -c $((bytes / 20)) "$out/corpus.txt" > "$out/validation.txt"

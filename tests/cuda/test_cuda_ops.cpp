@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
 #include "cuda_test_util.h"
 #include "ops/causal_conv1d.h"
@@ -140,6 +141,28 @@ TEST(CudaEmbedding, LookupGradientAndBadIds) {
   EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), 1e-6);
   ids[17] = V;
   EXPECT_THROW(ops::embedding_forward(on_gpu(w, {V, d}, DType::f32), on_gpu(ids, {M}, DType::i32)), Error);
+}
+
+// The mat-vec kernel of small batches (1–4 rows; 5 rows go to cuBLASLt): float32 x with f32 or
+// bf16 weights and a bias, K not a multiple of the 1024 positions a warp covers per round, against
+// the float64 reference. Weights are what the GPU reads; x is not rounded.
+TEST(CudaLinear, SmallBatchMatVec) {
+  SKIP_WITHOUT_GPU();
+  const int K = 1064, N = 75;
+  for (DType wtype : {DType::f32, DType::bf16}) {
+    for (int M : {1, 3, 4}) {
+      SCOPED_TRACE(std::string(dtype_name(wtype)) + " M " + std::to_string(M));
+      Rng rng(uint64_t(60 + M));
+      const auto x = rounded(random_vector(rng, M * K, -1, 1), DType::f32);
+      const auto w = rounded(random_vector(rng, N * K, -1, 1), wtype);
+      const auto b = rounded(random_vector(rng, N, -1, 1), DType::f32);
+      const Tensor ref = ops::ref::linear_forward(cpu64(x, {M, K}), cpu64(w, {N, K}), cpu64(b, {N}));
+      const Tensor y = ops::linear_forward(on_gpu(x, {M, K}, DType::f32), on_gpu(w, {N, K}, wtype),
+                                           on_gpu(b, {N}, DType::f32));
+      EXPECT_EQ(y.dtype(), DType::f32);
+      EXPECT_LT(error_vs(y, ref.to_double_vector()), 1e-6);
+    }
+  }
 }
 
 TEST(CudaLinear, ForwardBackward) {
