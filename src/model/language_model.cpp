@@ -30,6 +30,9 @@ bool decays(const std::string& name) {
            name.ends_with(".D") || name.ends_with("norm.weight") || name.ends_with("norm_f.weight"));
 }
 
+Tensor convert_if(const Tensor& t, DType dtype) { return t.dtype() == dtype ? t : ops::convert(t, dtype); }
+Tensor as_float32(const Tensor& t) { return convert_if(t, DType::f32); }
+
 Tensor ids_to_i32(const Tensor& ids, const char* what) {
   MAMBA_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::i64, what, ": token ids must be i32 or i64, got ",
               dtype_name(ids.dtype()));
@@ -51,6 +54,7 @@ struct LanguageModel::Impl {
   Parameter* embedding = nullptr;
   Parameter* norm_f = nullptr;
   Parameter* lm_head = nullptr;  // the embedding when tied
+  DType activations = DType::f32;  // bf16 under mixed precision
 
   // What a training forward keeps for backward.
   struct Saved {
@@ -259,6 +263,7 @@ void LanguageModel::use_mixed_precision() {
                 dtype_name(p.value.dtype()));
     p.compute = ops::convert(p.value, DType::bf16);
   }
+  impl_->activations = DType::bf16;
 }
 
 void LanguageModel::parameters_changed() {
@@ -295,6 +300,7 @@ Trunk run_trunk(const LanguageModel::Impl& impl, const io::ModelConfig& c, const
                 InferenceState* state, LanguageModel::Impl::Saved* saved) {
   const int64_t batch = ids.size(0), length = ids.size(1), rows = batch * length;
   Tensor h = ops::embedding_forward(impl.embedding->value, ids.view({rows}));
+  if (h.dtype() != impl.activations) h = ops::convert(h, impl.activations);
   Tensor residual;
   for (size_t i = 0; i < impl.mixers.size(); ++i) {
     ops::NormInputs norm_in{h, residual, impl.norms[i]->value, {}, float(c.norm_eps), ops::NormKind::rms};
@@ -329,7 +335,7 @@ Tensor LanguageModel::forward(const Tensor& ids_in, bool last_only, const Tensor
   Trunk t = run_trunk(*impl_, config_, ids, lens, nullptr, nullptr);
   ops::NormOutputs f =
       ops::add_norm_forward({t.h, t.residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms});
-  Tensor logits = ops::linear_forward(f.out, impl_->lm_head->for_compute());
+  Tensor logits = as_float32(ops::linear_forward(f.out, impl_->lm_head->for_compute()));
   return logits.view({ids.size(0), ids.size(1), vocab_rows()});
 }
 
@@ -352,11 +358,14 @@ LossResult LanguageModel::forward_backward(const Tensor& ids_in, const Tensor& t
   LossResult result{ce.loss, ce.count, ce.predictions};
   if (!with_grad) return result;
 
-  ops::NormGrads fg = ops::add_norm_backward(final_in, final_out, ce.dhidden);
+  // Gradients reaching an activation take its dtype (bf16 under mixed precision); the residual
+  // stream's gradient ds stays float32.
+  const DType act = impl_->activations;
+  ops::NormGrads fg = ops::add_norm_backward(final_in, final_out, convert_if(ce.dhidden, act));
   ops::add_(impl_->norm_f->grad, fg.dweight);
   Tensor ds = fg.ds;  // gradient of the residual stream after the last block
   for (size_t i = impl_->mixers.size(); i-- > 0;) {
-    Tensor dnormed = impl_->mixers[i].backward(ds, saved.mixer[i]);
+    Tensor dnormed = impl_->mixers[i].backward(convert_if(ds, act), saved.mixer[i]);
     ops::NormGrads g =
         ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), ds);
     ops::add_(impl_->norms[i]->grad, g.dweight);
@@ -382,7 +391,7 @@ Tensor LanguageModel::prefill(InferenceState& state, const Tensor& ids_in, const
     }
   }
   MAMBA_CHECK(length >= 1, "prefill: the prompt is empty");
-  Tensor last_h = Tensor::empty({batch, d}, DType::f32, device_);
+  Tensor last_h = Tensor::empty({batch, d}, impl_->activations, device_);
   Tensor last_residual = Tensor::empty({batch, d}, DType::f32, device_);
   const int32_t* all_ids = ids.data<int32_t>();
   for (int64_t c0 = 0; c0 < length; c0 += chunk) {
@@ -406,7 +415,7 @@ Tensor LanguageModel::prefill(InferenceState& state, const Tensor& ids_in, const
   }
   ops::NormOutputs f = ops::add_norm_forward(
       {last_h, last_residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms});
-  return ops::linear_forward(f.out, impl_->lm_head->for_compute());
+  return as_float32(ops::linear_forward(f.out, impl_->lm_head->for_compute()));
 }
 
 // The decode step on CUDA, recorded once as a CUDA graph: one launch replaces the ~15 kernels and

@@ -1,6 +1,6 @@
 // Small element-wise ops the model needs between the big ones.
 //
-//   add_(a, b):          a += b                        (same shape, f32)
+//   add_(a, b):          a += b                        (same shape and dtype: f32; bf16 on CUDA)
 //   split_columns(x, w): [M, Σw] → one [M, wᵢ] tensor per width (copies; views of x when M = 1)
 //   concat_columns:      the inverse of split_columns (used by backward to assemble d[x|z])
 //   scale_(a, s):        a *= s

@@ -1,10 +1,11 @@
 // CUDA causal depthwise conv1d: forward, backward and the one-token step.
 //
-// Channels are the fastest axis of the token-major layout, so one thread per (position, channel)
-// reads its K inputs coalesced across the warp (neighbouring positions hit the cache). The
-// backward first forms dpre = dout·SiLU'(pre) once per element in float32, then gathers dx from
-// it; weight and bias gradients are per-channel sums over all rows, reduced per block in shared
-// memory and added with one atomic per block and weight.
+// Forward and backward: a thread owns one channel of one sequence over a segment of kSegment
+// consecutive positions and slides a window of the last K inputs (and, backward, the next K
+// dpre values) along it in registers, so each element is read about once; a warp covers 32
+// neighbouring channels, so every load is coalesced across it. The backward forms
+// dpre = dout·SiLU'(pre) as it goes, emits dx K−1 positions behind, and sums the weight and bias
+// gradients over its segment before one atomic per weight. No integer division per element.
 #include "ops/causal_conv1d.h"
 #include "ops/cuda/common.cuh"
 
@@ -44,20 +45,43 @@ __device__ __forceinline__ float pre_activation(const ConvArgs& p, const T* x_se
   return acc;
 }
 
+constexpr int kSegment = 64;     // positions per thread
+constexpr int kBlockChannels = 128;
+
+// Launch shape of the segment kernels: x = channel blocks, y = segments, z = sequences.
+dim3 segment_grid(const ConvArgs& p) {
+  return dim3(unsigned((p.channels + kBlockChannels - 1) / kBlockChannels), unsigned((p.L + kSegment - 1) / kSegment),
+              unsigned(p.batch));
+}
+
 template <typename T>
 __global__ void conv_forward_kernel(ConvArgs p, T* out) {
-  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (index >= int64_t(p.batch) * p.L * p.channels) return;
-  const int c = index % p.channels;
-  const int t = (index / p.channels) % p.L;
-  const int b = index / (int64_t(p.channels) * p.L);
+  const int c = blockIdx.x * kBlockChannels + threadIdx.x, b = blockIdx.z;
+  if (c >= p.channels) return;
+  const int t0 = blockIdx.y * kSegment, t1 = min(p.L, t0 + kSegment), len = sequence_length(p, b);
   const T* x_seq = static_cast<const T*>(p.x) + int64_t(b) * p.L * p.channels;
-  float v = 0.0f;
-  if (t < sequence_length(p, b)) {
-    v = pre_activation(p, x_seq, b, t, c);
-    if (p.silu) v *= sigmoid(v);
+  T* out_seq = out + int64_t(b) * p.L * p.channels;
+  float w[kMaxWidth], window[kMaxWidth];  // window[k]: input at t − K + 1 + k
+#pragma unroll
+  for (int k = 0; k < kMaxWidth; ++k) {
+    w[k] = k < p.width ? p.weight[c * p.width + k] : 0.0f;
+    window[k] = k + 1 < p.width ? conv_input(p, x_seq, b, t0 - p.width + 1 + k, c) : 0.0f;
   }
-  out[index] = from_float<T>(v);
+  const float bias = p.bias ? p.bias[c] : 0.0f;
+  for (int t = t0; t < t1; ++t) {
+    const float x = to_float(x_seq[int64_t(t) * p.channels + c]);
+    float v = bias;
+#pragma unroll
+    for (int k = 0; k < kMaxWidth; ++k) {
+      if (k + 1 == p.width) window[k] = x;
+      if (k < p.width) v = fmaf(w[k], window[k], v);
+    }
+#pragma unroll
+    for (int k = 0; k + 1 < kMaxWidth; ++k)
+      if (k + 1 < p.width) window[k] = window[k + 1];  // shift for the next position
+    if (p.silu) v *= sigmoid(v);
+    out_seq[int64_t(t) * p.channels + c] = from_float<T>(t < len ? v : 0.0f);
+  }
 }
 
 // final_state[b, c, j] = input at position len − (K−1) + j.
@@ -73,90 +97,79 @@ __global__ void conv_final_state_kernel(ConvArgs p, float* final_state) {
   final_state[index] = conv_input(p, x_seq, b, sequence_length(p, b) - history + j, c);
 }
 
+// Backward of one segment [t0, t1) of one channel: walks t from s_begin to t1 + K − 2, forming
+// dpre[t] (0 past the length and before position 0) and, once dpre[s .. s+K−1] are known,
+// dx[s] = Σ_k w[k]·dpre[s + K−1−k]; dx at the virtual positions −(K−1) … −1 goes to
+// dinitial_state (first segment only). dweight[k] += dpre[t]·x[t−K+1+k] and dbias += dpre[t] for
+// t in the segment.
 template <typename T>
-__global__ void conv_dpre_kernel(ConvArgs p, const T* dout, float* dpre) {
-  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (index >= int64_t(p.batch) * p.L * p.channels) return;
-  const int c = index % p.channels;
-  const int t = (index / p.channels) % p.L;
-  const int b = index / (int64_t(p.channels) * p.L);
-  const T* x_seq = static_cast<const T*>(p.x) + int64_t(b) * p.L * p.channels;
-  float g = 0.0f;
-  if (t < sequence_length(p, b)) {
-    g = to_float(dout[index]);
-    if (p.silu) {
-      const float v = pre_activation(p, x_seq, b, t, c), s = sigmoid(v);
-      g *= s * fmaf(v, 1.0f - s, 1.0f);
+__global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* dinitial_state, float* dweight,
+                                     float* dbias) {
+  const int c = blockIdx.x * kBlockChannels + threadIdx.x, b = blockIdx.z;
+  if (c >= p.channels) return;
+  const int K = p.width, history = K - 1;
+  const int t0 = blockIdx.y * kSegment, t1 = min(p.L, t0 + kSegment), len = sequence_length(p, b);
+  const int64_t offset = int64_t(b) * p.L * p.channels;
+  const T* x_seq = static_cast<const T*>(p.x) + offset;
+  const T* dout_seq = dout + offset;
+  float w[kMaxWidth];
+#pragma unroll
+  for (int k = 0; k < kMaxWidth; ++k) w[k] = k < K ? p.weight[c * K + k] : 0.0f;
+  const float bias = p.bias ? p.bias[c] : 0.0f;
+  // window[k]: input at t − K + 1 + k (for pre[t]); recent[j]: dpre at t − j.
+  float window[kMaxWidth], recent[kMaxWidth] = {}, gw[kMaxWidth] = {}, gb = 0.0f;
+  const bool to_initial = dinitial_state && t0 == 0;
+  const int s_begin = to_initial ? -history : t0;
+#pragma unroll
+  for (int k = 0; k < kMaxWidth; ++k) {
+    window[k] = k + 1 < K ? conv_input(p, x_seq, b, s_begin - K + 1 + k, c) : 0.0f;
+  }
+  for (int t = s_begin; t < t1 + history; ++t) {
+    const float x = t < 0 ? conv_input(p, x_seq, b, t, c) : t < p.L ? to_float(x_seq[int64_t(t) * p.channels + c]) : 0.0f;
+#pragma unroll
+    for (int k = 0; k < kMaxWidth; ++k)
+      if (k + 1 == K) window[k] = x;
+    float g = 0.0f;
+    if (t >= 0 && t < len) {
+      g = to_float(dout_seq[int64_t(t) * p.channels + c]);
+      if (p.silu) {
+        float v = bias;
+#pragma unroll
+        for (int k = 0; k < kMaxWidth; ++k)
+          if (k < K) v = fmaf(w[k], window[k], v);
+        const float sg = sigmoid(v);
+        g *= sg * fmaf(v, 1.0f - sg, 1.0f);
+      }
     }
-  }
-  dpre[index] = g;
-}
-
-// dx[t] = Σ_k w[k]·dpre[t + K−1−k]; dinitial_state[j] likewise for the virtual positions j − (K−1).
-template <typename T>
-__global__ void conv_dx_kernel(ConvArgs p, const float* dpre, T* dx, float* dinitial_state) {
-  const int history = p.width - 1;
-  const int64_t body = int64_t(p.batch) * p.L * p.channels;
-  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  int b, t, c;
-  if (index < body) {
-    c = index % p.channels;
-    t = (index / p.channels) % p.L;
-    b = index / (int64_t(p.channels) * p.L);
-  } else {
-    const int64_t k = index - body;
-    if (!dinitial_state || k >= int64_t(p.batch) * p.channels * history) return;
-    t = k % history - history;
-    c = (k / history) % p.channels;
-    b = k / (int64_t(history) * p.channels);
-  }
-  const float* dpre_seq = dpre + int64_t(b) * p.L * p.channels;
-  float acc = 0.0f;
-  for (int k = 0; k < p.width; ++k) {
-    const int s = t + p.width - 1 - k;
-    if (s >= 0 && s < p.L) acc = fmaf(p.weight[c * p.width + k], dpre_seq[int64_t(s) * p.channels + c], acc);
-  }
-  if (index < body)
-    dx[index] = from_float<T>(acc);
-  else
-    dinitial_state[(int64_t(b) * p.channels + c) * history + t + history] = acc;
-}
-
-// Block: 32 channels × 8 row lanes over a range of rows (b, t); sums dpre·input and dpre.
-template <typename T>
-__global__ void conv_dweight_kernel(ConvArgs p, const float* dpre, int rows_per_block, float* dweight, float* dbias) {
-  __shared__ float partial[8][32][kMaxWidth + 1];
-  const int cx = threadIdx.x % 32, ry = threadIdx.x / 32;
-  const int c = blockIdx.x * 32 + cx;
-  const int64_t rows = int64_t(p.batch) * p.L;
-  const int64_t r0 = int64_t(blockIdx.y) * rows_per_block, r1 = min(rows, r0 + rows_per_block);
-  float acc[kMaxWidth + 1] = {};
-  if (c < p.channels) {
-    for (int64_t r = r0 + ry; r < r1; r += 8) {
-      const int b = r / p.L, t = r % p.L;
-      const float g = dpre[r * p.channels + c];
-      if (g == 0.0f) continue;
-      const T* x_seq = static_cast<const T*>(p.x) + int64_t(b) * p.L * p.channels;
+    if (t >= t0 && t < t1) {
 #pragma unroll
       for (int k = 0; k < kMaxWidth; ++k)
-        if (k < p.width) acc[k] = fmaf(g, conv_input(p, x_seq, b, t - p.width + 1 + k, c), acc[k]);
-      acc[kMaxWidth] += g;
+        if (k < K) gw[k] = fmaf(g, window[k], gw[k]);
+      gb += g;
     }
+#pragma unroll
+    for (int j = kMaxWidth - 1; j > 0; --j) recent[j] = recent[j - 1];
+    recent[0] = g;
+    // dx at s = t − (K−1): Σ_k w[k]·dpre[s + K−1−k] = Σ_k w[k]·dpre[t − k] = Σ_k w[k]·recent[k].
+    const int s = t - history;
+    if (s >= s_begin) {
+      float acc = 0.0f;
+#pragma unroll
+      for (int k = 0; k < kMaxWidth; ++k)
+        if (k < K) acc = fmaf(w[k], recent[k], acc);
+      if (s >= 0)
+        dx[offset + int64_t(s) * p.channels + c] = from_float<T>(acc);
+      else
+        dinitial_state[(int64_t(b) * p.channels + c) * history + s + history] = acc;
+    }
+#pragma unroll
+    for (int k = 0; k + 1 < kMaxWidth; ++k)
+      if (k + 1 < K) window[k] = window[k + 1];
   }
 #pragma unroll
-  for (int k = 0; k <= kMaxWidth; ++k) partial[ry][cx][k] = acc[k];
-  __syncthreads();
-  if (ry == 0 && c < p.channels) {
-    for (int k = 0; k <= kMaxWidth; ++k) {
-      if (k < kMaxWidth && k >= p.width) continue;
-      float sum = 0.0f;
-      for (int j = 0; j < 8; ++j) sum += partial[j][cx][k];
-      if (k < kMaxWidth)
-        atomicAdd(dweight + c * p.width + k, sum);
-      else if (dbias)
-        atomicAdd(dbias + c, sum);
-    }
-  }
+  for (int k = 0; k < kMaxWidth; ++k)
+    if (k < K) atomicAdd(dweight + c * K + k, gw[k]);
+  if (dbias) atomicAdd(dbias + c, gb);
 }
 
 template <typename T>
@@ -224,8 +237,8 @@ Prepared prepare(const ConvInputs& in, bool step) {
 
 template <typename T>
 void forward(const ConvArgs& p, ConvOutputs& out) {
-  const int64_t n = int64_t(p.batch) * p.L * p.channels;
-  if (n > 0) conv_forward_kernel<T><<<blocks_for(n, 256), 256>>>(p, static_cast<T*>(out.out.raw()));
+  if (int64_t(p.batch) * p.L * p.channels > 0)
+    conv_forward_kernel<T><<<segment_grid(p), kBlockChannels>>>(p, static_cast<T*>(out.out.raw()));
   const int64_t states = int64_t(p.batch) * p.channels * (p.width - 1);
   if (states > 0) conv_final_state_kernel<T><<<blocks_for(states, 256), 256>>>(p, out.final_state.data<float>());
   check_launch("causal_conv1d forward");
@@ -233,20 +246,12 @@ void forward(const ConvArgs& p, ConvOutputs& out) {
 
 template <typename T>
 void backward(const ConvArgs& p, const Tensor& dout, ConvGrads& g) {
-  const int64_t n = int64_t(p.batch) * p.L * p.channels;
-  Tensor dpre = Tensor::empty({n}, DType::f32, Device::cuda);
-  if (n > 0) conv_dpre_kernel<T><<<blocks_for(n, 256), 256>>>(p, static_cast<const T*>(dout.raw()), dpre.data<float>());
   float* dinit = g.dinitial_state.defined() ? g.dinitial_state.data<float>() : nullptr;
-  const int64_t total = n + (dinit ? int64_t(p.batch) * p.channels * (p.width - 1) : 0);
-  if (total > 0)
-    conv_dx_kernel<T><<<blocks_for(total, 256), 256>>>(p, dpre.data<float>(), static_cast<T*>(g.dx.raw()), dinit);
-  const int64_t rows = int64_t(p.batch) * p.L;
-  if (rows > 0) {
-    const int rows_per_block = 256;
-    const dim3 grid((p.channels + 31) / 32, unsigned((rows + rows_per_block - 1) / rows_per_block));
-    conv_dweight_kernel<T><<<grid, 256>>>(p, dpre.data<float>(), rows_per_block, g.dweight.data<float>(),
-                                          g.dbias.defined() ? g.dbias.data<float>() : nullptr);
-  }
+  if (dinit && p.L == 0) g.dinitial_state.zero_();
+  if (int64_t(p.batch) * p.L * p.channels > 0)
+    conv_backward_kernel<T><<<segment_grid(p), kBlockChannels>>>(
+        p, static_cast<const T*>(dout.raw()), static_cast<T*>(g.dx.raw()), dinit, g.dweight.data<float>(),
+        g.dbias.defined() ? g.dbias.data<float>() : nullptr);
   check_launch("causal_conv1d backward");
 }
 

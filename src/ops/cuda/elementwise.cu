@@ -9,9 +9,10 @@ namespace mamba::ops::cuda {
 
 namespace {
 
-__global__ void add_kernel(float* a, const float* b, int64_t n) {
+template <typename T>
+__global__ void add_kernel(T* a, const T* b, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    a[i] += b[i];
+    a[i] = cuda_detail::from_float<T>(cuda_detail::to_float(a[i]) + cuda_detail::to_float(b[i]));
 }
 
 __global__ void scale_kernel(float* a, float s, int64_t n) {
@@ -35,10 +36,15 @@ void copy_columns(void* dst, int64_t dst_pitch, const void* src, int64_t src_pit
 }  // namespace
 
 void add_(Tensor& a, const Tensor& b) {
-  check_dtype(a, DType::f32, "add_ operand a");
-  check_dtype(b, DType::f32, "add_ operand b");
+  MAMBA_CHECK(a.dtype() == DType::f32 || a.dtype() == DType::bf16, "add_ operand a (cuda): expected f32 or bf16, got ",
+              dtype_name(a.dtype()));
+  check_dtype(b, a.dtype(), "add_ operand b");
   if (a.numel() == 0) return;
-  add_kernel<<<grid_for(a.numel()), 256>>>(a.data<float>(), b.data<float>(), a.numel());
+  if (a.dtype() == DType::f32)
+    add_kernel<<<grid_for(a.numel()), 256>>>(a.data<float>(), b.data<float>(), a.numel());
+  else
+    add_kernel<<<grid_for(a.numel()), 256>>>(static_cast<__nv_bfloat16*>(a.raw()),
+                                             static_cast<const __nv_bfloat16*>(b.raw()), a.numel());
   cuda_detail::check_launch("add_kernel");
 }
 
