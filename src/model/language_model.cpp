@@ -54,7 +54,7 @@ struct LanguageModel::Impl {
   Parameter* embedding = nullptr;
   Parameter* norm_f = nullptr;
   Parameter* lm_head = nullptr;  // the embedding when tied
-  DType activations = DType::f32;  // bf16 under mixed precision
+  DType activations = DType::f32;  // see choose_activations
 
   // What a training forward keeps for backward.
   struct Saved {
@@ -116,6 +116,15 @@ Parameter& LanguageModel::parameter(const std::string& name) {
   fail("model has no parameter named '", name, "'");
 }
 
+// Activations between kernels are bf16 on the GPU when the products read bf16 weights (half the
+// bytes, and no conversion before each product; the residual stream stays float32), float32
+// otherwise.
+static void choose_activations(LanguageModel& model, LanguageModel::Impl& impl) {
+  const Parameter* in_proj = impl.mixers.empty() ? nullptr : impl.mixers[0].weights().in_proj_weight;
+  const bool bf16 = model.device() == Device::cuda && in_proj && in_proj->for_compute().dtype() == DType::bf16;
+  impl.activations = bf16 ? DType::bf16 : DType::f32;
+}
+
 // Wires the mixers and norms to the parameter list (after values are final).
 static void bind(LanguageModel& model, LanguageModel::Impl& impl) {
   const io::ModelConfig& c = model.config();
@@ -148,6 +157,7 @@ static void bind(LanguageModel& model, LanguageModel::Impl& impl) {
     impl.mixers.emplace_back(c, w);
     impl.norms.push_back(find(layer_prefix(i) + "norm.weight"));
   }
+  choose_activations(model, impl);
 }
 
 std::unique_ptr<LanguageModel> LanguageModel::from_checkpoint(const io::Checkpoint& checkpoint,
@@ -242,6 +252,7 @@ void LanguageModel::convert_weight_matrices(DType dtype) {
   for (Parameter& p : parameters_)
     if (is_weight_matrix(p.name) && p.value.dtype() != dtype) p.value = p.value.to(dtype);
   parameters_changed();
+  choose_activations(*this, *impl_);
 }
 
 io::TensorMap LanguageModel::state_dict() const {
@@ -263,7 +274,7 @@ void LanguageModel::use_mixed_precision() {
                 dtype_name(p.value.dtype()));
     p.compute = ops::convert(p.value, DType::bf16);
   }
-  impl_->activations = DType::bf16;
+  choose_activations(*this, *impl_);
 }
 
 void LanguageModel::parameters_changed() {

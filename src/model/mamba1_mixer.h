@@ -63,6 +63,7 @@ class Mamba1Mixer {
   Tensor backward(const Tensor& dout, const Mamba1Activations& saved) const;
   // Drops values derived from the parameters (A); call after the parameters change in place.
   void forget_derived() { cached_A_ = Tensor{}; }
+  const Mamba1Weights& weights() const { return w_; }
 
  private:
   ops::LtiScanInputs lti_inputs(const Tensor& x_conv, const Tensor& z) const;

@@ -46,6 +46,24 @@ TEST(CudaModel, LogitsAndDecodeMatchCpu) {
   EXPECT_THROW(gpu->step(gpu_state, Tensor::from_vector({1, 5000, 2}, {3}, DType::i32)), Error);
 }
 
+// bf16 weights: the GPU keeps activations in bf16 between kernels (the CPU in float32); logits,
+// prefill and decode agree within the bf16 tolerance.
+TEST(CudaModel, Bf16WeightsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  auto cpu = LanguageModel::initialize(small_config(), 8, Device::cpu);
+  auto gpu = LanguageModel::initialize(small_config(), 8, Device::cuda);
+  cpu->convert_weight_matrices(DType::bf16);
+  gpu->convert_weight_matrices(DType::bf16);
+  Tensor ids = random_ids(2, 41, 203, 16);
+  EXPECT_LT(relative_error(gpu->forward(ids), cpu->forward(ids)), 1e-2);
+  InferenceState a = gpu->new_state(2), b = cpu->new_state(2);
+  EXPECT_LT(relative_error(gpu->prefill(a, ids), cpu->prefill(b, ids)), 1e-2);
+  for (int step = 0; step < 3; ++step) {
+    Tensor next = random_ids(1, 2, 203, 300 + uint64_t(step)).view({2});
+    EXPECT_LT(relative_error(gpu->step(a, next), cpu->step(b, next)), 1e-2) << "step " << step;
+  }
+}
+
 // Replayed steps give exactly what eager steps give, and changed weights are picked up (the
 // recording is made again).
 TEST(CudaModel, RecordedStepsEqualEagerSteps) {
