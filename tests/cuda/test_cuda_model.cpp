@@ -86,19 +86,26 @@ TEST(CudaModel, RecordedStepsEqualEagerSteps) {
   }
 }
 
+// One forward+backward of the same batch on both models: loss and every gradient within tolerance.
+void expect_same_training_pass(LanguageModel& cpu, LanguageModel& gpu, int64_t length, uint64_t seed,
+                               double loss_tolerance, double grad_tolerance) {
+  Tensor ids = random_ids(2, length, 203, seed);
+  Tensor targets = random_ids(2, length, 203, seed + 1);
+  cpu.enable_grad();
+  gpu.enable_grad();
+  LossResult a = cpu.forward_backward(ids, targets, true);
+  LossResult b = gpu.forward_backward(ids, targets, true);
+  EXPECT_NEAR(b.loss, a.loss, loss_tolerance * std::abs(a.loss));
+  for (size_t i = 0; i < cpu.parameters().size(); ++i)
+    EXPECT_LT(relative_error(gpu.parameters()[i].grad, cpu.parameters()[i].grad), grad_tolerance)
+        << cpu.parameters()[i].name;
+}
+
 TEST(CudaModel, GradientsMatchCpu) {
   SKIP_WITHOUT_GPU();
   auto cpu = LanguageModel::initialize(small_config(), 4, Device::cpu);
   auto gpu = LanguageModel::initialize(small_config(), 4, Device::cuda);
-  Tensor ids = random_ids(2, 29, 203, 11);
-  Tensor targets = random_ids(2, 29, 203, 12);
-  cpu->enable_grad();
-  gpu->enable_grad();
-  LossResult a = cpu->forward_backward(ids, targets, true);
-  LossResult b = gpu->forward_backward(ids, targets, true);
-  EXPECT_NEAR(a.loss, b.loss, 1e-4 * std::abs(a.loss));
-  for (size_t i = 0; i < cpu->parameters().size(); ++i)
-    EXPECT_LT(relative_error(gpu->parameters()[i].grad, cpu->parameters()[i].grad), 1e-4) << cpu->parameters()[i].name;
+  expect_same_training_pass(*cpu, *gpu, 29, 11, 1e-4, 1e-4);
 }
 
 // Five AdamW steps with gradient clipping, the optimiser state on each model's device: the loss
@@ -143,15 +150,7 @@ TEST(CudaModel, MixedPrecisionMatchesFloat32) {
   auto cpu = LanguageModel::initialize(small_config(), 6, Device::cpu);
   auto gpu = LanguageModel::initialize(small_config(), 6, Device::cuda);
   gpu->use_mixed_precision();
-  Tensor ids = random_ids(2, 31, 203, 13);
-  Tensor targets = random_ids(2, 31, 203, 14);
-  cpu->enable_grad();
-  gpu->enable_grad();
-  LossResult a = cpu->forward_backward(ids, targets, true);
-  LossResult b = gpu->forward_backward(ids, targets, true);
-  EXPECT_NEAR(b.loss, a.loss, 1e-2 * a.loss);
-  for (size_t i = 0; i < cpu->parameters().size(); ++i)
-    EXPECT_LT(relative_error(gpu->parameters()[i].grad, cpu->parameters()[i].grad), 3e-2) << cpu->parameters()[i].name;
+  expect_same_training_pass(*cpu, *gpu, 31, 13, 1e-2, 3e-2);
 
   Parameter& in_proj = gpu->parameter("backbone.layers.0.mixer.in_proj.weight");
   ASSERT_EQ(in_proj.compute.dtype(), DType::bf16);

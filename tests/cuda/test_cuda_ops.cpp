@@ -76,8 +76,8 @@ TEST(CudaCausalConv1d, ForwardBackwardStep) {
   }
 }
 
-void check_norm(ops::NormKind kind, DType dtype, bool with_residual) {
-  const int M = 23, d = 77;
+void check_norm(ops::NormKind kind, DType dtype, bool with_residual, int d) {
+  const int M = 23;
   Rng rng(31 + int(kind));
   // 16-bit activations come with a 16-bit weight, as in a bf16 model.
   const auto x = rounded(random_vector(rng, M * d, -2, 2), dtype);
@@ -116,13 +116,16 @@ void check_norm(ops::NormKind kind, DType dtype, bool with_residual) {
   }
 }
 
+// Widths for each register layout of the kernels (4, 8 and 16 columns per thread of 256).
 TEST(CudaAddNorm, RmsAndLayerNorm) {
   SKIP_WITHOUT_GPU();
-  for (DType dtype : {DType::f32, DType::bf16})
-    for (bool residual : {false, true}) {
-      check_norm(ops::NormKind::rms, dtype, residual);
-      check_norm(ops::NormKind::layer, dtype, residual);
-    }
+  for (int d : {77, 1500, 2600})
+    for (DType dtype : {DType::f32, DType::bf16})
+      for (bool residual : {false, true}) {
+        SCOPED_TRACE("d " + std::to_string(d));
+        check_norm(ops::NormKind::rms, dtype, residual, d);
+        check_norm(ops::NormKind::layer, dtype, residual, d);
+      }
 }
 
 TEST(CudaEmbedding, LookupGradientAndBadIds) {

@@ -5,6 +5,8 @@
 // no float32 running sum grows over the whole row. The backward's weight and bias gradients are
 // column sums over rows: each block takes kRowsPerBlock rows, keeps its column partials in
 // registers, and adds them with one atomic per column.
+#include <type_traits>
+
 #include "ops/cuda/common.cuh"
 #include "ops/norm.h"
 
@@ -15,6 +17,8 @@ using namespace cuda_detail;
 constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = 16;
 constexpr int kMaxColumnsPerThread = 16;  // rows up to 4096 wide
+// The kernels keep a row's columns in registers, kColumns per thread; a small kColumns for narrow
+// rows (4 for d ≤ 1024) keeps the register count down and the occupancy up.
 
 struct NormArgs {
   const void* x = nullptr;
@@ -27,17 +31,17 @@ struct NormArgs {
   bool layer = false;
 };
 
-template <typename T>
+template <typename T, int kColumns>
 __global__ void __launch_bounds__(kThreads)
     norm_forward_kernel(NormArgs p, T* out, float* residual_out, float* rstd_out, float* mean_out) {
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   const T* x = static_cast<const T*>(p.x) + row * p.d;
   const float* res = p.residual ? p.residual + row * p.d : nullptr;
-  float s[kMaxColumnsPerThread];
+  float s[kColumns];
   float sum = 0.0f;
 #pragma unroll
-  for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+  for (int k = 0; k < kColumns; ++k) {
     const int j = threadIdx.x + k * kThreads;
     s[k] = 0.0f;
     if (j < p.d) {
@@ -50,13 +54,13 @@ __global__ void __launch_bounds__(kThreads)
   if (p.layer) mean = block_sum(sum, scratch) / p.d;
   float squares = 0.0f;
 #pragma unroll
-  for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+  for (int k = 0; k < kColumns; ++k) {
     const int j = threadIdx.x + k * kThreads;
     if (j < p.d) squares = fmaf(s[k] - mean, s[k] - mean, squares);
   }
   const float rstd = rsqrtf(block_sum(squares, scratch) / p.d + p.eps);
 #pragma unroll
-  for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+  for (int k = 0; k < kColumns; ++k) {
     const int j = threadIdx.x + k * kThreads;
     if (j < p.d) {
       float v = (s[k] - mean) * rstd * p.weight[j];
@@ -71,19 +75,19 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ds = rstd·(g − mean(g)·[layer] − x̂·mean(g·x̂)) with g = dout·w and x̂ the normalised row.
-template <typename T>
+template <typename T, int kColumns>
 __global__ void __launch_bounds__(kThreads)
     norm_backward_kernel(NormArgs p, const float* s_all, const float* rstd_all, const float* mean_all, const T* dout,
                          const float* dresidual, float* ds_out, float* dweight, float* dbias) {
   __shared__ float scratch[32];
-  float dw[kMaxColumnsPerThread] = {}, db[kMaxColumnsPerThread] = {};
+  float dw[kColumns] = {}, db[kColumns] = {};
   const int64_t row0 = int64_t(blockIdx.x) * kRowsPerBlock;
   for (int64_t row = row0; row < min(p.rows, row0 + kRowsPerBlock); ++row) {
     const float rstd = rstd_all[row], mean = p.layer ? mean_all[row] : 0.0f;
-    float xhat[kMaxColumnsPerThread], g[kMaxColumnsPerThread];
+    float xhat[kColumns], g[kColumns];
     float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma unroll
-    for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+    for (int k = 0; k < kColumns; ++k) {
       const int j = threadIdx.x + k * kThreads;
       xhat[k] = g[k] = 0.0f;
       if (j < p.d) {
@@ -99,7 +103,7 @@ __global__ void __launch_bounds__(kThreads)
     const float mean_gx = block_sum(sum_gx, scratch) / p.d;
     const float mean_g = p.layer ? block_sum(sum_g, scratch) / p.d : 0.0f;
 #pragma unroll
-    for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+    for (int k = 0; k < kColumns; ++k) {
       const int j = threadIdx.x + k * kThreads;
       if (j < p.d) {
         float v = rstd * (g[k] - mean_g - xhat[k] * mean_gx);
@@ -109,13 +113,24 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 #pragma unroll
-  for (int k = 0; k < kMaxColumnsPerThread; ++k) {
+  for (int k = 0; k < kColumns; ++k) {
     const int j = threadIdx.x + k * kThreads;
     if (j < p.d) {
       atomicAdd(dweight + j, dw[k]);
       if (dbias) atomicAdd(dbias + j, db[k]);
     }
   }
+}
+
+// Calls f(std::integral_constant<int, C>) with the smallest C of 4, 8, 16 such that C·kThreads ≥ d.
+template <typename F>
+void with_columns(int d, F&& f) {
+  if (d <= 4 * kThreads)
+    f(std::integral_constant<int, 4>{});
+  else if (d <= 8 * kThreads)
+    f(std::integral_constant<int, 8>{});
+  else
+    f(std::integral_constant<int, kMaxColumnsPerThread>{});
 }
 
 struct Prepared {
@@ -169,12 +184,15 @@ NormOutputs add_norm_forward(const NormInputs& in) {
   if (p.layer) out.mean = Tensor::empty({p.rows}, DType::f32, Device::cuda);
   if (p.rows == 0) return out;
   float* mean = p.layer ? out.mean.data<float>() : nullptr;
-  if (in.x.dtype() == DType::f32)
-    norm_forward_kernel<float><<<unsigned(p.rows), kThreads>>>(p, out.out.data<float>(), out.residual_out.data<float>(),
-                                                               out.rstd.data<float>(), mean);
-  else
-    norm_forward_kernel<__nv_bfloat16><<<unsigned(p.rows), kThreads>>>(
-        p, static_cast<__nv_bfloat16*>(out.out.raw()), out.residual_out.data<float>(), out.rstd.data<float>(), mean);
+  with_columns(p.d, [&](auto columns) {
+    constexpr int kColumns = decltype(columns)::value;
+    if (in.x.dtype() == DType::f32)
+      norm_forward_kernel<float, kColumns><<<unsigned(p.rows), kThreads>>>(
+          p, out.out.data<float>(), out.residual_out.data<float>(), out.rstd.data<float>(), mean);
+    else
+      norm_forward_kernel<__nv_bfloat16, kColumns><<<unsigned(p.rows), kThreads>>>(
+          p, static_cast<__nv_bfloat16*>(out.out.raw()), out.residual_out.data<float>(), out.rstd.data<float>(), mean);
+  });
   check_launch("add_norm forward");
   return out;
 }
@@ -208,14 +226,17 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
   const float* mean = p.layer ? saved.mean.data<float>() : nullptr;
   const float* dres = dresidual_out.defined() ? dresidual_out.data<float>() : nullptr;
   float* dbias = g.dbias.defined() ? g.dbias.data<float>() : nullptr;
-  if (in.x.dtype() == DType::f32)
-    norm_backward_kernel<float><<<blocks, kThreads>>>(p, saved.residual_out.data<float>(), saved.rstd.data<float>(),
-                                                      mean, dout.data<float>(), dres, g.ds.data<float>(),
-                                                      g.dweight.data<float>(), dbias);
-  else
-    norm_backward_kernel<__nv_bfloat16><<<blocks, kThreads>>>(
-        p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
-        static_cast<const __nv_bfloat16*>(dout.raw()), dres, g.ds.data<float>(), g.dweight.data<float>(), dbias);
+  with_columns(p.d, [&](auto columns) {
+    constexpr int kColumns = decltype(columns)::value;
+    if (in.x.dtype() == DType::f32)
+      norm_backward_kernel<float, kColumns><<<blocks, kThreads>>>(
+          p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean, dout.data<float>(), dres,
+          g.ds.data<float>(), g.dweight.data<float>(), dbias);
+    else
+      norm_backward_kernel<__nv_bfloat16, kColumns><<<blocks, kThreads>>>(
+          p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
+          static_cast<const __nv_bfloat16*>(dout.raw()), dres, g.ds.data<float>(), g.dweight.data<float>(), dbias);
+  });
   check_launch("add_norm backward");
   return g;
 }
