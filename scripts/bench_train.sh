@@ -44,9 +44,5 @@ AdamW, float32, median tokens/s of steps 6–$STEPS (\`scripts/bench_train.sh\`)
 $rows
 END
 )
-REPORT="$report" awk '
-  /<!-- bench_train:begin -->/ { print; print ENVIRON["REPORT"]; skip = 1; next }
-  /<!-- bench_train:end -->/ { skip = 0 }
-  !skip { print }
-' "$DOC" > "$DOC.tmp" && mv "$DOC.tmp" "$DOC"
+echo "$report" | bash scripts/replace_doc_section.sh bench_train "$DOC"
 echo "$report"

@@ -119,7 +119,8 @@ std::string length_scaling(std::ofstream& json) {
     std::snprintf(line, sizeof line, "%10.0f %10.3f %10.3f %9.1f%% %12.3f\n", lengths[i], times[i], fit,
                   100 * (times[i] - fit) / fit, times[i] * 1e6 / lengths[i]);
     table += line;
-    json << (i ? ", " : "") << "{\"L\": " << lengths[i] << ", \"fwd_ms\": " << times[i] << ", \"fit_ms\": " << fit << "}";
+    json << (i ? ", " : "") << "{\"L\": " << lengths[i] << ", \"fwd_ms\": " << times[i] << ", \"fit_ms\": " << fit
+         << "}";
   }
   json << "], \"fit_a_ms\": " << a << ", \"fit_b_ms_per_position\": " << b << "}";
   return table;

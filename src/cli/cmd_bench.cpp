@@ -113,8 +113,9 @@ void run_bench(const BenchArgs& args) {
     return;
   }
   const char* device = device_name(model->device());
-  std::printf("| model | dtype | device | threads | batch | test | tok/s (median) | min | max |\n"
-              "|---|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| model | dtype | device | threads | batch | test | tok/s (median) | min | max |\n"
+      "|---|---|---|---|---|---|---|---|---|\n");
   std::printf("| %s | %s | %s | %d | %lld | pp%lld | %.1f | %.1f | %.1f |\n", name.c_str(), dtype.c_str(), device,
               num_threads(), (long long)batch, (long long)args.prompt_tokens, pp.median, pp.min, pp.max);
   if (args.gen_tokens > 0)

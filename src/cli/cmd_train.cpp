@@ -206,7 +206,8 @@ void run_train(TrainFlags& f) {
 CommandRegistration registration(60, [](CLI::App& app) {
   auto flags = std::make_shared<TrainFlags>();
   TrainFlags& f = *flags;
-  CLI::App* cmd = app.add_subcommand("train", "Train a Mamba language model (on the GPU when one is present, else the CPU)");
+  CLI::App* cmd =
+      app.add_subcommand("train", "Train a Mamba language model (on the GPU when one is present, else the CPU)");
   add_common_options(*cmd, f.common);
   cmd->add_option("--preset", f.preset, "Model shape: tiny | 130m | 370m | 790m | 1.4b | 2.8b (default tiny)");
   cmd->add_option("--d-model", f.d_model, "Model width (overrides the preset)");

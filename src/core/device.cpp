@@ -46,7 +46,8 @@ static void cuda_check(cudaError_t status, const char* what) {
 #endif
 
 [[maybe_unused]] static void require_cuda() {
-  MAMBA_CHECK(cuda_compiled(), "--device cuda: this build of mambacpp has no CUDA support (nvcc was not found when it was built)");
+  MAMBA_CHECK(cuda_compiled(),
+              "--device cuda: this build of mambacpp has no CUDA support (nvcc was not found when it was built)");
 }
 
 #ifdef MAMBACPP_CUDA
@@ -170,7 +171,7 @@ void device_copy(void* dst, Device dst_device, const void* src, Device src_devic
   }
   require_cuda();
 #ifdef MAMBACPP_CUDA
-  cudaMemcpyKind kind = src_device == Device::cpu ? cudaMemcpyHostToDevice
+  cudaMemcpyKind kind = src_device == Device::cpu   ? cudaMemcpyHostToDevice
                         : dst_device == Device::cpu ? cudaMemcpyDeviceToHost
                                                     : cudaMemcpyDeviceToDevice;
   cuda_check(cudaMemcpy(dst, src, bytes, kind), "cudaMemcpy");

@@ -38,7 +38,7 @@ class RecordedWork {
   void replay();
 
  private:
-  void* executable_ = nullptr;                     // cudaGraphExec_t
+  void* executable_ = nullptr;                      // cudaGraphExec_t
   std::vector<std::pair<void*, size_t>> reserved_;  // GPU blocks the recording's temporaries used
 };
 

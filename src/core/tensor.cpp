@@ -48,8 +48,8 @@ Tensor Tensor::wrap(void* data, const Shape& shape, DType dtype, std::shared_ptr
 }
 
 Tensor Tensor::from_vector(const std::vector<double>& values, const Shape& shape, DType dtype) {
-  MAMBA_CHECK(int64_t(values.size()) == shape_numel(shape), "from_vector: ", values.size(),
-              " values for shape ", shape_string(shape));
+  MAMBA_CHECK(int64_t(values.size()) == shape_numel(shape), "from_vector: ", values.size(), " values for shape ",
+              shape_string(shape));
   Tensor t = empty(shape, dtype);
   convert_elements(values.data(), DType::f64, t.raw(), dtype, values.size());
   return t;
@@ -132,9 +132,11 @@ void Tensor::zero_() { device_memset_zero(raw(), device_, nbytes()); }
 
 double Tensor::item(int64_t flat_index) const {
   MAMBA_CHECK(device_ == Device::cpu, "item(): tensor is on ", device_name(device_));
-  MAMBA_CHECK(flat_index >= 0 && flat_index < numel(), "item(", flat_index, ") out of range for ", shape_string(shape_));
+  MAMBA_CHECK(flat_index >= 0 && flat_index < numel(), "item(", flat_index, ") out of range for ",
+              shape_string(shape_));
   double v;
-  convert_elements(static_cast<const char*>(raw()) + size_t(flat_index) * dtype_size(dtype_), dtype_, &v, DType::f64, 1);
+  convert_elements(static_cast<const char*>(raw()) + size_t(flat_index) * dtype_size(dtype_), dtype_, &v, DType::f64,
+                   1);
   return v;
 }
 

@@ -21,12 +21,28 @@ using Shape = std::vector<int64_t>;
 std::string shape_string(const Shape& s);  // "[2, 33, 64]"
 int64_t shape_numel(const Shape& s);
 
-template <typename T> constexpr DType dtype_of();
-template <> constexpr DType dtype_of<double>() { return DType::f64; }
-template <> constexpr DType dtype_of<float>() { return DType::f32; }
-template <> constexpr DType dtype_of<int64_t>() { return DType::i64; }
-template <> constexpr DType dtype_of<int32_t>() { return DType::i32; }
-template <> constexpr DType dtype_of<uint16_t>() { return DType::u16; }  // also bf16/f16 bits
+template <typename T>
+constexpr DType dtype_of();
+template <>
+constexpr DType dtype_of<double>() {
+  return DType::f64;
+}
+template <>
+constexpr DType dtype_of<float>() {
+  return DType::f32;
+}
+template <>
+constexpr DType dtype_of<int64_t>() {
+  return DType::i64;
+}
+template <>
+constexpr DType dtype_of<int32_t>() {
+  return DType::i32;
+}
+template <>
+constexpr DType dtype_of<uint16_t>() {
+  return DType::u16;
+}  // also bf16/f16 bits
 
 class Tensor {
  public:

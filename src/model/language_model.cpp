@@ -53,7 +53,7 @@ struct LanguageModel::Impl {
   std::vector<Parameter*> norms;
   Parameter* embedding = nullptr;
   Parameter* norm_f = nullptr;
-  Parameter* lm_head = nullptr;  // the embedding when tied
+  Parameter* lm_head = nullptr;    // the embedding when tied
   DType activations = DType::f32;  // see choose_activations
 
   // What a training forward keeps for backward.
@@ -364,8 +364,8 @@ LossResult LanguageModel::forward_backward(const Tensor& ids_in, const Tensor& t
   if (with_grad)
     MAMBA_CHECK(impl_->embedding->grad.defined(), "forward_backward: call enable_grad() before asking for gradients");
   Tensor* dlm_head = with_grad ? &impl_->lm_head->grad : nullptr;
-  ops::CrossEntropyResult ce =
-      ops::lm_head_cross_entropy(final_out.out, impl_->lm_head->for_compute(), targets.view({rows}), with_grad, dlm_head);
+  ops::CrossEntropyResult ce = ops::lm_head_cross_entropy(final_out.out, impl_->lm_head->for_compute(),
+                                                          targets.view({rows}), with_grad, dlm_head);
   LossResult result{ce.loss, ce.count, ce.predictions};
   if (!with_grad) return result;
 
@@ -455,7 +455,8 @@ Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
                 " is outside the vocabulary [0, ", vocab_rows(), ")");
   }
   std::vector<const void*> buffers;
-  for (size_t i = 0; i < state.conv.size(); ++i) buffers.insert(buffers.end(), {state.conv[i].raw(), state.ssm[i].raw()});
+  for (size_t i = 0; i < state.conv.size(); ++i)
+    buffers.insert(buffers.end(), {state.conv[i].raw(), state.ssm[i].raw()});
   std::shared_ptr<StepRecording>& rec = state.step_recording;
   if (!rec || rec->model != this || rec->state_buffers != buffers || rec->weights_version != weights_version_) {
     rec = std::make_shared<StepRecording>();

@@ -74,7 +74,8 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
       keep->x_conv = x_conv;
       keep->y = y;
     }
-    return ops::linear_forward(y.view({rows, d_inner_}), w_.out_proj_weight->for_compute(), value_or_empty(w_.out_proj_bias))
+    return ops::linear_forward(y.view({rows, d_inner_}), w_.out_proj_weight->for_compute(),
+                               value_or_empty(w_.out_proj_bias))
         .view({batch, length, d_model_});
   }
 
@@ -144,9 +145,9 @@ Tensor Mamba1Mixer::step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state)
 
 Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved) const {
   const int64_t batch = saved.x.size(0), length = saved.x.size(1), rows = batch * length;
-  Tensor dy =
-      ops::linear_backward(saved.y.view({rows, d_inner_}), w_.out_proj_weight->for_compute(), dout.view({rows, d_model_}),
-                           grad_or_null(w_.out_proj_weight), grad_or_null(w_.out_proj_bias));
+  Tensor dy = ops::linear_backward(saved.y.view({rows, d_inner_}), w_.out_proj_weight->for_compute(),
+                                   dout.view({rows, d_model_}), grad_or_null(w_.out_proj_weight),
+                                   grad_or_null(w_.out_proj_bias));
 
   if (w_.lti_B) {
     ops::LtiScanGrads lg =

@@ -3,9 +3,9 @@
 //
 // Weights may be f32, bf16 or f16 (16-bit weights stay 16-bit in memory; products accumulate in
 // float32). Activations are f32 on the CPU; on CUDA a product runs in bf16 when x or W is bf16
-// (x rounded to bf16, float32 accumulation, y in x's dtype), which mixed-precision training uses. M = 1 (decode) is a mat-vec bound by streaming W,
-// handled by a dedicated kernel that reads W once (also for small M: batched decode); larger M
-// goes to the BLAS GEMM (CPU, see ops/cpu/gemm.h) or cuBLASLt (CUDA).
+// (x rounded to bf16, float32 accumulation, y in x's dtype), which mixed-precision training uses. M = 1 (decode) is a
+// mat-vec bound by streaming W, handled by a dedicated kernel that reads W once (also for small M: batched decode);
+// larger M goes to the BLAS GEMM (CPU, see ops/cpu/gemm.h) or cuBLASLt (CUDA).
 //
 // Backward: dx = dy · W;  dW += dyᵀ · x;  db += Σ_rows dy   (dW, db accumulate: they are f32
 // gradient buffers the caller zeroes once per step, so gradient accumulation needs no copies).

@@ -127,8 +127,9 @@ static CharClass non_ascii_char_class(char32_t cp) {
 }
 #else
 [[noreturn]] static void fail_without_icu() {
-  fail("tokenizer: non-ASCII text needs Unicode tables, but this build of mambacpp has no ICU (libicu-dev was "
-       "missing when it was built; scripts/setup.sh installs it). ASCII text and --tokenizer bytes work.");
+  fail(
+      "tokenizer: non-ASCII text needs Unicode tables, but this build of mambacpp has no ICU (libicu-dev was "
+      "missing when it was built; scripts/setup.sh installs it). ASCII text and --tokenizer bytes work.");
 }
 static CharClass non_ascii_char_class(char32_t) { fail_without_icu(); }
 #endif

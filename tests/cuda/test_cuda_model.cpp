@@ -136,7 +136,8 @@ TEST(CudaModel, TrainingStepsMatchCpu) {
     EXPECT_NEAR(norms[1], norms[0], 1e-4 * norms[0]) << "step " << step;
   }
   for (size_t i = 0; i < cpu->parameters().size(); ++i)
-    EXPECT_LT(relative_error(gpu->parameters()[i].value, cpu->parameters()[i].value), 1e-4) << cpu->parameters()[i].name;
+    EXPECT_LT(relative_error(gpu->parameters()[i].value, cpu->parameters()[i].value), 1e-4)
+        << cpu->parameters()[i].name;
   io::TensorMap state = gpu_opt.state_dict();
   EXPECT_EQ(state.at("exp_avg.backbone.norm_f.weight").device(), Device::cpu);
 }

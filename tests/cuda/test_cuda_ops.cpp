@@ -26,54 +26,56 @@ TEST(CudaCausalConv1d, ForwardBackwardStep) {
   // partial warps of channels.
   const int batch = 3, L = 150, K = 4, H = K - 1;
   for (int C : {45, 44})
-  for (DType dtype : {DType::f32, DType::bf16}) {
-    Rng rng(21);
-    const auto x = rounded(random_vector(rng, int64_t(batch) * L * C, -1, 1), dtype);
-    const auto w = rounded(random_vector(rng, C * K, -0.5, 0.5), DType::f32);
-    const auto bias = rounded(random_vector(rng, C, -0.5, 0.5), DType::f32);
-    const auto init = rounded(random_vector(rng, int64_t(batch) * C * H, -1, 1), DType::f32);
-    const auto dout = rounded(random_vector(rng, int64_t(batch) * L * C, -1, 1), dtype);
-    const std::vector<double> lens = {L, 2, 130};
-    auto inputs = [&](auto place, DType x_type, DType param_type) {
-      ops::ConvInputs in;
-      in.x = place(x, {batch, L, C}, x_type);
-      in.weight = place(w, {C, K}, param_type);
-      in.bias = place(bias, {C}, param_type);
-      in.initial_state = place(init, {batch, C, H}, param_type);
-      in.lengths = place(lens, {batch}, DType::i32);
-      return in;
-    };
-    const auto cpu = [](const std::vector<double>& v, const Shape& s, DType t) { return Tensor::from_vector(v, s, t); };
-    const ops::ConvInputs ref_in = inputs(cpu, DType::f64, DType::f64);
-    const ops::ConvInputs in = inputs(on_gpu, dtype, DType::f32);
-    const ops::ConvOutputs ref = ops::ref::causal_conv1d_forward(ref_in);
-    const ops::ConvGrads ref_g = ops::ref::causal_conv1d_backward(ref_in, cpu64(dout, {batch, L, C}));
-    const double tol = tolerance(dtype);
-    const ops::ConvOutputs o = ops::causal_conv1d_forward(in);
-    EXPECT_LT(error_vs(o.out, ref.out.to_double_vector()), tol) << dtype_name(dtype) << " C " << C;
-    EXPECT_LT(error_vs(o.final_state, ref.final_state.to_double_vector()), 1e-6) << dtype_name(dtype) << " C " << C;
-    const ops::ConvGrads g = ops::causal_conv1d_backward(in, on_gpu(dout, {batch, L, C}, dtype));
-    EXPECT_LT(error_vs(g.dx, ref_g.dx.to_double_vector()), tol);
-    EXPECT_LT(error_vs(g.dweight, ref_g.dweight.to_double_vector()), tol);
-    EXPECT_LT(error_vs(g.dbias, ref_g.dbias.to_double_vector()), tol);
-    EXPECT_LT(error_vs(g.dinitial_state, ref_g.dinitial_state.to_double_vector()), tol);
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      Rng rng(21);
+      const auto x = rounded(random_vector(rng, int64_t(batch) * L * C, -1, 1), dtype);
+      const auto w = rounded(random_vector(rng, C * K, -0.5, 0.5), DType::f32);
+      const auto bias = rounded(random_vector(rng, C, -0.5, 0.5), DType::f32);
+      const auto init = rounded(random_vector(rng, int64_t(batch) * C * H, -1, 1), DType::f32);
+      const auto dout = rounded(random_vector(rng, int64_t(batch) * L * C, -1, 1), dtype);
+      const std::vector<double> lens = {L, 2, 130};
+      auto inputs = [&](auto place, DType x_type, DType param_type) {
+        ops::ConvInputs in;
+        in.x = place(x, {batch, L, C}, x_type);
+        in.weight = place(w, {C, K}, param_type);
+        in.bias = place(bias, {C}, param_type);
+        in.initial_state = place(init, {batch, C, H}, param_type);
+        in.lengths = place(lens, {batch}, DType::i32);
+        return in;
+      };
+      const auto cpu = [](const std::vector<double>& v, const Shape& s, DType t) {
+        return Tensor::from_vector(v, s, t);
+      };
+      const ops::ConvInputs ref_in = inputs(cpu, DType::f64, DType::f64);
+      const ops::ConvInputs in = inputs(on_gpu, dtype, DType::f32);
+      const ops::ConvOutputs ref = ops::ref::causal_conv1d_forward(ref_in);
+      const ops::ConvGrads ref_g = ops::ref::causal_conv1d_backward(ref_in, cpu64(dout, {batch, L, C}));
+      const double tol = tolerance(dtype);
+      const ops::ConvOutputs o = ops::causal_conv1d_forward(in);
+      EXPECT_LT(error_vs(o.out, ref.out.to_double_vector()), tol) << dtype_name(dtype) << " C " << C;
+      EXPECT_LT(error_vs(o.final_state, ref.final_state.to_double_vector()), 1e-6) << dtype_name(dtype) << " C " << C;
+      const ops::ConvGrads g = ops::causal_conv1d_backward(in, on_gpu(dout, {batch, L, C}, dtype));
+      EXPECT_LT(error_vs(g.dx, ref_g.dx.to_double_vector()), tol);
+      EXPECT_LT(error_vs(g.dweight, ref_g.dweight.to_double_vector()), tol);
+      EXPECT_LT(error_vs(g.dbias, ref_g.dbias.to_double_vector()), tol);
+      EXPECT_LT(error_vs(g.dinitial_state, ref_g.dinitial_state.to_double_vector()), tol);
 
-    // Steps from the initial state match the reference step.
-    Tensor state = in.initial_state.clone();
-    Tensor ref_state = ref_in.initial_state.clone();
-    ops::ConvInputs step = in, ref_step = ref_in;
-    for (int t = 0; t < 3; ++t) {
-      std::vector<double> xt;
-      for (int b = 0; b < batch; ++b)
-        for (int c = 0; c < C; ++c) xt.push_back(x[(size_t(b) * L + t) * C + c]);
-      step.x = on_gpu(xt, {batch, C}, dtype);
-      ref_step.x = cpu64(xt, {batch, C});
-      const Tensor y = ops::causal_conv1d_step(step, state);
-      const Tensor y_ref = ops::ref::causal_conv1d_step(ref_step, ref_state);
-      EXPECT_LT(error_vs(y, y_ref.to_double_vector()), tol) << "step " << t;
-      EXPECT_LT(error_vs(state, ref_state.to_double_vector()), 1e-6) << "step " << t;
+      // Steps from the initial state match the reference step.
+      Tensor state = in.initial_state.clone();
+      Tensor ref_state = ref_in.initial_state.clone();
+      ops::ConvInputs step = in, ref_step = ref_in;
+      for (int t = 0; t < 3; ++t) {
+        std::vector<double> xt;
+        for (int b = 0; b < batch; ++b)
+          for (int c = 0; c < C; ++c) xt.push_back(x[(size_t(b) * L + t) * C + c]);
+        step.x = on_gpu(xt, {batch, C}, dtype);
+        ref_step.x = cpu64(xt, {batch, C});
+        const Tensor y = ops::causal_conv1d_step(step, state);
+        const Tensor y_ref = ops::ref::causal_conv1d_step(ref_step, ref_state);
+        EXPECT_LT(error_vs(y, y_ref.to_double_vector()), tol) << "step " << t;
+        EXPECT_LT(error_vs(state, ref_state.to_double_vector()), 1e-6) << "step " << t;
+      }
     }
-  }
 }
 
 void check_norm(ops::NormKind kind, DType dtype, bool with_residual, int d) {
@@ -163,8 +165,8 @@ TEST(CudaLinear, SmallBatchMatVec) {
       const auto w = rounded(random_vector(rng, N * K, -1, 1), wtype);
       const auto b = rounded(random_vector(rng, N, -1, 1), DType::f32);
       const Tensor ref = ops::ref::linear_forward(cpu64(x, {M, K}), cpu64(w, {N, K}), cpu64(b, {N}));
-      const Tensor y = ops::linear_forward(on_gpu(x, {M, K}, DType::f32), on_gpu(w, {N, K}, wtype),
-                                           on_gpu(b, {N}, DType::f32));
+      const Tensor y =
+          ops::linear_forward(on_gpu(x, {M, K}, DType::f32), on_gpu(w, {N, K}, wtype), on_gpu(b, {N}, DType::f32));
       EXPECT_EQ(y.dtype(), DType::f32);
       EXPECT_LT(error_vs(y, ref.to_double_vector()), 1e-6);
     }
@@ -224,7 +226,6 @@ TEST(CudaCrossEntropy, LossGradientsAndPredictions) {
                                           on_gpu(targets, {M}, DType::i32), false, nullptr),
                Error);
 }
-
 
 // The optimiser updates and the squared norm on the GPU against the CPU ops on the same inputs
 // (both float32 element math; sqrt and division may round differently, hence a tolerance).

@@ -1,9 +1,10 @@
 // CPU optimiser updates (ops/optimizer_update.h), threaded over element ranges.
+#include "ops/optimizer_update.h"
+
 #include <cmath>
 #include <vector>
 
 #include "core/threads.h"
-#include "ops/optimizer_update.h"
 
 namespace mamba::ops::cpu {
 

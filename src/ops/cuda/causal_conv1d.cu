@@ -45,7 +45,7 @@ __device__ __forceinline__ float pre_activation(const ConvArgs& p, const T* x_se
   return acc;
 }
 
-constexpr int kSegment = 64;     // positions per thread
+constexpr int kSegment = 64;  // positions per thread
 constexpr int kBlockChannels = 128;
 
 // Launch shape of the segment kernels: x = channel blocks, y = segments, z = sequences.
@@ -125,7 +125,9 @@ __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* di
     window[k] = k + 1 < K ? conv_input(p, x_seq, b, s_begin - K + 1 + k, c) : 0.0f;
   }
   for (int t = s_begin; t < t1 + history; ++t) {
-    const float x = t < 0 ? conv_input(p, x_seq, b, t, c) : t < p.L ? to_float(x_seq[int64_t(t) * p.channels + c]) : 0.0f;
+    const float x = t < 0     ? conv_input(p, x_seq, b, t, c)
+                    : t < p.L ? to_float(x_seq[int64_t(t) * p.channels + c])
+                              : 0.0f;
 #pragma unroll
     for (int k = 0; k < kMaxWidth; ++k)
       if (k + 1 == K) window[k] = x;

@@ -100,9 +100,8 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_
   const size_t workspace = kWorkspaceBytes;
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
-  cublasStatus_t status =
-      cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
-                                           sizeof(workspace));
+  cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                               &workspace, sizeof(workspace));
   if (status == CUBLAS_STATUS_SUCCESS)
     status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan->op, plan->a, plan->b, plan->d, plan->d, preference, 1,
                                             &heuristic, &found);

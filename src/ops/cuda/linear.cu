@@ -109,11 +109,12 @@ bool small_batch_linear(const Tensor& x, const Tensor& weight, const Tensor& bia
   auto launch = [&](auto max_rows) {
     constexpr int kMax = decltype(max_rows)::value;
     if (weight.dtype() == DType::bf16)
-      small_batch_linear_kernel<__nv_bfloat16, kMax><<<blocks, kGemvWarps * 32>>>(
-          x.data<float>(), int(m), int(k), static_cast<const __nv_bfloat16*>(weight.raw()), int(n), bp, y.data<float>());
+      small_batch_linear_kernel<__nv_bfloat16, kMax>
+          <<<blocks, kGemvWarps * 32>>>(x.data<float>(), int(m), int(k),
+                                        static_cast<const __nv_bfloat16*>(weight.raw()), int(n), bp, y.data<float>());
     else
-      small_batch_linear_kernel<float, kMax>
-          <<<blocks, kGemvWarps * 32>>>(x.data<float>(), int(m), int(k), weight.data<float>(), int(n), bp, y.data<float>());
+      small_batch_linear_kernel<float, kMax><<<blocks, kGemvWarps * 32>>>(
+          x.data<float>(), int(m), int(k), weight.data<float>(), int(n), bp, y.data<float>());
   };
   if (m == 1)
     launch(std::integral_constant<int, 1>{});

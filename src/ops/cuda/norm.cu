@@ -229,9 +229,9 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
   with_columns(p.d, [&](auto columns) {
     constexpr int kColumns = decltype(columns)::value;
     if (in.x.dtype() == DType::f32)
-      norm_backward_kernel<float, kColumns><<<blocks, kThreads>>>(
-          p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean, dout.data<float>(), dres,
-          g.ds.data<float>(), g.dweight.data<float>(), dbias);
+      norm_backward_kernel<float, kColumns>
+          <<<blocks, kThreads>>>(p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
+                                 dout.data<float>(), dres, g.ds.data<float>(), g.dweight.data<float>(), dbias);
     else
       norm_backward_kernel<__nv_bfloat16, kColumns><<<blocks, kThreads>>>(
           p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,

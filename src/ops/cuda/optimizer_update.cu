@@ -12,7 +12,8 @@ constexpr int kThreads = 256;
 constexpr int kNormBlocks = 256;  // partials per norm; fixed so the summation order is too
 
 unsigned grid_for(int64_t n) {
-  return unsigned(std::min<int64_t>(cuda_detail::blocks_for(n, kThreads), 8 * int64_t(cuda_detail::multiprocessor_count())));
+  return unsigned(
+      std::min<int64_t>(cuda_detail::blocks_for(n, kThreads), 8 * int64_t(cuda_detail::multiprocessor_count())));
 }
 
 __global__ void adamw_kernel(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
