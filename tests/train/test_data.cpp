@@ -185,7 +185,9 @@ TEST(InductionHeads, TriggerAnswerAndLastPosition) {
       } else {
         ASSERT_LT(ids[size_t(t)], 6);
       }
-      if (t < 19) EXPECT_EQ(targets[size_t(t)], -1);
+      if (t < 19) {
+        EXPECT_EQ(targets[size_t(t)], -1);
+      }
     }
     ASSERT_EQ(triggers.size(), 2u) << "sequence " << s;
     int64_t p = triggers[0];
