@@ -189,6 +189,8 @@ void device_memset_zero(void* p, Device d, size_t bytes) {
 #endif
 }
 
+bool RecordedWork::supported(Device device) { return device == Device::cuda && cuda_compiled(); }
+
 #ifdef MAMBACPP_CUDA
 RecordedWork::RecordedWork(const std::function<void()>& work) {
   CudaBlockCache& cache = block_cache();

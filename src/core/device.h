@@ -31,6 +31,8 @@ void device_memset_zero(void* p, Device d, size_t bytes);
 // replay never writes into memory handed out since; the tensors `work` leaves alive are its outputs.
 class RecordedWork {
  public:
+  // Whether work queued for `device` can be recorded (CUDA builds, GPU work).
+  static bool supported(Device device);
   explicit RecordedWork(const std::function<void()>& work);
   ~RecordedWork();
   RecordedWork(const RecordedWork&) = delete;

@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/device.h"
@@ -21,28 +22,22 @@ using Shape = std::vector<int64_t>;
 std::string shape_string(const Shape& s);  // "[2, 33, 64]"
 int64_t shape_numel(const Shape& s);
 
+// The dtype whose elements are stored as T (uint16_t also holds the bits of bf16 and f16).
 template <typename T>
-constexpr DType dtype_of();
-template <>
-constexpr DType dtype_of<double>() {
-  return DType::f64;
+constexpr DType dtype_of() {
+  if constexpr (std::is_same_v<T, double>) {
+    return DType::f64;
+  } else if constexpr (std::is_same_v<T, float>) {
+    return DType::f32;
+  } else if constexpr (std::is_same_v<T, int64_t>) {
+    return DType::i64;
+  } else if constexpr (std::is_same_v<T, int32_t>) {
+    return DType::i32;
+  } else {
+    static_assert(std::is_same_v<T, uint16_t>, "dtype_of: no dtype stores this element type");
+    return DType::u16;
+  }
 }
-template <>
-constexpr DType dtype_of<float>() {
-  return DType::f32;
-}
-template <>
-constexpr DType dtype_of<int64_t>() {
-  return DType::i64;
-}
-template <>
-constexpr DType dtype_of<int32_t>() {
-  return DType::i32;
-}
-template <>
-constexpr DType dtype_of<uint16_t>() {
-  return DType::u16;
-}  // also bf16/f16 bits
 
 class Tensor {
  public:

@@ -6,6 +6,7 @@
 #include "core/rng.h"
 #include "model/mamba1_mixer.h"
 #include "ops/cross_entropy.h"
+#include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/linear.h"
@@ -121,7 +122,8 @@ Parameter& LanguageModel::parameter(const std::string& name) {
 // otherwise.
 static void choose_activations(LanguageModel& model, LanguageModel::Impl& impl) {
   const Parameter* in_proj = impl.mixers.empty() ? nullptr : impl.mixers[0].weights().in_proj_weight;
-  const bool bf16 = model.device() == Device::cuda && in_proj && in_proj->for_compute().dtype() == DType::bf16;
+  const bool bf16 =
+      ops::bf16_activations_supported(model.device()) && in_proj && in_proj->for_compute().dtype() == DType::bf16;
   impl.activations = bf16 ? DType::bf16 : DType::f32;
 }
 
@@ -267,7 +269,9 @@ void LanguageModel::enable_grad() {
 }
 
 void LanguageModel::use_mixed_precision() {
-  MAMBA_CHECK(device_ == Device::cuda, "mixed-precision (bf16) training runs on CUDA only; on the CPU train in f32");
+  MAMBA_CHECK(ops::bf16_activations_supported(device_),
+              "mixed-precision (bf16) training needs bf16 activations, which ", device_name(device_),
+              " ops do not take; train in f32 there");
   for (Parameter& p : parameters_) {
     if (!is_weight_matrix(p.name)) continue;
     MAMBA_CHECK(p.value.dtype() == DType::f32, "mixed precision keeps float32 master weights, but ", p.name, " is ",
@@ -446,7 +450,8 @@ Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
   MAMBA_CHECK(ids_in.ndim() == 1 && ids_in.size(0) == state.batch, "step: expected ids [", state.batch, "], got ",
               shape_string(ids_in.shape()));
   Tensor ids = ids_to_i32(ids_in, "step");
-  if (device_ != Device::cuda || !record_steps_) return step_eager(state, ids.to(device_), /*ids_checked=*/false);
+  if (!record_steps_ || !RecordedWork::supported(device_))
+    return step_eager(state, ids.to(device_), /*ids_checked=*/false);
 
   Tensor host_ids = on_host(ids);
   for (int64_t b = 0; b < state.batch; ++b) {
@@ -463,7 +468,7 @@ Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
     rec->model = this;
     rec->state_buffers = buffers;
     rec->weights_version = weights_version_;
-    rec->ids = Tensor::empty({state.batch}, DType::i32, Device::cuda);
+    rec->ids = Tensor::empty({state.batch}, DType::i32, device_);
   }
   rec->ids.copy_from(host_ids);
   if (!rec->work) {

@@ -12,6 +12,10 @@ inline void check_device(const Tensor& t, Device device, const char* name) {
               " but the op runs on ", device_name(device));
 }
 
+// Whether the ops of `device` take bf16 activations (the CUDA kernels do; the CPU kernels compute
+// on float32 activations, with 16-bit weights only).
+inline bool bf16_activations_supported(Device device) { return device == Device::cuda; }
+
 [[noreturn]] inline void fail_without_cuda(const char* op) {
   fail(op, ": input is a CUDA tensor, but this build of mambacpp has no CUDA support");
 }
