@@ -68,7 +68,7 @@ void run_bench(const BenchArgs& args) {
     model::InferenceState state = model->new_state(batch);
     state_bytes = state.bytes() / batch;
     Timer timer;
-    Tensor logits = model->prefill(state, prompt, {}, args.chunk).to(Device::cpu);
+    Tensor logits = on_host(model->prefill(state, prompt, {}, args.chunk));
     prefill_rates.push_back(double(batch * args.prompt_tokens) / timer.seconds());
     Tensor tokens = Tensor::empty({batch}, DType::i32);
     const int64_t row_length = logits.size(-1);
@@ -78,7 +78,7 @@ void run_bench(const BenchArgs& args) {
         const float* row = logits.data<float>() + b * row_length;
         tokens.data<int32_t>()[b] = int32_t(std::max_element(row, row + vocab) - row);
       }
-      logits = model->step(state, tokens).to(Device::cpu);
+      logits = on_host(model->step(state, tokens));
     }
     if (args.gen_tokens > 0) decode_rates.push_back(double(batch * args.gen_tokens) / timer.seconds());
     std::fprintf(stderr, "rep %lld/%lld: pp%lld %.1f tok/s, tg%lld %.1f tok/s\n", (long long)rep + 1,

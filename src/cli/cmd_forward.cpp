@@ -28,7 +28,7 @@ void run_forward(const ForwardArgs& args) {
   generate::check_token_ids(ids, model->vocab_rows(), "forward");
   Tensor batch = Tensor::empty({1, int64_t(ids.size())}, DType::i32);
   std::copy(ids.begin(), ids.end(), batch.data<int32_t>());
-  Tensor logits = model->forward(batch, args.last_only).to(Device::cpu);
+  Tensor logits = on_host(model->forward(batch, args.last_only));
   logits = logits.view({logits.size(1), logits.size(2)});
   io::write_safetensors(args.out, {{"logits", logits}});
   std::fprintf(stderr, "wrote logits %s to %s\n", shape_string(logits.shape()).c_str(), args.out.c_str());

@@ -40,7 +40,7 @@ class ThreadPool {
     generation_.notify_all();
     run_range(0);
     claim_ranges(generation);
-    while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    wait_for_ranges();
     if (error_) std::rethrow_exception(error_);
   }
 
@@ -53,6 +53,22 @@ class ThreadPool {
       if (!error_) error_ = std::current_exception();
     }
   }
+  // Spins before yielding: the last ranges usually finish within microseconds, and a yield is a
+  // system call (costly in a VM) that only helps when threads outnumber cores.
+  void wait_for_ranges() {
+    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+      if (spin < kSpinsBeforeYield)
+        pause();
+      else
+        std::this_thread::yield();
+    }
+  }
+  static void pause() {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+  static constexpr int kSpinsBeforeYield = 20000;
   // A claim is (run generation << 32 | next range index), taken by compare-and-swap, so a worker
   // still finishing an earlier run can never take (or miscount) a range of the current one.
   static uint64_t claim_tag(uint64_t generation) { return generation << 32; }
@@ -70,7 +86,10 @@ class ThreadPool {
     uint64_t seen = 0;
     while (true) {
       uint64_t g = generation_.load(std::memory_order_acquire);
-      for (int spin = 0; g == seen && spin < 20000; ++spin) g = generation_.load(std::memory_order_acquire);
+      for (int spin = 0; g == seen && spin < kSpinsBeforeYield; ++spin) {
+        pause();
+        g = generation_.load(std::memory_order_acquire);
+      }
       if (g == seen) {
         generation_.wait(seen);
         continue;
@@ -143,6 +162,20 @@ void parallel_for(int64_t n, int max_ranges, const RangeFn& fn) {
     fn(b, e, r);
   };
   p.run(ranges, task);
+}
+
+void parallel_for_chunks(int64_t n, int64_t chunk, const RangeFn& fn) {
+  if (n <= 0) return;
+  MAMBA_CHECK(chunk >= 1, "parallel_for_chunks: chunk must be positive, got ", chunk);
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  MAMBA_CHECK(chunks <= INT32_MAX, "parallel_for_chunks: ", chunks, " chunks is more than a pool run can hold");
+  auto run_chunk = [&](int r) { fn(r * chunk, std::min(n, (r + 1) * chunk), r); };
+  ThreadPool& p = get_pool();
+  if (chunks == 1 || p.size() == 1 || inside_worker) {
+    for (int r = 0; r < int(chunks); ++r) run_chunk(r);
+    return;
+  }
+  p.run(int(chunks), run_chunk);
 }
 
 void parallel_for(int64_t n, const RangeFn& fn) { parallel_for(n, 1 << 30, fn); }

@@ -22,6 +22,12 @@ void parallel_for(int64_t n, const RangeFn& fn);
 // As above with at most `max_ranges` ranges (e.g. to keep per-range work above a minimum).
 void parallel_for(int64_t n, int max_ranges, const RangeFn& fn);
 
+// Calls fn(begin, end, chunk_index) on [0, n) cut into pieces of `chunk` (the last may be
+// shorter), handed to whichever thread is free next. For work without cross-range reductions
+// whose threads run at unequal speeds (cores shared with other machines, memory contention):
+// a static split would leave the faster threads waiting for the slowest one.
+void parallel_for_chunks(int64_t n, int64_t chunk, const RangeFn& fn);
+
 // The range parallel_for would give to range_index of `ranges` ranges over [0, n).
 void split_range(int64_t n, int ranges, int range_index, int64_t* begin, int64_t* end);
 

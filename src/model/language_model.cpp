@@ -400,7 +400,7 @@ Tensor LanguageModel::prefill(InferenceState& state, const Tensor& ids_in, const
   if (lengths.defined()) {
     check_shape(lengths, {batch}, "prefill lengths");
     for (int64_t b = 0; b < batch; ++b) {
-      lens[size_t(b)] = int64_t(lengths.to(Device::cpu).item(b));
+      lens[size_t(b)] = int64_t(on_host(lengths).item(b));
       MAMBA_CHECK(lens[size_t(b)] >= 1 && lens[size_t(b)] <= length, "prefill: length ", lens[size_t(b)],
                   " of sequence ", b, " is outside [1, ", length, "]");
     }

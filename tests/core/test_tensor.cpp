@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 
 #include "core/rng.h"
@@ -55,6 +56,22 @@ TEST(Threads, RangesCoverEverythingOnce) {
   });
   for (int h : hits) ASSERT_EQ(h, 1);
   EXPECT_THROW(parallel_for(4, [](int64_t, int64_t, int) { fail("boom"); }), Error);
+}
+
+TEST(Threads, ChunksCoverEverythingOnceInChunkSizedPieces) {
+  set_num_threads(2);
+  std::vector<std::atomic<int>> hits(1001);
+  std::atomic<int> pieces = 0;
+  parallel_for_chunks(1001, 64, [&](int64_t b, int64_t e, int chunk) {
+    EXPECT_EQ(b, chunk * 64);
+    EXPECT_EQ(e, std::min<int64_t>(1001, b + 64));
+    for (int64_t i = b; i < e; ++i) hits[size_t(i)] += 1;
+    pieces += 1;
+  });
+  for (const auto& h : hits) ASSERT_EQ(h.load(), 1);
+  EXPECT_EQ(pieces.load(), 16);
+  EXPECT_THROW(parallel_for_chunks(100, 0, [](int64_t, int64_t, int) {}), Error);
+  EXPECT_THROW(parallel_for_chunks(100, 10, [](int64_t, int64_t, int) { fail("boom"); }), Error);
 }
 
 TEST(Rng, SameSeedSameStream) {

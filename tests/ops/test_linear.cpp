@@ -18,16 +18,17 @@ TEST(OpsLinear, CpuMatchesReferenceForEveryWeightDtype) {
   Rng rng(11);
   for (DType wt : {DType::f32, DType::bf16, DType::f16})
     for (int64_t K : {45, 13, 300})
-      for (int64_t M : kRowCounts) {
-        const int64_t N = 67;
-        Tensor x = random_tensor({M, K}, DType::f32, rng);
-        Tensor w = random_tensor({N, K}, wt, rng);
-        Tensor b = random_tensor({N}, wt, rng);
-        Tensor expected = ref::linear_forward(x, w, b);  // on the same 16-bit-rounded weights
-        Tensor got = cpu::linear_forward(x, w, b);
-        EXPECT_EQ(got.shape(), (Shape{M, N}));
-        EXPECT_LT(relative_error(got, expected), 1e-5) << dtype_name(wt) << " M=" << M << " K=" << K;
-      }
+      for (int64_t M : kRowCounts)
+        // 1001 output rows: several chunks handed out to the threads, ending in a ragged one.
+        for (int64_t N : {67, 1001}) {
+          Tensor x = random_tensor({M, K}, DType::f32, rng);
+          Tensor w = random_tensor({N, K}, wt, rng);
+          Tensor b = random_tensor({N}, wt, rng);
+          Tensor expected = ref::linear_forward(x, w, b);  // on the same 16-bit-rounded weights
+          Tensor got = cpu::linear_forward(x, w, b);
+          EXPECT_EQ(got.shape(), (Shape{M, N}));
+          EXPECT_LT(relative_error(got, expected), 1e-5) << dtype_name(wt) << " M=" << M << " K=" << K << " N=" << N;
+        }
 }
 
 TEST(OpsLinear, LeadingDimensionsAreRows) {

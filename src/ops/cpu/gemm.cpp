@@ -112,14 +112,26 @@ void dot_rows(const float* x, int64_t K, const void* w, int64_t n, float* y, int
 // x rows per kernel call: MR·NR accumulators must fit the 32 vector registers.
 constexpr int64_t kRowGroup = 8;
 
-// Rows [n0, n1) of W against MR rows of x. NR weight rows at a time keep several independent
-// load streams in flight; MR·NR accumulators stay within the register file.
+// Weight rows read together by the kernel for MR rows of x: as many as the 32 vector registers
+// allow (MR·NR accumulators + NR weights + one x), since each row is one more load stream in
+// flight and a single core needs about 16 of them to approach its share of memory bandwidth
+// (docs/perf/cpu_model.md, v2).
+template <int MR>
+constexpr int kWeightRowsFor = MR == 1   ? 16
+                               : MR == 2 ? 8
+                               : MR <= 4 ? 4
+                                         : 2;
+
+// Rows [n, n1) of W against MR rows of x, NR rows at a time; what is left over goes in halves.
+template <DType WT, int MR, int NR>
+void stream_rows_by(const float* x, int64_t K, const void* w, int64_t n, int64_t n1, float* y, int64_t ldy) {
+  for (; n + NR <= n1; n += NR) dot_rows<WT, MR, NR>(x, K, w, n, y, ldy);
+  if constexpr (NR > 1) stream_rows_by<WT, MR, NR / 2>(x, K, w, n, n1, y, ldy);
+}
+
 template <DType WT, int MR>
 void stream_rows(const float* x, int64_t K, const void* w, int64_t n0, int64_t n1, float* y, int64_t ldy) {
-  constexpr int NR = MR <= 2 ? 4 : 2;
-  int64_t n = n0;
-  for (; n + NR <= n1; n += NR) dot_rows<WT, MR, NR>(x, K, w, n, y, ldy);
-  for (; n < n1; ++n) dot_rows<WT, MR, 1>(x, K, w, n, y, ldy);
+  stream_rows_by<WT, MR, kWeightRowsFor<MR>>(x, K, w, n0, n1, y, ldy);
 }
 
 using StreamFn = void (*)(const float*, int64_t, const void*, int64_t, int64_t, float*, int64_t);
@@ -139,22 +151,20 @@ StreamFn stream_fn(DType wt, int64_t rows) {
                              : stream_fn_for_rows<DType::f16>(rows);
 }
 
-// Threads split the weight rows. Each thread walks its rows in blocks of about 128 KiB, which
-// stay in L2 while every group of 8 x rows passes over them: W comes from memory once.
+// Threads take chunks of about 256 KiB of weight rows as they become free (memory bandwidth is
+// shared unevenly between cores, so equal static halves leave one thread waiting). Each chunk stays
+// in L2 while every group of 8 x rows passes over it: W comes from memory once.
 void gemm_streaming(const float* x, int64_t M, const Tensor& weight, float* y, int64_t ldy) {
   const int64_t N = weight.size(0), K = weight.size(1);
   const DType wt = weight.dtype();
   const void* w = weight.raw();
-  const int64_t block = std::max<int64_t>(4, (int64_t(1) << 17) / std::max<int64_t>(1, K * int64_t(dtype_size(wt))));
-  // At least 16 rows per range: smaller pieces cost more to hand out than they take to compute.
-  const int max_ranges = int(std::max<int64_t>(1, N / 16));
-  parallel_for(N, max_ranges, [&](int64_t n0, int64_t n1, int) {
-    for (int64_t b0 = n0; b0 < n1; b0 += block) {
-      const int64_t b1 = std::min(n1, b0 + block);
-      for (int64_t m0 = 0; m0 < M; m0 += kRowGroup) {
-        const int64_t rows = std::min(kRowGroup, M - m0);
-        stream_fn(wt, rows)(x + m0 * K, K, w, b0, b1, y + m0 * ldy, ldy);
-      }
+  // Whole kernel widths per chunk, so no chunk ends in a ragged tail.
+  constexpr int64_t kWidth = kWeightRowsFor<1>;
+  const int64_t chunk = kWidth * std::max<int64_t>(1, (int64_t(1) << 18) / (kWidth * K * int64_t(dtype_size(wt))));
+  parallel_for_chunks(N, chunk, [&](int64_t n0, int64_t n1, int) {
+    for (int64_t m0 = 0; m0 < M; m0 += kRowGroup) {
+      const int64_t rows = std::min(kRowGroup, M - m0);
+      stream_fn(wt, rows)(x + m0 * K, K, w, n0, n1, y + m0 * ldy, ldy);
     }
   });
 }
