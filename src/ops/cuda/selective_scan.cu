@@ -20,7 +20,8 @@
 // state that touches device memory), then the backward kernel walks the chunks in reverse,
 // recomputes the chunk's states from that start state, and runs the reverse scan of
 // g_t = a_{t+1}·g_{t+1} + C_t·dy_t in the same (a, b)-pair form. dB and dC are summed over the
-// block's channels in shared memory, then added to device memory with atomics.
+// block's channels in shared memory state by state (into the B and C tiles' rows, which that state
+// no longer needs), then added to device memory with 16-byte atomics once per chunk.
 #include <algorithm>
 #include <cstdint>
 
@@ -35,7 +36,7 @@ using namespace cuda_detail;
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kForwardItems = 8;
-constexpr int kBackwardItems = 4;
+constexpr int kBackwardItems = 8;
 constexpr int kDefaultForwardVariant = 2;  // measured fastest on 3 of the 4 TARGETS.md shapes
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -49,8 +50,9 @@ struct ScanArgs {
   const float* dlast_state = nullptr;
   int batch = 0, L = 0, dim = 0, nstate = 0;
   bool softplus = false;
-  bool vector_channels = false;  // [.., D] rows move as 16-byte vectors (D multiple of the vector)
-  bool vector_states = false;    // the same for [.., N] rows of B and C
+  bool vector_channels = false;     // [.., D] rows move as 16-byte vectors (D multiple of the vector)
+  bool vector_states = false;       // the same for [.., N] rows of B and C
+  bool vector_state_grads = false;  // float32 dB, dC rows take 16-byte atomics (N multiple of 4)
   int splits = 1, split_len = 0;
   void* out = nullptr;
   float* last_state = nullptr;
@@ -67,10 +69,38 @@ struct ScanArgs {
 // vector alignment and spread consecutive rows over different banks.
 template <int kItems>
 struct Tile {
+  static_assert(kItems % 4 == 0, "lanes read their items as 16-byte groups of 4 floats");
   static constexpr int len = 32 * kItems;
   static constexpr int float_row = len + 4;
   static constexpr int raw_row = len + 8;
+  // Float rows that every lane reads once per state (B, C, and the backward's dB/dC partials)
+  // hold each lane's kItems positions as kItems/4 groups of 4, the groups interleaved across
+  // lanes: position lane·kItems + 4g + j sits at slot 128g + 4·lane + j. A warp's 16-byte reads
+  // then cover 512 consecutive bytes; in position order lanes 4 apart would share banks (every
+  // read a 2-way conflict).
+  static __device__ __forceinline__ int slot(int tt) {
+    const int lane = tt / kItems, i = tt % kItems;
+    return (i / 4) * 128 + lane * 4 + i % 4;
+  }
 };
+
+// A lane's kItems floats of an interleaved row (Tile::slot).
+template <int kItems>
+__device__ __forceinline__ void load_lane_items(const float* row, int lane, float (&dst)[kItems]) {
+#pragma unroll
+  for (int g = 0; g < kItems / 4; ++g) {
+    const float4 v = reinterpret_cast<const float4*>(row)[g * 32 + lane];
+    dst[4 * g] = v.x, dst[4 * g + 1] = v.y, dst[4 * g + 2] = v.z, dst[4 * g + 3] = v.w;
+  }
+}
+
+template <int kItems>
+__device__ __forceinline__ void store_lane_items(float* row, int lane, const float (&src)[kItems]) {
+#pragma unroll
+  for (int g = 0; g < kItems / 4; ++g)
+    reinterpret_cast<float4*>(row)[g * 32 + lane] =
+        make_float4(src[4 * g], src[4 * g + 1], src[4 * g + 2], src[4 * g + 3]);
+}
 
 template <int kBytes>
 struct Vector;
@@ -156,7 +186,7 @@ __device__ void store_channel_tile(T* dst, const T* tile, int t0, int t_end, int
   }
 }
 
-// tile[n][tt] = float(src[t0 + tt][n]), zeros past L. The scalar path walks (tt, n) incrementally
+// tile[n][slot(tt)] = float(src[t0 + tt][n]), zeros past L. The scalar path walks (tt, n) incrementally
 // to avoid a division by the run-time N per element; `vector_rows` (N a multiple of the 16-byte
 // vector, aligned rows) moves 16-byte vectors.
 template <typename T, int kItems>
@@ -175,7 +205,7 @@ __device__ void load_state_tile(float* tile, const T* src, int t0, int L, int N,
         for (int j = 0; j < kVec; ++j) vals[j] = from_float<T>(0.0f);
       }
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) tile[(v * kVec + j) * Tl::float_row + tt] = to_float(vals[j]);
+      for (int j = 0; j < kVec; ++j) tile[(v * kVec + j) * Tl::float_row + Tl::slot(tt)] = to_float(vals[j]);
     }
     return;
   }
@@ -183,7 +213,7 @@ __device__ void load_state_tile(float* tile, const T* src, int t0, int L, int N,
   int tt = threadIdx.x / N, n = threadIdx.x % N;
   for (int e = threadIdx.x; e < total; e += kThreads) {
     const int t = t0 + tt;
-    tile[n * Tl::float_row + tt] = t < L ? to_float(src[int64_t(t) * N + n]) : 0.0f;
+    tile[n * Tl::float_row + Tl::slot(tt)] = t < L ? to_float(src[int64_t(t) * N + n]) : 0.0f;
     tt += step_t;
     n += step_n;
     if (n >= N) {
@@ -309,7 +339,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
       for (int n = 0; n < N; ++n) {
         const float a2 = A2[warp * N + n];
         float Bv[kItems], a[kItems], bv[kItems];
-        load_items<float, kItems>(B_tile + n * Tl::float_row + item0, Bv);
+        load_lane_items<kItems>(B_tile + n * Tl::float_row, lane, Bv);
 #pragma unroll
         for (int i = 0; i < kItems; ++i) {
           a[i] = exp2f(dl[i] * a2);
@@ -324,7 +354,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
           float ea = __shfl_up_sync(0xffffffffu, pa, 1), eb = __shfl_up_sync(0xffffffffu, pb, 1);
           if (lane == 0) ea = 1.0f, eb = 0.0f;
           float Cv[kItems];
-          load_items<float, kItems>(C_tile + n * Tl::float_row + item0, Cv);
+          load_lane_items<kItems>(C_tile + n * Tl::float_row, lane, Cv);
           float h = fmaf(ea, h0, eb);
 #pragma unroll
           for (int i = 0; i < kItems; ++i) {
@@ -381,15 +411,53 @@ __global__ void chain_splits_kernel(ScanArgs p) {
   if (p.last_state) p.last_state[index] = h;
 }
 
+// A2, g_carry, h_start, dA_acc: [kWarps][N]; B and C tiles [N][float_row], each row overwritten by
+// the block's dB (dC) sums once its state is done; dB, dC partials of each warp for two states in
+// flight: [2 parity][2 (B, C)][kWarps][len]; storage tiles δ, u, z, dout: [kWarps][raw_row].
 template <int kItems>
 constexpr size_t backward_smem_bytes(int N, size_t elem) {
   using Tl = Tile<kItems>;
-  const size_t floats = 4 * kWarps * N + 4 * size_t(N) * Tl::float_row + 2 * 2 * kWarps * Tl::len;
+  const size_t floats = 4 * kWarps * N + 2 * size_t(N) * Tl::float_row + 2 * 2 * kWarps * Tl::len;
   return floats * 4 + 4 * kWarps * Tl::raw_row * elem;
 }
 
+// dst[t0 + tt][n] += tile[n][slot(tt)] for t0 + tt < t_end: float32 atomics into [.., N] rows,
+// 16 bytes at a time with `vector_rows` (N a multiple of 4, 16-byte aligned dst).
+template <int kItems>
+__device__ void add_state_tile(float* dst, const float* tile, int t0, int t_end, int N, bool vector_rows) {
+  using Tl = Tile<kItems>;
+  if (vector_rows) {
+    const int per_row = N / 4;
+    for (int e = threadIdx.x; e < Tl::len * per_row; e += kThreads) {
+      const int tt = e / per_row, n = 4 * (e - tt * per_row);
+      if (t0 + tt >= t_end) continue;
+      const float* src = tile + n * Tl::float_row + Tl::slot(tt);
+      const float4 v = make_float4(src[0], src[Tl::float_row], src[2 * Tl::float_row], src[3 * Tl::float_row]);
+      float* at = dst + int64_t(t0 + tt) * N + n;
+#if __CUDA_ARCH__ >= 900
+      atomicAdd(reinterpret_cast<float4*>(at), v);
+#else
+      atomicAdd(at, v.x), atomicAdd(at + 1, v.y), atomicAdd(at + 2, v.z), atomicAdd(at + 3, v.w);
+#endif
+    }
+    return;
+  }
+  const int total = Tl::len * N, step_t = kThreads / N, step_n = kThreads % N;
+  int tt = threadIdx.x / N, n = threadIdx.x % N;
+  for (int e = threadIdx.x; e < total; e += kThreads) {
+    if (t0 + tt < t_end) atomicAdd(dst + int64_t(t0 + tt) * N + n, tile[n * Tl::float_row + Tl::slot(tt)]);
+    tt += step_t;
+    n += step_n;
+    if (n >= N) {
+      n -= N;
+      ++tt;
+    }
+  }
+}
+
+// Two blocks per SM (128 registers a thread): the shared memory above fits twice.
 template <typename T, int kItems>
-__global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
+__global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) {
   using Tl = Tile<kItems>;
   const int N = p.nstate, dim = p.dim, L = p.L;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -403,11 +471,9 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
   float* g_carry = A2 + kWarps * N;                // dL/dh at the end of the current chunk
   float* h_start = g_carry + kWarps * N;           // h before the current chunk
   float* dA_acc = h_start + kWarps * N;
-  float* B_tile = dA_acc + kWarps * N;  // [N][float_row] each
+  float* B_tile = dA_acc + kWarps * N;  // [N][float_row] each, interleaved (Tile::slot)
   float* C_tile = B_tile + N * Tl::float_row;
-  float* dB_tile = C_tile + N * Tl::float_row;
-  float* dC_tile = dB_tile + N * Tl::float_row;
-  float* partial = dC_tile + N * Tl::float_row;  // [2 parity][2 (B, C)][kWarps][len]
+  float* partial = C_tile + N * Tl::float_row;  // [2 parity][2 (B, C)][kWarps][len], interleaved
   T* delta_tile = reinterpret_cast<T*>(partial + 4 * kWarps * Tl::len);
   T* u_tile = delta_tile + kWarps * Tl::raw_row;
   T* z_tile = u_tile + kWarps * Tl::raw_row;
@@ -431,6 +497,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
   const float bias = active && p.delta_bias ? p.delta_bias[c] : 0.0f;
   const int chunks = (L + Tl::len - 1) / Tl::len;
   float dD_sum = 0.0f, dbias_sum = 0.0f;
+  int parity = 0;
 
   for (int chunk = chunks - 1; chunk >= 0; --chunk) {
     const int t0 = chunk * Tl::len;
@@ -449,12 +516,13 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
     __syncthreads();
 
     const int item0 = lane * kItems;
-    // dl: δ'; du: δ'·u; dy: dL/dy; dout_v: dL/dout (for dz); y: pre-gate output (for dz);
-    // dsoftplus: dδ'/dδ; d_delta: Σₙ g·h_prev·a·A; gB_sum: Σₙ g·B (so dδ' = d_delta + u·gB_sum).
-    float dl[kItems], uu[kItems], du[kItems], dy[kItems], dout_v[kItems], y[kItems], dsoftplus[kItems];
-    float d_delta[kItems], gB_sum[kItems];
+    // Live across the state loop (the rest is re-read from the tiles at the chunk's end, to stay
+    // within 128 registers): dl: δ'; du: δ'·u; dy: dL/dy; y: pre-gate output (for dz);
+    // d_delta: Σₙ g·h_prev·a·A; gB_sum: Σₙ g·B (so dδ' = d_delta + u·gB_sum).
+    float dl[kItems], du[kItems], dy[kItems], y[kItems], d_delta[kItems], gB_sum[kItems];
+    float lane_delta = 0.0f;  // Σ δ' over the lane's items: its decay product is exp2(A2·Σδ')
     if (active) {
-      float zz[kItems];
+      float uu[kItems], dout_v[kItems], zz[kItems];
       load_items<T, kItems>(delta_tile + warp * Tl::raw_row + item0, dl);
       load_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, uu);
       load_items<T, kItems>(dout_tile + warp * Tl::raw_row + item0, dout_v);
@@ -463,37 +531,31 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
       for (int i = 0; i < kItems; ++i) {
         const bool valid = t0 + item0 + i < len;
         const float x = dl[i] + bias;
-        dsoftplus[i] = p.softplus && x <= 20.0f ? sigmoid(x) : 1.0f;
         dl[i] = valid ? (p.softplus ? softplus(x) : x) : 0.0f;
         du[i] = dl[i] * uu[i];
-        dout_v[i] = valid ? dout_v[i] : 0.0f;
-        dy[i] = z ? dout_v[i] * zz[i] * sigmoid(zz[i]) : dout_v[i];
+        const float dout_i = valid ? dout_v[i] : 0.0f;
+        dy[i] = z ? dout_i * zz[i] * sigmoid(zz[i]) : dout_i;
         y[i] = D_c * uu[i];
         d_delta[i] = 0.0f;
         gB_sum[i] = 0.0f;
+        lane_delta += dl[i];
       }
     }
-    int parity = 0;
     for (int n = 0; n < N; ++n, parity ^= 1) {
       float* part_B = partial + (parity * 2) * kWarps * Tl::len;
       float* part_C = part_B + kWarps * Tl::len;
       if (active) {
         const float a2 = A2[warp * N + n], a_nat = a2 * kLn2;
-        float Bv[kItems], Cv[kItems], a[kItems], bv[kItems], h_prev[kItems], pB[kItems], pC[kItems];
-        load_items<float, kItems>(B_tile + n * Tl::float_row + item0, Bv);
-        load_items<float, kItems>(C_tile + n * Tl::float_row + item0, Cv);
+        float Bv[kItems], Cv[kItems], a[kItems], h_prev[kItems], pB[kItems], pC[kItems];
+        load_lane_items<kItems>(B_tile + n * Tl::float_row, lane, Bv);
+        load_lane_items<kItems>(C_tile + n * Tl::float_row, lane, Cv);
 #pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          a[i] = exp2f(dl[i] * a2);
-          bv[i] = du[i] * Bv[i];
-        }
+        for (int i = 0; i < kItems; ++i) a[i] = exp2f(dl[i] * a2);
+        const float lane_decay = exp2f(lane_delta * a2);
         // Forward: states inside the chunk from the stored start state.
-        float pa = a[0], pb = bv[0];
+        float pa = lane_decay, pb = du[0] * Bv[0];
 #pragma unroll
-        for (int i = 1; i < kItems; ++i) {
-          pb = fmaf(a[i], pb, bv[i]);
-          pa *= a[i];
-        }
+        for (int i = 1; i < kItems; ++i) pb = fmaf(a[i], pb, du[i] * Bv[i]);
         scan_pairs_forward(pa, pb, lane);
         float ea = __shfl_up_sync(0xffffffffu, pa, 1), eb = __shfl_up_sync(0xffffffffu, pb, 1);
         if (lane == 0) ea = 1.0f, eb = 0.0f;
@@ -501,23 +563,23 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
 #pragma unroll
         for (int i = 0; i < kItems; ++i) {
           h_prev[i] = h;
-          h = fmaf(a[i], h, bv[i]);
+          h = fmaf(a[i], h, du[i] * Bv[i]);
           y[i] = fmaf(Cv[i], h, y[i]);
           pC[i] = dy[i] * h;
         }
+        store_lane_items<kItems>(part_C + warp * Tl::len, lane, pC);
         // Reverse: f = dL/dh from the future; f_{t−1} = a_t·(f_t + C_t·dy_t).
-        float ra = 1.0f, rb = 0.0f;
+        float ra = lane_decay, rb = 0.0f;
 #pragma unroll
-        for (int i = kItems - 1; i >= 0; --i) {
-          rb = a[i] * (rb + Cv[i] * dy[i]);
-          ra *= a[i];
-        }
+        for (int i = kItems - 1; i >= 0; --i) rb = a[i] * fmaf(Cv[i], dy[i], rb);
         scan_pairs_reverse(ra, rb, lane);
         float na = __shfl_down_sync(0xffffffffu, ra, 1), nb = __shfl_down_sync(0xffffffffu, rb, 1);
         if (lane == 31) na = 1.0f, nb = 0.0f;
         const float g_end = g_carry[warp * N + n];
         float f = fmaf(na, g_end, nb);
         float dA_lane = 0.0f;
+        // B is read again rather than kept: the registers it would hold are needed meanwhile.
+        load_lane_items<kItems>(B_tile + n * Tl::float_row, lane, Bv);
 #pragma unroll
         for (int i = kItems - 1; i >= 0; --i) {
           const float g = fmaf(Cv[i], dy[i], f);
@@ -528,8 +590,7 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
           dA_lane = fmaf(decay_grad, dl[i], dA_lane);
           f = a[i] * g;
         }
-        store_items<float, kItems>(part_B + warp * Tl::len + item0, pB);
-        store_items<float, kItems>(part_C + warp * Tl::len + item0, pC);
+        store_lane_items<kItems>(part_B + warp * Tl::len, lane, pB);
         dA_lane = warp_sum(dA_lane);
         __syncwarp();
         if (lane == 0) {
@@ -537,33 +598,43 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
           dA_acc[warp * N + n] += dA_lane;
         }
       }
+      // Every warp is past its reads of row n of the B and C tiles and has written its partials:
+      // the channel sums replace row n. The other parity's buffers take state n + 1 meanwhile.
       __syncthreads();
-      for (int e = threadIdx.x; e < 2 * Tl::len; e += kThreads) {
-        const int which = e / Tl::len, tt = e % Tl::len;
-        const float* src = (which ? part_C : part_B) + tt;
-        float sum = 0.0f;
-        for (int w = 0; w < active_warps; ++w) sum += src[w * Tl::len];
-        (which ? dC_tile : dB_tile)[n * Tl::float_row + tt] = sum;
+      for (int e = threadIdx.x; e < Tl::len; e += kThreads) {
+        const int which = e / (Tl::len / 2), s = 2 * (e % (Tl::len / 2));
+        const float* src = (which ? part_C : part_B) + s;
+        float2 sum = make_float2(0.0f, 0.0f);
+        for (int w = 0; w < active_warps; ++w) {  // warps past the last channel write no partials
+          const float2 v = *reinterpret_cast<const float2*>(src + w * Tl::len);
+          sum.x += v.x, sum.y += v.y;
+        }
+        *reinterpret_cast<float2*>((which ? C_tile : B_tile) + n * Tl::float_row + s) = sum;
       }
     }
     if (active) {
-      float out_delta[kItems], out_u[kItems];
+      float dd[kItems], uu[kItems], out_delta[kItems], out_u[kItems];
+      load_items<T, kItems>(delta_tile + warp * Tl::raw_row + item0, dd);
+      load_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, uu);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         const bool valid = t0 + item0 + i < len;
-        out_delta[i] = valid ? fmaf(gB_sum[i], uu[i], d_delta[i]) * dsoftplus[i] : 0.0f;
+        const float x = dd[i] + bias;
+        const float dsoftplus = p.softplus && x <= 20.0f ? sigmoid(x) : 1.0f;  // dδ'/dδ
+        out_delta[i] = valid ? fmaf(gB_sum[i], uu[i], d_delta[i]) * dsoftplus : 0.0f;
         out_u[i] = valid ? fmaf(gB_sum[i], dl[i], dy[i] * D_c) : 0.0f;
         dD_sum = fmaf(dy[i], uu[i], dD_sum);
         dbias_sum += out_delta[i];
       }
       if (z) {
         // d out/dz = y·σ(z)·(1 + z·(1 − σ(z)))
-        float zz[kItems], out_z[kItems];
+        float zz[kItems], dout_v[kItems], out_z[kItems];
         load_items<T, kItems>(z_tile + warp * Tl::raw_row + item0, zz);
+        load_items<T, kItems>(dout_tile + warp * Tl::raw_row + item0, dout_v);
 #pragma unroll
         for (int i = 0; i < kItems; ++i) {
           const float s = sigmoid(zz[i]);
-          out_z[i] = dout_v[i] * y[i] * s * fmaf(zz[i], 1.0f - s, 1.0f);
+          out_z[i] = t0 + item0 + i < len ? dout_v[i] * y[i] * s * fmaf(zz[i], 1.0f - s, 1.0f) : 0.0f;
         }
         store_items<T, kItems>(z_tile + warp * Tl::raw_row + item0, out_z);
       }
@@ -577,23 +648,8 @@ __global__ void __launch_bounds__(kThreads) scan_backward_kernel(ScanArgs p) {
     store_channel_tile<T, kItems>(static_cast<T*>(p.du) + seq * dim, u_tile, t0, t_end, c0, dim, p.vector_channels);
     if (z)
       store_channel_tile<T, kItems>(static_cast<T*>(p.dz) + seq * dim, z_tile, t0, t_end, c0, dim, p.vector_channels);
-    {
-      const int total = Tl::len * N, step_t = kThreads / N, step_n = kThreads % N;
-      int tt = threadIdx.x / N, n = threadIdx.x % N;
-      for (int e = threadIdx.x; e < total; e += kThreads) {
-        if (t0 + tt < L) {
-          const int64_t at = (seq + t0 + tt) * N + n;
-          atomicAdd(p.dB + at, dB_tile[n * Tl::float_row + tt]);
-          atomicAdd(p.dC + at, dC_tile[n * Tl::float_row + tt]);
-        }
-        tt += step_t;
-        n += step_n;
-        if (n >= N) {
-          n -= N;
-          ++tt;
-        }
-      }
-    }
+    add_state_tile<kItems>(p.dB + seq * N, B_tile, t0, t_end, N, p.vector_state_grads);
+    add_state_tile<kItems>(p.dC + seq * N, C_tile, t0, t_end, N, p.vector_state_grads);
   }
   __syncthreads();
   for (int e = threadIdx.x; e < kWarps * N; e += kThreads) {
@@ -792,24 +848,29 @@ void run_forward_pass(ScanArgs p, const SplitPlan& plan, float* split_scratch) {
   check_launch("selective_scan forward kernel");
 }
 
-// Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place).
-template <typename T>
-void run_backward(ScanArgs& p, bool dBC_in_place) {
-  constexpr int chunk_len = Tile<kBackwardItems>::len;
-  const SplitPlan plan = plan_splits(p, chunk_len, resident_blocks<T, kBackwardItems, Mode::states>(p.nstate));
+// Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place). kFixedN: the
+// states pass's compile-time N (16 runs the unrolled kernel, as the forward's default variant).
+template <typename T, int kFixedN>
+void run_backward_passes(ScanArgs& p, bool dBC_in_place) {
+  constexpr int chunk_len = Tile<kBackwardItems>::len, kStatesMinBlocks = 3;
+  const SplitPlan plan =
+      plan_splits(p, chunk_len, resident_blocks<T, kBackwardItems, Mode::states, kFixedN, kStatesMinBlocks>(p.nstate));
   const size_t chunks = (p.L + chunk_len - 1) / chunk_len;
-  const size_t states = size_t(p.batch) * chunks * p.dim * p.nstate;
-  const size_t split_floats = split_scratch_floats(p, plan);
-  const size_t bc = dBC_in_place ? 0 : size_t(p.batch) * p.L * p.nstate;
+  // Scratch regions start at multiples of 4 floats (16-byte atomics into dB and dC).
+  auto round4 = [](size_t n) { return (n + 3) / 4 * 4; };
+  const size_t states = round4(size_t(p.batch) * chunks * p.dim * p.nstate);
+  const size_t split_floats = round4(split_scratch_floats(p, plan));
+  const size_t bc = dBC_in_place ? 0 : round4(size_t(p.batch) * p.L * p.nstate);
   float* buffer = scratch(states + split_floats + 2 * bc);
   p.chunk_states = buffer;
   if (!dBC_in_place) {
     p.dB = buffer + states + split_floats;
     p.dC = p.dB + bc;
   }
+  p.vector_state_grads = p.nstate % 4 == 0 && aligned16(p.dB) && aligned16(p.dC);
   check_cuda(cudaMemsetAsync(p.dB, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
   check_cuda(cudaMemsetAsync(p.dC, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
-  run_forward_pass<T, kBackwardItems, Mode::states>(p, plan, buffer + states);
+  run_forward_pass<T, kBackwardItems, Mode::states, kFixedN, kStatesMinBlocks>(p, plan, buffer + states);
   ScanArgs unsplit = p;
   unsplit.splits = 1;
   const size_t bytes = backward_smem_bytes<kBackwardItems>(p.nstate, sizeof(T));
@@ -817,6 +878,14 @@ void run_backward(ScanArgs& p, bool dBC_in_place) {
   allow_shared_memory(kernel, bytes, p.nstate);
   kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(unsplit);
   check_launch("selective_scan backward kernel");
+}
+
+template <typename T>
+void run_backward(ScanArgs& p, bool dBC_in_place) {
+  if (p.nstate == 16)
+    run_backward_passes<T, 16>(p, dBC_in_place);
+  else
+    run_backward_passes<T, 0>(p, dBC_in_place);
 }
 
 __global__ void narrow_pairs_kernel(const float* a, const float* b, __nv_bfloat16* a_out, __nv_bfloat16* b_out,
