@@ -1,10 +1,12 @@
 #include "ops/cpu/gemm.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <iterator>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "core/threads.h"
@@ -169,6 +171,178 @@ void gemm_streaming(const float* x, int64_t M, const Tensor& weight, float* y, i
   });
 }
 
+// ---- Register-tiled products for many rows (prefill, training), AVX-512.
+//
+// out[i, j] (+)= Σ_k A(i, k)·B(k, j). B is packed 32 columns at a time into a panel [k][32] of
+// float32 (16-bit weights are widened while packing); the kernel keeps a tile of up to 12 rows ×
+// 32 columns in 24 vector registers, and each k step loads the panel's two vectors and broadcasts
+// one A value per row: 24 FMAs per 14 loads, so it runs near the FMA rate (docs/perf/cpu_model.md).
+#ifdef MAMBA_CPU_AVX512
+constexpr int64_t kPanelWidth = 32;    // B columns per panel: two vectors
+constexpr int kMaxTileRows = 12;       // 24 accumulators + 2 panel vectors + 1 broadcast ≤ 32 registers
+constexpr int64_t kDepthBlock = 256;   // k per packed block: a work item's panels (16 KiB each per 128 k) stay in L2
+constexpr int64_t kPanelsPerItem = 4;  // columns per work item: 128
+constexpr int64_t kRowsPerItem = 16 * kMaxTileRows;  // rows per work item, when the columns alone give too few items
+
+// A(i, k) = data[i·row_stride + k·depth_stride]: x as stored, or dyᵀ read in place.
+struct StridedMatrix {
+  const float* data;
+  int64_t row_stride, depth_stride;
+  const float* at(int64_t i, int64_t k) const { return data + i * row_stride + k * depth_stride; }
+};
+
+// The tile out[0:MR, 0:32) (+)= A[0:MR, 0:depth)·panel; `width` ≤ 32 columns are written.
+template <int MR>
+void multiply_tile(StridedMatrix a, const float* panel, int64_t depth, float* out, int64_t ldo, bool accumulate,
+                   int64_t width) {
+  __m512 acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < depth; ++k) {
+    const __m512 b0 = _mm512_load_ps(panel + k * kPanelWidth), b1 = _mm512_load_ps(panel + k * kPanelWidth + 16);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 ai = _mm512_set1_ps(*a.at(i, k));
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  const __mmask16 mask0 = width >= 16 ? __mmask16(0xffff) : __mmask16((1u << width) - 1u);
+  const __mmask16 mask1 = width >= 32 ? __mmask16(0xffff) : width <= 16 ? 0 : __mmask16((1u << (width - 16)) - 1u);
+  for (int i = 0; i < MR; ++i) {
+    float* row = out + i * ldo;
+    if (accumulate) {
+      acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(mask0, row));
+      acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(mask1, row + 16));
+    }
+    _mm512_mask_storeu_ps(row, mask0, acc[i][0]);
+    _mm512_mask_storeu_ps(row + 16, mask1, acc[i][1]);
+  }
+}
+
+using TileFn = void (*)(StridedMatrix, const float*, int64_t, float*, int64_t, bool, int64_t);
+
+// 16 floats on one cache line: the packed panels are read with aligned vector loads.
+struct alignas(64) CacheLine {
+  float lanes[16];
+};
+
+template <size_t... R>
+constexpr auto make_tile_table(std::index_sequence<R...>) {
+  return std::array{static_cast<TileFn>(multiply_tile<int(R) + 1>)...};
+}
+
+TileFn tile_fn(int64_t rows) {
+  static constexpr auto table = make_tile_table(std::make_index_sequence<kMaxTileRows>{});
+  return table[size_t(rows - 1)];
+}
+
+// pack(j0, width, k0, depth, panel) writes panel[k][c] = B(k0 + k, j0 + c) for c < width (float32)
+// and zeros for width ≤ c < 32.
+template <typename Pack>
+void packed_product(StridedMatrix a, int64_t rows, int64_t cols, int64_t depth, const Pack& pack, float* out,
+                    int64_t ldo, bool accumulate) {
+  const int64_t col_items = (cols + kPanelWidth * kPanelsPerItem - 1) / (kPanelWidth * kPanelsPerItem);
+  // Split rows too when the columns alone would leave a thread idle (x_proj has 80 columns).
+  const int64_t row_items = col_items >= 4 * num_threads() ? 1 : (rows + kRowsPerItem - 1) / kRowsPerItem;
+  const int64_t rows_per_item = (rows + row_items - 1) / row_items;
+  parallel_for_chunks(row_items * col_items, 1, [&](int64_t item, int64_t, int) {
+    const int64_t i0 = (item / col_items) * rows_per_item, i1 = std::min(rows, i0 + rows_per_item);
+    const int64_t j0 = (item % col_items) * kPanelWidth * kPanelsPerItem;
+    const int64_t j1 = std::min(cols, j0 + kPanelWidth * kPanelsPerItem);
+    const int64_t panels = (j1 - j0 + kPanelWidth - 1) / kPanelWidth;
+    thread_local std::vector<CacheLine> packed;
+    packed.resize(size_t(panels * kDepthBlock * 2));
+    for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
+      const int64_t kc = std::min(kDepthBlock, depth - k0);
+      for (int64_t p = 0; p < panels; ++p) {
+        const int64_t c0 = j0 + p * kPanelWidth;
+        pack(c0, std::min(kPanelWidth, j1 - c0), k0, kc, packed[size_t(p * kc * 2)].lanes);
+      }
+      const bool add = accumulate || k0 > 0;
+      for (int64_t i = i0; i < i1; i += kMaxTileRows) {
+        const int64_t tile_rows = std::min<int64_t>(kMaxTileRows, i1 - i);
+        const StridedMatrix tile{a.at(i, k0), a.row_stride, a.depth_stride};
+        for (int64_t p = 0; p < panels; ++p) {
+          const int64_t c0 = j0 + p * kPanelWidth;
+          tile_fn(tile_rows)(tile, packed[size_t(p * kc * 2)].lanes, kc, out + i * ldo + c0, ldo, add,
+                             std::min(kPanelWidth, j1 - c0));
+        }
+      }
+    }
+  });
+}
+
+// r[i][j] ← r[j][i] for a 16 × 16 block of floats, in registers: pairs of rows interleaved,
+// then pairs of pairs, then 128-bit blocks gathered across the four groups of four rows.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16], q[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // q[4g + j], block b = rows 4g..4g+3 at column 4b + j.
+  for (int g = 0; g < 4; ++g) {
+    const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+    q[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    q[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    q[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    q[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 low01 = _mm512_shuffle_f32x4(q[j], q[4 + j], 0x44),
+                 low23 = _mm512_shuffle_f32x4(q[8 + j], q[12 + j], 0x44);
+    const __m512 high01 = _mm512_shuffle_f32x4(q[j], q[4 + j], 0xEE),
+                 high23 = _mm512_shuffle_f32x4(q[8 + j], q[12 + j], 0xEE);
+    r[j] = _mm512_shuffle_f32x4(low01, low23, 0x88);
+    r[4 + j] = _mm512_shuffle_f32x4(low01, low23, 0xDD);
+    r[8 + j] = _mm512_shuffle_f32x4(high01, high23, 0x88);
+    r[12 + j] = _mm512_shuffle_f32x4(high01, high23, 0xDD);
+  }
+}
+
+// Panel of Wᵀ: panel[k][c] = W[j0 + c, k0 + k] (y = x·Wᵀ, W [N, K]), 16 × 16 blocks transposed in
+// registers (a scalar scatter would cost as much as the product itself for M ≤ 64).
+template <DType WT>
+void pack_transposed_rows_as(const Tensor& w, int64_t j0, int64_t width, int64_t k0, int64_t depth, float* panel) {
+  const int64_t K = w.size(1);
+  for (int64_t half = 0; half < kPanelWidth; half += 16) {
+    const int64_t rows = std::clamp<int64_t>(width - half, 0, 16);
+    for (int64_t kb = 0; kb < depth; kb += 16) {
+      const int64_t cols = std::min<int64_t>(16, depth - kb);
+      const __mmask16 mask = cols == 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1u);
+      __m512 block[16];
+      for (int64_t r = 0; r < 16; ++r)
+        block[r] =
+            r < rows ? load_weights_masked<WT>(w.raw(), (j0 + half + r) * K + k0 + kb, mask) : _mm512_setzero_ps();
+      transpose16(block);
+      for (int64_t k = 0; k < cols; ++k) _mm512_store_ps(panel + (kb + k) * kPanelWidth + half, block[k]);
+    }
+  }
+}
+
+void pack_transposed_rows(const Tensor& w, int64_t j0, int64_t width, int64_t k0, int64_t depth, float* panel) {
+  switch (w.dtype()) {
+    case DType::f32:
+      return pack_transposed_rows_as<DType::f32>(w, j0, width, k0, depth, panel);
+    case DType::bf16:
+      return pack_transposed_rows_as<DType::bf16>(w, j0, width, k0, depth, panel);
+    default:
+      return pack_transposed_rows_as<DType::f16>(w, j0, width, k0, depth, panel);
+  }
+}
+
+// Panel of a row-major matrix read as is: panel[k][c] = M[k0 + k, j0 + c] (M of dtype `dtype`,
+// row stride `ld` elements).
+void pack_rows(const void* m, DType dtype, int64_t ld, int64_t j0, int64_t width, int64_t k0, int64_t depth,
+               float* panel) {
+  for (int64_t k = 0; k < depth; ++k) {
+    float* dst = panel + k * kPanelWidth;
+    widen_to_f32(static_cast<const char*>(m) + ((k0 + k) * ld + j0) * int64_t(dtype_size(dtype)), dtype, dst, width);
+    std::fill(dst + width, dst + kPanelWidth, 0.0f);
+  }
+}
+#endif
+
 // ---- The BLAS paths: slices of output columns (or rows of dW) per range of our pool.
 
 int blas_int(int64_t v, const char* what) {
@@ -206,6 +380,13 @@ void gemm_x_wt(const float* x, int64_t M, const Tensor& weight, float* y, int64_
     gemm_streaming(x, M, weight, y, ldy);
     return;
   }
+#ifdef MAMBA_CPU_AVX512
+  auto pack = [&](int64_t j0, int64_t width, int64_t k0, int64_t depth, float* panel) {
+    pack_transposed_rows(weight, j0, width, k0, depth, panel);
+  };
+  packed_product({x, K, 1}, M, N, K, pack, y, ldy, false);
+  return;
+#endif
   const int m = blas_int(M, "gemm rows"), k = blas_int(K, "gemm inner dimension");
   const int ld = blas_int(ldy, "gemm output stride");
   blas_int(N, "gemm columns");
@@ -233,6 +414,13 @@ void gemm_dy_w(const float* dy, int64_t M, int64_t ldy, const Tensor& weight, fl
     std::fill(dx, dx + M * K, 0.0f);
     return;
   }
+#ifdef MAMBA_CPU_AVX512
+  auto pack = [&](int64_t j0, int64_t width, int64_t k0, int64_t depth, float* panel) {
+    pack_rows(weight.raw(), weight.dtype(), K, j0, width, k0, depth, panel);
+  };
+  packed_product({dy, ldy, 1}, M, K, N, pack, dx, K, false);
+  return;
+#endif
   const int m = blas_int(M, "gemm rows"), n = blas_int(N, "gemm inner dimension");
   const int lda = blas_int(ldy, "gemm input stride"), ldc = blas_int(K, "gemm columns");
   // Each range owns the columns [k0, k1) of dx.
@@ -256,6 +444,13 @@ void gemm_dy_w(const float* dy, int64_t M, int64_t ldy, const Tensor& weight, fl
 
 void gemm_accumulate_dyt_x(const float* dy, int64_t M, int64_t ldy, const float* x, int64_t N, int64_t K, float* dW) {
   if (M == 0 || N == 0 || K == 0) return;
+#ifdef MAMBA_CPU_AVX512
+  auto pack = [&](int64_t j0, int64_t width, int64_t k0, int64_t depth, float* panel) {
+    pack_rows(x, DType::f32, K, j0, width, k0, depth, panel);
+  };
+  packed_product({dy, 1, ldy}, N, K, M, pack, dW, K, true);
+  return;
+#endif
   const int m = blas_int(M, "gemm inner dimension"), k = blas_int(K, "gemm columns");
   const int lda = blas_int(ldy, "gemm input stride");
   blas_int(N, "gemm rows");
