@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cli/command.h"
+#include "core/memory_probe.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "core/timer.h"
@@ -39,6 +41,17 @@ Summary summarize(std::vector<double> v) {
   return {median, v.front(), v.back()};
 }
 
+// The bytes a decode step reads: every weight once (a tied embedding is one tensor).
+std::vector<std::span<const std::byte>> decode_weights(model::LanguageModel& model) {
+  std::vector<std::span<const std::byte>> buffers;
+  std::set<const void*> seen;
+  for (const model::Parameter& p : model.parameters()) {
+    const Tensor& t = p.for_compute();
+    if (seen.insert(t.raw()).second) buffers.emplace_back(static_cast<const std::byte*>(t.raw()), t.nbytes());
+  }
+  return buffers;
+}
+
 void run_bench(const BenchArgs& args) {
   apply_common_options(args.common);
   MAMBA_CHECK(!args.model_dir.empty() || !args.shape.empty(), "bench: give -m DIR or --shape NAME");
@@ -62,8 +75,15 @@ void run_bench(const BenchArgs& args) {
   for (int64_t i = 0; i < prompt.numel(); ++i) prompt.data<int32_t>()[i] = int32_t(rng.below(uint64_t(vocab)));
 
   // Rates count the tokens of the whole batch; a step is one token for every sequence.
-  std::vector<double> prefill_rates, decode_rates;
+  std::vector<double> prefill_rates, decode_rates, floor_rates;
   int64_t state_bytes = 0;
+  // On the CPU, each repetition also measures the decode floor: the time all threads take to read
+  // the weights once, right after the decode it bounds.
+  const bool measure_floor = model->device() == Device::cpu && args.gen_tokens > 0;
+  const std::vector<std::span<const std::byte>> weights =
+      measure_floor ? decode_weights(*model) : std::vector<std::span<const std::byte>>{};
+  int64_t weight_bytes = 0;
+  for (const auto& w : weights) weight_bytes += int64_t(w.size());
   for (int64_t rep = 0; rep < args.reps; ++rep) {
     model::InferenceState state = model->new_state(batch);
     state_bytes = state.bytes() / batch;
@@ -81,10 +101,15 @@ void run_bench(const BenchArgs& args) {
       logits = on_host(model->step(state, tokens));
     }
     if (args.gen_tokens > 0) decode_rates.push_back(double(batch * args.gen_tokens) / timer.seconds());
-    std::fprintf(stderr, "rep %lld/%lld: pp%lld %.1f tok/s, tg%lld %.1f tok/s\n", (long long)rep + 1,
+    if (measure_floor) floor_rates.push_back(double(batch) / seconds_to_read(weights, 3));
+    std::fprintf(stderr, "rep %lld/%lld: pp%lld %.1f tok/s, tg%lld %.1f tok/s", (long long)rep + 1,
                  (long long)args.reps, (long long)args.prompt_tokens, prefill_rates.back(), (long long)args.gen_tokens,
                  decode_rates.empty() ? 0.0 : decode_rates.back());
+    if (measure_floor) std::fprintf(stderr, " (floor %.1f tok/s)", floor_rates.back());
+    std::fprintf(stderr, "\n");
   }
+  // The floor's rate is tokens per second when a step only reads the weights.
+  const double floor_tok_s = measure_floor ? summarize(floor_rates).median : 0.0;
   Summary pp = summarize(prefill_rates);
   Summary tg = decode_rates.empty() ? Summary{0, 0, 0} : summarize(decode_rates);
   std::string dtype = dtype_name(model->parameter("backbone.layers.0.mixer.in_proj.weight").value.dtype());
@@ -108,6 +133,10 @@ void run_bench(const BenchArgs& args) {
                         {"prefill_ms", 1e3 * double(batch * args.prompt_tokens) / pp.median},
                         {"decode_ms_per_step", tg.median > 0 ? 1e3 * double(batch) / tg.median : 0.0},
                         {"state_mib", state_bytes / 1048576.0},
+                        {"weights_mib", double(weight_bytes) / 1048576.0},
+                        {"decode_floor_tok_s", floor_tok_s},
+                        {"weights_read_gb_s", floor_tok_s * double(weight_bytes) / double(batch) / 1e9},
+                        {"decode_fraction_of_floor", floor_tok_s > 0 ? tg.median / floor_tok_s : 0.0},
                         {"peak_rss_mib", peak_rss_mib()}};
     std::printf("%s\n", j.dump().c_str());
     return;
@@ -122,6 +151,12 @@ void run_bench(const BenchArgs& args) {
     std::printf("| %s | %s | %s | %d | %lld | tg%lld | %.1f | %.1f | %.1f |\n", name.c_str(), dtype.c_str(), device,
                 num_threads(), (long long)batch, (long long)args.gen_tokens, tg.median, tg.min, tg.max);
   std::printf("state %.2f MiB per sequence, peak RSS %.1f MiB\n", state_bytes / 1048576.0, peak_rss_mib());
+  if (measure_floor)
+    std::printf(
+        "decode floor %.1f tok/s (%.0f MiB of weights read at %.1f GB/s, measured beside each repetition): "
+        "decode at %.0f%% of it\n",
+        floor_tok_s, double(weight_bytes) / 1048576.0, floor_tok_s * double(weight_bytes) / double(batch) / 1e9,
+        100.0 * tg.median / floor_tok_s);
 }
 
 CommandRegistration registration(80, [](CLI::App& app) {

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cmath>
 
+#include "core/memory_probe.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "core/threads.h"
@@ -72,6 +73,16 @@ TEST(Threads, ChunksCoverEverythingOnceInChunkSizedPieces) {
   EXPECT_EQ(pieces.load(), 16);
   EXPECT_THROW(parallel_for_chunks(100, 0, [](int64_t, int64_t, int) {}), Error);
   EXPECT_THROW(parallel_for_chunks(100, 10, [](int64_t, int64_t, int) { fail("boom"); }), Error);
+}
+
+TEST(MemoryProbe, ReadsBuffersOfAnySizeIncludingEmptyOnes) {
+  set_num_threads(2);
+  std::vector<std::byte> big(3'000'001, std::byte{1}), small(7, std::byte{2});
+  const std::vector<std::span<const std::byte>> buffers{{}, big, {}, small, {}};
+  const double seconds = seconds_to_read(buffers, 2);
+  EXPECT_GT(seconds, 0.0);
+  EXPECT_LT(seconds, 10.0);
+  EXPECT_THROW(seconds_to_read(buffers, 0), Error);
 }
 
 TEST(Rng, SameSeedSameStream) {

@@ -1,12 +1,14 @@
 // Matrix products of the CPU backend: float32 activations (row-major) times a weight W [N, K]
 // (the PyTorch layout) of dtype f32, bf16 or f16, accumulating in float32.
 //
-// Few rows (decode, batched decode; training micro-batches with 16-bit weights) run a
-// hand-written AVX-512 kernel that streams W from memory exactly once, threaded over output rows. Larger M calls the
-// BLAS sgemm; 16-bit weights are widened to float32 one panel of rows at a time (memory matters: no cached float32 copy
-// of W). Threads: our pool splits the output into num_threads() slices and each slice is one single-threaded BLAS call,
-// so the thread count is exactly --threads and no BLAS worker threads spin against our pool (docs/perf/cpu_gemm.md has
-// the measurements).
+// Few rows (decode, batched decode; up to 64 rows with 16-bit weights) run a hand-written AVX-512
+// kernel that streams W from memory exactly once, 16 weight rows at a time, in chunks handed to
+// whichever thread is free. More rows (prefill, training) run an AVX-512 register-tiled kernel:
+// 32 columns of the second operand packed per panel (16-bit weights widened while packing, no
+// float32 copy of W is ever kept), tiles of 12 rows × 32 columns held in registers. Machines
+// without AVX-512 call the BLAS sgemm instead, one single-threaded call per slice of our pool, so
+// the thread count is exactly --threads (docs/perf/cpu_gemm.md and cpu_model.md have the
+// measurements).
 #pragma once
 #include <cstdint>
 
