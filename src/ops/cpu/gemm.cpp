@@ -160,9 +160,12 @@ void gemm_streaming(const float* x, int64_t M, const Tensor& weight, float* y, i
   const int64_t N = weight.size(0), K = weight.size(1);
   const DType wt = weight.dtype();
   const void* w = weight.raw();
-  // Whole kernel widths per chunk, so no chunk ends in a ragged tail.
+  // Whole kernel widths per chunk, so no chunk ends in a ragged tail; at most 256 KiB, and at least
+  // four chunks per thread when the rows allow (x_proj and dt_proj are a few hundred KiB in all).
   constexpr int64_t kWidth = kWeightRowsFor<1>;
-  const int64_t chunk = kWidth * std::max<int64_t>(1, (int64_t(1) << 18) / (kWidth * K * int64_t(dtype_size(wt))));
+  const int64_t widths_in_256k = std::max<int64_t>(1, (int64_t(1) << 18) / (kWidth * K * int64_t(dtype_size(wt))));
+  const int64_t widths_for_4_per_thread = std::max<int64_t>(1, N / (kWidth * 4 * num_threads()));
+  const int64_t chunk = kWidth * std::min(widths_in_256k, widths_for_4_per_thread);
   parallel_for_chunks(N, chunk, [&](int64_t n0, int64_t n1, int) {
     for (int64_t m0 = 0; m0 < M; m0 += kRowGroup) {
       const int64_t rows = std::min(kRowGroup, M - m0);
