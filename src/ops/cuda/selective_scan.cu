@@ -13,13 +13,13 @@
 // into [n][position] tiles.
 //
 // Few sequences × channels leave SMs idle; the length is then split across blocks: a summary pass
-// gives each split's end state (from zero) and Σδ', a tiny pass chains the splits, and the output
-// pass reruns every split from its true incoming state.
+// gives each split's end state (from zero) and Σδ' (a weighted sum, no scan), a tiny pass chains
+// the splits, and the output pass reruns every split from its true incoming state.
 //
-// Backward: a forward pass in "states" mode stores the state at the start of each chunk (the only
-// state that touches device memory), then the backward kernel walks the chunks in reverse,
-// recomputes the chunk's states from that start state, and runs the reverse scan of
-// g_t = a_{t+1}·g_{t+1} + C_t·dy_t in the same (a, b)-pair form. dB and dC are summed over the
+// Backward: the summary and chain passes with every chunk a split give the state at the start of
+// each chunk (the only state that touches device memory), then the backward kernel walks the
+// chunks in reverse, recomputes the chunk's states from that start state, and runs the reverse
+// scan of g_t = a_{t+1}·g_{t+1} + C_t·dy_t in the same (a, b)-pair form. dB and dC are summed over the
 // block's channels in shared memory state by state (into the B and C tiles' rows, which that state
 // no longer needs), then added to device memory with 16-byte atomics once per chunk.
 #include <algorithm>
@@ -40,8 +40,6 @@ constexpr int kBackwardItems = 8;
 constexpr int kDefaultForwardVariant = 2;  // measured fastest on 3 of the 4 TARGETS.md shapes
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-
-enum class Mode { output, summary, states };
 
 struct ScanArgs {
   const void *u = nullptr, *delta = nullptr, *B = nullptr, *C = nullptr, *z = nullptr, *dout = nullptr;
@@ -251,17 +249,16 @@ __device__ __forceinline__ void scan_pairs_reverse(float& a, float& b, int lane)
 }
 
 template <int kItems>
-constexpr size_t forward_smem_bytes(int N, size_t elem, Mode mode) {
-  const size_t floats = 2 * kWarps * N + size_t(mode == Mode::output ? 2 : 1) * N * Tile<kItems>::float_row;
-  const size_t raws = size_t(mode == Mode::output ? 3 : 2) * kWarps * Tile<kItems>::raw_row;
-  return floats * 4 + raws * elem;
+constexpr size_t forward_smem_bytes(int N, size_t elem) {
+  const size_t floats = 2 * kWarps * N + 2 * size_t(N) * Tile<kItems>::float_row;
+  return floats * 4 + 3 * kWarps * Tile<kItems>::raw_row * elem;
 }
 
-// kFixedN > 0: the state size is a compile-time constant and the per-state loop is unrolled.
-template <typename T, int kItems, Mode kMode, int kFixedN = 0, int kMinBlocks = (kItems > 8 ? 2 : 3)>
+// The output pass over one split of the length (all of it when unsplit), from the split's incoming
+// state. kFixedN > 0: the state size is a compile-time constant and the per-state loop is unrolled.
+template <typename T, int kItems, int kFixedN = 0, int kMinBlocks = (kItems > 8 ? 2 : 3)>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(ScanArgs p) {
   using Tl = Tile<kItems>;
-  constexpr bool kOutput = kMode == Mode::output;
   const int N = kFixedN > 0 ? kFixedN : p.nstate, dim = p.dim, L = p.L;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int c0 = blockIdx.x * kWarps, b = blockIdx.y, split = blockIdx.z;
@@ -272,8 +269,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
   float* A2 = reinterpret_cast<float*>(smem_vec);  // A·log2(e), [kWarps][N]
   float* state = A2 + kWarps * N;                  // carried h, [kWarps][N]
   float* B_tile = state + kWarps * N;              // [N][float_row]
-  float* C_tile = B_tile + N * Tl::float_row;      // output mode only
-  T* delta_tile = reinterpret_cast<T*>(C_tile + (kOutput ? N * Tl::float_row : 0));
+  float* C_tile = B_tile + N * Tl::float_row;
+  T* delta_tile = reinterpret_cast<T*>(C_tile + N * Tl::float_row);
   T* u_tile = delta_tile + kWarps * Tl::raw_row;  // holds the output once a warp is done with u
   T* z_tile = u_tile + kWarps * Tl::raw_row;
 
@@ -284,7 +281,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
   for (int e = threadIdx.x; e < kWarps * N; e += kThreads) {
     const int ch = c0 + e / N, n = e % N;
     float h = 0.0f;
-    if (ch < dim && kMode != Mode::summary) {
+    if (ch < dim) {
       if (p.split_init)
         h = p.split_init[((int64_t(b) * p.splits + split) * dim + ch) * N + n];
       else if (p.initial_state)
@@ -301,23 +298,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
   const T* Cg = static_cast<const T*>(p.C) + seq * N;
   const float D_c = active && p.D ? p.D[c] : 0.0f;
   const float bias = active && p.delta_bias ? p.delta_bias[c] : 0.0f;
-  const int chunks = (L + Tl::len - 1) / Tl::len;
-  float delta_sum = 0.0f;
 
   for (int t0 = s_begin; t0 < s_end; t0 += Tl::len) {
-    __syncthreads();  // the previous chunk's tiles and states are consumed
-    if (kMode == Mode::states) {
-      float* dst = p.chunk_states + (int64_t(b) * chunks + t0 / Tl::len) * dim * N;
-      for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
-        if (c0 + e / N < dim) dst[int64_t(c0) * N + e] = state[e];
-    }
+    __syncthreads();  // the previous chunk's tiles are consumed
     load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim, p.vector_channels);
     load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim, p.vector_channels);
+    if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim, p.vector_channels);
     load_state_tile<T, kItems>(B_tile, Bg, t0, L, N, p.vector_states);
-    if (kOutput) {
-      if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim, p.vector_channels);
-      load_state_tile<T, kItems>(C_tile, Cg, t0, L, N, p.vector_states);
-    }
+    load_state_tile<T, kItems>(C_tile, Cg, t0, L, N, p.vector_states);
     __syncthreads();
 
     if (active) {
@@ -334,11 +322,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
         y[i] = D_c * uu[i];
         lane_delta += dl[i];
       }
-      delta_sum += lane_delta;
 #pragma unroll(kFixedN > 0 ? kFixedN : 1)
       for (int n = 0; n < N; ++n) {
         const float a2 = A2[warp * N + n];
-        float Bv[kItems], a[kItems], bv[kItems];
+        float Bv[kItems], Cv[kItems], a[kItems], bv[kItems];
         load_lane_items<kItems>(B_tile + n * Tl::float_row, lane, Bv);
 #pragma unroll
         for (int i = 0; i < kItems; ++i) {
@@ -350,49 +337,131 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
         for (int i = 1; i < kItems; ++i) pb = fmaf(a[i], pb, bv[i]);
         scan_pairs_forward(pa, pb, lane);
         const float h0 = state[warp * N + n];
-        if (kOutput) {
-          float ea = __shfl_up_sync(0xffffffffu, pa, 1), eb = __shfl_up_sync(0xffffffffu, pb, 1);
-          if (lane == 0) ea = 1.0f, eb = 0.0f;
-          float Cv[kItems];
-          load_lane_items<kItems>(C_tile + n * Tl::float_row, lane, Cv);
-          float h = fmaf(ea, h0, eb);
+        float ea = __shfl_up_sync(0xffffffffu, pa, 1), eb = __shfl_up_sync(0xffffffffu, pb, 1);
+        if (lane == 0) ea = 1.0f, eb = 0.0f;
+        load_lane_items<kItems>(C_tile + n * Tl::float_row, lane, Cv);
+        float h = fmaf(ea, h0, eb);
 #pragma unroll
-          for (int i = 0; i < kItems; ++i) {
-            h = fmaf(a[i], h, bv[i]);
-            y[i] = fmaf(Cv[i], h, y[i]);
-          }
+        for (int i = 0; i < kItems; ++i) {
+          h = fmaf(a[i], h, bv[i]);
+          y[i] = fmaf(Cv[i], h, y[i]);
         }
         __syncwarp();
         if (lane == 31) state[warp * N + n] = fmaf(pa, h0, pb);
       }
-      if (kOutput) {
-        float zz[kItems];
-        if (z) load_items<T, kItems>(z_tile + warp * Tl::raw_row + item0, zz);
+      float zz[kItems];
+      if (z) load_items<T, kItems>(z_tile + warp * Tl::raw_row + item0, zz);
 #pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          const float gate = z ? zz[i] * sigmoid(zz[i]) : 1.0f;
-          y[i] = t0 + item0 + i < valid_end ? y[i] * gate : 0.0f;
-        }
-        store_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, y);
+      for (int i = 0; i < kItems; ++i) {
+        const float gate = z ? zz[i] * sigmoid(zz[i]) : 1.0f;
+        y[i] = t0 + item0 + i < valid_end ? y[i] * gate : 0.0f;
       }
+      store_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, y);
     }
-    if (kOutput) {
-      __syncthreads();
-      store_channel_tile<T, kItems>(static_cast<T*>(p.out) + seq * dim, u_tile, t0, s_end, c0, dim, p.vector_channels);
+    __syncthreads();
+    store_channel_tile<T, kItems>(static_cast<T*>(p.out) + seq * dim, u_tile, t0, s_end, c0, dim, p.vector_channels);
+  }
+  // Unsplit passes write the last state; split ones leave it to chain_splits_kernel.
+  __syncthreads();
+  if (p.splits == 1)
+    for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
+      if (c0 + e / N < dim) p.last_state[(int64_t(b) * dim + c0) * N + e] = state[e];
+}
+
+// Summary of one split of the length: the state it leaves from a zero incoming state, and its Σδ'
+// (split_state, split_delta_sum). No scan is needed: with S the sum of δ' after position t within
+// the chunk, h_end = exp2(A2·S_chunk)·h_start + Σ_t exp2(A2·S)·δ'_t·u_t·B_t, every exponent ≤ 0.
+// So per element-state: one exp and two multiplies, then one warp sum per state and chunk; the
+// suffix sums S come from one scan of δ' per chunk, shared by all states.
+template <typename T>
+constexpr size_t summary_smem_bytes(int N, size_t elem) {
+  return (2 * kWarps * N + size_t(N) * Tile<kForwardItems>::float_row) * 4 +
+         2 * kWarps * Tile<kForwardItems>::raw_row * elem;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 4) scan_summary_kernel(ScanArgs p) {
+  constexpr int kItems = kForwardItems;
+  using Tl = Tile<kItems>;
+  const int N = p.nstate, dim = p.dim, L = p.L;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  // Splits along x: the backward's states pass runs one per chunk, more than a y or z extent allows.
+  const int c0 = blockIdx.z * kWarps, b = blockIdx.y, split = blockIdx.x;
+  const int c = c0 + warp;
+  const bool active = c < dim;
+
+  extern __shared__ float4 smem_vec[];
+  float* A2 = reinterpret_cast<float*>(smem_vec);  // A·log2(e), [kWarps][N]
+  float* state = A2 + kWarps * N;                  // end state from zero so far, [kWarps][N]
+  float* B_tile = state + kWarps * N;              // [N][float_row]
+  T* delta_tile = reinterpret_cast<T*>(B_tile + N * Tl::float_row);
+  T* u_tile = delta_tile + kWarps * Tl::raw_row;
+
+  const int len = p.lengths ? max(0, min(p.lengths[b], L)) : L;
+  const int s_begin = split * p.split_len, s_end = min(L, s_begin + p.split_len);
+  const int valid_end = min(len, s_end);
+  for (int e = threadIdx.x; e < kWarps * N; e += kThreads) {
+    const int ch = c0 + e / N, n = e % N;
+    A2[e] = ch < dim ? p.A[ch * N + n] * kLog2e : 0.0f;
+    state[e] = 0.0f;
+  }
+  const int64_t seq = int64_t(b) * L;
+  const T* u = static_cast<const T*>(p.u) + seq * dim;
+  const T* delta = static_cast<const T*>(p.delta) + seq * dim;
+  const T* Bg = static_cast<const T*>(p.B) + seq * N;
+  const float bias = active && p.delta_bias ? p.delta_bias[c] : 0.0f;
+  float delta_sum = 0.0f;
+
+  for (int t0 = s_begin; t0 < s_end; t0 += Tl::len) {
+    __syncthreads();
+    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim, p.vector_channels);
+    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim, p.vector_channels);
+    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N, p.vector_states);
+    __syncthreads();
+    if (!active) continue;
+    const int item0 = lane * kItems;
+    float dl[kItems], du[kItems], after[kItems];  // after: Σ δ' past the item, within the chunk
+    load_items<T, kItems>(delta_tile + warp * Tl::raw_row + item0, dl);
+    load_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, du);
+    float lane_delta = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const float x = dl[i] + bias;
+      dl[i] = t0 + item0 + i < valid_end ? (p.softplus ? softplus(x) : x) : 0.0f;
+      du[i] *= dl[i];
+      lane_delta += dl[i];
+    }
+    float through_lane = lane_delta;  // inclusive prefix over lanes
+#pragma unroll
+    for (int offset = 1; offset < 32; offset *= 2) {
+      const float prev = __shfl_up_sync(0xffffffffu, through_lane, offset);
+      through_lane += lane >= offset ? prev : 0.0f;
+    }
+    const float chunk_delta = __shfl_sync(0xffffffffu, through_lane, 31);
+    float rest = chunk_delta - through_lane;
+#pragma unroll
+    for (int i = kItems - 1; i >= 0; --i) {
+      after[i] = rest;
+      rest += dl[i];
+    }
+    delta_sum += chunk_delta;
+#pragma unroll 2
+    for (int n = 0; n < N; ++n) {
+      const float a2 = A2[warp * N + n];
+      float Bv[kItems];
+      load_lane_items<kItems>(B_tile + n * Tl::float_row, lane, Bv);
+      float q = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) q = fmaf(exp2f(a2 * after[i]), du[i] * Bv[i], q);
+      q = warp_sum(q);
+      if (lane == 0) state[warp * N + n] = fmaf(exp2f(a2 * chunk_delta), state[warp * N + n], q);
     }
   }
   __syncthreads();
-  if (kMode == Mode::summary) {
-    delta_sum = warp_sum(delta_sum);
-    if (active && lane == 0) p.split_delta_sum[(int64_t(b) * p.splits + split) * dim + c] = delta_sum;
-  }
-  // Unsplit output passes write the last state; split ones leave it to chain_splits_kernel.
-  float* final_dst = kMode == Mode::summary     ? p.split_state + (int64_t(b) * p.splits + split) * dim * N
-                     : kOutput && p.splits == 1 ? p.last_state + int64_t(b) * dim * N
-                                                : nullptr;
-  if (final_dst)
-    for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
-      if (c0 + e / N < dim) final_dst[int64_t(c0) * N + e] = state[e];
+  if (active && lane == 0) p.split_delta_sum[(int64_t(b) * p.splits + split) * dim + c] = delta_sum;
+  float* dst = p.split_state + (int64_t(b) * p.splits + split) * dim * N;
+  for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
+    if (c0 + e / N < dim) dst[int64_t(c0) * N + e] = state[e];
 }
 
 // Chains the splits: incoming state of split s = what split s−1 leaves from its own incoming state.
@@ -405,8 +474,9 @@ __global__ void chain_splits_kernel(ScanArgs p) {
   float h = p.initial_state ? p.initial_state[index] : 0.0f;
   for (int s = 0; s < p.splits; ++s) {
     const int64_t at = (int64_t(b) * p.splits + s) * dim + c;
+    const float from_zero = p.split_state[at * N + n];  // read first: split_init may be split_state
     p.split_init[at * N + n] = h;
-    h = fmaf(exp2f(a2 * p.split_delta_sum[at]), h, p.split_state[at * N + n]);
+    h = fmaf(exp2f(a2 * p.split_delta_sum[at]), h, from_zero);
   }
   if (p.last_state) p.last_state[index] = h;
 }
@@ -764,9 +834,9 @@ ScanArgs prepare(const ScanInputs& in, bool step) {
   return p;
 }
 
-// Splitting the length across blocks adds a summary pass (about 0.8 of an output pass) but fills
-// idle SMs. Cost model: waves of resident blocks × positions per block × (1 or 1.8); the smallest
-// split count of least cost wins. Each split covers whole chunks, at least four of them.
+// Splitting the length across blocks adds a summary pass (0.55 of an output pass under ncu) but
+// fills idle SMs. Cost model: waves of resident blocks × positions per block × (1 or 1.55); the
+// smallest split count of least cost wins. Each split covers whole chunks, at least four of them.
 struct SplitPlan {
   int splits = 1, split_len = 0;
 };
@@ -780,7 +850,7 @@ SplitPlan plan_splits(const ScanArgs& p, int chunk_len, int resident_blocks) {
   for (int64_t splits = 1; splits <= std::max<int64_t>(1, std::min<int64_t>(64, chunks / 4)); ++splits) {
     const int64_t per_split = (chunks + splits - 1) / splits;
     const int64_t waves = (blocks * splits + resident - 1) / resident;
-    const double cost = double(waves) * double(per_split) * (splits > 1 ? 1.8 : 1.0);
+    const double cost = double(waves) * double(per_split) * (splits > 1 ? 1.55 : 1.0);
     if (splits == 1 || cost < best_cost * 0.97) best_cost = cost, best_splits = splits;
   }
   const int64_t chunks_per_split = std::max<int64_t>(1, (chunks + best_splits - 1) / best_splits);
@@ -790,17 +860,18 @@ SplitPlan plan_splits(const ScanArgs& p, int chunk_len, int resident_blocks) {
   return plan;
 }
 
-// Blocks of the `kMode` kernel that fit on the GPU at once.
-template <typename T, int kItems, Mode kMode, int kFixedN = 0, int kMinBlocks = (kItems > 8 ? 2 : 3)>
+// Blocks of the output kernel that fit on the GPU at once.
+template <typename T, int kItems, int kFixedN, int kMinBlocks>
 int resident_blocks(int N) {
   int per_sm = 0;
-  const size_t bytes = forward_smem_bytes<kItems>(N, sizeof(T), kMode);
-  auto kernel = scan_forward_kernel<T, kItems, kMode, kFixedN, kMinBlocks>;
+  const size_t bytes = forward_smem_bytes<kItems>(N, sizeof(T));
+  auto kernel = scan_forward_kernel<T, kItems, kFixedN, kMinBlocks>;
   allow_shared_memory(kernel, bytes, N);
   check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, bytes), "occupancy query");
   return per_sm * multiprocessor_count();
 }
 
+// Σδ', end states from zero, incoming states: [batch, splits, D] and twice [batch, splits, D, N].
 size_t split_scratch_floats(const ScanArgs& p, const SplitPlan& plan) {
   return plan.splits > 1 ? size_t(p.batch) * plan.splits * p.dim * (1 + 2 * size_t(p.nstate)) : 0;
 }
@@ -820,72 +891,50 @@ float* scratch(size_t floats) {
   return buffer;
 }
 
-// Runs `kMode` over the whole length; a split length first gets its splits' incoming states
-// from the summary and chain kernels (scratch: split_scratch_floats of the plan).
-template <typename T, int kItems, Mode kMode, int kFixedN = 0, int kMinBlocks = (kItems > 8 ? 2 : 3)>
-void run_forward_pass(ScanArgs p, const SplitPlan& plan, float* split_scratch) {
-  const dim3 grid((p.dim + kWarps - 1) / kWarps, p.batch, plan.splits);
-  p.splits = plan.splits;
-  p.split_len = plan.split_len;
-  const size_t elem = sizeof(T);
-  if (p.splits > 1) {
-    const size_t rows = size_t(p.batch) * p.splits * p.dim;
-    p.split_delta_sum = split_scratch;
-    p.split_state = split_scratch + rows;
-    p.split_init = split_scratch + rows * (1 + p.nstate);
-    const size_t summary_bytes = forward_smem_bytes<kItems>(p.nstate, elem, Mode::summary);
-    auto summary = scan_forward_kernel<T, kItems, Mode::summary, kFixedN, kMinBlocks>;
-    allow_shared_memory(summary, summary_bytes, p.nstate);
-    summary<<<grid, kThreads, summary_bytes>>>(p);
-    check_launch("selective_scan summary kernel");
-    chain_splits_kernel<<<blocks_for(int64_t(p.batch) * p.dim * p.nstate, 256), 256>>>(p);
-    check_launch("selective_scan chain kernel");
-  }
-  const size_t bytes = forward_smem_bytes<kItems>(p.nstate, elem, kMode);
-  auto kernel = scan_forward_kernel<T, kItems, kMode, kFixedN, kMinBlocks>;
-  allow_shared_memory(kernel, bytes, p.nstate);
-  kernel<<<grid, kThreads, bytes>>>(p);
-  check_launch("selective_scan forward kernel");
+// The incoming state of every split (p.split_init, which may be p.split_state itself) from the
+// summary and chain kernels.
+template <typename T>
+void run_split_states(const ScanArgs& p) {
+  const size_t bytes = summary_smem_bytes<T>(p.nstate, sizeof(T));
+  allow_shared_memory(scan_summary_kernel<T>, bytes, p.nstate);
+  scan_summary_kernel<T><<<dim3(p.splits, p.batch, (p.dim + kWarps - 1) / kWarps), kThreads, bytes>>>(p);
+  check_launch("selective_scan summary kernel");
+  chain_splits_kernel<<<blocks_for(int64_t(p.batch) * p.dim * p.nstate, 256), 256>>>(p);
+  check_launch("selective_scan chain kernel");
 }
 
-// Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place). kFixedN: the
-// states pass's compile-time N (16 runs the unrolled kernel, as the forward's default variant).
-template <typename T, int kFixedN>
-void run_backward_passes(ScanArgs& p, bool dBC_in_place) {
-  constexpr int chunk_len = Tile<kBackwardItems>::len, kStatesMinBlocks = 3;
-  const SplitPlan plan =
-      plan_splits(p, chunk_len, resident_blocks<T, kBackwardItems, Mode::states, kFixedN, kStatesMinBlocks>(p.nstate));
+// Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place).
+template <typename T>
+void run_backward(ScanArgs& p, bool dBC_in_place) {
+  constexpr int chunk_len = Tile<kBackwardItems>::len;
   const size_t chunks = (p.L + chunk_len - 1) / chunk_len;
   // Scratch regions start at multiples of 4 floats (16-byte atomics into dB and dC).
   auto round4 = [](size_t n) { return (n + 3) / 4 * 4; };
   const size_t states = round4(size_t(p.batch) * chunks * p.dim * p.nstate);
-  const size_t split_floats = round4(split_scratch_floats(p, plan));
+  const size_t delta_sums = round4(size_t(p.batch) * chunks * p.dim);
   const size_t bc = dBC_in_place ? 0 : round4(size_t(p.batch) * p.L * p.nstate);
-  float* buffer = scratch(states + split_floats + 2 * bc);
+  float* buffer = scratch(states + delta_sums + 2 * bc);
   p.chunk_states = buffer;
   if (!dBC_in_place) {
-    p.dB = buffer + states + split_floats;
+    p.dB = buffer + states + delta_sums;
     p.dC = p.dB + bc;
   }
   p.vector_state_grads = p.nstate % 4 == 0 && aligned16(p.dB) && aligned16(p.dC);
   check_cuda(cudaMemsetAsync(p.dB, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
   check_cuda(cudaMemsetAsync(p.dC, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
-  run_forward_pass<T, kBackwardItems, Mode::states, kFixedN, kStatesMinBlocks>(p, plan, buffer + states);
-  ScanArgs unsplit = p;
-  unsplit.splits = 1;
+  // The states pass: every chunk is a split; its end state from zero is chained, in place, into
+  // the state before it.
+  ScanArgs states_pass = p;
+  states_pass.splits = int(chunks);
+  states_pass.split_len = chunk_len;
+  states_pass.split_state = states_pass.split_init = p.chunk_states;
+  states_pass.split_delta_sum = buffer + states;
+  run_split_states<T>(states_pass);
   const size_t bytes = backward_smem_bytes<kBackwardItems>(p.nstate, sizeof(T));
   auto kernel = scan_backward_kernel<T, kBackwardItems>;
   allow_shared_memory(kernel, bytes, p.nstate);
-  kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(unsplit);
+  kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(p);
   check_launch("selective_scan backward kernel");
-}
-
-template <typename T>
-void run_backward(ScanArgs& p, bool dBC_in_place) {
-  if (p.nstate == 16)
-    run_backward_passes<T, 16>(p, dBC_in_place);
-  else
-    run_backward_passes<T, 0>(p, dBC_in_place);
 }
 
 __global__ void narrow_pairs_kernel(const float* a, const float* b, __nv_bfloat16* a_out, __nv_bfloat16* b_out,
@@ -910,11 +959,25 @@ void set_vector_flags(ScanArgs& p, size_t elem) {
 // 2 (default): N = 16 unrolled, 3: N = 16 unrolled with 2 blocks/SM (more registers).
 int forward_variant = kDefaultForwardVariant;
 
+// The output pass over the whole length; a split length first gets its splits' incoming states.
 template <typename T, int kItems, int kFixedN, int kMinBlocks>
-void run_output_pass(const ScanArgs& p) {
-  const int resident = resident_blocks<T, kItems, Mode::output, kFixedN, kMinBlocks>(p.nstate);
-  const SplitPlan plan = plan_splits(p, Tile<kItems>::len, resident);
-  run_forward_pass<T, kItems, Mode::output, kFixedN, kMinBlocks>(p, plan, scratch(split_scratch_floats(p, plan)));
+void run_output_pass(ScanArgs p) {
+  const SplitPlan plan = plan_splits(p, Tile<kItems>::len, resident_blocks<T, kItems, kFixedN, kMinBlocks>(p.nstate));
+  p.splits = plan.splits;
+  p.split_len = plan.split_len;
+  if (p.splits > 1) {
+    float* split_scratch = scratch(split_scratch_floats(p, plan));
+    const size_t rows = size_t(p.batch) * p.splits * p.dim;
+    p.split_delta_sum = split_scratch;
+    p.split_state = split_scratch + rows;
+    p.split_init = split_scratch + rows * (1 + p.nstate);
+    run_split_states<T>(p);
+  }
+  const size_t bytes = forward_smem_bytes<kItems>(p.nstate, sizeof(T));
+  auto kernel = scan_forward_kernel<T, kItems, kFixedN, kMinBlocks>;
+  allow_shared_memory(kernel, bytes, p.nstate);
+  kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch, p.splits), kThreads, bytes>>>(p);
+  check_launch("selective_scan forward kernel");
 }
 
 template <typename T>
