@@ -529,6 +529,7 @@ __device__ void add_state_tile(float* dst, const float* tile, int t0, int t_end,
 template <typename T, int kItems>
 __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) {
   using Tl = Tile<kItems>;
+  constexpr int kQuadsPerRow = Tl::len / 4;
   const int N = p.nstate, dim = p.dim, L = p.L;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int c0 = blockIdx.x * kWarps, b = blockIdx.y;
@@ -670,16 +671,21 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
       }
       // Every warp is past its reads of row n of the B and C tiles and has written its partials:
       // the channel sums replace row n. The other parity's buffers take state n + 1 meanwhile.
+      // Each thread of one half of the block (whole warps, the halves taking turns by parity) sums
+      // 4 consecutive slots over the warps with 16-byte reads; the other half goes on.
       __syncthreads();
-      for (int e = threadIdx.x; e < Tl::len; e += kThreads) {
-        const int which = e / (Tl::len / 2), s = 2 * (e % (Tl::len / 2));
+      static_assert(2 * kQuadsPerRow * 2 == kThreads, "half the block covers the B and C rows in quads");
+      if (threadIdx.x / (2 * kQuadsPerRow) == parity) {
+        const int q = threadIdx.x % (2 * kQuadsPerRow), which = q / kQuadsPerRow, s = 4 * (q % kQuadsPerRow);
         const float* src = (which ? part_C : part_B) + s;
-        float2 sum = make_float2(0.0f, 0.0f);
-        for (int w = 0; w < active_warps; ++w) {  // warps past the last channel write no partials
-          const float2 v = *reinterpret_cast<const float2*>(src + w * Tl::len);
-          sum.x += v.x, sum.y += v.y;
+        float4 sum = *reinterpret_cast<const float4*>(src);  // warp 0 always holds a channel
+#pragma unroll
+        for (int w = 1; w < kWarps; ++w) {
+          if (w >= active_warps) break;  // warps past the last channel write no partials
+          const float4 v = *reinterpret_cast<const float4*>(src + w * Tl::len);
+          sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
         }
-        *reinterpret_cast<float2*>((which ? C_tile : B_tile) + n * Tl::float_row + s) = sum;
+        *reinterpret_cast<float4*>((which ? C_tile : B_tile) + n * Tl::float_row + s) = sum;
       }
     }
     if (active) {
