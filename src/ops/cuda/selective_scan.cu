@@ -188,7 +188,7 @@ __device__ void store_channel_tile(T* dst, const T* tile, int t0, int t_end, int
 // to avoid a division by the run-time N per element; `vector_rows` (N a multiple of the 16-byte
 // vector, aligned rows) moves 16-byte vectors.
 template <typename T, int kItems>
-__device__ void load_state_tile(float* tile, const T* src, int t0, int L, int N, bool vector_rows) {
+__device__ __forceinline__ void load_state_tile(float* tile, const T* src, int t0, int L, int N, bool vector_rows) {
   using Tl = Tile<kItems>;
   constexpr int kVec = 16 / sizeof(T);
   if (vector_rows) {
@@ -379,11 +379,12 @@ constexpr size_t summary_smem_bytes(int N, size_t elem) {
          2 * kWarps * Tile<kForwardItems>::raw_row * elem;
 }
 
-template <typename T>
+// kFixedN > 0: N is a compile-time constant (index arithmetic folds; two states overlap).
+template <typename T, int kFixedN>
 __global__ void __launch_bounds__(kThreads, 4) scan_summary_kernel(ScanArgs p) {
   constexpr int kItems = kForwardItems;
   using Tl = Tile<kItems>;
-  const int N = p.nstate, dim = p.dim, L = p.L;
+  const int N = kFixedN > 0 ? kFixedN : p.nstate, dim = p.dim, L = p.L;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   // Splits along x: the backward's states pass runs one per chunk, more than a y or z extent allows.
   const int c0 = blockIdx.z * kWarps, b = blockIdx.y, split = blockIdx.x;
@@ -494,7 +495,8 @@ constexpr size_t backward_smem_bytes(int N, size_t elem) {
 // dst[t0 + tt][n] += tile[n][slot(tt)] for t0 + tt < t_end: float32 atomics into [.., N] rows,
 // 16 bytes at a time with `vector_rows` (N a multiple of 4, 16-byte aligned dst).
 template <int kItems>
-__device__ void add_state_tile(float* dst, const float* tile, int t0, int t_end, int N, bool vector_rows) {
+__device__ __forceinline__ void add_state_tile(float* dst, const float* tile, int t0, int t_end, int N,
+                                               bool vector_rows) {
   using Tl = Tile<kItems>;
   if (vector_rows) {
     const int per_row = N / 4;
@@ -526,11 +528,13 @@ __device__ void add_state_tile(float* dst, const float* tile, int t0, int t_end,
 }
 
 // Two blocks per SM (128 registers a thread): the shared memory above fits twice.
-template <typename T, int kItems>
+// kFixedN > 0: N is a compile-time constant, so the index arithmetic folds (the state loop stays
+// rolled: two states at once would not fit in 128 registers).
+template <typename T, int kItems, int kFixedN>
 __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) {
   using Tl = Tile<kItems>;
   constexpr int kQuadsPerRow = Tl::len / 4;
-  const int N = p.nstate, dim = p.dim, L = p.L;
+  const int N = kFixedN > 0 ? kFixedN : p.nstate, dim = p.dim, L = p.L;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int c0 = blockIdx.x * kWarps, b = blockIdx.y;
   const int c = c0 + warp;
@@ -902,8 +906,9 @@ float* scratch(size_t floats) {
 template <typename T>
 void run_split_states(const ScanArgs& p) {
   const size_t bytes = summary_smem_bytes<T>(p.nstate, sizeof(T));
-  allow_shared_memory(scan_summary_kernel<T>, bytes, p.nstate);
-  scan_summary_kernel<T><<<dim3(p.splits, p.batch, (p.dim + kWarps - 1) / kWarps), kThreads, bytes>>>(p);
+  auto kernel = p.nstate == 16 ? scan_summary_kernel<T, 16> : scan_summary_kernel<T, 0>;
+  allow_shared_memory(kernel, bytes, p.nstate);
+  kernel<<<dim3(p.splits, p.batch, (p.dim + kWarps - 1) / kWarps), kThreads, bytes>>>(p);
   check_launch("selective_scan summary kernel");
   chain_splits_kernel<<<blocks_for(int64_t(p.batch) * p.dim * p.nstate, 256), 256>>>(p);
   check_launch("selective_scan chain kernel");
@@ -937,7 +942,8 @@ void run_backward(ScanArgs& p, bool dBC_in_place) {
   states_pass.split_delta_sum = buffer + states;
   run_split_states<T>(states_pass);
   const size_t bytes = backward_smem_bytes<kBackwardItems>(p.nstate, sizeof(T));
-  auto kernel = scan_backward_kernel<T, kBackwardItems>;
+  auto kernel =
+      p.nstate == 16 ? scan_backward_kernel<T, kBackwardItems, 16> : scan_backward_kernel<T, kBackwardItems, 0>;
   allow_shared_memory(kernel, bytes, p.nstate);
   kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(p);
   check_launch("selective_scan backward kernel");
