@@ -158,6 +158,10 @@ TEST(CudaSelectiveScan, AllFeaturesSmall) {
   check_scan({2, 600, 13, 16}, {}, DType::f32, true, 5);
   check_scan({2, 600, 13, 16}, {}, DType::bf16, true, 6);
   check_scan({1, 4100, 5, 16}, {}, DType::f32, true, 16);  // few blocks: the length is split
+  // bf16 with D a multiple of 8: the kernels' register prefetch of the next chunk (also across a
+  // split's end)
+  check_scan({2, 600, 16, 16}, {}, DType::bf16, true, 17);
+  check_scan({1, 4100, 16, 16}, {}, DType::bf16, true, 18);
 }
 
 #ifdef MAMBACPP_CUDA  // the tuning knob exists only in CUDA builds
@@ -188,6 +192,9 @@ TEST(CudaSelectiveScan, WideUnsplitGrid) {
   SKIP_WITHOUT_GPU();
   check_scan({4, 600, 1000, 16}, {}, DType::f32, true, 9);
   check_scan({4, 600, 1000, 16}, {}, DType::bf16, true, 10);
+  // Over 4 blocks per SM (132 SMs): the default forward runs 3 blocks per SM.
+  check_scan({8, 300, 544, 16}, {}, DType::f32, true, 19);
+  check_scan({8, 300, 544, 16}, {}, DType::bf16, true, 20);
 }
 
 TEST(CudaSelectiveScan, LongSequence70000) {

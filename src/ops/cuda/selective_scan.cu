@@ -134,26 +134,59 @@ __device__ __forceinline__ void store_items(T* dst, const float (&src)[K]) {
   for (int v = 0; v < kBytes / kVec; ++v) reinterpret_cast<V*>(dst)[v] = reinterpret_cast<const V*>(vals)[v];
 }
 
+// One thread's share of a chunk of token-major rows (kRowElems elements of a row: the block's
+// channels, or the N states), moved as 16-byte vectors and held in registers between `fetch`
+// (device memory) and `put_*` (shared-memory tiles). The forward kernel fetches the next chunk
+// while the current one's output is written, so the reads' latency is hidden (in the backward the
+// same cost 2–4%: v10 in docs/perf/cuda_scan.md).
+template <typename T, int kItems, int kRowElems>
+struct RowVectors {
+  using Tl = Tile<kItems>;
+  static constexpr int kVec = 16 / sizeof(T), kPerRow = kRowElems / kVec, kCount = Tl::len * kPerRow / kThreads;
+  static_assert(kRowElems % kVec == 0 && Tl::len * kPerRow % kThreads == 0, "whole vectors, equal shares");
+  uint4 v[kCount];
+
+  // Vector k: position tt = e / kPerRow, elements from kVec·(e % kPerRow), with e = thread + k·kThreads.
+  // Rows t0 + tt ≥ L and elements col0 + … ≥ cols read as zeros.
+  __device__ __forceinline__ void fetch(const T* src, int64_t stride, int t0, int L, int col0, int cols) {
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) {
+      const int e = threadIdx.x + k * kThreads, t = t0 + e / kPerRow, col = col0 + e % kPerRow * kVec;
+      v[k] = t < L && col < cols ? *reinterpret_cast<const uint4*>(src + t * stride + col) : make_uint4(0, 0, 0, 0);
+    }
+  }
+  // tile[element][tt]: a [channel][position] storage tile.
+  __device__ __forceinline__ void put_channels(T* tile) const {
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) {
+      const int e = threadIdx.x + k * kThreads, tt = e / kPerRow, j0 = e % kPerRow * kVec;
+      const T* vals = reinterpret_cast<const T*>(&v[k]);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) tile[(j0 + j) * Tl::raw_row + tt] = vals[j];
+    }
+  }
+  // tile[element][slot(tt)] in float32: a [state][position] tile, interleaved (Tile::slot).
+  __device__ __forceinline__ void put_states(float* tile) const {
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) {
+      const int e = threadIdx.x + k * kThreads, tt = e / kPerRow, j0 = e % kPerRow * kVec;
+      const T* vals = reinterpret_cast<const T*>(&v[k]);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) tile[(j0 + j) * Tl::float_row + Tl::slot(tt)] = to_float(vals[j]);
+    }
+  }
+};
+
 // tile[cc][tt] = src[t0 + tt][c0 + cc] for the block's channels; zeros outside [0, L) × [0, dim).
 // With `vector_rows` (dim a multiple of the 16-byte vector, 16-byte aligned rows) each thread
 // moves whole 16-byte vectors of consecutive channels.
 template <typename T, int kItems>
 __device__ void load_channel_tile(T* tile, const T* src, int t0, int L, int c0, int dim, bool vector_rows) {
   using Tl = Tile<kItems>;
-  constexpr int kVec = 16 / sizeof(T), kVecPerRow = kWarps / kVec;
   if (vector_rows) {
-    for (int e = threadIdx.x; e < Tl::len * kVecPerRow; e += kThreads) {
-      const int tt = e / kVecPerRow, v = e % kVecPerRow, t = t0 + tt, c = c0 + v * kVec;
-      alignas(16) T vals[kVec];
-      if (t < L && c < dim) {
-        *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(src + int64_t(t) * dim + c);
-      } else {
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) vals[j] = from_float<T>(0.0f);
-      }
-#pragma unroll
-      for (int j = 0; j < kVec; ++j) tile[(v * kVec + j) * Tl::raw_row + tt] = vals[j];
-    }
+    RowVectors<T, kItems, kWarps> rows;
+    rows.fetch(src, dim, t0, L, c0, dim);
+    rows.put_channels(tile);
     return;
   }
   for (int e = threadIdx.x; e < Tl::len * kWarps; e += kThreads) {
@@ -256,8 +289,11 @@ constexpr size_t forward_smem_bytes(int N, size_t elem) {
 
 // The output pass over one split of the length (all of it when unsplit), from the split's incoming
 // state. kFixedN > 0: the state size is a compile-time constant and the per-state loop is unrolled.
-template <typename T, int kItems, int kFixedN = 0, int kMinBlocks = (kItems > 8 ? 2 : 3)>
+// kPrefetch (N compile-time, vector rows): the next chunk's inputs are read into registers while
+// this chunk's output is written (RowVectors).
+template <typename T, int kItems, int kFixedN = 0, int kMinBlocks = (kItems > 8 ? 2 : 3), bool kPrefetch = false>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(ScanArgs p) {
+  static_assert(!kPrefetch || kFixedN > 0, "prefetch shares need a compile-time N");
   using Tl = Tile<kItems>;
   const int N = kFixedN > 0 ? kFixedN : p.nstate, dim = p.dim, L = p.L;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -298,14 +334,34 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
   const T* Cg = static_cast<const T*>(p.C) + seq * N;
   const float D_c = active && p.D ? p.D[c] : 0.0f;
   const float bias = active && p.delta_bias ? p.delta_bias[c] : 0.0f;
+  // Fetches happen unconditionally (past the split they read the next split's first chunk, past L
+  // nothing), so the registers are provably dead during the state loop.
+  RowVectors<T, kItems, kWarps> next_delta, next_u, next_z;
+  RowVectors<T, kItems, (kFixedN > 0 ? kFixedN : 16)> next_B, next_C;
+  auto fetch = [&](int t_next) {
+    next_delta.fetch(delta, dim, t_next, L, c0, dim);
+    next_u.fetch(u, dim, t_next, L, c0, dim);
+    if (z) next_z.fetch(z, dim, t_next, L, c0, dim);
+    next_B.fetch(Bg, N, t_next, L, 0, N);
+    next_C.fetch(Cg, N, t_next, L, 0, N);
+  };
+  if constexpr (kPrefetch) fetch(s_begin);
 
   for (int t0 = s_begin; t0 < s_end; t0 += Tl::len) {
     __syncthreads();  // the previous chunk's tiles are consumed
-    load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim, p.vector_channels);
-    load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim, p.vector_channels);
-    if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim, p.vector_channels);
-    load_state_tile<T, kItems>(B_tile, Bg, t0, L, N, p.vector_states);
-    load_state_tile<T, kItems>(C_tile, Cg, t0, L, N, p.vector_states);
+    if constexpr (kPrefetch) {
+      next_delta.put_channels(delta_tile);
+      next_u.put_channels(u_tile);
+      if (z) next_z.put_channels(z_tile);
+      next_B.put_states(B_tile);
+      next_C.put_states(C_tile);
+    } else {
+      load_channel_tile<T, kItems>(delta_tile, delta, t0, L, c0, dim, p.vector_channels);
+      load_channel_tile<T, kItems>(u_tile, u, t0, L, c0, dim, p.vector_channels);
+      if (z) load_channel_tile<T, kItems>(z_tile, z, t0, L, c0, dim, p.vector_channels);
+      load_state_tile<T, kItems>(B_tile, Bg, t0, L, N, p.vector_states);
+      load_state_tile<T, kItems>(C_tile, Cg, t0, L, N, p.vector_states);
+    }
     __syncthreads();
 
     if (active) {
@@ -359,6 +415,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
       store_items<T, kItems>(u_tile + warp * Tl::raw_row + item0, y);
     }
     __syncthreads();
+    if constexpr (kPrefetch) fetch(t0 + Tl::len);
     store_channel_tile<T, kItems>(static_cast<T*>(p.out) + seq * dim, u_tile, t0, s_end, c0, dim, p.vector_channels);
   }
   // Unsplit passes write the last state; split ones leave it to chain_splits_kernel.
@@ -968,7 +1025,7 @@ void set_vector_flags(ScanArgs& p, size_t elem) {
 }
 
 // Forward kernel variant (tuning knob, see scan_launch.h): 0: run-time N, 1: 16 positions per lane,
-// 2 (default): N = 16 unrolled, 3: N = 16 unrolled with 2 blocks/SM (more registers).
+// 2 (default): N = 16 unrolled, 3 or 2 blocks/SM by grid size, 3: N = 16 unrolled, 2 blocks/SM.
 int forward_variant = kDefaultForwardVariant;
 
 // The output pass over the whole length; a split length first gets its splits' incoming states.
@@ -986,7 +1043,11 @@ void run_output_pass(ScanArgs p) {
     run_split_states<T>(p);
   }
   const size_t bytes = forward_smem_bytes<kItems>(p.nstate, sizeof(T));
-  auto kernel = scan_forward_kernel<T, kItems, kFixedN, kMinBlocks>;
+  // Prefetching for bf16 only: float32 shares take twice the registers and spill.
+  constexpr bool kPrefetch = kFixedN > 0 && sizeof(T) == 2;
+  auto kernel = kPrefetch && p.vector_channels && p.vector_states
+                    ? scan_forward_kernel<T, kItems, kFixedN, kMinBlocks, kPrefetch>
+                    : scan_forward_kernel<T, kItems, kFixedN, kMinBlocks, false>;
   allow_shared_memory(kernel, bytes, p.nstate);
   kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch, p.splits), kThreads, bytes>>>(p);
   check_launch("selective_scan forward kernel");
@@ -996,7 +1057,14 @@ template <typename T>
 void run_output_variant(const ScanArgs& p) {
   const bool n16 = p.nstate == 16;
   if (forward_variant == 1) return run_output_pass<T, 16, 0, 2>(p);
-  if (forward_variant == 2 && n16) return run_output_pass<T, kForwardItems, 16, 3>(p);
+  if (forward_variant == 2 && n16) {
+    // Fewer blocks than 4 per SM: fewer, longer-lived blocks run faster with the registers of 2
+    // blocks per SM (and such grids stay unsplit there): v10, shapes (1, 4096, 8192) and
+    // (1, 1536, 65536) 1% and 11% faster, (4, 4096, 2048) and (8, 1536, 2048) 9% slower.
+    const int64_t blocks = int64_t(p.batch) * ((p.dim + kWarps - 1) / kWarps);
+    if (blocks < 4 * int64_t(multiprocessor_count())) return run_output_pass<T, kForwardItems, 16, 2>(p);
+    return run_output_pass<T, kForwardItems, 16, 3>(p);
+  }
   if (forward_variant == 3 && n16) return run_output_pass<T, kForwardItems, 16, 2>(p);
   run_output_pass<T, kForwardItems, 0, 3>(p);
 }
