@@ -119,8 +119,8 @@ if [[ " $PARTS " == *" long "* ]]; then
   report=$(cat <<END
 $(stamp) One prompt of $LONG random tokens through the 130m shape (f32), prefilled in chunks of
 2048 with only the last position's logits, then 16 decode steps: prefill $(awk -v t="$(field "$j" prefill_tok_s)" -v n="$LONG" 'BEGIN { printf "%.0f s (%.0f tok/s)", n / t, t }'),
-decode $(field "$j" decode_tok_s) tok/s afterwards, state $(field "$j" state_mib) MiB per sequence, peak RSS
-$(field "$j" peak_rss_mib) MiB.
+decode $(printf '%.1f' "$(field "$j" decode_tok_s)") tok/s afterwards, state $(printf '%.2f' "$(field "$j" state_mib)") MiB per sequence, peak
+RSS $(printf '%.0f' "$(field "$j" peak_rss_mib)") MiB.
 END
   )
   echo "$report" | bash scripts/replace_doc_section.sh bench_cpu_long "$DOC"
