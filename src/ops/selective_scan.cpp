@@ -52,6 +52,7 @@ void check_common(const ScanInputs& in, int u_rank, const char* u_layout) {
 
 void check_scan_inputs(const ScanInputs& in) {
   check_common(in, 3, "[batch, L, D]");
+  MAMBA_CHECK(!in.delta_proj.defined(), "selective scan: delta_proj is for the decode step only");
   const Shape& shape = in.u.shape();
   int64_t batch = shape[0], length = shape[1], n_states = in.A.size(1);
   DType t = in.u.dtype();
@@ -86,7 +87,19 @@ void check_step_inputs(const ScanInputs& step, const Tensor& state) {
   int64_t batch = shape[0], n_states = step.A.size(1);
   DType t = step.u.dtype();
   Device device = step.u.device();
-  check_activation(step.delta, shape, t, device, "selective state update: delta");
+  if (step.delta_proj.defined()) {
+    MAMBA_CHECK(step.delta.defined() && step.delta.ndim() == 2 && step.delta.size(1) >= 1,
+                "selective state update: with delta_proj, delta must have shape [batch, R], got ",
+                step.delta.defined() ? shape_string(step.delta.shape()) : std::string("nothing"));
+    check_activation(step.delta, {batch, step.delta.size(1)}, t, device, "selective state update: delta");
+    check_shape(step.delta_proj, {shape[1], step.delta.size(1)}, "selective state update: delta_proj");
+    check_same_device(step.delta_proj, device, "selective state update: delta_proj");
+    const DType w = step.delta_proj.dtype();
+    MAMBA_CHECK(w == DType::f32 || w == DType::bf16 || w == DType::f16 || w == DType::f64,
+                "selective state update: delta_proj must be f32, bf16, f16 or f64, got ", dtype_name(w));
+  } else {
+    check_activation(step.delta, shape, t, device, "selective state update: delta");
+  }
   check_activation(step.B, {batch, n_states}, t, device, "selective state update: B");
   check_activation(step.C, {batch, n_states}, t, device, "selective state update: C");
   if (step.z.defined()) check_activation(step.z, shape, t, device, "selective state update: z");

@@ -34,6 +34,11 @@ struct ScanInputs {
   bool delta_softplus = false;
   Tensor initial_state;  // [batch, D, N] f32, optional
   Tensor lengths;        // [batch] i32, optional
+  // Decode step only, optional: the delta projection W_δ [D, R], a weight (f32, bf16 or f16 with
+  // either dtype of u; f64 for the reference). When given, `delta` is the low-rank input [batch, R]
+  // and the step forms δ[d] = Σᵣ delta[r] · W_δ[d, r] itself, accumulating in f32 (Mamba-1's
+  // dt_proj folded into the update: one kernel fewer per layer and decode step).
+  Tensor delta_proj;
 };
 
 struct ScanOutputs {
@@ -59,8 +64,9 @@ void check_step_inputs(const ScanInputs& step, const Tensor& state);
 ScanOutputs selective_scan_forward(const ScanInputs& in);
 ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state = {});
 
-// One decode step for a batch of sequences: u, delta, z: [batch, D]; B, C: [batch, N];
-// state [batch, D, N] f32 is advanced in place; returns out [batch, D] (dtype of u).
+// One decode step for a batch of sequences: u, delta, z: [batch, D] (delta [batch, R] with
+// delta_proj); B, C: [batch, N]; state [batch, D, N] f32 is advanced in place; returns out
+// [batch, D] (dtype of u).
 // `in.lengths` and `in.initial_state` are ignored.
 Tensor selective_state_update(const ScanInputs& step, Tensor& state);
 

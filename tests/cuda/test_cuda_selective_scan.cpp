@@ -229,6 +229,41 @@ TEST(CudaSelectiveScan, StepMatchesReference) {
   }
 }
 
+// dt_proj folded into the step (delta [batch, R], delta_proj [D, R]) for every weight dtype,
+// against the float64 reference on the same values. R = 20 takes the scalar weight loads, R = 48
+// the 16-byte ones (8 bf16 or 4 f32 per load); D = 37 leaves a partial block.
+TEST(CudaSelectiveScan, StepWithDeltaProjMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  const int batch = 3, dim = 37, n_states = 16;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    for (DType weight_dtype : {DType::f32, DType::bf16, DType::f16}) {
+      for (int rank : {20, 48}) {
+        SCOPED_TRACE(std::string(dtype_name(dtype)) + " weight " + dtype_name(weight_dtype) + " R " +
+                     std::to_string(rank));
+        Features f;
+        f.lengths = false;
+        f.dlast = false;
+        const Problem p = make_problem({batch, 1, dim, n_states}, f, dtype, 16);
+        ops::ScanInputs in = gpu_inputs(p, dtype);
+        for (Tensor* t : {&in.u, &in.z}) *t = t->view({batch, dim});
+        for (Tensor* t : {&in.B, &in.C}) *t = t->view({batch, n_states});
+        Rng rng(17);
+        in.delta = on_gpu(random_vector(rng, int64_t(batch) * rank, -1, 1), {batch, rank}, dtype);
+        in.delta_proj = on_gpu(random_vector(rng, int64_t(dim) * rank, -0.3, 0.3), {dim, rank}, weight_dtype);
+        ops::ScanInputs host = in;
+        for (Tensor* t : {&host.u, &host.delta, &host.A, &host.B, &host.C, &host.D, &host.z, &host.delta_bias,
+                          &host.delta_proj, &host.initial_state})
+          *t = t->to(Device::cpu);
+        Tensor state = in.initial_state.clone(), ref_state = host.initial_state.to(DType::f64);
+        const Tensor out = ops::selective_state_update(in, state);
+        const Tensor ref_out = ops::ref::selective_state_update(host, ref_state);
+        EXPECT_LT(relative_error(out.to(Device::cpu), ref_out), tolerance(dtype));
+        EXPECT_LT(relative_error(state.to(Device::cpu), ref_state), 1e-5);
+      }
+    }
+  }
+}
+
 TEST(CudaSelectiveScan, RejectsHostTensors) {
   SKIP_WITHOUT_GPU();
   const Problem p = make_problem({1, 4, 3, 2}, {}, DType::f32, 15);

@@ -307,6 +307,63 @@ TEST(SelectiveScanCpu, ChunkedForwardAndStepLoopMatchOnePass) {
   EXPECT_LT(relative_error(state, whole.last_state), 1e-6);
 }
 
+// dt_proj folded into the step: `delta` is the low-rank input [batch, R] and delta_proj the weight
+// [D, R], in every weight storage dtype. D = 37 leaves a partial block of 16 channels, R = 20 a
+// partial group of 16 ranks.
+TEST(SelectiveScanCpu, StepWithDeltaProjMatchesReference) {
+  const Config c{3, 1, 37, 16, true, true, true, true, true, false};
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    for (DType weight_dtype : {DType::f32, DType::bf16, DType::f16}) {
+      for (int64_t rank : {20, 48}) {
+        SCOPED_TRACE(detail::concat(dtype_name(dtype), " weight ", dtype_name(weight_dtype), " R ", rank));
+        const ScanInputs in = random_inputs(c, dtype, 41);
+        Rng rng(43);
+        ScanInputs step = in;
+        step.u = position(in.u, 0);
+        step.B = position(in.B, 0);
+        step.C = position(in.C, 0);
+        step.z = position(in.z, 0);
+        step.delta = normal_tensor(rng, {c.batch, rank}, dtype, 1.0);
+        step.delta_proj = normal_tensor(rng, {c.dim, rank}, weight_dtype, 1.0 / std::sqrt(double(rank)));
+        Tensor state = in.initial_state.clone(), ref_state = in.initial_state.to(DType::f64);
+        const Tensor out = selective_state_update(step, state);
+        const Tensor ref_out = ref::selective_state_update(step, ref_state);
+        EXPECT_LT(relative_error(out, ref_out), dtype == DType::f32 ? 1e-5 : 1e-2);
+        EXPECT_LT(relative_error(state, ref_state), 1e-5);
+      }
+    }
+  }
+}
+
+// The reference's folded projection is the same as a step on δ = delta · delta_projᵀ formed here.
+TEST(SelectiveScanRef, StepWithDeltaProjIsAStepOnTheProjectedDelta) {
+  const Config c{2, 1, 9, 4, true, true, true, true, true, false};
+  const int64_t rank = 5;
+  const ScanInputs in = random_inputs(c, DType::f64, 47, DType::f64);
+  Rng rng(53);
+  ScanInputs folded = in;
+  folded.u = position(in.u, 0);
+  folded.B = position(in.B, 0);
+  folded.C = position(in.C, 0);
+  folded.z = position(in.z, 0);
+  folded.delta = normal_tensor(rng, {c.batch, rank}, DType::f64, 1.0);
+  folded.delta_proj = normal_tensor(rng, {c.dim, rank}, DType::f64, 0.5);
+  const std::vector<double> low = folded.delta.to_double_vector(), weight = folded.delta_proj.to_double_vector();
+  std::vector<double> delta(size_t(c.batch * c.dim), 0.0);
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t d = 0; d < c.dim; ++d)
+      for (int64_t r = 0; r < rank; ++r)
+        delta[size_t(b * c.dim + d)] += low[size_t(b * rank + r)] * weight[size_t(d * rank + r)];
+  ScanInputs explicit_delta = folded;
+  explicit_delta.delta_proj = Tensor();
+  explicit_delta.delta = Tensor::from_vector(delta, {c.batch, c.dim}, DType::f64);
+  Tensor folded_state = in.initial_state.clone(), explicit_state = in.initial_state.clone();
+  const Tensor folded_out = ref::selective_state_update(folded, folded_state);
+  const Tensor explicit_out = ref::selective_state_update(explicit_delta, explicit_state);
+  EXPECT_LT(relative_error(folded_out, explicit_out), 1e-14);
+  EXPECT_LT(relative_error(folded_state, explicit_state), 1e-14);
+}
+
 TEST(SelectiveScanCpu, StepMatchesReferenceStep) {
   for (DType dtype : {DType::f32, DType::bf16}) {
     for (int64_t n_states : {16, 5, 40}) {
@@ -412,6 +469,13 @@ TEST(SelectiveScanChecks, BadInputsNameTheTensor) {
   step.z = position(good.z, 0);
   Tensor wrong_state = Tensor::zeros({2, 7, 3}, DType::f32);
   expect_error_mentions([&] { selective_state_update(step, wrong_state); }, "state");
+  Tensor state = Tensor::zeros({2, 7, 3}, DType::f32);
+  step.delta = Tensor::zeros({2, 4}, DType::f32);
+  step.delta_proj = Tensor::zeros({7, 5}, DType::f32);
+  expect_error_mentions([&] { selective_state_update(step, state); }, "delta_proj");
+  in = good;
+  in.delta_proj = Tensor::zeros({7, 4}, DType::f32);
+  expect_error_mentions([&] { selective_scan_forward(in); }, "delta_proj");
 }
 
 TEST(SelectiveScanChecks, CudaTensorWithoutCudaBuildIsAClearError) {

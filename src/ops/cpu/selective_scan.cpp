@@ -18,6 +18,7 @@
 
 #include "core/threads.h"
 #include "ops/cpu/scan_simd.h"
+#include "ops/cpu/vec.h"
 
 namespace mamba::ops::cpu {
 
@@ -393,6 +394,19 @@ ScanGrads backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast
   return grads;
 }
 
+// δ of the `count` channels whose delta_proj rows start at `rows`, from the low-rank input `low`:
+// sums[lane] collects channel lane's products 16 ranks at a time, and one transposing reduction
+// gives the 16 dot products.
+Vec16 projected_delta(const float* low, const float* rows, int64_t rank, int count) {
+  Vec16 sums[kLanes] = {};
+  for (int lane = 0; lane < count; ++lane)
+    for (int64_t r = 0; r < rank; r += kLanes) {
+      const int k = int(std::min<int64_t>(kLanes, rank - r));
+      sums[lane] = simd::fma(simd::load(rows + lane * rank + r, k), simd::load(low + r, k), sums[lane]);
+    }
+  return simd::transpose_sum(sums);
+}
+
 // The decode step, vectorised over states: the state rows [b, d, :] are contiguous, so each
 // channel updates its N states 16 at a time and reduces y over them.
 template <typename T>
@@ -406,14 +420,34 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
   T* out_data = out.data<T>();
   float* states = state.data<float>();
   const int64_t N = s.n_states;
+  const Tensor& delta_proj = step.delta_proj;
+  const int64_t rank = delta_proj.defined() ? step.delta.size(1) : 0;
+  const size_t weight_bytes = delta_proj.defined() ? dtype_size(delta_proj.dtype()) : 0;
+  const bool widen_rows = delta_proj.defined() && delta_proj.dtype() != DType::f32;
   parallel_for(s.batch * s.blocks(), [&](int64_t begin, int64_t end, int) {
     float b_scratch[kMaxStates], c_scratch[kMaxStates];
+    // With delta_proj: the block's low-rank input and weight rows as f32 (f32 rows are read in place).
+    std::vector<float> low_f32(static_cast<size_t>(rank)),
+        rows_f32(widen_rows ? static_cast<size_t>(kLanes * rank) : 0);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / s.blocks(), d0 = (item % s.blocks()) * kLanes;
       const int count = int(std::min<int64_t>(kLanes, s.dim - d0));
       const size_t at = size_t(b * s.dim + d0);
       const Vec16 bias = s.delta_bias ? simd::load(s.delta_bias + d0, count) : Vec16{};
-      const Vec16 x = simd::load(s.delta + at, count) + bias;
+      Vec16 delta;
+      if (delta_proj.defined()) {
+        widen_to_f32(s.delta + b * rank, step.delta.dtype(), low_f32.data(), rank);
+        const char* weight_rows = static_cast<const char*>(delta_proj.raw()) + size_t(d0 * rank) * weight_bytes;
+        const float* rows = reinterpret_cast<const float*>(weight_rows);
+        if (widen_rows) {
+          widen_to_f32(weight_rows, delta_proj.dtype(), rows_f32.data(), count * rank);
+          rows = rows_f32.data();
+        }
+        delta = projected_delta(low_f32.data(), rows, rank, count);
+      } else {
+        delta = simd::load(s.delta + at, count);
+      }
+      const Vec16 x = delta + bias;
       const Vec16 u = simd::load(s.u + at, count), dp = s.softplus ? simd::softplus(x) : x, dpu = dp * u;
       const float* Bt = float_row(s.B + b * N, N, b_scratch);
       const float* Ct = float_row(s.C + b * N, N, c_scratch);

@@ -164,18 +164,39 @@ ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout_tenso
   return grads;
 }
 
+namespace {
+// δ[b, d] = Σᵣ delta[b, r] · delta_proj[d, r], the step's full-width delta from its low-rank input.
+Tensor projected_delta(const ScanInputs& step) {
+  const int64_t batch = step.delta.size(0), rank = step.delta.size(1), dim = step.delta_proj.size(0);
+  const std::vector<double> low = step.delta.to_double_vector(), weight = step.delta_proj.to_double_vector();
+  std::vector<double> delta(size_t(batch * dim), 0.0);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t d = 0; d < dim; ++d)
+      for (int64_t r = 0; r < rank; ++r)
+        delta[size_t(b * dim + d)] += low[size_t(b * rank + r)] * weight[size_t(d * rank + r)];
+  return f64_tensor(std::move(delta), {batch, dim});
+}
+}  // namespace
+
 Tensor selective_state_update(const ScanInputs& step, Tensor& state) {
   check_step_inputs(step, state);
   MAMBA_CHECK(state.dtype() == DType::f64, "ref::selective_state_update: state must be f64, got ",
               dtype_name(state.dtype()));
   // One position of a length-1 scan whose initial state is `state`.
   const int64_t batch = step.u.size(0), dim = step.u.size(1), N = step.A.size(1);
+  // With delta_proj the projected δ is f64, so every activation goes to f64 (exactly) with it.
+  const bool project = step.delta_proj.defined();
+  auto activation = [&](const Tensor& t, int64_t width) {
+    Tensor row = t.view({batch, 1, width});
+    return project ? row.to(DType::f64) : row;
+  };
   ScanInputs scan = step;
-  scan.u = step.u.view({batch, 1, dim});
-  scan.delta = step.delta.view({batch, 1, dim});
-  scan.B = step.B.view({batch, 1, N});
-  scan.C = step.C.view({batch, 1, N});
-  if (step.z.defined()) scan.z = step.z.view({batch, 1, dim});
+  scan.delta_proj = Tensor();
+  scan.u = activation(step.u, dim);
+  scan.delta = project ? projected_delta(step).view({batch, 1, dim}) : activation(step.delta, dim);
+  scan.B = activation(step.B, N);
+  scan.C = activation(step.C, N);
+  if (step.z.defined()) scan.z = activation(step.z, dim);
   scan.initial_state = state;
   scan.lengths = Tensor();
   ScanOutputs result = ref::selective_scan_forward(scan);
