@@ -24,7 +24,7 @@ uint64_t or_of_words(const std::byte* p, size_t n) {
     acc |= w;
   }
   uint64_t tail = 0;
-  std::memcpy(&tail, p + 8 * words, n - 8 * words);
+  if (n > 8 * words) std::memcpy(&tail, p + 8 * words, n - 8 * words);  // empty buffers may have no address
   return acc | tail;
 }
 

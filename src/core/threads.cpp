@@ -17,7 +17,9 @@ thread_local bool inside_worker = false;
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int n) : size_(n) {
+  // Spinning only pays while every thread has a core of its own; with more threads than cores
+  // it would burn the time slice of the thread being waited for.
+  explicit ThreadPool(int n) : size_(n), spins_before_yield_(n <= hardware_threads() ? 20000 : 0) {
     for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { work(i); });
   }
   ~ThreadPool() {
@@ -57,7 +59,7 @@ class ThreadPool {
   // system call (costly in a VM) that only helps when threads outnumber cores.
   void wait_for_ranges() {
     for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
-      if (spin < kSpinsBeforeYield)
+      if (spin < spins_before_yield_)
         pause();
       else
         std::this_thread::yield();
@@ -68,7 +70,6 @@ class ThreadPool {
     __builtin_ia32_pause();
 #endif
   }
-  static constexpr int kSpinsBeforeYield = 20000;
   // A claim is (run generation << 32 | next range index), taken by compare-and-swap, so a worker
   // still finishing an earlier run can never take (or miscount) a range of the current one.
   static uint64_t claim_tag(uint64_t generation) { return generation << 32; }
@@ -86,7 +87,7 @@ class ThreadPool {
     uint64_t seen = 0;
     while (true) {
       uint64_t g = generation_.load(std::memory_order_acquire);
-      for (int spin = 0; g == seen && spin < kSpinsBeforeYield; ++spin) {
+      for (int spin = 0; g == seen && spin < spins_before_yield_; ++spin) {
         pause();
         g = generation_.load(std::memory_order_acquire);
       }
@@ -101,6 +102,7 @@ class ThreadPool {
   }
 
   int size_;
+  int spins_before_yield_;
   std::vector<std::thread> workers_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
