@@ -423,12 +423,12 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
   const Tensor& delta_proj = step.delta_proj;
   const int64_t rank = delta_proj.defined() ? step.delta.size(1) : 0;
   const size_t weight_bytes = delta_proj.defined() ? dtype_size(delta_proj.dtype()) : 0;
-  const bool widen_rows = delta_proj.defined() && delta_proj.dtype() != DType::f32;
   parallel_for(s.batch * s.blocks(), [&](int64_t begin, int64_t end, int) {
     float b_scratch[kMaxStates], c_scratch[kMaxStates];
-    // With delta_proj: the block's low-rank input and weight rows as f32 (f32 rows are read in place).
-    std::vector<float> low_f32(static_cast<size_t>(rank)),
-        rows_f32(widen_rows ? static_cast<size_t>(kLanes * rank) : 0);
+    // With delta_proj: the block's low-rank input and weight rows, copied as f32 even when they
+    // are f32 already: the copy streams the rows in, while the dot products' masked loads straight
+    // from memory cost 6× as much (perf, 130m decode; docs/perf/cpu_model.md, v5).
+    std::vector<float> low_f32(static_cast<size_t>(rank)), rows_f32(static_cast<size_t>(kLanes * rank));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / s.blocks(), d0 = (item % s.blocks()) * kLanes;
       const int count = int(std::min<int64_t>(kLanes, s.dim - d0));
@@ -438,12 +438,8 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
       if (delta_proj.defined()) {
         widen_to_f32(s.delta + b * rank, step.delta.dtype(), low_f32.data(), rank);
         const char* weight_rows = static_cast<const char*>(delta_proj.raw()) + size_t(d0 * rank) * weight_bytes;
-        const float* rows = reinterpret_cast<const float*>(weight_rows);
-        if (widen_rows) {
-          widen_to_f32(weight_rows, delta_proj.dtype(), rows_f32.data(), count * rank);
-          rows = rows_f32.data();
-        }
-        delta = projected_delta(low_f32.data(), rows, rank, count);
+        widen_to_f32(weight_rows, delta_proj.dtype(), rows_f32.data(), count * rank);
+        delta = projected_delta(low_f32.data(), rows_f32.data(), rank, count);
       } else {
         delta = simd::load(s.delta + at, count);
       }
