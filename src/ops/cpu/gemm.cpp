@@ -183,7 +183,7 @@ void gemm_streaming(const float* x, int64_t M, const Tensor& weight, float* y, i
 #ifdef MAMBA_CPU_AVX512
 constexpr int64_t kPanelWidth = 32;    // B columns per panel: two vectors
 constexpr int kMaxTileRows = 12;       // 24 accumulators + 2 panel vectors + 1 broadcast ≤ 32 registers
-constexpr int64_t kDepthBlock = 256;   // k per packed block: a work item's panels (16 KiB each per 128 k) stay in L2
+constexpr int64_t kDepthBlock = 256;   // k per packed block: a work item's four panels (32 KiB each) stay in L2
 constexpr int64_t kPanelsPerItem = 4;  // columns per work item: 128
 constexpr int64_t kRowsPerItem = 16 * kMaxTileRows;  // rows per work item, when the columns alone give too few items
 
