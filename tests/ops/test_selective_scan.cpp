@@ -43,6 +43,17 @@ Tensor positions(const Tensor& t, int64_t t0, int64_t t1) {
 // Position t of a [batch, L, X] tensor as [batch, X].
 Tensor position(const Tensor& t, int64_t i) { return positions(t, i, i + 1).view({t.size(0), t.size(2)}); }
 
+// The decode-step inputs of position t of a whole-sequence input (delta included).
+ScanInputs step_at(const ScanInputs& in, int64_t t) {
+  ScanInputs step = in;
+  step.u = position(in.u, t);
+  step.delta = position(in.delta, t);
+  step.B = position(in.B, t);
+  step.C = position(in.C, t);
+  step.z = position(in.z, t);
+  return step;
+}
+
 void expect_close(const Tensor& fast, const Tensor& ref, double tolerance, const std::string& what) {
   ASSERT_EQ(fast.defined(), ref.defined()) << what;
   if (!ref.defined()) return;
@@ -293,12 +304,7 @@ TEST(SelectiveScanCpu, ChunkedForwardAndStepLoopMatchOnePass) {
   Tensor state = in.initial_state.clone();
   std::vector<double> stepped(size_t(whole.out.numel()));
   for (int64_t t = 0; t < c.length; ++t) {
-    ScanInputs step = in;
-    step.u = position(in.u, t);
-    step.delta = position(in.delta, t);
-    step.B = position(in.B, t);
-    step.C = position(in.C, t);
-    step.z = position(in.z, t);
+    ScanInputs step = step_at(in, t);
     const std::vector<double> y = selective_state_update(step, state).to_double_vector();
     for (int64_t b = 0; b < c.batch; ++b)
       for (int64_t d = 0; d < c.dim; ++d) stepped[size_t((b * c.length + t) * c.dim + d)] = y[size_t(b * c.dim + d)];
@@ -318,11 +324,7 @@ TEST(SelectiveScanCpu, StepWithDeltaProjMatchesReference) {
         SCOPED_TRACE(detail::concat(dtype_name(dtype), " weight ", dtype_name(weight_dtype), " R ", rank));
         const ScanInputs in = random_inputs(c, dtype, 41);
         Rng rng(43);
-        ScanInputs step = in;
-        step.u = position(in.u, 0);
-        step.B = position(in.B, 0);
-        step.C = position(in.C, 0);
-        step.z = position(in.z, 0);
+        ScanInputs step = step_at(in, 0);
         step.delta = normal_tensor(rng, {c.batch, rank}, dtype, 1.0);
         step.delta_proj = normal_tensor(rng, {c.dim, rank}, weight_dtype, 1.0 / std::sqrt(double(rank)));
         Tensor state = in.initial_state.clone(), ref_state = in.initial_state.to(DType::f64);
@@ -341,11 +343,7 @@ TEST(SelectiveScanRef, StepWithDeltaProjIsAStepOnTheProjectedDelta) {
   const int64_t rank = 5;
   const ScanInputs in = random_inputs(c, DType::f64, 47, DType::f64);
   Rng rng(53);
-  ScanInputs folded = in;
-  folded.u = position(in.u, 0);
-  folded.B = position(in.B, 0);
-  folded.C = position(in.C, 0);
-  folded.z = position(in.z, 0);
+  ScanInputs folded = step_at(in, 0);
   folded.delta = normal_tensor(rng, {c.batch, rank}, DType::f64, 1.0);
   folded.delta_proj = normal_tensor(rng, {c.dim, rank}, DType::f64, 0.5);
   const std::vector<double> low = folded.delta.to_double_vector(), weight = folded.delta_proj.to_double_vector();
@@ -370,12 +368,7 @@ TEST(SelectiveScanCpu, StepMatchesReferenceStep) {
       const Config c{3, 1, 37, n_states, true, true, true, true, true, false};
       SCOPED_TRACE(c.name() + dtype_name(dtype));
       const ScanInputs in = random_inputs(c, dtype, 31 + uint64_t(n_states));
-      ScanInputs step = in;
-      step.u = position(in.u, 0);
-      step.delta = position(in.delta, 0);
-      step.B = position(in.B, 0);
-      step.C = position(in.C, 0);
-      step.z = position(in.z, 0);
+      ScanInputs step = step_at(in, 0);
       Tensor state = in.initial_state.clone(), ref_state = in.initial_state.to(DType::f64);
       const Tensor out = selective_state_update(step, state);
       const Tensor ref_out = ref::selective_state_update(step, ref_state);

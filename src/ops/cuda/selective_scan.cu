@@ -65,6 +65,25 @@ struct ScanArgs {
   float* dinitial_state = nullptr;
 };
 
+// Positions of sequence b that are real (the rest of a right-padded batch is skipped).
+__device__ __forceinline__ int valid_length(const ScanArgs& p, int b) {
+  return p.lengths ? max(0, min(p.lengths[b], p.L)) : p.L;
+}
+
+// Positions [begin, end) of one split of the length, and where its valid positions end.
+struct SplitBounds {
+  int begin, end, valid_end;
+};
+__device__ __forceinline__ SplitBounds split_bounds(const ScanArgs& p, int b, int split) {
+  const int begin = split * p.split_len, end = min(p.L, begin + p.split_len);
+  return {begin, end, min(valid_length(p, b), end)};
+}
+
+// A·log2(e) of state n of channel ch (zero past the last channel), so decays are one exp2.
+__device__ __forceinline__ float scaled_A(const ScanArgs& p, int ch, int n, int N) {
+  return ch < p.dim ? p.A[ch * N + n] * kLog2e : 0.0f;
+}
+
 // Shared-memory row strides: float rows padded by 4 and storage rows by 8 elements keep 16-byte
 // vector alignment and spread consecutive rows over different banks.
 template <int kItems>
@@ -312,9 +331,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
   T* u_tile = delta_tile + kWarps * Tl::raw_row;  // holds the output once a warp is done with u
   T* z_tile = u_tile + kWarps * Tl::raw_row;
 
-  const int len = p.lengths ? max(0, min(p.lengths[b], L)) : L;
-  const int s_begin = split * p.split_len, s_end = min(L, s_begin + p.split_len);
-  const int valid_end = min(len, s_end);
+  const SplitBounds bounds = split_bounds(p, b, split);
+  const int s_begin = bounds.begin, s_end = bounds.end, valid_end = bounds.valid_end;
 
   for (int e = threadIdx.x; e < kWarps * N; e += kThreads) {
     const int ch = c0 + e / N, n = e % N;
@@ -325,7 +343,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
       else if (p.initial_state)
         h = p.initial_state[(int64_t(b) * dim + ch) * N + n];
     }
-    A2[e] = ch < dim ? p.A[ch * N + n] * kLog2e : 0.0f;
+    A2[e] = scaled_A(p, ch, n, N);
     state[e] = h;
   }
   const int64_t seq = int64_t(b) * L;
@@ -457,12 +475,11 @@ __global__ void __launch_bounds__(kThreads, 4) scan_summary_kernel(ScanArgs p) {
   T* delta_tile = reinterpret_cast<T*>(B_tile + N * Tl::float_row);
   T* u_tile = delta_tile + kWarps * Tl::raw_row;
 
-  const int len = p.lengths ? max(0, min(p.lengths[b], L)) : L;
-  const int s_begin = split * p.split_len, s_end = min(L, s_begin + p.split_len);
-  const int valid_end = min(len, s_end);
+  const SplitBounds bounds = split_bounds(p, b, split);
+  const int s_begin = bounds.begin, s_end = bounds.end, valid_end = bounds.valid_end;
   for (int e = threadIdx.x; e < kWarps * N; e += kThreads) {
     const int ch = c0 + e / N, n = e % N;
-    A2[e] = ch < dim ? p.A[ch * N + n] * kLog2e : 0.0f;
+    A2[e] = scaled_A(p, ch, n, N);
     state[e] = 0.0f;
   }
   const int64_t seq = int64_t(b) * L;
@@ -613,10 +630,10 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
   T* z_tile = u_tile + kWarps * Tl::raw_row;
   T* dout_tile = z_tile + kWarps * Tl::raw_row;
 
-  const int len = p.lengths ? max(0, min(p.lengths[b], L)) : L;
+  const int len = valid_length(p, b);
   for (int e = threadIdx.x; e < kWarps * N; e += kThreads) {
     const int ch = c0 + e / N, n = e % N;
-    A2[e] = ch < dim ? p.A[ch * N + n] * kLog2e : 0.0f;
+    A2[e] = scaled_A(p, ch, n, N);
     g_carry[e] = ch < dim && p.dlast_state ? p.dlast_state[(int64_t(b) * dim + ch) * N + n] : 0.0f;
     dA_acc[e] = 0.0f;
   }
