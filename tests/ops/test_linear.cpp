@@ -43,9 +43,13 @@ TEST(OpsLinear, LeadingDimensionsAreRows) {
 TEST(OpsLinear, CpuBackwardMatchesReference) {
   set_num_threads(2);
   Rng rng(13);
+  // The last shape takes the tiled kernel's other paths: depth blocks of 256 for dx (N) and dW
+  // (M), ragged 128-column work items, and dW's rows split into items.
+  struct Shape3 {
+    int64_t M, N, K;
+  };
   for (DType wt : {DType::f32, DType::bf16})
-    for (int64_t M : {1, 5, 70}) {
-      const int64_t N = 39, K = 27;
+    for (const auto [M, N, K] : {Shape3{1, 39, 27}, Shape3{5, 39, 27}, Shape3{70, 39, 27}, Shape3{300, 400, 150}}) {
       Tensor x = random_tensor({M, K}, DType::f32, rng);
       Tensor w = random_tensor({N, K}, wt, rng);
       Tensor dy = random_tensor({M, N}, DType::f32, rng);
