@@ -7,6 +7,11 @@
 #                              whole models through mambacpp; short tables last
 #   scripts/gpu/run.sh profile Nsight Compute on one forward and backward at the first shape
 #   scripts/gpu/run.sh all     test and bench
+#   scripts/gpu/run.sh decode [BASE]  only the decode rows (TARGETS.md's generation table); with BASE,
+#                              a source tree of another version (e.g. `git archive` of a commit into
+#                              a git-ignored folder named in the call's carry), built beside this one
+#                              and run alternately with it in two rounds, so both meet the same machine
+#   scripts/gpu/run.sh test-decode [BASE]  test, then decode
 #   scripts/gpu/run.sh transformers  load a checkpoint written by `mambacpp train` (carried in
 #                              .gpu_fixtures/ours_tiny) into transformers' MambaForCausalLM and compare
 #                              logits with ours (scripts/gpu/check_transformers.py); no build
@@ -70,7 +75,7 @@ run_tests() {
   local small='CudaSelectiveScan.AllFeaturesSmall:CudaSelectiveScan.NoOptionalInputs'
   small="$small:CudaSelectiveScan.StepMatchesReference:CudaSelectiveScan.StepWithDeltaProjMatchesReference"
   small="$small:CudaCausalConv1d.*"
-  small="$small:CudaAddNorm.*:CudaEmbedding.*:CudaLinear.*:CudaCrossEntropy.*:CudaOptimizerUpdate.*"
+  small="$small:CudaAddNorm.*:CudaEmbedding.*:CudaLinear.*:CudaInProjectionStep.*:CudaCrossEntropy.*:CudaOptimizerUpdate.*"
   for tool in memcheck racecheck; do
     echo "== compute-sanitizer $tool"
     if compute-sanitizer --tool "$tool" --error-exitcode 3 "$build/cuda_tests" --gtest_filter="$small" \
@@ -133,6 +138,51 @@ for dtype in ("bf16", "f32"):
 PY
 }
 
+# Decode rows: mamba-130m and 1.4b shapes, batch 1 and 16, bf16, prompt 2048, 128 new tokens.
+run_decode() {
+  echo "== decode"
+  local base_src=${1:-} trees=(new)
+  if [ -n "$base_src" ]; then
+    local base_build=build-gpu-base
+    if [ ! -f "$base_build/build.ninja" ]; then
+      cmake -S "$base_src" -B "$base_build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMAMBACPP_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES=90 -DMAMBACPP_TESTS=OFF -DMAMBACPP_BENCH=OFF >"$out/cmake_base.log" 2>&1 ||
+        { cat "$out/cmake_base.log"; exit 1; }
+    fi
+    ninja -C "$base_build" -j"$jobs" mambacpp >"$out/build_base.log" 2>&1 || { tail -50 "$out/build_base.log"; exit 1; }
+    trees=(base new)
+  fi
+  local json="$out/decode.jsonl"
+  : >"$json"
+  for round in 1 2; do
+    for shape in 130m 1.4b; do
+      for batch in 1 16; do
+        local order=("${trees[@]}")
+        [ "$round" = 2 ] && order=($(printf '%s\n' "${trees[@]}" | tac))
+        for tree in "${order[@]}"; do
+          local bin="$build/mambacpp"
+          [ "$tree" = base ] && bin="build-gpu-base/mambacpp"
+          "$bin" bench --device cuda --shape "$shape" --dtype bf16 --batch "$batch" -p 2048 -g 128 --reps 3 --json \
+            2>>"$out/decode.log" | python3 -c "import json,sys; r=json.load(sys.stdin); r['tree']='$tree'; r['round']=$round; print(json.dumps(r))" \
+            >>"$json" || echo "decode $tree $shape batch $batch FAILED"
+        done
+      done
+    done
+  done
+  python3 - "$json" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print("\ndecode ms/step (bf16, prompt 2048, 128 tokens, median of 3)   round 1 / round 2")
+keys = sorted({(r['model'], r['batch']) for r in rows}, key=lambda k: (k[0], k[1]))
+for model, batch in keys:
+    cells = []
+    for tree in ('base', 'new'):
+        v = [r['decode_ms_per_step'] for r in rows if r['model'] == model and r['batch'] == batch and r['tree'] == tree]
+        if v: cells.append(f"{tree} " + " / ".join(f"{x:.3f}" for x in v))
+    print(f"{model:<28} b{batch:<3} " + "   ".join(cells))
+PY
+}
+
 run_profile() {
   echo "== ncu"
   g++ $cxx_flags scripts/gpu/scan_bench.cpp -o "$build/scan_bench" $libs
@@ -149,5 +199,7 @@ case "$mode" in
   bench) run_bench; run_model_bench ;;
   profile) run_profile ;;
   all) run_tests; run_bench; run_model_bench ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all" >&2; exit 2 ;;
+  decode) run_decode "${2:-}" ;;
+  test-decode) run_tests; run_decode "${2:-}" ;;
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]" >&2; exit 2 ;;
 esac

@@ -483,17 +483,16 @@ Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
 }
 
 Tensor LanguageModel::step_eager(InferenceState& state, const Tensor& ids, bool ids_checked) {
-  Tensor h = ops::embedding_forward(impl_->embedding->value, ids, ids_checked);
+  Tensor h = convert_if(ops::embedding_forward(impl_->embedding->value, ids, ids_checked), impl_->activations);
   Tensor residual;
   for (size_t i = 0; i < impl_->mixers.size(); ++i) {
-    ops::NormOutputs normed =
-        ops::add_norm_forward({h, residual, impl_->norms[i]->value, {}, float(config_.norm_eps), ops::NormKind::rms});
-    h = impl_->mixers[i].step(normed.out, state.conv[i], state.ssm[i]);
-    residual = normed.residual_out;
+    const ops::NormInputs block_input{
+        h, residual, impl_->norms[i]->value, {}, float(config_.norm_eps), ops::NormKind::rms};
+    h = impl_->mixers[i].step(block_input, state.conv[i], state.ssm[i], residual);
   }
   ops::NormOutputs f =
       ops::add_norm_forward({h, residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms});
-  return ops::linear_forward(f.out, impl_->lm_head->for_compute());
+  return as_float32(ops::linear_forward(f.out, impl_->lm_head->for_compute()));
 }
 
 }  // namespace mamba::model

@@ -5,6 +5,7 @@
 #include "model/language_model.h"
 #include "ops/causal_conv1d.h"
 #include "ops/elementwise.h"
+#include "ops/in_projection_step.h"
 #include "ops/linear.h"
 #include "ops/lti_scan.h"
 #include "ops/selective_scan.h"
@@ -121,16 +122,18 @@ ops::LtiScanInputs Mamba1Mixer::lti_inputs(const Tensor& x_conv, const Tensor& z
   return {x_conv, z, A(), w_.lti_B->value, w_.lti_C->value, w_.D->value, w_.dt_proj_bias->value};
 }
 
-Tensor Mamba1Mixer::step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state) const {
+Tensor Mamba1Mixer::step(const ops::NormInputs& block_input, Tensor& conv_state, Tensor& ssm_state,
+                         Tensor& residual_out) const {
   MAMBA_CHECK(!w_.lti_B, "the LTI ablation (no_selection) runs whole sequences only: decode is not supported");
-  Tensor xz = ops::linear_forward(u, w_.in_proj_weight->for_compute(), value_or_empty(w_.in_proj_bias));
-  std::vector<Tensor> halves = ops::split_columns(xz, {d_inner_, d_inner_});
-  ops::ConvInputs conv{halves[0], conv_weight_2d(), value_or_empty(w_.conv_bias), {}, {}, true};
-  Tensor x_conv = ops::causal_conv1d_step(conv, conv_state);
-  Tensor dbc = ops::linear_forward(x_conv, w_.x_proj_weight->for_compute());
-  std::vector<Tensor> parts = ops::split_columns(dbc, {dt_rank_, d_state_, d_state_});
+  ops::InProjectionOutputs in =
+      ops::in_projection_step({block_input, w_.in_proj_weight->for_compute(), value_or_empty(w_.in_proj_bias),
+                               conv_weight_2d(), value_or_empty(w_.conv_bias)},
+                              conv_state);
+  residual_out = in.residual_out;
+  std::vector<Tensor> parts =
+      ops::linear_forward_split(in.x_conv, w_.x_proj_weight->for_compute(), {dt_rank_, d_state_, d_state_});
   ops::ScanInputs scan;
-  scan.u = x_conv;
+  scan.u = in.x_conv;
   // dt_proj runs inside the state update: one kernel fewer per layer in a latency-bound step.
   scan.delta = parts[0];
   scan.delta_proj = w_.dt_proj_weight->for_compute();
@@ -138,7 +141,7 @@ Tensor Mamba1Mixer::step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state)
   scan.B = parts[1];
   scan.C = parts[2];
   scan.D = w_.D->value;
-  scan.z = halves[1];
+  scan.z = in.z;
   scan.delta_bias = w_.dt_proj_bias->value;
   scan.delta_softplus = true;
   Tensor y = ops::selective_state_update(scan, ssm_state);

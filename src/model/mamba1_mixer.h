@@ -11,6 +11,7 @@
 #include "core/tensor.h"
 #include "io/config.h"
 #include "ops/lti_scan.h"
+#include "ops/norm.h"
 
 namespace mamba::model {
 
@@ -57,8 +58,11 @@ class Mamba1Mixer {
   // `keep` (optional) receives what backward needs.
   Tensor forward(const Tensor& u, const Tensor& lengths, Tensor* conv_state, Tensor* ssm_state,
                  Mamba1Activations* keep) const;
-  // One token per sequence: u [batch, d] → [batch, d]; states advanced in place.
-  Tensor step(const Tensor& u, Tensor& conv_state, Tensor& ssm_state) const;
+  // One token per sequence, with the block's residual add + norm in front (they run inside the
+  // in-projection's kernel on CUDA: ops/in_projection_step.h): block_input holds x [batch, d] and
+  // the residual, residual_out receives their sum; returns the mixer output [batch, d] and advances
+  // the states in place.
+  Tensor step(const ops::NormInputs& block_input, Tensor& conv_state, Tensor& ssm_state, Tensor& residual_out) const;
   // Gradient of the input given dout [M, d]; parameter gradients accumulate into Parameter::grad.
   Tensor backward(const Tensor& dout, const Mamba1Activations& saved) const;
   // Drops values derived from the parameters (A); call after the parameters change in place.

@@ -1,6 +1,7 @@
 #include "ops/linear.h"
 
 #include "ops/dispatch.h"
+#include "ops/elementwise.h"
 
 namespace mamba::ops {
 
@@ -42,6 +43,23 @@ void check_linear_backward_inputs(const Tensor& x, const Tensor& weight, const T
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_linear_inputs(x, weight, bias);
   MAMBA_OPS_DISPATCH(x.device(), "linear_forward", linear_forward(x, weight, bias));
+}
+
+std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& widths,
+                                         const Tensor& bias) {
+  check_linear_inputs(x, weight, bias);
+  int64_t total = 0;
+  for (int64_t width : widths) {
+    MAMBA_CHECK(width >= 0, "linear_forward_split: negative width ", width);
+    total += width;
+  }
+  MAMBA_CHECK(total == weight.size(0), "linear_forward_split: widths sum to ", total, ", the weight has ",
+              weight.size(0), " rows");
+#ifdef MAMBACPP_CUDA
+  if (x.device() == Device::cuda && x.ndim() == 2)
+    if (auto pieces = cuda::linear_forward_split(x, weight, bias, widths)) return *pieces;
+#endif
+  return split_columns(linear_forward(x, weight, bias), widths);
 }
 
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias) {

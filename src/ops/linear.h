@@ -7,9 +7,16 @@
 // mat-vec bound by streaming W, handled by a dedicated kernel that reads W once (also for small M: batched decode);
 // larger M goes to the BLAS GEMM (CPU, see ops/cpu/gemm.h) or cuBLASLt (CUDA).
 //
+// linear_forward_split returns y as column pieces [M, wᵢ] (Σ wᵢ = N): split_columns(linear_forward(…))
+// as one step, whose CUDA decode product writes the pieces itself (no copies: Mamba's x_proj →
+// δ, B, C at batch > 1).
+//
 // Backward: dx = dy · W;  dW += dyᵀ · x;  db += Σ_rows dy   (dW, db accumulate: they are f32
 // gradient buffers the caller zeroes once per step, so gradient accumulation needs no copies).
 #pragma once
+#include <optional>
+#include <vector>
+
 #include "core/tensor.h"
 
 namespace mamba::ops {
@@ -20,6 +27,8 @@ void check_linear_backward_inputs(const Tensor& x, const Tensor& weight, const T
                                   const Tensor* dbias);
 
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
+std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& widths,
+                                         const Tensor& bias = {});
 // Returns dx (f32, or dtype of x on CUDA). dweight / dbias may be null to skip them.
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias);
 
@@ -33,6 +42,9 @@ Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, 
 }  // namespace cpu
 namespace cuda {
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias);
+// The pieces written by one product, or nullopt when the decode product does not take these inputs.
+std::optional<std::vector<Tensor>> linear_forward_split(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                                        const std::vector<int64_t>& widths);
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias);
 }  // namespace cuda
 

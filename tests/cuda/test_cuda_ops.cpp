@@ -10,6 +10,7 @@
 #include "ops/causal_conv1d.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
+#include "ops/in_projection_step.h"
 #include "ops/linear.h"
 #include "ops/norm.h"
 #include "ops/optimizer_update.h"
@@ -200,6 +201,105 @@ TEST(CudaLinear, ForwardBackward) {
     const Tensor ref_row = ops::ref::linear_forward(cpu64({x.begin(), x.begin() + K}, {1, K}), cpu64(w, {N, K}));
     EXPECT_LT(error_vs(ops::linear_forward(gx.slice(0, 1), gw, Tensor()), ref_row.to_double_vector()), tol);
   }
+}
+
+// The tensor-core decode product (bf16 x and W, up to 16 rows) against the float64 reference:
+// N not a multiple of the 8 columns of a tile, K a multiple of 8 but not of the 32 positions of a
+// warp step; a K of 4104 gives each warp three batches of weight loads, and N = 4237 more column
+// tiles than blocks (blocks walk several). linear_forward_split's pieces are the reference's columns.
+TEST(CudaLinear, DecodeProductBf16) {
+  SKIP_WITHOUT_GPU();
+  struct Size {
+    int K, N;
+  };
+  for (const Size size : {Size{1064, 75}, Size{4104, 37}, Size{776, 4237}, Size{40, 21}}) {
+    for (int M : {1, 3, 16}) {
+      const int K = size.K, N = size.N;
+      SCOPED_TRACE("M " + std::to_string(M) + " K " + std::to_string(K) + " N " + std::to_string(N));
+      Rng rng(uint64_t(70 + M + K));
+      const auto x = rounded(random_vector(rng, int64_t(M) * K, -1, 1), DType::bf16);
+      const auto w = rounded(random_vector(rng, int64_t(N) * K, -1, 1), DType::bf16);
+      const auto b = rounded(random_vector(rng, N, -1, 1), DType::f32);
+      const Tensor ref = ops::ref::linear_forward(cpu64(x, {M, K}), cpu64(w, {N, K}), cpu64(b, {N}));
+      const Tensor gx = on_gpu(x, {M, K}, DType::bf16), gw = on_gpu(w, {N, K}, DType::bf16);
+      const Tensor y = ops::linear_forward(gx, gw, on_gpu(b, {N}, DType::f32));
+      EXPECT_EQ(y.dtype(), DType::bf16);
+      EXPECT_LT(error_vs(y, ref.to_double_vector()), 1e-2);
+
+      const std::vector<int64_t> widths = {5, N - 5 - N / 3, N / 3};
+      const std::vector<Tensor> pieces = ops::linear_forward_split(gx, gw, widths);
+      const Tensor ref_plain = ops::ref::linear_forward(cpu64(x, {M, K}), cpu64(w, {N, K}));
+      const std::vector<double> all = ref_plain.to_double_vector();
+      ASSERT_EQ(pieces.size(), widths.size());
+      int64_t begin = 0;
+      for (size_t p = 0; p < widths.size(); ++p) {
+        std::vector<double> expected;
+        for (int m = 0; m < M; ++m)
+          expected.insert(expected.end(), all.begin() + m * N + begin, all.begin() + m * N + begin + widths[p]);
+        EXPECT_EQ(pieces[p].shape(), (Shape{M, widths[p]}));
+        EXPECT_LT(error_vs(pieces[p], expected), 1e-2) << "piece " << p;
+        begin += widths[p];
+      }
+    }
+  }
+}
+
+// The fused in-projection of a decode step against the composed float64 reference (add + RMSNorm,
+// product, conv step + SiLU): d = 72 takes the fused kernel (2C = 74 columns, not a multiple of
+// 8), d = 70 (not a multiple of 8) the composed ops; with and without a residual.
+TEST(CudaInProjectionStep, MatchesComposedReference) {
+  SKIP_WITHOUT_GPU();
+  const int C = 37, width = 4, H = width - 1;
+  for (int d : {72, 70})
+    for (int batch : {1, 3, 16})
+      for (bool with_residual : {true, false}) {
+        SCOPED_TRACE("d " + std::to_string(d) + " batch " + std::to_string(batch) + (with_residual ? " residual" : ""));
+        Rng rng(uint64_t(90 + d + batch));
+        const auto x = rounded(random_vector(rng, int64_t(batch) * d, -1, 1), DType::bf16);
+        const auto residual = rounded(random_vector(rng, int64_t(batch) * d, -1, 1), DType::f32);
+        const auto norm_w = rounded(random_vector(rng, d, 0.5, 1.5), DType::f32);
+        const auto w = rounded(random_vector(rng, 2 * C * d, -0.3, 0.3), DType::bf16);
+        const auto bias = rounded(random_vector(rng, 2 * C, -0.5, 0.5), DType::f32);
+        const auto conv_w = rounded(random_vector(rng, C * width, -0.5, 0.5), DType::f32);
+        const auto conv_b = rounded(random_vector(rng, C, -0.5, 0.5), DType::f32);
+        const auto state = rounded(random_vector(rng, int64_t(batch) * C * H, -1, 1), DType::f32);
+
+        const ops::NormOutputs ref_norm =
+            ops::ref::add_norm_forward({cpu64(x, {batch, d}),
+                                        with_residual ? cpu64(residual, {batch, d}) : Tensor{},
+                                        cpu64(norm_w, {d}),
+                                        {},
+                                        1e-5f,
+                                        ops::NormKind::rms});
+        const std::vector<double> xz =
+            ops::ref::linear_forward(ref_norm.out, cpu64(w, {2 * C, d}), cpu64(bias, {2 * C})).to_double_vector();
+        std::vector<double> x_half, z_half;
+        for (int b = 0; b < batch; ++b) {
+          x_half.insert(x_half.end(), xz.begin() + b * 2 * C, xz.begin() + b * 2 * C + C);
+          z_half.insert(z_half.end(), xz.begin() + b * 2 * C + C, xz.begin() + (b + 1) * 2 * C);
+        }
+        Tensor ref_state = cpu64(state, {batch, C, H});
+        const Tensor ref_x_conv = ops::ref::causal_conv1d_step(
+            {cpu64(x_half, {batch, C}), cpu64(conv_w, {C, width}), cpu64(conv_b, {C}), {}, {}, true}, ref_state);
+
+        Tensor gpu_state = on_gpu(state, {batch, C, H}, DType::f32);
+        const ops::InProjectionOutputs out =
+            ops::in_projection_step({{on_gpu(x, {batch, d}, DType::bf16),
+                                      with_residual ? on_gpu(residual, {batch, d}, DType::f32) : Tensor{},
+                                      on_gpu(norm_w, {d}, DType::f32),
+                                      {},
+                                      1e-5f,
+                                      ops::NormKind::rms},
+                                     on_gpu(w, {2 * C, d}, DType::bf16),
+                                     on_gpu(bias, {2 * C}, DType::f32),
+                                     on_gpu(conv_w, {C, 1, width}, DType::f32),
+                                     on_gpu(conv_b, {C}, DType::f32)},
+                                    gpu_state);
+        EXPECT_LT(error_vs(out.x_conv, ref_x_conv.to_double_vector()), 1e-2);
+        EXPECT_LT(error_vs(out.z, z_half), 1e-2);
+        EXPECT_LT(error_vs(out.residual_out, ref_norm.residual_out.to_double_vector()), 1e-6);
+        EXPECT_LT(error_vs(gpu_state, ref_state.to_double_vector()), 1e-2);
+      }
 }
 
 TEST(CudaCrossEntropy, LossGradientsAndPredictions) {

@@ -176,6 +176,8 @@ __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* di
 
 template <typename T>
 __global__ void conv_step_kernel(ConvArgs p, float* state, T* out) {
+  wait_for_previous_kernels();
+  allow_next_kernel_launch();
   const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= int64_t(p.batch) * p.channels) return;
   const int c = index % p.channels, history = p.width - 1;
@@ -303,11 +305,11 @@ Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state) {
   const int64_t n = int64_t(p.batch) * p.channels;
   if (n == 0) return out;
   if (step.x.dtype() == DType::f32)
-    conv_step_kernel<float><<<blocks_for(n, 256), 256>>>(p, state.data<float>(), static_cast<float*>(out.raw()));
+    launch_overlapping("causal_conv1d step", conv_step_kernel<float>, dim3(blocks_for(n, 256)), dim3(256), 0, p,
+                       state.data<float>(), static_cast<float*>(out.raw()));
   else
-    conv_step_kernel<__nv_bfloat16>
-        <<<blocks_for(n, 256), 256>>>(p, state.data<float>(), static_cast<__nv_bfloat16*>(out.raw()));
-  check_launch("causal_conv1d step");
+    launch_overlapping("causal_conv1d step", conv_step_kernel<__nv_bfloat16>, dim3(blocks_for(n, 256)), dim3(256), 0, p,
+                       state.data<float>(), static_cast<__nv_bfloat16*>(out.raw()));
   return out;
 }
 

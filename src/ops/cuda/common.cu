@@ -17,6 +17,7 @@ int multiprocessor_count() {
 namespace {
 template <typename T>
 __global__ void widen_kernel(const T* src, float* dst, int64_t n) {
+  wait_for_previous_kernels();  // no early launch of the next kernel: these also convert weights
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   if constexpr (std::is_same_v<T, __half>)
@@ -25,6 +26,7 @@ __global__ void widen_kernel(const T* src, float* dst, int64_t n) {
     dst[i] = __bfloat162float(src[i]);
 }
 __global__ void narrow_kernel(const float* src, __nv_bfloat16* dst, int64_t n) {
+  wait_for_previous_kernels();  // no early launch of the next kernel: these also convert weights
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) dst[i] = __float2bfloat16_rn(src[i]);
 }
@@ -37,8 +39,8 @@ Tensor bf16_on_device(const Tensor& t, const char* name) {
   Tensor out = Tensor::empty(t.shape(), DType::bf16, Device::cuda);
   const int64_t n = t.numel();
   if (n == 0) return out;
-  narrow_kernel<<<blocks_for(n, 256), 256>>>(t.data<float>(), static_cast<__nv_bfloat16*>(out.raw()), n);
-  check_launch("narrow to bf16");
+  launch_overlapping("narrow to bf16", narrow_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, t.data<float>(),
+                     static_cast<__nv_bfloat16*>(out.raw()), n);
   return out;
 }
 
@@ -51,10 +53,11 @@ Tensor float32_on_device(const Tensor& t, const char* name) {
   const int64_t n = t.numel();
   if (n == 0) return out;
   if (t.dtype() == DType::f16)
-    widen_kernel<<<blocks_for(n, 256), 256>>>(static_cast<const __half*>(t.raw()), out.data<float>(), n);
+    launch_overlapping("widen to float32", widen_kernel<__half>, dim3(blocks_for(n, 256)), dim3(256), 0,
+                       static_cast<const __half*>(t.raw()), out.data<float>(), n);
   else
-    widen_kernel<<<blocks_for(n, 256), 256>>>(static_cast<const __nv_bfloat16*>(t.raw()), out.data<float>(), n);
-  check_launch("widen to float32");
+    launch_overlapping("widen to float32", widen_kernel<__nv_bfloat16>, dim3(blocks_for(n, 256)), dim3(256), 0,
+                       static_cast<const __nv_bfloat16*>(t.raw()), out.data<float>(), n);
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "core/error.h"
 #include "core/tensor.h"
@@ -66,6 +67,42 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   __syncthreads();
   v = lane < warps ? scratch[lane] : 0.0f;
   return warp_sum(v);
+}
+
+// Programmatic dependent launch (sm_90): a kernel started by launch_overlapping may begin while the
+// kernel before it in the stream is still running, once every block of that kernel has called
+// allow_next_kernel_launch(); its launch, and its loads of what that kernel does not write
+// (weights), then overlap that kernel's work. Such a kernel must call wait_for_previous_kernels()
+// in every thread before it reads what earlier kernels wrote or writes anything they read; the wait
+// returns once the previous kernel has finished and its writes are visible. Kernels allow the next
+// launch only after their own wait, so a kernel never overlaps any but the one right before it,
+// and a kernel that never allows it (one that may write weights) has finished before the next
+// starts. Both calls are no-ops in a kernel launched the ordinary way.
+__device__ __forceinline__ void wait_for_previous_kernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_next_kernel_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+template <typename... Params, typename... Args>
+void launch_overlapping(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+                        Args&&... args) {
+  cudaLaunchAttribute overlap{};
+  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = cudaStreamPerThread;
+  config.attrs = &overlap;
+  config.numAttrs = 1;
+  check_cuda(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), name);
 }
 
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }

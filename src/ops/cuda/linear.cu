@@ -3,10 +3,15 @@
 // bf16 (a float32 x is rounded to bf16 for the product, as autocast does: mixed-precision training
 // and bf16 decode read 16-bit weights), else float32. Outputs have x's dtype; weight gradients
 // accumulate in float32. Up to 4 rows of float32 x (decode) go through a mat-vec kernel instead
-// (small_batch_linear below): float32 x, no rounding of x.
+// (small_batch_linear below): float32 x, no rounding of x. Up to 16 rows of bf16 x with bf16 weights
+// (bf16 decode) go through the tensor-core decode product (decode_matvec.cuh), which also writes
+// column pieces for linear_forward_split.
+#include <optional>
 #include <type_traits>
+#include <vector>
 
 #include "ops/cuda/common.cuh"
+#include "ops/cuda/decode_matvec.cuh"
 #include "ops/cuda/gemm.cuh"
 #include "ops/linear.h"
 
@@ -124,6 +129,31 @@ bool small_batch_linear(const Tensor& x, const Tensor& weight, const Tensor& bia
   return true;
 }
 
+// Runs y = x·Wᵀ + b through decode_matvec when it takes these inputs (bf16 x and W, at most 16
+// rows), writing the consecutive column ranges of y into `pieces`; false leaves the product to
+// the other paths.
+bool decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const std::vector<Tensor>& pieces) {
+  const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
+  if (x.dtype() != DType::bf16 || weight.dtype() != DType::bf16 || pieces.size() > size_t(kDecodeMaxPieces) ||
+      n > INT32_MAX / 2 || !decode_matvec_fits(m, k, x.raw(), weight.raw()))
+    return false;
+  Tensor b = bias.defined() ? float32_on_device(bias, "linear bias") : Tensor{};
+  DecodeMatvecArgs args;
+  args.x = static_cast<const __nv_bfloat16*>(x.raw());
+  args.rows = int(m);
+  args.k = int(k);
+  args.weight = static_cast<const __nv_bfloat16*>(weight.raw());
+  args.n = int(n);
+  args.bias = data_or_null<float>(b);
+  args.pieces = int(pieces.size());
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    args.out[i] = static_cast<__nv_bfloat16*>(pieces[i].raw());
+    args.piece_begin[i + 1] = args.piece_begin[i] + int(pieces[i].size(1));
+  }
+  decode_matvec(args);
+  return true;
+}
+
 void check_activation(const Tensor& x, const char* name) {
   require_cuda_tensor(x, name);
   MAMBA_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::bf16, name, ": expected f32 or bf16 on cuda, got ",
@@ -149,7 +179,7 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
   Tensor y = Tensor::empty({m, n}, x.dtype(), Device::cuda);
   if (m == 0 || n == 0) return y;
   if (bias.defined()) check_shape(bias, {n}, "linear bias");
-  if (k > 0 && small_batch_linear(x, weight, bias, y)) return y;
+  if (k > 0 && (small_batch_linear(x, weight, bias, y) || decode_linear(x, weight, bias, {y}))) return y;
   if (k == 0) {
     y.zero_();
   } else {
@@ -167,6 +197,16 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
     check_launch("linear bias");
   }
   return y;
+}
+
+std::optional<std::vector<Tensor>> linear_forward_split(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                                        const std::vector<int64_t>& widths) {
+  check_activation(x, "linear x");
+  check_weight(weight, x.size(1));
+  std::vector<Tensor> pieces;
+  for (int64_t width : widths) pieces.push_back(Tensor::empty({x.size(0), width}, x.dtype(), Device::cuda));
+  if (x.size(1) == 0 || !decode_linear(x, weight, bias, pieces)) return std::nullopt;
+  return pieces;
 }
 
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias) {

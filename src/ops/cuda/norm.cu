@@ -35,6 +35,8 @@ template <typename T, int kColumns>
 __global__ void __launch_bounds__(kThreads)
     norm_forward_kernel(NormArgs p, T* out, float* residual_out, float* rstd_out, float* mean_out) {
   __shared__ float scratch[32];
+  wait_for_previous_kernels();
+  allow_next_kernel_launch();
   const int64_t row = blockIdx.x;
   const T* x = static_cast<const T*>(p.x) + row * p.d;
   const float* res = p.residual ? p.residual + row * p.d : nullptr;
@@ -187,13 +189,14 @@ NormOutputs add_norm_forward(const NormInputs& in) {
   with_columns(p.d, [&](auto columns) {
     constexpr int kColumns = decltype(columns)::value;
     if (in.x.dtype() == DType::f32)
-      norm_forward_kernel<float, kColumns><<<unsigned(p.rows), kThreads>>>(
-          p, out.out.data<float>(), out.residual_out.data<float>(), out.rstd.data<float>(), mean);
+      launch_overlapping("add_norm forward", norm_forward_kernel<float, kColumns>, dim3(unsigned(p.rows)),
+                         dim3(kThreads), 0, p, out.out.data<float>(), out.residual_out.data<float>(),
+                         out.rstd.data<float>(), mean);
     else
-      norm_forward_kernel<__nv_bfloat16, kColumns><<<unsigned(p.rows), kThreads>>>(
-          p, static_cast<__nv_bfloat16*>(out.out.raw()), out.residual_out.data<float>(), out.rstd.data<float>(), mean);
+      launch_overlapping("add_norm forward", norm_forward_kernel<__nv_bfloat16, kColumns>, dim3(unsigned(p.rows)),
+                         dim3(kThreads), 0, p, static_cast<__nv_bfloat16*>(out.out.raw()),
+                         out.residual_out.data<float>(), out.rstd.data<float>(), mean);
   });
-  check_launch("add_norm forward");
   return out;
 }
 

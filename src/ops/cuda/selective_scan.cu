@@ -860,6 +860,8 @@ __device__ __forceinline__ float projected_delta_part(const ScanArgs& p, int64_t
 // Weight is the dtype of delta_proj when given (else unused).
 template <typename T, typename Weight>
 __global__ void state_update_kernel(ScanArgs p, float* state) {
+  wait_for_previous_kernels();
+  allow_next_kernel_launch();
   const int64_t thread = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, rows = int64_t(p.batch) * p.dim;
   const int lane = int(thread % kStepLanes);
   // Groups past the last row stay for the shuffles: they read the last row and write nothing.
@@ -1288,8 +1290,8 @@ Tensor selective_state_update(const ScanInputs& step, Tensor& state) {
   }
   const bool bf16_weight = delta_proj.defined() && delta_proj.dtype() == DType::bf16;
   auto launch = [&](auto activation, auto weight) {
-    state_update_kernel<decltype(activation), decltype(weight)>
-        <<<blocks_for(rows * kStepLanes, 128), 128>>>(p, state.data<float>());
+    launch_overlapping("selective_state_update kernel", state_update_kernel<decltype(activation), decltype(weight)>,
+                       dim3(blocks_for(rows * kStepLanes, 128)), dim3(128), 0, p, state.data<float>());
   };
   if (step.u.dtype() == DType::f32)
     bf16_weight ? launch(float{}, __nv_bfloat16{}) : launch(float{}, float{});

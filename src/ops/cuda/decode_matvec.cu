@@ -1,0 +1,266 @@
+// Decode product on the tensor cores (see decode_matvec.cuh for what it computes).
+//
+// Work split. A warp owns 8 output columns (one mma n-tile) and a range of k; the 16 rows of the
+// mma are the rows of x (rows past `rows` read zeros). Lane (g, t) = (lane / 4, lane % 4) loads
+// W[column g][slice·32 + t·8 … + 7] as one 16-byte vector and x's rows g and g + 8 at the same
+// positions from shared memory; the reduction over k does not care which position goes into which
+// mma slot, so these 8 positions feed two m16n8k16 products (positions 0–3 and 4–7) as they lie,
+// with no shuffles. A block's 8 warps are `groups` column tiles × `splits` k ranges; the k ranges
+// are summed through shared memory, then the epilogue writes each column's value (+ bias) to its
+// output piece, after the conv step for piece 0. Blocks walk column tiles with a grid stride, so
+// x is staged once per block, and the next tile's weight loads are issued before the current
+// tile's products (double-buffered registers).
+#include <algorithm>
+
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/decode_matvec.cuh"
+
+namespace mamba::ops::cuda_detail {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kSlice = 32;  // positions of k per warp step: 4 lanes × 8
+constexpr int kBatch = 8;   // slices whose weight loads a warp keeps in flight
+// Staged rows are k + 8 bf16 long, so rows g = 0…7 start in different 16-byte bank groups and the
+// fragment loads of a warp take the minimum of 4 shared-memory wavefronts.
+constexpr int kRowPad = 8;
+
+size_t shared_bytes(int64_t rows, int64_t k) {
+  return size_t(rows) * size_t(k + kRowPad) * sizeof(__nv_bfloat16) + kWarps * 32 * sizeof(float4);
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// s = x + residual at positions j … j + 7 of one row (residual optional).
+__device__ __forceinline__ void residual_sum(const __nv_bfloat16* x, const float* residual, int j, float (&s)[8]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(x + j);
+  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(pairs[i]);
+    s[2 * i] = f.x, s[2 * i + 1] = f.y;
+  }
+  if (residual) {
+    const float4 a = *reinterpret_cast<const float4*>(residual + j),
+                 b = *reinterpret_cast<const float4*>(residual + j + 4);
+    s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
+  }
+}
+
+// Stages the rows the product reads into shared memory ([rows][k + kRowPad] bf16): x, or with the
+// pre-norm RMSNorm(x + residual) ⊙ w rounded to bf16 as add_norm_forward stores it. Block 0 writes
+// residual_out. Warp w normalises rows w, w + 8 (a pass for the sum of squares, one to write).
+__device__ void stage_rows(const DecodeMatvecArgs& p, __nv_bfloat16* xs) {
+  const int stride = p.k + kRowPad, vectors = p.k / 8;
+  if (!p.norm_weight) {
+    for (int i = threadIdx.x; i < p.rows * vectors; i += kThreads) {
+      const int r = i / vectors, v = i % vectors;
+      *reinterpret_cast<uint4*>(xs + r * stride + v * 8) =
+          *reinterpret_cast<const uint4*>(p.x + int64_t(r) * p.k + v * 8);
+    }
+    return;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int r = warp; r < p.rows; r += kWarps) {
+    const __nv_bfloat16* x = p.x + int64_t(r) * p.k;
+    const float* residual = p.residual ? p.residual + int64_t(r) * p.k : nullptr;
+    float squares = 0.0f;
+    for (int v = lane; v < vectors; v += 32) {
+      float s[8];
+      residual_sum(x, residual, v * 8, s);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) squares = fmaf(s[i], s[i], squares);
+    }
+    const float rstd = rsqrtf(warp_sum(squares) / float(p.k) + p.eps);
+    for (int v = lane; v < vectors; v += 32) {
+      float s[8];
+      residual_sum(x, residual, v * 8, s);
+      if (blockIdx.x == 0) {
+        float4* out = reinterpret_cast<float4*>(p.residual_out + int64_t(r) * p.k + v * 8);
+        out[0] = make_float4(s[0], s[1], s[2], s[3]);
+        out[1] = make_float4(s[4], s[5], s[6], s[7]);
+      }
+      const float4 wa = *reinterpret_cast<const float4*>(p.norm_weight + v * 8);
+      const float4 wb = *reinterpret_cast<const float4*>(p.norm_weight + v * 8 + 4);
+      const float w[8] = {wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w};
+      uint4 packed;
+      __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&packed);
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        pairs[i] = __floats2bfloat162_rn(s[2 * i] * rstd * w[2 * i], s[2 * i + 1] * rstd * w[2 * i + 1]);
+      *reinterpret_cast<uint4*>(xs + r * stride + v * 8) = packed;
+    }
+  }
+}
+
+// The causal conv step + SiLU of one channel of one row, as conv_step_kernel computes it; the
+// projection enters rounded to bf16, as the separate ops would have stored it.
+__device__ float conv_step(const DecodeMatvecArgs& p, int row, int channel, int channels, float projected) {
+  const int history = p.conv_width - 1;
+  float* s = p.conv_state + (int64_t(row) * channels + channel) * history;
+  const float* w = p.conv_weight + int64_t(channel) * p.conv_width;
+  const float x = __bfloat162float(__float2bfloat16_rn(projected));
+  float acc = p.conv_bias ? p.conv_bias[channel] : 0.0f;
+  for (int k = 0; k < history; ++k) acc = fmaf(w[k], s[k], acc);
+  acc = fmaf(w[history], x, acc);
+  for (int k = 0; k + 1 < history; ++k) s[k] = s[k + 1];
+  if (history > 0) s[history - 1] = x;
+  return acc * sigmoid(acc);
+}
+
+// Writes the mma accumulator of column tile `tile` (c0, c1: row g, columns 2t, 2t + 1; c2, c3:
+// row g + 8) to the output pieces.
+__device__ void store_tile(const DecodeMatvecArgs& p, int tile, const float (&c)[4], int g, int t) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), column = tile * 8 + 2 * t + (i & 1);
+    if (row >= p.rows || column >= p.n) continue;
+    float v = c[i] + (p.bias ? p.bias[column] : 0.0f);
+    int piece = 0;
+    while (piece + 1 < p.pieces && column >= p.piece_begin[piece + 1]) ++piece;
+    const int width = p.piece_begin[piece + 1] - p.piece_begin[piece], j = column - p.piece_begin[piece];
+    if (piece == 0 && p.conv_state) v = conv_step(p, row, j, width, v);
+    p.out[piece][int64_t(row) * width + j] = __float2bfloat16_rn(v);
+  }
+}
+
+template <int kGroups>
+__global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArgs p, int slices_per_split) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  constexpr int kSplits = kWarps / kGroups;
+  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(shared);
+  float4* partial = reinterpret_cast<float4*>(shared + size_t(p.rows) * (p.k + kRowPad) * sizeof(__nv_bfloat16));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int group = warp % kGroups, split = warp / kGroups;
+  const int tiles = (p.n + 8 * kGroups - 1) / (8 * kGroups);
+  const int first_slice = split * slices_per_split;
+  const int end_slice = min((p.k + kSlice - 1) / kSlice, first_slice + slices_per_split);
+  // Every warp runs the same number of batches per tile, so the block's barriers line up.
+  const int batches = (slices_per_split + kBatch - 1) / kBatch;
+
+  auto load = [&](uint4(&w)[kBatch], int tile, int batch) {
+    const int column = (tile * kGroups + group) * 8 + g;
+    const __nv_bfloat16* row = p.weight + int64_t(column) * p.k + t * 8;
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) {
+      const int s = first_slice + batch * kBatch + i;
+      const bool inside = column < p.n && s < end_slice && s * kSlice + t * 8 < p.k;
+      w[i] = inside ? __ldg(reinterpret_cast<const uint4*>(row + s * kSlice)) : make_uint4(0, 0, 0, 0);
+    }
+  };
+
+  uint4 w[kBatch];
+  int tile = blockIdx.x, batch = 0;
+  load(w, tile, 0);  // before the wait: see decode_matvec.cuh
+  wait_for_previous_kernels();
+  allow_next_kernel_launch();
+  stage_rows(p, xs);
+  __syncthreads();
+
+  const int stride = p.k + kRowPad;
+  const __nv_bfloat16* row_lo = xs + g * stride;
+  const __nv_bfloat16* row_hi = xs + (g + 8) * stride;
+  const bool has_lo = g < p.rows, has_hi = g + 8 < p.rows;
+  float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  while (tile < int(tiles)) {
+    int next_tile = tile, next_batch = batch + 1;
+    if (next_batch == batches) next_tile += gridDim.x, next_batch = 0;
+    uint4 w_next[kBatch];
+    load(w_next, next_tile, next_batch);
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) {
+      const int s = first_slice + batch * kBatch + i;
+      if (s >= end_slice) break;
+      const int position = s * kSlice + t * 8;
+      uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+      if (position < p.k) {
+        if (has_lo) lo = *reinterpret_cast<const uint4*>(row_lo + position);
+        if (has_hi) hi = *reinterpret_cast<const uint4*>(row_hi + position);
+      }
+      mma_bf16(c, lo.x, hi.x, lo.y, hi.y, w[i].x, w[i].y);
+      mma_bf16(c, lo.z, hi.z, lo.w, hi.w, w[i].z, w[i].w);
+    }
+    if (next_batch == 0) {
+      if constexpr (kSplits > 1) {
+        partial[warp * 32 + lane] = make_float4(c[0], c[1], c[2], c[3]);
+        __syncthreads();
+        if (split == 0)
+          for (int other = 1; other < kSplits; ++other) {
+            const float4 q = partial[(other * kGroups + group) * 32 + lane];
+            c[0] += q.x, c[1] += q.y, c[2] += q.z, c[3] += q.w;
+          }
+      }
+      if (split == 0) store_tile(p, tile * kGroups + group, c, g, t);
+      if constexpr (kSplits > 1) __syncthreads();  // partial is rewritten for the next tile
+      c[0] = c[1] = c[2] = c[3] = 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) w[i] = w_next[i];
+    tile = next_tile, batch = next_batch;
+  }
+}
+
+template <int kGroups>
+void launch(const DecodeMatvecArgs& p, int slices_per_split) {
+  const size_t bytes = shared_bytes(p.rows, p.k);
+  static size_t allowed = 48 * 1024;
+  if (bytes > allowed) {
+    check_cuda(
+        cudaFuncSetAttribute(decode_matvec_kernel<kGroups>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+        "cudaFuncSetAttribute (decode mat-vec)");
+    allowed = bytes;
+  }
+  const int tiles = (p.n + 8 * kGroups - 1) / (8 * kGroups);
+  // Two blocks fit on an SM (128 registers per thread); more tiles are walked by the same blocks,
+  // which then stage (and normalise) x once for all of them.
+  const int cap = 2 * multiprocessor_count();
+  launch_overlapping("decode mat-vec", decode_matvec_kernel<kGroups>, dim3(unsigned(std::min(tiles, cap))),
+                     dim3(kThreads), bytes, p, slices_per_split);
+}
+
+}  // namespace
+
+bool decode_matvec_fits(int64_t rows, int64_t k, const void* x, const void* weight) {
+  static const size_t limit = [] {
+    int device = 0, bytes = 0;
+    check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+    check_cuda(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+               "cudaDeviceGetAttribute");
+    return size_t(bytes);
+  }();
+  return rows >= 1 && rows <= kDecodeMaxRows && k > 0 && k % 8 == 0 && k <= INT32_MAX / 2 && aligned16(x) &&
+         aligned16(weight) && shared_bytes(rows, k) <= limit;
+}
+
+void decode_matvec(const DecodeMatvecArgs& p) {
+  if (p.rows == 0 || p.n == 0) return;
+  // Warps split k while each keeps at least 4 slices (4 weight loads of 16 bytes in flight); the
+  // rest of the block's 8 warps take neighbouring column tiles.
+  const int slices = (p.k + kSlice - 1) / kSlice;
+  int splits = 1;
+  while (splits < kWarps && slices / (splits * 2) >= 4) splits *= 2;
+  const int slices_per_split = (slices + splits - 1) / splits;
+  switch (kWarps / splits) {
+    case 1:
+      launch<1>(p, slices_per_split);
+      break;
+    case 2:
+      launch<2>(p, slices_per_split);
+      break;
+    case 4:
+      launch<4>(p, slices_per_split);
+      break;
+    default:
+      launch<8>(p, slices_per_split);
+      break;
+  }
+}
+
+}  // namespace mamba::ops::cuda_detail

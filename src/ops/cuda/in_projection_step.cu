@@ -1,0 +1,53 @@
+// The fused CUDA in-projection of a decode step (ops/in_projection_step.h): one decode_matvec
+// launch with the RMSNorm prologue and the conv-step epilogue on the x half.
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/decode_matvec.cuh"
+#include "ops/in_projection_step.h"
+
+namespace mamba::ops::cuda {
+
+std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in, Tensor& conv_state) {
+  using namespace cuda_detail;
+  const Tensor& x = in.norm.x;
+  const int64_t batch = x.size(0), d = x.size(1), channels = in.conv_weight.size(0);
+  const bool residual_fits =
+      !in.norm.residual.defined() || (in.norm.residual.dtype() == DType::f32 && aligned16(in.norm.residual.raw()));
+  if (x.dtype() != DType::bf16 || in.weight.dtype() != DType::bf16 || !residual_fits || 2 * channels > INT32_MAX / 2 ||
+      !decode_matvec_fits(batch, d, x.raw(), in.weight.raw()))
+    return std::nullopt;
+  require_cuda_tensor(conv_state, "in_projection_step conv state");
+  const Tensor norm_weight = float32_on_device(in.norm.weight, "in_projection_step norm weight");
+  const Tensor bias = in.bias.defined() ? float32_on_device(in.bias, "in_projection_step bias") : Tensor{};
+  const Tensor conv_weight = float32_on_device(in.conv_weight, "in_projection_step conv weight");
+  const Tensor conv_bias =
+      in.conv_bias.defined() ? float32_on_device(in.conv_bias, "in_projection_step conv bias") : Tensor{};
+  if (!aligned16(norm_weight.raw())) return std::nullopt;
+
+  InProjectionOutputs out{Tensor::empty({batch, channels}, DType::bf16, Device::cuda),
+                          Tensor::empty({batch, channels}, DType::bf16, Device::cuda),
+                          Tensor::empty({batch, d}, DType::f32, Device::cuda)};
+  DecodeMatvecArgs args;
+  args.x = static_cast<const __nv_bfloat16*>(x.raw());
+  args.rows = int(batch);
+  args.k = int(d);
+  args.weight = static_cast<const __nv_bfloat16*>(in.weight.raw());
+  args.n = int(2 * channels);
+  args.bias = data_or_null<float>(bias);
+  args.residual = in.norm.residual.defined() ? in.norm.residual.data<float>() : nullptr;
+  args.norm_weight = norm_weight.data<float>();
+  args.eps = in.norm.eps;
+  args.residual_out = out.residual_out.data<float>();
+  args.pieces = 2;
+  args.out[0] = static_cast<__nv_bfloat16*>(out.x_conv.raw());
+  args.out[1] = static_cast<__nv_bfloat16*>(out.z.raw());
+  args.piece_begin[1] = int(channels);
+  args.piece_begin[2] = int(2 * channels);
+  args.conv_state = conv_state.data<float>();
+  args.conv_weight = conv_weight.data<float>();
+  args.conv_bias = data_or_null<float>(conv_bias);
+  args.conv_width = int(in.conv_weight.size(-1));
+  decode_matvec(args);
+  return out;
+}
+
+}  // namespace mamba::ops::cuda

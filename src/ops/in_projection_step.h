@@ -1,0 +1,45 @@
+// The input side of one Mamba-1 decode step: the block's residual add + RMSNorm, the in-projection
+// and the causal conv step of its x half, for a batch of sequences (one token each).
+//
+//   s            = x + residual                         (residual optional; s float32)
+//   n            = s / sqrt(mean(s²) + eps) ⊙ w_norm    (ops/norm.h, NormKind::rms)
+//   [x' | z]     = n · W_inᵀ + b_in                     (W_in [2C, d]; ops/linear.h)
+//   x_conv       = SiLU(causal_conv1d_step(x', conv_state))   (ops/causal_conv1d.h; state shifted in place)
+//
+// It is exactly add_norm_forward → linear_forward_split → causal_conv1d_step, and runs as those ops
+// on the CPU and wherever the fused kernel does not apply. On CUDA, bf16 x with a bf16 W_in and at
+// most 16 sequences run as one kernel (ops/cuda/decode_matvec.cuh): the decode step is a chain of
+// latency-bound kernels, and this one replaces three. Its intermediates are rounded to bf16 where
+// the separate ops would store them in bf16 (n, x').
+#pragma once
+#include <optional>
+
+#include "core/tensor.h"
+#include "ops/norm.h"
+
+namespace mamba::ops {
+
+struct InProjectionStep {
+  NormInputs norm;     // x [batch, d] (the block input), residual [batch, d] f32 optional, weight [d]
+  Tensor weight;       // W_in [2C, d]
+  Tensor bias;         // [2C], optional
+  Tensor conv_weight;  // [C, K] (or the checkpoint's [C, 1, K])
+  Tensor conv_bias;    // [C], optional
+};
+
+struct InProjectionOutputs {
+  Tensor x_conv;        // [batch, C], dtype of x
+  Tensor z;             // [batch, C], dtype of x
+  Tensor residual_out;  // [batch, d] f32: s
+};
+
+// Validates every input with messages naming the tensor; conv_state is [batch, C, K−1] f32.
+void check_in_projection_step_inputs(const InProjectionStep& in, const Tensor& conv_state);
+InProjectionOutputs in_projection_step(const InProjectionStep& in, Tensor& conv_state);
+
+namespace cuda {
+// The fused kernel's result, or nullopt when it does not take these inputs.
+std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in, Tensor& conv_state);
+}  // namespace cuda
+
+}  // namespace mamba::ops
