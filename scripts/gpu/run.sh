@@ -12,6 +12,7 @@
 #                              a git-ignored folder named in the call's carry), built beside this one
 #                              and run alternately with it in two rounds, so both meet the same machine
 #   scripts/gpu/run.sh test-decode [BASE]  test, then decode
+#   scripts/gpu/run.sh decode-profile  host-side costs of a decode step and ncu times of its kernels
 #   scripts/gpu/run.sh transformers  load a checkpoint written by `mambacpp train` (carried in
 #                              .gpu_fixtures/ours_tiny) into transformers' MambaForCausalLM and compare
 #                              logits with ours (scripts/gpu/check_transformers.py); no build
@@ -75,7 +76,7 @@ run_tests() {
   local small='CudaSelectiveScan.AllFeaturesSmall:CudaSelectiveScan.NoOptionalInputs'
   small="$small:CudaSelectiveScan.StepMatchesReference:CudaSelectiveScan.StepWithDeltaProjMatchesReference"
   small="$small:CudaCausalConv1d.*"
-  small="$small:CudaAddNorm.*:CudaEmbedding.*:CudaLinear.*:CudaInProjectionStep.*:CudaCrossEntropy.*:CudaOptimizerUpdate.*"
+  small="$small:CudaAddNorm.*:CudaEmbedding.*:CudaLinear.*:CudaInProjectionStep.*:CudaArgmax.*:CudaCrossEntropy.*:CudaOptimizerUpdate.*"
   for tool in memcheck racecheck; do
     echo "== compute-sanitizer $tool"
     if compute-sanitizer --tool "$tool" --error-exitcode 3 "$build/cuda_tests" --gtest_filter="$small" \
@@ -183,6 +184,36 @@ for model, batch in keys:
 PY
 }
 
+# Decode step breakdown (scripts/gpu/decode_profile.cpp): host-side costs, then each kernel of one
+# recorded step under ncu (kernel durations, serialised: no launch overlap).
+run_decode_profile() {
+  echo "== decode profile"
+  g++ $cxx_flags scripts/gpu/decode_profile.cpp -o "$build/decode_profile" $libs
+  for row in "130m 1" "130m 16" "1.4b 1" "1.4b 16"; do "$build/decode_profile" $row; done
+  for row in "130m 1" "1.4b 16"; do
+    local name=${row// /_}
+    ncu --profile-from-start off --graph-profiling node --cache-control none --clock-control none \
+      --metrics gpu__time_duration.sum --csv "$build/decode_profile" $row >"$out/ncu_$name.csv" 2>"$out/ncu_$name.log" ||
+      tail -5 "$out/ncu_$name.log"
+    python3 - "$out/ncu_$name.csv" "$row" <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+rows = [r for r in rows if r.get('Metric Name') == 'gpu__time_duration.sum']
+per = collections.OrderedDict()
+for r in rows:
+    name = r['Kernel Name'][:60]
+    v = float(r['Metric Value'].replace(',', ''))
+    unit = r['Metric Unit']
+    us = v / 1000 if unit == 'nsecond' else v if unit == 'usecond' else v * 1000
+    per.setdefault(name, []).append(us)
+total = sum(sum(v) for v in per.values())
+print(f"\n{sys.argv[2]}: {len(rows)} kernels in 2 steps, {total / 2:.1f} us per step (serialised)")
+for name, v in sorted(per.items(), key=lambda kv: -sum(kv[1])):
+    print(f"  {sum(v) / 2:8.1f} us/step  {len(v) // 2:4d} x  mean {sum(v) / len(v):6.2f} us  {name}")
+PY
+  done
+}
+
 run_profile() {
   echo "== ncu"
   g++ $cxx_flags scripts/gpu/scan_bench.cpp -o "$build/scan_bench" $libs
@@ -200,6 +231,7 @@ case "$mode" in
   profile) run_profile ;;
   all) run_tests; run_bench; run_model_bench ;;
   decode) run_decode "${2:-}" ;;
+  decode-profile) run_decode_profile ;;
   test-decode) run_tests; run_decode "${2:-}" ;;
   *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]" >&2; exit 2 ;;
 esac

@@ -12,6 +12,7 @@
 #include "core/threads.h"
 #include "core/timer.h"
 #include "model/presets.h"
+#include "ops/argmax.h"
 
 namespace mamba::cli {
 namespace {
@@ -111,18 +112,12 @@ void run_bench(const BenchArgs& args) {
     model::InferenceState state = model->new_state(batch);
     state_bytes = state.bytes() / batch;
     Timer timer;
-    Tensor logits = on_host(prefill_showing_progress(*model, state, prompt, args.chunk));
+    // Greedy decoding; the argmax runs where the logits are, so on CUDA only the chosen ids come
+    // back to the host, as in a fully fused generation loop.
+    Tensor tokens = on_host(ops::argmax_rows(prefill_showing_progress(*model, state, prompt, args.chunk), vocab));
     prefill_rates.push_back(double(batch * args.prompt_tokens) / timer.seconds());
-    Tensor tokens = Tensor::empty({batch}, DType::i32);
-    const int64_t row_length = logits.size(-1);
     timer.reset();
-    for (int64_t g = 0; g < args.gen_tokens; ++g) {
-      for (int64_t b = 0; b < batch; ++b) {
-        const float* row = logits.data<float>() + b * row_length;
-        tokens.data<int32_t>()[b] = int32_t(std::max_element(row, row + vocab) - row);
-      }
-      logits = on_host(model->step(state, tokens));
-    }
+    for (int64_t g = 0; g < args.gen_tokens; ++g) tokens = on_host(ops::argmax_rows(model->step(state, tokens), vocab));
     if (args.gen_tokens > 0) decode_rates.push_back(double(batch * args.gen_tokens) / timer.seconds());
     if (measure_floor) floor_rates.push_back(double(batch) / seconds_to_read(weights, 3));
     std::fprintf(stderr, "rep %lld/%lld: pp%lld %.1f tok/s, tg%lld %.1f tok/s", (long long)rep + 1,

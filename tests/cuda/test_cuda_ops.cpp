@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cuda_test_util.h"
+#include "ops/argmax.h"
 #include "ops/causal_conv1d.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
@@ -300,6 +301,28 @@ TEST(CudaInProjectionStep, MatchesComposedReference) {
         EXPECT_LT(error_vs(out.residual_out, ref_norm.residual_out.to_double_vector()), 1e-6);
         EXPECT_LT(error_vs(gpu_state, ref_state.to_double_vector()), 1e-2);
       }
+}
+
+// The GPU argmax against the reference on random rows with planted ties (the first wins) and
+// NaN, f32 and bf16, rows longer than a block's threads, only the first `columns` counted.
+TEST(CudaArgmax, MatchesReference) {
+  SKIP_WITHOUT_GPU();
+  const int M = 16, V = 5003;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    Rng rng(77);
+    auto x = rounded(random_vector(rng, int64_t(M) * V, -4, 4), dtype);
+    for (int m = 0; m < M; ++m) {
+      x[size_t(m * V + 7 * m + 11)] = 9;  // a tie: the earlier one wins
+      x[size_t(m * V + V - 1 - m)] = 9;
+      x[size_t(m * V + 3)] = std::nan("");
+    }
+    const Tensor gx = on_gpu(x, {M, V}, dtype);
+    for (int64_t columns : {int64_t(-1), int64_t(4000)}) {
+      const Tensor want = ops::ref::argmax_rows(cpu64(x, {M, V}), columns);
+      const Tensor got = ops::argmax_rows(gx, columns);
+      EXPECT_EQ(got.to_double_vector(), want.to_double_vector()) << dtype_name(dtype) << " columns " << columns;
+    }
+  }
 }
 
 TEST(CudaCrossEntropy, LossGradientsAndPredictions) {

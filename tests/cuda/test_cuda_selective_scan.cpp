@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "cuda_test_util.h"
 #include "ops/selective_scan.h"
@@ -231,15 +232,16 @@ TEST(CudaSelectiveScan, StepMatchesReference) {
 
 // dt_proj folded into the step (delta [batch, R], delta_proj [D, R]) for every weight dtype,
 // against the float64 reference on the same values. R = 20 takes the scalar weight loads, R = 48
-// the 16-byte ones (8 bf16 or 4 f32 per load); D = 37 leaves a partial block.
+// the 16-byte ones (8 bf16 or 4 f32 per load), R = 136 also the pieces past those loaded before the
+// kernel waits; N = 40 has states past the 4 per lane loaded early; D = 37 leaves a partial block.
 TEST(CudaSelectiveScan, StepWithDeltaProjMatchesReference) {
   SKIP_WITHOUT_GPU();
-  const int batch = 3, dim = 37, n_states = 16;
+  const int batch = 3, dim = 37;
   for (DType dtype : {DType::f32, DType::bf16}) {
     for (DType weight_dtype : {DType::f32, DType::bf16, DType::f16}) {
-      for (int rank : {20, 48}) {
+      for (auto [rank, n_states] : {std::pair{20, 16}, {48, 16}, {136, 16}, {48, 40}}) {
         SCOPED_TRACE(std::string(dtype_name(dtype)) + " weight " + dtype_name(weight_dtype) + " R " +
-                     std::to_string(rank));
+                     std::to_string(rank) + " N " + std::to_string(n_states));
         Features f;
         f.lengths = false;
         f.dlast = false;

@@ -26,8 +26,11 @@ constexpr int kBatch = 8;   // slices whose weight loads a warp keeps in flight
 // fragment loads of a warp take the minimum of 4 shared-memory wavefronts.
 constexpr int kRowPad = 8;
 
+// Shared memory: the staged rows, then kWarps × 32 float4 for the k-split partial sums (before the
+// products, the pre-norm's chunk sums), then one rstd per row.
 size_t shared_bytes(int64_t rows, int64_t k) {
-  return size_t(rows) * size_t(k + kRowPad) * sizeof(__nv_bfloat16) + kWarps * 32 * sizeof(float4);
+  return size_t(rows) * size_t(k + kRowPad) * sizeof(__nv_bfloat16) + kWarps * 32 * sizeof(float4) +
+         kDecodeMaxRows * sizeof(float);
 }
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -38,50 +41,108 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// s = x + residual at positions j … j + 7 of one row (residual optional).
-__device__ __forceinline__ void residual_sum(const __nv_bfloat16* x, const float* residual, int j, float (&s)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(x + j);
-  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+// The 8 positions of one staged vector: x (bf16) and, optionally, the residual (f32).
+struct RowPiece {
+  uint4 x;
+  float4 residual_lo, residual_hi;
+};
+
+__device__ __forceinline__ RowPiece load_piece(const DecodeMatvecArgs& p, int row, int position) {
+  const int64_t at = int64_t(row) * p.k + position;
+  RowPiece piece{*reinterpret_cast<const uint4*>(p.x + at), make_float4(0, 0, 0, 0), make_float4(0, 0, 0, 0)};
+  if (p.residual) {
+    piece.residual_lo = *reinterpret_cast<const float4*>(p.residual + at);
+    piece.residual_hi = *reinterpret_cast<const float4*>(p.residual + at + 4);
+  }
+  return piece;
+}
+
+// s = x + residual of one piece.
+__device__ __forceinline__ void residual_sum(const RowPiece& piece, float (&s)[8]) {
+  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&piece.x);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const float2 f = __bfloat1622float2(pairs[i]);
     s[2 * i] = f.x, s[2 * i + 1] = f.y;
   }
-  if (residual) {
-    const float4 a = *reinterpret_cast<const float4*>(residual + j),
-                 b = *reinterpret_cast<const float4*>(residual + j + 4);
-    s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
-  }
+  const float4 a = piece.residual_lo, b = piece.residual_hi;
+  s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
 }
 
+// Staging loops issue kStageUnroll vectors' loads per thread before using any, so that a block's
+// rows arrive in a few round trips to L2 rather than one per vector.
+constexpr int kStageUnroll = 4;
+
 // Stages the rows the product reads into shared memory ([rows][k + kRowPad] bf16): x, or with the
-// pre-norm RMSNorm(x + residual) ⊙ w rounded to bf16 as add_norm_forward stores it. Block 0 writes
-// residual_out. Warp w normalises rows w, w + 8 (a pass for the sum of squares, one to write).
-__device__ void stage_rows(const DecodeMatvecArgs& p, __nv_bfloat16* xs) {
+// pre-norm RMSNorm(x + residual) ⊙ w rounded to bf16 as add_norm_forward stores it (block 0 also
+// writes residual_out). For the norm, each row is cut into chunks of 32 vectors of 8 positions,
+// one warp-wide item each, so a warp's sum of squares belongs to one row: the chunk sums go to
+// `chunk_sums` and each row's sum is taken over its chunks in order (no atomics: the result does
+// not depend on timing). The second pass re-reads the row, from L1.
+__device__ void stage_rows(const DecodeMatvecArgs& p, __nv_bfloat16* xs, float* chunk_sums, float* rstd) {
   const int stride = p.k + kRowPad, vectors = p.k / 8;
   if (!p.norm_weight) {
-    for (int i = threadIdx.x; i < p.rows * vectors; i += kThreads) {
-      const int r = i / vectors, v = i % vectors;
-      *reinterpret_cast<uint4*>(xs + r * stride + v * 8) =
-          *reinterpret_cast<const uint4*>(p.x + int64_t(r) * p.k + v * 8);
+    const int total = p.rows * vectors;
+    for (int base = threadIdx.x; base < total; base += kThreads * kStageUnroll) {
+      uint4 v[kStageUnroll];
+#pragma unroll
+      for (int u = 0; u < kStageUnroll; ++u) {
+        const int i = base + u * kThreads;
+        if (i < total) v[u] = *reinterpret_cast<const uint4*>(p.x + int64_t(i / vectors) * p.k + i % vectors * 8);
+      }
+#pragma unroll
+      for (int u = 0; u < kStageUnroll; ++u) {
+        const int i = base + u * kThreads;
+        if (i < total) *reinterpret_cast<uint4*>(xs + i / vectors * stride + i % vectors * 8) = v[u];
+      }
     }
     return;
   }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int r = warp; r < p.rows; r += kWarps) {
-    const __nv_bfloat16* x = p.x + int64_t(r) * p.k;
-    const float* residual = p.residual ? p.residual + int64_t(r) * p.k : nullptr;
-    float squares = 0.0f;
-    for (int v = lane; v < vectors; v += 32) {
-      float s[8];
-      residual_sum(x, residual, v * 8, s);
+  const int lane = threadIdx.x % 32, per_row = (vectors + 31) / 32 * 32, total = p.rows * per_row;
+  // Items i = base + u·kThreads: a warp's 32 items share one row and chunk (per_row is whole warps).
+  for (int base = threadIdx.x; base < total; base += kThreads * kStageUnroll) {
+    RowPiece pieces[kStageUnroll];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) squares = fmaf(s[i], s[i], squares);
+    for (int u = 0; u < kStageUnroll; ++u) {
+      const int i = base + u * kThreads, v = i % per_row;
+      if (i < total && v < vectors) pieces[u] = load_piece(p, i / per_row, v * 8);
     }
-    const float rstd = rsqrtf(warp_sum(squares) / float(p.k) + p.eps);
-    for (int v = lane; v < vectors; v += 32) {
+#pragma unroll
+    for (int u = 0; u < kStageUnroll; ++u) {
+      const int i = base + u * kThreads, v = i % per_row;
+      if (i >= total) break;  // the same for the whole warp
+      float squares = 0.0f;
+      if (v < vectors) {
+        float s[8];
+        residual_sum(pieces[u], s);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) squares = fmaf(s[e], s[e], squares);
+      }
+      squares = warp_sum(squares);
+      if (lane == 0) chunk_sums[i / 32] = squares;
+    }
+  }
+  __syncthreads();
+  const int chunks = per_row / 32;
+  if (threadIdx.x < p.rows) {
+    float sum = 0.0f;
+    for (int c = 0; c < chunks; ++c) sum += chunk_sums[threadIdx.x * chunks + c];
+    rstd[threadIdx.x] = rsqrtf(sum / float(p.k) + p.eps);
+  }
+  __syncthreads();
+  for (int base = threadIdx.x; base < total; base += kThreads * kStageUnroll) {
+    RowPiece pieces[kStageUnroll];
+#pragma unroll
+    for (int u = 0; u < kStageUnroll; ++u) {
+      const int i = base + u * kThreads, v = i % per_row;
+      if (i < total && v < vectors) pieces[u] = load_piece(p, i / per_row, v * 8);
+    }
+#pragma unroll
+    for (int u = 0; u < kStageUnroll; ++u) {
+      const int i = base + u * kThreads, r = i / per_row, v = i % per_row;
+      if (i >= total || v >= vectors) continue;
       float s[8];
-      residual_sum(x, residual, v * 8, s);
+      residual_sum(pieces[u], s);
       if (blockIdx.x == 0) {
         float4* out = reinterpret_cast<float4*>(p.residual_out + int64_t(r) * p.k + v * 8);
         out[0] = make_float4(s[0], s[1], s[2], s[3]);
@@ -90,11 +151,12 @@ __device__ void stage_rows(const DecodeMatvecArgs& p, __nv_bfloat16* xs) {
       const float4 wa = *reinterpret_cast<const float4*>(p.norm_weight + v * 8);
       const float4 wb = *reinterpret_cast<const float4*>(p.norm_weight + v * 8 + 4);
       const float w[8] = {wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w};
+      const float row_rstd = rstd[r];
       uint4 packed;
       __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&packed);
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        pairs[i] = __floats2bfloat162_rn(s[2 * i] * rstd * w[2 * i], s[2 * i + 1] * rstd * w[2 * i + 1]);
+      for (int e = 0; e < 4; ++e)
+        pairs[e] = __floats2bfloat162_rn(s[2 * e] * row_rstd * w[2 * e], s[2 * e + 1] * row_rstd * w[2 * e + 1]);
       *reinterpret_cast<uint4*>(xs + r * stride + v * 8) = packed;
     }
   }
@@ -161,7 +223,7 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
   load(w, tile, 0);  // before the wait: see decode_matvec.cuh
   wait_for_previous_kernels();
   allow_next_kernel_launch();
-  stage_rows(p, xs);
+  stage_rows(p, xs, reinterpret_cast<float*>(partial), reinterpret_cast<float*>(partial + kWarps * 32));
   __syncthreads();
 
   const int stride = p.k + kRowPad;
@@ -219,8 +281,9 @@ void launch(const DecodeMatvecArgs& p, int slices_per_split) {
   }
   const int tiles = (p.n + 8 * kGroups - 1) / (8 * kGroups);
   // Two blocks fit on an SM (128 registers per thread); more tiles are walked by the same blocks,
-  // which then stage (and normalise) x once for all of them.
-  const int cap = 2 * multiprocessor_count();
+  // which then stage (and normalise) x once for all of them. Every block reads all rows of x from
+  // L2, so with more than 4 rows one block per SM keeps that traffic below the weight's.
+  const int cap = (p.rows > 4 ? 1 : 2) * multiprocessor_count();
   launch_overlapping("decode mat-vec", decode_matvec_kernel<kGroups>, dim3(unsigned(std::min(tiles, cap))),
                      dim3(kThreads), bytes, p, slices_per_split);
 }
@@ -235,7 +298,9 @@ bool decode_matvec_fits(int64_t rows, int64_t k, const void* x, const void* weig
                "cudaDeviceGetAttribute");
     return size_t(bytes);
   }();
-  return rows >= 1 && rows <= kDecodeMaxRows && k > 0 && k % 8 == 0 && k <= INT32_MAX / 2 && aligned16(x) &&
+  // The pre-norm's chunk sums (a row's chunks are 256 positions) fit where the partial sums go.
+  const bool chunk_sums_fit = rows * ((k + 255) / 256) <= kWarps * 32 * 4;
+  return rows >= 1 && rows <= kDecodeMaxRows && k > 0 && k % 8 == 0 && chunk_sums_fit && aligned16(x) &&
          aligned16(weight) && shared_bytes(rows, k) <= limit;
 }
 

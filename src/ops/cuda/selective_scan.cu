@@ -835,57 +835,95 @@ __device__ __forceinline__ float group_sum(float v) {
   return v;
 }
 
-// This lane's part of δ for channel c of sequence b: delta_proj row c times the sequence's
-// low-rank delta row, over the ranks the lane takes.
-template <typename T, typename Weight>
-__device__ __forceinline__ float projected_delta_part(const ScanArgs& p, int64_t b, int c, int lane) {
-  const int rank = p.delta_rank;
-  const T* low = static_cast<const T*>(p.delta) + b * rank;
-  const Weight* row = static_cast<const Weight*>(p.delta_proj) + int64_t(c) * rank;
-  float sum = 0.0f;
-  if (p.vector_delta_proj) {
-    constexpr int kVec = 16 / int(sizeof(Weight));
-    for (int r = lane * kVec; r < rank; r += kStepLanes * kVec) {
-      float weights[kVec];
-      load_items<Weight, kVec>(row + r, weights);
-#pragma unroll
-      for (int i = 0; i < kVec; ++i) sum = fmaf(to_float(low[r + i]), weights[i], sum);
-    }
-  } else {
-    for (int r = lane; r < rank; r += kStepLanes) sum = fmaf(to_float(low[r]), to_float(row[r]), sum);
-  }
-  return sum;
-}
+// Before the kernel waits for the one that wrote its inputs, each lane loads what no kernel of the
+// step writes: the first kPrefetchedStates of its states (the channel's state was last written by
+// the previous step's update) with their A, and the first kPrefetchedRanks 16-byte pieces of its
+// part of the W_δ row. The rest (N > 32, larger ranks) is read after the wait.
+constexpr int kPrefetchedStates = 4;
+constexpr int kPrefetchedRanks = 2;
 
 // Weight is the dtype of delta_proj when given (else unused).
 template <typename T, typename Weight>
 __global__ void state_update_kernel(ScanArgs p, float* state) {
-  wait_for_previous_kernels();
-  allow_next_kernel_launch();
+  constexpr int kVec = 16 / int(sizeof(Weight));
   const int64_t thread = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, rows = int64_t(p.batch) * p.dim;
   const int lane = int(thread % kStepLanes);
   // Groups past the last row stay for the shuffles: they read the last row and write nothing.
   const bool active = thread / kStepLanes < rows;
   const int64_t index = active ? thread / kStepLanes : rows - 1;
-  const int N = p.nstate, c = int(index % p.dim);
+  const int N = p.nstate, c = int(index % p.dim), rank = p.delta_rank;
   const int64_t b = index / p.dim;
-  const float delta = p.delta_proj ? group_sum(projected_delta_part<T, Weight>(p, b, c, lane))
-                                   : to_float(static_cast<const T*>(p.delta)[index]);
-  const float x = delta + (p.delta_bias ? p.delta_bias[c] : 0.0f);
+  float* h = state + index * N;
+  float h_prev[kPrefetchedStates], a[kPrefetchedStates];
+#pragma unroll
+  for (int j = 0; j < kPrefetchedStates; ++j) {
+    const int n = lane + j * kStepLanes;
+    h_prev[j] = n < N ? h[n] : 0.0f;
+    a[j] = n < N ? p.A[c * N + n] : 0.0f;
+  }
+  const Weight* w_row = static_cast<const Weight*>(p.delta_proj) + int64_t(c) * rank;
+  float w_first[kPrefetchedRanks][kVec];
+  if (p.vector_delta_proj)
+#pragma unroll
+    for (int j = 0; j < kPrefetchedRanks; ++j) {
+      const int r = (lane + j * kStepLanes) * kVec;
+      if (r < rank) load_items<Weight, kVec>(w_row + r, w_first[j]);
+    }
+  const float delta_bias = p.delta_bias ? p.delta_bias[c] : 0.0f, skip = p.D ? p.D[c] : 0.0f;
+  wait_for_previous_kernels();
+  allow_next_kernel_launch();
+
+  float delta = 0.0f;
+  if (!p.delta_proj) {
+    delta = to_float(static_cast<const T*>(p.delta)[index]);
+  } else {
+    // δ = delta_proj row c · the sequence's low-rank delta row, summed over the group.
+    const T* low = static_cast<const T*>(p.delta) + b * rank;
+    float sum = 0.0f;
+    if (p.vector_delta_proj) {
+#pragma unroll
+      for (int j = 0; j < kPrefetchedRanks; ++j) {
+        const int r = (lane + j * kStepLanes) * kVec;
+        if (r >= rank) break;
+        float x[kVec];
+        load_items<T, kVec>(low + r, x);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) sum = fmaf(x[i], w_first[j][i], sum);
+      }
+      for (int r = (lane + kPrefetchedRanks * kStepLanes) * kVec; r < rank; r += kStepLanes * kVec) {
+        float x[kVec], weights[kVec];
+        load_items<T, kVec>(low + r, x);
+        load_items<Weight, kVec>(w_row + r, weights);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) sum = fmaf(x[i], weights[i], sum);
+      }
+    } else {
+      for (int r = lane; r < rank; r += kStepLanes) sum = fmaf(to_float(low[r]), to_float(w_row[r]), sum);
+    }
+    delta = group_sum(sum);
+  }
+  const float x = delta + delta_bias;
   const float dl = p.softplus ? softplus(x) : x;
   const float u = to_float(static_cast<const T*>(p.u)[index]);
   const T* B = static_cast<const T*>(p.B) + b * N;
   const T* C = static_cast<const T*>(p.C) + b * N;
-  float* h = state + index * N;
   float y = 0.0f;
-  for (int n = lane; n < N; n += kStepLanes) {
+#pragma unroll
+  for (int j = 0; j < kPrefetchedStates; ++j) {
+    const int n = lane + j * kStepLanes;
+    if (n >= N) break;
+    const float next = fmaf(exp2f(dl * a[j] * kLog2e), h_prev[j], dl * to_float(B[n]) * u);
+    if (active) h[n] = next;
+    y = fmaf(to_float(C[n]), next, y);
+  }
+  for (int n = lane + kPrefetchedStates * kStepLanes; n < N; n += kStepLanes) {
     const float next = fmaf(exp2f(dl * p.A[c * N + n] * kLog2e), h[n], dl * to_float(B[n]) * u);
     if (active) h[n] = next;
     y = fmaf(to_float(C[n]), next, y);
   }
   y = group_sum(y);
   if (!active || lane != 0) return;
-  if (p.D) y = fmaf(p.D[c], u, y);
+  if (p.D) y = fmaf(skip, u, y);
   if (p.z) {
     const float zv = to_float(static_cast<const T*>(p.z)[index]);
     y *= zv * sigmoid(zv);
@@ -1286,7 +1324,10 @@ Tensor selective_state_update(const ScanInputs& step, Tensor& state) {
                      ? step.delta_proj
                      : float32_on_device(step.delta_proj, "selective_scan delta_proj");
     p.delta_proj = delta_proj.raw();
-    p.vector_delta_proj = p.delta_rank % int(16 / dtype_size(delta_proj.dtype())) == 0 && aligned16(p.delta_proj);
+    // 16-byte pieces of the weight rows; the low-rank rows then start on 8-byte (bf16) or 16-byte
+    // (f32) boundaries when `delta` itself does.
+    p.vector_delta_proj =
+        p.delta_rank % int(16 / dtype_size(delta_proj.dtype())) == 0 && aligned16(p.delta_proj) && aligned16(p.delta);
   }
   const bool bf16_weight = delta_proj.defined() && delta_proj.dtype() == DType::bf16;
   auto launch = [&](auto activation, auto weight) {

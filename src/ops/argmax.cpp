@@ -1,0 +1,24 @@
+#include "ops/argmax.h"
+
+#include "ops/dispatch.h"
+
+namespace mamba::ops {
+
+void check_argmax_inputs(const Tensor& x, int64_t columns) {
+  MAMBA_CHECK(x.defined() && x.ndim() == 2, "argmax_rows x: expected a tensor [M, V]",
+              x.defined() ? ", got shape " + shape_string(x.shape()) : std::string(" (missing)"));
+  MAMBA_CHECK(dtype_is_float(x.dtype()), "argmax_rows x: expected a float dtype, got ", dtype_name(x.dtype()));
+  MAMBA_CHECK(columns <= x.size(1), "argmax_rows: ", columns, " columns asked of rows of ", x.size(1));
+}
+
+Tensor argmax_rows(const Tensor& x, int64_t columns) {
+  check_argmax_inputs(x, columns);
+#ifdef MAMBACPP_CUDA
+  if (x.device() == Device::cuda) return cuda::argmax_rows(x, columns);
+#else
+  if (x.device() == Device::cuda) fail_without_cuda("argmax_rows");
+#endif
+  return ref::argmax_rows(x, columns);
+}
+
+}  // namespace mamba::ops

@@ -1,0 +1,23 @@
+// Greedy choice over the rows of a matrix: for x [M, V] (f32 | bf16 | f64),
+//   out[m] = the smallest j < columns with x[m, j] = max_{k < columns} x[m, k]      (i32 [M])
+// over the first `columns` entries of each row (all V when columns < 0), e.g. logits of a padded
+// vocabulary. NaN entries are never chosen (a row with no number gives 0).
+//
+// Used by greedy decoding: on CUDA the logits stay on the GPU and only M ids come back. The CPU
+// path is the reference itself (comparisons only, so float64 changes no result).
+#pragma once
+#include "core/tensor.h"
+
+namespace mamba::ops {
+
+void check_argmax_inputs(const Tensor& x, int64_t columns);
+Tensor argmax_rows(const Tensor& x, int64_t columns = -1);
+
+namespace ref {
+Tensor argmax_rows(const Tensor& x, int64_t columns = -1);
+}  // namespace ref
+namespace cuda {
+Tensor argmax_rows(const Tensor& x, int64_t columns);
+}  // namespace cuda
+
+}  // namespace mamba::ops

@@ -1,0 +1,68 @@
+// CUDA argmax over rows (ops/argmax.h): one block per row; each thread keeps the best (value,
+// index) of its strided columns, then warps and the block combine them, the smaller index winning
+// ties, so the result is the first maximum whatever the thread count.
+#include "ops/argmax.h"
+#include "ops/cuda/common.cuh"
+
+namespace mamba::ops {
+namespace {
+using namespace cuda_detail;
+
+constexpr int kThreads = 512;
+
+struct Best {
+  float value;
+  int index;  // −1: nothing seen yet
+};
+
+__device__ __forceinline__ Best better(Best a, Best b) {
+  if (b.index < 0) return a;
+  if (a.index < 0 || b.value > a.value || (b.value == a.value && b.index < a.index)) return b;
+  return a;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) argmax_kernel(const T* x, int64_t width, int columns, int32_t* out) {
+  __shared__ Best partial[kThreads / 32];
+  wait_for_previous_kernels();
+  allow_next_kernel_launch();
+  const T* row = x + int64_t(blockIdx.x) * width;
+  Best best{0.0f, -1};
+  for (int j = threadIdx.x; j < columns; j += kThreads) {
+    const float v = to_float(row[j]);
+    if (v == v) best = better(best, Best{v, j});  // NaN is never chosen
+  }
+  for (int offset = 16; offset > 0; offset /= 2)
+    best = better(
+        best, Best{__shfl_xor_sync(0xffffffffu, best.value, offset), __shfl_xor_sync(0xffffffffu, best.index, offset)});
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = best;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kThreads / 32; ++w) best = better(best, partial[w]);
+    out[blockIdx.x] = best.index < 0 ? 0 : best.index;
+  }
+}
+
+}  // namespace
+
+namespace cuda {
+
+Tensor argmax_rows(const Tensor& x, int64_t columns) {
+  require_cuda_tensor(x, "argmax_rows x");
+  MAMBA_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::bf16, "argmax_rows (cuda): x must be f32 or bf16, got ",
+              dtype_name(x.dtype()));
+  const int64_t rows = x.size(0), width = x.size(1), n = columns < 0 ? width : columns;
+  MAMBA_CHECK(n <= INT32_MAX, "argmax_rows (cuda): rows of ", n, " columns are too long");
+  Tensor out = Tensor::empty({rows}, DType::i32, Device::cuda);
+  if (rows == 0) return out;
+  if (x.dtype() == DType::f32)
+    launch_overlapping("argmax_rows", argmax_kernel<float>, dim3(unsigned(rows)), dim3(kThreads), 0, x.data<float>(),
+                       width, int(n), out.data<int32_t>());
+  else
+    launch_overlapping("argmax_rows", argmax_kernel<__nv_bfloat16>, dim3(unsigned(rows)), dim3(kThreads), 0,
+                       static_cast<const __nv_bfloat16*>(x.raw()), width, int(n), out.data<int32_t>());
+  return out;
+}
+
+}  // namespace cuda
+}  // namespace mamba::ops
