@@ -73,6 +73,17 @@ __device__ __forceinline__ void residual_sum(const RowPiece& piece, float (&s)[8
 // rows arrive in a few round trips to L2 rather than one per vector.
 constexpr int kStageUnroll = 4;
 
+// The pieces of the pre-norm items base + u·kThreads, u < kStageUnroll (items are (row, vector)
+// with rows padded to per_row vectors; padding and items past the rows load nothing).
+__device__ __forceinline__ void load_pieces(const DecodeMatvecArgs& p, int base, int total, int per_row,
+                                            RowPiece (&pieces)[kStageUnroll]) {
+#pragma unroll
+  for (int u = 0; u < kStageUnroll; ++u) {
+    const int i = base + u * kThreads, v = i % per_row;
+    if (i < total && v < p.k / 8) pieces[u] = load_piece(p, i / per_row, v * 8);
+  }
+}
+
 // Stages the rows the product reads into shared memory ([rows][k + kRowPad] bf16): x, or with the
 // pre-norm RMSNorm(x + residual) ⊙ w rounded to bf16 as add_norm_forward stores it (block 0 also
 // writes residual_out). For the norm, each row is cut into chunks of 32 vectors of 8 positions,
@@ -102,11 +113,7 @@ __device__ void stage_rows(const DecodeMatvecArgs& p, __nv_bfloat16* xs, float* 
   // Items i = base + u·kThreads: a warp's 32 items share one row and chunk (per_row is whole warps).
   for (int base = threadIdx.x; base < total; base += kThreads * kStageUnroll) {
     RowPiece pieces[kStageUnroll];
-#pragma unroll
-    for (int u = 0; u < kStageUnroll; ++u) {
-      const int i = base + u * kThreads, v = i % per_row;
-      if (i < total && v < vectors) pieces[u] = load_piece(p, i / per_row, v * 8);
-    }
+    load_pieces(p, base, total, per_row, pieces);
 #pragma unroll
     for (int u = 0; u < kStageUnroll; ++u) {
       const int i = base + u * kThreads, v = i % per_row;
@@ -132,11 +139,7 @@ __device__ void stage_rows(const DecodeMatvecArgs& p, __nv_bfloat16* xs, float* 
   __syncthreads();
   for (int base = threadIdx.x; base < total; base += kThreads * kStageUnroll) {
     RowPiece pieces[kStageUnroll];
-#pragma unroll
-    for (int u = 0; u < kStageUnroll; ++u) {
-      const int i = base + u * kThreads, v = i % per_row;
-      if (i < total && v < vectors) pieces[u] = load_piece(p, i / per_row, v * 8);
-    }
+    load_pieces(p, base, total, per_row, pieces);
 #pragma unroll
     for (int u = 0; u < kStageUnroll; ++u) {
       const int i = base + u * kThreads, r = i / per_row, v = i % per_row;
@@ -290,7 +293,7 @@ void launch(const DecodeMatvecArgs& p, int slices_per_split) {
 
 }  // namespace
 
-bool decode_matvec_fits(int64_t rows, int64_t k, const void* x, const void* weight) {
+bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const void* weight) {
   static const size_t limit = [] {
     int device = 0, bytes = 0;
     check_cuda(cudaGetDevice(&device), "cudaGetDevice");
@@ -300,8 +303,8 @@ bool decode_matvec_fits(int64_t rows, int64_t k, const void* x, const void* weig
   }();
   // The pre-norm's chunk sums (a row's chunks are 256 positions) fit where the partial sums go.
   const bool chunk_sums_fit = rows * ((k + 255) / 256) <= kWarps * 32 * 4;
-  return rows >= 1 && rows <= kDecodeMaxRows && k > 0 && k % 8 == 0 && chunk_sums_fit && aligned16(x) &&
-         aligned16(weight) && shared_bytes(rows, k) <= limit;
+  return rows >= 1 && rows <= kDecodeMaxRows && (rows <= 4 || n * k <= kDecodeLargeWeight) && k > 0 && k % 8 == 0 &&
+         n <= INT32_MAX / 2 && chunk_sums_fit && aligned16(x) && aligned16(weight) && shared_bytes(rows, k) <= limit;
 }
 
 void decode_matvec(const DecodeMatvecArgs& p) {

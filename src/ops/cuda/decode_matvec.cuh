@@ -42,8 +42,12 @@ struct DecodeMatvecArgs {
 };
 
 // Whether decode_matvec takes a product of these sizes (rows ≤ 16, k a multiple of 8, x and W
-// 16-byte aligned, the staged rows fitting in shared memory).
-bool decode_matvec_fits(int64_t rows, int64_t k, const void* x, const void* weight);
+// 16-byte aligned, the staged rows fitting in shared memory) and is the faster path for it: above
+// 4 rows only for weights of at most kDecodeLargeWeight elements. Each block then stages all rows
+// and walks its column tiles about one round trip at a time, and for the larger products of the
+// 1.4b shape at batch 16 cuBLASLt was faster (docs/perf/cuda_model.md, m9).
+constexpr int64_t kDecodeLargeWeight = int64_t(4) << 20;
+bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const void* weight);
 void decode_matvec(const DecodeMatvecArgs& args);
 
 }  // namespace mamba::ops::cuda_detail

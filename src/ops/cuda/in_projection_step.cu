@@ -12,8 +12,8 @@ std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in
   const int64_t batch = x.size(0), d = x.size(1), channels = in.conv_weight.size(0);
   const bool residual_fits =
       !in.norm.residual.defined() || (in.norm.residual.dtype() == DType::f32 && aligned16(in.norm.residual.raw()));
-  if (x.dtype() != DType::bf16 || in.weight.dtype() != DType::bf16 || !residual_fits || 2 * channels > INT32_MAX / 2 ||
-      !decode_matvec_fits(batch, d, x.raw(), in.weight.raw()))
+  if (x.dtype() != DType::bf16 || in.weight.dtype() != DType::bf16 || !residual_fits ||
+      !decode_matvec_fits(batch, d, 2 * channels, x.raw(), in.weight.raw()))
     return std::nullopt;
   require_cuda_tensor(conv_state, "in_projection_step conv state");
   const Tensor norm_weight = float32_on_device(in.norm.weight, "in_projection_step norm weight");

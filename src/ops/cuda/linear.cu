@@ -135,7 +135,7 @@ bool small_batch_linear(const Tensor& x, const Tensor& weight, const Tensor& bia
 bool decode_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const std::vector<Tensor>& pieces) {
   const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
   if (x.dtype() != DType::bf16 || weight.dtype() != DType::bf16 || pieces.size() > size_t(kDecodeMaxPieces) ||
-      n > INT32_MAX / 2 || !decode_matvec_fits(m, k, x.raw(), weight.raw()))
+      !decode_matvec_fits(m, k, n, x.raw(), weight.raw()))
     return false;
   Tensor b = bias.defined() ? float32_on_device(bias, "linear bias") : Tensor{};
   DecodeMatvecArgs args;
