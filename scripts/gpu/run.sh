@@ -204,7 +204,7 @@ for r in rows:
     name = r['Kernel Name'][:60]
     v = float(r['Metric Value'].replace(',', ''))
     unit = r['Metric Unit']
-    us = v / 1000 if unit == 'nsecond' else v if unit == 'usecond' else v * 1000
+    us = v * {'ns': 1e-3, 'nsecond': 1e-3, 'us': 1.0, 'usecond': 1.0, 'ms': 1e3, 'msecond': 1e3}[unit]
     per.setdefault(name, []).append(us)
 total = sum(sum(v) for v in per.values())
 print(f"\n{sys.argv[2]}: {len(rows)} kernels in 2 steps, {total / 2:.1f} us per step (serialised)")
