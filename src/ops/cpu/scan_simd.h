@@ -79,8 +79,11 @@ template <typename Op>
 [[gnu::always_inline]] inline Vec16 abs(Vec16 a) { return Vec16(Int16x(a) & 0x7fffffff); }
 
 // Loads/stores of `count` ≤ 16 lanes of float32 or bfloat16 (uint16_t bits); missing lanes load as 0.
+// Whole vectors go unmasked: on these AMD cores masked loads and stores cost several times plain
+// ones (the scan forward of 4 × 1024 positions ran 2.3× faster once they went, docs/perf/cpu_model.md v6).
 [[gnu::always_inline]] inline Vec16 load(const float* p, int count) {
 #ifdef MAMBACPP_SCAN_AVX512
+  if (count == kLanes) return _mm512_loadu_ps(p);
   return _mm512_maskz_loadu_ps(__mmask16((1u << count) - 1), p);
 #else
   Vec16 v{};
@@ -94,7 +97,8 @@ template <typename Op>
 
 [[gnu::always_inline]] inline Vec16 load(const uint16_t* p, int count) {
 #ifdef MAMBACPP_SCAN_AVX512
-  __m256i bits = _mm256_maskz_loadu_epi16(__mmask16((1u << count) - 1), p);
+  const __m256i bits = count == kLanes ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+                                       : _mm256_maskz_loadu_epi16(__mmask16((1u << count) - 1), p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 #else
   uint16_t bits[kLanes] = {};
@@ -110,7 +114,10 @@ template <typename Op>
 
 [[gnu::always_inline]] inline void store(float* p, Vec16 v, int count) {
 #ifdef MAMBACPP_SCAN_AVX512
-  _mm512_mask_storeu_ps(p, __mmask16((1u << count) - 1), v);
+  if (count == kLanes)
+    _mm512_storeu_ps(p, v);
+  else
+    _mm512_mask_storeu_ps(p, __mmask16((1u << count) - 1), v);
 #else
   if (count == kLanes)
     std::memcpy(p, &v, sizeof(v));
@@ -129,7 +136,10 @@ template <typename Op>
                         16);
   const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   const __m512i result = _mm512_mask_or_epi32(rounded, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
-  _mm256_mask_storeu_epi16(p, __mmask16((1u << count) - 1), _mm512_cvtepi32_epi16(result));
+  if (count == kLanes)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(result));
+  else
+    _mm256_mask_storeu_epi16(p, __mmask16((1u << count) - 1), _mm512_cvtepi32_epi16(result));
 #else
   for (int i = 0; i < count; ++i) p[i] = f32_to_bf16(v[i]);
 #endif

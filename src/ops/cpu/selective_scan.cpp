@@ -429,7 +429,21 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
     // are f32 already: the copy streams the rows in, while the dot products' masked loads straight
     // from memory cost 6× as much (perf, 130m decode; docs/perf/cpu_model.md, v5).
     std::vector<float> low_f32(static_cast<size_t>(rank)), rows_f32(static_cast<size_t>(kLanes * rank));
+    // The block two ahead: its states, A rows and delta_proj rows (see prefetch_bytes).
+    auto prefetch_block = [&](int64_t item) {
+      if (item >= end) return;
+      const int64_t b = item / s.blocks(), d0 = (item % s.blocks()) * kLanes;
+      const int64_t lanes = std::min<int64_t>(kLanes, s.dim - d0);
+      prefetch_bytes(states + (b * s.dim + d0) * N, lanes * N * int64_t(sizeof(float)));
+      prefetch_bytes(s.A + d0 * N, lanes * N * int64_t(sizeof(float)));
+      if (delta_proj.defined())
+        prefetch_bytes(static_cast<const char*>(delta_proj.raw()) + size_t(d0 * rank) * weight_bytes,
+                       lanes * rank * int64_t(weight_bytes));
+    };
+    prefetch_block(begin);
+    prefetch_block(begin + 1);
     for (int64_t item = begin; item < end; ++item) {
+      prefetch_block(item + 2);
       const int64_t b = item / s.blocks(), d0 = (item % s.blocks()) * kLanes;
       const int count = int(std::min<int64_t>(kLanes, s.dim - d0));
       const size_t at = size_t(b * s.dim + d0);

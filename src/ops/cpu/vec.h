@@ -40,6 +40,14 @@ void exp_shifted_inplace(float* v, int64_t n, float shift);
 // v[i] = SiLU(v[i]) = v[i]·σ(v[i]), vectorised.
 void silu_inplace(float* v, int64_t n);
 
+// Asks for the cache lines of [p, p + bytes) ahead of use. For small working sets that a
+// decode step's weight stream has evicted since the last step (states, A): read in the order the
+// kernel goes, each line costs a full memory latency that the little work per line cannot hide.
+inline void prefetch_bytes(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i);
+}
+
 // Σ_{i<n} term(i): 16 float lanes per block of 256 terms (so the compiler vectorises it),
 // each block's sum added into a double, so a long row never sits in one running float32 sum.
 template <typename Term>
