@@ -12,6 +12,10 @@
 #                              a git-ignored folder named in the call's carry), built beside this one
 #                              and run alternately with it in two rounds, so both meet the same machine
 #   scripts/gpu/run.sh test-decode [BASE]  test, then decode
+#   scripts/gpu/run.sh train [BASE]  only the scan table and the bf16 training row; with BASE (as for
+#                              decode, holding its scripts/gpu/scan_bench.cpp too) both trees' scan
+#                              tables, then their training runs alternately in two rounds
+#   scripts/gpu/run.sh test-train [BASE]  test, then train
 #   scripts/gpu/run.sh decode-profile  host-side costs of a decode step and ncu times of its kernels
 #   scripts/gpu/run.sh transformers  load a checkpoint written by `mambacpp train` (carried in
 #                              .gpu_fixtures/ours_tiny) into transformers' MambaForCausalLM and compare
@@ -54,6 +58,28 @@ if ! pkg-config --exists openblas 2>/dev/null; then
   printf 'Name: openblas\nDescription: stand-in\nVersion: 0\nLibs: %s\nCflags:\n' "$libs" >"$stub_pc/openblas.pc"
   echo "pkg-config: openblas missing, stand-in with '${libs:-no library}'"
 fi
+
+# The library and mambacpp of another source tree ($1) in build-gpu-base, for A/B runs.
+build_base() {
+  local base_build=build-gpu-base
+  if [ ! -f "$base_build/build.ninja" ]; then
+    cmake -S "$1" -B "$base_build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMAMBACPP_CUDA=ON \
+      -DCMAKE_CUDA_ARCHITECTURES=90 -DMAMBACPP_TESTS=OFF -DMAMBACPP_BENCH=OFF >"$out/cmake_base.log" 2>&1 ||
+      { cat "$out/cmake_base.log"; exit 1; }
+  fi
+  ninja -C "$base_build" -j"$jobs" mambacpp >"$out/build_base.log" 2>&1 || { tail -50 "$out/build_base.log"; exit 1; }
+}
+
+# A/B modes build the BASE tree (their second argument) alongside this one.
+base_build_pid=""
+case "$mode" in
+  decode | test-decode | train | test-train)
+    if [ -n "${2:-}" ]; then
+      build_base "$2" &
+      base_build_pid=$!
+    fi
+    ;;
+esac
 
 # The library and the command-line tool through CMake (sm_90 only); the GPU test and bench programs
 # are compiled here against the library's archive.
@@ -139,18 +165,57 @@ for dtype in ("bf16", "f32"):
 PY
 }
 
+# Scan table and bf16 training (batch 8 x 2048, 30 steps) of this tree, and with BASE of that tree too:
+# the training runs alternate between the trees in two rounds, so both meet the same machine.
+run_train() {
+  echo "== train"
+  local base_src=${1:-} trees=(new)
+  if [ -n "$base_src" ]; then
+    wait "$base_build_pid" || exit 1
+    trees=(base new)
+  fi
+  for tree in "${trees[@]}"; do
+    local root=.
+    [ "$tree" = base ] && root=$base_src
+    local lib=$build/libmambacpp_lib.a
+    [ "$tree" = base ] && lib=build-gpu-base/libmambacpp_lib.a
+    echo "-- scan table, $tree"
+    # $libs without its first word (this tree's library), after the tree's own one.
+    g++ ${cxx_flags/-Isrc/-I$root/src} "$root/scripts/gpu/scan_bench.cpp" -o "$build/scan_bench_$tree" "$lib" ${libs#* }
+    "$build/scan_bench_$tree" "$out/scan_bench_$tree.json"
+  done
+  python3 -c "import numpy as n; n.random.default_rng(1).integers(0, 50277, 20_000_000, dtype=n.uint16).tofile('$out/tokens.u16')"
+  for round in 1 2; do
+    local order=("${trees[@]}")
+    [ "$round" = 2 ] && order=($(printf '%s\n' "${trees[@]}" | tac))
+    for tree in "${order[@]}"; do
+      local bin="$build/mambacpp" dir="$out/train_${tree}_$round"
+      [ "$tree" = base ] && bin="build-gpu-base/mambacpp"
+      rm -rf "$dir"
+      "$bin" train --device cuda --dtype bf16 --preset 130m --data "$out/tokens.u16" --data-format tokens \
+        --vocab 50280 --batch 8 --seq-len 2048 --steps 30 --schedule constant --lr 3e-4 --eval-batches 2 \
+        --out "$dir" >"$dir.log" 2>&1 || { echo "training $tree FAILED"; tail -3 "$dir.log"; }
+      rm -f "$dir/model.safetensors" "$dir/train_state.safetensors"
+    done
+  done
+  rm -f "$out/tokens.u16"
+  python3 - "$out" <<'PY'
+import glob, json, statistics, sys
+print("\ntraining bf16, mamba-130m shape, batch 8 x 2048, AdamW: median tok/s of steps 6-30 (loss first -> last)")
+for path in sorted(glob.glob(f"{sys.argv[1]}/train_*_*/metrics.jsonl")):
+    steps = [json.loads(l) for l in open(path) if '"eval"' not in l]
+    rate = statistics.median(s["tokens_per_s"] for s in steps[5:])
+    print(f"  {path.split('/')[-2]:<14} {rate:10.0f} tok/s {8 * 2048 / rate * 1e3:7.1f} ms/step"
+          f"  (loss {steps[0]['loss']:.4f} -> {steps[-1]['loss']:.4f})")
+PY
+}
+
 # Decode rows: mamba-130m and 1.4b shapes, batch 1 and 16, bf16, prompt 2048, 128 new tokens.
 run_decode() {
   echo "== decode"
   local base_src=${1:-} trees=(new)
   if [ -n "$base_src" ]; then
-    local base_build=build-gpu-base
-    if [ ! -f "$base_build/build.ninja" ]; then
-      cmake -S "$base_src" -B "$base_build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMAMBACPP_CUDA=ON \
-        -DCMAKE_CUDA_ARCHITECTURES=90 -DMAMBACPP_TESTS=OFF -DMAMBACPP_BENCH=OFF >"$out/cmake_base.log" 2>&1 ||
-        { cat "$out/cmake_base.log"; exit 1; }
-    fi
-    ninja -C "$base_build" -j"$jobs" mambacpp >"$out/build_base.log" 2>&1 || { tail -50 "$out/build_base.log"; exit 1; }
+    wait "$base_build_pid" || exit 1
     trees=(base new)
   fi
   local json="$out/decode.jsonl"
@@ -233,5 +298,8 @@ case "$mode" in
   decode) run_decode "${2:-}" ;;
   decode-profile) run_decode_profile ;;
   test-decode) run_tests; run_decode "${2:-}" ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]" >&2; exit 2 ;;
+  train) run_train "${2:-}" ;;
+  test-train) run_tests; run_train "${2:-}" ;;
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]" >&2
+    exit 2 ;;
 esac

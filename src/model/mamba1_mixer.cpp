@@ -96,6 +96,7 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
   scan.delta_softplus = true;
   scan.initial_state = ssm_state ? *ssm_state : Tensor{};
   scan.lengths = lengths;
+  scan.keep_chunk_states = keep != nullptr;  // spares the backward a pass over the inputs
   ops::ScanOutputs scanned = ops::selective_scan_forward(scan);
 
   Tensor out = ops::linear_forward(scanned.out.view({rows, d_inner_}), w_.out_proj_weight->for_compute(),
@@ -114,6 +115,7 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
     keep->y = scanned.out;
     keep->A = scan.A;
     keep->lengths = lengths;
+    keep->chunk_states = scanned.chunk_states;
   }
   return out.view({batch, length, d_model_});
 }
@@ -173,6 +175,7 @@ Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved)
   scan.delta_bias = w_.dt_proj_bias->value;
   scan.delta_softplus = true;
   scan.lengths = saved.lengths;
+  scan.chunk_states = saved.chunk_states;
   ops::ScanGrads g = ops::selective_scan_backward(scan, dy.view({batch, length, d_inner_}));
 
   accumulate_ssm_grads(g.dA, saved.A, g.dD, g.ddelta_bias);

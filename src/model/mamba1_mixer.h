@@ -38,15 +38,16 @@ struct Mamba1Weights {
 
 // What a forward keeps for its backward.
 struct Mamba1Activations {
-  Tensor input;    // [M, d] mixer input (normalised residual stream)
-  Tensor x, z;     // [batch, L, D] halves of in_proj's output
-  Tensor x_conv;   // [batch, L, D] after conv + SiLU
-  Tensor dt_low;   // [M, R]
-  Tensor B, C;     // [batch, L, N]
-  Tensor delta;    // [batch, L, D] before bias and softplus
-  Tensor y;        // [batch, L, D] gated scan output
-  Tensor A;        // [D, N]
-  Tensor lengths;  // [batch] i32 or undefined
+  Tensor input;         // [M, d] mixer input (normalised residual stream)
+  Tensor x, z;          // [batch, L, D] halves of in_proj's output
+  Tensor x_conv;        // [batch, L, D] after conv + SiLU
+  Tensor dt_low;        // [M, R]
+  Tensor B, C;          // [batch, L, N]
+  Tensor delta;         // [batch, L, D] before bias and softplus
+  Tensor y;             // [batch, L, D] gated scan output
+  Tensor A;             // [D, N]
+  Tensor lengths;       // [batch] i32 or undefined
+  Tensor chunk_states;  // the scan's states at its backward's chunks, or undefined (ops/selective_scan.h)
 };
 
 class Mamba1Mixer {

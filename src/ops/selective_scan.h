@@ -17,10 +17,20 @@
 //
 // Fast kernels never store the expanded state [batch, L, D, N]: the forward keeps h in registers,
 // and the backward recomputes it (keeping at most one state per chunk of positions).
+//
+// Chunk states (training, CUDA): with `keep_chunk_states` the CUDA forward also returns
+//   chunk_states[b, k, d, n] = h_{k·kScanStateChunk − 1}[d, n]  (the initial state, or 0, at k = 0),
+// f32 [batch, ⌈L / kScanStateChunk⌉, D, N], the states its output pass walks through anyway. Given
+// back to the backward as `ScanInputs::chunk_states`, they spare it the pass that recomputes them
+// (a summary of every chunk and a chain over them). The reference and the CPU backend return none
+// and ignore them; positions past a sequence's length do not advance them, as everywhere.
 #pragma once
 #include "core/tensor.h"
 
 namespace mamba::ops {
+
+// Positions per chunk state (above): the CUDA backward's chunk.
+constexpr int64_t kScanStateChunk = 256;
 
 struct ScanInputs {
   Tensor u;           // [batch, L, D]  f32 | bf16 | f64 (f64: reference only)
@@ -39,11 +49,16 @@ struct ScanInputs {
   // and the step forms δ[d] = Σᵣ delta[r] · W_δ[d, r] itself, accumulating in f32 (Mamba-1's
   // dt_proj folded into the update: one kernel fewer per layer and decode step).
   Tensor delta_proj;
+  // Forward only: also return ScanOutputs::chunk_states (CUDA; ignored elsewhere).
+  bool keep_chunk_states = false;
+  // Backward only, optional: the chunk_states a forward of these same inputs returned.
+  Tensor chunk_states;
 };
 
 struct ScanOutputs {
-  Tensor out;         // [batch, L, D], dtype of u
-  Tensor last_state;  // [batch, D, N] f32
+  Tensor out;           // [batch, L, D], dtype of u
+  Tensor last_state;    // [batch, D, N] f32
+  Tensor chunk_states;  // [batch, ⌈L / kScanStateChunk⌉, D, N] f32, or undefined (see above)
 };
 
 // Gradients of Σ out·dout (+ Σ last_state·dlast_state). Each is defined iff its input is;

@@ -116,31 +116,47 @@ void check_scan(const Dims& d, const Features& f, DType dtype, bool backward, ui
   const double tol = tolerance(dtype);
   const std::string where = "batch " + std::to_string(d.batch) + " L " + std::to_string(d.L) + " D " +
                             std::to_string(d.D) + " N " + std::to_string(d.N) + " " + dtype_name(dtype);
-  const ops::ScanOutputs out = ops::selective_scan_forward(in);
-  ASSERT_EQ(out.out.dtype(), dtype);
-  EXPECT_LT(error_vs(out.out, r.out), tol) << "out, " << where;
-  EXPECT_LT(error_vs(out.last_state, r.last), tol) << "last_state, " << where;
+  // The plain forward (inference) and the training one, which also returns the chunk states.
+  ops::ScanInputs training = in;
+  training.keep_chunk_states = true;
+  const ops::ScanOutputs plain = ops::selective_scan_forward(in), out = ops::selective_scan_forward(training);
+  EXPECT_FALSE(plain.chunk_states.defined()) << where;
+  ASSERT_TRUE(out.chunk_states.defined()) << where;
+  EXPECT_EQ(out.chunk_states.shape(),
+            (Shape{d.batch, (d.L + ops::kScanStateChunk - 1) / ops::kScanStateChunk, d.D, d.N}));
+  for (const ops::ScanOutputs* o : {&plain, &out}) {
+    const char* which = o == &plain ? ", plain forward" : ", forward keeping chunk states";
+    ASSERT_EQ(o->out.dtype(), dtype);
+    EXPECT_LT(error_vs(o->out, r.out), tol) << "out, " << where << which;
+    EXPECT_LT(error_vs(o->last_state, r.last), tol) << "last_state, " << where << which;
+  }
   if (!backward) return;
   const Tensor dout = on_gpu(p.dout, {d.batch, d.L, d.D}, dtype);
   const Tensor dlast = f.dlast ? on_gpu(p.dlast, {d.batch, d.D, d.N}, DType::f32) : Tensor();
-  const ops::ScanGrads g = ops::selective_scan_backward(in, dout, dlast);
-  // Positions past a sequence's length carry no gradient; whole-zero references are skipped.
-  auto check = [&](const Tensor& t, const std::vector<double>& ref, const char* name) {
-    ASSERT_TRUE(t.defined()) << name;
-    double norm = 0;
-    for (double v : ref) norm += v * v;
-    if (norm == 0) return;
-    EXPECT_LT(error_vs(t, ref), tol) << name << ", " << where;
-  };
-  check(g.du, r.du, "du");
-  check(g.ddelta, r.ddelta, "ddelta");
-  check(g.dA, r.dA, "dA");
-  check(g.dB, r.dB, "dB");
-  check(g.dC, r.dC, "dC");
-  if (f.D) check(g.dD, r.dD, "dD");
-  if (f.z) check(g.dz, r.dz, "dz");
-  if (f.bias) check(g.ddelta_bias, r.dbias, "ddelta_bias");
-  if (f.initial) check(g.dinitial_state, r.dinit, "dinitial_state");
+  // The backward recomputes the chunk states, or takes the forward's.
+  for (const bool kept : {false, true}) {
+    ops::ScanInputs backward_in = in;
+    if (kept) backward_in.chunk_states = out.chunk_states;
+    const std::string how = where + (kept ? ", chunk states from the forward" : ", chunk states recomputed");
+    const ops::ScanGrads g = ops::selective_scan_backward(backward_in, dout, dlast);
+    // Positions past a sequence's length carry no gradient; whole-zero references are skipped.
+    auto check = [&](const Tensor& t, const std::vector<double>& ref, const char* name) {
+      ASSERT_TRUE(t.defined()) << name;
+      double norm = 0;
+      for (double v : ref) norm += v * v;
+      if (norm == 0) return;
+      EXPECT_LT(error_vs(t, ref), tol) << name << ", " << how;
+    };
+    check(g.du, r.du, "du");
+    check(g.ddelta, r.ddelta, "ddelta");
+    check(g.dA, r.dA, "dA");
+    check(g.dB, r.dB, "dB");
+    check(g.dC, r.dC, "dC");
+    if (f.D) check(g.dD, r.dD, "dD");
+    if (f.z) check(g.dz, r.dz, "dz");
+    if (f.bias) check(g.ddelta_bias, r.dbias, "ddelta_bias");
+    if (f.initial) check(g.dinitial_state, r.dinit, "dinitial_state");
+  }
 }
 
 TEST(CudaSelectiveScan, SmallOddSizesF32) {
@@ -166,7 +182,8 @@ TEST(CudaSelectiveScan, AllFeaturesSmall) {
 }
 
 #ifdef MAMBACPP_CUDA  // the tuning knob exists only in CUDA builds
-// The forward's tuning variants (scan_launch.h).
+// The forward's tuning variants (scan_launch.h), and their chunk states through the backward
+// (variant 1's chunks are not the backward's: it then runs variant 0).
 TEST(CudaSelectiveScan, ForwardVariants) {
   SKIP_WITHOUT_GPU();
   struct Restore {
@@ -174,8 +191,8 @@ TEST(CudaSelectiveScan, ForwardVariants) {
   } restore;
   for (int variant : {0, 1, 3}) {
     ops::cuda_detail::set_selective_scan_forward_variant(variant);
-    check_scan({2, 2049, 13, 16}, {}, DType::f32, false, 3);
-    check_scan({3, 1500, 16, 16}, {}, DType::bf16, false, 4);
+    check_scan({2, 2049, 13, 16}, {}, DType::f32, true, 3);
+    check_scan({3, 1500, 16, 16}, {}, DType::bf16, true, 4);
   }
 }
 #endif

@@ -7,7 +7,10 @@
 
 namespace mamba::ops::cuda_detail {
 
-void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const Tensor& last_state);
+// chunk_states (optional): written as ScanOutputs::chunk_states, for a backward whose
+// in.chunk_states it then is.
+void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const Tensor& last_state,
+                                 const Tensor& chunk_states = {});
 void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state,
                                   const ScanGrads& grads);
 // Forward kernel variant, a tuning knob for benchmarks: 0: 8 positions per lane, run-time N;

@@ -16,8 +16,10 @@
 // gives each split's end state (from zero) and Σδ' (a weighted sum, no scan), a tiny pass chains
 // the splits, and the output pass reruns every split from its true incoming state.
 //
-// Backward: the summary and chain passes with every chunk a split give the state at the start of
-// each chunk (the only state that touches device memory), then the backward kernel walks the
+// Backward: the state at the start of each chunk (the only state that touches device memory)
+// comes from a training forward, which writes it as its output pass goes (ScanInputs::
+// keep_chunk_states), or else from the summary and chain passes with every chunk a split; then
+// the backward kernel walks the
 // chunks in reverse, recomputes the chunk's states from that start state, and runs the reverse
 // scan of g_t = a_{t+1}·g_{t+1} + C_t·dy_t in the same (a, b)-pair form. dB and dC are summed over the
 // block's channels in shared memory state by state (into the B and C tiles' rows, which that state
@@ -37,6 +39,7 @@ constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kForwardItems = 8;
 constexpr int kBackwardItems = 8;
+static_assert(32 * kBackwardItems == kScanStateChunk, "chunk states are the backward's chunks");
 constexpr int kDefaultForwardVariant = 2;  // measured fastest on 3 of the 4 TARGETS.md shapes
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -59,7 +62,7 @@ struct ScanArgs {
   float* split_delta_sum = nullptr;  // summary: [batch, splits, D]  Σ δ' over the split
   float* split_state = nullptr;      // summary: [batch, splits, D, N] end state from zero
   float* split_init = nullptr;       // output/states: [batch, splits, D, N] incoming state
-  float* chunk_states = nullptr;     // states: [batch, chunks, D, N] state before each chunk
+  float* chunk_states = nullptr;     // [batch, chunks, D, N] state before each backward chunk
   void *du = nullptr, *ddelta = nullptr, *dz = nullptr;
   float *dB = nullptr, *dC = nullptr, *dA = nullptr, *dD = nullptr, *ddelta_bias = nullptr;
   float* dinitial_state = nullptr;
@@ -369,6 +372,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
 
   for (int t0 = s_begin; t0 < s_end; t0 += Tl::len) {
     __syncthreads();  // the previous chunk's tiles are consumed
+    if constexpr (Tl::len == kScanStateChunk) {
+      if (p.chunk_states) {  // training: the state before this chunk, for the backward
+        const int chunks = (L + Tl::len - 1) / Tl::len;
+        float* dst = p.chunk_states + ((int64_t(b) * chunks + t0 / Tl::len) * dim + c0) * N;
+        for (int e = threadIdx.x; e < kWarps * N; e += kThreads)
+          if (c0 + e / N < dim) dst[e] = state[e];
+      }
+    }
     if constexpr (kPrefetch) {
       next_delta.put_channels(delta_tile);
       next_u.put_channels(u_tile);
@@ -1091,11 +1102,13 @@ void run_backward(ScanArgs& p, bool dBC_in_place) {
   const size_t chunks = (p.L + chunk_len - 1) / chunk_len;
   // Scratch regions start at multiples of 4 floats (16-byte atomics into dB and dC).
   auto round4 = [](size_t n) { return (n + 3) / 4 * 4; };
-  const size_t states = round4(size_t(p.batch) * chunks * p.dim * p.nstate);
-  const size_t delta_sums = round4(size_t(p.batch) * chunks * p.dim);
+  // Chunk states from the forward (p.chunk_states given) need no scratch and no states pass.
+  const bool states_pass = p.chunk_states == nullptr;
+  const size_t states = states_pass ? round4(size_t(p.batch) * chunks * p.dim * p.nstate) : 0;
+  const size_t delta_sums = states_pass ? round4(size_t(p.batch) * chunks * p.dim) : 0;
   const size_t bc = dBC_in_place ? 0 : round4(size_t(p.batch) * p.L * p.nstate);
   float* buffer = scratch(states + delta_sums + 2 * bc);
-  p.chunk_states = buffer;
+  if (states_pass) p.chunk_states = buffer;
   if (!dBC_in_place) {
     p.dB = buffer + states + delta_sums;
     p.dC = p.dB + bc;
@@ -1103,14 +1116,15 @@ void run_backward(ScanArgs& p, bool dBC_in_place) {
   p.vector_state_grads = p.nstate % 4 == 0 && aligned16(p.dB) && aligned16(p.dC);
   check_cuda(cudaMemsetAsync(p.dB, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
   check_cuda(cudaMemsetAsync(p.dC, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
-  // The states pass: every chunk is a split; its end state from zero is chained, in place, into
-  // the state before it.
-  ScanArgs states_pass = p;
-  states_pass.splits = int(chunks);
-  states_pass.split_len = chunk_len;
-  states_pass.split_state = states_pass.split_init = p.chunk_states;
-  states_pass.split_delta_sum = buffer + states;
-  run_split_states<T>(states_pass);
+  if (states_pass) {
+    // Every chunk is a split; its end state from zero is chained, in place, into the state before it.
+    ScanArgs every_chunk = p;
+    every_chunk.splits = int(chunks);
+    every_chunk.split_len = chunk_len;
+    every_chunk.split_state = every_chunk.split_init = p.chunk_states;
+    every_chunk.split_delta_sum = buffer + states;
+    run_split_states<T>(every_chunk);
+  }
   const size_t bytes = backward_smem_bytes<kBackwardItems>(p.nstate, sizeof(T));
   auto kernel =
       p.nstate == 16 ? scan_backward_kernel<T, kBackwardItems, 16> : scan_backward_kernel<T, kBackwardItems, 0>;
@@ -1169,7 +1183,8 @@ void run_output_pass(ScanArgs p) {
 template <typename T>
 void run_output_variant(const ScanArgs& p) {
   const bool n16 = p.nstate == 16;
-  if (forward_variant == 1) return run_output_pass<T, 16, 0, 2>(p);
+  // Chunk states are written at the backward's chunks: variant 1's are twice as long.
+  if (forward_variant == 1 && !p.chunk_states) return run_output_pass<T, 16, 0, 2>(p);
   if (forward_variant == 2 && n16) {
     // Fewer blocks than 4 per SM: fewer, longer-lived blocks run faster with the registers of 2
     // blocks per SM (and such grids stay unsplit there): v10, shapes (1, 4096, 8192) and
@@ -1182,6 +1197,11 @@ void run_output_variant(const ScanArgs& p) {
   run_output_pass<T, kForwardItems, 0, 3>(p);
 }
 
+// ScanOutputs::chunk_states (ops/selective_scan.h).
+Shape chunk_states_shape(const ScanArgs& p) {
+  return {p.batch, (p.L + kScanStateChunk - 1) / kScanStateChunk, p.dim, p.nstate};
+}
+
 void zero_async(const Tensor& t) {
   if (t.defined()) check_cuda(cudaMemsetAsync(t.raw(), 0, t.nbytes()), "cudaMemsetAsync");
 }
@@ -1190,10 +1210,15 @@ void zero_async(const Tensor& t) {
 
 namespace cuda_detail {
 
-void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const Tensor& last_state) {
+void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const Tensor& last_state,
+                                 const Tensor& chunk_states) {
   ScanArgs p = prepare(in, false);
   check_same(out, "selective_scan out", in.u, in.u.shape());
   check_f32(last_state, "selective_scan last_state", {p.batch, p.dim, p.nstate});
+  if (chunk_states.defined()) {
+    check_f32(chunk_states, "selective_scan chunk_states", chunk_states_shape(p));
+    p.chunk_states = chunk_states.data<float>();
+  }
   if (p.L == 0) {
     // Nothing to scan: the last state is the initial one.
     if (in.initial_state.defined())
@@ -1224,6 +1249,10 @@ void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, cons
                                   const ScanGrads& g) {
   ScanArgs p = prepare(in, false);
   check_same(dout, "selective_scan dout", in.u, in.u.shape());
+  if (in.chunk_states.defined()) {
+    check_f32(in.chunk_states, "selective_scan chunk_states", chunk_states_shape(p));
+    p.chunk_states = in.chunk_states.data<float>();
+  }
   if (dlast_state.defined()) check_f32(dlast_state, "selective_scan dlast_state", {p.batch, p.dim, p.nstate});
   const Shape rows{p.batch, p.L, p.dim}, state_rows{p.batch, p.L, p.nstate}, states{p.batch, p.dim, p.nstate};
   check_same(g.du, "selective_scan du", in.u, rows);
@@ -1288,7 +1317,8 @@ ScanOutputs selective_scan_forward(const ScanInputs& in) {
   ScanOutputs result;
   result.out = Tensor::empty(in.u.shape(), in.u.dtype(), Device::cuda);
   result.last_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, Device::cuda);
-  cuda_detail::selective_scan_forward_into(in, result.out, result.last_state);
+  if (in.keep_chunk_states) result.chunk_states = Tensor::empty(chunk_states_shape(p), DType::f32, Device::cuda);
+  cuda_detail::selective_scan_forward_into(in, result.out, result.last_state, result.chunk_states);
   return result;
 }
 
