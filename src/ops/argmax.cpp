@@ -13,12 +13,7 @@ void check_argmax_inputs(const Tensor& x, int64_t columns) {
 
 Tensor argmax_rows(const Tensor& x, int64_t columns) {
   check_argmax_inputs(x, columns);
-#ifdef MAMBACPP_CUDA
-  if (x.device() == Device::cuda) return cuda::argmax_rows(x, columns);
-#else
-  if (x.device() == Device::cuda) fail_without_cuda("argmax_rows");
-#endif
-  return ref::argmax_rows(x, columns);
+  MAMBA_OPS_DISPATCH(x.device(), "argmax_rows", argmax_rows(x, columns));
 }
 
 }  // namespace mamba::ops

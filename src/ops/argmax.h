@@ -3,8 +3,8 @@
 // over the first `columns` entries of each row (all V when columns < 0), e.g. logits of a padded
 // vocabulary. NaN entries are never chosen (a row with no number gives 0).
 //
-// Used by greedy decoding: on CUDA the logits stay on the GPU and only M ids come back. The CPU
-// path is the reference itself (comparisons only, so float64 changes no result).
+// Used by greedy decoding: on CUDA the logits stay on the GPU and only M ids come back. Only
+// comparisons are involved, so every backend returns exactly the reference's ids.
 #pragma once
 #include "core/tensor.h"
 
@@ -16,6 +16,9 @@ Tensor argmax_rows(const Tensor& x, int64_t columns = -1);
 namespace ref {
 Tensor argmax_rows(const Tensor& x, int64_t columns = -1);
 }  // namespace ref
+namespace cpu {
+Tensor argmax_rows(const Tensor& x, int64_t columns);
+}  // namespace cpu
 namespace cuda {
 Tensor argmax_rows(const Tensor& x, int64_t columns);
 }  // namespace cuda
