@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/threads.h"
+#include "ops/cpu/gemm.h"
 #include "ops/cpu/scan_simd.h"
 #include "ops/cpu/vec.h"
 
@@ -394,19 +395,6 @@ ScanGrads backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast
   return grads;
 }
 
-// δ of the `count` channels whose delta_proj rows start at `rows`, from the low-rank input `low`:
-// sums[lane] collects channel lane's products 16 ranks at a time, and one transposing reduction
-// gives the 16 dot products.
-Vec16 projected_delta(const float* low, const float* rows, int64_t rank, int count) {
-  Vec16 sums[kLanes] = {};
-  for (int lane = 0; lane < count; ++lane)
-    for (int64_t r = 0; r < rank; r += kLanes) {
-      const int k = int(std::min<int64_t>(kLanes, rank - r));
-      sums[lane] = simd::fma(simd::load(rows + lane * rank + r, k), simd::load(low + r, k), sums[lane]);
-    }
-  return simd::transpose_sum(sums);
-}
-
 // The decode step, vectorised over states: the state rows [b, d, :] are contiguous, so each
 // channel updates its N states 16 at a time and reduces y over them.
 template <typename T>
@@ -420,25 +408,25 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
   T* out_data = out.data<T>();
   float* states = state.data<float>();
   const int64_t N = s.n_states;
-  const Tensor& delta_proj = step.delta_proj;
-  const int64_t rank = delta_proj.defined() ? step.delta.size(1) : 0;
-  const size_t weight_bytes = delta_proj.defined() ? dtype_size(delta_proj.dtype()) : 0;
+  // With delta_proj, δ = delta_proj·low for the whole step first: one streaming product reads
+  // W_dt at the machine's rate, where per-block slices of it arrived one memory latency at a time
+  // (docs/perf/cpu_model.md, v7).
+  Tensor projected;
+  if (step.delta_proj.defined()) {
+    const Tensor low = step.delta.to(DType::f32);
+    projected = Tensor::empty({s.batch, s.dim}, DType::f32);
+    gemm_x_wt(low.data<float>(), s.batch, step.delta_proj, projected.data<float>(), s.dim);
+  }
+  const float* projected_delta = projected.defined() ? projected.data<float>() : nullptr;
   parallel_for(s.batch * s.blocks(), [&](int64_t begin, int64_t end, int) {
     float b_scratch[kMaxStates], c_scratch[kMaxStates];
-    // With delta_proj: the block's low-rank input and weight rows, copied as f32 even when they
-    // are f32 already: the copy streams the rows in, while the dot products' masked loads straight
-    // from memory cost 6× as much (perf, 130m decode; docs/perf/cpu_model.md, v5).
-    std::vector<float> low_f32(static_cast<size_t>(rank)), rows_f32(static_cast<size_t>(kLanes * rank));
-    // The block two ahead: its states, A rows and delta_proj rows (see prefetch_bytes).
+    // The block two ahead: its states and A rows (see prefetch_bytes).
     auto prefetch_block = [&](int64_t item) {
       if (item >= end) return;
       const int64_t b = item / s.blocks(), d0 = (item % s.blocks()) * kLanes;
       const int64_t lanes = std::min<int64_t>(kLanes, s.dim - d0);
       prefetch_bytes(states + (b * s.dim + d0) * N, lanes * N * int64_t(sizeof(float)));
       prefetch_bytes(s.A + d0 * N, lanes * N * int64_t(sizeof(float)));
-      if (delta_proj.defined())
-        prefetch_bytes(static_cast<const char*>(delta_proj.raw()) + size_t(d0 * rank) * weight_bytes,
-                       lanes * rank * int64_t(weight_bytes));
     };
     prefetch_block(begin);
     prefetch_block(begin + 1);
@@ -448,15 +436,7 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
       const int count = int(std::min<int64_t>(kLanes, s.dim - d0));
       const size_t at = size_t(b * s.dim + d0);
       const Vec16 bias = s.delta_bias ? simd::load(s.delta_bias + d0, count) : Vec16{};
-      Vec16 delta;
-      if (delta_proj.defined()) {
-        widen_to_f32(s.delta + b * rank, step.delta.dtype(), low_f32.data(), rank);
-        const char* weight_rows = static_cast<const char*>(delta_proj.raw()) + size_t(d0 * rank) * weight_bytes;
-        widen_to_f32(weight_rows, delta_proj.dtype(), rows_f32.data(), count * rank);
-        delta = projected_delta(low_f32.data(), rows_f32.data(), rank, count);
-      } else {
-        delta = simd::load(s.delta + at, count);
-      }
+      const Vec16 delta = projected_delta ? simd::load(projected_delta + at, count) : simd::load(s.delta + at, count);
       const Vec16 x = delta + bias;
       const Vec16 u = simd::load(s.u + at, count), dp = s.softplus ? simd::softplus(x) : x, dpu = dp * u;
       const float* Bt = float_row(s.B + b * N, N, b_scratch);
