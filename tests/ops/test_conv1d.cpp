@@ -82,6 +82,23 @@ TEST(OpsConv1d, LengthsZeroThePaddingAndKeepTheTrueState) {
   EXPECT_LT(relative_error(a.out, o.out.slice(2, 3).view({L * C}).slice(0, 2 * C)), 1e-7);
 }
 
+// Enough channels for two threads' ranges, the second starting inside a row (3 × 2731 =
+// 8193), with the fixed-width path (K = 4) and the general one.
+TEST(OpsConv1d, StepMatchesReferenceAcrossRangeAndRowBoundaries) {
+  set_num_threads(2);
+  Rng rng(35);
+  const int64_t batch = 3, C = 2731;
+  for (int64_t K : {4, 3}) {
+    ConvInputs in = make_inputs(DType::f32, DType::f32, true, true, false, rng, batch, 1, C, K);
+    in.x = in.x.view({batch, C});
+    Tensor state = in.initial_state.clone(), ref_state = in.initial_state.to(DType::f64);
+    Tensor y = causal_conv1d_step(in, state);
+    Tensor y_ref = ref::causal_conv1d_step(in, ref_state);
+    EXPECT_LT(relative_error(y, y_ref), 1e-6) << "K=" << K;
+    EXPECT_LT(relative_error(state, ref_state), 1e-12) << "K=" << K;
+  }
+}
+
 TEST(OpsConv1d, StepLoopReproducesForward) {
   Rng rng(33);
   const int64_t batch = 2, L = 9, C = 21, K = 4;
