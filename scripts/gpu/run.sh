@@ -16,6 +16,7 @@
 #                              decode, holding its scripts/gpu/scan_bench.cpp too) both trees' scan
 #                              tables, then their training runs alternately in two rounds
 #   scripts/gpu/run.sh test-train [BASE]  test, then train
+#   scripts/gpu/run.sh train-profile  ncu times of every kernel of one bf16 training step
 #   scripts/gpu/run.sh decode-profile  host-side costs of a decode step and ncu times of its kernels
 #   scripts/gpu/run.sh transformers  load a checkpoint written by `mambacpp train` (carried in
 #                              .gpu_fixtures/ours_tiny) into transformers' MambaForCausalLM and compare
@@ -260,23 +261,22 @@ run_decode_profile() {
     ncu --profile-from-start off --graph-profiling node --cache-control none --clock-control none \
       --metrics gpu__time_duration.sum --csv "$build/decode_profile" $row >"$out/ncu_$name.csv" 2>"$out/ncu_$name.log" ||
       tail -5 "$out/ncu_$name.log"
-    python3 - "$out/ncu_$name.csv" "$row" <<'PY'
-import csv, sys, collections
-rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
-rows = [r for r in rows if r.get('Metric Name') == 'gpu__time_duration.sum']
-per = collections.OrderedDict()
-for r in rows:
-    name = r['Kernel Name'][:60]
-    v = float(r['Metric Value'].replace(',', ''))
-    unit = r['Metric Unit']
-    us = v * {'ns': 1e-3, 'nsecond': 1e-3, 'us': 1.0, 'usecond': 1.0, 'ms': 1e3, 'msecond': 1e3}[unit]
-    per.setdefault(name, []).append(us)
-total = sum(sum(v) for v in per.values())
-print(f"\n{sys.argv[2]}: {len(rows)} kernels in 2 steps, {total / 2:.1f} us per step (serialised)")
-for name, v in sorted(per.items(), key=lambda kv: -sum(kv[1])):
-    print(f"  {sum(v) / 2:8.1f} us/step  {len(v) // 2:4d} x  mean {sum(v) / len(v):6.2f} us  {name}")
-PY
+    python3 scripts/gpu/ncu_kernel_table.py "$out/ncu_$name.csv" "$row" --steps 2
   done
+}
+
+# ncu times of every kernel of the second step of `mambacpp train` (bf16, 130m shape, batch 8 x 2048):
+# the steps are told apart by their first kernel, the embedding's.
+run_train_profile() {
+  echo "== train profile"
+  python3 -c "import numpy as n; n.random.default_rng(1).integers(0, 50277, 2_000_000, dtype=n.uint16).tofile('$out/tokens.u16')"
+  rm -rf "$out/train_profile"
+  ncu --cache-control none --clock-control none --metrics gpu__time_duration.sum --csv \
+    "$build/mambacpp" train --device cuda --dtype bf16 --preset 130m --data "$out/tokens.u16" --data-format tokens \
+    --vocab 50280 --batch 8 --seq-len 2048 --steps 2 --schedule constant --lr 3e-4 --eval-batches 1 \
+    --out "$out/train_profile" >"$out/ncu_train.csv" 2>"$out/ncu_train.log" || tail -5 "$out/ncu_train.log"
+  rm -rf "$out/tokens.u16" "$out/train_profile"
+  python3 scripts/gpu/ncu_kernel_table.py "$out/ncu_train.csv" "training step 2" --segment embedding_forward 2
 }
 
 run_profile() {
@@ -300,6 +300,7 @@ case "$mode" in
   test-decode) run_tests; run_decode "${2:-}" ;;
   train) run_train "${2:-}" ;;
   test-train) run_tests; run_train "${2:-}" ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]" >&2
+  train-profile) run_train_profile ;;
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-profile" >&2
     exit 2 ;;
 esac

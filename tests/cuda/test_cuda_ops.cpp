@@ -3,6 +3,7 @@
 // through the ops:: entry points (they dispatch on the device), so this links in every build.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -22,62 +23,70 @@ using namespace cuda_test;
 
 Tensor cpu64(const std::vector<double>& v, const Shape& shape) { return Tensor::from_vector(v, shape, DType::f64); }
 
+// Forward, backward and (from the initial state) steps against the reference. Sequence lengths
+// batch × {L, 2, L/2 + 1} (capped at L) leave padded tails.
+void check_conv(int L, int K, int C, DType dtype) {
+  const int batch = 3, H = K - 1;
+  const std::string where =
+      "L " + std::to_string(L) + " K " + std::to_string(K) + " C " + std::to_string(C) + " " + dtype_name(dtype);
+  Rng rng(21);
+  const auto x = rounded(random_vector(rng, int64_t(batch) * L * C, -1, 1), dtype);
+  const auto w = rounded(random_vector(rng, C * K, -0.5, 0.5), DType::f32);
+  const auto bias = rounded(random_vector(rng, C, -0.5, 0.5), DType::f32);
+  const auto init = rounded(random_vector(rng, int64_t(batch) * C * H, -1, 1), DType::f32);
+  const auto dout = rounded(random_vector(rng, int64_t(batch) * L * C, -1, 1), dtype);
+  const std::vector<double> lens = {double(L), double(std::min(L, 2)), double(L / 2 + 1)};
+  auto inputs = [&](auto place, DType x_type, DType param_type) {
+    ops::ConvInputs in;
+    in.x = place(x, {batch, L, C}, x_type);
+    in.weight = place(w, {C, K}, param_type);
+    in.bias = place(bias, {C}, param_type);
+    in.initial_state = place(init, {batch, C, H}, param_type);
+    in.lengths = place(lens, {batch}, DType::i32);
+    return in;
+  };
+  const auto cpu = [](const std::vector<double>& v, const Shape& s, DType t) { return Tensor::from_vector(v, s, t); };
+  const ops::ConvInputs ref_in = inputs(cpu, DType::f64, DType::f64);
+  const ops::ConvInputs in = inputs(on_gpu, dtype, DType::f32);
+  const ops::ConvOutputs ref = ops::ref::causal_conv1d_forward(ref_in);
+  const ops::ConvGrads ref_g = ops::ref::causal_conv1d_backward(ref_in, cpu64(dout, {batch, L, C}));
+  const double tol = tolerance(dtype);
+  const ops::ConvOutputs o = ops::causal_conv1d_forward(in);
+  EXPECT_LT(error_vs(o.out, ref.out.to_double_vector()), tol) << where;
+  EXPECT_LT(error_vs(o.final_state, ref.final_state.to_double_vector()), 1e-6) << where;
+  const ops::ConvGrads g = ops::causal_conv1d_backward(in, on_gpu(dout, {batch, L, C}, dtype));
+  EXPECT_LT(error_vs(g.dx, ref_g.dx.to_double_vector()), tol) << where;
+  EXPECT_LT(error_vs(g.dweight, ref_g.dweight.to_double_vector()), tol) << where;
+  EXPECT_LT(error_vs(g.dbias, ref_g.dbias.to_double_vector()), tol) << where;
+  EXPECT_LT(error_vs(g.dinitial_state, ref_g.dinitial_state.to_double_vector()), tol) << where;
+
+  // Steps from the initial state match the reference step.
+  Tensor state = in.initial_state.clone();
+  Tensor ref_state = ref_in.initial_state.clone();
+  ops::ConvInputs step = in, ref_step = ref_in;
+  for (int t = 0; t < std::min(3, L); ++t) {
+    std::vector<double> xt;
+    for (int b = 0; b < batch; ++b)
+      for (int c = 0; c < C; ++c) xt.push_back(x[(size_t(b) * L + t) * C + c]);
+    step.x = on_gpu(xt, {batch, C}, dtype);
+    ref_step.x = cpu64(xt, {batch, C});
+    const Tensor y = ops::causal_conv1d_step(step, state);
+    const Tensor y_ref = ops::ref::causal_conv1d_step(ref_step, ref_state);
+    EXPECT_LT(error_vs(y, y_ref.to_double_vector()), tol) << "step " << t << ", " << where;
+    EXPECT_LT(error_vs(state, ref_state.to_double_vector()), 1e-6) << "step " << t << ", " << where;
+  }
+}
+
+// L = 150 spans three position segments of 64 (the last partial); C = 44 and 45 fill whole and
+// partial warps of channels; widths 4 and 3 shift the backward's K − 1 lag against the batches of
+// positions loaded together.
 TEST(CudaCausalConv1d, ForwardBackwardStep) {
   SKIP_WITHOUT_GPU();
-  // L = 150 spans three position segments of 64 (the last partial); C = 44 and 45 fill whole and
-  // partial warps of channels.
-  const int batch = 3, L = 150, K = 4, H = K - 1;
   for (int C : {45, 44})
-    for (DType dtype : {DType::f32, DType::bf16}) {
-      Rng rng(21);
-      const auto x = rounded(random_vector(rng, int64_t(batch) * L * C, -1, 1), dtype);
-      const auto w = rounded(random_vector(rng, C * K, -0.5, 0.5), DType::f32);
-      const auto bias = rounded(random_vector(rng, C, -0.5, 0.5), DType::f32);
-      const auto init = rounded(random_vector(rng, int64_t(batch) * C * H, -1, 1), DType::f32);
-      const auto dout = rounded(random_vector(rng, int64_t(batch) * L * C, -1, 1), dtype);
-      const std::vector<double> lens = {L, 2, 130};
-      auto inputs = [&](auto place, DType x_type, DType param_type) {
-        ops::ConvInputs in;
-        in.x = place(x, {batch, L, C}, x_type);
-        in.weight = place(w, {C, K}, param_type);
-        in.bias = place(bias, {C}, param_type);
-        in.initial_state = place(init, {batch, C, H}, param_type);
-        in.lengths = place(lens, {batch}, DType::i32);
-        return in;
-      };
-      const auto cpu = [](const std::vector<double>& v, const Shape& s, DType t) {
-        return Tensor::from_vector(v, s, t);
-      };
-      const ops::ConvInputs ref_in = inputs(cpu, DType::f64, DType::f64);
-      const ops::ConvInputs in = inputs(on_gpu, dtype, DType::f32);
-      const ops::ConvOutputs ref = ops::ref::causal_conv1d_forward(ref_in);
-      const ops::ConvGrads ref_g = ops::ref::causal_conv1d_backward(ref_in, cpu64(dout, {batch, L, C}));
-      const double tol = tolerance(dtype);
-      const ops::ConvOutputs o = ops::causal_conv1d_forward(in);
-      EXPECT_LT(error_vs(o.out, ref.out.to_double_vector()), tol) << dtype_name(dtype) << " C " << C;
-      EXPECT_LT(error_vs(o.final_state, ref.final_state.to_double_vector()), 1e-6) << dtype_name(dtype) << " C " << C;
-      const ops::ConvGrads g = ops::causal_conv1d_backward(in, on_gpu(dout, {batch, L, C}, dtype));
-      EXPECT_LT(error_vs(g.dx, ref_g.dx.to_double_vector()), tol);
-      EXPECT_LT(error_vs(g.dweight, ref_g.dweight.to_double_vector()), tol);
-      EXPECT_LT(error_vs(g.dbias, ref_g.dbias.to_double_vector()), tol);
-      EXPECT_LT(error_vs(g.dinitial_state, ref_g.dinitial_state.to_double_vector()), tol);
-
-      // Steps from the initial state match the reference step.
-      Tensor state = in.initial_state.clone();
-      Tensor ref_state = ref_in.initial_state.clone();
-      ops::ConvInputs step = in, ref_step = ref_in;
-      for (int t = 0; t < 3; ++t) {
-        std::vector<double> xt;
-        for (int b = 0; b < batch; ++b)
-          for (int c = 0; c < C; ++c) xt.push_back(x[(size_t(b) * L + t) * C + c]);
-        step.x = on_gpu(xt, {batch, C}, dtype);
-        ref_step.x = cpu64(xt, {batch, C});
-        const Tensor y = ops::causal_conv1d_step(step, state);
-        const Tensor y_ref = ops::ref::causal_conv1d_step(ref_step, ref_state);
-        EXPECT_LT(error_vs(y, y_ref.to_double_vector()), tol) << "step " << t;
-        EXPECT_LT(error_vs(state, ref_state.to_double_vector()), 1e-6) << "step " << t;
-      }
-    }
+    for (DType dtype : {DType::f32, DType::bf16}) check_conv(150, 4, C, dtype);
+  for (int L : {1, 7, 2047, 2049})
+    for (int K : {4, 3}) check_conv(L, K, 45, DType::bf16);
+  check_conv(2049, 4, 45, DType::f32);
 }
 
 void check_norm(ops::NormKind kind, DType dtype, bool with_residual, int d) {

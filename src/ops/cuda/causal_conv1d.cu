@@ -6,6 +6,8 @@
 // neighbouring channels, so every load is coalesced across it. The backward forms
 // dpre = dout·SiLU'(pre) as it goes, emits dx K−1 positions behind, and sums the weight and bias
 // gradients over its segment before one atomic per weight. No integer division per element.
+// Loads are issued kLoadBatch positions at a time, before any of them is used, so each thread has
+// several in flight.
 #include "ops/causal_conv1d.h"
 #include "ops/cuda/common.cuh"
 
@@ -47,6 +49,15 @@ __device__ __forceinline__ float pre_activation(const ConvArgs& p, const T* x_se
 
 constexpr int kSegment = 64;  // positions per thread
 constexpr int kBlockChannels = 128;
+constexpr int kLoadBatch = 8;  // positions whose loads are in flight together
+
+// The segment kernels take the kernel width K as a compile-time constant when it is Mamba's 4
+// (kFixedWidth = 4; 0: K from the arguments, registers for kMaxWidth taps). Then the per-tap
+// guards fold and, with the positions of a load batch unrolled, the window shifts become register
+// renaming: with a run-time K they were predicated moves and FMAs over 8 taps per position, and
+// the kernels were bound by instruction issue, not memory.
+constexpr int kFastWidth = 4;
+__host__ __device__ constexpr int register_width(int fixed_width) { return fixed_width > 0 ? fixed_width : kMaxWidth; }
 
 // Launch shape of the segment kernels: x = channel blocks, y = segments, z = sequences.
 dim3 segment_grid(const ConvArgs& p) {
@@ -54,33 +65,42 @@ dim3 segment_grid(const ConvArgs& p) {
               unsigned(p.batch));
 }
 
-template <typename T>
+template <typename T, int kFixedWidth>
 __global__ void conv_forward_kernel(ConvArgs p, T* out) {
+  constexpr int kW = register_width(kFixedWidth);
+  const int K = kFixedWidth > 0 ? kFixedWidth : p.width;
   const int c = blockIdx.x * kBlockChannels + threadIdx.x, b = blockIdx.z;
   if (c >= p.channels) return;
   const int t0 = blockIdx.y * kSegment, t1 = min(p.L, t0 + kSegment), len = sequence_length(p, b);
   const T* x_seq = static_cast<const T*>(p.x) + int64_t(b) * p.L * p.channels;
   T* out_seq = out + int64_t(b) * p.L * p.channels;
-  float w[kMaxWidth], window[kMaxWidth];  // window[k]: input at t − K + 1 + k
+  float w[kW], window[kW];  // window[k]: input at t − K + 1 + k
 #pragma unroll
-  for (int k = 0; k < kMaxWidth; ++k) {
-    w[k] = k < p.width ? p.weight[c * p.width + k] : 0.0f;
-    window[k] = k + 1 < p.width ? conv_input(p, x_seq, b, t0 - p.width + 1 + k, c) : 0.0f;
+  for (int k = 0; k < kW; ++k) {
+    w[k] = k < K ? p.weight[c * K + k] : 0.0f;
+    window[k] = k + 1 < K ? conv_input(p, x_seq, b, t0 - K + 1 + k, c) : 0.0f;
   }
   const float bias = p.bias ? p.bias[c] : 0.0f;
-  for (int t = t0; t < t1; ++t) {
-    const float x = to_float(x_seq[int64_t(t) * p.channels + c]);
-    float v = bias;
+  for (int batch0 = t0; batch0 < t1; batch0 += kLoadBatch) {
+    float xs[kLoadBatch];
 #pragma unroll
-    for (int k = 0; k < kMaxWidth; ++k) {
-      if (k + 1 == p.width) window[k] = x;
-      if (k < p.width) v = fmaf(w[k], window[k], v);
+    for (int i = 0; i < kLoadBatch; ++i)
+      xs[i] = batch0 + i < t1 ? to_float(x_seq[int64_t(batch0 + i) * p.channels + c]) : 0.0f;
+#pragma unroll
+    for (int i = 0; i < kLoadBatch; ++i) {
+      const int t = batch0 + i;
+      float v = bias;
+#pragma unroll
+      for (int k = 0; k < kW; ++k) {
+        if (k + 1 == K) window[k] = xs[i];
+        if (k < K) v = fmaf(w[k], window[k], v);
+      }
+#pragma unroll
+      for (int k = 0; k + 1 < kW; ++k)
+        if (k + 1 < K) window[k] = window[k + 1];  // shift for the next position
+      if (p.silu) v *= sigmoid(v);
+      if (t < t1) out_seq[int64_t(t) * p.channels + c] = from_float<T>(t < len ? v : 0.0f);
     }
-#pragma unroll
-    for (int k = 0; k + 1 < kMaxWidth; ++k)
-      if (k + 1 < p.width) window[k] = window[k + 1];  // shift for the next position
-    if (p.silu) v *= sigmoid(v);
-    out_seq[int64_t(t) * p.channels + c] = from_float<T>(t < len ? v : 0.0f);
   }
 }
 
@@ -102,74 +122,85 @@ __global__ void conv_final_state_kernel(ConvArgs p, float* final_state) {
 // dx[s] = Σ_k w[k]·dpre[s + K−1−k]; dx at the virtual positions −(K−1) … −1 goes to
 // dinitial_state (first segment only). dweight[k] += dpre[t]·x[t−K+1+k] and dbias += dpre[t] for
 // t in the segment.
-template <typename T>
+template <typename T, int kFixedWidth>
 __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* dinitial_state, float* dweight,
                                      float* dbias) {
   const int c = blockIdx.x * kBlockChannels + threadIdx.x, b = blockIdx.z;
   if (c >= p.channels) return;
-  const int K = p.width, history = K - 1;
+  constexpr int kW = register_width(kFixedWidth);
+  const int K = kFixedWidth > 0 ? kFixedWidth : p.width, history = K - 1;
   const int t0 = blockIdx.y * kSegment, t1 = min(p.L, t0 + kSegment), len = sequence_length(p, b);
   const int64_t offset = int64_t(b) * p.L * p.channels;
   const T* x_seq = static_cast<const T*>(p.x) + offset;
   const T* dout_seq = dout + offset;
-  float w[kMaxWidth];
+  float w[kW];
 #pragma unroll
-  for (int k = 0; k < kMaxWidth; ++k) w[k] = k < K ? p.weight[c * K + k] : 0.0f;
+  for (int k = 0; k < kW; ++k) w[k] = k < K ? p.weight[c * K + k] : 0.0f;
   const float bias = p.bias ? p.bias[c] : 0.0f;
   // window[k]: input at t − K + 1 + k (for pre[t]); recent[j]: dpre at t − j.
-  float window[kMaxWidth], recent[kMaxWidth] = {}, gw[kMaxWidth] = {}, gb = 0.0f;
+  float window[kW], recent[kW] = {}, gw[kW] = {}, gb = 0.0f;
   const bool to_initial = dinitial_state && t0 == 0;
   const int s_begin = to_initial ? -history : t0;
 #pragma unroll
-  for (int k = 0; k < kMaxWidth; ++k) {
+  for (int k = 0; k < kW; ++k) {
     window[k] = k + 1 < K ? conv_input(p, x_seq, b, s_begin - K + 1 + k, c) : 0.0f;
   }
-  for (int t = s_begin; t < t1 + history; ++t) {
-    const float x = t < 0     ? conv_input(p, x_seq, b, t, c)
-                    : t < p.L ? to_float(x_seq[int64_t(t) * p.channels + c])
-                              : 0.0f;
+  const int t_end = t1 + history;
+  for (int batch0 = s_begin; batch0 < t_end; batch0 += kLoadBatch) {
+    float xs[kLoadBatch], douts[kLoadBatch];
 #pragma unroll
-    for (int k = 0; k < kMaxWidth; ++k)
-      if (k + 1 == K) window[k] = x;
-    float g = 0.0f;
-    if (t >= 0 && t < len) {
-      g = to_float(dout_seq[int64_t(t) * p.channels + c]);
-      if (p.silu) {
-        float v = bias;
+    for (int i = 0; i < kLoadBatch; ++i) {
+      const int t = batch0 + i;
+      xs[i] = t < 0 ? conv_input(p, x_seq, b, t, c) : t < p.L ? to_float(x_seq[int64_t(t) * p.channels + c]) : 0.0f;
+      douts[i] = t >= 0 && t < len ? to_float(dout_seq[int64_t(t) * p.channels + c]) : 0.0f;
+    }
 #pragma unroll
-        for (int k = 0; k < kMaxWidth; ++k)
-          if (k < K) v = fmaf(w[k], window[k], v);
-        const float sg = sigmoid(v);
-        g *= sg * fmaf(v, 1.0f - sg, 1.0f);
+    for (int i = 0; i < kLoadBatch; ++i) {
+      const int t = batch0 + i;
+      if (t >= t_end) break;  // dx past the segment belongs to the next one
+#pragma unroll
+      for (int k = 0; k < kW; ++k)
+        if (k + 1 == K) window[k] = xs[i];
+      float g = 0.0f;
+      if (t >= 0 && t < len) {
+        g = douts[i];
+        if (p.silu) {
+          float v = bias;
+#pragma unroll
+          for (int k = 0; k < kW; ++k)
+            if (k < K) v = fmaf(w[k], window[k], v);
+          const float sg = sigmoid(v);
+          g *= sg * fmaf(v, 1.0f - sg, 1.0f);
+        }
       }
+      if (t >= t0 && t < t1) {
+#pragma unroll
+        for (int k = 0; k < kW; ++k)
+          if (k < K) gw[k] = fmaf(g, window[k], gw[k]);
+        gb += g;
+      }
+#pragma unroll
+      for (int j = kW - 1; j > 0; --j) recent[j] = recent[j - 1];
+      recent[0] = g;
+      // dx at s = t − (K−1): Σ_k w[k]·dpre[s + K−1−k] = Σ_k w[k]·dpre[t − k] = Σ_k w[k]·recent[k].
+      const int s = t - history;
+      if (s >= s_begin) {
+        float acc = 0.0f;
+#pragma unroll
+        for (int k = 0; k < kW; ++k)
+          if (k < K) acc = fmaf(w[k], recent[k], acc);
+        if (s >= 0)
+          dx[offset + int64_t(s) * p.channels + c] = from_float<T>(acc);
+        else
+          dinitial_state[(int64_t(b) * p.channels + c) * history + s + history] = acc;
+      }
+#pragma unroll
+      for (int k = 0; k + 1 < kW; ++k)
+        if (k + 1 < K) window[k] = window[k + 1];
     }
-    if (t >= t0 && t < t1) {
-#pragma unroll
-      for (int k = 0; k < kMaxWidth; ++k)
-        if (k < K) gw[k] = fmaf(g, window[k], gw[k]);
-      gb += g;
-    }
-#pragma unroll
-    for (int j = kMaxWidth - 1; j > 0; --j) recent[j] = recent[j - 1];
-    recent[0] = g;
-    // dx at s = t − (K−1): Σ_k w[k]·dpre[s + K−1−k] = Σ_k w[k]·dpre[t − k] = Σ_k w[k]·recent[k].
-    const int s = t - history;
-    if (s >= s_begin) {
-      float acc = 0.0f;
-#pragma unroll
-      for (int k = 0; k < kMaxWidth; ++k)
-        if (k < K) acc = fmaf(w[k], recent[k], acc);
-      if (s >= 0)
-        dx[offset + int64_t(s) * p.channels + c] = from_float<T>(acc);
-      else
-        dinitial_state[(int64_t(b) * p.channels + c) * history + s + history] = acc;
-    }
-#pragma unroll
-    for (int k = 0; k + 1 < kMaxWidth; ++k)
-      if (k + 1 < K) window[k] = window[k + 1];
   }
 #pragma unroll
-  for (int k = 0; k < kMaxWidth; ++k)
+  for (int k = 0; k < kW; ++k)
     if (k < K) atomicAdd(dweight + c * K + k, gw[k]);
   if (dbias) atomicAdd(dbias + c, gb);
 }
@@ -241,8 +272,10 @@ Prepared prepare(const ConvInputs& in, bool step) {
 
 template <typename T>
 void forward(const ConvArgs& p, ConvOutputs& out) {
-  if (int64_t(p.batch) * p.L * p.channels > 0)
-    conv_forward_kernel<T><<<segment_grid(p), kBlockChannels>>>(p, static_cast<T*>(out.out.raw()));
+  if (int64_t(p.batch) * p.L * p.channels > 0) {
+    auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth> : conv_forward_kernel<T, 0>;
+    kernel<<<segment_grid(p), kBlockChannels>>>(p, static_cast<T*>(out.out.raw()));
+  }
   const int64_t states = int64_t(p.batch) * p.channels * (p.width - 1);
   if (states > 0) conv_final_state_kernel<T><<<blocks_for(states, 256), 256>>>(p, out.final_state.data<float>());
   check_launch("causal_conv1d forward");
@@ -252,10 +285,12 @@ template <typename T>
 void backward(const ConvArgs& p, const Tensor& dout, ConvGrads& g) {
   float* dinit = g.dinitial_state.defined() ? g.dinitial_state.data<float>() : nullptr;
   if (dinit && p.L == 0) g.dinitial_state.zero_();
-  if (int64_t(p.batch) * p.L * p.channels > 0)
-    conv_backward_kernel<T><<<segment_grid(p), kBlockChannels>>>(
-        p, static_cast<const T*>(dout.raw()), static_cast<T*>(g.dx.raw()), dinit, g.dweight.data<float>(),
-        g.dbias.defined() ? g.dbias.data<float>() : nullptr);
+  if (int64_t(p.batch) * p.L * p.channels > 0) {
+    auto kernel = p.width == kFastWidth ? conv_backward_kernel<T, kFastWidth> : conv_backward_kernel<T, 0>;
+    kernel<<<segment_grid(p), kBlockChannels>>>(p, static_cast<const T*>(dout.raw()), static_cast<T*>(g.dx.raw()),
+                                                dinit, g.dweight.data<float>(),
+                                                g.dbias.defined() ? g.dbias.data<float>() : nullptr);
+  }
   check_launch("causal_conv1d backward");
 }
 
