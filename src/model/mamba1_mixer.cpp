@@ -183,9 +183,10 @@ Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved)
   Tensor ddt_low = ops::linear_backward(saved.dt_low, w_.dt_proj_weight->for_compute(), g.ddelta.view({rows, d_inner_}),
                                         grad_or_null(w_.dt_proj_weight), nullptr);
   Tensor ddbc = ops::concat_columns({ddt_low, g.dB.view({rows, d_state_}), g.dC.view({rows, d_state_})});
+  // x_conv feeds x_proj and the scan: x_proj's input gradient is added onto the scan's du.
+  Tensor du = g.du.view({rows, d_inner_});
   Tensor dx_conv = ops::linear_backward(saved.x_conv.view({rows, d_inner_}), w_.x_proj_weight->for_compute(), ddbc,
-                                        grad_or_null(w_.x_proj_weight), nullptr);
-  ops::add_(dx_conv, g.du.view({rows, d_inner_}));
+                                        grad_or_null(w_.x_proj_weight), nullptr, &du);
   return input_grad(dout, saved, dx_conv, g.dz);
 }
 

@@ -24,7 +24,7 @@ void check_linear_inputs(const Tensor& x, const Tensor& weight, const Tensor& bi
 }
 
 void check_linear_backward_inputs(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor* dweight,
-                                  const Tensor* dbias) {
+                                  const Tensor* dbias, const Tensor* dx_into) {
   check_linear_inputs(x, weight, {});
   Shape dy_shape = x.shape();
   dy_shape.back() = weight.size(0);
@@ -37,6 +37,10 @@ void check_linear_backward_inputs(const Tensor& x, const Tensor& weight, const T
   if (dbias) {
     check_shape(*dbias, {weight.size(0)}, "linear bias gradient");
     check_device(*dbias, x.device(), "linear bias gradient");
+  }
+  if (dx_into) {
+    check_shape(*dx_into, x.shape(), "linear input gradient dx_into");
+    check_device(*dx_into, x.device(), "linear input gradient dx_into");
   }
 }
 
@@ -62,9 +66,20 @@ std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, 
   return split_columns(linear_forward(x, weight, bias), widths);
 }
 
-Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias) {
-  check_linear_backward_inputs(x, weight, dy, dweight, dbias);
-  MAMBA_OPS_DISPATCH(x.device(), "linear_backward", linear_backward(x, weight, dy, dweight, dbias));
+Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias,
+                       Tensor* dx_into) {
+  check_linear_backward_inputs(x, weight, dy, dweight, dbias, dx_into);
+  if (x.device() == Device::cuda) {
+#ifdef MAMBACPP_CUDA
+    return cuda::linear_backward(x, weight, dy, dweight, dbias, dx_into);
+#else
+    fail_without_cuda("linear_backward");
+#endif
+  }
+  Tensor dx = cpu::linear_backward(x, weight, dy, dweight, dbias);
+  if (!dx_into) return dx;
+  add_(*dx_into, dx);
+  return *dx_into;
 }
 
 }  // namespace mamba::ops

@@ -13,6 +13,9 @@
 //
 // Backward: dx = dy · W;  dW += dyᵀ · x;  db += Σ_rows dy   (dW, db accumulate: they are f32
 // gradient buffers the caller zeroes once per step, so gradient accumulation needs no copies).
+// With dx_into (shape of x, dtype of the dx the backend returns) dx is added into that tensor,
+// which is returned: an input that also feeds another branch (Mamba's x_conv: x_proj and the scan)
+// gets its summed gradient without a separate pass over it (on CUDA the product adds it itself).
 #pragma once
 #include <optional>
 #include <vector>
@@ -24,13 +27,14 @@ namespace mamba::ops {
 // Validate shapes, dtypes and devices with messages naming the tensor; used by every backend.
 void check_linear_inputs(const Tensor& x, const Tensor& weight, const Tensor& bias);
 void check_linear_backward_inputs(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor* dweight,
-                                  const Tensor* dbias);
+                                  const Tensor* dbias, const Tensor* dx_into = nullptr);
 
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& widths,
                                          const Tensor& bias = {});
 // Returns dx (f32, or dtype of x on CUDA). dweight / dbias may be null to skip them.
-Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias);
+Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias,
+                       Tensor* dx_into = nullptr);
 
 namespace ref {  // float64 loops; outputs f64, dweight/dbias of any float dtype accumulate
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
@@ -45,7 +49,8 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
 // The pieces written by one product, or nullopt when the decode product does not take these inputs.
 std::optional<std::vector<Tensor>> linear_forward_split(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                                         const std::vector<int64_t>& widths);
-Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias);
+Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias,
+                       Tensor* dx_into);
 }  // namespace cuda
 
 }  // namespace mamba::ops

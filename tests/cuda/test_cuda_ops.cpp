@@ -213,6 +213,30 @@ TEST(CudaLinear, ForwardBackward) {
   }
 }
 
+// dx added onto a tensor that already holds values (dx_into: the product's beta = 1), at row counts
+// 1, 7, 2047 and 2049 and odd widths.
+TEST(CudaLinear, BackwardAddsIntoDxInto) {
+  SKIP_WITHOUT_GPU();
+  const int K = 75, N = 21;
+  for (DType dtype : {DType::f32, DType::bf16})
+    for (int M : {1, 7, 2047, 2049}) {
+      Rng rng(52 + M);
+      const auto x = rounded(random_vector(rng, int64_t(M) * K, -1, 1), dtype);
+      const auto w = rounded(random_vector(rng, N * K, -1, 1), dtype);
+      const auto dy = rounded(random_vector(rng, int64_t(M) * N, -1, 1), dtype);
+      const auto start = rounded(random_vector(rng, int64_t(M) * K, -1, 1), dtype);
+      std::vector<double> expected =
+          ops::ref::linear_backward(cpu64(x, {M, K}), cpu64(w, {N, K}), cpu64(dy, {M, N}), nullptr, nullptr)
+              .to_double_vector();
+      for (size_t i = 0; i < expected.size(); ++i) expected[i] += start[i];
+      Tensor into = on_gpu(start, {M, K}, dtype);
+      const Tensor dx = ops::linear_backward(on_gpu(x, {M, K}, dtype), on_gpu(w, {N, K}, dtype),
+                                             on_gpu(dy, {M, N}, dtype), nullptr, nullptr, &into);
+      EXPECT_EQ(dx.raw(), into.raw());
+      EXPECT_LT(error_vs(into, expected), tolerance(dtype)) << dtype_name(dtype) << " M " << M;
+    }
+}
+
 // The tensor-core decode product (bf16 x and W, up to 16 rows) against the float64 reference:
 // N not a multiple of the 8 columns of a tile, K a multiple of 8 but not of the 32 positions of a
 // warp step; a K of 4104 gives each warp three batches of weight loads, and N = 4237 more column

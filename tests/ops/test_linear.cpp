@@ -65,6 +65,22 @@ TEST(OpsLinear, CpuBackwardMatchesReference) {
     }
 }
 
+// dx added into a given tensor (the entry point's dx_into) is that tensor plus the reference's dx.
+TEST(OpsLinear, BackwardAddsIntoDxInto) {
+  Rng rng(16);
+  Tensor x = random_tensor({7, 13}, DType::f32, rng), w = random_tensor({5, 13}, DType::f32, rng);
+  Tensor dy = random_tensor({7, 5}, DType::f32, rng), start = random_tensor({7, 13}, DType::f32, rng);
+  Tensor into = start.clone();
+  Tensor dx = linear_backward(x, w, dy, nullptr, nullptr, &into);
+  EXPECT_EQ(dx.raw(), into.raw());
+  std::vector<double> expected = ref::linear_backward(x, w, dy, nullptr, nullptr).to_double_vector();
+  const std::vector<double> start_values = start.to_double_vector();
+  for (size_t i = 0; i < expected.size(); ++i) expected[i] += start_values[i];
+  EXPECT_LT(relative_error(into, Tensor::from_vector(expected, {7, 13}, DType::f64)), 1e-5);
+  Tensor wrong = Tensor::zeros({7, 12}, DType::f32);
+  EXPECT_ERROR_MENTIONS(linear_backward(x, w, dy, nullptr, nullptr, &wrong), "linear input gradient dx_into");
+}
+
 TEST(OpsLinear, ReferenceBackwardMatchesFiniteDifferences) {
   Rng rng(14);
   Tensor x = random_tensor({3, 5}, DType::f64, rng), w = random_tensor({4, 5}, DType::f64, rng);

@@ -209,7 +209,8 @@ std::optional<std::vector<Tensor>> linear_forward_split(const Tensor& x, const T
   return pieces;
 }
 
-Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias) {
+Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias,
+                       Tensor* dx_into) {
   check_activation(x, "linear x");
   const int64_t m = x.size(0), k = x.size(1);
   check_weight(weight, k);
@@ -219,13 +220,20 @@ Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, 
   check_dtype(dy, x.dtype(), "linear dy");
   const DType compute = product_dtype(x, weight);
   Tensor dyc = on_device_as(dy, compute, "linear dy");
-  Tensor dx = Tensor::empty({m, k}, x.dtype(), Device::cuda);
+  if (dx_into) {
+    require_cuda_tensor(*dx_into, "linear dx_into");
+    check_shape(*dx_into, {m, k}, "linear dx_into");
+    check_dtype(*dx_into, x.dtype(), "linear dx_into");
+  }
+  // With dx_into the product adds onto what is there (beta = 1).
+  Tensor dx = dx_into ? *dx_into : Tensor::empty({m, k}, x.dtype(), Device::cuda);
   if (m > 0 && k > 0) {
     if (n == 0) {
-      dx.zero_();
+      if (!dx_into) dx.zero_();
     } else {
       Tensor w = on_device_as(weight, compute, "linear weight");
-      gemm({dyc.raw(), compute, m, n, false}, {w.raw(), compute, n, k, false}, dx.raw(), dx.dtype(), 1.0f, 0.0f);
+      gemm({dyc.raw(), compute, m, n, false}, {w.raw(), compute, n, k, false}, dx.raw(), dx.dtype(), 1.0f,
+           dx_into ? 1.0f : 0.0f);
     }
   }
   if (dweight) {
