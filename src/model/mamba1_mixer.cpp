@@ -1,7 +1,5 @@
 #include "model/mamba1_mixer.h"
 
-#include <cmath>
-
 #include "model/language_model.h"
 #include "ops/causal_conv1d.h"
 #include "ops/elementwise.h"
@@ -39,14 +37,7 @@ Mamba1Mixer::Mamba1Mixer(const io::ModelConfig& config, const Mamba1Weights& wei
 Tensor Mamba1Mixer::conv_weight_2d() const { return w_.conv_weight->value.view({d_inner_, d_conv_}); }
 
 Tensor Mamba1Mixer::A() const {
-  if (cached_A_.defined()) return cached_A_;
-  // A is small ([D, N]); computing it on the host keeps the model free of device branches.
-  Tensor a_log = w_.A_log->value.to(Device::cpu).to(DType::f32);
-  Tensor a = Tensor::empty(a_log.shape(), DType::f32);
-  const float* src = a_log.data<float>();
-  float* dst = a.data<float>();
-  for (int64_t i = 0; i < a.numel(); ++i) dst[i] = -std::exp(src[i]);
-  cached_A_ = a.to(w_.A_log->value.device());
+  if (!cached_A_.defined()) cached_A_ = ops::negative_exp(w_.A_log->value);
   return cached_A_;
 }
 
@@ -193,12 +184,7 @@ Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved)
 void Mamba1Mixer::accumulate_ssm_grads(const Tensor& dA, const Tensor& A, const Tensor& dD,
                                        const Tensor& ddelta_bias) const {
   // A = −exp(A_log), so dA_log = dA · A.
-  if (Tensor* dA_log = grad_or_null(w_.A_log)) {
-    Tensor d = dA.to(Device::cpu);
-    Tensor a = A.to(Device::cpu);
-    for (int64_t i = 0; i < d.numel(); ++i) d.data<float>()[i] *= a.data<float>()[i];
-    accumulate(*dA_log, d);
-  }
+  if (Tensor* dA_log = grad_or_null(w_.A_log)) ops::add_product_(*dA_log, dA, A);
   if (Tensor* target = grad_or_null(w_.D)) accumulate(*target, dD);
   if (Tensor* target = grad_or_null(w_.dt_proj_bias)) accumulate(*target, ddelta_bias);
 }

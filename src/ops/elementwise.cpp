@@ -21,6 +21,22 @@ Tensor convert(const Tensor& x, DType dtype) {
   MAMBA_OPS_DISPATCH(x.device(), "convert", convert(x, dtype));
 }
 
+Tensor negative_exp(const Tensor& x) {
+  MAMBA_CHECK(x.defined(), "negative_exp: tensor is missing");
+  MAMBA_CHECK(dtype_is_float(x.dtype()), "negative_exp: expected a float dtype, got ", dtype_name(x.dtype()));
+  MAMBA_OPS_DISPATCH(x.device(), "negative_exp", negative_exp(x));
+}
+
+void add_product_(Tensor& a, const Tensor& b, const Tensor& c) {
+  MAMBA_CHECK(a.defined(), "add_product_: tensor a is missing");
+  for (const Tensor* t : {static_cast<const Tensor*>(&a), &b, &c}) check_dtype(*t, DType::f32, "add_product_ operand");
+  check_shape(b, a.shape(), "add_product_ operand b");
+  check_shape(c, a.shape(), "add_product_ operand c");
+  check_device(b, a.device(), "add_product_ operand b");
+  check_device(c, a.device(), "add_product_ operand c");
+  MAMBA_OPS_DISPATCH(a.device(), "add_product_", add_product_(a, b, c));
+}
+
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths) {
   MAMBA_CHECK(x.defined(), "split_columns: input is missing");
   int64_t total = 0;

@@ -5,6 +5,9 @@
 //   concat_columns:      the inverse of split_columns (used by backward to assemble d[x|z])
 //   scale_(a, s):        a *= s
 //   convert(x, dtype):   a copy of x in dtype (f32, bf16), made on x's device
+//   negative_exp(x):     −exp(x) in f32 from x of any float dtype (Mamba's A = −exp(A_log))
+//   add_product_(a, b, c): a += b ⊙ c (f32, same shapes; the chain rule dA_log += dA ⊙ A)
+// The last two run where the parameters live, so training never copies them to the host.
 // x may have more leading dimensions ([..., Σw]): they are all rows. split/concat copy any dtype.
 #pragma once
 #include <vector>
@@ -17,6 +20,8 @@ namespace mamba::ops {
 void add_(Tensor& a, const Tensor& b);
 void scale_(Tensor& a, double s);
 Tensor convert(const Tensor& x, DType dtype);
+Tensor negative_exp(const Tensor& x);
+void add_product_(Tensor& a, const Tensor& b, const Tensor& c);
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths);
 Tensor concat_columns(const std::vector<Tensor>& parts);
 
@@ -24,6 +29,8 @@ namespace cpu {
 void add_(Tensor& a, const Tensor& b);
 void scale_(Tensor& a, double s);
 Tensor convert(const Tensor& x, DType dtype);
+Tensor negative_exp(const Tensor& x);
+void add_product_(Tensor& a, const Tensor& b, const Tensor& c);
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths);
 Tensor concat_columns(const std::vector<Tensor>& parts);
 }  // namespace cpu
@@ -31,6 +38,8 @@ namespace cuda {
 void add_(Tensor& a, const Tensor& b);
 void scale_(Tensor& a, double s);
 Tensor convert(const Tensor& x, DType dtype);
+Tensor negative_exp(const Tensor& x);
+void add_product_(Tensor& a, const Tensor& b, const Tensor& c);
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths);
 Tensor concat_columns(const std::vector<Tensor>& parts);
 }  // namespace cuda

@@ -11,6 +11,7 @@
 #include "ops/argmax.h"
 #include "ops/causal_conv1d.h"
 #include "ops/cross_entropy.h"
+#include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/in_projection_step.h"
 #include "ops/linear.h"
@@ -356,6 +357,28 @@ TEST(CudaArgmax, MatchesReference) {
       EXPECT_EQ(got.to_double_vector(), want.to_double_vector()) << dtype_name(dtype) << " columns " << columns;
     }
   }
+}
+
+// A = −exp(A_log) and dA_log += dA ⊙ A where the parameters live: against float64.
+TEST(CudaElementwise, NegativeExpAndAddProduct) {
+  SKIP_WITHOUT_GPU();
+  Rng rng(78);
+  const int64_t D = 1537, N = 16;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const auto a_log = rounded(random_vector(rng, D * N, -1, 3), dtype);
+    std::vector<double> want;
+    for (double v : a_log) want.push_back(-std::exp(v));
+    const Tensor a = ops::negative_exp(on_gpu(a_log, {D, N}, dtype));
+    EXPECT_EQ(a.dtype(), DType::f32);
+    EXPECT_LT(error_vs(a, want), 1e-6) << dtype_name(dtype);
+  }
+  const auto s = random_vector(rng, D * N, -1, 1), b = random_vector(rng, D * N, -1, 1),
+             c = random_vector(rng, D * N, -1, 1);
+  Tensor sum = on_gpu(s, {D, N}, DType::f32);
+  ops::add_product_(sum, on_gpu(b, {D, N}, DType::f32), on_gpu(c, {D, N}, DType::f32));
+  std::vector<double> want(s.size());
+  for (size_t i = 0; i < s.size(); ++i) want[i] = double(float(s[i])) + double(float(b[i])) * double(float(c[i]));
+  EXPECT_LT(error_vs(sum, want), 1e-6);
 }
 
 TEST(CudaCrossEntropy, LossGradientsAndPredictions) {

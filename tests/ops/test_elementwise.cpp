@@ -26,6 +26,29 @@ TEST(OpsElementwise, AddAndScale) {
   EXPECT_ERROR_MENTIONS(add_(a, random_tensor({301, 116}, DType::f32, rng)), "add_ operand b");
 }
 
+// A = −exp(A_log) from f32 and bf16 parameters, and the chain rule dA_log += dA ⊙ A.
+TEST(OpsElementwise, NegativeExpAndAddProduct) {
+  set_num_threads(2);
+  Rng rng(63);
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const Tensor a_log = random_tensor({37, 16}, dtype, rng);
+    const Tensor a = negative_exp(a_log);
+    EXPECT_EQ(a.dtype(), DType::f32);
+    std::vector<double> expected;
+    for (double v : a_log.to_double_vector()) expected.push_back(-std::exp(v));
+    EXPECT_LT(relative_error(a, Tensor::from_vector(expected, {37, 16}, DType::f64)), 1e-6) << dtype_name(dtype);
+  }
+  // Large enough to be split over threads.
+  Tensor sum = random_tensor({301, 117}, DType::f32, rng);
+  const Tensor b = random_tensor({301, 117}, DType::f32, rng), c = random_tensor({301, 117}, DType::f32, rng);
+  const std::vector<double> s0 = sum.to_double_vector(), bv = b.to_double_vector(), cv = c.to_double_vector();
+  add_product_(sum, b, c);
+  std::vector<double> expected(s0.size());
+  for (size_t i = 0; i < s0.size(); ++i) expected[i] = s0[i] + bv[i] * cv[i];
+  EXPECT_LT(relative_error(sum, Tensor::from_vector(expected, {301, 117}, DType::f64)), 1e-6);
+  EXPECT_ERROR_MENTIONS(add_product_(sum, b, random_tensor({301, 116}, DType::f32, rng)), "add_product_ operand c");
+}
+
 TEST(OpsElementwise, SplitThenConcatRoundTrips) {
   Rng rng(62);
   Tensor x = random_tensor({2, 5, 23}, DType::f32, rng);

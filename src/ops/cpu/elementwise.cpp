@@ -1,5 +1,6 @@
 #include "ops/elementwise.h"
 
+#include <cmath>
 #include <cstring>
 #include <numeric>
 
@@ -38,6 +39,23 @@ void scale_(Tensor& a, double s) {
 }
 
 Tensor convert(const Tensor& x, DType dtype) { return x.to(dtype); }
+
+Tensor negative_exp(const Tensor& x) {
+  const Tensor source = x.to(DType::f32);
+  Tensor out = Tensor::empty(x.shape(), DType::f32);
+  const float* in = source.data<float>();
+  float* y = out.data<float>();
+  for (int64_t i = 0; i < out.numel(); ++i) y[i] = -std::exp(in[i]);
+  return out;
+}
+
+void add_product_(Tensor& a, const Tensor& b, const Tensor& c) {
+  float* ap = a.data<float>();
+  const float *bp = b.data<float>(), *cp = c.data<float>();
+  parallel_for(a.numel(), ranges_for(a.numel()), [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; ++i) ap[i] += bp[i] * cp[i];
+  });
+}
 
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths) {
   MAMBA_CHECK(x.defined() && x.ndim() >= 1, "split_columns: input must have at least one dimension");

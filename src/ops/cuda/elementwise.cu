@@ -15,6 +15,16 @@ __global__ void add_kernel(T* a, const T* b, int64_t n) {
     a[i] = cuda_detail::from_float<T>(cuda_detail::to_float(a[i]) + cuda_detail::to_float(b[i]));
 }
 
+__global__ void negative_exp_kernel(const float* x, float* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = -expf(x[i]);
+}
+
+__global__ void add_product_kernel(float* a, const float* b, const float* c, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    a[i] = fmaf(b[i], c[i], a[i]);
+}
+
 __global__ void scale_kernel(float* a, float s, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     a[i] *= s;
@@ -53,6 +63,21 @@ void scale_(Tensor& a, double s) {
   if (a.numel() == 0) return;
   scale_kernel<<<grid_for(a.numel()), 256>>>(a.data<float>(), float(s), a.numel());
   cuda_detail::check_launch("scale_kernel");
+}
+
+Tensor negative_exp(const Tensor& x) {
+  const Tensor source = cuda_detail::on_device_as(x, DType::f32, "negative_exp input");
+  Tensor out = Tensor::empty(x.shape(), DType::f32, Device::cuda);
+  if (out.numel() == 0) return out;
+  negative_exp_kernel<<<grid_for(out.numel()), 256>>>(source.data<float>(), out.data<float>(), out.numel());
+  cuda_detail::check_launch("negative_exp_kernel");
+  return out;
+}
+
+void add_product_(Tensor& a, const Tensor& b, const Tensor& c) {
+  if (a.numel() == 0) return;
+  add_product_kernel<<<grid_for(a.numel()), 256>>>(a.data<float>(), b.data<float>(), c.data<float>(), a.numel());
+  cuda_detail::check_launch("add_product_kernel");
 }
 
 Tensor convert(const Tensor& x, DType dtype) {
