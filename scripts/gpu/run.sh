@@ -71,7 +71,10 @@ build_base() {
   ninja -C "$base_build" -j"$jobs" mambacpp >"$out/build_base.log" 2>&1 || { tail -50 "$out/build_base.log"; exit 1; }
 }
 
-# A/B modes build the BASE tree (their second argument) alongside this one.
+# A/B modes build the BASE tree (their second argument) alongside this one. BASE is a source tree
+# of another version in a folder that git ignores and the call carries, e.g.
+#   mkdir .train_base && git archive <commit> | tar -x -C .train_base
+# (`.decode_base/` and `.train_base/` are in .gitignore).
 base_build_pid=""
 case "$mode" in
   decode | test-decode | train | test-train)
@@ -166,15 +169,22 @@ for dtype in ("bf16", "f32"):
 PY
 }
 
+# Sets the caller's `trees`: this tree alone, or with a BASE tree (once its build is done) the base
+# first, then this one.
+choose_trees() {
+  trees=(new)
+  if [ -n "${1:-}" ]; then
+    wait "$base_build_pid" || exit 1
+    trees=(base new)
+  fi
+}
+
 # Scan table and bf16 training (batch 8 x 2048, 30 steps) of this tree, and with BASE of that tree too:
 # the training runs alternate between the trees in two rounds, so both meet the same machine.
 run_train() {
   echo "== train"
-  local base_src=${1:-} trees=(new)
-  if [ -n "$base_src" ]; then
-    wait "$base_build_pid" || exit 1
-    trees=(base new)
-  fi
+  local base_src=${1:-} trees
+  choose_trees "$base_src"
   for tree in "${trees[@]}"; do
     local root=.
     [ "$tree" = base ] && root=$base_src
@@ -214,11 +224,8 @@ PY
 # Decode rows: mamba-130m and 1.4b shapes, batch 1 and 16, bf16, prompt 2048, 128 new tokens.
 run_decode() {
   echo "== decode"
-  local base_src=${1:-} trees=(new)
-  if [ -n "$base_src" ]; then
-    wait "$base_build_pid" || exit 1
-    trees=(base new)
-  fi
+  local base_src=${1:-} trees
+  choose_trees "$base_src"
   local json="$out/decode.jsonl"
   : >"$json"
   for round in 1 2; do
