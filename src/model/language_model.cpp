@@ -386,17 +386,15 @@ LossResult LanguageModel::forward_backward(const Tensor& ids_in, const Tensor& t
   // Gradients reaching an activation take its dtype (bf16 under mixed precision); the residual
   // stream's gradient ds stays float32.
   const DType act = impl_->activations;
-  ops::NormGrads fg = ops::add_norm_backward(final_in, final_out, convert_if(ce.dhidden, act));
-  ops::add_(impl_->norm_f->grad, fg.dweight);
-  Tensor ds = fg.ds;  // gradient of the residual stream after the last block
+  ops::NormGrads g = ops::add_norm_backward(final_in, final_out, convert_if(ce.dhidden, act));
+  ops::add_(impl_->norm_f->grad, g.dweight);
+  // g.ds: the residual stream's gradient after block i; g.dx: the same in the dtype of mixer i's output.
   for (size_t i = impl_->mixers.size(); i-- > 0;) {
-    Tensor dnormed = impl_->mixers[i].backward(convert_if(ds, act), saved.mixer[i]);
-    ops::NormGrads g =
-        ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), ds);
+    Tensor dnormed = impl_->mixers[i].backward(g.dx, saved.mixer[i]);
+    g = ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), g.ds);
     ops::add_(impl_->norms[i]->grad, g.dweight);
-    ds = g.ds;
   }
-  ops::embedding_backward(ids.view({rows}), ds, impl_->embedding->grad);
+  ops::embedding_backward(ids.view({rows}), g.ds, impl_->embedding->grad);
   return result;
 }
 

@@ -124,6 +124,8 @@ void check_norm(ops::NormKind kind, DType dtype, bool with_residual, int d) {
   EXPECT_LT(error_vs(o.rstd, ref.rstd.to_double_vector()), 1e-5);
   const ops::NormGrads g = ops::add_norm_backward(in, o, on_gpu(dout, {M, d}, dtype), on_gpu(dres, {M, d}, DType::f32));
   EXPECT_LT(error_vs(g.ds, ref_g.ds.to_double_vector()), tol);
+  ASSERT_EQ(g.dx.dtype(), dtype);  // ds rounded to the dtype of x, exactly
+  EXPECT_EQ(g.dx.to_double_vector(), g.ds.to(Device::cpu).to(dtype).to_double_vector());
   EXPECT_LT(error_vs(g.dweight, ref_g.dweight.to_double_vector()), tol);
   if (layer) {
     EXPECT_LT(error_vs(g.dbias, ref_g.dbias.to_double_vector()), tol);
