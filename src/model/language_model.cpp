@@ -264,8 +264,18 @@ io::TensorMap LanguageModel::state_dict() const {
 }
 
 void LanguageModel::enable_grad() {
-  for (Parameter& p : parameters_)
-    if (!p.grad.defined()) p.grad = Tensor::zeros(p.value.shape(), DType::f32, device_);
+  if (grad_buffer_.defined()) return;
+  // Views start at multiples of 64 elements (256 bytes), as separate allocations would.
+  constexpr int64_t kAlign = 64;
+  auto padded = [](int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; };
+  int64_t total = 0;
+  for (const Parameter& p : parameters_) total += padded(p.value.numel());
+  grad_buffer_ = Tensor::zeros({total}, DType::f32, device_);
+  int64_t offset = 0;
+  for (Parameter& p : parameters_) {
+    p.grad = grad_buffer_.slice(offset, offset + p.value.numel()).view(p.value.shape());
+    offset += padded(p.value.numel());
+  }
 }
 
 void LanguageModel::use_mixed_precision() {
@@ -281,16 +291,16 @@ void LanguageModel::use_mixed_precision() {
   choose_activations(*this, *impl_);
 }
 
-void LanguageModel::parameters_changed() {
+void LanguageModel::parameters_changed(bool compute_copies_current) {
   ++weights_version_;
   for (Mamba1Mixer& m : impl_->mixers) m.forget_derived();
+  if (compute_copies_current) return;
   for (Parameter& p : parameters_)
     if (p.compute.defined()) p.compute = ops::convert(p.value, p.compute.dtype());
 }
 
 void LanguageModel::zero_grad() {
-  for (Parameter& p : parameters_)
-    if (p.grad.defined()) p.grad.zero_();
+  if (grad_buffer_.defined()) grad_buffer_.zero_();
 }
 
 InferenceState LanguageModel::new_state(int64_t batch) const {
@@ -376,17 +386,15 @@ LossResult LanguageModel::forward_backward(const Tensor& ids_in, const Tensor& t
   // Gradients reaching an activation take its dtype (bf16 under mixed precision); the residual
   // stream's gradient ds stays float32.
   const DType act = impl_->activations;
-  ops::NormGrads fg = ops::add_norm_backward(final_in, final_out, convert_if(ce.dhidden, act));
-  ops::add_(impl_->norm_f->grad, fg.dweight);
-  Tensor ds = fg.ds;  // gradient of the residual stream after the last block
+  ops::NormGrads g = ops::add_norm_backward(final_in, final_out, convert_if(ce.dhidden, act));
+  ops::add_(impl_->norm_f->grad, g.dweight);
+  // g.ds: the residual stream's gradient after block i; g.dx: the same in the dtype of mixer i's output.
   for (size_t i = impl_->mixers.size(); i-- > 0;) {
-    Tensor dnormed = impl_->mixers[i].backward(convert_if(ds, act), saved.mixer[i]);
-    ops::NormGrads g =
-        ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), ds);
+    Tensor dnormed = impl_->mixers[i].backward(g.dx, saved.mixer[i]);
+    g = ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), g.ds);
     ops::add_(impl_->norms[i]->grad, g.dweight);
-    ds = g.ds;
   }
-  ops::embedding_backward(ids.view({rows}), ds, impl_->embedding->grad);
+  ops::embedding_backward(ids.view({rows}), g.ds, impl_->embedding->grad);
   return result;
 }
 

@@ -17,10 +17,10 @@ namespace mamba::model {
 struct Parameter {
   std::string name;   // Hugging Face name, e.g. backbone.layers.3.mixer.A_log
   Tensor value;       // weights: stored dtype (or --dtype); float32 for A_log, D, biases, norms
-  Tensor grad;        // f32, same shape; allocated by enable_grad()
+  Tensor grad;        // f32, same shape; allocated by enable_grad() as a view of one buffer for all
   bool weight_decay;  // false for A_log, D, biases and norm weights
-  // Mixed-precision training: the bf16 copy of a weight matrix that products read (refreshed by
-  // parameters_changed); undefined otherwise.
+  // Mixed-precision training: the bf16 copy of a weight matrix that products read (rewritten by the
+  // optimiser's step, or remade by parameters_changed); undefined otherwise.
   Tensor compute;
   const Tensor& for_compute() const { return compute.defined() ? compute : value; }
 };
@@ -82,8 +82,10 @@ class LanguageModel {
   LossResult forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad);
   void enable_grad();
   void zero_grad();
-  // Call after changing parameter values in place (an optimiser step): drops derived caches.
-  void parameters_changed();
+  // Call after changing parameter values in place (an optimiser step): drops derived caches and
+  // remakes the bf16 compute copies, unless the caller already rewrote them in place
+  // (compute_copies_current: train::Optimizer::step does).
+  void parameters_changed(bool compute_copies_current = false);
 
   // Generation: prefill consumes ids [batch, L] (right-padded; `lengths` optional) in chunks of
   // `chunk` positions that carry the state, and returns the logits [batch, V] at each
@@ -104,6 +106,7 @@ class LanguageModel {
   Device device_;
   std::vector<Parameter> parameters_;
   std::shared_ptr<Impl> impl_;
+  Tensor grad_buffer_;            // every Parameter::grad is a view of it, so zero_grad is one fill
   uint64_t weights_version_ = 0;  // bumped by parameters_changed: recorded steps read the old weights
   bool record_steps_ = true;
   Tensor step_eager(InferenceState& state, const Tensor& ids, bool ids_checked);

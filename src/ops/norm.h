@@ -29,8 +29,10 @@ struct NormOutputs {
 
 // Gradients given dout (of `out`) and dresidual_out (gradient reaching residual_out from later
 // layers, optional): ds is the gradient of s, which is both dx and dresidual; dweight/dbias f32.
+// dx is ds in the dtype of x (ds itself when they agree), for the layer that produced x: written by
+// the same kernel, so bf16 activations need no conversion pass.
 struct NormGrads {
-  Tensor ds, dweight, dbias;
+  Tensor ds, dx, dweight, dbias;
 };
 
 // Validates shapes/dtypes/devices of `in` with messages naming the tensor; used by every backend.

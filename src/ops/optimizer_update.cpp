@@ -5,38 +5,53 @@
 namespace mamba::ops {
 
 namespace {
-void check_like(const Tensor& t, const Tensor& param, const char* name) {
-  MAMBA_CHECK(t.defined(), name, ": tensor is missing");
-  check_dtype(t, DType::f32, name);
+void check_like(const Tensor& t, const Tensor& param, DType dtype, const char* name) {
+  if (!t.defined()) return;
+  check_dtype(t, dtype, name);
   check_shape(t, param.shape(), name);
   check_device(t, param.device(), name);
 }
+
+void check_scale(const ParameterTable& table, const Tensor& scale, const char* name) {
+  MAMBA_CHECK(scale.defined(), name, ": the gradient scale is missing");
+  check_dtype(scale, DType::f32, name);
+  check_shape(scale, {1}, name);
+  check_device(scale, table.device(), name);
+}
 }  // namespace
 
-void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWScalars& s) {
-  MAMBA_CHECK(param.defined(), "adamw_update_: parameter is missing");
-  check_dtype(param, DType::f32, "adamw_update_ parameter");
-  check_like(grad, param, "adamw_update_ gradient");
-  check_like(exp_avg, param, "adamw_update_ exp_avg");
-  check_like(exp_avg_sq, param, "adamw_update_ exp_avg_sq");
-  MAMBA_OPS_DISPATCH(param.device(), "adamw_update_", adamw_update_(param, grad, exp_avg, exp_avg_sq, s));
+ParameterTable::ParameterTable(std::vector<ParameterSlot> slots) : slots_(std::move(slots)) {
+  if (!slots_.empty()) device_ = slots_[0].param.device();
+  for (const ParameterSlot& s : slots_) {
+    MAMBA_CHECK(s.param.defined() && s.grad.defined(), "parameter table: a parameter or its gradient is missing");
+    check_dtype(s.param, DType::f32, "parameter table parameter");
+    check_device(s.param, device_, "parameter table parameter");
+    check_like(s.grad, s.param, DType::f32, "parameter table gradient");
+    check_like(s.exp_avg, s.param, DType::f32, "parameter table exp_avg");
+    check_like(s.exp_avg_sq, s.param, DType::f32, "parameter table exp_avg_sq");
+    check_like(s.compute, s.param, DType::bf16, "parameter table compute copy");
+  }
+#ifdef MAMBACPP_CUDA
+  if (device_ == Device::cuda) backend_data_ = cuda::build_parameter_table(slots_);
+#else
+  if (device_ == Device::cuda) fail_without_cuda("parameter table");
+#endif
 }
 
-void sgd_update_(Tensor& param, const Tensor& grad, Tensor& momentum_buffer, const SgdScalars& s) {
-  MAMBA_CHECK(param.defined(), "sgd_update_: parameter is missing");
-  check_dtype(param, DType::f32, "sgd_update_ parameter");
-  check_like(grad, param, "sgd_update_ gradient");
-  if (momentum_buffer.defined()) check_like(momentum_buffer, param, "sgd_update_ momentum buffer");
-  MAMBA_OPS_DISPATCH(param.device(), "sgd_update_", sgd_update_(param, grad, momentum_buffer, s));
+GradientNorm gradient_norm(const ParameterTable& table, double max_norm) {
+  MAMBA_OPS_DISPATCH(table.device(), "gradient_norm", gradient_norm(table, max_norm));
 }
 
-void accumulate_sum_of_squares(const Tensor& x, Tensor& total) {
-  MAMBA_CHECK(x.defined() && total.defined(), "accumulate_sum_of_squares: tensor is missing");
-  check_dtype(x, DType::f32, "accumulate_sum_of_squares input");
-  check_dtype(total, DType::f64, "accumulate_sum_of_squares total");
-  check_shape(total, {1}, "accumulate_sum_of_squares total");
-  check_device(total, x.device(), "accumulate_sum_of_squares total");
-  MAMBA_OPS_DISPATCH(x.device(), "accumulate_sum_of_squares", accumulate_sum_of_squares(x, total));
+void adamw_update_(const ParameterTable& table, const AdamWScalars& s, const Tensor& scale) {
+  check_scale(table, scale, "adamw_update_");
+  for (const ParameterSlot& slot : table.slots())
+    MAMBA_CHECK(slot.exp_avg.defined() && slot.exp_avg_sq.defined(), "adamw_update_: a moment tensor is missing");
+  MAMBA_OPS_DISPATCH(table.device(), "adamw_update_", adamw_update_(table, s, scale));
+}
+
+void sgd_update_(const ParameterTable& table, const SgdScalars& s, const Tensor& scale) {
+  check_scale(table, scale, "sgd_update_");
+  MAMBA_OPS_DISPATCH(table.device(), "sgd_update_", sgd_update_(table, s, scale));
 }
 
 }  // namespace mamba::ops

@@ -49,29 +49,59 @@ Optimizer::Optimizer(const OptimizerOptions& options, const std::vector<model::P
     exp_avg_sq_.push_back(options.kind == OptimizerKind::adamw ? Tensor::zeros(p.value.shape(), DType::f32, device)
                                                                : Tensor());
   }
+  build_table(params);
 }
 
-void Optimizer::step(std::vector<model::Parameter>& params, double lr) {
+void Optimizer::build_table(const std::vector<model::Parameter>& params) {
+  std::vector<ops::ParameterSlot> slots;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const model::Parameter& p = params[i];
+    slots.push_back({p.value, p.grad, exp_avg_[i], exp_avg_sq_[i], p.compute, p.weight_decay});
+  }
+  table_ = std::make_unique<ops::ParameterTable>(std::move(slots));
+}
+
+bool Optimizer::table_holds(const std::vector<model::Parameter>& params) const {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const ops::ParameterSlot& slot = table_->slots()[i];
+    const model::Parameter& p = params[i];
+    if (slot.param.raw() != p.value.raw() || slot.grad.raw() != p.grad.raw() ||
+        slot.compute.defined() != p.compute.defined() || (p.compute.defined() && slot.compute.raw() != p.compute.raw()))
+      return false;
+  }
+  return true;
+}
+
+double Optimizer::step(std::vector<model::Parameter>& params, double lr, double max_norm) {
   MAMBA_CHECK(params.size() == names_.size(), "optimiser built for ", names_.size(), " parameters, stepped with ",
               params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    MAMBA_CHECK(params[i].name == names_[i], "optimiser parameter ", i, " is ", names_[i], ", stepped with ",
+                params[i].name);
+    check_trainable(params[i]);
+  }
+  // Parameters given new memory since the last step (weights replaced, compute copies remade).
+  if (!table_holds(params)) build_table(params);
   ++step_;
   const OptimizerOptions& o = options_;
-  double bias_correction1 = 1.0 - std::pow(o.beta1, double(step_));
-  double bias_correction2 = 1.0 - std::pow(o.beta2, double(step_));
-  for (size_t i = 0; i < params.size(); ++i) {
-    model::Parameter& p = params[i];
-    MAMBA_CHECK(p.name == names_[i], "optimiser parameter ", i, " is ", names_[i], ", stepped with ", p.name);
-    check_trainable(p);
-    double wd = p.weight_decay ? o.weight_decay : 0.0;
-    if (o.kind == OptimizerKind::adamw) {
-      ops::AdamWScalars s{float(1.0 - lr * wd), float(1.0 - o.beta1),         float(o.beta2),
-                          float(1.0 - o.beta2), float(lr / bias_correction1), float(std::sqrt(bias_correction2)),
-                          float(o.eps)};
-      ops::adamw_update_(p.value, p.grad, exp_avg_[i], exp_avg_sq_[i], s);
-    } else {
-      ops::sgd_update_(p.value, p.grad, exp_avg_[i], {float(lr), float(wd), float(o.momentum), step_ == 1});
-    }
+  const ops::GradientNorm norm = ops::gradient_norm(*table_, max_norm);
+  if (o.kind == OptimizerKind::adamw) {
+    double bias_correction1 = 1.0 - std::pow(o.beta1, double(step_));
+    double bias_correction2 = 1.0 - std::pow(o.beta2, double(step_));
+    ops::AdamWScalars s{float(1.0 - lr * o.weight_decay),
+                        float(1.0 - o.beta1),
+                        float(o.beta2),
+                        float(1.0 - o.beta2),
+                        float(lr / bias_correction1),
+                        float(std::sqrt(bias_correction2)),
+                        float(o.eps)};
+    ops::adamw_update_(*table_, s, norm.scale);
+  } else {
+    ops::sgd_update_(*table_, {float(lr), float(o.weight_decay), float(o.momentum), step_ == 1}, norm.scale);
   }
+  const double grad_norm = on_host(norm.norm).data<double>()[0];
+  if (!std::isfinite(grad_norm)) --step_;  // the updates were skipped
+  return grad_norm;
 }
 
 io::TensorMap Optimizer::state_dict() const {
@@ -115,15 +145,6 @@ void Optimizer::load_state_dict(const io::TensorMap& state, const std::string& s
 
 void scale_gradients(std::vector<model::Parameter>& params, double factor) {
   for (model::Parameter& p : params) ops::scale_(p.grad, factor);
-}
-
-double clip_grad_norm(std::vector<model::Parameter>& params, double max_norm) {
-  if (params.empty()) return 0;
-  Tensor total = Tensor::zeros({1}, DType::f64, params[0].grad.device());
-  for (const model::Parameter& p : params) ops::accumulate_sum_of_squares(p.grad, total);
-  double norm = std::sqrt(total.to(Device::cpu).data<double>()[0]);
-  if (max_norm > 0 && norm > max_norm) scale_gradients(params, max_norm / (norm + 1e-6));
-  return norm;
 }
 
 double LrSchedule::at(int64_t step) const {

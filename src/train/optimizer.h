@@ -1,13 +1,14 @@
 // Optimisers, gradient clipping and the learning-rate schedule.
 //
-// The element updates (AdamW with PyTorch semantics, SGD with optional momentum) and the squared
-// norm are ops (ops/optimizer_update.h, where their math is written) running on the parameters'
-// device; this layer computes each step's scalars in double and keeps the optimiser state beside
-// the parameters, on the same device.
+// The element updates (AdamW with PyTorch semantics, SGD with optional momentum) and the global
+// gradient norm are ops over every parameter at once (ops/optimizer_update.h, where their math is
+// written) running on the parameters' device; this layer computes each step's scalars in double and
+// keeps the optimiser state beside the parameters, on the same device.
 //
 // Global-norm clipping (torch.nn.utils.clip_grad_norm_): n = √(Σ g²) over every gradient element,
 // summed in double in an order fixed per device and thread count (repeatable run to run); when
-// n > max_norm every gradient is scaled by max_norm / (n + 1e-6).
+// n > max_norm every gradient is scaled by max_norm / (n + 1e-6). The scale stays on the device: the
+// update reads it there, and the norm is copied to the host only once the update is queued.
 //
 // Schedule, step s = 1, 2, …: during warmup (s ≤ W) lr·s/W; then constant lr, or cosine
 //   min_lr + ½(lr − min_lr)(1 + cos(π·(s − W)/(S − W)))  reaching min_lr at the last step S.
@@ -19,6 +20,7 @@
 
 #include "io/checkpoint.h"
 #include "model/language_model.h"
+#include "ops/optimizer_update.h"
 
 namespace mamba::train {
 
@@ -39,8 +41,11 @@ class Optimizer {
   // Allocates the state (zeros) for every parameter, on its device; parameters must be float32.
   Optimizer(const OptimizerOptions& options, const std::vector<model::Parameter>& params);
 
-  // One update of every parameter from its gradient at learning rate lr; increments step().
-  void step(std::vector<model::Parameter>& params, double lr);
+  // One update of every parameter from its gradient at learning rate lr, the gradients clipped to a
+  // global norm of max_norm (0: not clipped); a parameter's bf16 compute copy, when it has one, is
+  // rewritten from its new value. Returns the gradient norm before clipping. A norm that is not
+  // finite changes nothing (no parameter, state or step count); otherwise increments step().
+  double step(std::vector<model::Parameter>& params, double lr, double max_norm);
   int64_t steps() const { return step_; }
   const OptimizerOptions& options() const { return options_; }
 
@@ -53,15 +58,16 @@ class Optimizer {
  private:
   OptimizerOptions options_;
   std::vector<std::string> names_;
-  std::vector<Tensor> exp_avg_;     // AdamW first moment, or SGD momentum buffer
-  std::vector<Tensor> exp_avg_sq_;  // AdamW second moment
+  std::vector<Tensor> exp_avg_;                 // AdamW first moment, or SGD momentum buffer
+  std::vector<Tensor> exp_avg_sq_;              // AdamW second moment
+  std::unique_ptr<ops::ParameterTable> table_;  // the parameters and state above, as the update ops take them
   int64_t step_ = 0;
+  void build_table(const std::vector<model::Parameter>& params);
+  bool table_holds(const std::vector<model::Parameter>& params) const;
 };
 
 // Multiplies every gradient by factor (averaging accumulated micro-batches).
 void scale_gradients(std::vector<model::Parameter>& params, double factor);
-// Global L2 norm of all gradients; clips to max_norm when max_norm > 0. Returns the norm before clipping.
-double clip_grad_norm(std::vector<model::Parameter>& params, double max_norm);
 
 enum class ScheduleKind { constant, cosine };
 ScheduleKind schedule_kind_from_name(const std::string& name, const std::string& flag);

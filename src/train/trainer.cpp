@@ -236,16 +236,18 @@ TrainResult train(model::LanguageModel& model, DataSource& data, const TrainOpti
     loss /= double(options.grad_accum);
     if (options.grad_accum > 1) scale_gradients(params, 1.0 / double(options.grad_accum));
     if (step == 1 && !options.dump_grads.empty()) dump_gradients(options.dump_grads, params);
-    double grad_norm = clip_grad_norm(params, options.grad_clip);
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+    // A value that is not finite stops the run before any update (a gradient norm that is not finite
+    // made the optimiser skip its update).
+    auto stop = [&](const char* what, double value, const nlohmann::json& grad_norm) {
       metrics.write({{"step", step}, {"loss", loss}, {"grad_norm", grad_norm}, {"lr", lr}});
       progress.end_line();
-      fail("step ", step, ": the ", std::isfinite(loss) ? "gradient norm" : "loss", " is ",
-           std::isfinite(loss) ? grad_norm : loss, "; training stopped. The last good checkpoint in '", out, "' (step ",
-           last_saved, ") is kept. Try a lower --lr, --grad-clip 1 or a longer --warmup.");
-    }
-    optimizer.step(params, lr);
-    model.parameters_changed();
+      fail("step ", step, ": the ", what, " is ", value, "; training stopped. The last good checkpoint in '", out,
+           "' (step ", last_saved, ") is kept. Try a lower --lr, --grad-clip 1 or a longer --warmup.");
+    };
+    if (!std::isfinite(loss)) stop("loss", loss, nullptr);
+    double grad_norm = optimizer.step(params, lr, options.grad_clip);
+    if (!std::isfinite(grad_norm)) stop("gradient norm", grad_norm, grad_norm);
+    model.parameters_changed(/*compute_copies_current=*/true);
     double seconds = step_timer.seconds();
     double tokens_per_s = double(tokens_per_step) / std::max(seconds, 1e-9);
     metrics.write({{"step", step},

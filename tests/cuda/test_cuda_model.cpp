@@ -127,9 +127,8 @@ TEST(CudaModel, TrainingStepsMatchCpu) {
       LanguageModel& m = **pair;
       m.zero_grad();
       losses[k] = m.forward_backward(ids, targets, true).loss;
-      norms[k] = train::clip_grad_norm(m.parameters(), 0.5);
-      (k == 0 ? cpu_opt : gpu_opt).step(m.parameters(), 3e-3);
-      m.parameters_changed();
+      norms[k] = (k == 0 ? cpu_opt : gpu_opt).step(m.parameters(), 3e-3, 0.5);
+      m.parameters_changed(/*compute_copies_current=*/true);
       ++k;
     }
     EXPECT_NEAR(losses[1], losses[0], 1e-4 * losses[0]) << "step " << step;
@@ -144,8 +143,8 @@ TEST(CudaModel, TrainingStepsMatchCpu) {
 
 // Mixed precision: bf16 products from float32 master weights give the float32 loss within the bf16
 // tolerance (1e-2) and the gradients within 3e-2 (a gradient passes through four to six chained
-// bf16 products per layer; the small dt path shows about 1.2e-2), and an optimiser step refreshes
-// the bf16 copies.
+// bf16 products per layer; the small dt path shows about 1.2e-2), an optimiser step rewrites the bf16
+// copies in place, and parameters_changed remakes them.
 TEST(CudaModel, MixedPrecisionMatchesFloat32) {
   SKIP_WITHOUT_GPU();
   auto cpu = LanguageModel::initialize(small_config(), 6, Device::cpu);
@@ -155,6 +154,14 @@ TEST(CudaModel, MixedPrecisionMatchesFloat32) {
 
   Parameter& in_proj = gpu->parameter("backbone.layers.0.mixer.in_proj.weight");
   ASSERT_EQ(in_proj.compute.dtype(), DType::bf16);
+  train::Optimizer optimizer({}, gpu->parameters());
+  const void* compute_memory = in_proj.compute.raw();
+  optimizer.step(gpu->parameters(), 1e-2, 1.0);
+  gpu->parameters_changed(/*compute_copies_current=*/true);
+  ASSERT_EQ(in_proj.compute.raw(), compute_memory);
+  for (const Parameter& p : gpu->parameters())
+    if (p.compute.defined())
+      EXPECT_EQ(p.compute.to_double_vector(), p.value.to(DType::bf16).to_double_vector()) << p.name;
   in_proj.value.zero_();
   gpu->parameters_changed();
   for (double v : in_proj.compute.to_double_vector()) ASSERT_EQ(v, 0.0);

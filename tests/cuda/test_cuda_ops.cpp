@@ -124,6 +124,8 @@ void check_norm(ops::NormKind kind, DType dtype, bool with_residual, int d) {
   EXPECT_LT(error_vs(o.rstd, ref.rstd.to_double_vector()), 1e-5);
   const ops::NormGrads g = ops::add_norm_backward(in, o, on_gpu(dout, {M, d}, dtype), on_gpu(dres, {M, d}, DType::f32));
   EXPECT_LT(error_vs(g.ds, ref_g.ds.to_double_vector()), tol);
+  ASSERT_EQ(g.dx.dtype(), dtype);  // ds rounded to the dtype of x, exactly
+  EXPECT_EQ(g.dx.to_double_vector(), g.ds.to(Device::cpu).to(dtype).to_double_vector());
   EXPECT_LT(error_vs(g.dweight, ref_g.dweight.to_double_vector()), tol);
   if (layer) {
     EXPECT_LT(error_vs(g.dbias, ref_g.dbias.to_double_vector()), tol);
@@ -406,45 +408,114 @@ TEST(CudaCrossEntropy, LossGradientsAndPredictions) {
                Error);
 }
 
-// The optimiser updates and the squared norm on the GPU against the CPU ops on the same inputs
-// (both float32 element math; sqrt and division may round differently, hence a tolerance).
-TEST(CudaOptimizerUpdate, AdamWSgdAndSumOfSquaresMatchCpu) {
+// bf16 products (the gradient is written in bf16 by the softmax kernel) over rows wider than a block,
+// against the float64 reference on the same bf16-rounded inputs.
+TEST(CudaCrossEntropy, Bf16ProductsOverWideRows) {
+  SKIP_WITHOUT_GPU();
+  const int M = 21, d = 32, V = 1000;
+  Rng rng(62);
+  const auto h = rounded(random_vector(rng, M * d, -1, 1), DType::bf16);
+  const auto w = rounded(random_vector(rng, V * d, -1, 1), DType::bf16);
+  std::vector<double> targets(M);
+  for (int i = 0; i < M; ++i) targets[i] = i % 4 == 1 ? -1.0 : double(rng.below(V));
+  Tensor ref_dw = Tensor::zeros({V, d}, DType::f64);
+  const ops::CrossEntropyResult ref = ops::ref::lm_head_cross_entropy(
+      cpu64(h, {M, d}), cpu64(w, {V, d}), Tensor::from_vector(targets, {M}, DType::i32), true, &ref_dw);
+  Tensor dweight = Tensor::zeros({V, d}, DType::f32, Device::cuda);
+  const ops::CrossEntropyResult r = ops::lm_head_cross_entropy(
+      on_gpu(h, {M, d}, DType::bf16), on_gpu(w, {V, d}, DType::bf16), on_gpu(targets, {M}, DType::i32), true, &dweight);
+  EXPECT_EQ(r.count, ref.count);
+  EXPECT_NEAR(r.loss, ref.loss, 1e-5 * std::abs(ref.loss));
+  EXPECT_LT(error_vs(r.dhidden, ref.dhidden.to_double_vector()), 1e-2);
+  EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), 1e-2);
+  EXPECT_EQ(r.predictions.to_double_vector(), ref.predictions.to_double_vector());
+}
+
+// The multi-tensor optimiser updates and gradient norm on the GPU against the CPU ops on the same
+// inputs (both float32 element math; sqrt and division may round differently, hence a tolerance):
+// many parameters of odd sizes, some larger than a work chunk of the CUDA kernels, some with weight
+// decay and some with a bf16 compute copy; clipping off, not reached and reached.
+struct OptimizerCase {
+  std::vector<Tensor> host[4];  // param, grad, first and second moment, one per parameter
+  std::vector<ops::ParameterSlot> cpu, gpu;
+};
+
+OptimizerCase optimizer_case(Rng& rng, bool second_moment) {
+  const std::vector<int64_t> sizes = {1, 3, 100003, 7, 32768, 32769, 65537, 5, 257, 1536, 13, 2};
+  OptimizerCase c;
+  for (size_t i = 0; i < sizes.size() * 3; ++i) {  // 36 parameters
+    const int64_t n = sizes[i % sizes.size()];
+    const double ranges[4][2] = {{-1, 1}, {-0.5, 0.5}, {-0.1, 0.1}, {0, 0.01}};
+    for (int k = 0; k < 4; ++k)
+      c.host[k].push_back(Tensor::from_vector(random_vector(rng, n, ranges[k][0], ranges[k][1]), {n}, DType::f32));
+    const bool decays = i % 2 == 0, has_compute = i % 3 != 1;
+    const Tensor second = second_moment ? c.host[3].back() : Tensor();
+    c.cpu.push_back({c.host[0].back(), c.host[1].back(), c.host[2].back(), second,
+                     has_compute ? Tensor::zeros({n}, DType::bf16) : Tensor(), decays});
+    c.gpu.push_back({c.host[0].back().to(Device::cuda), c.host[1].back().to(Device::cuda),
+                     c.host[2].back().to(Device::cuda), second_moment ? second.to(Device::cuda) : Tensor(),
+                     has_compute ? Tensor::zeros({n}, DType::bf16, Device::cuda) : Tensor(), decays});
+  }
+  return c;
+}
+
+void expect_same_parameters(const OptimizerCase& c, const std::string& where) {
+  for (size_t i = 0; i < c.cpu.size(); ++i) {
+    const ops::ParameterSlot &a = c.cpu[i], &b = c.gpu[i];
+    EXPECT_LT(relative_error(b.param.to(Device::cpu), a.param), 1e-6) << where << " parameter " << i;
+    EXPECT_LT(relative_error(b.exp_avg.to(Device::cpu), a.exp_avg), 1e-6) << where << " parameter " << i;
+    if (a.exp_avg_sq.defined())
+      EXPECT_LT(relative_error(b.exp_avg_sq.to(Device::cpu), a.exp_avg_sq), 1e-6) << where << " parameter " << i;
+    if (a.compute.defined())  // the GPU's own update rounded to bf16, exactly
+      EXPECT_EQ(b.compute.to_double_vector(), b.param.to(Device::cpu).to(DType::bf16).to_double_vector())
+          << where << " parameter " << i;
+  }
+}
+
+TEST(CudaOptimizerUpdate, AdamWAndNormOverManyParametersMatchCpu) {
   SKIP_WITHOUT_GPU();
   Rng rng(17);
-  const int64_t n = 100003;  // not a multiple of any block size
-  auto host = [&](double lo, double hi) { return Tensor::from_vector(random_vector(rng, n, lo, hi), {n}, DType::f32); };
-  Tensor param = host(-1, 1), grad = host(-0.5, 0.5), m = host(-0.1, 0.1), v = host(0, 0.01);
-
-  Tensor p_gpu = param.to(Device::cuda), m_gpu = m.to(Device::cuda), v_gpu = v.to(Device::cuda);
-  const ops::AdamWScalars s{0.999f, 0.1f, 0.95f, 0.05f, 1e-3f / 0.19f, 0.3f, 1e-8f};
-  ops::adamw_update_(param, grad, m, v, s);
-  ops::adamw_update_(p_gpu, grad.to(Device::cuda), m_gpu, v_gpu, s);
-  EXPECT_LT(relative_error(p_gpu.to(Device::cpu), param), 1e-6);
-  EXPECT_LT(relative_error(m_gpu.to(Device::cpu), m), 1e-6);
-  EXPECT_LT(relative_error(v_gpu.to(Device::cpu), v), 1e-6);
-
-  for (bool first : {true, false}) {
-    Tensor buffer_gpu = m.to(Device::cuda);
-    ops::SgdScalars sgd{0.1f, 0.01f, 0.9f, first};
-    ops::sgd_update_(p_gpu, grad.to(Device::cuda), buffer_gpu, sgd);
-    ops::sgd_update_(param, grad, m, sgd);
-    EXPECT_LT(relative_error(p_gpu.to(Device::cpu), param), 1e-6);
-    EXPECT_LT(relative_error(buffer_gpu.to(Device::cpu), m), 1e-6);
-    p_gpu = param.to(Device::cuda);
-  }
-
+  OptimizerCase c = optimizer_case(rng, true);
+  const ops::ParameterTable cpu(c.cpu), gpu(c.gpu);
   double expected = 0;
-  for (double g : grad.to_double_vector()) expected += g * g;
-  Tensor total = Tensor::zeros({1}, DType::f64, Device::cuda);
-  ops::accumulate_sum_of_squares(grad.to(Device::cuda), total);
-  ops::accumulate_sum_of_squares(grad.to(Device::cuda), total);
-  double got = total.to(Device::cpu).data<double>()[0];
-  EXPECT_NEAR(got, 2 * expected, 1e-12 * expected);
-  // Repeatable: the same sum again, bit for bit.
-  Tensor again = Tensor::zeros({1}, DType::f64, Device::cuda);
-  ops::accumulate_sum_of_squares(grad.to(Device::cuda), again);
-  ops::accumulate_sum_of_squares(grad.to(Device::cuda), again);
-  EXPECT_EQ(again.to(Device::cpu).data<double>()[0], got);
+  for (const Tensor& g : c.host[1])
+    for (double x : g.to_double_vector()) expected += x * x;
+  expected = std::sqrt(expected);
+  const ops::AdamWScalars s{0.999f, 0.1f, 0.95f, 0.05f, 1e-3f / 0.19f, 0.3f, 1e-8f};
+  for (double max_norm : {0.0, 2 * expected, 0.25 * expected}) {
+    const ops::GradientNorm a = ops::gradient_norm(cpu, max_norm), b = ops::gradient_norm(gpu, max_norm);
+    const double norm = b.norm.to(Device::cpu).data<double>()[0];
+    EXPECT_NEAR(norm, expected, 1e-12 * expected);
+    EXPECT_FLOAT_EQ(b.scale.to(Device::cpu).item(0), a.scale.item(0)) << max_norm;
+    // Repeatable: the same norm again, bit for bit.
+    EXPECT_EQ(ops::gradient_norm(gpu, max_norm).norm.to(Device::cpu).data<double>()[0], norm);
+    ops::adamw_update_(cpu, s, a.scale);
+    ops::adamw_update_(gpu, s, b.scale);
+    expect_same_parameters(c, "AdamW, max_norm " + std::to_string(max_norm));
+  }
+  // A gradient that is not finite: the scale is NaN and nothing changes.
+  Tensor poisoned = c.host[1][5].clone();
+  poisoned.data<float>()[7] = NAN;
+  c.gpu[5].grad.copy_from(poisoned);
+  const std::vector<double> before = c.gpu[0].param.to(Device::cpu).to_double_vector();
+  const ops::GradientNorm nan_norm = ops::gradient_norm(gpu, 1.0);
+  EXPECT_TRUE(std::isnan(nan_norm.scale.to(Device::cpu).item(0)));
+  ops::adamw_update_(gpu, s, nan_norm.scale);
+  EXPECT_EQ(c.gpu[0].param.to(Device::cpu).to_double_vector(), before);
+}
+
+TEST(CudaOptimizerUpdate, SgdOverManyParametersMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  Rng rng(18);
+  OptimizerCase c = optimizer_case(rng, false);
+  const ops::ParameterTable cpu(c.cpu), gpu(c.gpu);
+  for (bool first : {true, false}) {
+    const ops::SgdScalars sgd{0.1f, 0.01f, 0.9f, first};
+    const ops::GradientNorm a = ops::gradient_norm(cpu, 1.0), b = ops::gradient_norm(gpu, 1.0);
+    ops::sgd_update_(cpu, sgd, a.scale);
+    ops::sgd_update_(gpu, sgd, b.scale);
+    expect_same_parameters(c, first ? "SGD, first step" : "SGD");
+  }
 }
 }  // namespace
 }  // namespace mamba

@@ -38,12 +38,12 @@ TEST(AdamW, MatchesTwoStepHandComputation) {
   std::vector<model::Parameter> params = {make_parameter("w", {0.5}, {0.2}, true),
                                           make_parameter("bias", {-1.5}, {3.0}, false)};
   Optimizer opt(o, params);
-  opt.step(params, 0.1);
+  opt.step(params, 0.1, 0);
   EXPECT_NEAR(params[0].value.item(0), 0.395, 1e-7);
   EXPECT_NEAR(params[1].value.item(0), -1.6, 1e-7);
   set_grad(params[0], {-0.4});
   set_grad(params[1], {1.0});
-  opt.step(params, 0.1);
+  opt.step(params, 0.1, 0);
   double m_hat = -0.022 / 0.19, v_hat = 0.001996 / 0.0199;
   double expected0 = 0.395 * 0.99 - 0.1 * m_hat / (std::sqrt(v_hat) + 1e-8);
   double m1 = 0.9 * 0.3 + 0.1 * 1.0, v1 = 0.99 * 0.09 + 0.01 * 1.0;
@@ -71,7 +71,7 @@ TEST(AdamW, RandomTensorsAgainstDoubleReference) {
       double m_hat = m[i] / (1 - std::pow(o.beta1, t)), v_hat = v[i] / (1 - std::pow(o.beta2, t));
       p[i] -= lr * m_hat / (std::sqrt(v_hat) + o.eps);
     }
-    opt.step(params, lr);
+    opt.step(params, lr, 0);
     set_grad(params[0], random_values(rng, n));
   }
   Tensor expected = Tensor::from_vector(p, {int64_t(n)}, DType::f64);
@@ -83,26 +83,36 @@ TEST(AdamW, WeightDecayOnlyWhereAllowed) {
   std::vector<model::Parameter> params = {make_parameter("decayed", {2.0, -3.0}, {0, 0}, true),
                                           make_parameter("A_log", {2.0, -3.0}, {0, 0}, false)};
   Optimizer opt(o, params);
-  opt.step(params, 0.2);  // zero gradient: only the decay moves the weights
+  opt.step(params, 0.2, 0);  // zero gradient: only the decay moves the weights
   EXPECT_FLOAT_EQ(params[0].value.item(0), 2.0f * 0.9f);
   EXPECT_FLOAT_EQ(params[0].value.item(1), -3.0f * 0.9f);
   EXPECT_EQ(params[1].value.item(0), 2.0);
   EXPECT_EQ(params[1].value.item(1), -3.0);
 }
 
+TEST(AdamW, RewritesTheComputeCopy) {
+  Rng rng(9);
+  std::vector<model::Parameter> params = {
+      make_parameter("w", random_values(rng, 1001), random_values(rng, 1001), true)};
+  params[0].compute = Tensor::zeros({1001}, DType::bf16);
+  Optimizer opt({}, params);
+  opt.step(params, 0.01, 1.0);
+  EXPECT_EQ(params[0].compute.to_double_vector(), params[0].value.to(DType::bf16).to_double_vector());
+}
+
 TEST(Sgd, PlainAndMomentum) {
   std::vector<model::Parameter> plain = {make_parameter("w", {1.0, -2.0}, {0.5, 0.25}, false)};
   Optimizer sgd({OptimizerKind::sgd, 0.9, 0.95, 1e-8, 0.0, 0.0}, plain);
-  sgd.step(plain, 0.1);
+  sgd.step(plain, 0.1, 0);
   EXPECT_FLOAT_EQ(plain[0].value.item(0), 0.95f);
   EXPECT_FLOAT_EQ(plain[0].value.item(1), -2.025f);
   EXPECT_EQ(sgd.state_dict().size(), 1u);  // only the step: no buffers without momentum
 
   std::vector<model::Parameter> moving = {make_parameter("w", {1.0}, {0.5}, true)};
   Optimizer momentum({OptimizerKind::sgd, 0.9, 0.95, 1e-8, 0.1, 0.9}, moving);
-  momentum.step(moving, 0.1);  // g = 0.5 + 0.1·1 = 0.6; b = 0.6; p = 1 − 0.06
+  momentum.step(moving, 0.1, 0);  // g = 0.5 + 0.1·1 = 0.6; b = 0.6; p = 1 − 0.06
   EXPECT_FLOAT_EQ(moving[0].value.item(0), 0.94f);
-  momentum.step(moving, 0.1);  // g = 0.5 + 0.094 = 0.594; b = 0.54 + 0.594 = 1.134; p = 0.94 − 0.1134
+  momentum.step(moving, 0.1, 0);  // g = 0.5 + 0.094 = 0.594; b = 0.54 + 0.594 = 1.134; p = 0.94 − 0.1134
   EXPECT_NEAR(moving[0].value.item(0), 0.8266, 1e-6);
 }
 
@@ -116,8 +126,8 @@ TEST(Optimizer, StateRoundTripContinuesBitIdentically) {
   };
   std::vector<model::Parameter> run = fresh(11);
   Optimizer first(o, run);
-  first.step(run, 0.01);
-  first.step(run, 0.01);
+  first.step(run, 0.01, 0);
+  first.step(run, 0.01, 0);
   io::TensorMap saved;
   for (auto& [name, t] : first.state_dict()) saved[name] = t.clone();
   ASSERT_EQ(saved.count("exp_avg.a") + saved.count("exp_avg_sq.b") + saved.count("step"), 3u);
@@ -130,8 +140,8 @@ TEST(Optimizer, StateRoundTripContinuesBitIdentically) {
   Optimizer second(o, resumed);
   second.load_state_dict(saved, "test");
   EXPECT_EQ(second.steps(), 2);
-  first.step(run, 0.02);
-  second.step(resumed, 0.02);
+  first.step(run, 0.02, 0);
+  second.step(resumed, 0.02, 0);
   for (size_t i = 0; i < run.size(); ++i)
     EXPECT_EQ(run[i].value.to_double_vector(), resumed[i].value.to_double_vector()) << run[i].name;
 }
@@ -155,32 +165,53 @@ TEST(Optimizer, RejectsBadStateAndWeights) {
   EXPECT_THROW(Optimizer({OptimizerKind::adamw, 1.0, 0.9, 1e-8, 0, 0}, {}), Error);
 }
 
+// Plain SGD (lr 1, from zero weights) makes the clipped gradient visible: p = −g·scale.
 TEST(ClipGradNorm, GlobalNormInDoubleAndScaling) {
   Rng rng(5);
   std::vector<double> a = random_values(rng, 50000), b = random_values(rng, 13);
-  std::vector<model::Parameter> params = {make_parameter("a", a, a, true), make_parameter("b", b, b, true)};
+  auto zero_weights = [&] {
+    return std::vector<model::Parameter>{make_parameter("a", std::vector<double>(a.size()), a, true),
+                                         make_parameter("b", std::vector<double>(b.size()), b, true)};
+  };
   double expected = 0;
   for (double x : a) expected += double(float(x)) * double(float(x));
   for (double x : b) expected += double(float(x)) * double(float(x));
   expected = std::sqrt(expected);
-  EXPECT_NEAR(clip_grad_norm(params, 0), expected, 1e-9 * expected);  // 0: measure only
-  EXPECT_FLOAT_EQ(params[1].grad.item(0), float(b[0]));
-  EXPECT_NEAR(clip_grad_norm(params, 2 * expected), expected, 1e-9 * expected);  // under the limit
-  EXPECT_FLOAT_EQ(params[1].grad.item(0), float(b[0]));
-  EXPECT_NEAR(clip_grad_norm(params, 1.5), expected, 1e-9 * expected);
-  EXPECT_NEAR(clip_grad_norm(params, 0), 1.5, 1e-5);
-  EXPECT_NEAR(params[1].grad.item(3), b[3] * 1.5 / expected, 1e-6);
+  const OptimizerOptions sgd{OptimizerKind::sgd, 0.9, 0.95, 1e-8, 0.0, 0.0};
+  for (double max_norm : {0.0, 2 * expected, 1.5}) {  // off, under the limit, clipped
+    std::vector<model::Parameter> params = zero_weights();
+    Optimizer opt(sgd, params);
+    EXPECT_NEAR(opt.step(params, 1.0, max_norm), expected, 1e-9 * expected);
+    const double scale = max_norm == 1.5 ? 1.5 / (expected + 1e-6) : 1.0;
+    EXPECT_FLOAT_EQ(params[1].value.item(3), -float(b[3]) * float(scale)) << max_norm;
+    EXPECT_FLOAT_EQ(params[1].grad.item(3), float(b[3])) << "the gradient itself is left as it was";
+  }
+}
+
+TEST(ClipGradNorm, NormThatIsNotFiniteChangesNothing) {
+  std::vector<model::Parameter> params = {make_parameter("w", {1.0, 2.0}, {0.5, NAN}, true),
+                                          make_parameter("b", {3.0}, {0.25}, false)};
+  Optimizer opt({}, params);
+  EXPECT_TRUE(std::isnan(opt.step(params, 0.1, 1.0)));
+  EXPECT_EQ(params[0].value.to_double_vector(), (std::vector<double>{1.0, 2.0}));
+  EXPECT_EQ(params[1].value.item(0), 3.0);
+  EXPECT_EQ(opt.steps(), 0);
+  for (auto& [name, t] : opt.state_dict())
+    if (name != "step") {
+      EXPECT_EQ(t.to_double_vector(), std::vector<double>(size_t(t.numel()), 0.0)) << name;
+    }
 }
 
 TEST(ClipGradNorm, SameResultAtAnyThreadCountWithinRounding) {
   Rng rng(8);
   std::vector<double> a = random_values(rng, 100000);
   std::vector<model::Parameter> params = {make_parameter("a", a, a, true)};
+  Optimizer opt({}, params);
   int saved = num_threads();
   set_num_threads(1);
-  double one = clip_grad_norm(params, 0);
+  double one = opt.step(params, 0.0, 0);
   set_num_threads(2);
-  double two = clip_grad_norm(params, 0);
+  double two = opt.step(params, 0.0, 0);
   set_num_threads(saved);
   EXPECT_NEAR(one, two, 1e-12 * one);
 }

@@ -112,6 +112,7 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
       db_out[i] = float(sum);
     }
   }
+  g.dx = g.ds;  // x is float32 here
   return g;
 }
 

@@ -1,10 +1,12 @@
 // CUDA LM head fused with softmax cross-entropy, chunked over rows.
 //
 // For each block of rows: logits = h·Wᵀ (cuBLASLt, float32 out), then one CUDA block per row finds
-// max/argmax and logsumexp and overwrites the logits with the gradient (softmax − onehot)/count,
-// which two more products turn into dh = G·W and dW += Gᵀ·h. Only one block of logits exists
+// max/argmax and logsumexp and writes the gradient (softmax − onehot)/count in the products' dtype
+// (over the logits when that is float32), which two more products turn into dh = G·W and
+// dW += Gᵀ·h. Only one block of logits exists
 // at a time (at most kLogitBytes). The loss is summed on the host in double from per-row losses.
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "ops/cross_entropy.h"
@@ -40,31 +42,51 @@ __device__ ArgMax block_argmax(ArgMax v, ArgMax* scratch) {
   return v;
 }
 
-// One block per row of `logits` [rows, V]: loss, argmax, and (with_grad) the gradient in place.
+// Online softmax state of one thread (or, merged, of a block): the largest logit seen, its first
+// index, and Σ exp(z − max) over the logits seen.
+struct RowState {
+  ArgMax best;
+  float sum;
+};
+
+__device__ __forceinline__ void add_logit(RowState& r, float z, int j) {
+  if (z > r.best.value) {
+    r.sum = r.sum * __expf(r.best.value - z) + 1.0f;
+    r.best = {z, j};
+  } else {
+    r.sum += __expf(z - r.best.value);
+  }
+}
+
+// One block per row of `logits` [rows, V]: loss, argmax, and (with_grad) the gradient into `grad`
+// [rows, V] (the logits themselves, in place, when G is float; bf16 for the bf16 products that
+// follow, so no separate conversion pass). The row is read once for max, argmax and the sum of
+// exponentials (online softmax), once more for the gradient.
+template <typename G>
 __global__ void __launch_bounds__(kThreads)
-    softmax_rows_kernel(float* logits, const int32_t* targets, int V, float grad_scale, bool with_grad, float* row_loss,
-                        int32_t* predictions) {
+    softmax_rows_kernel(const float* logits, G* grad, const int32_t* targets, int V, float grad_scale, bool with_grad,
+                        float* row_loss, int32_t* predictions) {
   __shared__ ArgMax arg_scratch[32];
   __shared__ float sum_scratch[32];
   const int64_t row = blockIdx.x;
-  float* z = logits + row * V;
-  ArgMax best{-INFINITY, 0x7fffffff};
-  for (int j = threadIdx.x; j < V; j += kThreads) best = better(best, {z[j], j});
-  best = block_argmax(best, arg_scratch);
-  float sum = 0.0f;
-  for (int j = threadIdx.x; j < V; j += kThreads) sum += __expf(z[j] - best.value);
-  sum = block_sum(sum, sum_scratch);
+  const float* z = logits + row * V;
+  RowState mine{{-INFINITY, 0x7fffffff}, 0.0f};
+  for (int j = threadIdx.x; j < V; j += kThreads) add_logit(mine, z[j], j);
+  const ArgMax best = block_argmax(mine.best, arg_scratch);
+  const float rescaled = mine.sum > 0.0f ? mine.sum * __expf(mine.best.value - best.value) : 0.0f;
+  const float sum = block_sum(rescaled, sum_scratch);
   const int target = targets[row];
   if (threadIdx.x == 0) {
     predictions[row] = best.index;
     row_loss[row] = target >= 0 ? logf(sum) + best.value - z[target] : 0.0f;
   }
   if (!with_grad) return;
-  __syncthreads();  // z[target] is read above before being overwritten
+  if constexpr (std::is_same_v<G, float>) __syncthreads();  // z[target] is read above before being overwritten
+  G* g = grad + row * V;
   const float inv_sum = 1.0f / sum;
   for (int j = threadIdx.x; j < V; j += kThreads) {
     const float p = __expf(z[j] - best.value) * inv_sum;
-    z[j] = target >= 0 ? (p - (j == target ? 1.0f : 0.0f)) * grad_scale : 0.0f;
+    g[j] = from_float<G>(target >= 0 ? (p - (j == target ? 1.0f : 0.0f)) * grad_scale : 0.0f);
   }
 }
 
@@ -112,6 +134,9 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
   Tensor hidden_c = on_device_as(hidden, compute, "lm_head_cross_entropy hidden");
   const int64_t rows_per_chunk = std::max<int64_t>(1, std::min<int64_t>(M, kLogitBytes / (V * 4)));
   Tensor logits = Tensor::empty({rows_per_chunk, V}, DType::f32, Device::cuda);
+  // bf16 products take the gradient in bf16, written by the softmax kernel; f32 ones take it in place.
+  Tensor grad =
+      compute == DType::f32 || !with_grad ? logits : Tensor::empty({rows_per_chunk, V}, compute, Device::cuda);
   Tensor row_loss = Tensor::empty({M}, DType::f32, Device::cuda);
   const float grad_scale = result.count > 0 ? 1.0f / float(result.count) : 0.0f;
   const size_t elem = dtype_size(compute);
@@ -119,13 +144,18 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
     const int64_t rows = std::min(rows_per_chunk, M - r0);
     const void* h = static_cast<const char*>(hidden_c.raw()) + size_t(r0 * d) * elem;
     gemm({h, compute, rows, d, false}, {w.raw(), compute, V, d, true}, logits.raw(), DType::f32, 1.0f, 0.0f);
-    softmax_rows_kernel<<<unsigned(rows), kThreads>>>(logits.data<float>(), gpu_targets.data<int32_t>() + r0, int(V),
-                                                      grad_scale, with_grad, row_loss.data<float>() + r0,
-                                                      result.predictions.data<int32_t>() + r0);
+    const int32_t* chunk_targets = gpu_targets.data<int32_t>() + r0;
+    float* chunk_loss = row_loss.data<float>() + r0;
+    int32_t* chunk_predictions = result.predictions.data<int32_t>() + r0;
+    if (grad.dtype() == DType::f32)
+      softmax_rows_kernel<<<unsigned(rows), kThreads>>>(logits.data<float>(), grad.data<float>(), chunk_targets, int(V),
+                                                        grad_scale, with_grad, chunk_loss, chunk_predictions);
+    else
+      softmax_rows_kernel<<<unsigned(rows), kThreads>>>(logits.data<float>(), static_cast<__nv_bfloat16*>(grad.raw()),
+                                                        chunk_targets, int(V), grad_scale, with_grad, chunk_loss,
+                                                        chunk_predictions);
     check_launch("lm_head_cross_entropy softmax");
     if (!with_grad) continue;
-    Tensor grad = logits.slice(0, rows);
-    if (compute != DType::f32) grad = bf16_on_device(grad, "lm_head_cross_entropy gradient");
     gemm({grad.raw(), compute, rows, V, false}, {w.raw(), compute, V, d, false}, result.dhidden.data<float>() + r0 * d,
          DType::f32, 1.0f, 0.0f);
     if (dweight)

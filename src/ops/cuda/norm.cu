@@ -76,11 +76,12 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// ds = rstd·(g − mean(g)·[layer] − x̂·mean(g·x̂)) with g = dout·w and x̂ the normalised row.
+// ds = rstd·(g − mean(g)·[layer] − x̂·mean(g·x̂)) with g = dout·w and x̂ the normalised row; dx_out,
+// when given, receives ds rounded to T.
 template <typename T, int kColumns>
 __global__ void __launch_bounds__(kThreads)
     norm_backward_kernel(NormArgs p, const float* s_all, const float* rstd_all, const float* mean_all, const T* dout,
-                         const float* dresidual, float* ds_out, float* dweight, float* dbias) {
+                         const float* dresidual, float* ds_out, T* dx_out, float* dweight, float* dbias) {
   __shared__ float scratch[32];
   float dw[kColumns] = {}, db[kColumns] = {};
   const int64_t row0 = int64_t(blockIdx.x) * kRowsPerBlock;
@@ -111,6 +112,7 @@ __global__ void __launch_bounds__(kThreads)
         float v = rstd * (g[k] - mean_g - xhat[k] * mean_gx);
         if (dresidual) v += dresidual[row * p.d + j];
         ds_out[row * p.d + j] = v;
+        if (dx_out) dx_out[row * p.d + j] = from_float<T>(v);
       }
     }
   }
@@ -222,6 +224,7 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
   }
   NormGrads g;
   g.ds = Tensor::empty(in.x.shape(), DType::f32, Device::cuda);
+  g.dx = in.x.dtype() == DType::f32 ? g.ds : Tensor::empty(in.x.shape(), in.x.dtype(), Device::cuda);
   g.dweight = Tensor::zeros({p.d}, DType::f32, Device::cuda);
   if (in.bias.defined()) g.dbias = Tensor::zeros({p.d}, DType::f32, Device::cuda);
   if (p.rows == 0) return g;
@@ -234,11 +237,12 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
     if (in.x.dtype() == DType::f32)
       norm_backward_kernel<float, kColumns>
           <<<blocks, kThreads>>>(p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
-                                 dout.data<float>(), dres, g.ds.data<float>(), g.dweight.data<float>(), dbias);
+                                 dout.data<float>(), dres, g.ds.data<float>(), nullptr, g.dweight.data<float>(), dbias);
     else
-      norm_backward_kernel<__nv_bfloat16, kColumns><<<blocks, kThreads>>>(
-          p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
-          static_cast<const __nv_bfloat16*>(dout.raw()), dres, g.ds.data<float>(), g.dweight.data<float>(), dbias);
+      norm_backward_kernel<__nv_bfloat16, kColumns>
+          <<<blocks, kThreads>>>(p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
+                                 static_cast<const __nv_bfloat16*>(dout.raw()), dres, g.ds.data<float>(),
+                                 static_cast<__nv_bfloat16*>(g.dx.raw()), g.dweight.data<float>(), dbias);
   });
   check_launch("add_norm backward");
   return g;

@@ -1,6 +1,12 @@
-// CUDA optimiser updates (ops/optimizer_update.h): one grid-stride kernel per parameter, and a
-// two-kernel squared norm (fixed-size per-block partials, then one block adds them in order) so
-// the result does not depend on scheduling.
+// CUDA optimiser updates (ops/optimizer_update.h). The table built once per ParameterTable lists
+// every parameter's addresses and the work chunks (a slot and a run of kChunk elements of it); each
+// kernel below runs one block per chunk, so one launch covers every parameter. The norm adds fixed
+// per-chunk partial sums in order in one block, so it does not depend on scheduling, and leaves the
+// clip scale in device memory for the updates: no copy to the host between the norm and the update.
+#include <math_constants.h>
+
+#include <cstring>
+
 #include "ops/cuda/common.cuh"
 #include "ops/optimizer_update.h"
 
@@ -9,36 +15,52 @@ namespace mamba::ops::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kNormBlocks = 256;  // partials per norm; fixed so the summation order is too
+constexpr int64_t kChunk = 32 * 1024;
 
-unsigned grid_for(int64_t n) {
-  return unsigned(
-      std::min<int64_t>(cuda_detail::blocks_for(n, kThreads), 8 * int64_t(cuda_detail::multiprocessor_count())));
+struct DeviceSlot {
+  float* param;
+  const float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  __nv_bfloat16* compute;
+  int64_t numel;
+  int64_t weight_decay;
+};
+struct Chunk {
+  int32_t slot;
+  int32_t index;  // elements [index·kChunk, (index + 1)·kChunk) of the slot, clipped to its size
+};
+static_assert(sizeof(DeviceSlot) % sizeof(int64_t) == 0 && sizeof(Chunk) == sizeof(int64_t));
+
+struct DeviceTable {
+  Tensor slots;         // DeviceSlot[], stored as i64 words
+  Tensor chunks;        // Chunk[], one i64 word each
+  Tensor partial_sums;  // f64 [chunk count]: the norm's sum of each chunk
+  int64_t chunk_count = 0;
+};
+
+const DeviceTable& device_table(const ParameterTable& table) {
+  return *static_cast<const DeviceTable*>(table.backend_data().get());
 }
 
-__global__ void adamw_kernel(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
-                             AdamWScalars s) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float g = grad[i];
-    float p = param[i] * s.decay_factor;
-    float m = exp_avg[i] + s.one_minus_beta1 * (g - exp_avg[i]);
-    float v = exp_avg_sq[i] * s.beta2 + s.one_minus_beta2 * (g * g);
-    float denom = sqrtf(v) / s.bias_correction2_sqrt + s.eps;
-    param[i] = p - s.step_size * (m / denom);
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
-  }
+// A copy on the GPU of trivially copyable host objects, in i64 words.
+template <typename T>
+Tensor words_on_device(const std::vector<T>& items) {
+  Tensor host = Tensor::empty({int64_t(items.size() * sizeof(T) / sizeof(int64_t))}, DType::i64);
+  std::memcpy(host.raw(), items.data(), items.size() * sizeof(T));
+  return host.to(Device::cuda);
 }
 
-__global__ void sgd_kernel(float* param, const float* grad, float* buffer, int64_t n, SgdScalars s) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float g = grad[i] + s.weight_decay * param[i];
-    if (buffer) {
-      g = s.first_step ? g : s.momentum * buffer[i] + g;
-      buffer[i] = g;
-    }
-    param[i] -= s.lr * g;
-  }
+// The slot and element range of this block's chunk.
+struct ChunkRange {
+  DeviceSlot slot;
+  int64_t begin, end;
+};
+__device__ ChunkRange chunk_range(const DeviceSlot* slots, const Chunk* chunks) {
+  const Chunk c = chunks[blockIdx.x];
+  ChunkRange r{slots[c.slot], int64_t(c.index) * kChunk, 0};
+  r.end = min(r.begin + kChunk, r.slot.numel);
+  return r;
 }
 
 __device__ double block_sum_double(double v, double* scratch) {
@@ -52,48 +74,124 @@ __device__ double block_sum_double(double v, double* scratch) {
   return total;  // valid in thread 0
 }
 
-__global__ void squares_partial_kernel(const float* x, int64_t n, double* partial) {
+__global__ void squares_partial_kernel(const DeviceSlot* slots, const Chunk* chunks, double* partial) {
   __shared__ double scratch[kThreads / 32];
+  const ChunkRange r = chunk_range(slots, chunks);
   double sum = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    sum += double(x[i]) * double(x[i]);
-  double block = block_sum_double(sum, scratch);
+  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += kThreads) {
+    const double g = r.slot.grad[i];
+    sum += g * g;
+  }
+  const double block = block_sum_double(sum, scratch);
   if (threadIdx.x == 0) partial[blockIdx.x] = block;
 }
 
-__global__ void squares_total_kernel(const double* partial, int count, double* total) {
+__global__ void norm_and_scale_kernel(const double* partial, int64_t count, double max_norm, double* norm_out,
+                                      float* scale_out) {
   __shared__ double scratch[kThreads / 32];
-  double v = threadIdx.x < count ? partial[threadIdx.x] : 0.0;
-  double block = block_sum_double(v, scratch);
-  if (threadIdx.x == 0) total[0] += block;
+  double sum = 0;
+  for (int64_t i = threadIdx.x; i < count; i += kThreads) sum += partial[i];
+  const double total = block_sum_double(sum, scratch);
+  if (threadIdx.x != 0) return;
+  const double norm = sqrt(total);
+  double scale = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+  if (!isfinite(norm)) scale = CUDART_NAN;
+  norm_out[0] = norm;
+  scale_out[0] = float(scale);
+}
+
+__global__ void adamw_kernel(const DeviceSlot* slots, const Chunk* chunks, AdamWScalars s, const float* scale_in) {
+  const float scale = *scale_in;
+  if (!isfinite(scale)) return;
+  const ChunkRange r = chunk_range(slots, chunks);
+  const float decay_factor = r.slot.weight_decay ? s.decay_factor : 1.0f;
+  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += kThreads) {
+    float g = r.slot.grad[i] * scale;
+    float p = r.slot.param[i] * decay_factor;
+    float m = r.slot.exp_avg[i] + s.one_minus_beta1 * (g - r.slot.exp_avg[i]);
+    float v = r.slot.exp_avg_sq[i] * s.beta2 + s.one_minus_beta2 * (g * g);
+    float denom = sqrtf(v) / s.bias_correction2_sqrt + s.eps;
+    p -= s.step_size * (m / denom);
+    r.slot.param[i] = p;
+    r.slot.exp_avg[i] = m;
+    r.slot.exp_avg_sq[i] = v;
+    if (r.slot.compute) r.slot.compute[i] = __float2bfloat16_rn(p);
+  }
+}
+
+__global__ void sgd_kernel(const DeviceSlot* slots, const Chunk* chunks, SgdScalars s, const float* scale_in) {
+  const float scale = *scale_in;
+  if (!isfinite(scale)) return;
+  const ChunkRange r = chunk_range(slots, chunks);
+  const float weight_decay = r.slot.weight_decay ? s.weight_decay : 0.0f;
+  float* buffer = r.slot.exp_avg;
+  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += kThreads) {
+    float g = r.slot.grad[i] * scale + weight_decay * r.slot.param[i];
+    if (buffer) {
+      g = s.first_step ? g : s.momentum * buffer[i] + g;
+      buffer[i] = g;
+    }
+    const float p = r.slot.param[i] - s.lr * g;
+    r.slot.param[i] = p;
+    if (r.slot.compute) r.slot.compute[i] = __float2bfloat16_rn(p);
+  }
 }
 
 }  // namespace
 
-void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWScalars& s) {
-  const int64_t n = param.numel();
-  if (n == 0) return;
-  adamw_kernel<<<grid_for(n), kThreads>>>(param.data<float>(), grad.data<float>(), exp_avg.data<float>(),
-                                          exp_avg_sq.data<float>(), n, s);
+std::shared_ptr<void> build_parameter_table(const std::vector<ParameterSlot>& slots) {
+  std::vector<DeviceSlot> device_slots;
+  std::vector<Chunk> chunks;
+  for (const ParameterSlot& s : slots) {
+    const int64_t n = s.param.numel();
+    MAMBA_CHECK((n + kChunk - 1) / kChunk <= INT32_MAX && slots.size() <= size_t(INT32_MAX),
+                "parameter table: too many elements");
+    for (int64_t c = 0; c * kChunk < n; ++c) chunks.push_back({int32_t(device_slots.size()), int32_t(c)});
+    device_slots.push_back(
+        {s.param.data<float>(), s.grad.data<float>(), s.exp_avg.defined() ? s.exp_avg.data<float>() : nullptr,
+         s.exp_avg_sq.defined() ? s.exp_avg_sq.data<float>() : nullptr,
+         static_cast<__nv_bfloat16*>(s.compute.defined() ? s.compute.raw() : nullptr), n, s.weight_decay});
+  }
+  auto table = std::make_shared<DeviceTable>();
+  table->chunk_count = int64_t(chunks.size());
+  if (chunks.empty()) return table;
+  table->slots = words_on_device(device_slots);
+  table->chunks = words_on_device(chunks);
+  table->partial_sums = Tensor::empty({table->chunk_count}, DType::f64, Device::cuda);
+  return table;
+}
+
+GradientNorm gradient_norm(const ParameterTable& table, double max_norm) {
+  const DeviceTable& t = device_table(table);
+  GradientNorm out{Tensor::empty({1}, DType::f64, Device::cuda), Tensor::empty({1}, DType::f32, Device::cuda)};
+  const auto* slots = reinterpret_cast<const DeviceSlot*>(t.slots.defined() ? t.slots.raw() : nullptr);
+  const auto* chunks = reinterpret_cast<const Chunk*>(t.chunks.defined() ? t.chunks.raw() : nullptr);
+  if (t.chunk_count > 0) {
+    squares_partial_kernel<<<unsigned(t.chunk_count), kThreads>>>(slots, chunks, t.partial_sums.data<double>());
+    cuda_detail::check_launch("squares_partial_kernel");
+  }
+  norm_and_scale_kernel<<<1, kThreads>>>(t.chunk_count > 0 ? t.partial_sums.data<double>() : nullptr, t.chunk_count,
+                                         max_norm, out.norm.data<double>(), out.scale.data<float>());
+  cuda_detail::check_launch("norm_and_scale_kernel");
+  return out;
+}
+
+void adamw_update_(const ParameterTable& table, const AdamWScalars& s, const Tensor& scale) {
+  const DeviceTable& t = device_table(table);
+  if (t.chunk_count == 0) return;
+  adamw_kernel<<<unsigned(t.chunk_count), kThreads>>>(reinterpret_cast<const DeviceSlot*>(t.slots.raw()),
+                                                      reinterpret_cast<const Chunk*>(t.chunks.raw()), s,
+                                                      scale.data<float>());
   cuda_detail::check_launch("adamw_kernel");
 }
 
-void sgd_update_(Tensor& param, const Tensor& grad, Tensor& momentum_buffer, const SgdScalars& s) {
-  const int64_t n = param.numel();
-  if (n == 0) return;
-  float* buffer = momentum_buffer.defined() ? momentum_buffer.data<float>() : nullptr;
-  sgd_kernel<<<grid_for(n), kThreads>>>(param.data<float>(), grad.data<float>(), buffer, n, s);
+void sgd_update_(const ParameterTable& table, const SgdScalars& s, const Tensor& scale) {
+  const DeviceTable& t = device_table(table);
+  if (t.chunk_count == 0) return;
+  sgd_kernel<<<unsigned(t.chunk_count), kThreads>>>(reinterpret_cast<const DeviceSlot*>(t.slots.raw()),
+                                                    reinterpret_cast<const Chunk*>(t.chunks.raw()), s,
+                                                    scale.data<float>());
   cuda_detail::check_launch("sgd_kernel");
-}
-
-void accumulate_sum_of_squares(const Tensor& x, Tensor& total) {
-  static_assert(kNormBlocks <= kThreads, "one block adds all partials");
-  if (x.numel() == 0) return;
-  Tensor partial = Tensor::empty({kNormBlocks}, DType::f64, Device::cuda);
-  squares_partial_kernel<<<kNormBlocks, kThreads>>>(x.data<float>(), x.numel(), partial.data<double>());
-  cuda_detail::check_launch("squares_partial_kernel");
-  squares_total_kernel<<<1, kThreads>>>(partial.data<double>(), kNormBlocks, total.data<double>());
-  cuda_detail::check_launch("squares_total_kernel");
 }
 
 }  // namespace mamba::ops::cuda

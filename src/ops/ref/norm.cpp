@@ -88,6 +88,7 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs&, const Tens
   }
   NormGrads grads;
   grads.ds = Tensor::from_vector(ds, in.x.shape(), DType::f64);
+  grads.dx = grads.ds;
   grads.dweight = Tensor::from_vector(dw, {d}, DType::f64);
   if (in.bias.defined()) grads.dbias = Tensor::from_vector(db, {d}, DType::f64);
   return grads;
