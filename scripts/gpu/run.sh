@@ -17,6 +17,7 @@
 #                              tables, then their training runs alternately in two rounds
 #   scripts/gpu/run.sh test-train [BASE]  test, then train
 #   scripts/gpu/run.sh train-profile  ncu times of every kernel of one bf16 training step
+#   scripts/gpu/run.sh train-timing  host and GPU times of the phases of a bf16 training step
 #   scripts/gpu/run.sh decode-profile  host-side costs of a decode step and ncu times of its kernels
 #   scripts/gpu/run.sh transformers  load a checkpoint written by `mambacpp train` (carried in
 #                              .gpu_fixtures/ours_tiny) into transformers' MambaForCausalLM and compare
@@ -272,6 +273,13 @@ run_decode_profile() {
   done
 }
 
+# Host and GPU times of the phases of a bf16 training step (scripts/gpu/train_timing.cpp).
+run_train_timing() {
+  echo "== train timing"
+  g++ $cxx_flags scripts/gpu/train_timing.cpp -o "$build/train_timing" $libs
+  "$build/train_timing" 13
+}
+
 # ncu times of every kernel of the second step of `mambacpp train` (bf16, 130m shape, batch 8 x 2048):
 # the steps are told apart by their first kernel, the embedding's.
 run_train_profile() {
@@ -308,6 +316,7 @@ case "$mode" in
   train) run_train "${2:-}" ;;
   test-train) run_tests; run_train "${2:-}" ;;
   train-profile) run_train_profile ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-profile" >&2
+  train-timing) run_train_timing ;;
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-profile|train-timing" >&2
     exit 2 ;;
 esac
