@@ -189,11 +189,35 @@ TEST(CudaSelectiveScan, ForwardVariants) {
   struct Restore {
     ~Restore() { ops::cuda_detail::set_selective_scan_forward_variant(2); }  // the default
   } restore;
-  for (int variant : {0, 1, 3}) {
+  for (int variant : {0, 1, 3, 4}) {
     ops::cuda_detail::set_selective_scan_forward_variant(variant);
     check_scan({2, 2049, 13, 16}, {}, DType::f32, true, 3);
     check_scan({3, 1500, 16, 16}, {}, DType::bf16, true, 4);
   }
+}
+
+// Variant 4 (one thread per channel) on the odd sizes the default kernel meets above: lengths
+// of one, one tile, around a split boundary and 70000 (split), channels past the last whole warp
+// and short of a 16-byte vector, with and without the optional inputs.
+TEST(CudaSelectiveScan, ThreadPerChannelForward) {
+  SKIP_WITHOUT_GPU();
+  struct Restore {
+    ~Restore() { ops::cuda_detail::set_selective_scan_forward_variant(2); }  // the default
+  } restore;
+  ops::cuda_detail::set_selective_scan_forward_variant(4);
+  for (int L : {1, 7, 2047, 2049}) {
+    check_scan({2, L, 37, 16}, {}, DType::f32, true, 400 + L);
+    check_scan({2, L, 11, 16}, {}, DType::bf16, true, 500 + L);
+  }
+  check_scan({2, 600, 40, 16}, {}, DType::bf16, true, 21);
+  check_scan({8, 300, 544, 16}, {}, DType::bf16, true, 22);
+  check_scan({4, 520, 8448, 16}, {}, DType::bf16, true, 27);  // 8 warps per SM: unsplit
+  Features bare;
+  bare = {false, false, false, false, false, false, false};
+  check_scan({3, 300, 9, 16}, bare, DType::f32, true, 23);
+  check_scan({3, 2100, 48, 16}, bare, DType::bf16, true, 24);
+  check_scan({1, 70000, 5, 16}, {}, DType::bf16, true, 25);
+  check_scan({2, 70000, 24, 16}, {}, DType::f32, true, 26);
 }
 #endif
 

@@ -1,5 +1,8 @@
 // CUDA selective scan: forward, backward (with recomputation) and the decode step.
 //
+// (A second forward for N = 16, scan_channel_kernel, gives each thread one (sequence, channel) and
+// walks the positions with the states in registers; forward variant 4, described there.)
+//
 // Work split. One block of kWarps warps handles kWarps consecutive channels of one sequence; warp w
 // owns channel c0 + w. The sequence is walked in chunks of kChunk = 32·kItems positions: each lane
 // owns kItems consecutive positions of the chunk. Per state n the recurrence h = a·h + b over the
@@ -26,6 +29,7 @@
 // no longer needs), then added to device memory with 16-byte atomics once per chunk.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/scan_launch.h"
@@ -569,6 +573,253 @@ __global__ void chain_splits_kernel(ScanArgs p) {
   if (p.last_state) p.last_state[index] = h;
 }
 
+// Forward for N = 16, one thread per (sequence, channel): the thread walks the positions in order
+// with its 16 states in registers, so each element-state costs one exp and four FMA-pipe
+// instructions (δ'·A, δ'u·B, h, y), with no shuffles or barriers between states and 16
+// independent chains for ILP. A block is one warp of 32 consecutive channels (their δ, u, z at one
+// position are 64 or 128 contiguous bytes). Tiles of kChannelTile positions are copied into shared
+// memory with cp.async one tile ahead of the compute; B and C, the same for every channel, are
+// converted to float32 once per tile and read as broadcasts. Few warps for the GPU split the
+// length as the lane-scan kernel does: a summary pass (this kernel without C, z and output) gives
+// each split's end state from zero and Σδ', chain_splits_kernel chains them, the output pass reruns
+// every split from its true incoming state.
+constexpr int kChannelStates = 16;
+// Positions per staged tile: shared memory of 14 KB (bf16) a warp lets 8 or more warps share an SM.
+constexpr int kChannelTile = 16;
+static_assert(kScanStateChunk % kChannelTile == 0, "chunk states fall on tile starts");
+
+template <typename T>
+struct alignas(16) ChannelTile {
+  T delta[kChannelTile][32], u[kChannelTile][32], z[kChannelTile][32];
+  T B[kChannelTile][kChannelStates], C[kChannelTile][kChannelStates];
+};
+
+// 16 bytes from device to shared memory without a register round trip; zeros when !valid.
+__device__ __forceinline__ void copy_async_16(void* dst, const void* src, bool valid) {
+  const auto to = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void commit_async_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// 2^x on the special-function unit, subnormal results flushed to zero (decays that small are 0 at
+// float32 precision anyway): exp2f adds a range fix-up of 2–3 instructions around it.
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// softplus(x) = log(1 + eˣ) (x for x > 20) without branches: log1pf branches on special inputs,
+// which keeps the compiler from overlapping positions. With u = 1 + eˣ = 2^k·m, m in [0.75, 1.5):
+// log(m) = 2·atanh(s), s = (m − 1)/(m + 1), |s| ≤ 0.2 (odd series to s⁹), plus (eˣ − (u − 1))/u
+// for the rounding of u (needed only while u < 2, where 1/u ≈ 2 − u suffices). Relative error
+// about 2e-7.
+__device__ __forceinline__ float softplus_branch_free(float x) {
+  const float e = __expf(fminf(x, 20.0f)), u = 1.0f + e;
+  const int k = (__float_as_int(u) - 0x3f400000) >> 23;
+  const float m = __int_as_float(__float_as_int(u) - (k << 23));
+  const float s = __fdividef(m - 1.0f, m + 1.0f), s2 = s * s;
+  float series = 1.0f / 9.0f;
+  series = fmaf(series, s2, 1.0f / 7.0f);
+  series = fmaf(series, s2, 1.0f / 5.0f);
+  series = fmaf(series, s2, 1.0f / 3.0f);
+  const float log_m = 2.0f * s * fmaf(series, s2, 1.0f);
+  const float rounding = (e - (u - 1.0f)) * fmaxf(2.0f - u, 0.0f);
+  const float result = fmaf(float(k), kLn2, log_m) + rounding;
+  return x > 20.0f ? x : result;
+}
+
+// dst[tt][cc] = src[t0 + tt][c0 + cc] (rows of `stride` elements) for one warp; zeros outside
+// [0, L) × [0, cols). With `vector_rows` (cols a multiple of the 16-byte vector, aligned rows)
+// asynchronous 16-byte copies, else plain element copies.
+template <typename T, int kCols>
+__device__ __forceinline__ void stage_rows(T (&dst)[kChannelTile][kCols], const T* src, int64_t stride, int t0, int L,
+                                           int c0, int cols, bool vector_rows) {
+  const int lane = threadIdx.x;
+  if (vector_rows) {
+    constexpr int kVec = 16 / sizeof(T), kPerRow = kCols / kVec;
+    static_assert(kChannelTile * kPerRow % 32 == 0, "equal shares of whole vectors");
+#pragma unroll
+    for (int k = 0; k < kChannelTile * kPerRow / 32; ++k) {
+      const int e = lane + 32 * k, tt = e / kPerRow, col = e % kPerRow * kVec;
+      const bool valid = t0 + tt < L && c0 + col < cols;
+      copy_async_16(&dst[tt][col], valid ? src + int64_t(t0 + tt) * stride + c0 + col : src, valid);
+    }
+    return;
+  }
+  for (int e = lane; e < kChannelTile * kCols; e += 32) {
+    const int tt = e / kCols, col = e % kCols;
+    const bool valid = t0 + tt < L && c0 + col < cols;
+    dst[tt][col] = valid ? src[int64_t(t0 + tt) * stride + c0 + col] : from_float<T>(0.0f);
+  }
+}
+
+// kSummary: the summary pass of one split (end state from zero, Σδ'); else the output pass.
+template <typename T, bool kSummary>
+__global__ void __launch_bounds__(32) scan_channel_kernel(ScanArgs p) {
+  constexpr int N = kChannelStates;
+  constexpr bool kConvert = sizeof(T) != sizeof(float);  // bf16 B and C become float32 once per tile
+  __shared__ ChannelTile<T> tiles[2];
+  __shared__ alignas(16) float BC_f32[kConvert ? 2 : 1][kChannelTile][N];  // B, then C
+  __shared__ float work[2][kChannelTile][32];  // per lane (column): δ', and δ'·u, then Σₙ C·h
+
+  const int lane = threadIdx.x, dim = p.dim, L = p.L;
+  const int c0 = blockIdx.x * 32, b = blockIdx.y, split = blockIdx.z, c = c0 + lane;
+  const bool active = c < dim;
+  const SplitBounds bounds = split_bounds(p, b, split);
+  const int64_t seq = int64_t(b) * L;
+  const T* u = static_cast<const T*>(p.u) + seq * dim;
+  const T* delta = static_cast<const T*>(p.delta) + seq * dim;
+  const T* z = !kSummary && p.z ? static_cast<const T*>(p.z) + seq * dim : nullptr;
+  const T* Bg = static_cast<const T*>(p.B) + seq * N;
+  const T* Cg = static_cast<const T*>(p.C) + seq * N;
+  T* out = kSummary ? nullptr : static_cast<T*>(p.out) + seq * dim;
+  const float D_c = active && p.D ? p.D[c] : 0.0f;
+  const float bias = active && p.delta_bias ? p.delta_bias[c] : 0.0f;
+  float A2[N], h[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A2[n] = active ? p.A[c * N + n] * kLog2e : 0.0f;
+    h[n] = 0.0f;
+    if (!kSummary && active) {
+      if (p.split_init)
+        h[n] = p.split_init[((int64_t(b) * p.splits + split) * dim + c) * N + n];
+      else if (p.initial_state)
+        h[n] = p.initial_state[(int64_t(b) * dim + c) * N + n];
+    }
+  }
+  float delta_sum = 0.0f;
+
+  auto stage = [&](ChannelTile<T>& tile, int t0) {
+    stage_rows(tile.delta, delta, dim, t0, L, c0, dim, p.vector_channels);
+    stage_rows(tile.u, u, dim, t0, L, c0, dim, p.vector_channels);
+    if (z) stage_rows(tile.z, z, dim, t0, L, c0, dim, p.vector_channels);
+    stage_rows(tile.B, Bg, N, t0, L, 0, N, p.vector_states);
+    if (!kSummary) stage_rows(tile.C, Cg, N, t0, L, 0, N, p.vector_states);
+    commit_async_copies();
+  };
+  stage(tiles[0], bounds.begin);
+  int buffer = 0;
+  for (int t0 = bounds.begin; t0 < bounds.end; t0 += kChannelTile, buffer ^= 1) {
+    wait_async_copies();
+    __syncthreads();  // every lane's copies have landed, and the other buffer is read no more
+    if (t0 + kChannelTile < bounds.end) stage(tiles[buffer ^ 1], t0 + kChannelTile);
+    const ChannelTile<T>& tile = tiles[buffer];
+    const float *B_rows = &BC_f32[0][0][0], *C_rows = &BC_f32[kConvert ? 1 : 0][0][0];
+    if constexpr (kConvert) {
+      // 8 elements a lane at a time: B rows, then C rows.
+      constexpr int kVecs = 2 * kChannelTile * N / 8;
+#pragma unroll
+      for (int k = 0; k < kVecs / 32; ++k) {
+        const int e = lane + 32 * k, which = e / (kVecs / 2), offset = e % (kVecs / 2) * 8;
+        if (kSummary && which == 1) continue;
+        const T* src = (which ? &tile.C[0][0] : &tile.B[0][0]) + offset;
+        const uint4 raw = *reinterpret_cast<const uint4*>(src);
+        const T* vals = reinterpret_cast<const T*>(&raw);
+        float* dst = &BC_f32[which][0][0] + offset;
+        reinterpret_cast<float4*>(dst)[0] =
+            make_float4(to_float(vals[0]), to_float(vals[1]), to_float(vals[2]), to_float(vals[3]));
+        reinterpret_cast<float4*>(dst)[1] =
+            make_float4(to_float(vals[4]), to_float(vals[5]), to_float(vals[6]), to_float(vals[7]));
+      }
+      __syncthreads();
+    } else {
+      B_rows = reinterpret_cast<const float*>(&tile.B[0][0]);
+      C_rows = reinterpret_cast<const float*>(&tile.C[0][0]);
+    }
+    if constexpr (!kSummary) {
+      if (p.chunk_states && active && t0 % kScanStateChunk == 0) {  // training: the state before the chunk
+        const int chunks = (L + kScanStateChunk - 1) / kScanStateChunk;
+        float* dst = p.chunk_states + ((int64_t(b) * chunks + t0 / kScanStateChunk) * dim + c) * N;
+#pragma unroll
+        for (int n = 0; n < N; ++n) dst[n] = h[n];
+      }
+    }
+    // Three phases over the tile, so that the per-position work (softplus, gate, stores) runs as
+    // independent chains instead of lying on the state loop's critical path (one warp per
+    // scheduler is common). Their loop bodies are branch-free (uniform choices hoisted, selects
+    // instead of branches) so that the compiler can overlap positions, and unrolled only a few
+    // positions deep: a wholly unrolled tile outgrows the instruction cache.
+    // 1: δ' and δ'·u of every position into this lane's column.
+    auto deltas = [&](auto with_softplus) {
+#pragma unroll 4
+      for (int tt = 0; tt < kChannelTile; ++tt) {
+        float dl = to_float(tile.delta[tt][lane]) + bias;
+        if constexpr (decltype(with_softplus)::value) dl = softplus_branch_free(dl);
+        // Past the sequence's length δ' = 0: the states stay as they are.
+        dl = t0 + tt < bounds.valid_end ? dl : 0.0f;
+        work[0][tt][lane] = dl;
+        work[1][tt][lane] = dl * to_float(tile.u[tt][lane]);
+        if constexpr (kSummary) delta_sum += dl;
+      }
+    };
+    if (p.softplus)
+      deltas(std::true_type{});
+    else
+      deltas(std::false_type{});
+      // 2: the states; Σₙ C·h of each position replaces its δ'·u.
+#pragma unroll 2
+    for (int tt = 0; tt < kChannelTile; ++tt) {
+      const float dl = work[0][tt][lane], du = work[1][tt][lane];
+      float Bv[N];
+#pragma unroll
+      for (int q = 0; q < N / 4; ++q) {
+        const float4 v = reinterpret_cast<const float4*>(B_rows + tt * N)[q];
+        Bv[4 * q] = v.x, Bv[4 * q + 1] = v.y, Bv[4 * q + 2] = v.z, Bv[4 * q + 3] = v.w;
+      }
+      if constexpr (kSummary) {
+#pragma unroll
+        for (int n = 0; n < N; ++n) h[n] = fmaf(exp2_approx(dl * A2[n]), h[n], du * Bv[n]);
+      } else {
+        float Cv[N];
+#pragma unroll
+        for (int q = 0; q < N / 4; ++q) {
+          const float4 v = reinterpret_cast<const float4*>(C_rows + tt * N)[q];
+          Cv[4 * q] = v.x, Cv[4 * q + 1] = v.y, Cv[4 * q + 2] = v.z, Cv[4 * q + 3] = v.w;
+        }
+        float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four partial sums: shorter dependency chains
+#pragma unroll
+        for (int n = 0; n < N; ++n) {
+          h[n] = fmaf(exp2_approx(dl * A2[n]), h[n], du * Bv[n]);
+          y[n % 4] = fmaf(Cv[n], h[n], y[n % 4]);
+        }
+        work[1][tt][lane] = (y[0] + y[1]) + (y[2] + y[3]);
+      }
+    }
+    // 3: skip term, gate and output.
+    if constexpr (!kSummary) {
+      auto outputs = [&](auto gated) {
+#pragma unroll 4
+        for (int tt = 0; tt < kChannelTile; ++tt) {
+          const int t = t0 + tt;
+          float result = fmaf(D_c, to_float(tile.u[tt][lane]), work[1][tt][lane]);
+          if constexpr (decltype(gated)::value) {
+            // y·z·σ(z) = y·z / (1 + e^−z); the fast division gives 0 for a denominator past 2^126.
+            const float zz = to_float(tile.z[tt][lane]);
+            result *= __fdividef(zz, 1.0f + __expf(-zz));
+          }
+          if (active && t < bounds.end) out[int64_t(t) * dim + c] = from_float<T>(t < bounds.valid_end ? result : 0.0f);
+        }
+      };
+      if (z)
+        outputs(std::true_type{});
+      else
+        outputs(std::false_type{});
+    }
+  }
+  if (!active) return;
+  if constexpr (kSummary) {
+    const int64_t at = (int64_t(b) * p.splits + split) * dim + c;
+    p.split_delta_sum[at] = delta_sum;
+#pragma unroll
+    for (int n = 0; n < N; ++n) p.split_state[at * N + n] = h[n];
+  } else if (p.splits == 1) {  // split passes leave the last state to chain_splits_kernel
+#pragma unroll
+    for (int n = 0; n < N; ++n) p.last_state[(int64_t(b) * dim + c) * N + n] = h[n];
+  }
+}
+
 // A2, g_carry, h_start, dA_acc: [kWarps][N]; B and C tiles [N][float_row], each row overwritten by
 // the block's dB (dC) sums once its state is done; dB, dC partials of each warp for two states in
 // flight: [2 parity][2 (B, C)][kWarps][len]; storage tiles δ, u, z, dout: [kWarps][raw_row].
@@ -1051,6 +1302,30 @@ SplitPlan plan_splits(const ScanArgs& p, int chunk_len, int resident_blocks) {
   return plan;
 }
 
+// Splits for scan_channel_kernel (one warp a block). Its warps are taken to run at full speed until
+// an SM holds kChannelSaturatingWarps of them (measured: 8 beat 4, v13 in docs/perf/cuda_scan.md),
+// and a split length costs a summary pass of about kChannelSummaryCost of an output pass. Time
+// model: (1, or 1 + that cost when split) × warps per SM × positions per split / min(warps per SM,
+// kChannelSaturatingWarps); the fewest splits within 3% of the least time win. Splits cover whole
+// chunks.
+constexpr int kChannelSaturatingWarps = 8;
+constexpr double kChannelSummaryCost = 0.75;
+
+SplitPlan plan_channel_splits(const ScanArgs& p) {
+  const int64_t warps = int64_t(p.batch) * ((p.dim + 31) / 32), sms = multiprocessor_count();
+  const int64_t chunks = (p.L + kScanStateChunk - 1) / kScanStateChunk;
+  SplitPlan plan{1, int(chunks * kScanStateChunk)};
+  double best_cost = 0;
+  for (int64_t splits = 1; splits <= std::min<int64_t>(chunks, 256); ++splits) {
+    const int64_t per_split = (chunks + splits - 1) / splits, used = (chunks + per_split - 1) / per_split;
+    const int64_t per_sm = (warps * used + sms - 1) / sms;
+    const double cost = (used > 1 ? 1 + kChannelSummaryCost : 1.0) * double(per_sm) * double(per_split) /
+                        double(std::min<int64_t>(per_sm, kChannelSaturatingWarps));
+    if (splits == 1 || cost < best_cost * 0.97) best_cost = cost, plan = {int(used), int(per_split * kScanStateChunk)};
+  }
+  return plan;
+}
+
 // Blocks of the output kernel that fit on the GPU at once.
 template <typename T, int kItems, int kFixedN, int kMinBlocks>
 int resident_blocks(int N) {
@@ -1082,6 +1357,11 @@ float* scratch(size_t floats) {
   return buffer;
 }
 
+void chain_splits(const ScanArgs& p) {
+  chain_splits_kernel<<<blocks_for(int64_t(p.batch) * p.dim * p.nstate, 256), 256>>>(p);
+  check_launch("selective_scan chain kernel");
+}
+
 // The incoming state of every split (p.split_init, which may be p.split_state itself) from the
 // summary and chain kernels.
 template <typename T>
@@ -1091,8 +1371,7 @@ void run_split_states(const ScanArgs& p) {
   allow_shared_memory(kernel, bytes, p.nstate);
   kernel<<<dim3(p.splits, p.batch, (p.dim + kWarps - 1) / kWarps), kThreads, bytes>>>(p);
   check_launch("selective_scan summary kernel");
-  chain_splits_kernel<<<blocks_for(int64_t(p.batch) * p.dim * p.nstate, 256), 256>>>(p);
-  check_launch("selective_scan chain kernel");
+  chain_splits(p);
 }
 
 // Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place).
@@ -1152,23 +1431,43 @@ void set_vector_flags(ScanArgs& p, size_t elem) {
 }
 
 // Forward kernel variant (tuning knob, see scan_launch.h): 0: run-time N, 1: 16 positions per lane,
-// 2 (default): N = 16 unrolled, 3 or 2 blocks/SM by grid size, 3: N = 16 unrolled, 2 blocks/SM.
+// 2 (default): N = 16 unrolled, 3 or 2 blocks/SM by grid size, 3: N = 16 unrolled, 2 blocks/SM,
+// 4: thread-per-channel kernel (N = 16).
 int forward_variant = kDefaultForwardVariant;
+
+// Records the plan in p and, for a split length, points p's split buffers into the scratch.
+void use_split_plan(ScanArgs& p, const SplitPlan& plan) {
+  p.splits = plan.splits;
+  p.split_len = plan.split_len;
+  if (p.splits == 1) return;
+  float* split_scratch = scratch(split_scratch_floats(p, plan));
+  const size_t rows = size_t(p.batch) * p.splits * p.dim;
+  p.split_delta_sum = split_scratch;
+  p.split_state = split_scratch + rows;
+  p.split_init = split_scratch + rows * (1 + p.nstate);
+}
+
+// The thread-per-channel forward (N = 16); a split length first gets its splits' incoming states
+// from the same kernel's summary mode and the chain kernel.
+template <typename T>
+void run_channel_forward(ScanArgs p) {
+  use_split_plan(p, plan_channel_splits(p));
+  const dim3 grid((p.dim + 31) / 32, p.batch, p.splits);
+  if (p.splits > 1) {
+    scan_channel_kernel<T, true><<<grid, 32>>>(p);
+    check_launch("selective_scan channel summary kernel");
+    chain_splits(p);
+  }
+  scan_channel_kernel<T, false><<<grid, 32>>>(p);
+  check_launch("selective_scan channel forward kernel");
+}
 
 // The output pass over the whole length; a split length first gets its splits' incoming states.
 template <typename T, int kItems, int kFixedN, int kMinBlocks>
 void run_output_pass(ScanArgs p) {
   const SplitPlan plan = plan_splits(p, Tile<kItems>::len, resident_blocks<T, kItems, kFixedN, kMinBlocks>(p.nstate));
-  p.splits = plan.splits;
-  p.split_len = plan.split_len;
-  if (p.splits > 1) {
-    float* split_scratch = scratch(split_scratch_floats(p, plan));
-    const size_t rows = size_t(p.batch) * p.splits * p.dim;
-    p.split_delta_sum = split_scratch;
-    p.split_state = split_scratch + rows;
-    p.split_init = split_scratch + rows * (1 + p.nstate);
-    run_split_states<T>(p);
-  }
+  use_split_plan(p, plan);
+  if (p.splits > 1) run_split_states<T>(p);
   const size_t bytes = forward_smem_bytes<kItems>(p.nstate, sizeof(T));
   // Prefetching for bf16 only: float32 shares take twice the registers and spill.
   constexpr bool kPrefetch = kFixedN > 0 && sizeof(T) == 2;
@@ -1183,6 +1482,7 @@ void run_output_pass(ScanArgs p) {
 template <typename T>
 void run_output_variant(const ScanArgs& p) {
   const bool n16 = p.nstate == 16;
+  if (forward_variant == 4 && n16) return run_channel_forward<T>(p);
   // Chunk states are written at the backward's chunks: variant 1's are twice as long.
   if (forward_variant == 1 && !p.chunk_states) return run_output_pass<T, 16, 0, 2>(p);
   if (forward_variant == 2 && n16) {
@@ -1241,7 +1541,7 @@ void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const 
 }
 
 void set_selective_scan_forward_variant(int variant) {
-  MAMBA_CHECK(variant >= 0 && variant <= 3, "selective_scan (cuda): forward variant must be 0..3, got ", variant);
+  MAMBA_CHECK(variant >= 0 && variant <= 4, "selective_scan (cuda): forward variant must be 0..4, got ", variant);
   forward_variant = variant;
 }
 
