@@ -8,6 +8,10 @@
 
 #include "core/error.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #ifdef MAMBACPP_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -138,9 +142,27 @@ CudaBlockCache& block_cache() {
 }  // namespace
 #endif
 
+namespace {
+// A training step allocates and frees the same activation buffers every step. glibc gives blocks
+// above its mmap threshold back to the kernel when they are freed, so every step faulted them in
+// anew: the tiny model's CPU training spent 40% of its time in page faults (748k minor faults in 60
+// steps; 65k with this, and 1.8x the steps per second). Blocks up to 64 MiB stay in the heap, and
+// the heap is not trimmed below 256 MiB of free space.
+void keep_freed_memory_mapped() {
+#if defined(__GLIBC__)
+  static std::once_flag once;
+  std::call_once(once, [] {
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  });
+#endif
+}
+}  // namespace
+
 void* device_alloc(Device d, size_t bytes) {
   if (bytes == 0) bytes = 1;
   if (d == Device::cpu) {
+    keep_freed_memory_mapped();
     void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
     MAMBA_CHECK(p != nullptr, "out of memory: could not allocate ", bytes, " bytes on the CPU");
     return p;
