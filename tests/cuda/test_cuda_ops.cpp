@@ -383,26 +383,36 @@ TEST(CudaElementwise, NegativeExpAndAddProduct) {
   EXPECT_LT(error_vs(sum, want), 1e-6);
 }
 
-TEST(CudaCrossEntropy, LossGradientsAndPredictions) {
-  SKIP_WITHOUT_GPU();
-  const int M = 29, d = 19, V = 37;
-  Rng rng(61);
-  const auto h = rounded(random_vector(rng, M * d, -1, 1), DType::f32);
-  const auto w = rounded(random_vector(rng, V * d, -1, 1), DType::f32);
+// The fused LM head + cross-entropy on the GPU against the float64 reference on the same inputs
+// (rounded to `dtype`), rows with target -1 ignored every `ignore_every` rows; returns the targets.
+std::vector<double> check_cross_entropy(int M, int d, int V, DType dtype, int ignore_every, double tolerance,
+                                        uint64_t seed) {
+  Rng rng(seed);
+  const auto h = rounded(random_vector(rng, M * d, -1, 1), dtype);
+  const auto w = rounded(random_vector(rng, V * d, -1, 1), dtype);
   std::vector<double> targets(M);
-  for (int i = 0; i < M; ++i) targets[i] = i % 5 == 3 ? -1.0 : double(rng.below(V));
+  for (int i = 0; i < M; ++i) targets[i] = i % ignore_every == 1 ? -1.0 : double(rng.below(V));
   Tensor ref_dw = Tensor::zeros({V, d}, DType::f64);
   const ops::CrossEntropyResult ref = ops::ref::lm_head_cross_entropy(
       cpu64(h, {M, d}), cpu64(w, {V, d}), Tensor::from_vector(targets, {M}, DType::i32), true, &ref_dw);
   Tensor dweight = Tensor::zeros({V, d}, DType::f32, Device::cuda);
-  const ops::CrossEntropyResult r = ops::lm_head_cross_entropy(
-      on_gpu(h, {M, d}, DType::f32), on_gpu(w, {V, d}, DType::f32), on_gpu(targets, {M}, DType::i32), true, &dweight);
+  const ops::CrossEntropyResult r = ops::lm_head_cross_entropy(on_gpu(h, {M, d}, dtype), on_gpu(w, {V, d}, dtype),
+                                                               on_gpu(targets, {M}, DType::i32), true, &dweight);
   EXPECT_EQ(r.count, ref.count);
   EXPECT_NEAR(r.loss, ref.loss, 1e-5 * std::abs(ref.loss));
-  EXPECT_LT(error_vs(r.dhidden, ref.dhidden.to_double_vector()), 1e-5);
-  EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), 1e-5);
+  EXPECT_LT(error_vs(r.dhidden, ref.dhidden.to_double_vector()), tolerance);
+  EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), tolerance);
   EXPECT_EQ(r.predictions.to_double_vector(), ref.predictions.to_double_vector());
+  return targets;
+}
+
+TEST(CudaCrossEntropy, LossGradientsAndPredictions) {
+  SKIP_WITHOUT_GPU();
+  const int M = 29, d = 19, V = 37;
+  std::vector<double> targets = check_cross_entropy(M, d, V, DType::f32, 5, 1e-5, 61);
   targets[3] = V;
+  Rng rng(63);
+  const auto h = random_vector(rng, M * d, -1, 1), w = random_vector(rng, V * d, -1, 1);
   EXPECT_THROW(ops::lm_head_cross_entropy(on_gpu(h, {M, d}, DType::f32), on_gpu(w, {V, d}, DType::f32),
                                           on_gpu(targets, {M}, DType::i32), false, nullptr),
                Error);
@@ -412,23 +422,7 @@ TEST(CudaCrossEntropy, LossGradientsAndPredictions) {
 // against the float64 reference on the same bf16-rounded inputs.
 TEST(CudaCrossEntropy, Bf16ProductsOverWideRows) {
   SKIP_WITHOUT_GPU();
-  const int M = 21, d = 32, V = 1000;
-  Rng rng(62);
-  const auto h = rounded(random_vector(rng, M * d, -1, 1), DType::bf16);
-  const auto w = rounded(random_vector(rng, V * d, -1, 1), DType::bf16);
-  std::vector<double> targets(M);
-  for (int i = 0; i < M; ++i) targets[i] = i % 4 == 1 ? -1.0 : double(rng.below(V));
-  Tensor ref_dw = Tensor::zeros({V, d}, DType::f64);
-  const ops::CrossEntropyResult ref = ops::ref::lm_head_cross_entropy(
-      cpu64(h, {M, d}), cpu64(w, {V, d}), Tensor::from_vector(targets, {M}, DType::i32), true, &ref_dw);
-  Tensor dweight = Tensor::zeros({V, d}, DType::f32, Device::cuda);
-  const ops::CrossEntropyResult r = ops::lm_head_cross_entropy(
-      on_gpu(h, {M, d}, DType::bf16), on_gpu(w, {V, d}, DType::bf16), on_gpu(targets, {M}, DType::i32), true, &dweight);
-  EXPECT_EQ(r.count, ref.count);
-  EXPECT_NEAR(r.loss, ref.loss, 1e-5 * std::abs(ref.loss));
-  EXPECT_LT(error_vs(r.dhidden, ref.dhidden.to_double_vector()), 1e-2);
-  EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), 1e-2);
-  EXPECT_EQ(r.predictions.to_double_vector(), ref.predictions.to_double_vector());
+  check_cross_entropy(21, 32, 1000, DType::bf16, 4, 1e-2, 62);
 }
 
 // The multi-tensor optimiser updates and gradient norm on the GPU against the CPU ops on the same
