@@ -48,7 +48,7 @@ std::vector<std::span<const std::byte>> decode_weights(model::LanguageModel& mod
   std::set<const void*> seen;
   for (const model::Parameter& p : model.parameters()) {
     const Tensor& t = p.for_compute();
-    if (seen.insert(t.raw()).second) buffers.emplace_back(static_cast<const std::byte*>(t.raw()), t.nbytes());
+    if (seen.insert(t.raw_rows()).second) buffers.emplace_back(static_cast<const std::byte*>(t.raw_rows()), t.nbytes());
   }
   return buffers;
 }
@@ -91,6 +91,7 @@ void run_bench(const BenchArgs& args) {
     model = model::LanguageModel::initialize(model::preset_config(args.shape, "--shape"), args.seed, options.device);
     if (!options.keep_stored_dtype) model->convert_weight_matrices(options.weight_dtype);
   }
+  model->lay_out_for_cpu_decode();
   model->set_step_recording(!args.no_graph);
   const int64_t vocab = model->config().vocab_size;
   Rng rng(args.seed);

@@ -61,6 +61,37 @@ int64_t Tensor::size(int dim) const {
   return shape_[size_t(d)];
 }
 
+size_t Tensor::nbytes() const {
+  const int64_t elements = is_contiguous() ? numel() : shape_[0] * padded_row_stride_;
+  return size_t(elements) * dtype_size(dtype_);
+}
+
+int64_t Tensor::row_stride() const {
+  if (!is_contiguous()) return padded_row_stride_;
+  return ndim() == 0 ? 1 : shape_[0] == 0 ? 0 : numel() / shape_[0];
+}
+
+char* Tensor::row_bytes(int64_t r) const {
+  return static_cast<char*>(raw_rows()) + size_t(r * row_stride()) * dtype_size(dtype_);
+}
+
+void* Tensor::raw() const {
+  MAMBA_CHECK(is_contiguous(), "a tensor ", shape_string(shape_), " with padded rows (", padded_row_stride_,
+              " elements apart) reached code that reads it as contiguous");
+  return raw_rows();
+}
+
+Tensor Tensor::with_row_stride(int64_t stride) const {
+  MAMBA_CHECK(ndim() == 2 && device_ == Device::cpu && stride >= shape_[1], "with_row_stride(", stride,
+              "): needs a 2-D CPU tensor with rows of at most that many elements, got ", shape_string(shape_), " on ",
+              device_name(device_));
+  Tensor out = zeros({shape_[0], stride}, dtype_);
+  out.shape_ = shape_;
+  out.padded_row_stride_ = stride == shape_[1] ? 0 : stride;
+  out.copy_from(*this);
+  return out;
+}
+
 void Tensor::check_element_type(DType wanted, size_t element_size) const {
   bool ok = wanted == dtype_ ||
             (element_size == 2 && (dtype_ == DType::bf16 || dtype_ == DType::f16 || dtype_ == DType::u16));
@@ -80,6 +111,7 @@ Tensor Tensor::view(Shape shape) const {
   }
   if (infer >= 0) shape[size_t(infer)] = known == 0 ? 0 : numel() / known;
   MAMBA_CHECK(shape_numel(shape) == numel(), "view: cannot view ", shape_string(shape_), " as ", shape_string(shape));
+  MAMBA_CHECK(is_contiguous(), "view: the tensor ", shape_string(shape_), " has padded rows");
   Tensor t = *this;
   t.shape_ = shape;
   return t;
@@ -89,8 +121,7 @@ Tensor Tensor::slice(int64_t begin, int64_t end) const {
   MAMBA_CHECK(ndim() >= 1 && begin >= 0 && begin <= end && end <= shape_[0], "slice [", begin, ", ", end,
               ") out of range for shape ", shape_string(shape_));
   Tensor t = *this;
-  int64_t row = shape_[0] == 0 ? 0 : numel() / shape_[0];
-  t.offset_ += size_t(begin * row) * dtype_size(dtype_);
+  t.offset_ += size_t(begin * row_stride()) * dtype_size(dtype_);
   t.shape_[0] = end - begin;
   return t;
 }
@@ -113,6 +144,14 @@ Tensor on_host(const Tensor& t) { return t.device() == Device::cpu ? t : t.to(De
 
 void Tensor::copy_from(const Tensor& src) {
   MAMBA_CHECK(src.numel() == numel(), "copy_from: shape ", shape_string(src.shape_), " into ", shape_string(shape_));
+  if (!is_contiguous() || !src.is_contiguous()) {
+    MAMBA_CHECK(src.shape_ == shape_ && src.device_ == Device::cpu && device_ == Device::cpu, "copy_from: shape ",
+                shape_string(src.shape_), " on ", device_name(src.device_), " into ", shape_string(shape_), " on ",
+                device_name(device_), ": padded rows are copied between CPU tensors of one shape only");
+    for (int64_t r = 0; r < shape_[0]; ++r)
+      convert_elements(src.row_bytes(r), src.dtype_, row_bytes(r), dtype_, size_t(shape_[1]));
+    return;
+  }
   if (src.dtype_ == dtype_) {
     device_copy(raw(), device_, src.raw(), src.device_, nbytes());
     return;
@@ -128,19 +167,22 @@ void Tensor::copy_from(const Tensor& src) {
   }
 }
 
-void Tensor::zero_() { device_memset_zero(raw(), device_, nbytes()); }
+void Tensor::zero_() { device_memset_zero(raw_rows(), device_, nbytes()); }
 
 double Tensor::item(int64_t flat_index) const {
   MAMBA_CHECK(device_ == Device::cpu, "item(): tensor is on ", device_name(device_));
   MAMBA_CHECK(flat_index >= 0 && flat_index < numel(), "item(", flat_index, ") out of range for ",
               shape_string(shape_));
+  const int64_t offset =
+      is_contiguous() ? flat_index : flat_index / shape_[1] * padded_row_stride_ + flat_index % shape_[1];
   double v;
-  convert_elements(static_cast<const char*>(raw()) + size_t(flat_index) * dtype_size(dtype_), dtype_, &v, DType::f64,
+  convert_elements(static_cast<const char*>(raw_rows()) + size_t(offset) * dtype_size(dtype_), dtype_, &v, DType::f64,
                    1);
   return v;
 }
 
 std::vector<double> Tensor::to_double_vector() const {
+  if (!is_contiguous()) return clone().to_double_vector();
   Tensor host = device_ == Device::cpu ? *this : to(Device::cpu);
   std::vector<double> v(static_cast<size_t>(numel()));
   convert_elements(host.raw(), dtype_, v.data(), DType::f64, v.size());

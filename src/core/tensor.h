@@ -1,9 +1,11 @@
-// Tensor: a dense, row-major (contiguous) n-dimensional array on one device.
+// Tensor: a dense, row-major n-dimensional array on one device.
 //
 // A tensor is a view (byte offset + shape) into a shared, reference-counted buffer. The
 // buffer may be memory the tensor allocated, a memory-mapped checkpoint file, or GPU memory;
-// views keep it alive. Only contiguous views exist: slicing along the first dimension and
-// reshaping keep contiguity, anything else copies.
+// views keep it alive. Views are contiguous (slicing along the first dimension and reshaping keep
+// contiguity, anything else copies), with one exception: a 2-D CPU tensor made by
+// with_row_stride has padding after each row, which only code that steps rows by row_stride()
+// reads (the CPU weight products and the embedding; see LanguageModel::lay_out_for_cpu_decode).
 #pragma once
 #include <cstdint>
 #include <initializer_list>
@@ -58,25 +60,39 @@ class Tensor {
   int64_t numel() const { return shape_numel(shape_); }
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
+  // Bytes the elements span in memory (with the row padding of a padded tensor).
+  size_t nbytes() const;
 
-  void* raw() const { return static_cast<char*>(buffer_.get()) + offset_; }
-  // Typed pointer; checks that T matches the dtype (uint16_t matches bf16, f16 and u16).
+  // Contiguous unless made by with_row_stride.
+  bool is_contiguous() const { return padded_row_stride_ == 0; }
+  // Elements from the start of one row (first-dimension index) to the next.
+  int64_t row_stride() const;
+  // A copy of this 2-D CPU tensor whose rows start `stride` ≥ size(1) elements apart, the padding
+  // zeroed.
+  Tensor with_row_stride(int64_t stride) const;
+
+  // The first element of a contiguous tensor (a padded one is refused: use raw_rows).
+  void* raw() const;
+  // The first element of any tensor, for code that steps rows by row_stride().
+  void* raw_rows() const { return static_cast<char*>(buffer_.get()) + offset_; }
+  // Typed pointer to a contiguous tensor; checks that T matches the dtype (uint16_t matches bf16,
+  // f16 and u16).
   template <typename T>
   T* data() const {
     check_element_type(dtype_of<T>(), sizeof(T));
     return static_cast<T*>(raw());
   }
 
-  // Same buffer, new shape of equal element count (one dim may be -1).
+  // Same buffer, new shape of equal element count (one dim may be -1); contiguous tensors only.
   Tensor view(Shape shape) const;
   // Rows [begin, end) of the first dimension, sharing the buffer.
   Tensor slice(int64_t begin, int64_t end) const;
-  // A deep copy, optionally converted and/or moved.
+  // A deep contiguous copy, optionally converted and/or moved.
   Tensor to(DType dtype) const;
   Tensor to(Device device) const;
   Tensor clone() const;
-  // Copies `src` (same shape; any dtype or device) into this tensor's memory.
+  // Copies `src` (same shape; any dtype or device; padded rows only on the CPU) into this tensor's
+  // memory.
   void copy_from(const Tensor& src);
   void zero_();
 
@@ -86,12 +102,15 @@ class Tensor {
 
  private:
   void check_element_type(DType wanted, size_t element_size) const;
+  // Row r of a padded tensor or of a contiguous one viewed as [size(0), numel / size(0)].
+  char* row_bytes(int64_t r) const;
 
   std::shared_ptr<void> buffer_;
   size_t offset_ = 0;
   Shape shape_;
   DType dtype_ = DType::f32;
   Device device_ = Device::cpu;
+  int64_t padded_row_stride_ = 0;  // 0: contiguous
 };
 
 // The tensor itself when it lives on the CPU, else a host copy (for files and host-side math).

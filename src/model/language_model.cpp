@@ -257,9 +257,20 @@ void LanguageModel::convert_weight_matrices(DType dtype) {
   choose_activations(*this, *impl_);
 }
 
+void LanguageModel::lay_out_for_cpu_decode() {
+  if (device_ != Device::cpu) return;
+  constexpr int64_t kCacheLine = 64;
+  for (Parameter& p : parameters_) {
+    if (!is_weight_matrix(p.name) || p.value.ndim() != 2 || !p.value.is_contiguous()) continue;
+    const int64_t element = int64_t(dtype_size(p.value.dtype())), columns = p.value.size(1);
+    if (columns * element % 2048 == 0) p.value = p.value.with_row_stride(columns + kCacheLine / element);
+  }
+  parameters_changed();
+}
+
 io::TensorMap LanguageModel::state_dict() const {
   io::TensorMap out;
-  for (const Parameter& p : parameters_) out[p.name] = on_host(p.value);
+  for (const Parameter& p : parameters_) out[p.name] = p.value.is_contiguous() ? on_host(p.value) : p.value.clone();
   return out;
 }
 

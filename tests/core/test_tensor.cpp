@@ -42,6 +42,30 @@ TEST(Tensor, ViewSliceAndConvert) {
   EXPECT_THROW(t.data<double>(), Error);
 }
 
+// Rows padded apart: copies, conversions, slices and element access see only the elements, code
+// that would read the padding as elements (raw, data, view) is refused.
+TEST(Tensor, PaddedRowsHoldTheSameElements) {
+  Tensor t = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {3, 2}, DType::f32);
+  Tensor padded = t.with_row_stride(5);
+  EXPECT_FALSE(padded.is_contiguous());
+  EXPECT_EQ(padded.shape(), t.shape());
+  EXPECT_EQ(padded.row_stride(), 5);
+  EXPECT_EQ(padded.nbytes(), 3 * 5 * sizeof(float));
+  EXPECT_EQ(padded.to_double_vector(), t.to_double_vector());
+  EXPECT_EQ(padded.item(3), 4);
+  EXPECT_EQ(padded.slice(1, 3).item(2), 5);
+  EXPECT_TRUE(padded.clone().is_contiguous());
+  EXPECT_EQ(padded.to(DType::bf16).to_double_vector(), t.to_double_vector());
+  Tensor back = Tensor::zeros({3, 2}, DType::f64).with_row_stride(3);
+  back.copy_from(padded);
+  EXPECT_EQ(back.to_double_vector(), t.to_double_vector());
+  EXPECT_THROW(padded.raw(), Error);
+  EXPECT_THROW(padded.data<float>(), Error);
+  EXPECT_THROW(padded.view({6}), Error);
+  EXPECT_THROW(padded.with_row_stride(1), Error);
+  EXPECT_TRUE(t.with_row_stride(2).is_contiguous());
+}
+
 TEST(Tensor, RelativeErrorSeesNaN) {
   Tensor a = Tensor::from_vector({1, NAN}, {2}, DType::f32);
   Tensor b = Tensor::from_vector({1, 2}, {2}, DType::f32);

@@ -17,7 +17,7 @@ TEST(OpsLinear, CpuMatchesReferenceForEveryWeightDtype) {
   set_num_threads(2);
   Rng rng(11);
   for (DType wt : {DType::f32, DType::bf16, DType::f16})
-    // K = 2100: rows of at least a 4 KiB page, which the streaming kernel reads in its other order.
+    // K = 2100: rows longer than a 4 KiB page.
     for (int64_t K : {45, 13, 300, 2100})
       for (int64_t M : kRowCounts)
         // 1001 output rows: several chunks handed out to the threads, ending in a ragged one.
@@ -29,6 +29,11 @@ TEST(OpsLinear, CpuMatchesReferenceForEveryWeightDtype) {
           Tensor got = cpu::linear_forward(x, w, b);
           EXPECT_EQ(got.shape(), (Shape{M, N}));
           EXPECT_LT(relative_error(got, expected), 1e-5) << dtype_name(wt) << " M=" << M << " K=" << K << " N=" << N;
+          // The same weights with padded rows (LanguageModel::lay_out_for_cpu_decode), padding not
+          // a whole vector long, so every kernel must step rows by the stride and not by K.
+          Tensor padded = w.with_row_stride(K + 5);
+          EXPECT_LT(relative_error(cpu::linear_forward(x, padded, b), expected), 1e-5)
+              << "padded rows, " << dtype_name(wt) << " M=" << M << " K=" << K << " N=" << N;
         }
 }
 
@@ -63,6 +68,8 @@ TEST(OpsLinear, CpuBackwardMatchesReference) {
       EXPECT_LT(relative_error(dx_cpu, dx_ref), 1e-5) << dtype_name(wt) << " M=" << M;
       EXPECT_LT(relative_error(dw_cpu, dw_ref), 1e-5) << dtype_name(wt) << " M=" << M;
       EXPECT_LT(relative_error(db_cpu, db_ref), 1e-5) << dtype_name(wt) << " M=" << M;
+      Tensor dx_padded = cpu::linear_backward(x, w.with_row_stride(K + 3), dy, nullptr, nullptr);
+      EXPECT_LT(relative_error(dx_padded, dx_ref), 1e-5) << "padded rows, " << dtype_name(wt) << " M=" << M;
     }
 }
 

@@ -27,8 +27,8 @@ Tensor embedding_forward(const Tensor& weight, const Tensor& ids) {
   out_shape.push_back(d);
   Tensor out = Tensor::empty(out_shape, DType::f32);
   float* y = out.data<float>();
-  const auto* w = static_cast<const char*>(weight.raw());
-  const size_t row_bytes = size_t(d) * dtype_size(weight.dtype());
+  const auto* w = static_cast<const char*>(weight.raw_rows());  // the LM head's padded rows, when tied
+  const size_t row_bytes = size_t(weight.row_stride()) * dtype_size(weight.dtype());
   parallel_for(int64_t(id.size()), [&](int64_t i0, int64_t i1, int) {
     for (int64_t i = i0; i < i1; ++i) widen_to_f32(w + size_t(id[size_t(i)]) * row_bytes, weight.dtype(), y + i * d, d);
   });

@@ -62,16 +62,16 @@ inline __m512 load_weights_masked(const void* w, int64_t i, __mmask16 mask) {
   }
 }
 
-// y[m, n + r·step] = x[m]·W[n + r·step] for m < MR, r < NR.
+// y[m, n + r·step] = x[m]·W[n + r·step] for m < MR, r < NR (W's rows ldw elements apart).
 template <DType WT, int MR, int NR>
-void dot_rows(const float* x, int64_t K, const void* w, int64_t n, int64_t step, float* y, int64_t ldy) {
+void dot_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n, int64_t step, float* y, int64_t ldy) {
   __m512 acc[MR][NR];
   for (int m = 0; m < MR; ++m)
     for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
     __m512 wv[NR];
-    for (int r = 0; r < NR; ++r) wv[r] = load_weights<WT>(w, (n + r * step) * K + k);
+    for (int r = 0; r < NR; ++r) wv[r] = load_weights<WT>(w, (n + r * step) * ldw + k);
     for (int m = 0; m < MR; ++m) {
       __m512 xv = _mm512_loadu_ps(x + m * K + k);
       for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_fmadd_ps(xv, wv[r], acc[m][r]);
@@ -80,7 +80,7 @@ void dot_rows(const float* x, int64_t K, const void* w, int64_t n, int64_t step,
   if (k < K) {
     __mmask16 mask = __mmask16((1u << (K - k)) - 1u);
     __m512 wv[NR];
-    for (int r = 0; r < NR; ++r) wv[r] = load_weights_masked<WT>(w, (n + r * step) * K + k, mask);
+    for (int r = 0; r < NR; ++r) wv[r] = load_weights_masked<WT>(w, (n + r * step) * ldw + k, mask);
     for (int m = 0; m < MR; ++m) {
       __m512 xv = _mm512_maskz_loadu_ps(mask, x + m * K + k);
       for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_fmadd_ps(xv, wv[r], acc[m][r]);
@@ -98,11 +98,11 @@ inline float weight_at(const void* w, int64_t i) {
 }
 
 template <DType WT, int MR, int NR>
-void dot_rows(const float* x, int64_t K, const void* w, int64_t n, int64_t step, float* y, int64_t ldy) {
+void dot_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n, int64_t step, float* y, int64_t ldy) {
   float acc[MR][NR] = {};
   for (int64_t k = 0; k < K; ++k) {
     float wv[NR];
-    for (int r = 0; r < NR; ++r) wv[r] = weight_at<WT>(w, (n + r * step) * K + k);
+    for (int r = 0; r < NR; ++r) wv[r] = weight_at<WT>(w, (n + r * step) * ldw + k);
     for (int m = 0; m < MR; ++m)
       for (int r = 0; r < NR; ++r) acc[m][r] += x[m * K + k] * wv[r];
   }
@@ -125,30 +125,25 @@ constexpr int kWeightRowsFor = MR == 1   ? 16
                                          : 2;
 
 // Rows [n, n1) of W against MR rows of x, NR rows at a time; what is left over goes in halves.
-// Rows shorter than a 4 KiB page put several of the NR load streams in one page, and the hardware
-// prefetcher, which follows the accesses within a page, then picks up none of them well (bf16 rows
-// at K = 768 are 1.5 KiB: the mat-vec read memory at ~45 GB/s against ~55 with the rows below).
-// So short rows read together lie (n1 − n)/NR rows apart, and each stream walks consecutive rows.
+// The NR rows read together lie (n1 − n)/NR rows apart, so each load stream walks consecutive
+// rows: rows shorter than a 4 KiB page would otherwise put several streams in one page, and the
+// hardware prefetcher, which follows the accesses within a page, then picks up none of them well
+// (bf16 rows at K = 768 are 1.5 KiB: ~45 GB/s against ~55 in this order; docs/perf/cpu_model.md v9).
 template <DType WT, int MR, int NR>
-void stream_rows_by(const float* x, int64_t K, const void* w, int64_t n, int64_t n1, float* y, int64_t ldy) {
+void stream_rows_by(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n, int64_t n1, float* y,
+                    int64_t ldy) {
   const int64_t groups = (n1 - n) / NR;
-  const bool rows_share_pages = K * int64_t(dtype_size(WT)) < 4096;
-  for (int64_t g = 0; g < groups; ++g) {
-    if (rows_share_pages)
-      dot_rows<WT, MR, NR>(x, K, w, n + g, groups, y, ldy);
-    else
-      dot_rows<WT, MR, NR>(x, K, w, n + g * NR, 1, y, ldy);
-  }
+  for (int64_t g = 0; g < groups; ++g) dot_rows<WT, MR, NR>(x, K, w, ldw, n + g, groups, y, ldy);
   n += groups * NR;
-  if constexpr (NR > 1) stream_rows_by<WT, MR, NR / 2>(x, K, w, n, n1, y, ldy);
+  if constexpr (NR > 1) stream_rows_by<WT, MR, NR / 2>(x, K, w, ldw, n, n1, y, ldy);
 }
 
 template <DType WT, int MR>
-void stream_rows(const float* x, int64_t K, const void* w, int64_t n0, int64_t n1, float* y, int64_t ldy) {
-  stream_rows_by<WT, MR, kWeightRowsFor<MR>>(x, K, w, n0, n1, y, ldy);
+void stream_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  stream_rows_by<WT, MR, kWeightRowsFor<MR>>(x, K, w, ldw, n0, n1, y, ldy);
 }
 
-using StreamFn = void (*)(const float*, int64_t, const void*, int64_t, int64_t, float*, int64_t);
+using StreamFn = void (*)(const float*, int64_t, const void*, int64_t, int64_t, int64_t, float*, int64_t);
 
 // The kernel for `rows` (1..8) rows of x.
 template <DType WT>
@@ -169,9 +164,9 @@ StreamFn stream_fn(DType wt, int64_t rows) {
 // shared unevenly between cores, so equal static halves leave one thread waiting). Each chunk stays
 // in L2 while every group of 8 x rows passes over it: W comes from memory once.
 void gemm_streaming(const float* x, int64_t M, const Tensor& weight, float* y, int64_t ldy) {
-  const int64_t N = weight.size(0), K = weight.size(1);
+  const int64_t N = weight.size(0), K = weight.size(1), ldw = weight.row_stride();
   const DType wt = weight.dtype();
-  const void* w = weight.raw();
+  const void* w = weight.raw_rows();
   // Whole kernel widths per chunk, so no chunk ends in a ragged tail; at most 256 KiB, and at least
   // four chunks per thread when the rows allow (x_proj and dt_proj are a few hundred KiB in all).
   constexpr int64_t kWidth = kWeightRowsFor<1>;
@@ -181,7 +176,7 @@ void gemm_streaming(const float* x, int64_t M, const Tensor& weight, float* y, i
   parallel_for_chunks(N, chunk, [&](int64_t n0, int64_t n1, int) {
     for (int64_t m0 = 0; m0 < M; m0 += kRowGroup) {
       const int64_t rows = std::min(kRowGroup, M - m0);
-      stream_fn(wt, rows)(x + m0 * K, K, w, n0, n1, y + m0 * ldy, ldy);
+      stream_fn(wt, rows)(x + m0 * K, K, w, ldw, n0, n1, y + m0 * ldy, ldy);
     }
   });
 }
@@ -319,7 +314,7 @@ inline void transpose16(__m512 r[16]) {
 // registers (a scalar scatter would cost as much as the product itself for M ≤ 64).
 template <DType WT>
 void pack_transposed_rows_as(const Tensor& w, int64_t j0, int64_t width, int64_t k0, int64_t depth, float* panel) {
-  const int64_t K = w.size(1);
+  const int64_t ldw = w.row_stride();
   for (int64_t half = 0; half < kPanelWidth; half += 16) {
     const int64_t rows = std::clamp<int64_t>(width - half, 0, 16);
     for (int64_t kb = 0; kb < depth; kb += 16) {
@@ -327,8 +322,8 @@ void pack_transposed_rows_as(const Tensor& w, int64_t j0, int64_t width, int64_t
       const __mmask16 mask = cols == 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1u);
       __m512 block[16];
       for (int64_t r = 0; r < 16; ++r)
-        block[r] =
-            r < rows ? load_weights_masked<WT>(w.raw(), (j0 + half + r) * K + k0 + kb, mask) : _mm512_setzero_ps();
+        block[r] = r < rows ? load_weights_masked<WT>(w.raw_rows(), (j0 + half + r) * ldw + k0 + kb, mask)
+                            : _mm512_setzero_ps();
       transpose16(block);
       for (int64_t k = 0; k < cols; ++k) _mm512_store_ps(panel + (kb + k) * kPanelWidth + half, block[k]);
     }
@@ -381,9 +376,9 @@ int64_t panel_rows(int64_t K) { return std::max<int64_t>(16, (int64_t(1) << 18) 
 
 // panel[r, c] = float(W[n0 + r, k0 + c]) for r < rows, c < cols.
 void widen_block(const Tensor& weight, int64_t n0, int64_t rows, int64_t k0, int64_t cols, float* panel) {
-  const int64_t K = weight.size(1);
-  auto src = static_cast<const uint16_t*>(weight.raw());
-  for (int64_t r = 0; r < rows; ++r) widen_to_f32(src + (n0 + r) * K + k0, weight.dtype(), panel + r * cols, cols);
+  const int64_t ldw = weight.row_stride();
+  auto src = static_cast<const uint16_t*>(weight.raw_rows());
+  for (int64_t r = 0; r < rows; ++r) widen_to_f32(src + (n0 + r) * ldw + k0, weight.dtype(), panel + r * cols, cols);
 }
 
 }  // namespace
@@ -407,8 +402,10 @@ void gemm_x_wt(const float* x, int64_t M, const Tensor& weight, float* y, int64_
   blas_int(N, "gemm columns");
   for_each_slice(N, [&](int64_t n0, int64_t n1) {
     if (weight.dtype() == DType::f32) {
+      const int64_t ldw = weight.row_stride();
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, int(n1 - n0), k, 1.0f, x, k,
-                  weight.data<float>() + n0 * K, k, 0.0f, y + n0, ld);
+                  static_cast<const float*>(weight.raw_rows()) + n0 * ldw, blas_int(ldw, "gemm weight row stride"),
+                  0.0f, y + n0, ld);
       return;
     }
     const int64_t P = panel_rows(K);
@@ -431,7 +428,7 @@ void gemm_dy_w(const float* dy, int64_t M, int64_t ldy, const Tensor& weight, fl
   }
 #ifdef MAMBA_CPU_AVX512
   auto pack = [&](int64_t j0, int64_t width, int64_t k0, int64_t depth, float* panel) {
-    pack_rows(weight.raw(), weight.dtype(), K, j0, width, k0, depth, panel);
+    pack_rows(weight.raw_rows(), weight.dtype(), weight.row_stride(), j0, width, k0, depth, panel);
   };
   packed_product({dy, ldy, 1}, M, K, N, pack, dx, K, false);
   return;
@@ -442,8 +439,9 @@ void gemm_dy_w(const float* dy, int64_t M, int64_t ldy, const Tensor& weight, fl
   for_each_slice(K, [&](int64_t k0, int64_t k1) {
     const int cols = int(k1 - k0);
     if (weight.dtype() == DType::f32) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, cols, n, 1.0f, dy, lda, weight.data<float>() + k0, ldc,
-                  0.0f, dx + k0, ldc);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, cols, n, 1.0f, dy, lda,
+                  static_cast<const float*>(weight.raw_rows()) + k0,
+                  blas_int(weight.row_stride(), "gemm weight row stride"), 0.0f, dx + k0, ldc);
       return;
     }
     const int64_t P = panel_rows(cols);

@@ -8,7 +8,7 @@
 // float32 copy of W is ever kept), tiles of 12 rows × 32 columns held in registers. Machines
 // without AVX-512 call the BLAS sgemm instead, one single-threaded call per slice of our pool, so
 // the thread count is exactly --threads (docs/perf/cpu_gemm.md and cpu_model.md have the
-// measurements).
+// measurements). W may have padded rows (Tensor::row_stride): every path steps rows by it.
 #pragma once
 #include <cstdint>
 
