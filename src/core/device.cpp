@@ -11,6 +11,10 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #ifdef MAMBACPP_CUDA
 #include <cuda_runtime_api.h>
@@ -172,6 +176,17 @@ void* device_alloc(Device d, size_t bytes) {
   return block_cache().allocate(bytes);
 #else
   return nullptr;
+#endif
+}
+
+void page_out_host_memory(const void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_PAGEOUT)
+  const auto page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (uintptr_t(p) + page - 1) / page * page, end = (uintptr_t(p) + bytes) / page * page;
+  if (first < end) madvise(reinterpret_cast<void*>(first), end - first, MADV_PAGEOUT);
+#else
+  (void)p;
+  (void)bytes;
 #endif
 }
 

@@ -23,6 +23,11 @@ void device_free(Device d, void* p);
 // Copies bytes between any two devices (synchronous).
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void device_memset_zero(void* p, Device d, size_t bytes);
+// Lets the kernel take back the whole pages inside [p, p + bytes) of host memory (MADV_PAGEOUT),
+// keeping their contents: pages of a memory-mapped file are read again if touched, anonymous
+// pages stay (or are swapped). Used once weights have been copied out of a mapped checkpoint, so
+// the process does not hold both copies; a no-op where the kernel lacks the advice.
+void page_out_host_memory(const void* p, size_t bytes);
 
 // GPU work recorded once and replayed with one launch (a CUDA graph): the host cost of queuing
 // many small kernels is paid once. While the constructor runs `work`, what the calling thread

@@ -263,7 +263,10 @@ void LanguageModel::lay_out_for_cpu_decode() {
   for (Parameter& p : parameters_) {
     if (!is_weight_matrix(p.name) || p.value.ndim() != 2 || !p.value.is_contiguous()) continue;
     const int64_t element = int64_t(dtype_size(p.value.dtype())), columns = p.value.size(1);
-    if (columns * element % 2048 == 0) p.value = p.value.with_row_stride(columns + kCacheLine / element);
+    if (columns * element % 2048 != 0) continue;
+    const Tensor original = p.value;
+    p.value = original.with_row_stride(columns + kCacheLine / element);
+    page_out_host_memory(original.raw(), original.nbytes());
   }
   parameters_changed();
 }

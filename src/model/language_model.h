@@ -68,7 +68,8 @@ class LanguageModel {
   // Converts the weight matrices (projections, embedding, LM head) to `dtype` (f32, bf16, f16).
   void convert_weight_matrices(DType dtype);
   // CPU inference: weight matrices whose rows are a multiple of 2 KiB long are copied with one
-  // cache line of padding after each row (a memory-mapped original is then released), so the 16
+  // cache line of padding after each row (the pages of a memory-mapped original are given back
+  // to the kernel, so the process does not hold the weights twice), so the 16
   // row streams that the decode product reads together do not all sit at one offset of their
   // 4 KiB pages, where memory is read 15–25% more slowly (docs/perf/cpu_model.md, v10). Training
   // reads contiguous weights: call this only on a model that will not be trained.
