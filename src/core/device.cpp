@@ -1,7 +1,9 @@
 #include "core/device.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -139,6 +141,69 @@ CudaBlockCache& block_cache() {
   static CudaBlockCache* cache = new CudaBlockCache;
   return *cache;
 }
+
+// Small host-to-GPU copies (a batch's token ids and targets) are queued behind the GPU's work
+// instead of waiting for it: the bytes go first into a pinned buffer, which the GPU copies from
+// when it gets there. A buffer is reused once the copy that last read it is done.
+class UploadStaging {
+ public:
+  static constexpr size_t kMaxBytes = size_t(4) << 20;
+
+  void upload(void* dst, const void* src, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Slot& slot = free_slot(bytes);
+    std::memcpy(slot.host, src, bytes);
+    cuda_check(cudaMemcpyAsync(dst, slot.host, bytes, cudaMemcpyHostToDevice, cudaStreamPerThread),
+               "cudaMemcpyAsync (upload)");
+    cuda_check(cudaEventRecord(slot.copied, cudaStreamPerThread), "cudaEventRecord (upload)");
+  }
+
+ private:
+  struct Slot {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t copied = nullptr;
+  };
+  // A host that runs far ahead of the GPU waits for its oldest copy rather than pinning more.
+  static constexpr size_t kMaxSlots = 64;
+
+  Slot& free_slot(size_t bytes) {
+    for (Slot& slot : slots_) {
+      if (slot.bytes < bytes) continue;
+      const cudaError_t status = cudaEventQuery(slot.copied);
+      if (status == cudaSuccess) return slot;
+      if (status == cudaErrorNotReady) (void)cudaGetLastError();  // not an error to keep
+    }
+    if (slots_.size() >= kMaxSlots) {
+      for (Slot& slot : slots_)
+        if (slot.bytes >= bytes) {
+          cuda_check(cudaEventSynchronize(slot.copied), "cudaEventSynchronize (upload)");
+          return slot;
+        }
+    }
+    Slot slot;
+    slot.bytes = std::max(bytes, size_t(64) << 10);
+    cuda_check(cudaHostAlloc(&slot.host, slot.bytes, cudaHostAllocDefault), "cudaHostAlloc (upload staging)");
+    cuda_check(cudaEventCreateWithFlags(&slot.copied, cudaEventDisableTiming), "cudaEventCreate (upload)");
+    slots_.push_back(slot);
+    return slots_.back();
+  }
+
+  std::mutex mutex_;
+  std::deque<Slot> slots_;  // stable addresses: free_slot hands out references
+};
+
+UploadStaging& upload_staging() {
+  static UploadStaging* staging = new UploadStaging;
+  return *staging;
+}
+
+// While the calling thread's stream is being recorded, copies must not be queued from a staging
+// buffer that later copies overwrite.
+bool stream_recording() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(cudaStreamPerThread, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
+}
 }  // namespace
 #endif
 
@@ -193,6 +258,10 @@ void device_copy(void* dst, Device dst_device, const void* src, Device src_devic
   }
   require_cuda();
 #ifdef MAMBACPP_CUDA
+  if (src_device == Device::cpu && bytes <= UploadStaging::kMaxBytes && !stream_recording()) {
+    upload_staging().upload(dst, src, bytes);
+    return;
+  }
   cudaMemcpyKind kind = src_device == Device::cpu   ? cudaMemcpyHostToDevice
                         : dst_device == Device::cpu ? cudaMemcpyDeviceToHost
                                                     : cudaMemcpyDeviceToDevice;

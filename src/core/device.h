@@ -20,7 +20,9 @@ bool cuda_available();  // built with CUDA and a GPU is present
 // Raw allocation on a device; CPU memory is 64-byte aligned.
 void* device_alloc(Device d, size_t bytes);
 void device_free(Device d, void* p);
-// Copies bytes between any two devices (synchronous).
+// Copies bytes between any two devices. The host's memory may be reused when it returns; copies to
+// the host wait for the GPU, small copies from the host (up to 4 MiB) are queued behind the GPU's
+// work without waiting, larger ones wait.
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void device_memset_zero(void* p, Device d, size_t bytes);
 

@@ -11,6 +11,7 @@
 #include "core/tensor.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
+#include "ops/cross_entropy.h"
 
 namespace mamba::model {
 
@@ -46,9 +47,8 @@ struct InferenceState {
 
 // Result of a training forward(+backward) over one batch.
 struct LossResult {
-  double loss = 0;     // mean cross-entropy over counted targets
-  int64_t count = 0;   // targets ≥ 0
-  Tensor predictions;  // [batch·L] i32 argmax, for accuracy metrics
+  ops::LossTotals loss;  // mean cross-entropy over the targets ≥ 0, and their count (read when needed)
+  Tensor predictions;    // [batch·L] i32 argmax, for accuracy metrics
 };
 
 class LanguageModel {
@@ -78,7 +78,9 @@ class LanguageModel {
   Tensor forward(const Tensor& ids, bool last_only = false, const Tensor& lengths = {});
 
   // Training: loss of predicting targets [batch, L] (i32, −1 = ignored) from ids [batch, L];
-  // with_grad accumulates gradients into each Parameter::grad (call enable_grad first).
+  // with_grad accumulates gradients into each Parameter::grad (call enable_grad first). Ids and
+  // targets on the host are checked there and uploaded without waiting for the GPU, which then
+  // runs the whole step without the host waiting for it.
   LossResult forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad);
   void enable_grad();
   void zero_grad();
