@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/error.h"
 
@@ -69,11 +70,13 @@ class CudaBlockCache {
     size_t size = rounded(bytes);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(size);
-      if (it != free_.end()) {
+      // A recording first reuses the blocks it freed itself: its replays run in the recorded order.
+      for (std::multimap<size_t, void*>* pool : {&recording_free_, &free_}) {
+        auto it = pool->find(size);
+        if (it == pool->end()) continue;
         void* p = it->second;
-        free_.erase(it);
-        sizes_[p] = size;
+        pool->erase(it);
+        in_use(p, size);
         return p;
       }
     }
@@ -87,7 +90,7 @@ class CudaBlockCache {
     MAMBA_CHECK(status == cudaSuccess, "out of GPU memory: could not allocate ", bytes, " bytes (",
                 cudaGetErrorString(status), ")");
     std::lock_guard<std::mutex> lock(mutex_);
-    sizes_[p] = size;
+    in_use(p, size);
     return p;
   }
 
@@ -95,14 +98,20 @@ class CudaBlockCache {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = sizes_.find(p);
     if (it == sizes_.end()) return;
-    if (recording_)
-      reserved_.emplace_back(p, it->second);
-    else
-      free_.emplace(it->second, p);
+    const size_t size = it->second;
     sizes_.erase(it);
+    if (held_.count(p)) {
+      held_free_[p] = size;
+    } else if (recording_) {
+      recorded_[p] = size;
+      recording_free_.emplace(size, p);
+    } else {
+      free_.emplace(size, p);
+    }
   }
 
-  // Between these two calls freed blocks are set aside for a recording instead of being reused.
+  // Between these two calls the blocks allocated or freed belong to a recording: after it, they are
+  // held for it (never handed to other work) until give_back.
   void begin_reserving() {
     std::lock_guard<std::mutex> lock(mutex_);
     recording_ = true;
@@ -110,11 +119,19 @@ class CudaBlockCache {
   std::vector<std::pair<void*, size_t>> end_reserving() {
     std::lock_guard<std::mutex> lock(mutex_);
     recording_ = false;
-    return std::exchange(reserved_, {});
+    std::vector<std::pair<void*, size_t>> blocks(recorded_.begin(), recorded_.end());
+    for (const auto& [p, size] : recorded_) held_.insert(p);
+    for (const auto& [size, p] : recording_free_) held_free_[p] = size;
+    recorded_.clear();
+    recording_free_.clear();
+    return blocks;
   }
   void give_back(const std::vector<std::pair<void*, size_t>>& blocks) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (const auto& [p, size] : blocks) free_.emplace(size, p);
+    for (const auto& [p, size] : blocks) {
+      held_.erase(p);
+      if (held_free_.erase(p)) free_.emplace(size, p);
+    }
   }
 
   void release_cached() {
@@ -129,11 +146,18 @@ class CudaBlockCache {
     const size_t granule = bytes < (size_t(1) << 20) ? 512 : (size_t(2) << 20);
     return (bytes + granule - 1) / granule * granule;
   }
+  void in_use(void* p, size_t size) {
+    sizes_[p] = size;
+    if (recording_) recorded_[p] = size;
+  }
   std::mutex mutex_;
   std::unordered_map<void*, size_t> sizes_;  // blocks in use
   std::multimap<size_t, void*> free_;        // cached blocks by size
   bool recording_ = false;
-  std::vector<std::pair<void*, size_t>> reserved_;
+  std::unordered_map<void*, size_t> recorded_;   // blocks the recording in progress used
+  std::multimap<size_t, void*> recording_free_;  // of those, the ones it freed
+  std::unordered_set<void*> held_;               // blocks of finished recordings still alive
+  std::unordered_map<void*, size_t> held_free_;  // and the ones of them freed since
 };
 
 // Never destroyed: tensors in static storage may be freed after main returns.
@@ -262,10 +286,12 @@ void device_copy(void* dst, Device dst_device, const void* src, Device src_devic
     upload_staging().upload(dst, src, bytes);
     return;
   }
-  cudaMemcpyKind kind = src_device == Device::cpu   ? cudaMemcpyHostToDevice
-                        : dst_device == Device::cpu ? cudaMemcpyDeviceToHost
-                                                    : cudaMemcpyDeviceToDevice;
-  cuda_check(cudaMemcpy(dst, src, bytes, kind), "cudaMemcpy");
+  if (src_device == Device::cuda && dst_device == Device::cuda) {
+    cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cudaStreamPerThread), "cudaMemcpyAsync");
+    return;
+  }
+  cuda_check(cudaMemcpy(dst, src, bytes, src_device == Device::cpu ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost),
+             "cudaMemcpy");
 #endif
 }
 
@@ -276,7 +302,7 @@ void device_memset_zero(void* p, Device d, size_t bytes) {
   }
   require_cuda();
 #ifdef MAMBACPP_CUDA
-  cuda_check(cudaMemset(p, 0, bytes), "cudaMemset");
+  cuda_check(cudaMemsetAsync(p, 0, bytes, cudaStreamPerThread), "cudaMemsetAsync");
 #endif
 }
 
