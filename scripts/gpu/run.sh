@@ -298,6 +298,10 @@ run_train_trace() {
       -L"$cupti" -lcupti -Wl,-rpath,"$cupti"
     echo "-- $tree"
     "$build/train_trace_$tree" 8 | tee "$out/train_trace_$tree.txt"
+    if [ "$tree" = new ]; then
+      echo "-- $tree, eager passes"
+      "$build/train_trace_$tree" 8 eager | tee "$out/train_trace_${tree}_eager.txt"
+    fi
   done
 }
 

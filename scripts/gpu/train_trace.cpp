@@ -3,7 +3,8 @@
 // GPU ran, with its start and end. Per step: the GPU's busy time by kind, the time it sat idle
 // between two of them (waiting for the host), the largest such gaps and what followed them, and
 // the kernels by total time (ncu's table, but timed inside the running step, not serialised).
-// Usage: train_trace [STEPS]   (the first 3 steps are warm-up, not counted)
+// Usage: train_trace [STEPS] [eager]   (the first 3 steps are warm-up, not counted; `eager`: every
+// pass queued kernel by kernel, where the library can replay passes from a CUDA graph)
 #include <cuda_runtime_api.h>
 #include <cupti.h>
 #include <cxxabi.h>
@@ -88,6 +89,12 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
 
 double ms(uint64_t ns) { return double(ns) * 1e-6; }
 
+// Also builds against library versions that have no recorded training passes.
+template <typename Model>
+void keep_passes_eager(Model& model) {
+  if constexpr (requires { model.set_training_recording(false); }) model.set_training_recording(false);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -100,6 +107,8 @@ int main(int argc, char** argv) {
   auto model = model::LanguageModel::initialize(model::preset_config("130m", "shape"), 1, Device::cuda);
   model->use_mixed_precision();
   model->enable_grad();
+  const bool eager = argc > 2 && std::string(argv[2]) == "eager";
+  if (eager) keep_passes_eager(*model);
   train::Optimizer optimizer({}, model->parameters());
   Rng rng(3);
   Tensor ids = Tensor::empty({batch, length}, DType::i32), targets = Tensor::empty({batch, length}, DType::i32);
@@ -157,7 +166,8 @@ int main(int argc, char** argv) {
     span += frontier - first;
   }
   const double n = double(windows.size());
-  std::printf("training step timeline, 130m bf16, batch 8 x 2048, mean of %zu steps (ms per step)\n", windows.size());
+  std::printf("training step timeline, 130m bf16, batch 8 x 2048%s, mean of %zu steps (ms per step)\n",
+              eager ? ", eager passes" : "", windows.size());
   std::printf("  host: synchronised step start to end         %8.2f\n", ms(wall) / n);
   std::printf("  host start to the GPU's first activity         %8.3f\n", ms(lead) / n);
   std::printf("  GPU: first activity start to last end          %8.2f\n", ms(span) / n);

@@ -144,6 +144,47 @@ TEST(CudaModel, TrainingStepsMatchCpu) {
   EXPECT_EQ(state.at("exp_avg.backbone.norm_f.weight").device(), Device::cpu);
 }
 
+// Training passes replayed from a CUDA graph give the losses, predictions and weights of eager
+// passes: two micro-batches per step (the second accumulates onto the first's gradients and its
+// loss must not overwrite the first's), a batch of another shape (recorded anew) and an evaluation
+// pass without gradients in between.
+TEST(CudaModel, RecordedTrainingMatchesEager) {
+  SKIP_WITHOUT_GPU();
+  auto eager = LanguageModel::initialize(small_config(), 7, Device::cuda);
+  auto recorded = LanguageModel::initialize(small_config(), 7, Device::cuda);
+  eager->set_training_recording(false);
+  train::OptimizerOptions options;
+  train::Optimizer eager_opt(options, (eager->enable_grad(), eager->parameters()));
+  train::Optimizer recorded_opt(options, (recorded->enable_grad(), recorded->parameters()));
+  for (int step = 0; step < 6; ++step) {
+    const int64_t length = step == 4 ? 17 : 33;
+    double losses[2][2];
+    Tensor predictions[2];
+    int k = 0;
+    for (auto* pair : {&eager, &recorded}) {
+      LanguageModel& m = **pair;
+      m.zero_grad();
+      LossResult first = m.forward_backward(random_ids(2, length, 203, 60 + uint64_t(step)),
+                                            random_ids(2, length, 203, 70 + uint64_t(step)), true);
+      LossResult second = m.forward_backward(random_ids(2, length, 203, 80 + uint64_t(step)),
+                                             random_ids(2, length, 203, 90 + uint64_t(step)), true);
+      losses[k][0] = first.loss.mean();
+      losses[k][1] = second.loss.mean();
+      predictions[k] = second.predictions;
+      (k == 0 ? eager_opt : recorded_opt).step(m.parameters(), 3e-3, 0.5);
+      m.parameters_changed(/*compute_copies_current=*/true);
+      if (step == 2) m.forward_backward(random_ids(2, 33, 203, 99), random_ids(2, 33, 203, 98), false);
+      ++k;
+    }
+    EXPECT_NEAR(losses[1][0], losses[0][0], 1e-6 * losses[0][0]) << "step " << step;
+    EXPECT_NEAR(losses[1][1], losses[0][1], 1e-6 * losses[0][1]) << "step " << step;
+    EXPECT_EQ(predictions[1].to_double_vector(), predictions[0].to_double_vector()) << "step " << step;
+  }
+  for (size_t i = 0; i < eager->parameters().size(); ++i)
+    EXPECT_LT(relative_error(recorded->parameters()[i].value, eager->parameters()[i].value), 1e-5)
+        << eager->parameters()[i].name;
+}
+
 // A bad id or target is named whether the batch comes from the host (checked there, before its
 // upload) or already lies on the GPU; a good batch trains as before afterwards.
 TEST(CudaModel, BadIdsAndTargetsAreNamed) {
