@@ -287,8 +287,9 @@ run_train_timing() {
 run_train_trace() {
   echo "== train trace"
   local base_src=${1:-} trees cupti
-  cupti=$(find -L "$cuda_home/lib64" "$cuda_home/extras/CUPTI/lib64" -maxdepth 1 -name 'libcupti.so*' 2>/dev/null | head -1)
-  [ -n "$cupti" ] || { echo "no libcupti under $cuda_home"; return; }
+  cupti=$( (find -L "$cuda_home/lib64" "$cuda_home/extras/CUPTI/lib64" "$cuda_home/targets/x86_64-linux/lib" \
+    /usr/local/lib/python3*/dist-packages/nvidia -maxdepth 3 -name 'libcupti.so*' 2>/dev/null || true) | head -1)
+  [ -n "$cupti" ] || { echo "no libcupti under $cuda_home or Python's nvidia packages"; return; }
   cupti=$(dirname "$cupti")
   choose_trees "$base_src"
   for tree in "${trees[@]}"; do
