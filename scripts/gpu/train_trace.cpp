@@ -45,6 +45,7 @@ std::string short_name(const char* mangled) {
   char* plain = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
   std::string name = status == 0 && plain ? plain : mangled;
   std::free(plain);
+  for (size_t at; (at = name.find("(anonymous namespace)::")) != std::string::npos;) name.erase(at, 23);
   const size_t paren = name.find('(');
   if (paren != std::string::npos) name.resize(paren);
   if (name.size() > 70) name = name.substr(0, 67) + "...";
