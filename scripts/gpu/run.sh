@@ -18,6 +18,9 @@
 #   scripts/gpu/run.sh test-train [BASE]  test, then train
 #   scripts/gpu/run.sh train-profile  ncu times of every kernel of one bf16 training step
 #   scripts/gpu/run.sh train-timing  host and GPU times of the phases of a bf16 training step
+#   scripts/gpu/run.sh train-trace [BASE]  CUPTI timeline of bf16 training steps: GPU busy time by
+#                              kind, idle gaps and what followed them, kernels by time (with BASE,
+#                              the same program built against that tree's library too)
 #   scripts/gpu/run.sh decode-profile  host-side costs of a decode step and ncu times of its kernels
 #   scripts/gpu/run.sh transformers  load a checkpoint written by `mambacpp train` (carried in
 #                              .gpu_fixtures/ours_tiny) into transformers' MambaForCausalLM and compare
@@ -78,7 +81,7 @@ build_base() {
 # (`.decode_base/` and `.train_base/` are in .gitignore).
 base_build_pid=""
 case "$mode" in
-  decode | test-decode | train | test-train)
+  decode | test-decode | train | test-train | train-trace)
     if [ -n "${2:-}" ]; then
       build_base "$2" &
       base_build_pid=$!
@@ -280,6 +283,29 @@ run_train_timing() {
   "$build/train_timing" 13
 }
 
+# CUPTI timeline of training steps (scripts/gpu/train_trace.cpp), of this tree and of BASE's library.
+run_train_trace() {
+  echo "== train trace"
+  local base_src=${1:-} trees cupti
+  cupti=$( (find -L "$cuda_home/lib64" "$cuda_home/extras/CUPTI/lib64" "$cuda_home/targets/x86_64-linux/lib" \
+    /usr/local/lib/python3*/dist-packages/nvidia -maxdepth 3 -name 'libcupti.so*' 2>/dev/null || true) | head -1)
+  [ -n "$cupti" ] || { echo "no libcupti under $cuda_home or Python's nvidia packages"; return; }
+  cupti=$(dirname "$cupti")
+  choose_trees "$base_src"
+  for tree in "${trees[@]}"; do
+    local root=. lib=$build/libmambacpp_lib.a
+    [ "$tree" = base ] && root=$base_src && lib=build-gpu-base/libmambacpp_lib.a
+    g++ ${cxx_flags/-Isrc/-I$root/src} scripts/gpu/train_trace.cpp -o "$build/train_trace_$tree" "$lib" ${libs#* } \
+      -L"$cupti" -lcupti -Wl,-rpath,"$cupti"
+    echo "-- $tree"
+    "$build/train_trace_$tree" 8 | tee "$out/train_trace_$tree.txt"
+    if [ "$tree" = new ]; then
+      echo "-- $tree, eager passes"
+      "$build/train_trace_$tree" 8 eager | tee "$out/train_trace_${tree}_eager.txt"
+    fi
+  done
+}
+
 # ncu times of every kernel of the second step of `mambacpp train` (bf16, 130m shape, batch 8 x 2048):
 # the steps are told apart by their first kernel, the embedding's.
 run_train_profile() {
@@ -317,6 +343,7 @@ case "$mode" in
   test-train) run_tests; run_train "${2:-}" ;;
   train-profile) run_train_profile ;;
   train-timing) run_train_timing ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-profile|train-timing" >&2
+  train-trace) run_train_trace "${2:-}" ;;
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-profile|train-timing|train-trace [BASE]" >&2
     exit 2 ;;
 esac

@@ -32,7 +32,7 @@ struct TrainFlags {
   uint64_t seed = 0;
   int64_t eval_every = 0, eval_batches = 20, save_every = 0;
   double val_fraction = 0.05, time_limit = 0;
-  bool resume = false, no_selection = false;
+  bool resume = false, no_selection = false, no_graph = false;
   std::string fixed_batch, dump_grads;
   // Which of the defaulted flags the user gave (for conflicts and overrides).
   CLI::Option* seq_len_option = nullptr;
@@ -151,6 +151,7 @@ void run_train(TrainFlags& f) {
     model = model::LanguageModel::initialize(fresh_config(f, data_vocab(f, text_tokenizer.get())), f.seed, load.device);
   }
   if (mixed_precision) model->use_mixed_precision();
+  model->set_training_recording(!f.no_graph);
   std::unique_ptr<train::DataSource> data = make_data(f, model->config().vocab_size, text_tokenizer.get());
   if (!f.fixed_batch.empty()) {
     int64_t rows = data->eval_batches(1, 0)[0].ids.size(0);
@@ -244,6 +245,8 @@ CommandRegistration registration(60, [](CLI::App& app) {
   cmd->add_option("--time-limit", f.time_limit, "Stop, save and evaluate after this many seconds");
   cmd->add_flag("--resume", f.resume, "Continue the run saved in --out");
   cmd->add_flag("--no-selection", f.no_selection, "LTI ablation: Δ, B, C independent of the input");
+  cmd->add_flag("--no-graph", f.no_graph,
+                "CUDA: run every training pass eagerly instead of replaying it from a CUDA graph");
   cmd->add_option("--fixed-batch", f.fixed_batch, "safetensors file with input_ids [B, L]: the batch of every step");
   cmd->add_option("--dump-grads", f.dump_grads, "Write the first step's gradients (grad.<name>) to this file");
   cmd->callback([flags] { run_train(*flags); });

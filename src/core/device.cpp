@@ -1,10 +1,13 @@
 #include "core/device.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/error.h"
 
@@ -71,11 +74,13 @@ class CudaBlockCache {
     size_t size = rounded(bytes);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(size);
-      if (it != free_.end()) {
+      // A recording first reuses the blocks it freed itself: its replays run in the recorded order.
+      for (std::multimap<size_t, void*>* pool : {&recording_free_, &free_}) {
+        auto it = pool->find(size);
+        if (it == pool->end()) continue;
         void* p = it->second;
-        free_.erase(it);
-        sizes_[p] = size;
+        pool->erase(it);
+        in_use(p, size);
         return p;
       }
     }
@@ -89,7 +94,7 @@ class CudaBlockCache {
     MAMBA_CHECK(status == cudaSuccess, "out of GPU memory: could not allocate ", bytes, " bytes (",
                 cudaGetErrorString(status), ")");
     std::lock_guard<std::mutex> lock(mutex_);
-    sizes_[p] = size;
+    in_use(p, size);
     return p;
   }
 
@@ -97,14 +102,20 @@ class CudaBlockCache {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = sizes_.find(p);
     if (it == sizes_.end()) return;
-    if (recording_)
-      reserved_.emplace_back(p, it->second);
-    else
-      free_.emplace(it->second, p);
+    const size_t size = it->second;
     sizes_.erase(it);
+    if (held_.count(p)) {
+      held_free_[p] = size;
+    } else if (recording_) {
+      recorded_[p] = size;
+      recording_free_.emplace(size, p);
+    } else {
+      free_.emplace(size, p);
+    }
   }
 
-  // Between these two calls freed blocks are set aside for a recording instead of being reused.
+  // Between these two calls the blocks allocated or freed belong to a recording: after it, they are
+  // held for it (never handed to other work) until give_back.
   void begin_reserving() {
     std::lock_guard<std::mutex> lock(mutex_);
     recording_ = true;
@@ -112,11 +123,19 @@ class CudaBlockCache {
   std::vector<std::pair<void*, size_t>> end_reserving() {
     std::lock_guard<std::mutex> lock(mutex_);
     recording_ = false;
-    return std::exchange(reserved_, {});
+    std::vector<std::pair<void*, size_t>> blocks(recorded_.begin(), recorded_.end());
+    for (const auto& [p, size] : recorded_) held_.insert(p);
+    for (const auto& [size, p] : recording_free_) held_free_[p] = size;
+    recorded_.clear();
+    recording_free_.clear();
+    return blocks;
   }
   void give_back(const std::vector<std::pair<void*, size_t>>& blocks) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (const auto& [p, size] : blocks) free_.emplace(size, p);
+    for (const auto& [p, size] : blocks) {
+      held_.erase(p);
+      if (held_free_.erase(p)) free_.emplace(size, p);
+    }
   }
 
   void release_cached() {
@@ -131,17 +150,87 @@ class CudaBlockCache {
     const size_t granule = bytes < (size_t(1) << 20) ? 512 : (size_t(2) << 20);
     return (bytes + granule - 1) / granule * granule;
   }
+  void in_use(void* p, size_t size) {
+    sizes_[p] = size;
+    if (recording_) recorded_[p] = size;
+  }
   std::mutex mutex_;
   std::unordered_map<void*, size_t> sizes_;  // blocks in use
   std::multimap<size_t, void*> free_;        // cached blocks by size
   bool recording_ = false;
-  std::vector<std::pair<void*, size_t>> reserved_;
+  std::unordered_map<void*, size_t> recorded_;   // blocks the recording in progress used
+  std::multimap<size_t, void*> recording_free_;  // of those, the ones it freed
+  std::unordered_set<void*> held_;               // blocks of finished recordings still alive
+  std::unordered_map<void*, size_t> held_free_;  // and the ones of them freed since
 };
 
 // Never destroyed: tensors in static storage may be freed after main returns.
 CudaBlockCache& block_cache() {
   static CudaBlockCache* cache = new CudaBlockCache;
   return *cache;
+}
+
+// Small host-to-GPU copies (a batch's token ids and targets) are queued behind the GPU's work
+// instead of waiting for it: the bytes go first into a pinned buffer, which the GPU copies from
+// when it gets there. A buffer is reused once the copy that last read it is done.
+class UploadStaging {
+ public:
+  static constexpr size_t kMaxBytes = size_t(4) << 20;
+
+  void upload(void* dst, const void* src, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Slot& slot = free_slot(bytes);
+    std::memcpy(slot.host, src, bytes);
+    cuda_check(cudaMemcpyAsync(dst, slot.host, bytes, cudaMemcpyHostToDevice, cudaStreamPerThread),
+               "cudaMemcpyAsync (upload)");
+    cuda_check(cudaEventRecord(slot.copied, cudaStreamPerThread), "cudaEventRecord (upload)");
+  }
+
+ private:
+  struct Slot {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t copied = nullptr;
+  };
+  // A host that runs far ahead of the GPU waits for its oldest copy rather than pinning more.
+  static constexpr size_t kMaxSlots = 64;
+
+  Slot& free_slot(size_t bytes) {
+    for (Slot& slot : slots_) {
+      if (slot.bytes < bytes) continue;
+      const cudaError_t status = cudaEventQuery(slot.copied);
+      if (status == cudaSuccess) return slot;
+      if (status == cudaErrorNotReady) (void)cudaGetLastError();  // not an error to keep
+    }
+    if (slots_.size() >= kMaxSlots) {
+      for (Slot& slot : slots_)
+        if (slot.bytes >= bytes) {
+          cuda_check(cudaEventSynchronize(slot.copied), "cudaEventSynchronize (upload)");
+          return slot;
+        }
+    }
+    Slot slot;
+    slot.bytes = std::max(bytes, size_t(64) << 10);
+    cuda_check(cudaHostAlloc(&slot.host, slot.bytes, cudaHostAllocDefault), "cudaHostAlloc (upload staging)");
+    cuda_check(cudaEventCreateWithFlags(&slot.copied, cudaEventDisableTiming), "cudaEventCreate (upload)");
+    slots_.push_back(slot);
+    return slots_.back();
+  }
+
+  std::mutex mutex_;
+  std::deque<Slot> slots_;  // stable addresses: free_slot hands out references
+};
+
+UploadStaging& upload_staging() {
+  static UploadStaging* staging = new UploadStaging;
+  return *staging;
+}
+
+// While the calling thread's stream is being recorded, copies must not be queued from a staging
+// buffer that later copies overwrite.
+bool stream_recording() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(cudaStreamPerThread, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
 }
 }  // namespace
 #endif
@@ -208,10 +297,16 @@ void device_copy(void* dst, Device dst_device, const void* src, Device src_devic
   }
   require_cuda();
 #ifdef MAMBACPP_CUDA
-  cudaMemcpyKind kind = src_device == Device::cpu   ? cudaMemcpyHostToDevice
-                        : dst_device == Device::cpu ? cudaMemcpyDeviceToHost
-                                                    : cudaMemcpyDeviceToDevice;
-  cuda_check(cudaMemcpy(dst, src, bytes, kind), "cudaMemcpy");
+  if (src_device == Device::cpu && bytes <= UploadStaging::kMaxBytes && !stream_recording()) {
+    upload_staging().upload(dst, src, bytes);
+    return;
+  }
+  if (src_device == Device::cuda && dst_device == Device::cuda) {
+    cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cudaStreamPerThread), "cudaMemcpyAsync");
+    return;
+  }
+  cuda_check(cudaMemcpy(dst, src, bytes, src_device == Device::cpu ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost),
+             "cudaMemcpy");
 #endif
 }
 
@@ -222,7 +317,7 @@ void device_memset_zero(void* p, Device d, size_t bytes) {
   }
   require_cuda();
 #ifdef MAMBACPP_CUDA
-  cuda_check(cudaMemset(p, 0, bytes), "cudaMemset");
+  cuda_check(cudaMemsetAsync(p, 0, bytes, cudaStreamPerThread), "cudaMemsetAsync");
 #endif
 }
 

@@ -20,7 +20,9 @@ bool cuda_available();  // built with CUDA and a GPU is present
 // Raw allocation on a device; CPU memory is 64-byte aligned.
 void* device_alloc(Device d, size_t bytes);
 void device_free(Device d, void* p);
-// Copies bytes between any two devices (synchronous).
+// Copies bytes between any two devices. The host's memory may be reused when it returns; copies to
+// the host wait for the GPU, copies on the GPU and small copies from the host (up to 4 MiB) are
+// queued behind the GPU's work without waiting, larger ones from the host wait.
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void device_memset_zero(void* p, Device d, size_t bytes);
 // Lets the kernel take back the whole pages inside [p, p + bytes) of host memory (MADV_PAGEOUT),
@@ -32,8 +34,10 @@ void page_out_host_memory(const void* p, size_t bytes);
 // GPU work recorded once and replayed with one launch (a CUDA graph): the host cost of queuing
 // many small kernels is paid once. While the constructor runs `work`, what the calling thread
 // queues on the GPU is recorded, not run; `work` must not wait for the GPU or copy to the host.
-// GPU blocks freed during the recording stay reserved until the recording is destroyed, so a
-// replay never writes into memory handed out since; the tensors `work` leaves alive are its outputs.
+// GPU blocks that `work` allocated or freed while it was recorded are held for the recording until
+// it is destroyed (a block freed inside `work` is reused by its later allocations, as replays run in
+// the recorded order), so a replay never writes into memory handed to other work; the tensors
+// `work` leaves alive are its outputs, rewritten by each replay.
 class RecordedWork {
  public:
   // Whether work queued for `device` can be recorded (CUDA builds, GPU work).
@@ -46,7 +50,7 @@ class RecordedWork {
 
  private:
   void* executable_ = nullptr;                      // cudaGraphExec_t
-  std::vector<std::pair<void*, size_t>> reserved_;  // GPU blocks the recording's temporaries used
+  std::vector<std::pair<void*, size_t>> reserved_;  // GPU blocks the recording used, held for it
 };
 
 }  // namespace mamba

@@ -5,7 +5,6 @@
 
 #include "core/rng.h"
 #include "model/mamba1_mixer.h"
-#include "ops/cross_entropy.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
@@ -336,9 +335,9 @@ struct Trunk {
 };
 
 Trunk run_trunk(const LanguageModel::Impl& impl, const io::ModelConfig& c, const Tensor& ids, const Tensor& lengths,
-                InferenceState* state, LanguageModel::Impl::Saved* saved) {
+                InferenceState* state, LanguageModel::Impl::Saved* saved, bool ids_checked = false) {
   const int64_t batch = ids.size(0), length = ids.size(1), rows = batch * length;
-  Tensor h = ops::embedding_forward(impl.embedding->value, ids.view({rows}));
+  Tensor h = ops::embedding_forward(impl.embedding->value, ids.view({rows}), ids_checked);
   if (h.dtype() != impl.activations) h = ops::convert(h, impl.activations);
   Tensor residual;
   for (size_t i = 0; i < impl.mixers.size(); ++i) {
@@ -382,19 +381,32 @@ LossResult LanguageModel::forward_backward(const Tensor& ids_in, const Tensor& t
   MAMBA_CHECK(ids_in.ndim() == 2 && targets_in.shape() == ids_in.shape(), "training batch: ids ",
               shape_string(ids_in.shape()), " and targets ", shape_string(targets_in.shape()),
               " must both be [batch, length]");
-  Tensor ids = ids_to_i32(ids_in, "training batch").to(device_);
-  Tensor targets = ids_to_i32(targets_in, "training targets").to(device_);
+  if (with_grad)
+    MAMBA_CHECK(grad_buffer_.defined(), "forward_backward: call enable_grad() before asking for gradients");
+  // Checked where they are: on the host that costs no wait for the GPU.
+  const bool checked_on_host = ids_in.device() == Device::cpu && targets_in.device() == Device::cpu;
+  Tensor ids = ids_to_i32(ids_in, "training batch");
+  Tensor targets = ids_to_i32(targets_in, "training targets");
+  if (checked_on_host) {
+    ops::check_token_ids(ids, vocab_rows());
+    ops::check_targets(targets, vocab_rows());
+    if (with_grad && record_training_ && RecordedWork::supported(device_))
+      return recorded_forward_backward(ids, targets);
+  }
+  return queue_forward_backward(ids.to(device_), targets.to(device_), with_grad, checked_on_host);
+}
+
+LossResult LanguageModel::queue_forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad,
+                                                 bool checked) {
   const int64_t rows = ids.numel();
   Impl::Saved saved;
-  Trunk t = run_trunk(*impl_, config_, ids, {}, nullptr, with_grad ? &saved : nullptr);
+  Trunk t = run_trunk(*impl_, config_, ids, {}, nullptr, with_grad ? &saved : nullptr, checked);
   ops::NormInputs final_in{t.h, t.residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms};
   ops::NormOutputs final_out = ops::add_norm_forward(final_in);
-  if (with_grad)
-    MAMBA_CHECK(impl_->embedding->grad.defined(), "forward_backward: call enable_grad() before asking for gradients");
   Tensor* dlm_head = with_grad ? &impl_->lm_head->grad : nullptr;
   ops::CrossEntropyResult ce = ops::lm_head_cross_entropy(final_out.out, impl_->lm_head->for_compute(),
-                                                          targets.view({rows}), with_grad, dlm_head);
-  LossResult result{ce.loss, ce.count, ce.predictions};
+                                                          targets.view({rows}), with_grad, dlm_head, checked);
+  LossResult result{ce.loss, ce.predictions};
   if (!with_grad) return result;
 
   // Gradients reaching an activation take its dtype (bf16 under mixed precision); the residual
@@ -408,8 +420,46 @@ LossResult LanguageModel::forward_backward(const Tensor& ids_in, const Tensor& t
     g = ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), g.ds);
     ops::add_(impl_->norms[i]->grad, g.dweight);
   }
-  ops::embedding_backward(ids.view({rows}), g.ds, impl_->embedding->grad);
+  ops::embedding_backward(ids.view({rows}), g.ds, impl_->embedding->grad, checked);
   return result;
+}
+
+// A training pass on CUDA recorded once as a CUDA graph: one launch replaces the ~800 kernels and
+// products of a step. It reads `ids` and `targets`, kept here and written before each replay,
+// accumulates into the gradients and writes `result`; it is recorded again when the batch's shape
+// or the memory of any parameter, compute copy or gradient changes.
+struct TrainingRecording {
+  std::vector<const void*> buffers;
+  Tensor ids, targets;  // [batch, L] i32 on the GPU
+  int64_t eager_passes = 0;
+  LossResult result;
+  std::unique_ptr<RecordedWork> work;
+};
+
+LossResult LanguageModel::recorded_forward_backward(const Tensor& ids, const Tensor& targets) {
+  std::vector<const void*> buffers;
+  for (const Parameter& p : parameters_)
+    buffers.insert(buffers.end(), {p.value.raw(), p.compute.defined() ? p.compute.raw() : nullptr, p.grad.raw()});
+  std::shared_ptr<TrainingRecording>& rec = training_recording_;
+  if (!rec || rec->buffers != buffers || rec->ids.shape() != ids.shape()) {
+    rec.reset();  // its memory goes back before the new one takes any
+    rec = std::make_shared<TrainingRecording>();
+    rec->buffers = buffers;
+    rec->ids = Tensor::empty(ids.shape(), DType::i32, device_);
+    rec->targets = Tensor::empty(targets.shape(), DType::i32, device_);
+  }
+  rec->ids.copy_from(ids);
+  rec->targets.copy_from(targets);
+  if (!rec->work) {
+    // The first pass runs as usual: it fills the caches (product plans, memory blocks) that a
+    // recording must not create.
+    if (rec->eager_passes++ == 0) return queue_forward_backward(rec->ids, rec->targets, true, true);
+    TrainingRecording& r = *rec;
+    r.work = std::make_unique<RecordedWork>([&] { r.result = queue_forward_backward(r.ids, r.targets, true, true); });
+  }
+  rec->work->replay();
+  // Copies: the next replay rewrites the recording's own (gradient accumulation reads them later).
+  return {{rec->result.loss.values.clone()}, rec->result.predictions.clone()};
 }
 
 Tensor LanguageModel::prefill(InferenceState& state, const Tensor& ids_in, const Tensor& lengths, int64_t chunk) {

@@ -11,6 +11,7 @@
 #include "core/tensor.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
+#include "ops/cross_entropy.h"
 
 namespace mamba::model {
 
@@ -35,6 +36,7 @@ struct LoadOptions {
 // Recurrent state of a batch of sequences: per Mamba-1 layer conv [batch, D, K−1] and SSM
 // [batch, D, N], both f32. Its size does not depend on how many tokens were consumed.
 struct StepRecording;
+struct TrainingRecording;
 struct InferenceState {
   int64_t batch = 0;
   std::vector<Tensor> conv;
@@ -46,9 +48,8 @@ struct InferenceState {
 
 // Result of a training forward(+backward) over one batch.
 struct LossResult {
-  double loss = 0;     // mean cross-entropy over counted targets
-  int64_t count = 0;   // targets ≥ 0
-  Tensor predictions;  // [batch·L] i32 argmax, for accuracy metrics
+  ops::LossTotals loss;  // mean cross-entropy over the targets ≥ 0, and their count (read when needed)
+  Tensor predictions;    // [batch·L] i32 argmax, for accuracy metrics
 };
 
 class LanguageModel {
@@ -85,8 +86,13 @@ class LanguageModel {
   Tensor forward(const Tensor& ids, bool last_only = false, const Tensor& lengths = {});
 
   // Training: loss of predicting targets [batch, L] (i32, −1 = ignored) from ids [batch, L];
-  // with_grad accumulates gradients into each Parameter::grad (call enable_grad first).
+  // with_grad accumulates gradients into each Parameter::grad (call enable_grad first). Ids and
+  // targets on the host are checked there and uploaded without waiting for the GPU, which then
+  // runs the whole step without the host waiting for it.
+  // On CUDA a pass with gradients over a batch on the host is recorded as a CUDA graph at its
+  // second call for a batch shape and replayed after (set_training_recording(false): every pass eager).
   LossResult forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad);
+  void set_training_recording(bool on) { record_training_ = on; }
   void enable_grad();
   void zero_grad();
   // Call after changing parameter values in place (an optimiser step): drops derived caches and
@@ -116,7 +122,12 @@ class LanguageModel {
   Tensor grad_buffer_;            // every Parameter::grad is a view of it, so zero_grad is one fill
   uint64_t weights_version_ = 0;  // bumped by parameters_changed: recorded steps read the old weights
   bool record_steps_ = true;
+  bool record_training_ = true;
+  std::shared_ptr<TrainingRecording> training_recording_;
   Tensor step_eager(InferenceState& state, const Tensor& ids, bool ids_checked);
+  // ids and targets on this model's device; `checked`: their values were checked on the host.
+  LossResult queue_forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad, bool checked);
+  LossResult recorded_forward_backward(const Tensor& host_ids, const Tensor& host_targets);
 
  public:
   ~LanguageModel();

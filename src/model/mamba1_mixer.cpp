@@ -46,8 +46,8 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
   const int64_t batch = u.size(0), length = u.size(1), rows = batch * length;
   if (keep) cached_A_ = Tensor{};  // training: the parameters may have changed since the last call
   Tensor input = u.view({rows, d_model_});
-  Tensor xz = ops::linear_forward(input, w_.in_proj_weight->for_compute(), value_or_empty(w_.in_proj_bias));
-  std::vector<Tensor> halves = ops::split_columns(xz, {d_inner_, d_inner_});
+  std::vector<Tensor> halves = ops::linear_forward_split(input, w_.in_proj_weight->for_compute(), {d_inner_, d_inner_},
+                                                         value_or_empty(w_.in_proj_bias));
   Tensor x = halves[0].view({batch, length, d_inner_});
   Tensor z = halves[1].view({batch, length, d_inner_});
 
@@ -71,8 +71,8 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
         .view({batch, length, d_model_});
   }
 
-  Tensor dbc = ops::linear_forward(x_conv.view({rows, d_inner_}), w_.x_proj_weight->for_compute());
-  std::vector<Tensor> parts = ops::split_columns(dbc, {dt_rank_, d_state_, d_state_});
+  std::vector<Tensor> parts = ops::linear_forward_split(x_conv.view({rows, d_inner_}), w_.x_proj_weight->for_compute(),
+                                                        {dt_rank_, d_state_, d_state_});
   Tensor delta = ops::linear_forward(parts[0], w_.dt_proj_weight->for_compute());
 
   ops::ScanInputs scan;
@@ -173,11 +173,11 @@ Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved)
 
   Tensor ddt_low = ops::linear_backward(saved.dt_low, w_.dt_proj_weight->for_compute(), g.ddelta.view({rows, d_inner_}),
                                         grad_or_null(w_.dt_proj_weight), nullptr);
-  Tensor ddbc = ops::concat_columns({ddt_low, g.dB.view({rows, d_state_}), g.dC.view({rows, d_state_})});
   // x_conv feeds x_proj and the scan: x_proj's input gradient is added onto the scan's du.
   Tensor du = g.du.view({rows, d_inner_});
-  Tensor dx_conv = ops::linear_backward(saved.x_conv.view({rows, d_inner_}), w_.x_proj_weight->for_compute(), ddbc,
-                                        grad_or_null(w_.x_proj_weight), nullptr, &du);
+  Tensor dx_conv = ops::linear_backward_split(saved.x_conv.view({rows, d_inner_}), w_.x_proj_weight->for_compute(),
+                                              {ddt_low, g.dB.view({rows, d_state_}), g.dC.view({rows, d_state_})},
+                                              grad_or_null(w_.x_proj_weight), nullptr, &du);
   return input_grad(dout, saved, dx_conv, g.dz);
 }
 
@@ -197,9 +197,9 @@ Tensor Mamba1Mixer::input_grad(const Tensor& dout, const Mamba1Activations& save
   if (Tensor* dw = grad_or_null(w_.conv_weight)) accumulate(*dw, cg.dweight.view(dw->shape()));
   if (Tensor* db = grad_or_null(w_.conv_bias)) accumulate(*db, cg.dbias);
 
-  Tensor dxz = ops::concat_columns({cg.dx.view({rows, d_inner_}), dz.view({rows, d_inner_})});
-  return ops::linear_backward(saved.input, w_.in_proj_weight->for_compute(), dxz, grad_or_null(w_.in_proj_weight),
-                              grad_or_null(w_.in_proj_bias));
+  return ops::linear_backward_split(saved.input, w_.in_proj_weight->for_compute(),
+                                    {cg.dx.view({rows, d_inner_}), dz.view({rows, d_inner_})},
+                                    grad_or_null(w_.in_proj_weight), grad_or_null(w_.in_proj_bias));
 }
 
 }  // namespace mamba::model

@@ -4,8 +4,23 @@
 
 namespace mamba::ops {
 
+double LossTotals::mean() const { return mamba::on_host(values).item(0); }
+int64_t LossTotals::count() const { return int64_t(mamba::on_host(values).item(1)); }
+LossTotals LossTotals::on_host(double mean, int64_t count) {
+  return {Tensor::from_vector({mean, double(count)}, {2}, DType::f64)};
+}
+
+void check_targets(const Tensor& targets, int64_t V) {
+  check_dtype(targets, DType::i32, "cross-entropy targets");
+  Tensor host = targets.device() == Device::cpu ? targets : targets.to(Device::cpu);
+  const int32_t* t = host.data<int32_t>();
+  for (int64_t i = 0; i < host.numel(); ++i)
+    MAMBA_CHECK(t[i] >= -1 && t[i] < V, "cross-entropy targets: target ", t[i], " at row ", i,
+                " is outside the vocabulary [0, ", V, ") (use -1 to ignore a row)");
+}
+
 void check_cross_entropy_inputs(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
-                                const Tensor* dweight) {
+                                const Tensor* dweight, bool targets_checked) {
   MAMBA_CHECK(hidden.defined() && hidden.ndim() == 2, "lm head hidden: expected a tensor [M, d]",
               hidden.defined() ? ", got shape " + shape_string(hidden.shape()) : std::string(" (missing)"));
   MAMBA_CHECK(dtype_is_float(hidden.dtype()), "lm head hidden: expected a float dtype, got ",
@@ -20,11 +35,7 @@ void check_cross_entropy_inputs(const Tensor& hidden, const Tensor& weight, cons
   check_dtype(targets, DType::i32, "cross-entropy targets");
   check_device(weight, hidden.device(), "lm head weight");
   check_device(targets, hidden.device(), "cross-entropy targets");
-  Tensor host = targets.device() == Device::cpu ? targets : targets.to(Device::cpu);
-  const int32_t* t = host.data<int32_t>();
-  for (int64_t i = 0; i < M; ++i)
-    MAMBA_CHECK(t[i] >= -1 && t[i] < V, "cross-entropy targets: target ", t[i], " at row ", i,
-                " is outside the vocabulary [0, ", V, ") (use -1 to ignore a row)");
+  if (!targets_checked) check_targets(targets, V);
   if (dweight) {
     check_shape(*dweight, weight.shape(), "lm head weight gradient");
     check_device(*dweight, hidden.device(), "lm head weight gradient");
@@ -32,8 +43,8 @@ void check_cross_entropy_inputs(const Tensor& hidden, const Tensor& weight, cons
 }
 
 CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
-                                         bool with_grad, Tensor* dweight) {
-  check_cross_entropy_inputs(hidden, weight, targets, dweight);
+                                         bool with_grad, Tensor* dweight, bool targets_checked) {
+  check_cross_entropy_inputs(hidden, weight, targets, dweight, targets_checked);
   MAMBA_OPS_DISPATCH(hidden.device(), "lm_head_cross_entropy",
                      lm_head_cross_entropy(hidden, weight, targets, with_grad, dweight));
 }

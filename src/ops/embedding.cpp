@@ -4,10 +4,7 @@
 
 namespace mamba::ops {
 
-namespace {
-
-// Every id must lie in [0, V); ids on the GPU are copied to the host for the check.
-void check_ids(const Tensor& ids, int64_t V) {
+void check_token_ids(const Tensor& ids, int64_t V) {
   MAMBA_CHECK(ids.defined(), "embedding ids: tensor is missing");
   MAMBA_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::i64, "embedding ids: expected dtype i32 or i64, got ",
               dtype_name(ids.dtype()));
@@ -20,22 +17,21 @@ void check_ids(const Tensor& ids, int64_t V) {
   }
 }
 
-}  // namespace
-
 void check_embedding_inputs(const Tensor& weight, const Tensor& ids, bool ids_checked) {
   MAMBA_CHECK(weight.defined() && weight.ndim() == 2, "embedding weight: expected a 2-D tensor [V, d]",
               weight.defined() ? ", got shape " + shape_string(weight.shape()) : std::string(" (missing)"));
   MAMBA_CHECK(dtype_is_float(weight.dtype()), "embedding weight: expected a float dtype, got ",
               dtype_name(weight.dtype()));
   MAMBA_CHECK(ids.defined(), "embedding ids: tensor is missing");
-  if (!ids_checked) check_ids(ids, weight.size(0));
+  if (!ids_checked) check_token_ids(ids, weight.size(0));
   check_device(ids, weight.device(), "embedding ids");
 }
 
-void check_embedding_backward_inputs(const Tensor& ids, const Tensor& dout, const Tensor& dweight) {
+void check_embedding_backward_inputs(const Tensor& ids, const Tensor& dout, const Tensor& dweight, bool ids_checked) {
   MAMBA_CHECK(dweight.defined() && dweight.ndim() == 2, "embedding weight gradient: expected a 2-D tensor [V, d]",
               dweight.defined() ? ", got shape " + shape_string(dweight.shape()) : std::string(" (missing)"));
-  check_ids(ids, dweight.size(0));
+  MAMBA_CHECK(ids.defined(), "embedding ids: tensor is missing");
+  if (!ids_checked) check_token_ids(ids, dweight.size(0));
   Shape expected = ids.shape();
   expected.push_back(dweight.size(1));
   check_shape(dout, expected, "embedding output gradient");
@@ -48,8 +44,8 @@ Tensor embedding_forward(const Tensor& weight, const Tensor& ids, bool ids_check
   MAMBA_OPS_DISPATCH(weight.device(), "embedding_forward", embedding_forward(weight, ids));
 }
 
-void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dweight) {
-  check_embedding_backward_inputs(ids, dout, dweight);
+void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dweight, bool ids_checked) {
+  check_embedding_backward_inputs(ids, dout, dweight, ids_checked);
   MAMBA_OPS_DISPATCH(ids.device(), "embedding_backward", embedding_backward(ids, dout, dweight));
 }
 

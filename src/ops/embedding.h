@@ -10,12 +10,16 @@
 
 namespace mamba::ops {
 
+// Every id in [0, vocab), else an error naming the id and its position (ids on the GPU are copied
+// to the host for it: callers that hold the ids on the host check them there, before uploading).
+void check_token_ids(const Tensor& ids, int64_t vocab);
 // Validate shapes/dtypes/devices and every id; messages name the tensor (and the bad id).
 void check_embedding_inputs(const Tensor& weight, const Tensor& ids, bool ids_checked = false);
-void check_embedding_backward_inputs(const Tensor& ids, const Tensor& dout, const Tensor& dweight);
+void check_embedding_backward_inputs(const Tensor& ids, const Tensor& dout, const Tensor& dweight,
+                                     bool ids_checked = false);
 
 Tensor embedding_forward(const Tensor& weight, const Tensor& ids, bool ids_checked = false);  // [M, d] f32
-void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dweight);
+void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dweight, bool ids_checked = false);
 
 namespace ref {
 Tensor embedding_forward(const Tensor& weight, const Tensor& ids);

@@ -49,6 +49,22 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
   MAMBA_OPS_DISPATCH(x.device(), "linear_forward", linear_forward(x, weight, bias));
 }
 
+namespace {
+
+// Whether each column piece gets products of its own over its rows of the weight.
+bool all_wide(const std::vector<int64_t>& widths) {
+  for (int64_t width : widths)
+    if (width < kWidePiece || width % 8 != 0) return false;
+  return true;
+}
+
+// Rows [begin, begin + count) of a weight (or bias, or their gradients): a view, as they are contiguous.
+Tensor rows_of(const Tensor& t, int64_t begin, int64_t count) {
+  return t.defined() ? t.slice(begin, begin + count) : Tensor{};
+}
+
+}  // namespace
+
 std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& widths,
                                          const Tensor& bias) {
   check_linear_inputs(x, weight, bias);
@@ -63,7 +79,38 @@ std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, 
   if (x.device() == Device::cuda && x.ndim() == 2)
     if (auto pieces = cuda::linear_forward_split(x, weight, bias, widths)) return *pieces;
 #endif
-  return split_columns(linear_forward(x, weight, bias), widths);
+  if (!all_wide(widths)) return split_columns(linear_forward(x, weight, bias), widths);
+  std::vector<Tensor> pieces;
+  int64_t begin = 0;
+  for (int64_t width : widths) {
+    pieces.push_back(linear_forward(x, rows_of(weight, begin, width), rows_of(bias, begin, width)));
+    begin += width;
+  }
+  return pieces;
+}
+
+Tensor linear_backward_split(const Tensor& x, const Tensor& weight, const std::vector<Tensor>& dy_pieces,
+                             Tensor* dweight, Tensor* dbias, Tensor* dx_into) {
+  std::vector<int64_t> widths;
+  for (const Tensor& piece : dy_pieces) {
+    MAMBA_CHECK(piece.defined() && piece.ndim() >= 1, "linear_backward_split: an output gradient piece is missing");
+    widths.push_back(piece.size(-1));
+  }
+  if (!all_wide(widths)) return linear_backward(x, weight, concat_columns(dy_pieces), dweight, dbias, dx_into);
+  int64_t total = 0;
+  for (int64_t width : widths) total += width;
+  MAMBA_CHECK(total == weight.size(0), "linear_backward_split: the pieces have ", total, " columns, the weight ",
+              weight.size(0), " rows");
+  Tensor dx = dx_into ? *dx_into : Tensor{};
+  int64_t begin = 0;
+  for (size_t i = 0; i < dy_pieces.size(); ++i) {
+    Tensor dweight_rows = dweight ? rows_of(*dweight, begin, widths[i]) : Tensor{};
+    Tensor dbias_rows = dbias ? rows_of(*dbias, begin, widths[i]) : Tensor{};
+    dx = linear_backward(x, rows_of(weight, begin, widths[i]), dy_pieces[i], dweight ? &dweight_rows : nullptr,
+                         dbias ? &dbias_rows : nullptr, dx.defined() ? &dx : nullptr);
+    begin += widths[i];
+  }
+  return dx;
 }
 
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias,

@@ -9,7 +9,10 @@
 //
 // linear_forward_split returns y as column pieces [M, wᵢ] (Σ wᵢ = N): split_columns(linear_forward(…))
 // as one step, whose CUDA decode product writes the pieces itself (no copies: Mamba's x_proj →
-// δ, B, C at batch > 1).
+// δ, B, C at batch > 1). Pieces of at least kWidePiece columns (Mamba's in_proj → x, z) are each
+// a product over their rows of W, so no copy is made either; narrow ones are split off one product.
+// linear_backward_split is its backward, taking dy as those pieces: wide pieces each take their
+// own products (dx of the first, added onto by the others), narrow ones are joined first.
 //
 // Backward: dx = dy · W;  dW += dyᵀ · x;  db += Σ_rows dy   (dW, db accumulate: they are f32
 // gradient buffers the caller zeroes once per step, so gradient accumulation needs no copies).
@@ -29,9 +32,13 @@ void check_linear_inputs(const Tensor& x, const Tensor& weight, const Tensor& bi
 void check_linear_backward_inputs(const Tensor& x, const Tensor& weight, const Tensor& dy, const Tensor* dweight,
                                   const Tensor* dbias, const Tensor* dx_into = nullptr);
 
+constexpr int64_t kWidePiece = 256;
+
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& widths,
                                          const Tensor& bias = {});
+Tensor linear_backward_split(const Tensor& x, const Tensor& weight, const std::vector<Tensor>& dy_pieces,
+                             Tensor* dweight, Tensor* dbias, Tensor* dx_into = nullptr);
 // Returns dx (f32, or dtype of x on CUDA). dweight / dbias may be null to skip them.
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias,
                        Tensor* dx_into = nullptr);

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <numbers>
+#include <vector>
 
 #include "core/error.h"
 #include "core/timer.h"
@@ -135,8 +136,9 @@ EvalResult evaluate(model::LanguageModel& model, const DataSource& data, int64_t
   AccuracyCount correct;
   for (const Batch& b : data.eval_batches(batch, max_batches)) {
     model::LossResult r = model.forward_backward(b.ids, b.targets, /*with_grad=*/false);
-    total += r.loss * double(r.count);
-    result.count += r.count;
+    const int64_t count = r.loss.count();
+    total += r.loss.mean() * double(count);
+    result.count += count;
     if (data.metric() == Metric::accuracy) {
       AccuracyCount c = count_correct(r.predictions, b.targets);
       correct.correct += c.correct;
@@ -228,11 +230,14 @@ TrainResult train(model::LanguageModel& model, DataSource& data, const TrainOpti
     Timer step_timer;
     double lr = schedule.at(step);
     model.zero_grad();
-    double loss = 0;
+    // The losses are read once every micro-batch is queued: the GPU runs them without a break.
+    std::vector<ops::LossTotals> losses;
     for (int64_t micro = 0; micro < options.grad_accum; ++micro) {
       Batch batch = data.train_batch(options.batch);
-      loss += model.forward_backward(batch.ids, batch.targets, /*with_grad=*/true).loss;
+      losses.push_back(model.forward_backward(batch.ids, batch.targets, /*with_grad=*/true).loss);
     }
+    double loss = 0;
+    for (const ops::LossTotals& l : losses) loss += l.mean();
     loss /= double(options.grad_accum);
     if (options.grad_accum > 1) scale_gradients(params, 1.0 / double(options.grad_accum));
     if (step == 1 && !options.dump_grads.empty()) dump_gradients(options.dump_grads, params);

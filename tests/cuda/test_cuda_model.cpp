@@ -2,6 +2,9 @@
 // training gradients and optimiser steps. A random model (no fixtures needed on the GPU machine).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <string>
+
 #include "cuda_test_util.h"
 #include "model/language_model.h"
 #include "model/presets.h"
@@ -95,7 +98,7 @@ void expect_same_training_pass(LanguageModel& cpu, LanguageModel& gpu, int64_t l
   gpu.enable_grad();
   LossResult a = cpu.forward_backward(ids, targets, true);
   LossResult b = gpu.forward_backward(ids, targets, true);
-  EXPECT_NEAR(b.loss, a.loss, loss_tolerance * std::abs(a.loss));
+  EXPECT_NEAR(b.loss.mean(), a.loss.mean(), loss_tolerance * std::abs(a.loss.mean()));
   for (size_t i = 0; i < cpu.parameters().size(); ++i)
     EXPECT_LT(relative_error(gpu.parameters()[i].grad, cpu.parameters()[i].grad), grad_tolerance)
         << cpu.parameters()[i].name;
@@ -126,7 +129,7 @@ TEST(CudaModel, TrainingStepsMatchCpu) {
     for (auto* pair : {&cpu, &gpu}) {
       LanguageModel& m = **pair;
       m.zero_grad();
-      losses[k] = m.forward_backward(ids, targets, true).loss;
+      losses[k] = m.forward_backward(ids, targets, true).loss.mean();
       norms[k] = (k == 0 ? cpu_opt : gpu_opt).step(m.parameters(), 3e-3, 0.5);
       m.parameters_changed(/*compute_copies_current=*/true);
       ++k;
@@ -139,6 +142,74 @@ TEST(CudaModel, TrainingStepsMatchCpu) {
         << cpu->parameters()[i].name;
   io::TensorMap state = gpu_opt.state_dict();
   EXPECT_EQ(state.at("exp_avg.backbone.norm_f.weight").device(), Device::cpu);
+}
+
+// Training passes replayed from a CUDA graph give the losses, predictions and weights of eager
+// passes: two micro-batches per step (the second accumulates onto the first's gradients and its
+// loss must not overwrite the first's), a batch of another shape (recorded anew) and an evaluation
+// pass without gradients in between.
+TEST(CudaModel, RecordedTrainingMatchesEager) {
+  SKIP_WITHOUT_GPU();
+  auto eager = LanguageModel::initialize(small_config(), 7, Device::cuda);
+  auto recorded = LanguageModel::initialize(small_config(), 7, Device::cuda);
+  eager->set_training_recording(false);
+  train::OptimizerOptions options;
+  train::Optimizer eager_opt(options, (eager->enable_grad(), eager->parameters()));
+  train::Optimizer recorded_opt(options, (recorded->enable_grad(), recorded->parameters()));
+  for (int step = 0; step < 6; ++step) {
+    const int64_t length = step == 4 ? 17 : 33;
+    double losses[2][2];
+    Tensor predictions[2];
+    int k = 0;
+    for (auto* pair : {&eager, &recorded}) {
+      LanguageModel& m = **pair;
+      m.zero_grad();
+      LossResult first = m.forward_backward(random_ids(2, length, 203, 60 + uint64_t(step)),
+                                            random_ids(2, length, 203, 70 + uint64_t(step)), true);
+      LossResult second = m.forward_backward(random_ids(2, length, 203, 80 + uint64_t(step)),
+                                             random_ids(2, length, 203, 90 + uint64_t(step)), true);
+      losses[k][0] = first.loss.mean();
+      losses[k][1] = second.loss.mean();
+      predictions[k] = second.predictions;
+      (k == 0 ? eager_opt : recorded_opt).step(m.parameters(), 3e-3, 0.5);
+      m.parameters_changed(/*compute_copies_current=*/true);
+      if (step == 2) m.forward_backward(random_ids(2, 33, 203, 99), random_ids(2, 33, 203, 98), false);
+      ++k;
+    }
+    EXPECT_NEAR(losses[1][0], losses[0][0], 1e-6 * losses[0][0]) << "step " << step;
+    EXPECT_NEAR(losses[1][1], losses[0][1], 1e-6 * losses[0][1]) << "step " << step;
+    EXPECT_EQ(predictions[1].to_double_vector(), predictions[0].to_double_vector()) << "step " << step;
+  }
+  for (size_t i = 0; i < eager->parameters().size(); ++i)
+    EXPECT_LT(relative_error(recorded->parameters()[i].value, eager->parameters()[i].value), 1e-5)
+        << eager->parameters()[i].name;
+}
+
+// A bad id or target is named whether the batch comes from the host (checked there, before its
+// upload) or already lies on the GPU; a good batch trains as before afterwards.
+TEST(CudaModel, BadIdsAndTargetsAreNamed) {
+  SKIP_WITHOUT_GPU();
+  auto gpu = LanguageModel::initialize(small_config(), 6, Device::cuda);
+  gpu->enable_grad();
+  const int64_t vocab = gpu->vocab_rows();
+  Tensor ids = random_ids(2, 9, 203, 1), targets = random_ids(2, 9, 203, 2);
+  Tensor bad_ids = ids.clone(), bad_targets = targets.clone();
+  bad_ids.data<int32_t>()[12] = int32_t(vocab);
+  bad_targets.data<int32_t>()[5] = -2;
+  auto error_of = [&](const Tensor& i, const Tensor& t) -> std::string {
+    try {
+      gpu->forward_backward(i, t, true);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "nothing thrown";
+  };
+  const std::string bad_id = "token id " + std::to_string(vocab) + " at position 12";
+  EXPECT_NE(error_of(bad_ids, targets).find(bad_id), std::string::npos);
+  EXPECT_NE(error_of(bad_ids.to(Device::cuda), targets.to(Device::cuda)).find(bad_id), std::string::npos);
+  EXPECT_NE(error_of(ids, bad_targets).find("target -2 at row 5"), std::string::npos);
+  EXPECT_NE(error_of(ids.to(Device::cuda), bad_targets.to(Device::cuda)).find("target -2 at row 5"), std::string::npos);
+  EXPECT_TRUE(std::isfinite(gpu->forward_backward(ids, targets, true).loss.mean()));
 }
 
 // Mixed precision: bf16 products from float32 master weights give the float32 loss within the bf16

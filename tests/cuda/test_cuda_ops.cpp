@@ -216,6 +216,53 @@ TEST(CudaLinear, ForwardBackward) {
   }
 }
 
+// linear_forward_split / linear_backward_split against the float64 reference of the whole product:
+// wide pieces (a product each over their rows of W, dx summed over them, onto dx_into) and a
+// narrow one (one product, split after / joined before).
+TEST(CudaLinear, SplitPiecesForwardBackward) {
+  SKIP_WITHOUT_GPU();
+  const int M = 33, K = 40;
+  for (DType dtype : {DType::f32, DType::bf16})
+    for (const std::vector<int64_t>& widths : {std::vector<int64_t>{256, 264}, std::vector<int64_t>{5, 515}}) {
+      const int N = int(widths[0] + widths[1]);
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + " first width " + std::to_string(widths[0]));
+      Rng rng(uint64_t(56 + widths[0]));
+      const auto x = rounded(random_vector(rng, M * K, -1, 1), dtype);
+      const auto w = rounded(random_vector(rng, N * K, -1, 1), dtype);
+      const auto b = rounded(random_vector(rng, N, -1, 1), DType::f32);
+      const auto dy = rounded(random_vector(rng, M * N, -1, 1), dtype);
+      const auto start = rounded(random_vector(rng, M * K, -1, 1), dtype);
+      const std::vector<double> y =
+          ops::ref::linear_forward(cpu64(x, {M, K}), cpu64(w, {N, K}), cpu64(b, {N})).to_double_vector();
+      Tensor ref_dw = cpu64(std::vector<double>(N * K, 1.0), {N, K}), ref_db = Tensor::zeros({N}, DType::f64);
+      std::vector<double> ref_dx =
+          ops::ref::linear_backward(cpu64(x, {M, K}), cpu64(w, {N, K}), cpu64(dy, {M, N}), &ref_dw, &ref_db)
+              .to_double_vector();
+      for (size_t i = 0; i < ref_dx.size(); ++i) ref_dx[i] += start[i];
+      auto columns = [&](const std::vector<double>& all, int64_t begin, int64_t width) {
+        std::vector<double> out;
+        for (int m = 0; m < M; ++m)
+          out.insert(out.end(), all.begin() + m * N + begin, all.begin() + m * N + begin + width);
+        return out;
+      };
+      const Tensor gx = on_gpu(x, {M, K}, dtype), gw = on_gpu(w, {N, K}, dtype);
+      const std::vector<Tensor> pieces = ops::linear_forward_split(gx, gw, widths, on_gpu(b, {N}, DType::f32));
+      std::vector<Tensor> dy_pieces;
+      for (size_t p = 0, begin = 0; p < widths.size(); begin += size_t(widths[p]), ++p) {
+        EXPECT_LT(error_vs(pieces[p], columns(y, int64_t(begin), widths[p])), tolerance(dtype)) << "piece " << p;
+        dy_pieces.push_back(on_gpu(columns(dy, int64_t(begin), widths[p]), {M, widths[p]}, dtype));
+      }
+      Tensor dweight = on_gpu(std::vector<double>(N * K, 1.0), {N, K}, DType::f32);
+      Tensor dbias = Tensor::zeros({N}, DType::f32, Device::cuda);
+      Tensor into = on_gpu(start, {M, K}, dtype);
+      const Tensor dx = ops::linear_backward_split(gx, gw, dy_pieces, &dweight, &dbias, &into);
+      EXPECT_EQ(dx.raw(), into.raw());
+      EXPECT_LT(error_vs(into, ref_dx), tolerance(dtype));
+      EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), tolerance(dtype));
+      EXPECT_LT(error_vs(dbias, ref_db.to_double_vector()), tolerance(dtype));
+    }
+}
+
 // dx added onto a tensor that already holds values (dx_into: the product's beta = 1), at row counts
 // 1, 7, 2047 and 2049 and odd widths.
 TEST(CudaLinear, BackwardAddsIntoDxInto) {
@@ -383,6 +430,25 @@ TEST(CudaElementwise, NegativeExpAndAddProduct) {
   EXPECT_LT(error_vs(sum, want), 1e-6);
 }
 
+// Column splits and joins are exact copies, in 16-, 8-, 4- and 2-byte units by the widths.
+TEST(CudaElementwise, SplitAndConcatColumns) {
+  SKIP_WITHOUT_GPU();
+  for (DType dtype : {DType::f32, DType::bf16})
+    for (const std::vector<int64_t>& widths :
+         {std::vector<int64_t>{8, 3, 16, 2, 4}, std::vector<int64_t>{8, 16, 16}, std::vector<int64_t>{4, 36}}) {
+      Rng rng(66);
+      const int64_t rows = 37;
+      int64_t total = 0;
+      for (int64_t w : widths) total += w;
+      const Tensor x = Tensor::from_vector(random_vector(rng, rows * total, -1, 1), {rows, total}, dtype);
+      const std::vector<Tensor> cpu_parts = ops::split_columns(x, widths);
+      const std::vector<Tensor> gpu_parts = ops::split_columns(x.to(Device::cuda), widths);
+      for (size_t p = 0; p < widths.size(); ++p)
+        EXPECT_EQ(gpu_parts[p].to_double_vector(), cpu_parts[p].to_double_vector()) << dtype_name(dtype) << " " << p;
+      EXPECT_EQ(ops::concat_columns(gpu_parts).to_double_vector(), x.to_double_vector()) << dtype_name(dtype);
+    }
+}
+
 // The fused LM head + cross-entropy on the GPU against the float64 reference on the same inputs
 // (rounded to `dtype`), rows with target -1 ignored every `ignore_every` rows; returns the targets.
 std::vector<double> check_cross_entropy(int M, int d, int V, DType dtype, int ignore_every, double tolerance,
@@ -398,8 +464,8 @@ std::vector<double> check_cross_entropy(int M, int d, int V, DType dtype, int ig
   Tensor dweight = Tensor::zeros({V, d}, DType::f32, Device::cuda);
   const ops::CrossEntropyResult r = ops::lm_head_cross_entropy(on_gpu(h, {M, d}, dtype), on_gpu(w, {V, d}, dtype),
                                                                on_gpu(targets, {M}, DType::i32), true, &dweight);
-  EXPECT_EQ(r.count, ref.count);
-  EXPECT_NEAR(r.loss, ref.loss, 1e-5 * std::abs(ref.loss));
+  EXPECT_EQ(r.loss.count(), ref.loss.count());
+  EXPECT_NEAR(r.loss.mean(), ref.loss.mean(), 1e-5 * std::abs(ref.loss.mean()));
   EXPECT_LT(error_vs(r.dhidden, ref.dhidden.to_double_vector()), tolerance);
   EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), tolerance);
   EXPECT_EQ(r.predictions.to_double_vector(), ref.predictions.to_double_vector());
@@ -416,6 +482,22 @@ TEST(CudaCrossEntropy, LossGradientsAndPredictions) {
   EXPECT_THROW(ops::lm_head_cross_entropy(on_gpu(h, {M, d}, DType::f32), on_gpu(w, {V, d}, DType::f32),
                                           on_gpu(targets, {M}, DType::i32), false, nullptr),
                Error);
+}
+
+// With every row ignored the loss, its count and the gradients are 0 (no division by the count).
+TEST(CudaCrossEntropy, AllRowsIgnored) {
+  SKIP_WITHOUT_GPU();
+  const int M = 6, d = 8, V = 20;
+  Rng rng(64);
+  const auto h = random_vector(rng, M * d, -1, 1), w = random_vector(rng, V * d, -1, 1);
+  Tensor dweight = Tensor::zeros({V, d}, DType::f32, Device::cuda);
+  const ops::CrossEntropyResult r =
+      ops::lm_head_cross_entropy(on_gpu(h, {M, d}, DType::f32), on_gpu(w, {V, d}, DType::f32),
+                                 on_gpu(std::vector<double>(M, -1.0), {M}, DType::i32), true, &dweight);
+  EXPECT_EQ(r.loss.count(), 0);
+  EXPECT_EQ(r.loss.mean(), 0.0);
+  for (double g : r.dhidden.to_double_vector()) ASSERT_EQ(g, 0.0);
+  for (double g : dweight.to_double_vector()) ASSERT_EQ(g, 0.0);
 }
 
 // bf16 products (the gradient is written in bf16 by the softmax kernel) over rows wider than a block,

@@ -137,7 +137,7 @@ TEST_F(Mamba1Golden, GradientsMatchTransformers) {
       targets.data<int32_t>()[b * length + t] = t + 1 < length ? ids.data<int32_t>()[b * length + t + 1] : -1;
   model->enable_grad();
   LossResult r = model->forward_backward(ids, targets, true);
-  EXPECT_EQ(r.count, batch * (length - 1));
+  EXPECT_EQ(r.loss.count(), batch * (length - 1));
   for (const Parameter& p : model->parameters()) {
     const Tensor& expected = train.at("grad." + p.name);
     EXPECT_LT(relative_error(p.grad, expected), 1e-4) << p.name;

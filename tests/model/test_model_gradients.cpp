@@ -39,7 +39,7 @@ double directional_mismatch(bool no_selection) {
       ops::add_(p.value, delta);
     }
     model->parameters_changed();
-    double loss = model->forward_backward(ids, targets, false).loss;
+    double loss = model->forward_backward(ids, targets, false).loss.mean();
     return loss;
   };
   double plus = loss_moved(eps), minus = loss_moved(-2 * eps);

@@ -45,8 +45,8 @@ TEST(OpsCrossEntropy, CpuMatchesReference) {
       Tensor dw_cpu = dw_start.clone(), dw_ref = dw_start.to(DType::f64);
       CrossEntropyResult got = lm_head_cross_entropy(h, w, targets, true, &dw_cpu);
       CrossEntropyResult expected = ref::lm_head_cross_entropy(h, w, targets, true, &dw_ref);
-      EXPECT_EQ(got.count, expected.count);
-      EXPECT_NEAR(got.loss, expected.loss, 1e-5 * std::abs(expected.loss));
+      EXPECT_EQ(got.loss.count(), expected.loss.count());
+      EXPECT_NEAR(got.loss.mean(), expected.loss.mean(), 1e-5 * std::abs(expected.loss.mean()));
       EXPECT_LT(relative_error(got.dhidden, expected.dhidden), 1e-5) << dtype_name(wt);
       EXPECT_LT(relative_error(dw_cpu, dw_ref), 1e-6) << dtype_name(wt);
       expect_predictions_match(got, h, w);
@@ -66,13 +66,13 @@ TEST(OpsCrossEntropy, ManyRowBlocksMatchReference) {
   Tensor dw_cpu = Tensor::zeros({V, d}, DType::f32), dw_ref = Tensor::zeros({V, d}, DType::f64);
   CrossEntropyResult got = lm_head_cross_entropy(h, w, targets, true, &dw_cpu);
   CrossEntropyResult expected = ref::lm_head_cross_entropy(h, w, targets, true, &dw_ref);
-  EXPECT_NEAR(got.loss, expected.loss, 1e-5 * std::abs(expected.loss));
+  EXPECT_NEAR(got.loss.mean(), expected.loss.mean(), 1e-5 * std::abs(expected.loss.mean()));
   EXPECT_LT(relative_error(got.dhidden, expected.dhidden), 1e-5);
   EXPECT_LT(relative_error(dw_cpu, dw_ref), 1e-5);
   // Same inputs, same bits.
   Tensor dw_again = Tensor::zeros({V, d}, DType::f32);
   CrossEntropyResult again = lm_head_cross_entropy(h, w, targets, true, &dw_again);
-  EXPECT_EQ(again.loss, got.loss);
+  EXPECT_EQ(again.loss.mean(), got.loss.mean());
   EXPECT_EQ(relative_error(again.dhidden, got.dhidden), 0.0);
   EXPECT_EQ(relative_error(dw_again, dw_cpu), 0.0);
 }
@@ -81,7 +81,7 @@ TEST(OpsCrossEntropy, ReferenceGradientsMatchFiniteDifferences) {
   Rng rng(53);
   Tensor h = random_tensor({4, 3}, DType::f64, rng), w = random_tensor({7, 3}, DType::f64, rng);
   Tensor targets = random_targets(4, 7, rng, 3);
-  auto loss = [&] { return ref::lm_head_cross_entropy(h, w, targets, false, nullptr).loss; };
+  auto loss = [&] { return ref::lm_head_cross_entropy(h, w, targets, false, nullptr).loss.mean(); };
   Tensor dw = Tensor::zeros({7, 3}, DType::f64);
   CrossEntropyResult r = ref::lm_head_cross_entropy(h, w, targets, true, &dw);
   EXPECT_LT(relative_error(r.dhidden, testing::numeric_gradient(h, loss)), 1e-7);
@@ -96,12 +96,12 @@ TEST(OpsCrossEntropy, LossOnlyAndAllIgnored) {
   CrossEntropyResult loss_only = lm_head_cross_entropy(h, w, targets, false, &dw);
   EXPECT_FALSE(loss_only.dhidden.defined());
   EXPECT_EQ(relative_error(dw, Tensor::zeros({20, 8}, DType::f32)), 0.0);  // untouched
-  EXPECT_NEAR(loss_only.loss, ref::lm_head_cross_entropy(h, w, targets, false, nullptr).loss, 1e-5);
-  EXPECT_GT(loss_only.loss, 0.0);
+  EXPECT_NEAR(loss_only.loss.mean(), ref::lm_head_cross_entropy(h, w, targets, false, nullptr).loss.mean(), 1e-5);
+  EXPECT_GT(loss_only.loss.mean(), 0.0);
   Tensor ignored = Tensor::from_vector({-1, -1, -1, -1, -1}, {5}, DType::i32);
   CrossEntropyResult none = lm_head_cross_entropy(h, w, ignored, true, &dw);
-  EXPECT_EQ(none.count, 0);
-  EXPECT_EQ(none.loss, 0.0);
+  EXPECT_EQ(none.loss.count(), 0);
+  EXPECT_EQ(none.loss.mean(), 0.0);
   EXPECT_EQ(relative_error(none.dhidden, Tensor::zeros({5, 8}, DType::f32)), 0.0);
 }
 

@@ -28,7 +28,7 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
   const int32_t* target = targets.data<int32_t>();
 
   CrossEntropyResult result;
-  result.count = std::count_if(target, target + M, [](int32_t t) { return t >= 0; });
+  const int64_t count = std::count_if(target, target + M, [](int32_t t) { return t >= 0; });
   result.predictions = Tensor::empty({M}, DType::i32);
   int32_t* prediction = result.predictions.data<int32_t>();
   float* dh = nullptr;
@@ -36,7 +36,7 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
     result.dhidden = Tensor::zeros({M, d}, DType::f32);
     dh = result.dhidden.data<float>();
   }
-  const float grad_scale = result.count > 0 ? 1.0f / float(result.count) : 0.0f;
+  const float grad_scale = count > 0 ? 1.0f / float(count) : 0.0f;
   const int64_t block_rows = std::clamp<int64_t>(kLogitBudget / std::max<int64_t>(V, 1), 1, std::max<int64_t>(M, 1));
   Tensor logit_block = Tensor::empty({block_rows, V}, DType::f32);  // scratch, fully written per block
   float* logits = logit_block.data<float>();
@@ -68,7 +68,7 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
   }
   double total = 0;
   for (double l : row_loss) total += l;
-  result.loss = result.count > 0 ? total / double(result.count) : 0.0;
+  result.loss = LossTotals::on_host(count > 0 ? total / double(count) : 0.0, count);
   return result;
 }
 

@@ -8,6 +8,8 @@
 // gradients over its segment before one atomic per weight. No integer division per element.
 // Loads are issued kLoadBatch positions at a time, before any of them is used, so each thread has
 // several in flight.
+#include <type_traits>
+
 #include "ops/causal_conv1d.h"
 #include "ops/cuda/common.cuh"
 
@@ -146,23 +148,32 @@ __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* di
     window[k] = k + 1 < K ? conv_input(p, x_seq, b, s_begin - K + 1 + k, c) : 0.0f;
   }
   const int t_end = t1 + history;
-  for (int batch0 = s_begin; batch0 < t_end; batch0 += kLoadBatch) {
+  // One batch of kLoadBatch positions. Interior batches (every position inside the segment and the
+  // sequence, with dx due at each) skip all per-position bounds: most of a segment is interior, and
+  // with the bounds the kernel was bound by instruction issue, not memory.
+  auto run_batch = [&](const int batch0, auto interior_tag) {
+    constexpr bool kInterior = decltype(interior_tag)::value;
     float xs[kLoadBatch], douts[kLoadBatch];
 #pragma unroll
     for (int i = 0; i < kLoadBatch; ++i) {
       const int t = batch0 + i;
-      xs[i] = t < 0 ? conv_input(p, x_seq, b, t, c) : t < p.L ? to_float(x_seq[int64_t(t) * p.channels + c]) : 0.0f;
-      douts[i] = t >= 0 && t < len ? to_float(dout_seq[int64_t(t) * p.channels + c]) : 0.0f;
+      if (kInterior) {
+        xs[i] = to_float(x_seq[int64_t(t) * p.channels + c]);
+        douts[i] = to_float(dout_seq[int64_t(t) * p.channels + c]);
+      } else {
+        xs[i] = t < 0 ? conv_input(p, x_seq, b, t, c) : t < p.L ? to_float(x_seq[int64_t(t) * p.channels + c]) : 0.0f;
+        douts[i] = t >= 0 && t < len ? to_float(dout_seq[int64_t(t) * p.channels + c]) : 0.0f;
+      }
     }
 #pragma unroll
     for (int i = 0; i < kLoadBatch; ++i) {
       const int t = batch0 + i;
-      if (t >= t_end) break;  // dx past the segment belongs to the next one
+      if (!kInterior && t >= t_end) break;  // dx past the segment belongs to the next one
 #pragma unroll
       for (int k = 0; k < kW; ++k)
         if (k + 1 == K) window[k] = xs[i];
       float g = 0.0f;
-      if (t >= 0 && t < len) {
+      if (kInterior || (t >= 0 && t < len)) {
         g = douts[i];
         if (p.silu) {
           float v = bias;
@@ -173,7 +184,7 @@ __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* di
           g *= sg * fmaf(v, 1.0f - sg, 1.0f);
         }
       }
-      if (t >= t0 && t < t1) {
+      if (kInterior || (t >= t0 && t < t1)) {
 #pragma unroll
         for (int k = 0; k < kW; ++k)
           if (k < K) gw[k] = fmaf(g, window[k], gw[k]);
@@ -184,12 +195,12 @@ __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* di
       recent[0] = g;
       // dx at s = t − (K−1): Σ_k w[k]·dpre[s + K−1−k] = Σ_k w[k]·dpre[t − k] = Σ_k w[k]·recent[k].
       const int s = t - history;
-      if (s >= s_begin) {
+      if (kInterior || s >= s_begin) {
         float acc = 0.0f;
 #pragma unroll
         for (int k = 0; k < kW; ++k)
           if (k < K) acc = fmaf(w[k], recent[k], acc);
-        if (s >= 0)
+        if (kInterior || s >= 0)
           dx[offset + int64_t(s) * p.channels + c] = from_float<T>(acc);
         else
           dinitial_state[(int64_t(b) * p.channels + c) * history + s + history] = acc;
@@ -198,6 +209,13 @@ __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* di
       for (int k = 0; k + 1 < kW; ++k)
         if (k + 1 < K) window[k] = window[k + 1];
     }
+  };
+  const int interior_end = min(t1, len);
+  for (int batch0 = s_begin; batch0 < t_end; batch0 += kLoadBatch) {
+    if (batch0 >= t0 + history && batch0 >= history && batch0 + kLoadBatch <= interior_end)
+      run_batch(batch0, std::true_type{});
+    else
+      run_batch(batch0, std::false_type{});
   }
 #pragma unroll
   for (int k = 0; k < kW; ++k)

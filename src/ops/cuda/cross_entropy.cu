@@ -4,7 +4,8 @@
 // max/argmax and logsumexp and writes the gradient (softmax − onehot)/count in the products' dtype
 // (over the logits when that is float32), which two more products turn into dh = G·W and
 // dW += Gᵀ·h. Only one block of logits exists
-// at a time (at most kLogitBytes). The loss is summed on the host in double from per-row losses.
+// at a time (at most kLogitBytes). The counted rows and the mean of the per-row losses (summed in
+// double) are formed on the GPU too: nothing here waits for it.
 #include <algorithm>
 #include <type_traits>
 #include <vector>
@@ -62,10 +63,39 @@ __device__ __forceinline__ void add_logit(RowState& r, float z, int j) {
 // [rows, V] (the logits themselves, in place, when G is float; bf16 for the bf16 products that
 // follow, so no separate conversion pass). The row is read once for max, argmax and the sum of
 // exponentials (online softmax), once more for the gradient.
+// Sum over a block of kThreads threads in a fixed order; thread 0 gets the total.
+__device__ double block_sum_in_order(double v, double* partial) {
+  partial[threadIdx.x] = v;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  return partial[0];
+}
+
+// totals[1] = the number of targets ≥ 0 (one block).
+__global__ void __launch_bounds__(kThreads) count_targets_kernel(const int32_t* targets, int64_t M, double* totals) {
+  __shared__ double partial[kThreads];
+  double counted = 0.0;
+  for (int64_t i = threadIdx.x; i < M; i += kThreads) counted += targets[i] >= 0 ? 1.0 : 0.0;
+  const double total = block_sum_in_order(counted, partial);
+  if (threadIdx.x == 0) totals[1] = total;
+}
+
+// totals[0] = Σ row_loss / totals[1] (0 with no counted row), summed in double (one block).
+__global__ void __launch_bounds__(kThreads) mean_loss_kernel(const float* row_loss, int64_t M, double* totals) {
+  __shared__ double partial[kThreads];
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < M; i += kThreads) sum += double(row_loss[i]);
+  const double total = block_sum_in_order(sum, partial);
+  if (threadIdx.x == 0) totals[0] = totals[1] > 0.0 ? total / totals[1] : 0.0;
+}
+
 template <typename G>
 __global__ void __launch_bounds__(kThreads)
-    softmax_rows_kernel(const float* logits, G* grad, const int32_t* targets, int V, float grad_scale, bool with_grad,
-                        float* row_loss, int32_t* predictions) {
+    softmax_rows_kernel(const float* logits, G* grad, const int32_t* targets, int V, const double* totals,
+                        bool with_grad, float* row_loss, int32_t* predictions) {
   __shared__ ArgMax arg_scratch[32];
   __shared__ float sum_scratch[32];
   const int64_t row = blockIdx.x;
@@ -84,6 +114,7 @@ __global__ void __launch_bounds__(kThreads)
   if constexpr (std::is_same_v<G, float>) __syncthreads();  // z[target] is read above before being overwritten
   G* g = grad + row * V;
   const float inv_sum = 1.0f / sum;
+  const float grad_scale = totals[1] > 0.0 ? float(1.0 / totals[1]) : 0.0f;
   for (int j = threadIdx.x; j < V; j += kThreads) {
     const float p = __expf(z[j] - best.value) * inv_sum;
     g[j] = from_float<G>(target >= 0 ? (p - (j == target ? 1.0f : 0.0f)) * grad_scale : 0.0f);
@@ -114,19 +145,19 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
     check_dtype(*dweight, DType::f32, "lm_head_cross_entropy dweight");
   }
 
-  // Targets are validated and counted on the host; the GPU gets its own copy.
-  Tensor host_targets = targets.device() == Device::cpu ? targets : targets.to(Device::cpu);
-  const int32_t* t = host_targets.data<int32_t>();
-  CrossEntropyResult result;
-  for (int64_t i = 0; i < M; ++i) {
-    MAMBA_CHECK(t[i] >= -1 && t[i] < V, "lm_head_cross_entropy: target ", t[i], " at row ", i,
-                " is outside the vocabulary [0, ", V, ") (−1 marks an ignored row)");
-    result.count += t[i] >= 0;
-  }
+  // The entry point checked the targets (ops/cross_entropy.cpp).
   Tensor gpu_targets = targets.device() == Device::cuda ? targets : targets.to(Device::cuda);
+  CrossEntropyResult result;
+  result.loss.values = Tensor::empty({2}, DType::f64, Device::cuda);
+  double* totals = result.loss.values.data<double>();
   result.predictions = Tensor::empty({M}, DType::i32, Device::cuda);
-  if (with_grad) result.dhidden = Tensor::zeros({M, d}, DType::f32, Device::cuda);
-  if (M == 0) return result;
+  if (with_grad) result.dhidden = Tensor::empty({M, d}, DType::f32, Device::cuda);
+  if (M == 0) {
+    result.loss.values.zero_();
+    return result;
+  }
+  count_targets_kernel<<<1, kThreads>>>(gpu_targets.data<int32_t>(), M, totals);
+  check_launch("lm_head_cross_entropy count");
 
   // Both operands of each product share one dtype (product_dtype: bf16 when either is bf16).
   const DType compute = product_dtype(hidden, weight);
@@ -138,7 +169,6 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
   Tensor grad =
       compute == DType::f32 || !with_grad ? logits : Tensor::empty({rows_per_chunk, V}, compute, Device::cuda);
   Tensor row_loss = Tensor::empty({M}, DType::f32, Device::cuda);
-  const float grad_scale = result.count > 0 ? 1.0f / float(result.count) : 0.0f;
   const size_t elem = dtype_size(compute);
   for (int64_t r0 = 0; r0 < M; r0 += rows_per_chunk) {
     const int64_t rows = std::min(rows_per_chunk, M - r0);
@@ -149,10 +179,10 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
     int32_t* chunk_predictions = result.predictions.data<int32_t>() + r0;
     if (grad.dtype() == DType::f32)
       softmax_rows_kernel<<<unsigned(rows), kThreads>>>(logits.data<float>(), grad.data<float>(), chunk_targets, int(V),
-                                                        grad_scale, with_grad, chunk_loss, chunk_predictions);
+                                                        totals, with_grad, chunk_loss, chunk_predictions);
     else
       softmax_rows_kernel<<<unsigned(rows), kThreads>>>(logits.data<float>(), static_cast<__nv_bfloat16*>(grad.raw()),
-                                                        chunk_targets, int(V), grad_scale, with_grad, chunk_loss,
+                                                        chunk_targets, int(V), totals, with_grad, chunk_loss,
                                                         chunk_predictions);
     check_launch("lm_head_cross_entropy softmax");
     if (!with_grad) continue;
@@ -161,10 +191,8 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
     if (dweight)
       gemm({grad.raw(), compute, rows, V, true}, {h, compute, rows, d, false}, dweight->raw(), DType::f32, 1.0f, 1.0f);
   }
-  std::vector<double> losses = row_loss.to_double_vector();
-  double total = 0;
-  for (double l : losses) total += l;
-  result.loss = result.count > 0 ? total / double(result.count) : 0.0;
+  mean_loss_kernel<<<1, kThreads>>>(row_loss.data<float>(), M, totals);
+  check_launch("lm_head_cross_entropy mean loss");
   return result;
 }
 

@@ -1,6 +1,8 @@
 // CUDA element-wise helpers (ops/elementwise.h). Column splits and joins of row-major matrices
-// are strided 2-D copies, which cudaMemcpy2D does at copy bandwidth without a kernel.
+// are strided 2-D copies, done by a kernel in the widest units the layout allows (a strided
+// cudaMemcpy2D of rows a few dozen bytes wide goes through the copy engine row by row).
 #include <numeric>
+#include <type_traits>
 
 #include "ops/cuda/common.cuh"
 #include "ops/elementwise.h"
@@ -30,6 +32,18 @@ __global__ void scale_kernel(float* a, float s, int64_t n) {
     a[i] *= s;
 }
 
+// dst[r, c] = src[r, c] over a [rows, width] block of row-major matrices whose rows are
+// `*_pitch` units U apart.
+template <typename U>
+__global__ void copy_columns_kernel(U* dst, int64_t dst_pitch, const U* src, int64_t src_pitch, int64_t rows,
+                                    int64_t width) {
+  const int64_t n = rows * width;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / width, c = i - r * width;
+    dst[r * dst_pitch + c] = src[r * src_pitch + c];
+  }
+}
+
 unsigned grid_for(int64_t n) {
   return unsigned(std::min<int64_t>(cuda_detail::blocks_for(n, 256), 8 * int64_t(cuda_detail::multiprocessor_count())));
 }
@@ -38,9 +52,33 @@ unsigned grid_for(int64_t n) {
 void copy_columns(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t rows, int64_t width,
                   size_t elem) {
   if (rows == 0 || width == 0) return;
-  cuda_detail::check_cuda(cudaMemcpy2DAsync(dst, size_t(dst_pitch) * elem, src, size_t(src_pitch) * elem,
-                                            size_t(width) * elem, size_t(rows), cudaMemcpyDeviceToDevice),
-                          "cudaMemcpy2DAsync (column copy)");
+  MAMBA_CHECK(elem >= 2 && elem <= 16, "copy_columns: element size ", elem, " is not supported");
+  // The widest unit (16 bytes down to the element) that divides every row length, pitch and address.
+  const uint64_t layout = uint64_t(width * elem) | uint64_t(dst_pitch * elem) | uint64_t(src_pitch * elem) |
+                          reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src);
+  size_t unit = 16;
+  while (unit > elem && layout % unit != 0) unit /= 2;
+  auto launch = [&](auto* typed_dst) {
+    using U = std::remove_pointer_t<decltype(typed_dst)>;
+    const int64_t per_unit = int64_t(sizeof(U) / elem);  // elements per unit
+    copy_columns_kernel<<<grid_for(rows * (width / per_unit)), 256>>>(
+        typed_dst, dst_pitch / per_unit, static_cast<const U*>(src), src_pitch / per_unit, rows, width / per_unit);
+  };
+  switch (unit) {
+    case 16:
+      launch(static_cast<uint4*>(dst));
+      break;
+    case 8:
+      launch(static_cast<uint2*>(dst));
+      break;
+    case 4:
+      launch(static_cast<uint32_t*>(dst));
+      break;
+    default:
+      launch(static_cast<uint16_t*>(dst));
+      break;
+  }
+  cuda_detail::check_launch("copy_columns_kernel");
 }
 
 }  // namespace

@@ -76,17 +76,45 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// One row's inputs to the backward, in registers.
+template <int kColumns>
+struct NormBackwardRow {
+  float dy[kColumns], s[kColumns], dresidual[kColumns];
+  float rstd, mean;
+};
+
+template <typename T, int kColumns>
+__device__ __forceinline__ void load_backward_row(const NormArgs& p, int64_t row, const float* s_all,
+                                                  const float* rstd_all, const float* mean_all, const T* dout,
+                                                  const float* dresidual, NormBackwardRow<kColumns>& r) {
+  r.rstd = rstd_all[row];
+  r.mean = p.layer ? mean_all[row] : 0.0f;
+#pragma unroll
+  for (int k = 0; k < kColumns; ++k) {
+    const int j = threadIdx.x + k * kThreads;
+    const bool in_row = j < p.d;
+    r.dy[k] = in_row ? to_float(dout[row * p.d + j]) : 0.0f;
+    r.s[k] = in_row ? s_all[row * p.d + j] : 0.0f;
+    r.dresidual[k] = in_row && dresidual ? dresidual[row * p.d + j] : 0.0f;
+  }
+}
+
 // ds = rstd·(g − mean(g)·[layer] − x̂·mean(g·x̂)) with g = dout·w and x̂ the normalised row; dx_out,
-// when given, receives ds rounded to T.
+// when given, receives ds rounded to T. A block walks kRowsPerBlock rows with the next row's loads
+// issued before the current row's sums, so two rows' loads are in flight and the block barriers of
+// the sums overlap them.
 template <typename T, int kColumns>
 __global__ void __launch_bounds__(kThreads)
     norm_backward_kernel(NormArgs p, const float* s_all, const float* rstd_all, const float* mean_all, const T* dout,
                          const float* dresidual, float* ds_out, T* dx_out, float* dweight, float* dbias) {
   __shared__ float scratch[32];
   float dw[kColumns] = {}, db[kColumns] = {};
-  const int64_t row0 = int64_t(blockIdx.x) * kRowsPerBlock;
-  for (int64_t row = row0; row < min(p.rows, row0 + kRowsPerBlock); ++row) {
-    const float rstd = rstd_all[row], mean = p.layer ? mean_all[row] : 0.0f;
+  const int64_t row0 = int64_t(blockIdx.x) * kRowsPerBlock, row_end = min(p.rows, row0 + kRowsPerBlock);
+  NormBackwardRow<kColumns> next;
+  load_backward_row<T, kColumns>(p, row0, s_all, rstd_all, mean_all, dout, dresidual, next);
+  for (int64_t row = row0; row < row_end; ++row) {
+    const NormBackwardRow<kColumns> r = next;
+    if (row + 1 < row_end) load_backward_row<T, kColumns>(p, row + 1, s_all, rstd_all, mean_all, dout, dresidual, next);
     float xhat[kColumns], g[kColumns];
     float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma unroll
@@ -94,13 +122,12 @@ __global__ void __launch_bounds__(kThreads)
       const int j = threadIdx.x + k * kThreads;
       xhat[k] = g[k] = 0.0f;
       if (j < p.d) {
-        const float dy = to_float(dout[row * p.d + j]);
-        xhat[k] = (s_all[row * p.d + j] - mean) * rstd;
-        g[k] = dy * p.weight[j];
+        xhat[k] = (r.s[k] - r.mean) * r.rstd;
+        g[k] = r.dy[k] * p.weight[j];
         sum_g += g[k];
         sum_gx = fmaf(g[k], xhat[k], sum_gx);
-        dw[k] = fmaf(dy, xhat[k], dw[k]);
-        db[k] += dy;
+        dw[k] = fmaf(r.dy[k], xhat[k], dw[k]);
+        db[k] += r.dy[k];
       }
     }
     const float mean_gx = block_sum(sum_gx, scratch) / p.d;
@@ -109,8 +136,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < kColumns; ++k) {
       const int j = threadIdx.x + k * kThreads;
       if (j < p.d) {
-        float v = rstd * (g[k] - mean_g - xhat[k] * mean_gx);
-        if (dresidual) v += dresidual[row * p.d + j];
+        const float v = r.rstd * (g[k] - mean_g - xhat[k] * mean_gx) + r.dresidual[k];
         ds_out[row * p.d + j] = v;
         if (dx_out) dx_out[row * p.d + j] = from_float<T>(v);
       }

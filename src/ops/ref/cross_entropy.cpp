@@ -14,7 +14,8 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
   std::vector<double> dw = with_grad && dweight ? dweight->to_double_vector() : std::vector<double>{};
   CrossEntropyResult result;
   result.predictions = Tensor::empty({M}, DType::i32);
-  for (int64_t i = 0; i < M; ++i) result.count += targets.item(i) >= 0;
+  int64_t count = 0;
+  for (int64_t i = 0; i < M; ++i) count += targets.item(i) >= 0;
   double total = 0;
   std::vector<double> logits(static_cast<size_t>(V));
   for (int64_t i = 0; i < M; ++i) {
@@ -34,14 +35,14 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
     total += lse - logits[size_t(t)];
     if (!with_grad) continue;
     for (int64_t v = 0; v < V; ++v) {
-      double g = (std::exp(logits[size_t(v)] - lse) - (v == t ? 1.0 : 0.0)) / double(result.count);
+      double g = (std::exp(logits[size_t(v)] - lse) - (v == t ? 1.0 : 0.0)) / double(count);
       for (int64_t k = 0; k < d; ++k) {
         dh[size_t(i * d + k)] += g * w[size_t(v * d + k)];
         if (dweight) dw[size_t(v * d + k)] += g * h[size_t(i * d + k)];
       }
     }
   }
-  result.loss = result.count > 0 ? total / double(result.count) : 0.0;
+  result.loss = LossTotals::on_host(count > 0 ? total / double(count) : 0.0, count);
   if (with_grad) {
     result.dhidden = Tensor::from_vector(dh, {M, d}, DType::f64);
     if (dweight) dweight->copy_from(Tensor::from_vector(dw, dweight->shape(), DType::f64));

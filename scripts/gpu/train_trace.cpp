@@ -1,0 +1,197 @@
+// A timeline of bf16 training steps (random mamba-130m shape, batch 8 × 2048, AdamW with clipping,
+// as `mambacpp train` steps them), from CUPTI's activity records: every kernel, copy and fill the
+// GPU ran, with its start and end. Per step: the GPU's busy time by kind, the time it sat idle
+// between two of them (waiting for the host), the largest such gaps and what followed them, and
+// the kernels by total time (ncu's table, but timed inside the running step, not serialised).
+// Usage: train_trace [STEPS] [eager]   (the first 3 steps are warm-up, not counted; `eager`: every
+// pass queued kernel by kernel, where the library can replay passes from a CUDA graph)
+#include <cuda_runtime_api.h>
+#include <cupti.h>
+#include <cxxabi.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "model/language_model.h"
+#include "model/presets.h"
+#include "train/optimizer.h"
+
+using namespace mamba;
+
+namespace {
+
+struct Activity {
+  uint64_t start, end;
+  std::string name;  // kernel name, or "memcpy HtoD" etc.
+  uint64_t bytes = 0;
+};
+std::vector<Activity> g_activities;
+
+void check(CUptiResult status, const char* what) {
+  if (status == CUPTI_SUCCESS) return;
+  const char* text = nullptr;
+  cuptiGetResultString(status, &text);
+  std::fprintf(stderr, "CUPTI %s failed: %s\n", what, text ? text : "?");
+  std::exit(1);
+}
+
+std::string short_name(const char* mangled) {
+  int status = 0;
+  char* plain = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  std::string name = status == 0 && plain ? plain : mangled;
+  std::free(plain);
+  for (size_t at; (at = name.find("(anonymous namespace)::")) != std::string::npos;) name.erase(at, 23);
+  const size_t paren = name.find('(');
+  if (paren != std::string::npos) name.resize(paren);
+  if (name.size() > 70) name = name.substr(0, 67) + "...";
+  return name;
+}
+
+const char* copy_kind(uint8_t kind) {
+  switch (kind) {
+    case CUPTI_ACTIVITY_MEMCPY_KIND_HTOD:
+      return "memcpy HtoD";
+    case CUPTI_ACTIVITY_MEMCPY_KIND_DTOH:
+      return "memcpy DtoH";
+    case CUPTI_ACTIVITY_MEMCPY_KIND_DTOD:
+      return "memcpy DtoD";
+    default:
+      return "memcpy other";
+  }
+}
+
+void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {
+  *size = size_t(16) << 20;
+  *buffer = static_cast<uint8_t*>(std::aligned_alloc(8, *size));
+  *max_records = 0;
+}
+
+void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid) {
+  CUpti_Activity* record = nullptr;
+  while (cuptiActivityGetNextRecord(buffer, valid, &record) == CUPTI_SUCCESS) {
+    if (record->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL || record->kind == CUPTI_ACTIVITY_KIND_KERNEL) {
+      auto* k = reinterpret_cast<CUpti_ActivityKernel10*>(record);
+      g_activities.push_back({k->start, k->end, short_name(k->name)});
+    } else if (record->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
+      auto* m = reinterpret_cast<CUpti_ActivityMemcpy6*>(record);
+      g_activities.push_back({m->start, m->end, copy_kind(m->copyKind), m->bytes});
+    } else if (record->kind == CUPTI_ACTIVITY_KIND_MEMSET) {
+      auto* m = reinterpret_cast<CUpti_ActivityMemset4*>(record);
+      g_activities.push_back({m->start, m->end, "memset", m->bytes});
+    }
+  }
+  std::free(buffer);
+}
+
+double ms(uint64_t ns) { return double(ns) * 1e-6; }
+
+// Also builds against library versions that have no recorded training passes.
+template <typename Model>
+void keep_passes_eager(Model& model) {
+  if constexpr (requires { model.set_training_recording(false); }) model.set_training_recording(false);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int steps = argc > 1 ? std::stoi(argv[1]) : 8, warmup = 3;
+  const int64_t batch = 8, length = 2048;
+  check(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "register");
+  for (CUpti_ActivityKind kind :
+       {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET})
+    check(cuptiActivityEnable(kind), "enable");
+  auto model = model::LanguageModel::initialize(model::preset_config("130m", "shape"), 1, Device::cuda);
+  model->use_mixed_precision();
+  model->enable_grad();
+  const bool eager = argc > 2 && std::string(argv[2]) == "eager";
+  if (eager) keep_passes_eager(*model);
+  train::Optimizer optimizer({}, model->parameters());
+  Rng rng(3);
+  Tensor ids = Tensor::empty({batch, length}, DType::i32), targets = Tensor::empty({batch, length}, DType::i32);
+  std::vector<std::pair<uint64_t, uint64_t>> windows;  // host clock (CUPTI's) at each counted step's start, end
+  for (int step = 0; step < steps; ++step) {
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      ids.data<int32_t>()[i] = int32_t(rng.below(50277));
+      targets.data<int32_t>()[i] = int32_t(rng.below(50277));
+    }
+    cudaDeviceSynchronize();
+    uint64_t begin = 0, end = 0;
+    cuptiGetTimestamp(&begin);
+    model->zero_grad();
+    model->forward_backward(ids, targets, /*with_grad=*/true);
+    optimizer.step(model->parameters(), 3e-4, 1.0);
+    model->parameters_changed(/*compute_copies_current=*/true);
+    cudaDeviceSynchronize();
+    cuptiGetTimestamp(&end);
+    if (step >= warmup) windows.emplace_back(begin, end);
+  }
+  check(cuptiActivityFlushAll(1), "flush");
+  std::sort(g_activities.begin(), g_activities.end(),
+            [](const Activity& a, const Activity& b) { return a.start < b.start; });
+
+  std::map<std::string, std::pair<int, uint64_t>> busy_by_kind, kernels, gaps_before;
+  std::vector<std::pair<uint64_t, std::string>> gaps;
+  uint64_t wall = 0, span = 0, idle = 0, lead = 0;
+  for (const auto& [begin, end] : windows) {
+    wall += end - begin;
+    uint64_t frontier = 0, first = 0;
+    std::string previous = "(step start)";
+    for (const Activity& a : g_activities) {
+      if (a.start < begin || a.start > end) continue;
+      const bool kernel = a.name.rfind("mem", 0) != 0;
+      auto& kind = busy_by_kind[kernel ? "kernels" : a.name];
+      kind.first += 1;
+      kind.second += a.end - a.start;
+      if (kernel) {
+        kernels[a.name].first += 1;
+        kernels[a.name].second += a.end - a.start;
+      }
+      if (first == 0) {
+        first = a.start;
+        lead += a.start - begin;
+      } else if (a.start > frontier) {
+        const uint64_t gap = a.start - frontier;
+        idle += gap;
+        gaps.emplace_back(gap, previous + " -> " + a.name);
+        gaps_before[a.name].first += 1;
+        gaps_before[a.name].second += gap;
+      }
+      frontier = std::max(frontier, a.end);
+      previous = a.name;
+    }
+    span += frontier - first;
+  }
+  const double n = double(windows.size());
+  std::printf("training step timeline, 130m bf16, batch 8 x 2048%s, mean of %zu steps (ms per step)\n",
+              eager ? ", eager passes" : "", windows.size());
+  std::printf("  host: synchronised step start to end         %8.2f\n", ms(wall) / n);
+  std::printf("  host start to the GPU's first activity         %8.3f\n", ms(lead) / n);
+  std::printf("  GPU: first activity start to last end          %8.2f\n", ms(span) / n);
+  std::printf("  GPU idle between activities inside that span   %8.2f\n", ms(idle) / n);
+  for (const auto& [kind, v] : busy_by_kind)
+    std::printf("  busy: %-20s %6.1f per step  %8.2f ms\n", kind.c_str(), v.first / n, ms(v.second) / n);
+  std::sort(gaps.rbegin(), gaps.rend());
+  std::printf("largest idle gaps (us): what ran before -> what came after\n");
+  for (size_t i = 0; i < std::min<size_t>(gaps.size(), 12); ++i)
+    std::printf("  %9.1f  %s\n", double(gaps[i].first) * 1e-3, gaps[i].second.c_str());
+  std::vector<std::pair<uint64_t, std::string>> by_next;
+  for (const auto& [name, v] : gaps_before) by_next.emplace_back(v.second, name);
+  std::sort(by_next.rbegin(), by_next.rend());
+  std::printf("idle time by the activity that ended it (ms per step, gaps per step)\n");
+  for (size_t i = 0; i < std::min<size_t>(by_next.size(), 12); ++i)
+    std::printf("  %8.3f  %6.1f  %s\n", ms(by_next[i].first) / n, gaps_before[by_next[i].second].first / n,
+                by_next[i].second.c_str());
+  std::vector<std::pair<uint64_t, std::string>> by_time;
+  for (const auto& [name, v] : kernels) by_time.emplace_back(v.second, name);
+  std::sort(by_time.rbegin(), by_time.rend());
+  std::printf("kernels by time (ms per step, calls per step)\n");
+  for (size_t i = 0; i < std::min<size_t>(by_time.size(), 25); ++i)
+    std::printf("  %8.3f  %6.1f  %s\n", ms(by_time[i].first) / n, kernels[by_time[i].second].first / n,
+                by_time[i].second.c_str());
+  return 0;
+}
