@@ -284,29 +284,40 @@ __device__ __forceinline__ void load_state_tile(float* tile, const T* src, int t
 
 __device__ __forceinline__ float softplus(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
 
+// One step of a lane scan of the maps h ↦ a·h + b: compose with the map `offset` lanes before
+// (kUp) or after, where that lane exists. The shuffle's own in-range predicate guards the
+// multiply and FMA, so lanes without one keep (a, b) with no select instructions (a select per
+// value per step was 7% of the backward's state loop).
+template <bool kUp>
+__device__ __forceinline__ void scan_pairs_step(float& a, float& b, int offset) {
+  if constexpr (kUp)
+    asm("{\n\t.reg .pred p;\n\t.reg .f32 na, nb;\n\t"
+        "shfl.sync.up.b32 nb|p, %1, %2, 0, -1;\n\t"
+        "shfl.sync.up.b32 na, %0, %2, 0, -1;\n\t"
+        "@p fma.rn.f32 %1, %0, nb, %1;\n\t"
+        "@p mul.f32 %0, %0, na;\n\t}"
+        : "+f"(a), "+f"(b)
+        : "r"(offset));
+  else
+    asm("{\n\t.reg .pred p;\n\t.reg .f32 na, nb;\n\t"
+        "shfl.sync.down.b32 nb|p, %1, %2, 31, -1;\n\t"
+        "shfl.sync.down.b32 na, %0, %2, 31, -1;\n\t"
+        "@p fma.rn.f32 %1, %0, nb, %1;\n\t"
+        "@p mul.f32 %0, %0, na;\n\t}"
+        : "+f"(a), "+f"(b)
+        : "r"(offset));
+}
+
 // Inclusive scan over lanes of the maps h ↦ a·h + b (lane order = time order).
-__device__ __forceinline__ void scan_pairs_forward(float& a, float& b, int lane) {
+__device__ __forceinline__ void scan_pairs_forward(float& a, float& b) {
 #pragma unroll
-  for (int offset = 1; offset < 32; offset *= 2) {
-    // Lanes with no predecessor at this distance compose with the identity (1, 0): no branch.
-    const bool has = lane >= offset;
-    const float prev_a = __shfl_up_sync(0xffffffffu, a, offset);
-    const float prev_b = __shfl_up_sync(0xffffffffu, b, offset);
-    b = fmaf(a, has ? prev_b : 0.0f, b);
-    a *= has ? prev_a : 1.0f;
-  }
+  for (int offset = 1; offset < 32; offset *= 2) scan_pairs_step<true>(a, b, offset);
 }
 
 // The same from the last lane backwards: lane l ends with the composition of lanes l..31.
-__device__ __forceinline__ void scan_pairs_reverse(float& a, float& b, int lane) {
+__device__ __forceinline__ void scan_pairs_reverse(float& a, float& b) {
 #pragma unroll
-  for (int offset = 1; offset < 32; offset *= 2) {
-    const bool has = lane + offset < 32;
-    const float next_a = __shfl_down_sync(0xffffffffu, a, offset);
-    const float next_b = __shfl_down_sync(0xffffffffu, b, offset);
-    b = fmaf(a, has ? next_b : 0.0f, b);
-    a *= has ? next_a : 1.0f;
-  }
+  for (int offset = 1; offset < 32; offset *= 2) scan_pairs_step<false>(a, b, offset);
 }
 
 template <int kItems>
@@ -426,7 +437,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
         float pa = exp2f(lane_delta * a2), pb = bv[0];
 #pragma unroll
         for (int i = 1; i < kItems; ++i) pb = fmaf(a[i], pb, bv[i]);
-        scan_pairs_forward(pa, pb, lane);
+        scan_pairs_forward(pa, pb);
         const float h0 = state[warp * N + n];
         float ea = __shfl_up_sync(0xffffffffu, pa, 1), eb = __shfl_up_sync(0xffffffffu, pb, 1);
         if (lane == 0) ea = 1.0f, eb = 0.0f;
@@ -943,7 +954,7 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
       for (int i = 0; i < kItems; ++i) {
         const bool valid = t0 + item0 + i < len;
         const float x = dl[i] + bias;
-        dl[i] = valid ? (p.softplus ? softplus(x) : x) : 0.0f;
+        dl[i] = valid ? (p.softplus ? softplus_branch_free(x) : x) : 0.0f;
         du[i] = dl[i] * uu[i];
         const float dout_i = valid ? dout_v[i] : 0.0f;
         dy[i] = z ? dout_i * zz[i] * sigmoid(zz[i]) : dout_i;
@@ -982,7 +993,7 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
           for (int i = 1; i < kItems; ++i) pb[s] = fmaf(a[s][i], pb[s], du[i] * Bv[i]);
         }
 #pragma unroll
-        for (int s = 0; s < kPair; ++s) scan_pairs_forward(pa[s], pb[s], lane);
+        for (int s = 0; s < kPair; ++s) scan_pairs_forward(pa[s], pb[s]);
 #pragma unroll
         for (int s = 0; s < kPair; ++s) {
           float ea = __shfl_up_sync(0xffffffffu, pa[s], 1), eb = __shfl_up_sync(0xffffffffu, pb[s], 1);
@@ -1011,7 +1022,7 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
           for (int i = kItems - 1; i >= 0; --i) rb[s] = a[s][i] * fmaf(Cv[i], dy[i], rb[s]);
         }
 #pragma unroll
-        for (int s = 0; s < kPair; ++s) scan_pairs_reverse(ra[s], rb[s], lane);
+        for (int s = 0; s < kPair; ++s) scan_pairs_reverse(ra[s], rb[s]);
         float dA_lane[kPair], g_next[kPair];
 #pragma unroll
         for (int s = 0; s < kPair; ++s) {
@@ -1037,16 +1048,18 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
           }
           store_lane_items<kItems>(partial + 2 * s * kWarps * Tl::len + warp * Tl::len, lane, pB);
         }
+        // Both warp sums in 5 shuffles: after the first exchange, lanes 0–15 hold halves of state n's
+        // sum and lanes 16–31 of state n + 1's.
+        static_assert(kPair == 2, "one state per half-warp");
+        const int s_own = lane / 16;
+        float dA_sum =
+            (s_own ? dA_lane[1] : dA_lane[0]) + __shfl_xor_sync(0xffffffffu, s_own ? dA_lane[0] : dA_lane[1], 16);
 #pragma unroll
-        for (int s = 0; s < kPair; ++s) dA_lane[s] = warp_sum(dA_lane[s]);
+        for (int offset = 8; offset > 0; offset /= 2) dA_sum += __shfl_xor_sync(0xffffffffu, dA_sum, offset);
         __syncwarp();
-        if (lane == 0) {
-#pragma unroll
-          for (int s = 0; s < kPair; ++s) {
-            if (s > 0 && !second) break;
-            g_carry[warp * N + n + s] = g_next[s];
-            dA_acc[warp * N + n + s] += dA_lane[s];
-          }
+        if (lane % 16 == 0 && (s_own == 0 || second)) {
+          g_carry[warp * N + n + s_own] = s_own ? g_next[1] : g_next[0];
+          dA_acc[warp * N + n + s_own] += dA_sum;
         }
       }
       // Every warp is past its reads of rows n, n + 1 of the B and C tiles and has written its
