@@ -308,6 +308,27 @@ __device__ __forceinline__ void scan_pairs_step(float& a, float& b, int offset) 
         : "r"(offset));
 }
 
+// After an inclusive lane scan: the map of the lane before (kUp) or after applied to h0, or h0
+// itself in the first (last) lane, again guarded by the shuffle's predicate instead of selects.
+template <bool kUp>
+__device__ __forceinline__ float apply_neighbour_map(float a, float b, float h0) {
+  if constexpr (kUp)
+    asm("{\n\t.reg .pred p;\n\t.reg .f32 na, nb;\n\t"
+        "shfl.sync.up.b32 nb|p, %2, 1, 0, -1;\n\t"
+        "shfl.sync.up.b32 na, %1, 1, 0, -1;\n\t"
+        "@p fma.rn.f32 %0, na, %0, nb;\n\t}"
+        : "+f"(h0)
+        : "f"(a), "f"(b));
+  else
+    asm("{\n\t.reg .pred p;\n\t.reg .f32 na, nb;\n\t"
+        "shfl.sync.down.b32 nb|p, %2, 1, 31, -1;\n\t"
+        "shfl.sync.down.b32 na, %1, 1, 31, -1;\n\t"
+        "@p fma.rn.f32 %0, na, %0, nb;\n\t}"
+        : "+f"(h0)
+        : "f"(a), "f"(b));
+  return h0;
+}
+
 // Inclusive scan over lanes of the maps h ↦ a·h + b (lane order = time order).
 __device__ __forceinline__ void scan_pairs_forward(float& a, float& b) {
 #pragma unroll
@@ -996,9 +1017,7 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
         for (int s = 0; s < kPair; ++s) scan_pairs_forward(pa[s], pb[s]);
 #pragma unroll
         for (int s = 0; s < kPair; ++s) {
-          float ea = __shfl_up_sync(0xffffffffu, pa[s], 1), eb = __shfl_up_sync(0xffffffffu, pb[s], 1);
-          if (lane == 0) ea = 1.0f, eb = 0.0f;
-          float h = fmaf(ea, h_start[warp * N + rows[s]], eb);
+          float h = apply_neighbour_map<true>(pa[s], pb[s], h_start[warp * N + rows[s]]);
           float Bv[kItems], Cv[kItems], pC[kItems];
           load_row(B_tile, s, Bv);
           load_row(C_tile, s, Cv);
@@ -1026,10 +1045,8 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
         float dA_lane[kPair], g_next[kPair];
 #pragma unroll
         for (int s = 0; s < kPair; ++s) {
-          float na = __shfl_down_sync(0xffffffffu, ra[s], 1), nb = __shfl_down_sync(0xffffffffu, rb[s], 1);
-          if (lane == 31) na = 1.0f, nb = 0.0f;
           const float g_end = s > 0 && !second ? 0.0f : g_carry[warp * N + rows[s]];
-          float f = fmaf(na, g_end, nb);
+          float f = apply_neighbour_map<false>(ra[s], rb[s], g_end);
           g_next[s] = fmaf(ra[s], g_end, rb[s]);
           const float a_nat = a2[s] * kLn2;
           float Bv[kItems], Cv[kItems], pB[kItems];
