@@ -284,61 +284,29 @@ __device__ __forceinline__ void load_state_tile(float* tile, const T* src, int t
 
 __device__ __forceinline__ float softplus(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
 
-// One step of a lane scan of the maps h ↦ a·h + b: compose with the map `offset` lanes before
-// (kUp) or after, where that lane exists. The shuffle's own in-range predicate guards the
-// multiply and FMA, so lanes without one keep (a, b) with no select instructions (a select per
-// value per step was 7% of the backward's state loop).
-template <bool kUp>
-__device__ __forceinline__ void scan_pairs_step(float& a, float& b, int offset) {
-  if constexpr (kUp)
-    asm("{\n\t.reg .pred p;\n\t.reg .f32 na, nb;\n\t"
-        "shfl.sync.up.b32 nb|p, %1, %2, 0, -1;\n\t"
-        "shfl.sync.up.b32 na, %0, %2, 0, -1;\n\t"
-        "@p fma.rn.f32 %1, %0, nb, %1;\n\t"
-        "@p mul.f32 %0, %0, na;\n\t}"
-        : "+f"(a), "+f"(b)
-        : "r"(offset));
-  else
-    asm("{\n\t.reg .pred p;\n\t.reg .f32 na, nb;\n\t"
-        "shfl.sync.down.b32 nb|p, %1, %2, 31, -1;\n\t"
-        "shfl.sync.down.b32 na, %0, %2, 31, -1;\n\t"
-        "@p fma.rn.f32 %1, %0, nb, %1;\n\t"
-        "@p mul.f32 %0, %0, na;\n\t}"
-        : "+f"(a), "+f"(b)
-        : "r"(offset));
-}
-
-// After an inclusive lane scan: the map of the lane before (kUp) or after applied to h0, or h0
-// itself in the first (last) lane, again guarded by the shuffle's predicate instead of selects.
-template <bool kUp>
-__device__ __forceinline__ float apply_neighbour_map(float a, float b, float h0) {
-  if constexpr (kUp)
-    asm("{\n\t.reg .pred p;\n\t.reg .f32 na, nb;\n\t"
-        "shfl.sync.up.b32 nb|p, %2, 1, 0, -1;\n\t"
-        "shfl.sync.up.b32 na, %1, 1, 0, -1;\n\t"
-        "@p fma.rn.f32 %0, na, %0, nb;\n\t}"
-        : "+f"(h0)
-        : "f"(a), "f"(b));
-  else
-    asm("{\n\t.reg .pred p;\n\t.reg .f32 na, nb;\n\t"
-        "shfl.sync.down.b32 nb|p, %2, 1, 31, -1;\n\t"
-        "shfl.sync.down.b32 na, %1, 1, 31, -1;\n\t"
-        "@p fma.rn.f32 %0, na, %0, nb;\n\t}"
-        : "+f"(h0)
-        : "f"(a), "f"(b));
-  return h0;
-}
-
 // Inclusive scan over lanes of the maps h ↦ a·h + b (lane order = time order).
-__device__ __forceinline__ void scan_pairs_forward(float& a, float& b) {
+__device__ __forceinline__ void scan_pairs_forward(float& a, float& b, int lane) {
 #pragma unroll
-  for (int offset = 1; offset < 32; offset *= 2) scan_pairs_step<true>(a, b, offset);
+  for (int offset = 1; offset < 32; offset *= 2) {
+    // Lanes with no predecessor at this distance compose with the identity (1, 0): no branch.
+    const bool has = lane >= offset;
+    const float prev_a = __shfl_up_sync(0xffffffffu, a, offset);
+    const float prev_b = __shfl_up_sync(0xffffffffu, b, offset);
+    b = fmaf(a, has ? prev_b : 0.0f, b);
+    a *= has ? prev_a : 1.0f;
+  }
 }
 
 // The same from the last lane backwards: lane l ends with the composition of lanes l..31.
-__device__ __forceinline__ void scan_pairs_reverse(float& a, float& b) {
+__device__ __forceinline__ void scan_pairs_reverse(float& a, float& b, int lane) {
 #pragma unroll
-  for (int offset = 1; offset < 32; offset *= 2) scan_pairs_step<false>(a, b, offset);
+  for (int offset = 1; offset < 32; offset *= 2) {
+    const bool has = lane + offset < 32;
+    const float next_a = __shfl_down_sync(0xffffffffu, a, offset);
+    const float next_b = __shfl_down_sync(0xffffffffu, b, offset);
+    b = fmaf(a, has ? next_b : 0.0f, b);
+    a *= has ? next_a : 1.0f;
+  }
 }
 
 template <int kItems>
@@ -458,7 +426,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
         float pa = exp2f(lane_delta * a2), pb = bv[0];
 #pragma unroll
         for (int i = 1; i < kItems; ++i) pb = fmaf(a[i], pb, bv[i]);
-        scan_pairs_forward(pa, pb);
+        scan_pairs_forward(pa, pb, lane);
         const float h0 = state[warp * N + n];
         float ea = __shfl_up_sync(0xffffffffu, pa, 1), eb = __shfl_up_sync(0xffffffffu, pb, 1);
         if (lane == 0) ea = 1.0f, eb = 0.0f;
@@ -1014,10 +982,12 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
           for (int i = 1; i < kItems; ++i) pb[s] = fmaf(a[s][i], pb[s], du[i] * Bv[i]);
         }
 #pragma unroll
-        for (int s = 0; s < kPair; ++s) scan_pairs_forward(pa[s], pb[s]);
+        for (int s = 0; s < kPair; ++s) scan_pairs_forward(pa[s], pb[s], lane);
 #pragma unroll
         for (int s = 0; s < kPair; ++s) {
-          float h = apply_neighbour_map<true>(pa[s], pb[s], h_start[warp * N + rows[s]]);
+          float ea = __shfl_up_sync(0xffffffffu, pa[s], 1), eb = __shfl_up_sync(0xffffffffu, pb[s], 1);
+          if (lane == 0) ea = 1.0f, eb = 0.0f;
+          float h = fmaf(ea, h_start[warp * N + rows[s]], eb);
           float Bv[kItems], Cv[kItems], pC[kItems];
           load_row(B_tile, s, Bv);
           load_row(C_tile, s, Cv);
@@ -1041,12 +1011,14 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
           for (int i = kItems - 1; i >= 0; --i) rb[s] = a[s][i] * fmaf(Cv[i], dy[i], rb[s]);
         }
 #pragma unroll
-        for (int s = 0; s < kPair; ++s) scan_pairs_reverse(ra[s], rb[s]);
+        for (int s = 0; s < kPair; ++s) scan_pairs_reverse(ra[s], rb[s], lane);
         float dA_lane[kPair], g_next[kPair];
 #pragma unroll
         for (int s = 0; s < kPair; ++s) {
           const float g_end = s > 0 && !second ? 0.0f : g_carry[warp * N + rows[s]];
-          float f = apply_neighbour_map<false>(ra[s], rb[s], g_end);
+          float na = __shfl_down_sync(0xffffffffu, ra[s], 1), nb = __shfl_down_sync(0xffffffffu, rb[s], 1);
+          if (lane == 31) na = 1.0f, nb = 0.0f;
+          float f = fmaf(na, g_end, nb);
           g_next[s] = fmaf(ra[s], g_end, rb[s]);
           const float a_nat = a2[s] * kLn2;
           float Bv[kItems], Cv[kItems], pB[kItems];
@@ -1074,10 +1046,12 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
 #pragma unroll
         for (int offset = 8; offset > 0; offset /= 2) dA_sum += __shfl_xor_sync(0xffffffffu, dA_sum, offset);
         __syncwarp();
-        if (lane % 16 == 0 && (s_own == 0 || second)) {
-          g_carry[warp * N + n + s_own] = s_own ? g_next[1] : g_next[0];
-          dA_acc[warp * N + n + s_own] += dA_sum;
+        // Lane 0 holds the whole chunk's maps (lanes 0..31); lanes 0 and 16 hold the two dA sums.
+        if (lane == 0) {
+          g_carry[warp * N + n] = g_next[0];
+          if (second) g_carry[warp * N + n + 1] = g_next[1];
         }
+        if (lane % 16 == 0 && (s_own == 0 || second)) dA_acc[warp * N + n + s_own] += dA_sum;
       }
       // Every warp is past its reads of rows n, n + 1 of the B and C tiles and has written its
       // partials: the channel sums replace those rows, each thread summing 4 consecutive slots of one
