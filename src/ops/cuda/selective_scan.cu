@@ -821,13 +821,12 @@ __global__ void __launch_bounds__(32) scan_channel_kernel(ScanArgs p) {
 }
 
 // A2, g_carry, h_start, dA_acc: [kWarps][N]; B and C tiles [N][float_row], each row overwritten by
-// the block's dB (dC) sums once its state is done; dB, dC partials of each warp for the pair of
-// states in flight: [kPair][2 (B, C)][kWarps][len]; storage tiles δ, u, z, dout: [kWarps][raw_row].
-constexpr int kPair = 2;
+// the block's dB (dC) sums once its state is done; dB, dC partials of each warp for two states in
+// flight: [2 parity][2 (B, C)][kWarps][len]; storage tiles δ, u, z, dout: [kWarps][raw_row].
 template <int kItems>
 constexpr size_t backward_smem_bytes(int N, size_t elem) {
   using Tl = Tile<kItems>;
-  const size_t floats = 4 * kWarps * N + 2 * size_t(N) * Tl::float_row + kPair * 2 * kWarps * Tl::len;
+  const size_t floats = 4 * kWarps * N + 2 * size_t(N) * Tl::float_row + 2 * 2 * kWarps * Tl::len;
   return floats * 4 + 4 * kWarps * Tl::raw_row * elem;
 }
 
@@ -867,7 +866,8 @@ __device__ __forceinline__ void add_state_tile(float* dst, const float* tile, in
 }
 
 // Two blocks per SM (128 registers a thread): the shared memory above fits twice.
-// kFixedN > 0: N is a compile-time constant, so the index arithmetic folds.
+// kFixedN > 0: N is a compile-time constant, so the index arithmetic folds (the state loop stays
+// rolled: two states at once would not fit in 128 registers).
 template <typename T, int kItems, int kFixedN>
 __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) {
   using Tl = Tile<kItems>;
@@ -886,8 +886,8 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
   float* dA_acc = h_start + kWarps * N;
   float* B_tile = dA_acc + kWarps * N;  // [N][float_row] each, interleaved (Tile::slot)
   float* C_tile = B_tile + N * Tl::float_row;
-  float* partial = C_tile + N * Tl::float_row;  // [kPair][2 (B, C)][kWarps][len], interleaved
-  T* delta_tile = reinterpret_cast<T*>(partial + kPair * 2 * kWarps * Tl::len);
+  float* partial = C_tile + N * Tl::float_row;  // [2 parity][2 (B, C)][kWarps][len], interleaved
+  T* delta_tile = reinterpret_cast<T*>(partial + 4 * kWarps * Tl::len);
   T* u_tile = delta_tile + kWarps * Tl::raw_row;
   T* z_tile = u_tile + kWarps * Tl::raw_row;
   T* dout_tile = z_tile + kWarps * Tl::raw_row;
@@ -910,6 +910,7 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
   const float bias = active && p.delta_bias ? p.delta_bias[c] : 0.0f;
   const int chunks = (L + Tl::len - 1) / Tl::len;
   float dD_sum = 0.0f, dbias_sum = 0.0f;
+  int parity = 0;
 
   for (int chunk = chunks - 1; chunk >= 0; --chunk) {
     const int t0 = chunk * Tl::len;
@@ -953,128 +954,81 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
         lane_delta += dl[i];
       }
     }
-    // States go two at a time (kPair): their chains are independent, so the two interleave and hide
-    // each other's latency (the kernel is latency-bound). With N odd, the last pair's second state
-    // is absent: it reads row n with B = C = 0 and no incoming gradient, so it adds nothing.
-    for (int n = 0; n < N; n += kPair) {
-      const bool second = n + 1 < N;
-      const int rows[kPair] = {n, second ? n + 1 : n};
-      // A lane's items of row `rows[s]` of a B or C tile (zeros for an absent state).
-      auto load_row = [&](const float* tile, int s, float(&dst)[kItems]) {
-        load_lane_items<kItems>(tile + rows[s] * Tl::float_row, lane, dst);
-        if (s > 0 && !second)
-#pragma unroll
-          for (int i = 0; i < kItems; ++i) dst[i] = 0.0f;
-      };
+    for (int n = 0; n < N; ++n, parity ^= 1) {
+      float* part_B = partial + (parity * 2) * kWarps * Tl::len;
+      float* part_C = part_B + kWarps * Tl::len;
       if (active) {
-        float a2[kPair], a[kPair][kItems], h_prev[kPair][kItems], lane_decay[kPair], pa[kPair], pb[kPair];
+        const float a2 = A2[warp * N + n], a_nat = a2 * kLn2;
+        float Bv[kItems], Cv[kItems], a[kItems], h_prev[kItems], pB[kItems], pC[kItems];
+        load_lane_items<kItems>(B_tile + n * Tl::float_row, lane, Bv);
+        load_lane_items<kItems>(C_tile + n * Tl::float_row, lane, Cv);
 #pragma unroll
-        for (int s = 0; s < kPair; ++s) {
-          a2[s] = A2[warp * N + rows[s]];
+        for (int i = 0; i < kItems; ++i) a[i] = exp2f(dl[i] * a2);
+        const float lane_decay = exp2f(lane_delta * a2);
+        // Forward: states inside the chunk from the stored start state.
+        float pa = lane_decay, pb = du[0] * Bv[0];
 #pragma unroll
-          for (int i = 0; i < kItems; ++i) a[s][i] = exp2f(dl[i] * a2[s]);
-          lane_decay[s] = exp2f(lane_delta * a2[s]);
-          float Bv[kItems];
-          load_row(B_tile, s, Bv);
-          // Forward: states inside the chunk from the stored start state.
-          pa[s] = lane_decay[s], pb[s] = du[0] * Bv[0];
+        for (int i = 1; i < kItems; ++i) pb = fmaf(a[i], pb, du[i] * Bv[i]);
+        scan_pairs_forward(pa, pb, lane);
+        float ea = __shfl_up_sync(0xffffffffu, pa, 1), eb = __shfl_up_sync(0xffffffffu, pb, 1);
+        if (lane == 0) ea = 1.0f, eb = 0.0f;
+        float h = fmaf(ea, h_start[warp * N + n], eb);
 #pragma unroll
-          for (int i = 1; i < kItems; ++i) pb[s] = fmaf(a[s][i], pb[s], du[i] * Bv[i]);
+        for (int i = 0; i < kItems; ++i) {
+          h_prev[i] = h;
+          h = fmaf(a[i], h, du[i] * Bv[i]);
+          y[i] = fmaf(Cv[i], h, y[i]);
+          pC[i] = dy[i] * h;
         }
-#pragma unroll
-        for (int s = 0; s < kPair; ++s) scan_pairs_forward(pa[s], pb[s], lane);
-#pragma unroll
-        for (int s = 0; s < kPair; ++s) {
-          float ea = __shfl_up_sync(0xffffffffu, pa[s], 1), eb = __shfl_up_sync(0xffffffffu, pb[s], 1);
-          if (lane == 0) ea = 1.0f, eb = 0.0f;
-          float h = fmaf(ea, h_start[warp * N + rows[s]], eb);
-          float Bv[kItems], Cv[kItems], pC[kItems];
-          load_row(B_tile, s, Bv);
-          load_row(C_tile, s, Cv);
-#pragma unroll
-          for (int i = 0; i < kItems; ++i) {
-            h_prev[s][i] = h;
-            h = fmaf(a[s][i], h, du[i] * Bv[i]);
-            y[i] = fmaf(Cv[i], h, y[i]);
-            pC[i] = dy[i] * h;
-          }
-          store_lane_items<kItems>(partial + (2 * s + 1) * kWarps * Tl::len + warp * Tl::len, lane, pC);
-        }
+        store_lane_items<kItems>(part_C + warp * Tl::len, lane, pC);
         // Reverse: f = dL/dh from the future; f_{t−1} = a_t·(f_t + C_t·dy_t).
-        float ra[kPair], rb[kPair];
+        float ra = lane_decay, rb = 0.0f;
 #pragma unroll
-        for (int s = 0; s < kPair; ++s) {
-          float Cv[kItems];
-          load_row(C_tile, s, Cv);
-          ra[s] = lane_decay[s], rb[s] = 0.0f;
+        for (int i = kItems - 1; i >= 0; --i) rb = a[i] * fmaf(Cv[i], dy[i], rb);
+        scan_pairs_reverse(ra, rb, lane);
+        float na = __shfl_down_sync(0xffffffffu, ra, 1), nb = __shfl_down_sync(0xffffffffu, rb, 1);
+        if (lane == 31) na = 1.0f, nb = 0.0f;
+        const float g_end = g_carry[warp * N + n];
+        float f = fmaf(na, g_end, nb);
+        float dA_lane = 0.0f;
+        // B is read again rather than kept: the registers it would hold are needed meanwhile.
+        load_lane_items<kItems>(B_tile + n * Tl::float_row, lane, Bv);
 #pragma unroll
-          for (int i = kItems - 1; i >= 0; --i) rb[s] = a[s][i] * fmaf(Cv[i], dy[i], rb[s]);
+        for (int i = kItems - 1; i >= 0; --i) {
+          const float g = fmaf(Cv[i], dy[i], f);
+          f = a[i] * g;
+          const float decay_grad = f * h_prev[i];            // dL/d(δ'·A)
+          d_delta[i] = fmaf(decay_grad, a_nat, d_delta[i]);  // the Σ g·B·u part is added once below
+          gB_sum[i] = fmaf(g, Bv[i], gB_sum[i]);
+          pB[i] = g * du[i];
+          dA_lane = fmaf(decay_grad, dl[i], dA_lane);
         }
-#pragma unroll
-        for (int s = 0; s < kPair; ++s) scan_pairs_reverse(ra[s], rb[s], lane);
-        float dA_lane[kPair], g_next[kPair];
-#pragma unroll
-        for (int s = 0; s < kPair; ++s) {
-          const float g_end = s > 0 && !second ? 0.0f : g_carry[warp * N + rows[s]];
-          float na = __shfl_down_sync(0xffffffffu, ra[s], 1), nb = __shfl_down_sync(0xffffffffu, rb[s], 1);
-          if (lane == 31) na = 1.0f, nb = 0.0f;
-          float f = fmaf(na, g_end, nb);
-          g_next[s] = fmaf(ra[s], g_end, rb[s]);
-          const float a_nat = a2[s] * kLn2;
-          float Bv[kItems], Cv[kItems], pB[kItems];
-          load_row(B_tile, s, Bv);
-          load_row(C_tile, s, Cv);
-          dA_lane[s] = 0.0f;
-#pragma unroll
-          for (int i = kItems - 1; i >= 0; --i) {
-            const float g = fmaf(Cv[i], dy[i], f);
-            f = a[s][i] * g;
-            const float decay_grad = f * h_prev[s][i];         // dL/d(δ'·A)
-            d_delta[i] = fmaf(decay_grad, a_nat, d_delta[i]);  // the Σ g·B·u part is added once below
-            gB_sum[i] = fmaf(g, Bv[i], gB_sum[i]);
-            pB[i] = g * du[i];
-            dA_lane[s] = fmaf(decay_grad, dl[i], dA_lane[s]);
-          }
-          store_lane_items<kItems>(partial + 2 * s * kWarps * Tl::len + warp * Tl::len, lane, pB);
-        }
-        // Both warp sums in 5 shuffles: after the first exchange, lanes 0–15 hold halves of state n's
-        // sum and lanes 16–31 of state n + 1's.
-        static_assert(kPair == 2, "one state per half-warp");
-        const int s_own = lane / 16;
-        float dA_sum =
-            (s_own ? dA_lane[1] : dA_lane[0]) + __shfl_xor_sync(0xffffffffu, s_own ? dA_lane[0] : dA_lane[1], 16);
-#pragma unroll
-        for (int offset = 8; offset > 0; offset /= 2) dA_sum += __shfl_xor_sync(0xffffffffu, dA_sum, offset);
+        store_lane_items<kItems>(part_B + warp * Tl::len, lane, pB);
+        dA_lane = warp_sum(dA_lane);
         __syncwarp();
-        // Lane 0 holds the whole chunk's maps (lanes 0..31); lanes 0 and 16 hold the two dA sums.
         if (lane == 0) {
-          g_carry[warp * N + n] = g_next[0];
-          if (second) g_carry[warp * N + n + 1] = g_next[1];
+          g_carry[warp * N + n] = fmaf(ra, g_end, rb);
+          dA_acc[warp * N + n] += dA_lane;
         }
-        if (lane % 16 == 0 && (s_own == 0 || second)) dA_acc[warp * N + n + s_own] += dA_sum;
       }
-      // Every warp is past its reads of rows n, n + 1 of the B and C tiles and has written its
-      // partials: the channel sums replace those rows, each thread summing 4 consecutive slots of one
-      // row over the warps with 16-byte reads. A second barrier keeps the next pair's partials from
-      // overwriting these before every thread has read them.
+      // Every warp is past its reads of row n of the B and C tiles and has written its partials:
+      // the channel sums replace row n. The other parity's buffers take state n + 1 meanwhile.
+      // Each thread of one half of the block (whole warps, the halves taking turns by parity) sums
+      // 4 consecutive slots over the warps with 16-byte reads; the other half goes on.
       __syncthreads();
-      static_assert(2 * kPair * kQuadsPerRow == kThreads, "the block covers a pair's B and C rows in quads");
-      {
-        const int s = threadIdx.x / (2 * kQuadsPerRow), which = threadIdx.x / kQuadsPerRow % 2;
-        const int q = 4 * (threadIdx.x % kQuadsPerRow);
-        if (s == 0 || second) {
-          const float* src = partial + (2 * s + which) * kWarps * Tl::len + q;
-          float4 sum = *reinterpret_cast<const float4*>(src);  // warp 0 always holds a channel
+      static_assert(2 * kQuadsPerRow * 2 == kThreads, "half the block covers the B and C rows in quads");
+      if (threadIdx.x / (2 * kQuadsPerRow) == parity) {
+        const int q = threadIdx.x % (2 * kQuadsPerRow), which = q / kQuadsPerRow, s = 4 * (q % kQuadsPerRow);
+        const float* src = (which ? part_C : part_B) + s;
+        float4 sum = *reinterpret_cast<const float4*>(src);  // warp 0 always holds a channel
 #pragma unroll
-          for (int w = 1; w < kWarps; ++w) {
-            if (w >= active_warps) break;  // warps past the last channel write no partials
-            const float4 v = *reinterpret_cast<const float4*>(src + w * Tl::len);
-            sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
-          }
-          *reinterpret_cast<float4*>((which ? C_tile : B_tile) + (n + s) * Tl::float_row + q) = sum;
+        for (int w = 1; w < kWarps; ++w) {
+          if (w >= active_warps) break;  // warps past the last channel write no partials
+          const float4 v = *reinterpret_cast<const float4*>(src + w * Tl::len);
+          sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
         }
+        *reinterpret_cast<float4*>((which ? C_tile : B_tile) + n * Tl::float_row + s) = sum;
       }
-      __syncthreads();
     }
     if (active) {
       float dd[kItems], uu[kItems], out_delta[kItems], out_u[kItems];
