@@ -944,7 +944,7 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
       for (int i = 0; i < kItems; ++i) {
         const bool valid = t0 + item0 + i < len;
         const float x = dl[i] + bias;
-        dl[i] = valid ? (p.softplus ? softplus_branch_free(x) : x) : 0.0f;
+        dl[i] = valid ? (p.softplus ? softplus(x) : x) : 0.0f;
         du[i] = dl[i] * uu[i];
         const float dout_i = valid ? dout_v[i] : 0.0f;
         dy[i] = z ? dout_i * zz[i] * sigmoid(zz[i]) : dout_i;
@@ -996,12 +996,12 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
 #pragma unroll
         for (int i = kItems - 1; i >= 0; --i) {
           const float g = fmaf(Cv[i], dy[i], f);
-          f = a[i] * g;
-          const float decay_grad = f * h_prev[i];            // dL/d(δ'·A)
+          const float decay_grad = g * h_prev[i] * a[i];     // dL/d(δ'·A)
           d_delta[i] = fmaf(decay_grad, a_nat, d_delta[i]);  // the Σ g·B·u part is added once below
           gB_sum[i] = fmaf(g, Bv[i], gB_sum[i]);
           pB[i] = g * du[i];
           dA_lane = fmaf(decay_grad, dl[i], dA_lane);
+          f = a[i] * g;
         }
         store_lane_items<kItems>(part_B + warp * Tl::len, lane, pB);
         dA_lane = warp_sum(dA_lane);
