@@ -179,19 +179,18 @@ int main(int argc, char** argv) {
   std::printf("largest idle gaps (us): what ran before -> what came after\n");
   for (size_t i = 0; i < std::min<size_t>(gaps.size(), 12); ++i)
     std::printf("  %9.1f  %s\n", double(gaps[i].first) * 1e-3, gaps[i].second.c_str());
-  std::vector<std::pair<uint64_t, std::string>> by_next;
-  for (const auto& [name, v] : gaps_before) by_next.emplace_back(v.second, name);
-  std::sort(by_next.rbegin(), by_next.rend());
-  std::printf("idle time by the activity that ended it (ms per step, gaps per step)\n");
-  for (size_t i = 0; i < std::min<size_t>(by_next.size(), 12); ++i)
-    std::printf("  %8.3f  %6.1f  %s\n", ms(by_next[i].first) / n, gaps_before[by_next[i].second].first / n,
-                by_next[i].second.c_str());
-  std::vector<std::pair<uint64_t, std::string>> by_time;
-  for (const auto& [name, v] : kernels) by_time.emplace_back(v.second, name);
-  std::sort(by_time.rbegin(), by_time.rend());
-  std::printf("kernels by time (ms per step, calls per step)\n");
-  for (size_t i = 0; i < std::min<size_t>(by_time.size(), 25); ++i)
-    std::printf("  %8.3f  %6.1f  %s\n", ms(by_time[i].first) / n, kernels[by_time[i].second].first / n,
-                by_time[i].second.c_str());
+  // The `rows` largest entries of a table of (count, ns) by name, per step.
+  auto print_largest = [&](const char* title, const std::map<std::string, std::pair<int, uint64_t>>& table,
+                           size_t rows) {
+    std::vector<std::pair<uint64_t, std::string>> by_time;
+    for (const auto& [name, v] : table) by_time.emplace_back(v.second, name);
+    std::sort(by_time.rbegin(), by_time.rend());
+    std::printf("%s\n", title);
+    for (size_t i = 0; i < std::min(by_time.size(), rows); ++i)
+      std::printf("  %8.3f  %6.1f  %s\n", ms(by_time[i].first) / n, table.at(by_time[i].second).first / n,
+                  by_time[i].second.c_str());
+  };
+  print_largest("idle time by the activity that ended it (ms per step, gaps per step)", gaps_before, 12);
+  print_largest("kernels by time (ms per step, calls per step)", kernels, 25);
   return 0;
 }
