@@ -111,9 +111,15 @@ run_tests() {
   small="$small:CudaSelectiveScan.StepMatchesReference:CudaSelectiveScan.StepWithDeltaProjMatchesReference"
   small="$small:CudaCausalConv1d.*"
   small="$small:CudaAddNorm.*:CudaEmbedding.*:CudaLinear.*:CudaInProjectionStep.*:CudaArgmax.*:CudaCrossEntropy.*:CudaOptimizerUpdate.*"
+  # racecheck reports shared-memory hazards inside cuBLASLt's own split-K kernel
+  # (nvjet_sm90_tss_64x8_64x16_1x1_h_bz_splitK_NNT, 184 of them) for that test's bf16 product over
+  # K = 60,000: memcheck runs it, racecheck leaves it out (docs/perf/cuda_model.md, m20-train).
+  local not_racecheck='-CudaCrossEntropy.RowsLongerThanSharedMemory'
   for tool in memcheck racecheck; do
     echo "== compute-sanitizer $tool"
-    if compute-sanitizer --tool "$tool" --error-exitcode 3 "$build/cuda_tests" --gtest_filter="$small" \
+    local filter="$small"
+    [ "$tool" = racecheck ] && filter="$small$not_racecheck"
+    if compute-sanitizer --tool "$tool" --error-exitcode 3 "$build/cuda_tests" --gtest_filter="$filter" \
       >"$out/$tool.log" 2>&1; then
       tail -3 "$out/$tool.log"
     else

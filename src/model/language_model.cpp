@@ -412,13 +412,13 @@ LossResult LanguageModel::queue_forward_backward(const Tensor& ids, const Tensor
   // Gradients reaching an activation take its dtype (bf16 under mixed precision); the residual
   // stream's gradient ds stays float32.
   const DType act = impl_->activations;
-  ops::NormGrads g = ops::add_norm_backward(final_in, final_out, convert_if(ce.dhidden, act));
-  ops::add_(impl_->norm_f->grad, g.dweight);
+  // The norms add their weight gradients into the parameters' gradients directly.
+  ops::NormGrads g = ops::add_norm_backward(final_in, final_out, convert_if(ce.dhidden, act), {}, &impl_->norm_f->grad);
   // g.ds: the residual stream's gradient after block i; g.dx: the same in the dtype of mixer i's output.
   for (size_t i = impl_->mixers.size(); i-- > 0;) {
     Tensor dnormed = impl_->mixers[i].backward(g.dx, saved.mixer[i]);
-    g = ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), g.ds);
-    ops::add_(impl_->norms[i]->grad, g.dweight);
+    g = ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), g.ds,
+                               &impl_->norms[i]->grad);
   }
   ops::embedding_backward(ids.view({rows}), g.ds, impl_->embedding->grad, checked);
   return result;

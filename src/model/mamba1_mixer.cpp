@@ -193,9 +193,11 @@ Tensor Mamba1Mixer::input_grad(const Tensor& dout, const Mamba1Activations& save
                                const Tensor& dz) const {
   const int64_t batch = saved.x.size(0), length = saved.x.size(1), rows = batch * length;
   ops::ConvInputs conv{saved.x, conv_weight_2d(), value_or_empty(w_.conv_bias), {}, saved.lengths, true};
-  ops::ConvGrads cg = ops::causal_conv1d_backward(conv, dx_conv.view({batch, length, d_inner_}));
-  if (Tensor* dw = grad_or_null(w_.conv_weight)) accumulate(*dw, cg.dweight.view(dw->shape()));
-  if (Tensor* db = grad_or_null(w_.conv_bias)) accumulate(*db, cg.dbias);
+  // The conv backward adds its weight and bias gradients into the parameters' gradients directly.
+  Tensor* dw = grad_or_null(w_.conv_weight);
+  Tensor dw_2d = dw ? dw->view({d_inner_, d_conv_}) : Tensor();
+  ops::ConvGrads cg = ops::causal_conv1d_backward(conv, dx_conv.view({batch, length, d_inner_}), dw ? &dw_2d : nullptr,
+                                                  grad_or_null(w_.conv_bias));
 
   return ops::linear_backward_split(saved.input, w_.in_proj_weight->for_compute(),
                                     {cg.dx.view({rows, d_inner_}), dz.view({rows, d_inner_})},

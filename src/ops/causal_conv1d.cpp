@@ -66,11 +66,23 @@ ConvOutputs causal_conv1d_forward(const ConvInputs& in) {
   MAMBA_OPS_DISPATCH(in.x.device(), "causal_conv1d_forward", causal_conv1d_forward(in));
 }
 
-ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout) {
+ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout, Tensor* dweight_into, Tensor* dbias_into) {
   check_conv_inputs(in);
   check_shape(dout, in.x.shape(), "conv output gradient");
   check_device(dout, in.x.device(), "conv output gradient");
-  MAMBA_OPS_DISPATCH(in.x.device(), "causal_conv1d_backward", causal_conv1d_backward(in, dout));
+  if (dweight_into) {
+    check_shape(*dweight_into, in.weight.shape(), "conv weight gradient");
+    check_dtype(*dweight_into, DType::f32, "conv weight gradient");
+    check_device(*dweight_into, in.x.device(), "conv weight gradient");
+  }
+  if (dbias_into) {
+    MAMBA_CHECK(in.bias.defined(), "conv bias gradient: given, but the conv has no bias");
+    check_shape(*dbias_into, in.bias.shape(), "conv bias gradient");
+    check_dtype(*dbias_into, DType::f32, "conv bias gradient");
+    check_device(*dbias_into, in.x.device(), "conv bias gradient");
+  }
+  MAMBA_OPS_DISPATCH(in.x.device(), "causal_conv1d_backward",
+                     causal_conv1d_backward(in, dout, dweight_into, dbias_into));
 }
 
 Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state) {

@@ -29,7 +29,9 @@ struct ConvOutputs {
 };
 
 // Gradients of Σ out·dout; dweight/dbias f32 (same shapes as weight/bias), dx dtype of x,
-// dinitial_state f32 defined iff initial_state is.
+// dinitial_state f32 defined iff initial_state is. Given dweight_into / dbias_into (f32, as many
+// elements as the weight / bias: a model's gradient buffers, zeroed once per step), the backward
+// adds dweight / dbias there and leaves them undefined here: no zeroed tensor and no add per call.
 struct ConvGrads {
   Tensor dx, dweight, dbias, dinitial_state;
 };
@@ -40,7 +42,8 @@ void check_conv_inputs(const ConvInputs& in);
 void check_conv_step_inputs(const ConvInputs& step, const Tensor& state);
 
 ConvOutputs causal_conv1d_forward(const ConvInputs& in);
-ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout);
+ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout, Tensor* dweight_into = nullptr,
+                                 Tensor* dbias_into = nullptr);
 // One token: x [batch, C]; state [batch, C, K−1] f32 shifted in place (x enters as newest);
 // returns out [batch, C]. `in.x` is the token; `in.initial_state`/`in.lengths` are ignored.
 Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state);
@@ -52,12 +55,14 @@ Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state);
 }  // namespace ref
 namespace cpu {
 ConvOutputs causal_conv1d_forward(const ConvInputs& in);
-ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout);
+ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout, Tensor* dweight_into = nullptr,
+                                 Tensor* dbias_into = nullptr);
 Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state);
 }  // namespace cpu
 namespace cuda {
 ConvOutputs causal_conv1d_forward(const ConvInputs& in);
-ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout);
+ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout, Tensor* dweight_into = nullptr,
+                                 Tensor* dbias_into = nullptr);
 Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state);
 }  // namespace cuda
 

@@ -30,7 +30,9 @@ struct NormOutputs {
 // Gradients given dout (of `out`) and dresidual_out (gradient reaching residual_out from later
 // layers, optional): ds is the gradient of s, which is both dx and dresidual; dweight/dbias f32.
 // dx is ds in the dtype of x (ds itself when they agree), for the layer that produced x: written by
-// the same kernel, so bf16 activations need no conversion pass.
+// the same kernel, so bf16 activations need no conversion pass. Given dweight_into / dbias_into
+// (f32 [d]: a model's gradient buffers, zeroed once per step), the backward adds dweight / dbias
+// there and leaves them undefined here: no zeroed tensor and no add per call.
 struct NormGrads {
   Tensor ds, dx, dweight, dbias;
 };
@@ -40,7 +42,8 @@ void check_norm_inputs(const NormInputs& in);
 
 NormOutputs add_norm_forward(const NormInputs& in);
 NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, const Tensor& dout,
-                            const Tensor& dresidual_out = {});
+                            const Tensor& dresidual_out = {}, Tensor* dweight_into = nullptr,
+                            Tensor* dbias_into = nullptr);
 
 namespace ref {  // float64 loops: every output and gradient is f64
 NormOutputs add_norm_forward(const NormInputs& in);
@@ -50,12 +53,12 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
 namespace cpu {
 NormOutputs add_norm_forward(const NormInputs& in);
 NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, const Tensor& dout,
-                            const Tensor& dresidual_out);
+                            const Tensor& dresidual_out, Tensor* dweight_into = nullptr, Tensor* dbias_into = nullptr);
 }  // namespace cpu
 namespace cuda {
 NormOutputs add_norm_forward(const NormInputs& in);
 NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, const Tensor& dout,
-                            const Tensor& dresidual_out);
+                            const Tensor& dresidual_out, Tensor* dweight_into = nullptr, Tensor* dbias_into = nullptr);
 }  // namespace cuda
 
 }  // namespace mamba::ops

@@ -24,6 +24,12 @@ using namespace cuda_test;
 
 Tensor cpu64(const std::vector<double>& v, const Shape& shape) { return Tensor::from_vector(v, shape, DType::f64); }
 
+// a + b element by element.
+std::vector<double> added(std::vector<double> a, const std::vector<double>& b) {
+  for (size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+  return a;
+}
+
 // Forward, backward and (from the initial state) steps against the reference. Sequence lengths
 // batch × {L, 2, L/2 + 1} (capped at L) leave padded tails.
 void check_conv(int L, int K, int C, DType dtype) {
@@ -60,6 +66,14 @@ void check_conv(int L, int K, int C, DType dtype) {
   EXPECT_LT(error_vs(g.dweight, ref_g.dweight.to_double_vector()), tol) << where;
   EXPECT_LT(error_vs(g.dbias, ref_g.dbias.to_double_vector()), tol) << where;
   EXPECT_LT(error_vs(g.dinitial_state, ref_g.dinitial_state.to_double_vector()), tol) << where;
+  // Into the caller's gradients (a model's): added onto what is there, none returned.
+  const auto dw_prior = rounded(random_vector(rng, C * K, -1, 1), DType::f32);
+  const auto db_prior = rounded(random_vector(rng, C, -1, 1), DType::f32);
+  Tensor dw_into = on_gpu(dw_prior, {C, K}, DType::f32), db_into = on_gpu(db_prior, {C}, DType::f32);
+  const ops::ConvGrads into = ops::causal_conv1d_backward(in, on_gpu(dout, {batch, L, C}, dtype), &dw_into, &db_into);
+  EXPECT_FALSE(into.dweight.defined() || into.dbias.defined()) << where;
+  EXPECT_LT(error_vs(dw_into, added(dw_prior, ref_g.dweight.to_double_vector())), tol) << where;
+  EXPECT_LT(error_vs(db_into, added(db_prior, ref_g.dbias.to_double_vector())), tol) << where;
 
   // Steps from the initial state match the reference step.
   Tensor state = in.initial_state.clone();
@@ -129,6 +143,17 @@ void check_norm(ops::NormKind kind, DType dtype, bool with_residual, int d) {
   EXPECT_LT(error_vs(g.dweight, ref_g.dweight.to_double_vector()), tol);
   if (layer) {
     EXPECT_LT(error_vs(g.dbias, ref_g.dbias.to_double_vector()), tol);
+  }
+  // Into the caller's gradients (a model's): added onto what is there, none returned.
+  const auto dw_prior = rounded(random_vector(rng, d, -1, 1), DType::f32);
+  const auto db_prior = rounded(random_vector(rng, d, -1, 1), DType::f32);
+  Tensor dw_into = on_gpu(dw_prior, {d}, DType::f32), db_into = on_gpu(db_prior, {d}, DType::f32);
+  const ops::NormGrads into = ops::add_norm_backward(
+      in, o, on_gpu(dout, {M, d}, dtype), on_gpu(dres, {M, d}, DType::f32), &dw_into, layer ? &db_into : nullptr);
+  EXPECT_FALSE(into.dweight.defined() || into.dbias.defined());
+  EXPECT_LT(error_vs(dw_into, added(dw_prior, ref_g.dweight.to_double_vector())), tol);
+  if (layer) {
+    EXPECT_LT(error_vs(db_into, added(db_prior, ref_g.dbias.to_double_vector())), tol);
   }
 }
 
@@ -505,6 +530,16 @@ TEST(CudaCrossEntropy, AllRowsIgnored) {
 TEST(CudaCrossEntropy, Bf16ProductsOverWideRows) {
   SKIP_WITHOUT_GPU();
   check_cross_entropy(21, 32, 1000, DType::bf16, 4, 1e-2, 62);
+}
+
+// Vocabularies past what one block's shared memory stages (≈ 58k float logits on an H100): the
+// rest of each row is read from global memory again, in 16-byte packs (V % 4 == 0, bf16 gradient
+// and f32 in place) and one logit at a time.
+TEST(CudaCrossEntropy, RowsLongerThanSharedMemory) {
+  SKIP_WITHOUT_GPU();
+  check_cross_entropy(5, 8, 60000, DType::bf16, 3, 1e-2, 65);
+  check_cross_entropy(4, 8, 60004, DType::f32, 3, 1e-5, 66);
+  check_cross_entropy(4, 8, 60001, DType::f32, 3, 1e-5, 67);
 }
 
 // The multi-tensor optimiser updates and gradient norm on the GPU against the CPU ops on the same

@@ -3,6 +3,7 @@
 #include "core/threads.h"
 #include "op_testing.h"
 #include "ops/causal_conv1d.h"
+#include "ops/elementwise.h"
 
 namespace mamba::ops {
 namespace {
@@ -49,6 +50,17 @@ TEST(OpsConv1d, CpuMatchesReference) {
           if (with_state) {
             EXPECT_LT(relative_error(g.dinitial_state, e.dinitial_state), 1e-5) << what;
           }
+          // Into the caller's gradients (a model's): added onto what is there, none returned.
+          Tensor dw_into = random_tensor(in.weight.shape(), DType::f32, rng);
+          Tensor db_into = random_tensor(in.bias.shape(), DType::f32, rng);
+          Tensor dw_expected = dw_into.clone(), db_expected = db_into.clone();
+          add_(dw_expected, g.dweight);
+          add_(db_expected, g.dbias);
+          ConvGrads into = causal_conv1d_backward(in, dout, &dw_into, &db_into);
+          EXPECT_FALSE(into.dweight.defined() || into.dbias.defined()) << what;
+          EXPECT_LT(relative_error(into.dx, g.dx), 1e-7) << what;
+          EXPECT_LT(relative_error(dw_into, dw_expected), 1e-6) << what;
+          EXPECT_LT(relative_error(db_into, db_expected), 1e-6) << what;
         }
 }
 

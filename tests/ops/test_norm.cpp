@@ -2,6 +2,7 @@
 
 #include "core/threads.h"
 #include "op_testing.h"
+#include "ops/elementwise.h"
 #include "ops/norm.h"
 
 namespace mamba::ops {
@@ -56,6 +57,16 @@ TEST(OpsNorm, CpuMatchesReference) {
       if (c.bias) {
         EXPECT_LT(relative_error(g.dbias, e.dbias), 1e-5) << what;
       }
+      // Into the caller's gradients (a model's): added onto what is there, none returned.
+      Tensor dw_into = random_tensor({d}, DType::f32, rng), db_into = random_tensor({d}, DType::f32, rng);
+      Tensor dw_expected = dw_into.clone(), db_expected = db_into.clone();
+      add_(dw_expected, g.dweight);
+      if (c.bias) add_(db_expected, g.dbias);
+      NormGrads into = add_norm_backward(in, got, dout, dres, &dw_into, c.bias ? &db_into : nullptr);
+      EXPECT_FALSE(into.dweight.defined() || into.dbias.defined()) << what;
+      EXPECT_LT(relative_error(into.ds, g.ds), 1e-7) << what;
+      EXPECT_LT(relative_error(dw_into, dw_expected), 1e-6) << what;
+      EXPECT_LT(relative_error(db_into, db_expected), 1e-6) << what;
       // Without a gradient from later layers, ds is only the norm's own gradient.
       NormGrads plain = add_norm_backward(in, got, dout);
       EXPECT_LT(relative_error(plain.ds, ref::add_norm_backward(in, expected, dout).ds), 1e-5) << what;

@@ -106,7 +106,7 @@ ConvOutputs causal_conv1d_forward(const ConvInputs& in) {
   return o;
 }
 
-ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout) {
+ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout, Tensor* dweight_into, Tensor* dbias_into) {
   const ConvProblem p = prepare(in);
   check_shape(dout, in.x.shape(), "conv output gradient");
   check_f32_activation(dout, "conv output gradient");
@@ -160,17 +160,17 @@ ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout) {
       }
     }
   });
-  g.dweight = Tensor::empty(in.weight.shape(), DType::f32);
-  float* dweight = g.dweight.data<float>();
+  if (!dweight_into) g.dweight = Tensor::zeros(in.weight.shape(), DType::f32);
+  float* dweight = (dweight_into ? *dweight_into : g.dweight).data<float>();
   for (int64_t c = 0; c < C; ++c)
     for (int64_t k = 0; k < K; ++k) {
       double sum = 0;
       for (int r = 0; r < ranges; ++r) sum += dw_part[size_t((r * K + k) * C + c)];
-      dweight[c * K + k] = float(sum);
+      dweight[c * K + k] += float(sum);
     }
   if (in.bias.defined()) {
-    g.dbias = Tensor::zeros({C}, DType::f32);
-    add_column_sums(dpre.data(), positions, C, g.dbias.data<float>());
+    if (!dbias_into) g.dbias = Tensor::zeros({C}, DType::f32);
+    add_column_sums(dpre.data(), positions, C, (dbias_into ? *dbias_into : g.dbias).data<float>());
   }
   if (in.initial_state.defined()) {
     // Slot j of the initial state is position j − (K−1); tap k of output t = j − k reads it.

@@ -54,7 +54,7 @@ NormOutputs add_norm_forward(const NormInputs& in) {
 }
 
 NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, const Tensor& dout,
-                            const Tensor& dresidual_out) {
+                            const Tensor& dresidual_out, Tensor* dweight_into, Tensor* dbias_into) {
   check_norm_inputs(in);
   check_f32_activation(dout, "norm output gradient");
   check_f32_activation(saved.residual_out, "norm saved residual_out");
@@ -68,8 +68,8 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
 
   NormGrads g;
   g.ds = Tensor::empty(in.x.shape(), DType::f32);
-  g.dweight = Tensor::zeros({d}, DType::f32);
-  if (with_bias) g.dbias = Tensor::zeros({d}, DType::f32);
+  if (!dweight_into) g.dweight = Tensor::zeros({d}, DType::f32);
+  if (with_bias && !dbias_into) g.dbias = Tensor::zeros({d}, DType::f32);
   const float *w = weight.data<float>(), *dy = dout.data<float>(), *s_all = saved.residual_out.data<float>();
   const float* rstd = saved.rstd.data<float>();
   const float* mean = layer ? saved.mean.data<float>() : nullptr;
@@ -98,18 +98,18 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
         for (int64_t i = 0; i < d; ++i) db[i] += gy[i];
     }
   });
-  float* dw_out = g.dweight.data<float>();
+  float* dw_out = (dweight_into ? *dweight_into : g.dweight).data<float>();
   for (int64_t i = 0; i < d; ++i) {
     double sum = 0;
     for (int range = 0; range < ranges; ++range) sum += dw_part[size_t(range * d + i)];
-    dw_out[i] = float(sum);
+    dw_out[i] += float(sum);
   }
   if (with_bias) {
-    float* db_out = g.dbias.data<float>();
+    float* db_out = (dbias_into ? *dbias_into : g.dbias).data<float>();
     for (int64_t i = 0; i < d; ++i) {
       double sum = 0;
       for (int range = 0; range < ranges; ++range) sum += db_part[size_t(range * d + i)];
-      db_out[i] = float(sum);
+      db_out[i] += float(sum);
     }
   }
   g.dx = g.ds;  // x is float32 here

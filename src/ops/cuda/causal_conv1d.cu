@@ -300,14 +300,13 @@ void forward(const ConvArgs& p, ConvOutputs& out) {
 }
 
 template <typename T>
-void backward(const ConvArgs& p, const Tensor& dout, ConvGrads& g) {
+void backward(const ConvArgs& p, const Tensor& dout, ConvGrads& g, float* dweight, float* dbias) {
   float* dinit = g.dinitial_state.defined() ? g.dinitial_state.data<float>() : nullptr;
   if (dinit && p.L == 0) g.dinitial_state.zero_();
   if (int64_t(p.batch) * p.L * p.channels > 0) {
     auto kernel = p.width == kFastWidth ? conv_backward_kernel<T, kFastWidth> : conv_backward_kernel<T, 0>;
     kernel<<<segment_grid(p), kBlockChannels>>>(p, static_cast<const T*>(dout.raw()), static_cast<T*>(g.dx.raw()),
-                                                dinit, g.dweight.data<float>(),
-                                                g.dbias.defined() ? g.dbias.data<float>() : nullptr);
+                                                dinit, dweight, dbias);
   }
   check_launch("causal_conv1d backward");
 }
@@ -329,7 +328,7 @@ ConvOutputs causal_conv1d_forward(const ConvInputs& in) {
   return out;
 }
 
-ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout) {
+ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout, Tensor* dweight_into, Tensor* dbias_into) {
   Prepared prepared = prepare(in, false);
   const ConvArgs& p = prepared.args;
   require_cuda_tensor(dout, "causal_conv1d dout");
@@ -337,14 +336,17 @@ ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout) {
   check_dtype(dout, in.x.dtype(), "causal_conv1d dout");
   ConvGrads g;
   g.dx = Tensor::empty(in.x.shape(), in.x.dtype(), Device::cuda);
-  g.dweight = Tensor::zeros(in.weight.shape(), DType::f32, Device::cuda);
-  if (in.bias.defined()) g.dbias = Tensor::zeros({p.channels}, DType::f32, Device::cuda);
+  // The kernel adds its weight and bias gradients with atomics: into the caller's buffers, or zeros.
+  if (!dweight_into) g.dweight = Tensor::zeros(in.weight.shape(), DType::f32, Device::cuda);
+  if (in.bias.defined() && !dbias_into) g.dbias = Tensor::zeros({p.channels}, DType::f32, Device::cuda);
+  float* dweight = (dweight_into ? *dweight_into : g.dweight).data<float>();
+  float* dbias = dbias_into ? dbias_into->data<float>() : g.dbias.defined() ? g.dbias.data<float>() : nullptr;
   if (in.initial_state.defined())
     g.dinitial_state = Tensor::empty({p.batch, p.channels, p.width - 1}, DType::f32, Device::cuda);
   if (in.x.dtype() == DType::f32)
-    backward<float>(p, dout, g);
+    backward<float>(p, dout, g, dweight, dbias);
   else
-    backward<__nv_bfloat16>(p, dout, g);
+    backward<__nv_bfloat16>(p, dout, g, dweight, dbias);
   return g;
 }
 

@@ -1,10 +1,10 @@
 // CUDA LM head fused with softmax cross-entropy, chunked over rows.
 //
-// For each block of rows: logits = h·Wᵀ (cuBLASLt, float32 out), then one CUDA block per row finds
-// max/argmax and logsumexp and writes the gradient (softmax − onehot)/count in the products' dtype
-// (over the logits when that is float32), which two more products turn into dh = G·W and
-// dW += Gᵀ·h. Only one block of logits exists
-// at a time (at most kLogitBytes). The counted rows and the mean of the per-row losses (summed in
+// For each block of rows: logits = h·Wᵀ (cuBLASLt, float32 out), then one CUDA block per row reads
+// the row once (kept in shared memory), finds max/argmax and logsumexp and writes the gradient
+// (softmax − onehot)/count in the products' dtype (over the logits when that is float32), which two
+// more products turn into dh = G·W and dW += Gᵀ·h. Only one block of logits exists at a time (at
+// most kLogitBytes). The counted rows and the mean of the per-row losses (summed in
 // double) are formed on the GPU too: nothing here waits for it.
 #include <algorithm>
 #include <type_traits>
@@ -18,7 +18,8 @@ namespace mamba::ops {
 namespace {
 using namespace cuda_detail;
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;      // the one-block totals kernels
+constexpr int kRowThreads = 1024;  // the softmax rows kernel: one block per SM (its row fills shared memory)
 constexpr int64_t kLogitBytes = int64_t(512) << 20;
 
 struct ArgMax {
@@ -37,7 +38,7 @@ __device__ ArgMax block_argmax(ArgMax v, ArgMax* scratch) {
   __syncthreads();
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
-  v = lane < kThreads / 32 ? scratch[lane] : ArgMax{-INFINITY, 0x7fffffff};
+  v = lane < kRowThreads / 32 ? scratch[lane] : ArgMax{-INFINITY, 0x7fffffff};
   for (int offset = 16; offset > 0; offset /= 2)
     v = better(v, {__shfl_xor_sync(0xffffffffu, v.value, offset), __shfl_xor_sync(0xffffffffu, v.index, offset)});
   return v;
@@ -59,10 +60,6 @@ __device__ __forceinline__ void add_logit(RowState& r, float z, int j) {
   }
 }
 
-// One block per row of `logits` [rows, V]: loss, argmax, and (with_grad) the gradient into `grad`
-// [rows, V] (the logits themselves, in place, when G is float; bf16 for the bf16 products that
-// follow, so no separate conversion pass). The row is read once for max, argmax and the sum of
-// exponentials (online softmax), once more for the gradient.
 // Sum over a block of kThreads threads in a fixed order; thread 0 gets the total.
 __device__ double block_sum_in_order(double v, double* partial) {
   partial[threadIdx.x] = v;
@@ -92,33 +89,135 @@ __global__ void __launch_bounds__(kThreads) mean_loss_kernel(const float* row_lo
   if (threadIdx.x == 0) totals[0] = totals[1] > 0.0 ? total / totals[1] : 0.0;
 }
 
-template <typename G>
-__global__ void __launch_bounds__(kThreads)
-    softmax_rows_kernel(const float* logits, G* grad, const int32_t* targets, int V, const double* totals,
+// W consecutive logits of a row (W = 4: one 16-byte load or store; rows then start 16-byte aligned
+// because W divides V).
+template <int W>
+struct Pack {
+  float v[W];
+};
+
+template <int W>
+__device__ __forceinline__ Pack<W> load_pack(const float* p) {
+  if constexpr (W == 4) {
+    const float4 q = *reinterpret_cast<const float4*>(p);
+    return {{q.x, q.y, q.z, q.w}};
+  } else {
+    return {{*p}};
+  }
+}
+
+template <int W>
+__device__ __forceinline__ void store_pack(float* p, const Pack<W>& x) {
+  if constexpr (W == 4)
+    *reinterpret_cast<float4*>(p) = make_float4(x.v[0], x.v[1], x.v[2], x.v[3]);
+  else
+    *p = x.v[0];
+}
+
+template <typename G, int W>
+__device__ __forceinline__ void store_grad(G* p, const Pack<W>& x) {
+  if constexpr (W == 4 && std::is_same_v<G, __nv_bfloat16>) {
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(x.v[0], x.v[1]), hi = __floats2bfloat162_rn(x.v[2], x.v[3]);
+    uint2 bits;
+    bits.x = *reinterpret_cast<const uint32_t*>(&lo);
+    bits.y = *reinterpret_cast<const uint32_t*>(&hi);
+    *reinterpret_cast<uint2*>(p) = bits;
+  } else if constexpr (W == 4) {
+    store_pack<4>(p, x);
+  } else {
+    *p = from_float<G>(x.v[0]);
+  }
+}
+
+// One block of kRowThreads per row of `logits` [rows, V]: loss, argmax, and (with_grad) the gradient
+// (softmax − onehot)/count into `grad` [rows, V] (the logits themselves, in place, when G is float;
+// bf16 for the bf16 products that follow, so no separate conversion pass). The row is read from
+// global memory once: max, argmax and Σexp in one pass (online softmax) while its first `staged`
+// logits are kept in shared memory, from which the gradient is formed (the whole row at the LM
+// head's vocabulary, 201 KB; logits past `staged`, for larger vocabularies, are read again).
+// W divides V and `staged`.
+template <typename G, int W>
+__global__ void __launch_bounds__(kRowThreads, 1)
+    softmax_rows_kernel(const float* logits, G* grad, const int32_t* targets, int V, int staged, const double* totals,
                         bool with_grad, float* row_loss, int32_t* predictions) {
+  extern __shared__ float4 staged_storage[];
+  float* staged_row = reinterpret_cast<float*>(staged_storage);
   __shared__ ArgMax arg_scratch[32];
   __shared__ float sum_scratch[32];
   const int64_t row = blockIdx.x;
   const float* z = logits + row * V;
+  const int target = targets[row];
+  // Read before the block's reductions, whose barriers order it before any in-place gradient write.
+  const float target_logit = threadIdx.x == 0 && target >= 0 ? z[target] : 0.0f;
+  const int packs = V / W, staged_packs = staged / W;
+  constexpr int kBatch = 4;  // loads in flight per thread
   RowState mine{{-INFINITY, 0x7fffffff}, 0.0f};
-  for (int j = threadIdx.x; j < V; j += kThreads) add_logit(mine, z[j], j);
+  for (int first = threadIdx.x; first < packs; first += kBatch * kRowThreads) {
+    Pack<W> batch[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int p = first + b * kRowThreads;
+      if (p < packs) batch[b] = load_pack<W>(z + int64_t(p) * W);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int p = first + b * kRowThreads;
+      if (p >= packs) break;
+      if (p < staged_packs) store_pack<W>(staged_row + p * W, batch[b]);
+#pragma unroll
+      for (int k = 0; k < W; ++k) add_logit(mine, batch[b].v[k], p * W + k);
+    }
+  }
   const ArgMax best = block_argmax(mine.best, arg_scratch);
   const float rescaled = mine.sum > 0.0f ? mine.sum * __expf(mine.best.value - best.value) : 0.0f;
-  const float sum = block_sum(rescaled, sum_scratch);
-  const int target = targets[row];
+  const float sum = block_sum(rescaled, sum_scratch);  // the reductions' barriers publish staged_row too
   if (threadIdx.x == 0) {
     predictions[row] = best.index;
-    row_loss[row] = target >= 0 ? logf(sum) + best.value - z[target] : 0.0f;
+    row_loss[row] = target >= 0 ? logf(sum) + best.value - target_logit : 0.0f;
   }
   if (!with_grad) return;
-  if constexpr (std::is_same_v<G, float>) __syncthreads();  // z[target] is read above before being overwritten
   G* g = grad + row * V;
   const float inv_sum = 1.0f / sum;
   const float grad_scale = totals[1] > 0.0 ? float(1.0 / totals[1]) : 0.0f;
-  for (int j = threadIdx.x; j < V; j += kThreads) {
-    const float p = __expf(z[j] - best.value) * inv_sum;
-    g[j] = from_float<G>(target >= 0 ? (p - (j == target ? 1.0f : 0.0f)) * grad_scale : 0.0f);
+  for (int p = threadIdx.x; p < packs; p += kRowThreads) {
+    Pack<W> x = p < staged_packs ? load_pack<W>(staged_row + p * W) : load_pack<W>(z + int64_t(p) * W);
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      const int j = p * W + k;
+      const float prob = __expf(x.v[k] - best.value) * inv_sum;
+      x.v[k] = target >= 0 ? (prob - (j == target ? 1.0f : 0.0f)) * grad_scale : 0.0f;
+    }
+    store_grad<G, W>(g + int64_t(p) * W, x);
   }
+}
+
+// Launches the row kernel with as much of each row staged in shared memory as one block may hold.
+template <typename G, int W>
+void launch_softmax_rows(int64_t rows, const float* logits, G* grad, const int32_t* targets, int V,
+                         const double* totals, bool with_grad, float* row_loss, int32_t* predictions) {
+  static const int capacity = [] {
+    int device = 0, bytes = 0;
+    check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+    check_cuda(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+               "cudaDeviceGetAttribute");
+    // Leave room for the kernel's static shared memory (the reductions' scratch).
+    bytes -= 1024;
+    check_cuda(cudaFuncSetAttribute(softmax_rows_kernel<G, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+               "cudaFuncSetAttribute (softmax rows)");
+    return bytes / int(sizeof(float)) / W * W;
+  }();
+  const int staged = std::min(V, capacity);
+  softmax_rows_kernel<G, W><<<unsigned(rows), kRowThreads, size_t(staged) * sizeof(float)>>>(
+      logits, grad, targets, V, staged, totals, with_grad, row_loss, predictions);
+}
+
+template <typename G>
+void softmax_rows(int64_t rows, const float* logits, G* grad, const int32_t* targets, int V, const double* totals,
+                  bool with_grad, float* row_loss, int32_t* predictions) {
+  if (V % 4 == 0)
+    launch_softmax_rows<G, 4>(rows, logits, grad, targets, V, totals, with_grad, row_loss, predictions);
+  else
+    launch_softmax_rows<G, 1>(rows, logits, grad, targets, V, totals, with_grad, row_loss, predictions);
 }
 
 }  // namespace
@@ -178,12 +277,11 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
     float* chunk_loss = row_loss.data<float>() + r0;
     int32_t* chunk_predictions = result.predictions.data<int32_t>() + r0;
     if (grad.dtype() == DType::f32)
-      softmax_rows_kernel<<<unsigned(rows), kThreads>>>(logits.data<float>(), grad.data<float>(), chunk_targets, int(V),
-                                                        totals, with_grad, chunk_loss, chunk_predictions);
+      softmax_rows(rows, logits.data<float>(), grad.data<float>(), chunk_targets, int(V), totals, with_grad, chunk_loss,
+                   chunk_predictions);
     else
-      softmax_rows_kernel<<<unsigned(rows), kThreads>>>(logits.data<float>(), static_cast<__nv_bfloat16*>(grad.raw()),
-                                                        chunk_targets, int(V), totals, with_grad, chunk_loss,
-                                                        chunk_predictions);
+      softmax_rows(rows, logits.data<float>(), static_cast<__nv_bfloat16*>(grad.raw()), chunk_targets, int(V), totals,
+                   with_grad, chunk_loss, chunk_predictions);
     check_launch("lm_head_cross_entropy softmax");
     if (!with_grad) continue;
     gemm({grad.raw(), compute, rows, V, false}, {w.raw(), compute, V, d, false}, result.dhidden.data<float>() + r0 * d,

@@ -229,7 +229,7 @@ NormOutputs add_norm_forward(const NormInputs& in) {
 }
 
 NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, const Tensor& dout,
-                            const Tensor& dresidual_out) {
+                            const Tensor& dresidual_out, Tensor* dweight_into, Tensor* dbias_into) {
   Prepared prepared = prepare(in);
   const NormArgs& p = prepared.args;
   require_cuda_tensor(dout, "add_norm dout");
@@ -251,24 +251,26 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
   NormGrads g;
   g.ds = Tensor::empty(in.x.shape(), DType::f32, Device::cuda);
   g.dx = in.x.dtype() == DType::f32 ? g.ds : Tensor::empty(in.x.shape(), in.x.dtype(), Device::cuda);
-  g.dweight = Tensor::zeros({p.d}, DType::f32, Device::cuda);
-  if (in.bias.defined()) g.dbias = Tensor::zeros({p.d}, DType::f32, Device::cuda);
+  // The kernel adds its weight and bias gradients with atomics: into the caller's buffers, or zeros.
+  if (!dweight_into) g.dweight = Tensor::zeros({p.d}, DType::f32, Device::cuda);
+  if (in.bias.defined() && !dbias_into) g.dbias = Tensor::zeros({p.d}, DType::f32, Device::cuda);
   if (p.rows == 0) return g;
   const unsigned blocks = unsigned((p.rows + kRowsPerBlock - 1) / kRowsPerBlock);
   const float* mean = p.layer ? saved.mean.data<float>() : nullptr;
   const float* dres = dresidual_out.defined() ? dresidual_out.data<float>() : nullptr;
-  float* dbias = g.dbias.defined() ? g.dbias.data<float>() : nullptr;
+  float* dweight = (dweight_into ? *dweight_into : g.dweight).data<float>();
+  float* dbias = dbias_into ? dbias_into->data<float>() : g.dbias.defined() ? g.dbias.data<float>() : nullptr;
   with_columns(p.d, [&](auto columns) {
     constexpr int kColumns = decltype(columns)::value;
     if (in.x.dtype() == DType::f32)
-      norm_backward_kernel<float, kColumns>
-          <<<blocks, kThreads>>>(p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
-                                 dout.data<float>(), dres, g.ds.data<float>(), nullptr, g.dweight.data<float>(), dbias);
+      norm_backward_kernel<float, kColumns><<<blocks, kThreads>>>(p, saved.residual_out.data<float>(),
+                                                                  saved.rstd.data<float>(), mean, dout.data<float>(),
+                                                                  dres, g.ds.data<float>(), nullptr, dweight, dbias);
     else
       norm_backward_kernel<__nv_bfloat16, kColumns>
           <<<blocks, kThreads>>>(p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
                                  static_cast<const __nv_bfloat16*>(dout.raw()), dres, g.ds.data<float>(),
-                                 static_cast<__nv_bfloat16*>(g.dx.raw()), g.dweight.data<float>(), dbias);
+                                 static_cast<__nv_bfloat16*>(g.dx.raw()), dweight, dbias);
   });
   check_launch("add_norm backward");
   return g;
