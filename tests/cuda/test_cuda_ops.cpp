@@ -575,11 +575,13 @@ void expect_same_parameters(const OptimizerCase& c, const std::string& where) {
     const ops::ParameterSlot &a = c.cpu[i], &b = c.gpu[i];
     EXPECT_LT(relative_error(b.param.to(Device::cpu), a.param), 1e-6) << where << " parameter " << i;
     EXPECT_LT(relative_error(b.exp_avg.to(Device::cpu), a.exp_avg), 1e-6) << where << " parameter " << i;
-    if (a.exp_avg_sq.defined())
+    if (a.exp_avg_sq.defined()) {
       EXPECT_LT(relative_error(b.exp_avg_sq.to(Device::cpu), a.exp_avg_sq), 1e-6) << where << " parameter " << i;
-    if (a.compute.defined())  // the GPU's own update rounded to bf16, exactly
+    }
+    if (a.compute.defined()) {  // the GPU's own update rounded to bf16, exactly
       EXPECT_EQ(b.compute.to_double_vector(), b.param.to(Device::cpu).to(DType::bf16).to_double_vector())
           << where << " parameter " << i;
+    }
   }
 }
 
