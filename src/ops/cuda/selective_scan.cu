@@ -108,6 +108,9 @@ struct Tile {
     const int lane = tt / kItems, i = tt % kItems;
     return (i / 4) * 128 + lane * 4 + i % 4;
   }
+  // The position held at slot s (the inverse of slot): code that fills or drains a row walks
+  // slots, so a warp's 32 accesses hit 32 consecutive floats (no bank conflicts).
+  static __device__ __forceinline__ int position(int s) { return (s % 128) / 4 * kItems + s / 128 * 4 + s % 4; }
 };
 
 // A lane's kItems floats of an interleaved row (Tile::slot).
@@ -163,31 +166,47 @@ __device__ __forceinline__ void store_items(T* dst, const float (&src)[K]) {
 }
 
 // One thread's share of a chunk of token-major rows (kRowElems elements of a row: the block's
-// channels, or the N states), moved as 16-byte vectors and held in registers between `fetch`
-// (device memory) and `put_*` (shared-memory tiles). The forward kernel fetches the next chunk
-// while the current one's output is written, so the reads' latency is hidden (in the backward the
-// same cost 2–4%: v10 in docs/perf/cuda_scan.md).
-template <typename T, int kItems, int kRowElems>
+// channels, or with kStateRows the N states), moved as 16-byte vectors and held in registers
+// between `fetch` (device memory) and `put_*` (shared-memory tiles). The forward kernel fetches
+// the next chunk while the current one's output is written, so the reads' latency is hidden (in
+// the backward the same cost 2–4%: v10 in docs/perf/cuda_scan.md).
+template <typename T, int kItems, int kRowElems, bool kStateRows = false>
 struct RowVectors {
   using Tl = Tile<kItems>;
   static constexpr int kVec = 16 / sizeof(T), kPerRow = kRowElems / kVec, kCount = Tl::len * kPerRow / kThreads;
   static_assert(kRowElems % kVec == 0 && Tl::len * kPerRow % kThreads == 0, "whole vectors, equal shares");
   uint4 v[kCount];
 
-  // Vector k: position tt = e / kPerRow, elements from kVec·(e % kPerRow), with e = thread + k·kThreads.
+  // Vector k (e = thread + k·kThreads): elements from j0 of position tt. Channel rows go position
+  // by position; state rows slot by slot (Tile::slot), so that put_states stores 32 consecutive
+  // floats of a row per warp (position order put 16 positions × 2 row halves of a warp on 8
+  // banks: 4-way conflicts; cuda_scan.md v18).
+  static __device__ __forceinline__ void locate(int k, int& tt, int& j0, int& slot) {
+    const int e = threadIdx.x + k * kThreads;
+    if constexpr (kStateRows) {
+      const int part = e / Tl::len;
+      slot = e - part * Tl::len, tt = Tl::position(slot), j0 = part * kVec;
+    } else {
+      tt = e / kPerRow, j0 = e % kPerRow * kVec, slot = -1;
+    }
+  }
   // Rows t0 + tt ≥ L and elements col0 + … ≥ cols read as zeros.
   __device__ __forceinline__ void fetch(const T* src, int64_t stride, int t0, int L, int col0, int cols) {
 #pragma unroll
     for (int k = 0; k < kCount; ++k) {
-      const int e = threadIdx.x + k * kThreads, t = t0 + e / kPerRow, col = col0 + e % kPerRow * kVec;
+      int tt, j0, slot;
+      locate(k, tt, j0, slot);
+      const int t = t0 + tt, col = col0 + j0;
       v[k] = t < L && col < cols ? *reinterpret_cast<const uint4*>(src + t * stride + col) : make_uint4(0, 0, 0, 0);
     }
   }
   // tile[element][tt]: a [channel][position] storage tile.
   __device__ __forceinline__ void put_channels(T* tile) const {
+    static_assert(!kStateRows, "state rows go to float tiles");
 #pragma unroll
     for (int k = 0; k < kCount; ++k) {
-      const int e = threadIdx.x + k * kThreads, tt = e / kPerRow, j0 = e % kPerRow * kVec;
+      int tt, j0, slot;
+      locate(k, tt, j0, slot);
       const T* vals = reinterpret_cast<const T*>(&v[k]);
 #pragma unroll
       for (int j = 0; j < kVec; ++j) tile[(j0 + j) * Tl::raw_row + tt] = vals[j];
@@ -195,12 +214,14 @@ struct RowVectors {
   }
   // tile[element][slot(tt)] in float32: a [state][position] tile, interleaved (Tile::slot).
   __device__ __forceinline__ void put_states(float* tile) const {
+    static_assert(kStateRows, "channel rows go to storage tiles");
 #pragma unroll
     for (int k = 0; k < kCount; ++k) {
-      const int e = threadIdx.x + k * kThreads, tt = e / kPerRow, j0 = e % kPerRow * kVec;
+      int tt, j0, slot;
+      locate(k, tt, j0, slot);
       const T* vals = reinterpret_cast<const T*>(&v[k]);
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) tile[(j0 + j) * Tl::float_row + Tl::slot(tt)] = to_float(vals[j]);
+      for (int j = 0; j < kVec; ++j) tile[(j0 + j) * Tl::float_row + slot] = to_float(vals[j]);
     }
   }
 };
@@ -255,7 +276,9 @@ __device__ __forceinline__ void load_state_tile(float* tile, const T* src, int t
   if (vector_rows) {
     const int per_row = N / kVec;
     for (int e = threadIdx.x; e < Tl::len * per_row; e += kThreads) {
-      const int tt = e / per_row, v = e - tt * per_row, t = t0 + tt;
+      // Slot-major: a warp stores 32 consecutive slots of each row (position-major order stored
+      // 16 positions × 2 row groups per warp into 8 banks, 4-way conflicts; cuda_scan.md v18).
+      const int v = e / Tl::len, slot = e - v * Tl::len, t = t0 + Tl::position(slot);
       alignas(16) T vals[kVec];
       if (t < L) {
         *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(src + int64_t(t) * N + v * kVec);
@@ -264,7 +287,7 @@ __device__ __forceinline__ void load_state_tile(float* tile, const T* src, int t
         for (int j = 0; j < kVec; ++j) vals[j] = from_float<T>(0.0f);
       }
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) tile[(v * kVec + j) * Tl::float_row + Tl::slot(tt)] = to_float(vals[j]);
+      for (int j = 0; j < kVec; ++j) tile[(v * kVec + j) * Tl::float_row + slot] = to_float(vals[j]);
     }
     return;
   }
@@ -364,7 +387,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
   // Fetches happen unconditionally (past the split they read the next split's first chunk, past L
   // nothing), so the registers are provably dead during the state loop.
   RowVectors<T, kItems, kWarps> next_delta, next_u, next_z;
-  RowVectors<T, kItems, (kFixedN > 0 ? kFixedN : 16)> next_B, next_C;
+  RowVectors<T, kItems, (kFixedN > 0 ? kFixedN : 16), true> next_B, next_C;
   auto fetch = [&](int t_next) {
     next_delta.fetch(delta, dim, t_next, L, c0, dim);
     next_u.fetch(u, dim, t_next, L, c0, dim);
@@ -839,9 +862,12 @@ __device__ __forceinline__ void add_state_tile(float* dst, const float* tile, in
   if (vector_rows) {
     const int per_row = N / 4;
     for (int e = threadIdx.x; e < Tl::len * per_row; e += kThreads) {
-      const int tt = e / per_row, n = 4 * (e - tt * per_row);
+      // Four consecutive threads still cover one 64-byte row of dst (coalesced atomics), but walk
+      // slots rather than positions: a warp's reads of a state row hit 8 consecutive slots in 4
+      // rows 4 states apart, 2-way conflicts instead of 4-way (cuda_scan.md v18).
+      const int slot = e / per_row, n = 4 * (e - slot * per_row), tt = Tl::position(slot);
       if (t0 + tt >= t_end) continue;
-      const float* src = tile + n * Tl::float_row + Tl::slot(tt);
+      const float* src = tile + n * Tl::float_row + slot;
       const float4 v = make_float4(src[0], src[Tl::float_row], src[2 * Tl::float_row], src[3 * Tl::float_row]);
       float* at = dst + int64_t(t0 + tt) * N + n;
 #if __CUDA_ARCH__ >= 900
