@@ -70,17 +70,8 @@ ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout, Tenso
   check_conv_inputs(in);
   check_shape(dout, in.x.shape(), "conv output gradient");
   check_device(dout, in.x.device(), "conv output gradient");
-  if (dweight_into) {
-    check_shape(*dweight_into, in.weight.shape(), "conv weight gradient");
-    check_dtype(*dweight_into, DType::f32, "conv weight gradient");
-    check_device(*dweight_into, in.x.device(), "conv weight gradient");
-  }
-  if (dbias_into) {
-    MAMBA_CHECK(in.bias.defined(), "conv bias gradient: given, but the conv has no bias");
-    check_shape(*dbias_into, in.bias.shape(), "conv bias gradient");
-    check_dtype(*dbias_into, DType::f32, "conv bias gradient");
-    check_device(*dbias_into, in.x.device(), "conv bias gradient");
-  }
+  check_gradient_into(dweight_into, in.weight, in.x.device(), "conv", "weight");
+  check_gradient_into(dbias_into, in.bias, in.x.device(), "conv", "bias");
   MAMBA_OPS_DISPATCH(in.x.device(), "causal_conv1d_backward",
                      causal_conv1d_backward(in, dout, dweight_into, dbias_into));
 }

@@ -52,17 +52,8 @@ NormOutputs add_norm_forward(const NormInputs& in) {
 NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, const Tensor& dout,
                             const Tensor& dresidual_out, Tensor* dweight_into, Tensor* dbias_into) {
   check_norm_backward(in, saved, dout, dresidual_out);
-  if (dweight_into) {
-    check_shape(*dweight_into, in.weight.shape(), "norm weight gradient");
-    check_dtype(*dweight_into, DType::f32, "norm weight gradient");
-    check_device(*dweight_into, in.x.device(), "norm weight gradient");
-  }
-  if (dbias_into) {
-    MAMBA_CHECK(in.bias.defined(), "norm bias gradient: given, but the norm has no bias");
-    check_shape(*dbias_into, in.bias.shape(), "norm bias gradient");
-    check_dtype(*dbias_into, DType::f32, "norm bias gradient");
-    check_device(*dbias_into, in.x.device(), "norm bias gradient");
-  }
+  check_gradient_into(dweight_into, in.weight, in.x.device(), "norm", "weight");
+  check_gradient_into(dbias_into, in.bias, in.x.device(), "norm", "bias");
   MAMBA_OPS_DISPATCH(in.x.device(), "add_norm_backward",
                      add_norm_backward(in, saved, dout, dresidual_out, dweight_into, dbias_into));
 }

@@ -117,6 +117,12 @@ TEST(OpsNorm, BadInputsNameTheTensor) {
   EXPECT_ERROR_MENTIONS(add_norm_forward(bad), "only LayerNorm takes a bias");
   NormOutputs saved = add_norm_forward(in);
   EXPECT_ERROR_MENTIONS(add_norm_backward(in, saved, random_tensor({2, 7}, DType::f32, rng)), "norm output gradient");
+  const Tensor dout = random_tensor({2, 8}, DType::f32, rng);
+  Tensor wrong_shape = random_tensor({7}, DType::f32, rng), not_f32 = random_tensor({8}, DType::bf16, rng);
+  EXPECT_ERROR_MENTIONS(add_norm_backward(in, saved, dout, {}, &wrong_shape), "norm weight gradient");
+  EXPECT_ERROR_MENTIONS(add_norm_backward(in, saved, dout, {}, &not_f32), "norm weight gradient");
+  Tensor bias_grad = random_tensor({8}, DType::f32, rng);
+  EXPECT_ERROR_MENTIONS(add_norm_backward(in, saved, dout, {}, nullptr, &bias_grad), "the norm has no bias");
 }
 
 }  // namespace
