@@ -91,7 +91,7 @@ void run_bench(const BenchArgs& args) {
     model = model::LanguageModel::initialize(model::preset_config(args.shape, "--shape"), args.seed, options.device);
     if (!options.keep_stored_dtype) model->convert_weight_matrices(options.weight_dtype);
   }
-  model->lay_out_for_cpu_decode();
+  model->lay_out_for_decode();
   model->set_step_recording(!args.no_graph);
   const int64_t vocab = model->config().vocab_size;
   Rng rng(args.seed);

@@ -34,7 +34,7 @@ std::vector<std::string> split_lines(const std::string& text) {
 void run_generate(const GenerateArgs& args) {
   apply_common_options(args.common);
   auto model = model::LanguageModel::load(args.model_dir, load_options(args.common));
-  model->lay_out_for_cpu_decode();
+  model->lay_out_for_decode();
   // The tokenizer is needed for text in or out; ids in with --print-ids need none.
   bool needs_tokenizer = !args.prompt.empty() || !args.print_ids;
   std::unique_ptr<tokenizer::Tokenizer> tok;

@@ -5,7 +5,7 @@
 // views keep it alive. Views are contiguous (slicing along the first dimension and reshaping keep
 // contiguity, anything else copies), with one exception: a 2-D CPU tensor made by
 // with_row_stride has padding after each row, which only code that steps rows by row_stride()
-// reads (the CPU weight products and the embedding; see LanguageModel::lay_out_for_cpu_decode).
+// reads (the CPU weight products and the embedding; see LanguageModel::lay_out_for_decode).
 #pragma once
 #include <cstdint>
 #include <initializer_list>

@@ -256,15 +256,13 @@ void LanguageModel::convert_weight_matrices(DType dtype) {
   choose_activations(*this, *impl_);
 }
 
-void LanguageModel::lay_out_for_cpu_decode() {
-  if (device_ != Device::cpu) return;
-  constexpr int64_t kCacheLine = 64;
+void LanguageModel::lay_out_for_decode() {
   for (Parameter& p : parameters_) {
     if (!is_weight_matrix(p.name) || p.value.ndim() != 2 || !p.value.is_contiguous()) continue;
-    const int64_t element = int64_t(dtype_size(p.value.dtype())), columns = p.value.size(1);
-    if (columns * element % 2048 != 0) continue;
+    const int64_t stride = ops::decode_row_stride(p.value);
+    if (stride == p.value.size(1)) continue;
     const Tensor original = p.value;
-    p.value = original.with_row_stride(columns + kCacheLine / element);
+    p.value = original.with_row_stride(stride);
     page_out_host_memory(original.raw(), original.nbytes());
   }
   parameters_changed();

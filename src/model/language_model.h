@@ -68,13 +68,12 @@ class LanguageModel {
   int64_t parameter_bytes() const;
   // Converts the weight matrices (projections, embedding, LM head) to `dtype` (f32, bf16, f16).
   void convert_weight_matrices(DType dtype);
-  // CPU inference: weight matrices whose rows are a multiple of 2 KiB long are copied with one
-  // cache line of padding after each row (the pages of a memory-mapped original are given back
-  // to the kernel, so the process does not hold the weights twice), so the 16
-  // row streams that the decode product reads together do not all sit at one offset of their
-  // 4 KiB pages, where memory is read 15–25% more slowly (docs/perf/cpu_model.md, v10). Training
-  // reads contiguous weights: call this only on a model that will not be trained.
-  void lay_out_for_cpu_decode();
+  // Inference: copies each weight matrix to the row stride its device's decode product reads
+  // fastest (ops::decode_row_stride: on the CPU one cache line of padding after rows a multiple of
+  // 2 KiB long; nothing changes on CUDA). The pages of a memory-mapped original are given back to
+  // the kernel, so the process does not hold the weights twice. Training reads contiguous
+  // weights: call this only on a model that will not be trained.
+  void lay_out_for_decode();
   // Mixed precision (CUDA): weight matrices stay float32 for the optimiser, products read bf16
   // copies of them (bf16 compute, float32 accumulation and master weights).
   void use_mixed_precision();

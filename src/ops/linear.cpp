@@ -65,6 +65,14 @@ Tensor rows_of(const Tensor& t, int64_t begin, int64_t count) {
 
 }  // namespace
 
+int64_t decode_row_stride(const Tensor& weight) {
+  MAMBA_CHECK(weight.ndim() == 2, "decode_row_stride: expected a weight [N, K], got ", shape_string(weight.shape()));
+  const int64_t columns = weight.size(1), element = int64_t(dtype_size(weight.dtype()));
+  constexpr int64_t kCacheLine = 64;
+  if (weight.device() != Device::cpu || columns * element % 2048 != 0) return columns;
+  return columns + kCacheLine / element;
+}
+
 std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& widths,
                                          const Tensor& bias) {
   check_linear_inputs(x, weight, bias);

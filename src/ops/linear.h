@@ -34,6 +34,13 @@ void check_linear_backward_inputs(const Tensor& x, const Tensor& weight, const T
 
 constexpr int64_t kWidePiece = 256;
 
+// The row stride (elements) at which the decode product of weight's device reads it fastest; the
+// model copies a weight to it with Tensor::with_row_stride for inference. CPU: rows a multiple
+// of 2 KiB long get one cache line of padding, since the mat-vec's 16 row streams would otherwise
+// all sit at one offset of their 4 KiB pages and read memory 15–25% more slowly
+// (docs/perf/cpu_model.md, v10). CUDA: size(1), contiguous.
+int64_t decode_row_stride(const Tensor& weight);
+
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& widths,
                                          const Tensor& bias = {});

@@ -1,4 +1,4 @@
-// LanguageModel::lay_out_for_cpu_decode pads the rows of weight matrices: prefill and decode must
+// LanguageModel::lay_out_for_decode pads the rows of weight matrices: prefill and decode must
 // give the same logits as the contiguous model, for f32 and bf16 weights.
 #include <gtest/gtest.h>
 
@@ -25,7 +25,7 @@ TEST(DecodeLayout, PaddedWeightRowsGiveTheSameLogits) {
     auto padded = LanguageModel::initialize(c, 5, Device::cpu);
     contiguous->convert_weight_matrices(weights);
     padded->convert_weight_matrices(weights);
-    padded->lay_out_for_cpu_decode();
+    padded->lay_out_for_decode();
     EXPECT_FALSE(padded->parameter("backbone.layers.1.mixer.out_proj.weight").value.is_contiguous());
     EXPECT_EQ(padded->parameter("backbone.embeddings.weight").value.is_contiguous(), weights == DType::bf16);
 

@@ -29,12 +29,22 @@ TEST(OpsLinear, CpuMatchesReferenceForEveryWeightDtype) {
           Tensor got = cpu::linear_forward(x, w, b);
           EXPECT_EQ(got.shape(), (Shape{M, N}));
           EXPECT_LT(relative_error(got, expected), 1e-5) << dtype_name(wt) << " M=" << M << " K=" << K << " N=" << N;
-          // The same weights with padded rows (LanguageModel::lay_out_for_cpu_decode), padding not
+          // The same weights with padded rows (LanguageModel::lay_out_for_decode), padding not
           // a whole vector long, so every kernel must step rows by the stride and not by K.
           Tensor padded = w.with_row_stride(K + 5);
           EXPECT_LT(relative_error(cpu::linear_forward(x, padded, b), expected), 1e-5)
               << "padded rows, " << dtype_name(wt) << " M=" << M << " K=" << K << " N=" << N;
         }
+}
+
+// CPU decode pads rows a multiple of 2 KiB long by one cache line, and leaves the others.
+TEST(OpsLinear, DecodeRowStridePadsRowsOfWhole2KiBBlocks) {
+  EXPECT_EQ(decode_row_stride(Tensor::empty({3, 1024}, DType::f32)), 1040);
+  EXPECT_EQ(decode_row_stride(Tensor::empty({3, 512}, DType::f32)), 528);
+  EXPECT_EQ(decode_row_stride(Tensor::empty({3, 1024}, DType::bf16)), 1056);
+  EXPECT_EQ(decode_row_stride(Tensor::empty({3, 768}, DType::f32)), 768);
+  EXPECT_EQ(decode_row_stride(Tensor::empty({3, 768}, DType::bf16)), 768);
+  EXPECT_THROW(decode_row_stride(Tensor::empty({3}, DType::f32)), Error);
 }
 
 TEST(OpsLinear, LeadingDimensionsAreRows) {
