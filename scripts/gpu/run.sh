@@ -7,6 +7,7 @@
 #                              whole models through mambacpp; short tables last
 #   scripts/gpu/run.sh profile Nsight Compute on one forward and backward at the first shape
 #   scripts/gpu/run.sh all     test and bench
+#   scripts/gpu/run.sh test-scan  test, then the scan table only
 #   scripts/gpu/run.sh decode [BASE]  only the decode rows (TARGETS.md's generation table); with BASE,
 #                              a source tree of another version (e.g. `git archive` of a commit into
 #                              a git-ignored folder named in the call's carry), built beside this one
@@ -342,6 +343,7 @@ case "$mode" in
   bench) run_bench; run_model_bench ;;
   profile) run_profile ;;
   all) run_tests; run_bench; run_model_bench ;;
+  test-scan) run_tests; run_bench ;;
   decode) run_decode "${2:-}" ;;
   decode-profile) run_decode_profile ;;
   test-decode) run_tests; run_decode "${2:-}" ;;

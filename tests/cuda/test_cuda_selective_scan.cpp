@@ -196,10 +196,10 @@ TEST(CudaSelectiveScan, ForwardVariants) {
   }
 }
 
-// Variant 4 (one thread per channel) on the odd sizes the default kernel meets above: lengths
-// of one, one tile, around a split boundary and 70000 (split), channels past the last whole warp
-// and short of a 16-byte vector, with and without the optional inputs.
-TEST(CudaSelectiveScan, ThreadPerChannelForward) {
+// Variant 4 (four threads per channel, 4 states each) on the odd sizes the default kernel meets
+// above: lengths of one, one tile, around a split boundary and 70000 (split), channels past the
+// last whole block and short of a 16-byte vector, with and without the optional inputs.
+TEST(CudaSelectiveScan, StateGroupForward) {
   SKIP_WITHOUT_GPU();
   struct Restore {
     ~Restore() { ops::cuda_detail::set_selective_scan_forward_variant(2); }  // the default
@@ -211,7 +211,7 @@ TEST(CudaSelectiveScan, ThreadPerChannelForward) {
   }
   check_scan({2, 600, 40, 16}, {}, DType::bf16, true, 21);
   check_scan({8, 300, 544, 16}, {}, DType::bf16, true, 22);
-  check_scan({4, 520, 8448, 16}, {}, DType::bf16, true, 27);  // 8 warps per SM: unsplit
+  check_scan({4, 520, 8448, 16}, {}, DType::bf16, true, 27);  // 32 warps per SM: unsplit
   Features bare;
   bare = {false, false, false, false, false, false, false};
   check_scan({3, 300, 9, 16}, bare, DType::f32, true, 23);

@@ -1,7 +1,7 @@
 // CUDA selective scan: forward, backward (with recomputation) and the decode step.
 //
-// (A second forward for N = 16, scan_channel_kernel, gives each thread one (sequence, channel) and
-// walks the positions with the states in registers; forward variant 4, described there.)
+// (A second forward for N = 16, scan_group_kernel, gives four threads to each (sequence, channel),
+// each walking the positions with 4 of its states in registers; forward variant 4, described there.)
 //
 // Work split. One block of kWarps warps handles kWarps consecutive channels of one sequence; warp w
 // owns channel c0 + w. The sequence is walked in chunks of kChunk = 32·kItems positions: each lane
@@ -596,25 +596,39 @@ __global__ void chain_splits_kernel(ScanArgs p) {
   if (p.last_state) p.last_state[index] = h;
 }
 
-// Forward for N = 16, one thread per (sequence, channel): the thread walks the positions in order
-// with its 16 states in registers, so each element-state costs one exp and four FMA-pipe
-// instructions (δ'·A, δ'u·B, h, y), with no shuffles or barriers between states and 16
-// independent chains for ILP. A block is one warp of 32 consecutive channels (their δ, u, z at one
-// position are 64 or 128 contiguous bytes). Tiles of kChannelTile positions are copied into shared
-// memory with cp.async one tile ahead of the compute; B and C, the same for every channel, are
-// converted to float32 once per tile and read as broadcasts. Few warps for the GPU split the
-// length as the lane-scan kernel does: a summary pass (this kernel without C, z and output) gives
-// each split's end state from zero and Σδ', chain_splits_kernel chains them, the output pass reruns
-// every split from its true incoming state.
-constexpr int kChannelStates = 16;
-// Positions per staged tile: shared memory of 14 KB (bf16) a warp lets 8 or more warps share an SM.
-constexpr int kChannelTile = 16;
-static_assert(kScanStateChunk % kChannelTile == 0, "chunk states fall on tile starts");
+// Forward for N = 16 in state groups: four threads per (sequence, channel), each owning 4 of its 16
+// states, walk the positions in order with the states in registers. Per element-state that is one
+// exp and four FMA-pipe instructions (δ'·A, δ'u·B, h, C·h), with no shuffles and no scan; the
+// per-position work (softplus, the sum over the four groups, D skip, gate) is done once per
+// (position, channel), shared out over the block's threads. Four threads a channel give four times
+// the warps of one thread a channel (v13, latency-bound at one warp per scheduler) at the same cost
+// per element-state.
+//
+// A block is kGroupWarps warps = 32 consecutive channels; thread 4k + g owns states 4g..4g+3 of
+// channel k. Tiles of kGroupTile positions of δ, u, z, B and C are copied into shared memory with
+// cp.async one tile ahead. Per tile, three phases separated by block barriers:
+//  1. each thread takes 4 consecutive channels of one position: δ' = softplus(δ + bias) and δ'·u
+//     into `work`, and for bf16 B and C to float32;
+//  2. each thread advances its 4 states over the tile's positions, writing its part of Σₙ C·h;
+//  3. each thread (as in 1) sums the four parts, adds D·u, gates with z and stores the output.
+// Few blocks for the GPU split the length as the lane-scan kernel does: a summary pass (this kernel
+// without C, z and output) gives each split's end state from zero and Σδ', chain_splits_kernel
+// chains them, the output pass reruns every split from its true incoming state.
+constexpr int kGroupStates = 4;                                    // states per thread
+constexpr int kGroupsPerChannel = 16 / kGroupStates;               // N = 16
+constexpr int kGroupWarps = 4, kGroupThreads = 32 * kGroupWarps;   // a block
+constexpr int kGroupChannels = kGroupThreads / kGroupsPerChannel;  // channels per block
+constexpr int kGroupTile = 16;                                     // positions per staged tile
+constexpr int kPairChannels = 4;  // phases 1 and 3: consecutive channels of one position per thread
+constexpr int kPairThreadsPerPosition = kGroupChannels / kPairChannels;
+static_assert(kPairChannels == 4, "phase 1 stores a thread's (δ', δ'·u) pairs as two float4");
+static_assert(kGroupTile * kPairThreadsPerPosition == kGroupThreads, "phases 1 and 3 cover a tile once");
+static_assert(kScanStateChunk % kGroupTile == 0, "chunk states fall on tile starts");
 
 template <typename T>
-struct alignas(16) ChannelTile {
-  T delta[kChannelTile][32], u[kChannelTile][32], z[kChannelTile][32];
-  T B[kChannelTile][kChannelStates], C[kChannelTile][kChannelStates];
+struct alignas(16) GroupTile {
+  T delta[kGroupTile][kGroupChannels], u[kGroupTile][kGroupChannels], z[kGroupTile][kGroupChannels];
+  T B[kGroupTile][16], C[kGroupTile][16];
 };
 
 // 16 bytes from device to shared memory without a register round trip; zeros when !valid.
@@ -653,25 +667,25 @@ __device__ __forceinline__ float softplus_branch_free(float x) {
   return x > 20.0f ? x : result;
 }
 
-// dst[tt][cc] = src[t0 + tt][c0 + cc] (rows of `stride` elements) for one warp; zeros outside
-// [0, L) × [0, cols). With `vector_rows` (cols a multiple of the 16-byte vector, aligned rows)
-// asynchronous 16-byte copies, else plain element copies.
-template <typename T, int kCols>
-__device__ __forceinline__ void stage_rows(T (&dst)[kChannelTile][kCols], const T* src, int64_t stride, int t0, int L,
+// dst[tt][cc] = src[t0 + tt][c0 + cc] (rows of `stride` elements), shared out over kStagers threads;
+// zeros outside [0, L) × [0, cols). With `vector_rows` (cols a multiple of the 16-byte vector,
+// aligned rows) asynchronous 16-byte copies, else plain element copies.
+template <int kStagers, typename T, int kRows, int kCols>
+__device__ __forceinline__ void stage_rows(T (&dst)[kRows][kCols], const T* src, int64_t stride, int t0, int L,
                                            int c0, int cols, bool vector_rows) {
-  const int lane = threadIdx.x;
   if (vector_rows) {
-    constexpr int kVec = 16 / sizeof(T), kPerRow = kCols / kVec;
-    static_assert(kChannelTile * kPerRow % 32 == 0, "equal shares of whole vectors");
+    constexpr int kVec = 16 / sizeof(T), kPerRow = kCols / kVec, kVectors = kRows * kPerRow;
+    static_assert(kCols % kVec == 0, "whole vectors");
 #pragma unroll
-    for (int k = 0; k < kChannelTile * kPerRow / 32; ++k) {
-      const int e = lane + 32 * k, tt = e / kPerRow, col = e % kPerRow * kVec;
+    for (int k = 0; k < (kVectors + kStagers - 1) / kStagers; ++k) {
+      const int e = threadIdx.x + kStagers * k, tt = e / kPerRow, col = e % kPerRow * kVec;
+      if (kVectors % kStagers != 0 && e >= kVectors) break;
       const bool valid = t0 + tt < L && c0 + col < cols;
       copy_async_16(&dst[tt][col], valid ? src + int64_t(t0 + tt) * stride + c0 + col : src, valid);
     }
     return;
   }
-  for (int e = lane; e < kChannelTile * kCols; e += 32) {
+  for (int e = threadIdx.x; e < kRows * kCols; e += kStagers) {
     const int tt = e / kCols, col = e % kCols;
     const bool valid = t0 + tt < L && c0 + col < cols;
     dst[tt][col] = valid ? src[int64_t(t0 + tt) * stride + c0 + col] : from_float<T>(0.0f);
@@ -680,16 +694,17 @@ __device__ __forceinline__ void stage_rows(T (&dst)[kChannelTile][kCols], const 
 
 // kSummary: the summary pass of one split (end state from zero, Σδ'); else the output pass.
 template <typename T, bool kSummary>
-__global__ void __launch_bounds__(32) scan_channel_kernel(ScanArgs p) {
-  constexpr int N = kChannelStates;
+__global__ void __launch_bounds__(kGroupThreads, 6) scan_group_kernel(ScanArgs p) {
+  constexpr int N = 16;
   constexpr bool kConvert = sizeof(T) != sizeof(float);  // bf16 B and C become float32 once per tile
-  __shared__ ChannelTile<T> tiles[2];
-  __shared__ alignas(16) float BC_f32[kConvert ? 2 : 1][kChannelTile][N];  // B, then C
-  __shared__ float work[2][kChannelTile][32];  // per lane (column): δ', and δ'·u, then Σₙ C·h
+  __shared__ GroupTile<T> tiles[2];
+  __shared__ alignas(16) float BC_f32[kConvert ? 2 : 1][kGroupTile][N];  // B, then C
+  __shared__ alignas(16) float2 work[kGroupTile][kGroupChannels];         // δ', δ'·u
+  // Each group's part of Σₙ C·h: [position][channel][group].
+  __shared__ alignas(16) float parts[kSummary ? 1 : kGroupTile][kGroupChannels][kGroupsPerChannel];
 
-  const int lane = threadIdx.x, dim = p.dim, L = p.L;
-  const int c0 = blockIdx.x * 32, b = blockIdx.y, split = blockIdx.z, c = c0 + lane;
-  const bool active = c < dim;
+  const int dim = p.dim, L = p.L;
+  const int c0 = blockIdx.x * kGroupChannels, b = blockIdx.y, split = blockIdx.z;
   const SplitBounds bounds = split_bounds(p, b, split);
   const int64_t seq = int64_t(b) * L;
   const T* u = static_cast<const T*>(p.u) + seq * dim;
@@ -698,148 +713,149 @@ __global__ void __launch_bounds__(32) scan_channel_kernel(ScanArgs p) {
   const T* Bg = static_cast<const T*>(p.B) + seq * N;
   const T* Cg = static_cast<const T*>(p.C) + seq * N;
   T* out = kSummary ? nullptr : static_cast<T*>(p.out) + seq * dim;
-  const float D_c = active && p.D ? p.D[c] : 0.0f;
-  const float bias = active && p.delta_bias ? p.delta_bias[c] : 0.0f;
-  float A2[N], h[N];
+
+  // Phase 2: this thread's channel and states.
+  const int channel = threadIdx.x / kGroupsPerChannel, group = threadIdx.x % kGroupsPerChannel;
+  const int c = c0 + channel, n0 = group * kGroupStates;
+  const bool active = c < dim;
+  float A2[kGroupStates], h[kGroupStates];
 #pragma unroll
-  for (int n = 0; n < N; ++n) {
-    A2[n] = active ? p.A[c * N + n] * kLog2e : 0.0f;
-    h[n] = 0.0f;
+  for (int j = 0; j < kGroupStates; ++j) {
+    A2[j] = active ? p.A[c * N + n0 + j] * kLog2e : 0.0f;
+    h[j] = 0.0f;
     if (!kSummary && active) {
       if (p.split_init)
-        h[n] = p.split_init[((int64_t(b) * p.splits + split) * dim + c) * N + n];
+        h[j] = p.split_init[((int64_t(b) * p.splits + split) * dim + c) * N + n0 + j];
       else if (p.initial_state)
-        h[n] = p.initial_state[(int64_t(b) * dim + c) * N + n];
+        h[j] = p.initial_state[(int64_t(b) * dim + c) * N + n0 + j];
     }
   }
   float delta_sum = 0.0f;
 
-  auto stage = [&](ChannelTile<T>& tile, int t0) {
-    stage_rows(tile.delta, delta, dim, t0, L, c0, dim, p.vector_channels);
-    stage_rows(tile.u, u, dim, t0, L, c0, dim, p.vector_channels);
-    if (z) stage_rows(tile.z, z, dim, t0, L, c0, dim, p.vector_channels);
-    stage_rows(tile.B, Bg, N, t0, L, 0, N, p.vector_states);
-    if (!kSummary) stage_rows(tile.C, Cg, N, t0, L, 0, N, p.vector_states);
+  // Phases 1 and 3: kPairChannels consecutive channels of one position.
+  const int pair_tt = threadIdx.x / kPairThreadsPerPosition;
+  const int pair_ch = threadIdx.x % kPairThreadsPerPosition * kPairChannels, pair_c = c0 + pair_ch;
+  float bias[kPairChannels], D[kPairChannels];
+#pragma unroll
+  for (int i = 0; i < kPairChannels; ++i) {
+    const bool valid = pair_c + i < dim;
+    bias[i] = valid && p.delta_bias ? p.delta_bias[pair_c + i] : 0.0f;
+    D[i] = valid && p.D ? p.D[pair_c + i] : 0.0f;
+  }
+
+  auto stage = [&](GroupTile<T>& tile, int t0) {
+    stage_rows<kGroupThreads>(tile.delta, delta, dim, t0, L, c0, dim, p.vector_channels);
+    stage_rows<kGroupThreads>(tile.u, u, dim, t0, L, c0, dim, p.vector_channels);
+    if (z) stage_rows<kGroupThreads>(tile.z, z, dim, t0, L, c0, dim, p.vector_channels);
+    stage_rows<kGroupThreads>(tile.B, Bg, N, t0, L, 0, N, p.vector_states);
+    if (!kSummary) stage_rows<kGroupThreads>(tile.C, Cg, N, t0, L, 0, N, p.vector_states);
     commit_async_copies();
   };
   stage(tiles[0], bounds.begin);
   int buffer = 0;
-  for (int t0 = bounds.begin; t0 < bounds.end; t0 += kChannelTile, buffer ^= 1) {
+  for (int t0 = bounds.begin; t0 < bounds.end; t0 += kGroupTile, buffer ^= 1) {
     wait_async_copies();
-    __syncthreads();  // every lane's copies have landed, and the other buffer is read no more
-    if (t0 + kChannelTile < bounds.end) stage(tiles[buffer ^ 1], t0 + kChannelTile);
-    const ChannelTile<T>& tile = tiles[buffer];
-    const float *B_rows = &BC_f32[0][0][0], *C_rows = &BC_f32[kConvert ? 1 : 0][0][0];
-    if constexpr (kConvert) {
-      // 8 elements a lane at a time: B rows, then C rows.
-      constexpr int kVecs = 2 * kChannelTile * N / 8;
+    __syncthreads();  // every thread's copies have landed, and the other buffer is read no more
+    if (t0 + kGroupTile < bounds.end) stage(tiles[buffer ^ 1], t0 + kGroupTile);
+    const GroupTile<T>& tile = tiles[buffer];
+
+    // 1: δ' and δ'·u; B and C to float32.
+    {
+      float dl[kPairChannels], uu[kPairChannels];
+      load_items<T, kPairChannels>(&tile.delta[pair_tt][pair_ch], dl);
+      load_items<T, kPairChannels>(&tile.u[pair_tt][pair_ch], uu);
+      // Past the sequence's length δ' = 0: the states stay as they are.
+      const bool valid = t0 + pair_tt < bounds.valid_end;
+      float2 w[kPairChannels];
 #pragma unroll
-      for (int k = 0; k < kVecs / 32; ++k) {
-        const int e = lane + 32 * k, which = e / (kVecs / 2), offset = e % (kVecs / 2) * 8;
-        if (kSummary && which == 1) continue;
-        const T* src = (which ? &tile.C[0][0] : &tile.B[0][0]) + offset;
-        const uint4 raw = *reinterpret_cast<const uint4*>(src);
-        const T* vals = reinterpret_cast<const T*>(&raw);
-        float* dst = &BC_f32[which][0][0] + offset;
-        reinterpret_cast<float4*>(dst)[0] =
-            make_float4(to_float(vals[0]), to_float(vals[1]), to_float(vals[2]), to_float(vals[3]));
-        reinterpret_cast<float4*>(dst)[1] =
-            make_float4(to_float(vals[4]), to_float(vals[5]), to_float(vals[6]), to_float(vals[7]));
+      for (int i = 0; i < kPairChannels; ++i) {
+        float d = dl[i] + bias[i];
+        if (p.softplus) d = softplus_branch_free(d);
+        d = valid ? d : 0.0f;
+        w[i] = make_float2(d, d * uu[i]);
       }
-      __syncthreads();
-    } else {
-      B_rows = reinterpret_cast<const float*>(&tile.B[0][0]);
-      C_rows = reinterpret_cast<const float*>(&tile.C[0][0]);
+      float4* dst = reinterpret_cast<float4*>(&work[pair_tt][pair_ch]);
+      dst[0] = make_float4(w[0].x, w[0].y, w[1].x, w[1].y);
+      dst[1] = make_float4(w[2].x, w[2].y, w[3].x, w[3].y);
+      if constexpr (kConvert) {
+        // 4 elements a thread: B's rows, then C's.
+        constexpr int kPerMatrix = kGroupTile * N / 4;
+        static_assert(2 * kPerMatrix == kGroupThreads, "one group of 4 per thread");
+        const int which = threadIdx.x / kPerMatrix, offset = threadIdx.x % kPerMatrix * 4;
+        if (!kSummary || which == 0) {
+          float vals[4];
+          load_items<T, 4>((which ? &tile.C[0][0] : &tile.B[0][0]) + offset, vals);
+          *reinterpret_cast<float4*>(&BC_f32[which][0][0] + offset) = make_float4(vals[0], vals[1], vals[2], vals[3]);
+        }
+      }
     }
+    __syncthreads();
+
     if constexpr (!kSummary) {
       if (p.chunk_states && active && t0 % kScanStateChunk == 0) {  // training: the state before the chunk
         const int chunks = (L + kScanStateChunk - 1) / kScanStateChunk;
-        float* dst = p.chunk_states + ((int64_t(b) * chunks + t0 / kScanStateChunk) * dim + c) * N;
+        float* dst = p.chunk_states + ((int64_t(b) * chunks + t0 / kScanStateChunk) * dim + c) * N + n0;
 #pragma unroll
-        for (int n = 0; n < N; ++n) dst[n] = h[n];
+        for (int j = 0; j < kGroupStates; ++j) dst[j] = h[j];
       }
     }
-    // Three phases over the tile, so that the per-position work (softplus, gate, stores) runs as
-    // independent chains instead of lying on the state loop's critical path (one warp per
-    // scheduler is common). Their loop bodies are branch-free (uniform choices hoisted, selects
-    // instead of branches) so that the compiler can overlap positions, and unrolled only a few
-    // positions deep: a wholly unrolled tile outgrows the instruction cache.
-    // 1: δ' and δ'·u of every position into this lane's column.
-    auto deltas = [&](auto with_softplus) {
+    // 2: the states over the tile.
+    const float* B_rows = kConvert ? &BC_f32[0][0][0] : reinterpret_cast<const float*>(&tile.B[0][0]);
+    const float* C_rows = kConvert ? &BC_f32[kConvert ? 1 : 0][0][0] : reinterpret_cast<const float*>(&tile.C[0][0]);
 #pragma unroll 4
-      for (int tt = 0; tt < kChannelTile; ++tt) {
-        float dl = to_float(tile.delta[tt][lane]) + bias;
-        if constexpr (decltype(with_softplus)::value) dl = softplus_branch_free(dl);
-        // Past the sequence's length δ' = 0: the states stay as they are.
-        dl = t0 + tt < bounds.valid_end ? dl : 0.0f;
-        work[0][tt][lane] = dl;
-        work[1][tt][lane] = dl * to_float(tile.u[tt][lane]);
-        if constexpr (kSummary) delta_sum += dl;
-      }
-    };
-    if (p.softplus)
-      deltas(std::true_type{});
-    else
-      deltas(std::false_type{});
-      // 2: the states; Σₙ C·h of each position replaces its δ'·u.
-#pragma unroll 2
-    for (int tt = 0; tt < kChannelTile; ++tt) {
-      const float dl = work[0][tt][lane], du = work[1][tt][lane];
-      float Bv[N];
-#pragma unroll
-      for (int q = 0; q < N / 4; ++q) {
-        const float4 v = reinterpret_cast<const float4*>(B_rows + tt * N)[q];
-        Bv[4 * q] = v.x, Bv[4 * q + 1] = v.y, Bv[4 * q + 2] = v.z, Bv[4 * q + 3] = v.w;
-      }
+    for (int tt = 0; tt < kGroupTile; ++tt) {
+      const float2 w = work[tt][channel];
+      const float4 Bv = reinterpret_cast<const float4*>(B_rows + tt * N)[group];
+      const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w};
       if constexpr (kSummary) {
 #pragma unroll
-        for (int n = 0; n < N; ++n) h[n] = fmaf(exp2_approx(dl * A2[n]), h[n], du * Bv[n]);
+        for (int j = 0; j < kGroupStates; ++j) h[j] = fmaf(exp2_approx(w.x * A2[j]), h[j], w.y * Bn[j]);
+        delta_sum += w.x;
       } else {
-        float Cv[N];
+        const float4 Cv = reinterpret_cast<const float4*>(C_rows + tt * N)[group];
+        const float Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
 #pragma unroll
-        for (int q = 0; q < N / 4; ++q) {
-          const float4 v = reinterpret_cast<const float4*>(C_rows + tt * N)[q];
-          Cv[4 * q] = v.x, Cv[4 * q + 1] = v.y, Cv[4 * q + 2] = v.z, Cv[4 * q + 3] = v.w;
-        }
-        float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four partial sums: shorter dependency chains
-#pragma unroll
-        for (int n = 0; n < N; ++n) {
-          h[n] = fmaf(exp2_approx(dl * A2[n]), h[n], du * Bv[n]);
-          y[n % 4] = fmaf(Cv[n], h[n], y[n % 4]);
-        }
-        work[1][tt][lane] = (y[0] + y[1]) + (y[2] + y[3]);
+        for (int j = 0; j < kGroupStates; ++j) h[j] = fmaf(exp2_approx(w.x * A2[j]), h[j], w.y * Bn[j]);
+        parts[tt][channel][group] = fmaf(Cn[0], h[0], Cn[1] * h[1]) + fmaf(Cn[2], h[2], Cn[3] * h[3]);
       }
     }
-    // 3: skip term, gate and output.
+
+    // 3: Σₙ C·h, skip term, gate and output.
     if constexpr (!kSummary) {
-      auto outputs = [&](auto gated) {
-#pragma unroll 4
-        for (int tt = 0; tt < kChannelTile; ++tt) {
-          const int t = t0 + tt;
-          float result = fmaf(D_c, to_float(tile.u[tt][lane]), work[1][tt][lane]);
-          if constexpr (decltype(gated)::value) {
-            // y·z·σ(z) = y·z / (1 + e^−z); the fast division gives 0 for a denominator past 2^126.
-            const float zz = to_float(tile.z[tt][lane]);
-            result *= __fdividef(zz, 1.0f + __expf(-zz));
-          }
-          if (active && t < bounds.end) out[int64_t(t) * dim + c] = from_float<T>(t < bounds.valid_end ? result : 0.0f);
+      __syncthreads();
+      const int t = t0 + pair_tt;
+      if (t < bounds.end) {
+        float uu[kPairChannels], result[kPairChannels], zz[kPairChannels] = {};
+        load_items<T, kPairChannels>(&tile.u[pair_tt][pair_ch], uu);
+        if (z) load_items<T, kPairChannels>(&tile.z[pair_tt][pair_ch], zz);
+#pragma unroll
+        for (int i = 0; i < kPairChannels; ++i) {
+          const float4 part = *reinterpret_cast<const float4*>(parts[pair_tt][pair_ch + i]);
+          result[i] = fmaf(D[i], uu[i], (part.x + part.y) + (part.z + part.w));
+          // y·z·σ(z) = y·z / (1 + e^−z); the fast division gives 0 for a denominator past 2^126.
+          if (z) result[i] *= __fdividef(zz[i], 1.0f + __expf(-zz[i]));
+          result[i] = t < bounds.valid_end ? result[i] : 0.0f;
         }
-      };
-      if (z)
-        outputs(std::true_type{});
-      else
-        outputs(std::false_type{});
+        T* row = out + int64_t(t) * dim + pair_c;
+        if (p.vector_channels) {
+          if (pair_c < dim) store_items<T, kPairChannels>(row, result);
+        } else {
+#pragma unroll
+          for (int i = 0; i < kPairChannels; ++i)
+            if (pair_c + i < dim) row[i] = from_float<T>(result[i]);
+        }
+      }
     }
   }
   if (!active) return;
   if constexpr (kSummary) {
     const int64_t at = (int64_t(b) * p.splits + split) * dim + c;
-    p.split_delta_sum[at] = delta_sum;
+    if (group == 0) p.split_delta_sum[at] = delta_sum;
 #pragma unroll
-    for (int n = 0; n < N; ++n) p.split_state[at * N + n] = h[n];
+    for (int j = 0; j < kGroupStates; ++j) p.split_state[at * N + n0 + j] = h[j];
   } else if (p.splits == 1) {  // split passes leave the last state to chain_splits_kernel
 #pragma unroll
-    for (int n = 0; n < N; ++n) p.last_state[(int64_t(b) * dim + c) * N + n] = h[n];
+    for (int j = 0; j < kGroupStates; ++j) p.last_state[(int64_t(b) * dim + c) * N + n0 + j] = h[j];
   }
 }
 
@@ -1328,25 +1344,25 @@ SplitPlan plan_splits(const ScanArgs& p, int chunk_len, int resident_blocks) {
   return plan;
 }
 
-// Splits for scan_channel_kernel (one warp a block). Its warps are taken to run at full speed until
-// an SM holds kChannelSaturatingWarps of them (measured: 8 beat 4, v13 in docs/perf/cuda_scan.md),
-// and a split length costs a summary pass of about kChannelSummaryCost of an output pass. Time
-// model: (1, or 1 + that cost when split) × warps per SM × positions per split / min(warps per SM,
-// kChannelSaturatingWarps); the fewest splits within 3% of the least time win. Splits cover whole
-// chunks.
-constexpr int kChannelSaturatingWarps = 8;
-constexpr double kChannelSummaryCost = 0.75;
+// Splits for scan_group_kernel. Its warps are taken to run at full speed until an SM holds
+// kGroupSaturatingWarps of them, and a split length costs a summary pass of about kGroupSummaryCost
+// of an output pass. Time model: (1, or 1 + that cost when split) × warps per SM × positions per
+// split / min(warps per SM, kGroupSaturatingWarps); the fewest splits within 3% of the least time
+// win. Splits cover whole chunks.
+constexpr int kGroupSaturatingWarps = 16;
+constexpr double kGroupSummaryCost = 0.6;
 
-SplitPlan plan_channel_splits(const ScanArgs& p) {
-  const int64_t warps = int64_t(p.batch) * ((p.dim + 31) / 32), sms = multiprocessor_count();
+SplitPlan plan_group_splits(const ScanArgs& p) {
+  const int64_t warps = int64_t(p.batch) * ((p.dim + kGroupChannels - 1) / kGroupChannels) * kGroupWarps;
+  const int64_t sms = multiprocessor_count();
   const int64_t chunks = (p.L + kScanStateChunk - 1) / kScanStateChunk;
   SplitPlan plan{1, int(chunks * kScanStateChunk)};
   double best_cost = 0;
   for (int64_t splits = 1; splits <= std::min<int64_t>(chunks, 256); ++splits) {
     const int64_t per_split = (chunks + splits - 1) / splits, used = (chunks + per_split - 1) / per_split;
     const int64_t per_sm = (warps * used + sms - 1) / sms;
-    const double cost = (used > 1 ? 1 + kChannelSummaryCost : 1.0) * double(per_sm) * double(per_split) /
-                        double(std::min<int64_t>(per_sm, kChannelSaturatingWarps));
+    const double cost = (used > 1 ? 1 + kGroupSummaryCost : 1.0) * double(per_sm) * double(per_split) /
+                        double(std::min<int64_t>(per_sm, kGroupSaturatingWarps));
     if (splits == 1 || cost < best_cost * 0.97) best_cost = cost, plan = {int(used), int(per_split * kScanStateChunk)};
   }
   return plan;
@@ -1458,7 +1474,7 @@ void set_vector_flags(ScanArgs& p, size_t elem) {
 
 // Forward kernel variant (tuning knob, see scan_launch.h): 0: run-time N, 1: 16 positions per lane,
 // 2 (default): N = 16 unrolled, 3 or 2 blocks/SM by grid size, 3: N = 16 unrolled, 2 blocks/SM,
-// 4: thread-per-channel kernel (N = 16).
+// 4: state-group kernel (N = 16).
 int forward_variant = kDefaultForwardVariant;
 
 // Records the plan in p and, for a split length, points p's split buffers into the scratch.
@@ -1473,19 +1489,19 @@ void use_split_plan(ScanArgs& p, const SplitPlan& plan) {
   p.split_init = split_scratch + rows * (1 + p.nstate);
 }
 
-// The thread-per-channel forward (N = 16); a split length first gets its splits' incoming states
-// from the same kernel's summary mode and the chain kernel.
+// The state-group forward (N = 16); a split length first gets its splits' incoming states from the
+// same kernel's summary mode and the chain kernel.
 template <typename T>
-void run_channel_forward(ScanArgs p) {
-  use_split_plan(p, plan_channel_splits(p));
-  const dim3 grid((p.dim + 31) / 32, p.batch, p.splits);
+void run_group_forward(ScanArgs p) {
+  use_split_plan(p, plan_group_splits(p));
+  const dim3 grid((p.dim + kGroupChannels - 1) / kGroupChannels, p.batch, p.splits);
   if (p.splits > 1) {
-    scan_channel_kernel<T, true><<<grid, 32>>>(p);
-    check_launch("selective_scan channel summary kernel");
+    scan_group_kernel<T, true><<<grid, kGroupThreads>>>(p);
+    check_launch("selective_scan state-group summary kernel");
     chain_splits(p);
   }
-  scan_channel_kernel<T, false><<<grid, 32>>>(p);
-  check_launch("selective_scan channel forward kernel");
+  scan_group_kernel<T, false><<<grid, kGroupThreads>>>(p);
+  check_launch("selective_scan state-group forward kernel");
 }
 
 // The output pass over the whole length; a split length first gets its splits' incoming states.
@@ -1508,7 +1524,7 @@ void run_output_pass(ScanArgs p) {
 template <typename T>
 void run_output_variant(const ScanArgs& p) {
   const bool n16 = p.nstate == 16;
-  if (forward_variant == 4 && n16) return run_channel_forward<T>(p);
+  if (forward_variant == 4 && n16) return run_group_forward<T>(p);
   // Chunk states are written at the backward's chunks: variant 1's are twice as long.
   if (forward_variant == 1 && !p.chunk_states) return run_output_pass<T, 16, 0, 2>(p);
   if (forward_variant == 2 && n16) {
