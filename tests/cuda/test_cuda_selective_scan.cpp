@@ -187,9 +187,9 @@ TEST(CudaSelectiveScan, AllFeaturesSmall) {
 TEST(CudaSelectiveScan, ForwardVariants) {
   SKIP_WITHOUT_GPU();
   struct Restore {
-    ~Restore() { ops::cuda_detail::set_selective_scan_forward_variant(2); }  // the default
+    ~Restore() { ops::cuda_detail::set_selective_scan_forward_variant(ops::cuda_detail::kDefaultScanForwardVariant); }
   } restore;
-  for (int variant : {0, 1, 3, 4}) {
+  for (int variant : {0, 1, 2, 3}) {
     ops::cuda_detail::set_selective_scan_forward_variant(variant);
     check_scan({2, 2049, 13, 16}, {}, DType::f32, true, 3);
     check_scan({3, 1500, 16, 16}, {}, DType::bf16, true, 4);
@@ -202,7 +202,7 @@ TEST(CudaSelectiveScan, ForwardVariants) {
 TEST(CudaSelectiveScan, StateGroupForward) {
   SKIP_WITHOUT_GPU();
   struct Restore {
-    ~Restore() { ops::cuda_detail::set_selective_scan_forward_variant(2); }  // the default
+    ~Restore() { ops::cuda_detail::set_selective_scan_forward_variant(ops::cuda_detail::kDefaultScanForwardVariant); }
   } restore;
   ops::cuda_detail::set_selective_scan_forward_variant(4);
   for (int L : {1, 7, 2047, 2049}) {

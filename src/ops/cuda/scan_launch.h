@@ -13,12 +13,13 @@ void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const 
                                  const Tensor& chunk_states = {});
 void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state,
                                   const ScanGrads& grads);
-// Forward kernel variant, a tuning knob for benchmarks: 0: 8 positions per lane, run-time N;
-// 1: 16 positions per lane; 2 (the default): N = 16 as a compile-time constant, state loop
-// unrolled, 3 blocks per SM, or 2 when the grid has fewer blocks than 4 per SM; 3: as 2, always 2
-// blocks per SM (a larger register budget); 4: four threads per (sequence, channel), each walking
-// the positions with 4 of the 16 states in registers, the length split for about 16 warps per SM.
-// 2, 3 and 4 apply to N = 16 only (other N run 0).
+// Forward kernel variant, a tuning knob for benchmarks. Lane scans (lanes own positions): 0: 8
+// positions per lane, run-time N; 1: 16 positions per lane; 2: N = 16 as a compile-time constant,
+// state loop unrolled, 3 blocks per SM, or 2 when the grid has fewer blocks than 4 per SM; 3: as 2,
+// always 2 blocks per SM (a larger register budget). 4 (the default): state groups, four threads
+// per (sequence, channel), each walking the positions with 4 of the 16 states in registers, the
+// length split for about 16 warps per SM. 2, 3 and 4 apply to N = 16 only (other N run 0).
+constexpr int kDefaultScanForwardVariant = 4;
 void set_selective_scan_forward_variant(int variant);
 
 }  // namespace mamba::ops::cuda_detail

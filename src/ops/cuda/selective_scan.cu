@@ -44,7 +44,6 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kForwardItems = 8;
 constexpr int kBackwardItems = 8;
 static_assert(32 * kBackwardItems == kScanStateChunk, "chunk states are the backward's chunks");
-constexpr int kDefaultForwardVariant = 2;  // measured fastest on 3 of the 4 TARGETS.md shapes
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -604,9 +603,11 @@ __global__ void chain_splits_kernel(ScanArgs p) {
 // the warps of one thread a channel (v13, latency-bound at one warp per scheduler) at the same cost
 // per element-state.
 //
-// A block is kGroupWarps warps = 32 consecutive channels; thread 4k + g owns states 4g..4g+3 of
-// channel k. Tiles of kGroupTile positions of δ, u, z, B and C are copied into shared memory with
-// cp.async one tile ahead. Per tile, three phases separated by block barriers:
+// A block is kGroupWarps warps = 32 consecutive channels; lane k of warp g owns states 4g..4g+3 of
+// channel k, so a warp's reads of B and C at a position are one broadcast (a block's shared-memory
+// traffic, not its instructions, was the limit with the four groups of a channel in one warp). Tiles of kGroupTile
+// positions of δ, u, z, B and C are copied into shared memory with cp.async one tile ahead. Per tile, three phases
+// separated by block barriers:
 //  1. each thread takes 4 consecutive channels of one position: δ' = softplus(δ + bias) and δ'·u
 //     into `work`, and for bf16 B and C to float32;
 //  2. each thread advances its 4 states over the tile's positions, writing its part of Σₙ C·h;
@@ -614,21 +615,24 @@ __global__ void chain_splits_kernel(ScanArgs p) {
 // Few blocks for the GPU split the length as the lane-scan kernel does: a summary pass (this kernel
 // without C, z and output) gives each split's end state from zero and Σδ', chain_splits_kernel
 // chains them, the output pass reruns every split from its true incoming state.
-constexpr int kGroupStates = 4;                                    // states per thread
-constexpr int kGroupsPerChannel = 16 / kGroupStates;               // N = 16
-constexpr int kGroupWarps = 4, kGroupThreads = 32 * kGroupWarps;   // a block
-constexpr int kGroupChannels = kGroupThreads / kGroupsPerChannel;  // channels per block
-constexpr int kGroupTile = 16;                                     // positions per staged tile
+constexpr int kGroupStates = 4;                       // states per thread
+constexpr int kGroupsPerChannel = 16 / kGroupStates;  // N = 16
+constexpr int kGroupWarps = kGroupsPerChannel;        // warp g: states 4g..4g+3
+constexpr int kGroupThreads = 32 * kGroupWarps;
+constexpr int kGroupChannels = 32;  // a block's channels: one per lane
+// Positions per staged tile: 32 halves the barriers per position of 16 (shape (4, 4096, 2048): 0.35
+// against 0.42 ms); float32 tiles of 32 would pass the 48 KB of static shared memory.
+template <typename T>
+constexpr int kGroupTile = sizeof(T) == 2 ? 32 : 16;
 constexpr int kPairChannels = 4;  // phases 1 and 3: consecutive channels of one position per thread
 constexpr int kPairThreadsPerPosition = kGroupChannels / kPairChannels;
-static_assert(kPairChannels == 4, "phase 1 stores a thread's (δ', δ'·u) pairs as two float4");
-static_assert(kGroupTile * kPairThreadsPerPosition == kGroupThreads, "phases 1 and 3 cover a tile once");
-static_assert(kScanStateChunk % kGroupTile == 0, "chunk states fall on tile starts");
+static_assert(kPairChannels == 4 && kGroupsPerChannel == 4, "phases 1 and 3 move 4 channels or groups as a float4");
+constexpr int kPairRowsPerPass = kGroupThreads / kPairThreadsPerPosition;  // positions phases 1 and 3 cover at once
 
-template <typename T>
+template <typename T, int kTile>
 struct alignas(16) GroupTile {
-  T delta[kGroupTile][kGroupChannels], u[kGroupTile][kGroupChannels], z[kGroupTile][kGroupChannels];
-  T B[kGroupTile][16], C[kGroupTile][16];
+  T delta[kTile][kGroupChannels], u[kTile][kGroupChannels], z[kTile][kGroupChannels];
+  T B[kTile][16], C[kTile][16];
 };
 
 // 16 bytes from device to shared memory without a register round trip; zeros when !valid.
@@ -671,8 +675,8 @@ __device__ __forceinline__ float softplus_branch_free(float x) {
 // zeros outside [0, L) × [0, cols). With `vector_rows` (cols a multiple of the 16-byte vector,
 // aligned rows) asynchronous 16-byte copies, else plain element copies.
 template <int kStagers, typename T, int kRows, int kCols>
-__device__ __forceinline__ void stage_rows(T (&dst)[kRows][kCols], const T* src, int64_t stride, int t0, int L,
-                                           int c0, int cols, bool vector_rows) {
+__device__ __forceinline__ void stage_rows(T (&dst)[kRows][kCols], const T* src, int64_t stride, int t0, int L, int c0,
+                                           int cols, bool vector_rows) {
   if (vector_rows) {
     constexpr int kVec = 16 / sizeof(T), kPerRow = kCols / kVec, kVectors = kRows * kPerRow;
     static_assert(kCols % kVec == 0, "whole vectors");
@@ -693,15 +697,17 @@ __device__ __forceinline__ void stage_rows(T (&dst)[kRows][kCols], const T* src,
 }
 
 // kSummary: the summary pass of one split (end state from zero, Σδ'); else the output pass.
-template <typename T, bool kSummary>
-__global__ void __launch_bounds__(kGroupThreads, 6) scan_group_kernel(ScanArgs p) {
+template <typename T, bool kSummary, int kTile = kGroupTile<T>>
+__global__ void __launch_bounds__(kGroupThreads, 5) scan_group_kernel(ScanArgs p) {
   constexpr int N = 16;
   constexpr bool kConvert = sizeof(T) != sizeof(float);  // bf16 B and C become float32 once per tile
-  __shared__ GroupTile<T> tiles[2];
-  __shared__ alignas(16) float BC_f32[kConvert ? 2 : 1][kGroupTile][N];  // B, then C
-  __shared__ alignas(16) float2 work[kGroupTile][kGroupChannels];         // δ', δ'·u
+  static_assert(kTile % kPairRowsPerPass == 0, "phases 1 and 3 cover a tile in whole passes");
+  static_assert(kScanStateChunk % kTile == 0, "chunk states fall on tile starts");
+  __shared__ GroupTile<T, kTile> tiles[2];
+  __shared__ alignas(16) float BC_f32[kConvert ? 2 : 1][kTile][N];  // B, then C
+  __shared__ alignas(16) float2 work[kTile][kGroupChannels];        // δ', δ'·u
   // Each group's part of Σₙ C·h: [position][channel][group].
-  __shared__ alignas(16) float parts[kSummary ? 1 : kGroupTile][kGroupChannels][kGroupsPerChannel];
+  __shared__ alignas(16) float parts[kSummary ? 1 : kTile][kGroupsPerChannel][kGroupChannels];
 
   const int dim = p.dim, L = p.L;
   const int c0 = blockIdx.x * kGroupChannels, b = blockIdx.y, split = blockIdx.z;
@@ -715,7 +721,7 @@ __global__ void __launch_bounds__(kGroupThreads, 6) scan_group_kernel(ScanArgs p
   T* out = kSummary ? nullptr : static_cast<T*>(p.out) + seq * dim;
 
   // Phase 2: this thread's channel and states.
-  const int channel = threadIdx.x / kGroupsPerChannel, group = threadIdx.x % kGroupsPerChannel;
+  const int channel = threadIdx.x % kGroupChannels, group = threadIdx.x / kGroupChannels;
   const int c = c0 + channel, n0 = group * kGroupStates;
   const bool active = c < dim;
   float A2[kGroupStates], h[kGroupStates];
@@ -732,8 +738,8 @@ __global__ void __launch_bounds__(kGroupThreads, 6) scan_group_kernel(ScanArgs p
   }
   float delta_sum = 0.0f;
 
-  // Phases 1 and 3: kPairChannels consecutive channels of one position.
-  const int pair_tt = threadIdx.x / kPairThreadsPerPosition;
+  // Phases 1 and 3: kPairChannels consecutive channels of one position per pass.
+  const int pair_row = threadIdx.x / kPairThreadsPerPosition;
   const int pair_ch = threadIdx.x % kPairThreadsPerPosition * kPairChannels, pair_c = c0 + pair_ch;
   float bias[kPairChannels], D[kPairChannels];
 #pragma unroll
@@ -743,7 +749,7 @@ __global__ void __launch_bounds__(kGroupThreads, 6) scan_group_kernel(ScanArgs p
     D[i] = valid && p.D ? p.D[pair_c + i] : 0.0f;
   }
 
-  auto stage = [&](GroupTile<T>& tile, int t0) {
+  auto stage = [&](GroupTile<T, kTile>& tile, int t0) {
     stage_rows<kGroupThreads>(tile.delta, delta, dim, t0, L, c0, dim, p.vector_channels);
     stage_rows<kGroupThreads>(tile.u, u, dim, t0, L, c0, dim, p.vector_channels);
     if (z) stage_rows<kGroupThreads>(tile.z, z, dim, t0, L, c0, dim, p.vector_channels);
@@ -753,14 +759,15 @@ __global__ void __launch_bounds__(kGroupThreads, 6) scan_group_kernel(ScanArgs p
   };
   stage(tiles[0], bounds.begin);
   int buffer = 0;
-  for (int t0 = bounds.begin; t0 < bounds.end; t0 += kGroupTile, buffer ^= 1) {
+  for (int t0 = bounds.begin; t0 < bounds.end; t0 += kTile, buffer ^= 1) {
     wait_async_copies();
     __syncthreads();  // every thread's copies have landed, and the other buffer is read no more
-    if (t0 + kGroupTile < bounds.end) stage(tiles[buffer ^ 1], t0 + kGroupTile);
-    const GroupTile<T>& tile = tiles[buffer];
+    if (t0 + kTile < bounds.end) stage(tiles[buffer ^ 1], t0 + kTile);
+    const GroupTile<T, kTile>& tile = tiles[buffer];
 
     // 1: δ' and δ'·u; B and C to float32.
-    {
+#pragma unroll
+    for (int pair_tt = pair_row; pair_tt < kTile; pair_tt += kPairRowsPerPass) {
       float dl[kPairChannels], uu[kPairChannels];
       load_items<T, kPairChannels>(&tile.delta[pair_tt][pair_ch], dl);
       load_items<T, kPairChannels>(&tile.u[pair_tt][pair_ch], uu);
@@ -777,16 +784,18 @@ __global__ void __launch_bounds__(kGroupThreads, 6) scan_group_kernel(ScanArgs p
       float4* dst = reinterpret_cast<float4*>(&work[pair_tt][pair_ch]);
       dst[0] = make_float4(w[0].x, w[0].y, w[1].x, w[1].y);
       dst[1] = make_float4(w[2].x, w[2].y, w[3].x, w[3].y);
-      if constexpr (kConvert) {
-        // 4 elements a thread: B's rows, then C's.
-        constexpr int kPerMatrix = kGroupTile * N / 4;
-        static_assert(2 * kPerMatrix == kGroupThreads, "one group of 4 per thread");
-        const int which = threadIdx.x / kPerMatrix, offset = threadIdx.x % kPerMatrix * 4;
-        if (!kSummary || which == 0) {
-          float vals[4];
-          load_items<T, 4>((which ? &tile.C[0][0] : &tile.B[0][0]) + offset, vals);
-          *reinterpret_cast<float4*>(&BC_f32[which][0][0] + offset) = make_float4(vals[0], vals[1], vals[2], vals[3]);
-        }
+    }
+    if constexpr (kConvert) {
+      // 4 elements a thread at a time: B's rows, then C's.
+      constexpr int kPerMatrix = kTile * N / 4;
+      static_assert(2 * kPerMatrix % kGroupThreads == 0, "whole passes");
+#pragma unroll
+      for (int e = threadIdx.x; e < 2 * kPerMatrix; e += kGroupThreads) {
+        const int which = e / kPerMatrix, offset = e % kPerMatrix * 4;
+        if (kSummary && which == 1) continue;
+        float vals[4];
+        load_items<T, 4>((which ? &tile.C[0][0] : &tile.B[0][0]) + offset, vals);
+        *reinterpret_cast<float4*>(&BC_f32[which][0][0] + offset) = make_float4(vals[0], vals[1], vals[2], vals[3]);
       }
     }
     __syncthreads();
@@ -803,7 +812,7 @@ __global__ void __launch_bounds__(kGroupThreads, 6) scan_group_kernel(ScanArgs p
     const float* B_rows = kConvert ? &BC_f32[0][0][0] : reinterpret_cast<const float*>(&tile.B[0][0]);
     const float* C_rows = kConvert ? &BC_f32[kConvert ? 1 : 0][0][0] : reinterpret_cast<const float*>(&tile.C[0][0]);
 #pragma unroll 4
-    for (int tt = 0; tt < kGroupTile; ++tt) {
+    for (int tt = 0; tt < kTile; ++tt) {
       const float2 w = work[tt][channel];
       const float4 Bv = reinterpret_cast<const float4*>(B_rows + tt * N)[group];
       const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w};
@@ -816,22 +825,30 @@ __global__ void __launch_bounds__(kGroupThreads, 6) scan_group_kernel(ScanArgs p
         const float Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
 #pragma unroll
         for (int j = 0; j < kGroupStates; ++j) h[j] = fmaf(exp2_approx(w.x * A2[j]), h[j], w.y * Bn[j]);
-        parts[tt][channel][group] = fmaf(Cn[0], h[0], Cn[1] * h[1]) + fmaf(Cn[2], h[2], Cn[3] * h[3]);
+        parts[tt][group][channel] = fmaf(Cn[0], h[0], Cn[1] * h[1]) + fmaf(Cn[2], h[2], Cn[3] * h[3]);
       }
     }
 
     // 3: Σₙ C·h, skip term, gate and output.
     if constexpr (!kSummary) {
       __syncthreads();
-      const int t = t0 + pair_tt;
-      if (t < bounds.end) {
+#pragma unroll
+      for (int pair_tt = pair_row; pair_tt < kTile; pair_tt += kPairRowsPerPass) {
+        const int t = t0 + pair_tt;
+        if (t >= bounds.end) break;
         float uu[kPairChannels], result[kPairChannels], zz[kPairChannels] = {};
         load_items<T, kPairChannels>(&tile.u[pair_tt][pair_ch], uu);
         if (z) load_items<T, kPairChannels>(&tile.z[pair_tt][pair_ch], zz);
+        float4 part[kGroupsPerChannel];
+#pragma unroll
+        for (int g = 0; g < kGroupsPerChannel; ++g)
+          part[g] = *reinterpret_cast<const float4*>(&parts[pair_tt][g][pair_ch]);
+        const float sums[kPairChannels] = {
+            (part[0].x + part[1].x) + (part[2].x + part[3].x), (part[0].y + part[1].y) + (part[2].y + part[3].y),
+            (part[0].z + part[1].z) + (part[2].z + part[3].z), (part[0].w + part[1].w) + (part[2].w + part[3].w)};
 #pragma unroll
         for (int i = 0; i < kPairChannels; ++i) {
-          const float4 part = *reinterpret_cast<const float4*>(parts[pair_tt][pair_ch + i]);
-          result[i] = fmaf(D[i], uu[i], (part.x + part.y) + (part.z + part.w));
+          result[i] = fmaf(D[i], uu[i], sums[i]);
           // y·z·σ(z) = y·z / (1 + e^−z); the fast division gives 0 for a denominator past 2^126.
           if (z) result[i] *= __fdividef(zz[i], 1.0f + __expf(-zz[i]));
           result[i] = t < bounds.valid_end ? result[i] : 0.0f;
@@ -1473,9 +1490,9 @@ void set_vector_flags(ScanArgs& p, size_t elem) {
 }
 
 // Forward kernel variant (tuning knob, see scan_launch.h): 0: run-time N, 1: 16 positions per lane,
-// 2 (default): N = 16 unrolled, 3 or 2 blocks/SM by grid size, 3: N = 16 unrolled, 2 blocks/SM,
-// 4: state-group kernel (N = 16).
-int forward_variant = kDefaultForwardVariant;
+// 2: N = 16 unrolled, 3 or 2 blocks/SM by grid size, 3: N = 16 unrolled, 2 blocks/SM, 4 (default):
+// state-group kernel (N = 16).
+int forward_variant = kDefaultScanForwardVariant;
 
 // Records the plan in p and, for a split length, points p's split buffers into the scratch.
 void use_split_plan(ScanArgs& p, const SplitPlan& plan) {
@@ -1491,16 +1508,16 @@ void use_split_plan(ScanArgs& p, const SplitPlan& plan) {
 
 // The state-group forward (N = 16); a split length first gets its splits' incoming states from the
 // same kernel's summary mode and the chain kernel.
-template <typename T>
+template <typename T, int kTile = kGroupTile<T>>
 void run_group_forward(ScanArgs p) {
   use_split_plan(p, plan_group_splits(p));
   const dim3 grid((p.dim + kGroupChannels - 1) / kGroupChannels, p.batch, p.splits);
   if (p.splits > 1) {
-    scan_group_kernel<T, true><<<grid, kGroupThreads>>>(p);
+    scan_group_kernel<T, true, kTile><<<grid, kGroupThreads>>>(p);
     check_launch("selective_scan state-group summary kernel");
     chain_splits(p);
   }
-  scan_group_kernel<T, false><<<grid, kGroupThreads>>>(p);
+  scan_group_kernel<T, false, kTile><<<grid, kGroupThreads>>>(p);
   check_launch("selective_scan state-group forward kernel");
 }
 
