@@ -127,6 +127,32 @@ std::string length_scaling(std::ofstream& json) {
   return table;
 }
 
+// The scans a whole-model prefill runs (one per layer and chunk of 2048 positions): mamba-130m and
+// mamba-1.4b channels at batch 1 and 16, every forward variant.
+std::string prefill_chunks() {
+  std::string table = "\nprefill chunks (L 2048, N 16): forward ms by variant (default " +
+                      std::to_string(ops::cuda_detail::kDefaultScanForwardVariant) + ")\n";
+  char line[256];
+  std::snprintf(line, sizeof line, "%-14s %8s %8s %8s %8s %8s\n", "batch,D", "v0", "v1", "v2", "v3", "v4");
+  table += line;
+  Rng rng(11);
+  for (const auto& [batch, D] : std::vector<std::pair<int, int>>{{1, 1536}, {16, 1536}, {1, 4096}, {16, 4096}}) {
+    const ops::ScanInputs in = random_inputs(rng, batch, D, 2048, 16);
+    const Tensor out = Tensor::empty(in.u.shape(), DType::bf16, Device::cuda);
+    const Tensor last = Tensor::empty({batch, D, 16}, DType::f32, Device::cuda);
+    double ms[5];
+    for (int v = 0; v < 5; ++v) {
+      ops::cuda_detail::set_selective_scan_forward_variant(v);
+      ms[v] = median_ms([&] { ops::cuda_detail::selective_scan_forward_into(in, out, last); }, 3, 20);
+    }
+    ops::cuda_detail::set_selective_scan_forward_variant(ops::cuda_detail::kDefaultScanForwardVariant);
+    std::snprintf(line, sizeof line, "%3d,%-10d %8.3f %8.3f %8.3f %8.3f %8.3f\n", batch, D, ms[0], ms[1], ms[2], ms[3],
+                  ms[4]);
+    table += line;
+  }
+  return table;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -224,7 +250,7 @@ int main(int argc, char** argv) {
            << ", \"official_fwd_bwd_ms\": " << s.official_fwdbwd_ms << "}";
       std::fflush(stdout);
     }
-    if (!profile) table += length_scaling(json);
+    if (!profile) table += length_scaling(json) + prefill_chunks();
   } catch (const Error& e) {
     std::fprintf(stderr, "scan_bench: %s\n", e.what());
     return 1;
