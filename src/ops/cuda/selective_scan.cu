@@ -588,6 +588,11 @@ __global__ void chain_splits_kernel(ScanArgs p) {
   float h = p.initial_state ? p.initial_state[index] : 0.0f;
   for (int s = 0; s < p.splits; ++s) {
     const int64_t at = (int64_t(b) * p.splits + s) * dim + c;
+    // The last split's summary matters only for the last state; without p.last_state it may not exist.
+    if (s + 1 == p.splits && !p.last_state) {
+      p.split_init[at * N + n] = h;
+      break;
+    }
     const float from_zero = p.split_state[at * N + n];  // read first: split_init may be split_state
     p.split_init[at * N + n] = h;
     h = fmaf(exp2f(a2 * p.split_delta_sum[at]), h, from_zero);
@@ -870,7 +875,7 @@ __global__ void __launch_bounds__(kGroupThreads, 5) scan_group_kernel(ScanArgs p
     if (group == 0) p.split_delta_sum[at] = delta_sum;
 #pragma unroll
     for (int j = 0; j < kGroupStates; ++j) p.split_state[at * N + n0 + j] = h[j];
-  } else if (p.splits == 1) {  // split passes leave the last state to chain_splits_kernel
+  } else if (split == p.splits - 1) {  // the state after the last split (which has no summary)
 #pragma unroll
     for (int j = 0; j < kGroupStates; ++j) p.last_state[(int64_t(b) * dim + c) * N + n0 + j] = h[j];
   }
@@ -1513,9 +1518,13 @@ void run_group_forward(ScanArgs p) {
   use_split_plan(p, plan_group_splits(p));
   const dim3 grid((p.dim + kGroupChannels - 1) / kGroupChannels, p.batch, p.splits);
   if (p.splits > 1) {
-    scan_group_kernel<T, true, kTile><<<grid, kGroupThreads>>>(p);
+    // Summaries of every split but the last (only the last state would need that one, and the
+    // output pass writes it), chained into the splits' incoming states.
+    scan_group_kernel<T, true, kTile><<<dim3(grid.x, grid.y, p.splits - 1), kGroupThreads>>>(p);
     check_launch("selective_scan state-group summary kernel");
-    chain_splits(p);
+    ScanArgs chain = p;
+    chain.last_state = nullptr;
+    chain_splits(chain);
   }
   scan_group_kernel<T, false, kTile><<<grid, kGroupThreads>>>(p);
   check_launch("selective_scan state-group forward kernel");
