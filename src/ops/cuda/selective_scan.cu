@@ -713,7 +713,7 @@ __device__ __forceinline__ void stage_rows(T (&dst)[kRows][kCols], const T* src,
 
 // kSummary: the summary pass of one split (end state from zero, Σδ'); else the output pass.
 template <typename T, bool kSummary, int kTile = kGroupTile<T>>
-__global__ void __launch_bounds__(kGroupThreads, 5) scan_group_kernel(ScanArgs p) {
+__global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p) {
   constexpr int N = 16;
   constexpr bool kConvert = sizeof(T) != sizeof(float);  // bf16 B and C become float32 once per tile
   static_assert(kTile % kPairRowsPerPass == 0, "phases 1 and 3 cover a tile in whole passes");
@@ -826,7 +826,7 @@ __global__ void __launch_bounds__(kGroupThreads, 5) scan_group_kernel(ScanArgs p
     // 2: the states over the tile.
     const float* B_rows = kConvert ? &BC_f32[0][0][0] : reinterpret_cast<const float*>(&tile.B[0][0]);
     const float* C_rows = kConvert ? &BC_f32[kConvert ? 1 : 0][0][0] : reinterpret_cast<const float*>(&tile.C[0][0]);
-#pragma unroll 4
+#pragma unroll 8
     for (int tt = 0; tt < kTile; ++tt) {
       const float2 w = work[tt][channel];
       const float4 Bv = reinterpret_cast<const float4*>(B_rows + tt * N)[group];
