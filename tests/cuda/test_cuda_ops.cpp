@@ -93,8 +93,8 @@ void check_conv(int L, int K, int C, DType dtype) {
 }
 
 // L = 150 spans three position segments of 64 (the last partial); C = 44 and 45 fill whole and
-// partial warps of channels; widths 4 and 3 shift the backward's K − 1 lag against the batches of
-// positions loaded together.
+// partial warps of channels (44: the forward's channel pairs, 45: single channels); widths 4 and 3
+// shift the backward's K − 1 lag against the batches of positions loaded together.
 TEST(CudaCausalConv1d, ForwardBackwardStep) {
   SKIP_WITHOUT_GPU();
   for (int C : {45, 44})
@@ -102,6 +102,8 @@ TEST(CudaCausalConv1d, ForwardBackwardStep) {
   for (int L : {1, 7, 2047, 2049})
     for (int K : {4, 3}) check_conv(L, K, 45, DType::bf16);
   check_conv(2049, 4, 45, DType::f32);
+  for (int L : {1, 7, 2049}) check_conv(L, 3, 44, DType::bf16);
+  check_conv(2049, 4, 300, DType::f32);  // channel pairs past one block of 128 threads
 }
 
 void check_norm(ops::NormKind kind, DType dtype, bool with_residual, int d) {
