@@ -162,6 +162,17 @@ StreamFn stream_fn(DType wt, int64_t rows) {
 
 }  // namespace
 
+int64_t stream_chunk_rows(const Tensor& weight) {
+  const int64_t N = weight.size(0), K = weight.size(1);
+  // Whole kernel widths per chunk, so no chunk ends in a ragged tail; at most 256 KiB, and at least
+  // four chunks per thread when the rows allow (x_proj and dt_proj are a few hundred KiB in all).
+  constexpr int64_t kWidth = kWeightRowsFor<1>;
+  const int64_t widths_in_256k =
+      std::max<int64_t>(1, (int64_t(1) << 18) / (kWidth * K * int64_t(dtype_size(weight.dtype()))));
+  const int64_t widths_for_4_per_thread = std::max<int64_t>(1, N / (kWidth * 4 * num_threads()));
+  return kWidth * std::min(widths_in_256k, widths_for_4_per_thread);
+}
+
 void stream_x_wt_rows(const float* x, int64_t M, const Tensor& weight, int64_t n0, int64_t n1, float* y, int64_t ldy) {
   const int64_t K = weight.size(1), ldw = weight.row_stride();
   for (int64_t m0 = 0; m0 < M; m0 += kRowGroup) {
@@ -176,15 +187,8 @@ namespace {
 // shared unevenly between cores, so equal static halves leave one thread waiting). Each chunk stays
 // in L2 while every group of 8 x rows passes over it: W comes from memory once.
 void gemm_streaming(const float* x, int64_t M, const Tensor& weight, float* y, int64_t ldy) {
-  const int64_t N = weight.size(0), K = weight.size(1);
-  const DType wt = weight.dtype();
-  // Whole kernel widths per chunk, so no chunk ends in a ragged tail; at most 256 KiB, and at least
-  // four chunks per thread when the rows allow (x_proj and dt_proj are a few hundred KiB in all).
-  constexpr int64_t kWidth = kWeightRowsFor<1>;
-  const int64_t widths_in_256k = std::max<int64_t>(1, (int64_t(1) << 18) / (kWidth * K * int64_t(dtype_size(wt))));
-  const int64_t widths_for_4_per_thread = std::max<int64_t>(1, N / (kWidth * 4 * num_threads()));
-  const int64_t chunk = kWidth * std::min(widths_in_256k, widths_for_4_per_thread);
-  parallel_for_chunks(N, chunk, [&](int64_t n0, int64_t n1, int) { stream_x_wt_rows(x, M, weight, n0, n1, y, ldy); });
+  parallel_for_chunks(weight.size(0), stream_chunk_rows(weight),
+                      [&](int64_t n0, int64_t n1, int) { stream_x_wt_rows(x, M, weight, n0, n1, y, ldy); });
 }
 
 // ---- Register-tiled products for many rows (prefill, training), AVX-512.
