@@ -17,9 +17,10 @@ Device device_from_name(const std::string& name, const std::string& what);  // "
 bool cuda_compiled();   // built with CUDA
 bool cuda_available();  // built with CUDA and a GPU is present
 
-// Raw allocation on a device; CPU memory is 64-byte aligned.
+// Raw allocation on a device; CPU memory is 64-byte aligned. device_free takes the size that was
+// allocated: freed blocks are kept for reuse by size (small CPU blocks; every GPU block).
 void* device_alloc(Device d, size_t bytes);
-void device_free(Device d, void* p);
+void device_free(Device d, void* p, size_t bytes);
 // Copies bytes between any two devices. The host's memory may be reused when it returns; copies to
 // the host wait for the GPU, copies on the GPU and small copies from the host (up to 4 MiB) are
 // queued behind the GPU's work without waiting, larger ones from the host wait.

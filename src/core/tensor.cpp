@@ -24,7 +24,7 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   Tensor t;
   size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
   void* p = device_alloc(device, bytes);
-  t.buffer_ = std::shared_ptr<void>(p, [device](void* q) { device_free(device, q); });
+  t.buffer_ = std::shared_ptr<void>(p, [device, bytes](void* q) { device_free(device, q, bytes); });
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.device_ = device;

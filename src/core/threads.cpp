@@ -41,7 +41,7 @@ class ThreadPool {
     generation_.store(generation, std::memory_order_release);
     generation_.notify_all();
     run_range(0);
-    claim_ranges(generation);
+    if (const int ran = claim_ranges(generation)) pending_.fetch_sub(ran, std::memory_order_release);
     wait_for_ranges();
     if (error_) std::rethrow_exception(error_);
   }
@@ -72,15 +72,22 @@ class ThreadPool {
   }
   // A claim is (run generation << 32 | next range index), taken by compare-and-swap, so a worker
   // still finishing an earlier run can never take (or miscount) a range of the current one.
+  // Returns how many ranges this thread ran: the caller takes them off pending_ once, since every
+  // write to a line the other threads use costs a transfer between cores (~1% of a decode step
+  // when pending_ was decremented per range, docs/perf/cpu_model.md v11).
   static uint64_t claim_tag(uint64_t generation) { return generation << 32; }
-  void claim_ranges(uint64_t generation) {
+  int claim_ranges(uint64_t generation) {
+    const int ranges = ranges_.load();
+    int ran = 0;
     uint64_t claim = claim_.load();
-    while ((claim & ~0xffffffffull) == claim_tag(generation) && int(claim & 0xffffffffu) < ranges_.load()) {
+    while ((claim & ~0xffffffffull) == claim_tag(generation) && int(claim & 0xffffffffu) < ranges) {
       if (!claim_.compare_exchange_weak(claim, claim + 1)) continue;
       run_range(int(claim & 0xffffffffu));
-      pending_.fetch_sub(1, std::memory_order_release);
-      claim = claim_.load();
+      ++ran;
+      // Most often no other thread has claimed since: try the next index without reading first.
+      ++claim;
     }
+    return ran;
   }
   void work(int) {
     inside_worker = true;
@@ -97,17 +104,18 @@ class ThreadPool {
       }
       seen = g;
       if (stop_.load()) return;
-      claim_ranges(g);
+      if (const int ran = claim_ranges(g)) pending_.fetch_sub(ran, std::memory_order_release);
     }
   }
 
   int size_;
   int spins_before_yield_;
   std::vector<std::thread> workers_;
-  std::atomic<uint64_t> generation_{0};
+  // Written during a run by several threads: each on a cache line of its own.
+  alignas(64) std::atomic<uint64_t> claim_{0};
+  alignas(64) std::atomic<int> pending_{0};
+  alignas(64) std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> claim_{0};
-  std::atomic<int> pending_{0};
   std::atomic<int> ranges_{0};
   const std::function<void(int)>* task_ = nullptr;
   std::exception_ptr error_;

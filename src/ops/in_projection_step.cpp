@@ -38,6 +38,8 @@ InProjectionOutputs in_projection_step(const InProjectionStep& in, Tensor& conv_
   if (in.norm.x.device() == Device::cuda)
     if (auto fused = cuda::in_projection_step(in, conv_state)) return *fused;
 #endif
+  if (in.norm.x.device() == Device::cpu)
+    if (auto fused = cpu::in_projection_step(in, conv_state)) return *fused;
   const int64_t channels = in.conv_weight.size(0);
   NormOutputs normed = add_norm_forward(in.norm);
   std::vector<Tensor> xz = linear_forward_split(normed.out, in.weight, {channels, channels}, in.bias);

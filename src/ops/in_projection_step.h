@@ -7,10 +7,11 @@
 //   x_conv       = SiLU(causal_conv1d_step(x', conv_state))   (ops/causal_conv1d.h; state shifted in place)
 //
 // It is exactly add_norm_forward → linear_forward_split → causal_conv1d_step, and runs as those ops
-// on the CPU and wherever the fused kernel does not apply. On CUDA, bf16 x with a bf16 W_in and at
-// most 16 sequences run as one kernel (ops/cuda/decode_matvec.cuh): the decode step is a chain of
-// latency-bound kernels, and this one replaces three. Its intermediates are rounded to bf16 where
-// the separate ops would store them in bf16 (n, x').
+// wherever a fused path does not apply. On CUDA, bf16 x with a bf16 W_in and at most 16 sequences
+// run as one kernel (ops/cuda/decode_matvec.cuh): the decode step is a chain of latency-bound
+// kernels, and this one replaces three. Its intermediates are rounded to bf16 where the separate
+// ops would store them in bf16 (n, x'). On the CPU, the products of the streaming kernel (few
+// sequences, ops/cpu/gemm.h) run with the conv step in one pool run, bitwise equal to the ops.
 #pragma once
 #include <optional>
 
@@ -37,6 +38,10 @@ struct InProjectionOutputs {
 void check_in_projection_step_inputs(const InProjectionStep& in, const Tensor& conv_state);
 InProjectionOutputs in_projection_step(const InProjectionStep& in, Tensor& conv_state);
 
+namespace cpu {
+// The fused path's result (inputs already checked), or nullopt when it does not take these inputs.
+std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in, Tensor& conv_state);
+}  // namespace cpu
 namespace cuda {
 // The fused kernel's result, or nullopt when it does not take these inputs.
 std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in, Tensor& conv_state);

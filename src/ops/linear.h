@@ -10,7 +10,8 @@
 // linear_forward_split returns y as column pieces [M, wᵢ] (Σ wᵢ = N): split_columns(linear_forward(…))
 // as one step, whose CUDA decode product writes the pieces itself (no copies: Mamba's x_proj →
 // δ, B, C at batch > 1). Pieces of at least kWidePiece columns (Mamba's in_proj → x, z) are each
-// a product over their rows of W, so no copy is made either; narrow ones are split off one product.
+// a product over their rows of W, so no copy is made either; narrow ones are split off one product,
+// and so are all pieces of a single row of x (they are views of its one output row).
 // linear_backward_split is its backward, taking dy as those pieces: wide pieces each take their
 // own products (dx of the first, added onto by the others), narrow ones are joined first.
 //

@@ -66,6 +66,23 @@ TEST(Tensor, PaddedRowsHoldTheSameElements) {
   EXPECT_TRUE(t.with_row_stride(2).is_contiguous());
 }
 
+// A freed CPU block is handed to the next tensor of the same size (decode allocates the same sizes
+// every step), still 64-byte aligned, and zeros() clears what the last owner left in it.
+TEST(Tensor, FreedHostBlocksAreReusedBySize) {
+  const void* first = nullptr;
+  {
+    Tensor t = Tensor::from_vector(std::vector<double>(1000, 7.0), {1000}, DType::f32);
+    first = t.raw();
+  }
+  Tensor again = Tensor::zeros({250, 4}, DType::f32);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(again.raw()) % 64, 0u);
+  for (double v : again.to_double_vector()) ASSERT_EQ(v, 0.0);
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer builds free every block";
+#endif
+  EXPECT_EQ(again.raw(), first);
+}
+
 TEST(Tensor, RelativeErrorSeesNaN) {
   Tensor a = Tensor::from_vector({1, NAN}, {2}, DType::f32);
   Tensor b = Tensor::from_vector({1, 2}, {2}, DType::f32);
@@ -97,6 +114,19 @@ TEST(Threads, ChunksCoverEverythingOnceInChunkSizedPieces) {
   EXPECT_EQ(pieces.load(), 16);
   EXPECT_THROW(parallel_for_chunks(100, 0, [](int64_t, int64_t, int) {}), Error);
   EXPECT_THROW(parallel_for_chunks(100, 10, [](int64_t, int64_t, int) { fail("boom"); }), Error);
+}
+
+// Many short runs back to back, as in decode: the threads claim ranges against each other and
+// each run must still see every range once, and only its own (a worker may still be leaving the
+// run before), whatever the timing.
+TEST(Threads, BackToBackRunsEachRunEveryRangeOnce) {
+  set_num_threads(2);
+  for (int run = 0; run < 3000; ++run) {
+    const int64_t n = 1 + run % 23;
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    parallel_for_chunks(n, 1, [&](int64_t b, int64_t, int) { hits[size_t(b)] += 1; });
+    for (const auto& h : hits) ASSERT_EQ(h.load(), 1) << "run " << run;
+  }
 }
 
 TEST(MemoryProbe, ReadsBuffersOfAnySizeIncludingEmptyOnes) {

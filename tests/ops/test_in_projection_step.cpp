@@ -49,5 +49,40 @@ TEST(OpsInProjectionStep, CpuMatchesComposedReference) {
   EXPECT_ERROR_MENTIONS(in_projection_step(in, ref_state), "conv state");
 }
 
+// The CPU's fused path (one pool run: the products, then each chunk's conv step) is bitwise equal
+// to the ops one after another, for batch 1 and batch 2, f32 and bf16 W_in, conv widths 4 (the
+// vectorised loop) and 3, and a C whose chunks of W_in rows straddle the x and z halves.
+TEST(OpsInProjectionStep, CpuFusedPathEqualsTheOps) {
+  set_num_threads(2);
+  for (int64_t batch : {1, 2})
+    for (DType weight_dtype : {DType::f32, DType::bf16})
+      for (int64_t K : {4, 3}) {
+        SCOPED_TRACE(detail::concat("batch ", batch, " W_in ", dtype_name(weight_dtype), " K ", K));
+        Rng rng(67);
+        const int64_t d = 40, C = 200;
+        InProjectionStep in{{random_tensor({batch, d}, DType::f32, rng),
+                             random_tensor({batch, d}, DType::f32, rng),
+                             random_tensor({d}, DType::f32, rng, 0.5, 1.5),
+                             {},
+                             1e-5f,
+                             NormKind::rms},
+                            random_tensor({2 * C, d}, weight_dtype, rng, -0.3, 0.3),
+                            random_tensor({2 * C}, DType::f32, rng),
+                            random_tensor({C, K}, DType::f32, rng),
+                            random_tensor({C}, DType::f32, rng)};
+        Tensor state = random_tensor({batch, C, K - 1}, DType::f32, rng);
+        Tensor ops_state = state.clone();
+        const InProjectionOutputs out = in_projection_step(in, state);
+
+        const NormOutputs normed = add_norm_forward(in.norm);
+        const std::vector<Tensor> xz = linear_forward_split(normed.out, in.weight, {C, C}, in.bias);
+        const Tensor x_conv = causal_conv1d_step({xz[0], in.conv_weight, in.conv_bias, {}, {}, true}, ops_state);
+        EXPECT_EQ(out.x_conv.to_double_vector(), x_conv.to_double_vector());
+        EXPECT_EQ(out.z.to_double_vector(), xz[1].to_double_vector());
+        EXPECT_EQ(out.residual_out.to_double_vector(), normed.residual_out.to_double_vector());
+        EXPECT_EQ(state.to_double_vector(), ops_state.to_double_vector());
+      }
+}
+
 }  // namespace
 }  // namespace mamba::ops

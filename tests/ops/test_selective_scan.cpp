@@ -315,26 +315,28 @@ TEST(SelectiveScanCpu, ChunkedForwardAndStepLoopMatchOnePass) {
 
 // dt_proj folded into the step: `delta` is the low-rank input [batch, R] and delta_proj the weight
 // [D, R], in every weight storage dtype. D = 37 leaves a partial block of 16 channels, R = 20 a
-// partial group of 16 ranks.
+// partial group of 16 ranks; D = 325 gives the threads chunks of several blocks, the last one partial.
 TEST(SelectiveScanCpu, StepWithDeltaProjMatchesReference) {
-  const Config c{3, 1, 37, 16, true, true, true, true, true, false};
-  for (DType dtype : {DType::f32, DType::bf16}) {
-    for (DType weight_dtype : {DType::f32, DType::bf16, DType::f16}) {
-      for (int64_t rank : {20, 48}) {
-        SCOPED_TRACE(detail::concat(dtype_name(dtype), " weight ", dtype_name(weight_dtype), " R ", rank));
-        const ScanInputs in = random_inputs(c, dtype, 41);
-        Rng rng(43);
-        ScanInputs step = step_at(in, 0);
-        step.delta = normal_tensor(rng, {c.batch, rank}, dtype, 1.0);
-        step.delta_proj = normal_tensor(rng, {c.dim, rank}, weight_dtype, 1.0 / std::sqrt(double(rank)));
-        Tensor state = in.initial_state.clone(), ref_state = in.initial_state.to(DType::f64);
-        const Tensor out = selective_state_update(step, state);
-        const Tensor ref_out = ref::selective_state_update(step, ref_state);
-        EXPECT_LT(relative_error(out, ref_out), dtype == DType::f32 ? 1e-5 : 1e-2);
-        EXPECT_LT(relative_error(state, ref_state), 1e-5);
+  for (int64_t dim : {37, 325})
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      const Config c{3, 1, dim, 16, true, true, true, true, true, false};
+      for (DType weight_dtype : {DType::f32, DType::bf16, DType::f16}) {
+        for (int64_t rank : {20, 48}) {
+          SCOPED_TRACE(
+              detail::concat("D ", dim, " ", dtype_name(dtype), " weight ", dtype_name(weight_dtype), " R ", rank));
+          const ScanInputs in = random_inputs(c, dtype, 41);
+          Rng rng(43);
+          ScanInputs step = step_at(in, 0);
+          step.delta = normal_tensor(rng, {c.batch, rank}, dtype, 1.0);
+          step.delta_proj = normal_tensor(rng, {c.dim, rank}, weight_dtype, 1.0 / std::sqrt(double(rank)));
+          Tensor state = in.initial_state.clone(), ref_state = in.initial_state.to(DType::f64);
+          const Tensor out = selective_state_update(step, state);
+          const Tensor ref_out = ref::selective_state_update(step, ref_state);
+          EXPECT_LT(relative_error(out, ref_out), dtype == DType::f32 ? 1e-5 : 1e-2);
+          EXPECT_LT(relative_error(state, ref_state), 1e-5);
+        }
       }
     }
-  }
 }
 
 // The reference's folded projection is the same as a step on δ = delta · delta_projᵀ formed here.

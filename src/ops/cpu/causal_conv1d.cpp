@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/threads.h"
+#include "ops/cpu/conv_step.h"
 #include "ops/cpu/vec.h"
 
 namespace mamba::ops::cpu {
@@ -214,7 +215,24 @@ void conv_step_rows(int64_t i0, int64_t i1, int64_t C, const float* x, const flo
   }
 }
 
+// Rows i0..i1 of the conv step (rows as in conv_step_rows), then SiLU when asked.
+void conv_step_items(int64_t i0, int64_t i1, int64_t C, int64_t K, const float* x, const float* w, const float* bias,
+                     float* state, float* y, bool silu) {
+  if (K == 4)  // every Mamba checkpoint: a fixed width lets the compiler vectorise over channels
+    conv_step_rows<4>(i0, i1, C, x, w, bias, state, y);
+  else
+    conv_step_rows<0>(i0, i1, C, x, w, bias, state, y, K);
+  // One vectorised pass: a scalar exp per channel was most of the step's time.
+  if (silu) silu_inplace(y + i0, i1 - i0);
+}
+
 }  // namespace
+
+void conv_step_channels(const ConvStepPointers& p, int64_t c0, int64_t c1) {
+  for (int64_t b = 0; b < p.batch; ++b)
+    conv_step_items(b * p.channels + c0, b * p.channels + c1, p.channels, p.width, p.x, p.weight, p.bias, p.state, p.y,
+                    p.silu);
+}
 
 Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state) {
   check_conv_step_inputs(step, state);
@@ -230,14 +248,8 @@ Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state) {
   Tensor out = Tensor::empty({batch, C}, DType::f32);
   float* y = out.data<float>();
   const int max_ranges = int(std::max<int64_t>(1, batch * C / 4096));
-  parallel_for(batch * C, max_ranges, [&](int64_t i0, int64_t i1, int) {
-    if (K == 4)  // every Mamba checkpoint: a fixed width lets the compiler vectorise over channels
-      conv_step_rows<4>(i0, i1, C, x, wp, bp, st, y);
-    else
-      conv_step_rows<0>(i0, i1, C, x, wp, bp, st, y, K);
-    // One vectorised pass: a scalar exp per channel was most of the step's time.
-    if (step.silu) silu_inplace(y + i0, i1 - i0);
-  });
+  parallel_for(batch * C, max_ranges,
+               [&](int64_t i0, int64_t i1, int) { conv_step_items(i0, i1, C, K, x, wp, bp, st, y, step.silu); });
   return out;
 }
 

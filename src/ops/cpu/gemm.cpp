@@ -160,25 +160,35 @@ StreamFn stream_fn(DType wt, int64_t rows) {
                              : stream_fn_for_rows<DType::f16>(rows);
 }
 
+}  // namespace
+
+int64_t stream_chunk_rows(const Tensor& weight) {
+  const int64_t N = weight.size(0), K = weight.size(1);
+  // Whole kernel widths per chunk, so no chunk ends in a ragged tail; at most 256 KiB, and at least
+  // four chunks per thread when the rows allow (x_proj and dt_proj are a few hundred KiB in all).
+  constexpr int64_t kWidth = kWeightRowsFor<1>;
+  const int64_t widths_in_256k =
+      std::max<int64_t>(1, (int64_t(1) << 18) / (kWidth * K * int64_t(dtype_size(weight.dtype()))));
+  const int64_t widths_for_4_per_thread = std::max<int64_t>(1, N / (kWidth * 4 * num_threads()));
+  return kWidth * std::min(widths_in_256k, widths_for_4_per_thread);
+}
+
+void stream_x_wt_rows(const float* x, int64_t M, const Tensor& weight, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  const int64_t K = weight.size(1), ldw = weight.row_stride();
+  for (int64_t m0 = 0; m0 < M; m0 += kRowGroup) {
+    const int64_t rows = std::min(kRowGroup, M - m0);
+    stream_fn(weight.dtype(), rows)(x + m0 * K, K, weight.raw_rows(), ldw, n0, n1, y + m0 * ldy, ldy);
+  }
+}
+
+namespace {
+
 // Threads take chunks of about 256 KiB of weight rows as they become free (memory bandwidth is
 // shared unevenly between cores, so equal static halves leave one thread waiting). Each chunk stays
 // in L2 while every group of 8 x rows passes over it: W comes from memory once.
 void gemm_streaming(const float* x, int64_t M, const Tensor& weight, float* y, int64_t ldy) {
-  const int64_t N = weight.size(0), K = weight.size(1), ldw = weight.row_stride();
-  const DType wt = weight.dtype();
-  const void* w = weight.raw_rows();
-  // Whole kernel widths per chunk, so no chunk ends in a ragged tail; at most 256 KiB, and at least
-  // four chunks per thread when the rows allow (x_proj and dt_proj are a few hundred KiB in all).
-  constexpr int64_t kWidth = kWeightRowsFor<1>;
-  const int64_t widths_in_256k = std::max<int64_t>(1, (int64_t(1) << 18) / (kWidth * K * int64_t(dtype_size(wt))));
-  const int64_t widths_for_4_per_thread = std::max<int64_t>(1, N / (kWidth * 4 * num_threads()));
-  const int64_t chunk = kWidth * std::min(widths_in_256k, widths_for_4_per_thread);
-  parallel_for_chunks(N, chunk, [&](int64_t n0, int64_t n1, int) {
-    for (int64_t m0 = 0; m0 < M; m0 += kRowGroup) {
-      const int64_t rows = std::min(kRowGroup, M - m0);
-      stream_fn(wt, rows)(x + m0 * K, K, w, ldw, n0, n1, y + m0 * ldy, ldy);
-    }
-  });
+  parallel_for_chunks(weight.size(0), stream_chunk_rows(weight),
+                      [&](int64_t n0, int64_t n1, int) { stream_x_wt_rows(x, M, weight, n0, n1, y, ldy); });
 }
 
 // ---- Register-tiled products for many rows (prefill, training), AVX-512.

@@ -18,6 +18,11 @@ namespace mamba::ops::cpu {
 
 // y[m, n] = Σ_k x[m, k]·W[n, k] for m < M, n < N (x row stride K, y row stride ldy).
 void gemm_x_wt(const float* x, int64_t M, const Tensor& weight, float* y, int64_t ldy);
+// Weight rows per chunk of the streaming product that threads take one at a time (~256 KiB).
+int64_t stream_chunk_rows(const Tensor& weight);
+// Columns [n0, n1) of that product on the calling thread, with the streaming kernel (any M; meant
+// for decode's few rows): for ops that compute a slice of a product inside their own pool run.
+void stream_x_wt_rows(const float* x, int64_t M, const Tensor& weight, int64_t n0, int64_t n1, float* y, int64_t ldy);
 // dx[m, k] = Σ_n dy[m, n]·W[n, k] (dy row stride ldy, dx row stride K).
 void gemm_dy_w(const float* dy, int64_t M, int64_t ldy, const Tensor& weight, float* dx);
 // dW[n, k] += Σ_m dy[m, n]·x[m, k] for dW [N, K] f32 (dy row stride ldy, x row stride K).

@@ -408,61 +408,68 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
   T* out_data = out.data<T>();
   float* states = state.data<float>();
   const int64_t N = s.n_states;
-  // With delta_proj, δ = delta_proj·low for the whole step first: one streaming product reads
-  // W_dt at the machine's rate, where per-block slices of it arrived one memory latency at a time
-  // (docs/perf/cpu_model.md, v7).
-  Tensor projected;
+  // With delta_proj, each chunk of channels first computes its δ = delta_proj·low with the
+  // streaming product, which reads W_dt at the machine's rate where per-block slices of it arrived
+  // one memory latency at a time (docs/perf/cpu_model.md, v7), inside the same pool run as the
+  // state loop (v11: one run fewer per layer).
+  Tensor low, projected;
   if (step.delta_proj.defined()) {
-    const Tensor low = step.delta.to(DType::f32);
+    check_float_weight(step.delta_proj, "selective state update: delta_proj");
+    low = parameter_as_f32(step.delta);
     projected = Tensor::empty({s.batch, s.dim}, DType::f32);
-    gemm_x_wt(low.data<float>(), s.batch, step.delta_proj, projected.data<float>(), s.dim);
   }
-  const float* projected_delta = projected.defined() ? projected.data<float>() : nullptr;
-  parallel_for(s.batch * s.blocks(), [&](int64_t begin, int64_t end, int) {
-    float b_scratch[kMaxStates], c_scratch[kMaxStates];
-    // The block two ahead: its states and A rows (see prefetch_bytes).
-    auto prefetch_block = [&](int64_t item) {
-      if (item >= end) return;
-      const int64_t b = item / s.blocks(), d0 = (item % s.blocks()) * kLanes;
-      const int64_t lanes = std::min<int64_t>(kLanes, s.dim - d0);
-      prefetch_bytes(states + (b * s.dim + d0) * N, lanes * N * int64_t(sizeof(float)));
-      prefetch_bytes(s.A + d0 * N, lanes * N * int64_t(sizeof(float)));
-    };
-    prefetch_block(begin);
-    prefetch_block(begin + 1);
-    for (int64_t item = begin; item < end; ++item) {
-      prefetch_block(item + 2);
-      const int64_t b = item / s.blocks(), d0 = (item % s.blocks()) * kLanes;
-      const int count = int(std::min<int64_t>(kLanes, s.dim - d0));
-      const size_t at = size_t(b * s.dim + d0);
-      const Vec16 bias = s.delta_bias ? simd::load(s.delta_bias + d0, count) : Vec16{};
-      const Vec16 delta = projected_delta ? simd::load(projected_delta + at, count) : simd::load(s.delta + at, count);
-      const Vec16 x = delta + bias;
-      const Vec16 u = simd::load(s.u + at, count), dp = s.softplus ? simd::softplus(x) : x, dpu = dp * u;
-      const float* Bt = float_row(s.B + b * N, N, b_scratch);
-      const float* Ct = float_row(s.C + b * N, N, c_scratch);
-      // products[lane] holds channel d0 + lane's C·h terms, lanes over states; one transposing
-      // reduction then gives y for all 16 channels.
-      Vec16 products[kLanes] = {};
-      for (int lane = 0; lane < count; ++lane) {
-        const int64_t d = d0 + lane;
-        float* h = states + (b * s.dim + d) * N;
-        const Vec16 dp_d = simd::broadcast(dp[lane]), dpu_d = simd::broadcast(dpu[lane]);
-        for (int64_t n = 0; n < N; n += kLanes) {
-          const int k = int(std::min<int64_t>(kLanes, N - n));
-          const Vec16 a = simd::exp(dp_d * simd::load(s.A + d * N + n, k));
-          const Vec16 hn = simd::fma(a, simd::load(h + n, k), dpu_d * simd::load(Bt + n, k));
-          simd::store(h + n, hn, k);
-          products[lane] = simd::fma(hn, simd::load(Ct + n, k), products[lane]);
+  float* projected_delta = projected.defined() ? projected.data<float>() : nullptr;
+  // Chunks of blocks handed to whichever thread is free, at least four per thread.
+  const int64_t chunk_blocks = std::max<int64_t>(1, s.blocks() / (4 * num_threads()));
+  parallel_for_chunks(s.blocks(), chunk_blocks, [&](int64_t block0, int64_t block1, int) {
+    if (projected_delta)
+      stream_x_wt_rows(low.data<float>(), s.batch, step.delta_proj, block0 * kLanes, std::min(s.dim, block1 * kLanes),
+                       projected_delta, s.dim);
+    for (int64_t b = 0; b < s.batch; ++b) {
+      float b_scratch[kMaxStates], c_scratch[kMaxStates];
+      // The block two ahead: its states and A rows (see prefetch_bytes).
+      auto prefetch_block = [&](int64_t block) {
+        if (block >= block1) return;
+        const int64_t d0 = block * kLanes, lanes = std::min<int64_t>(kLanes, s.dim - d0);
+        prefetch_bytes(states + (b * s.dim + d0) * N, lanes * N * int64_t(sizeof(float)));
+        prefetch_bytes(s.A + d0 * N, lanes * N * int64_t(sizeof(float)));
+      };
+      prefetch_block(block0);
+      prefetch_block(block0 + 1);
+      for (int64_t block = block0; block < block1; ++block) {
+        prefetch_block(block + 2);
+        const int64_t d0 = block * kLanes;
+        const int count = int(std::min<int64_t>(kLanes, s.dim - d0));
+        const size_t at = size_t(b * s.dim + d0);
+        const Vec16 bias = s.delta_bias ? simd::load(s.delta_bias + d0, count) : Vec16{};
+        const Vec16 delta = projected_delta ? simd::load(projected_delta + at, count) : simd::load(s.delta + at, count);
+        const Vec16 x = delta + bias;
+        const Vec16 u = simd::load(s.u + at, count), dp = s.softplus ? simd::softplus(x) : x, dpu = dp * u;
+        const float* Bt = float_row(s.B + b * N, N, b_scratch);
+        const float* Ct = float_row(s.C + b * N, N, c_scratch);
+        // products[lane] holds channel d0 + lane's C·h terms, lanes over states; one transposing
+        // reduction then gives y for all 16 channels.
+        Vec16 products[kLanes] = {};
+        for (int lane = 0; lane < count; ++lane) {
+          const int64_t d = d0 + lane;
+          float* h = states + (b * s.dim + d) * N;
+          const Vec16 dp_d = simd::broadcast(dp[lane]), dpu_d = simd::broadcast(dpu[lane]);
+          for (int64_t n = 0; n < N; n += kLanes) {
+            const int k = int(std::min<int64_t>(kLanes, N - n));
+            const Vec16 a = simd::exp(dp_d * simd::load(s.A + d * N + n, k));
+            const Vec16 hn = simd::fma(a, simd::load(h + n, k), dpu_d * simd::load(Bt + n, k));
+            simd::store(h + n, hn, k);
+            products[lane] = simd::fma(hn, simd::load(Ct + n, k), products[lane]);
+          }
         }
+        Vec16 y = simd::transpose_sum(products);
+        if (s.D) y = simd::fma(simd::load(s.D + d0, count), u, y);
+        if (s.z) {
+          const Vec16 z = simd::load(s.z + at, count);
+          y *= z * simd::sigmoid(z);
+        }
+        simd::store(out_data + at, y, count);
       }
-      Vec16 y = simd::transpose_sum(products);
-      if (s.D) y = simd::fma(simd::load(s.D + d0, count), u, y);
-      if (s.z) {
-        const Vec16 z = simd::load(s.z + at, count);
-        y *= z * simd::sigmoid(z);
-      }
-      simd::store(out_data + at, y, count);
     }
   });
   return out;

@@ -65,16 +65,19 @@ void exp_shifted_inplace(float* v, int64_t n, float shift) {
 }
 
 void silu_inplace(float* v, int64_t n) {
-  int64_t i = 0;
 #ifdef MAMBA_CPU_AVX512
+  // The tail takes the same vector path (masked), so each element's result does not depend on
+  // where a range starts: a step split into chunks differently gives the same bits.
   const __m512 one = _mm512_set1_ps(1.0f);
-  for (; i + 16 <= n; i += 16) {
-    const __m512 x = _mm512_loadu_ps(v + i);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1u);
+    const __m512 x = _mm512_maskz_loadu_ps(mask, v + i);
     const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
-    _mm512_storeu_ps(v + i, _mm512_div_ps(x, _mm512_add_ps(one, e)));
+    _mm512_mask_storeu_ps(v + i, mask, _mm512_div_ps(x, _mm512_add_ps(one, e)));
   }
+#else
+  for (int64_t i = 0; i < n; ++i) v[i] = silu(v[i]);
 #endif
-  for (; i < n; ++i) v[i] = silu(v[i]);
 }
 
 void check_f32_activation(const Tensor& t, const char* name) {

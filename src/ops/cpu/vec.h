@@ -37,7 +37,7 @@ inline float silu(float x) { return x * sigmoid(x); }
 
 // v[i] = e^(v[i] − shift), vectorised (within 2 ulp of std::exp; NaN stays NaN).
 void exp_shifted_inplace(float* v, int64_t n, float shift);
-// v[i] = SiLU(v[i]) = v[i]·σ(v[i]), vectorised.
+// v[i] = SiLU(v[i]) = v[i]·σ(v[i]), vectorised; each element the same whatever range it is part of.
 void silu_inplace(float* v, int64_t n);
 
 // Asks for the cache lines of [p, p + bytes) ahead of use. For small working sets that a
