@@ -196,27 +196,6 @@ TEST(CudaSelectiveScan, ForwardVariants) {
   }
 }
 
-// Backward variant 1 (state groups, not the default) on odd sizes: lengths of one and around the
-// 256-position chunks and their 16-position sub-tiles, channels past the last whole block and short
-// of a 16-byte vector, with and without the optional inputs.
-TEST(CudaSelectiveScan, StateGroupBackward) {
-  SKIP_WITHOUT_GPU();
-  struct Restore {
-    ~Restore() { ops::cuda_detail::set_selective_scan_backward_variant(ops::cuda_detail::kDefaultScanBackwardVariant); }
-  } restore;
-  ops::cuda_detail::set_selective_scan_backward_variant(1);
-  for (int L : {1, 7, 255, 2049}) {
-    check_scan({2, L, 37, 16}, {}, DType::f32, true, 600 + L);
-    check_scan({2, L, 11, 16}, {}, DType::bf16, true, 700 + L);
-  }
-  check_scan({3, 1500, 16, 16}, {}, DType::bf16, true, 31);
-  check_scan({8, 300, 544, 16}, {}, DType::bf16, true, 33);
-  Features bare;
-  bare = {false, false, false, false, false, false, false};
-  check_scan({3, 300, 9, 16}, bare, DType::f32, true, 34);
-  check_scan({3, 600, 48, 16}, bare, DType::bf16, true, 35);
-}
-
 // Variant 4 (four threads per channel, 4 states each) on the odd sizes the default kernel meets
 // above: lengths of one, one tile, around a split boundary and 70000 (split), channels past the
 // last whole block and short of a 16-byte vector, with and without the optional inputs.

@@ -21,10 +21,5 @@ void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, cons
 // length split for about 16 warps per SM. 2, 3 and 4 apply to N = 16 only (other N run 0).
 constexpr int kDefaultScanForwardVariant = 4;
 void set_selective_scan_forward_variant(int variant);
-// Backward kernel variant: 0 (the default): lane scans (the chunk's states recomputed by scans
-// across lanes, per-state block sums of dB and dC); 1: state groups, the forward's layout (N = 16
-// only; other N run 0), slower so far (docs/perf/cuda_scan.md, v20).
-constexpr int kDefaultScanBackwardVariant = 0;
-void set_selective_scan_backward_variant(int variant);
 
 }  // namespace mamba::ops::cuda_detail

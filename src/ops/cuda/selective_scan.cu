@@ -140,10 +140,6 @@ template <>
 struct Vector<8> {
   using type = uint2;
 };
-template <>
-struct Vector<4> {
-  using type = uint32_t;
-};
 
 // A lane's kItems consecutive elements, moved as 16-byte (or 8-byte) vectors.
 template <typename T, int K>
@@ -636,12 +632,6 @@ constexpr int kGroupTile = sizeof(T) == 2 ? 32 : 16;
 constexpr int kPairChannels = 4;  // phases 1 and 3: consecutive channels of one position per thread
 constexpr int kPairThreadsPerPosition = kGroupChannels / kPairChannels;
 static_assert(kPairChannels == 4 && kGroupsPerChannel == 4, "phases 1 and 3 move 4 channels or groups as a float4");
-
-// A thread's 4 consecutive floats of a 16-byte aligned shared-memory row in one read.
-__device__ __forceinline__ void load_floats(const float* src, float (&dst)[4]) {
-  const float4 v = *reinterpret_cast<const float4*>(src);
-  dst[0] = v.x, dst[1] = v.y, dst[2] = v.z, dst[3] = v.w;
-}
 constexpr int kPairRowsPerPass = kGroupThreads / kPairThreadsPerPosition;  // positions phases 1 and 3 cover at once
 
 template <typename T, int kTile>
@@ -1176,302 +1166,6 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
   }
 }
 
-// Backward for N = 16 in state groups (the forward's layout: lane = channel, warp g = states
-// 4g..4g+3 of the block's 32 channels). The 256-position chunks are walked in reverse from the
-// kept chunk states; inside a chunk, sub-tiles of kGroupBackTile positions:
-//  - checkpoint pass, forward over the chunk's sub-tiles: h at each sub-tile's start goes to a
-//    device-memory scratch (it stays in L2), so the reverse pass can restart there;
-//  - reverse pass, sub-tiles last to first: (1) δ', δ'·u, dy = dout·SiLU(z) and dδ'/dδ per (position,
-//    channel) into `work`; (2a) each thread recomputes its 4 states over the sub-tile from the
-//    checkpoint, keeping h and its part of Σₙ C·h per position in shared memory; (2b) walks the
-//    positions backwards with G = dL/dh (f + C·dy, f carried from the next position as a·G),
-//    writing per position its dB parts (G·δ'u), dC parts (dy·h, over the h it no longer needs) and
-//    (Σ G·a·h_prev·A, Σ G·B) for dδ and du, and summing dA; (3) the block sums the dB and dC parts
-//    over its 32 channels (one (position, group, B|C) row per thread, added to device memory with
-//    16-byte atomics) and the four groups' parts per (position, channel) into du, dδ, dz.
-// Per element-state: 3 exps (checkpoint pass, recompute, reverse) and ≈ 30 instructions (the
-// lane-scan backward: ≈ 55), but 103 KB of shared memory a block (2 per SM) and 4 barriers per
-// sub-tile, and no split of the length: slower so far (docs/perf/cuda_scan.md, v20), so variant 1.
-constexpr int kGroupBackTile = 8;
-static_assert(kScanStateChunk % kGroupBackTile == 0, "chunks hold whole sub-tiles");
-constexpr int kGroupBackSubTiles = kScanStateChunk / kGroupBackTile;
-// Phases 1 and 3: kBackPairChannels consecutive channels of one position per thread.
-constexpr int kBackPairChannels = 2, kBackPairThreadsPerPosition = kGroupChannels / kBackPairChannels;
-static_assert(kGroupBackTile * kBackPairThreadsPerPosition == kGroupThreads, "phases 1 and 3: one row a thread");
-// dB/dC sums: a (position, group, B|C) row over the 32 channels, two threads a row.
-constexpr int kBackSumRows = kGroupBackTile * kGroupsPerChannel * 2;
-static_assert(2 * kBackSumRows == kGroupThreads, "two threads a row");
-
-template <typename T>
-struct alignas(16) GroupBackwardShared {
-  T delta[kGroupBackTile][kGroupChannels], u[kGroupBackTile][kGroupChannels];
-  T z[kGroupBackTile][kGroupChannels], dout[kGroupBackTile][kGroupChannels];
-  T B[kGroupBackTile][16], C[kGroupBackTile][16];
-  float4 work[kGroupBackTile][kGroupChannels];      // δ', δ'·u, dy, dδ'/dδ
-  float gate_grad[kGroupBackTile][kGroupChannels];  // d(z·σ(z))/dz
-  float BC[2][kGroupBackTile][16];                  // B, C in float32
-  // Per thread (group, lane) and position: h (recompute), then the dC parts dy·h.
-  float4 hist[kGroupBackTile][kGroupsPerChannel][kGroupChannels];
-  float4 part_B[kGroupBackTile][kGroupsPerChannel][kGroupChannels];  // G·δ'u
-  float2 part_d[kGroupBackTile][kGroupsPerChannel][kGroupChannels];  // Σⱼ G·a·h_prev·A, Σⱼ G·B
-  float part_y[kGroupBackTile][kGroupsPerChannel][kGroupChannels];   // Σⱼ C·h
-};
-
-// checkpoints: kGroupBackSubTiles × kGroupThreads float4 per block (h at each sub-tile's start).
-template <typename T>
-__global__ void __launch_bounds__(kGroupThreads, 4) scan_group_backward_kernel(ScanArgs p, float4* checkpoints) {
-  constexpr int N = 16;
-  extern __shared__ float4 smem_vec[];
-  auto& sh = *reinterpret_cast<GroupBackwardShared<T>*>(smem_vec);
-  const int dim = p.dim, L = p.L, lane = threadIdx.x % 32, group = threadIdx.x / 32;
-  const int c0 = blockIdx.x * kGroupChannels, b = blockIdx.y, c = c0 + lane, n0 = group * kGroupStates;
-  const bool active = c < dim;
-  float4* my_checkpoints = checkpoints + (int64_t(b) * gridDim.x + blockIdx.x) * kGroupBackSubTiles * kGroupThreads;
-
-  float A2[kGroupStates], A_nat[kGroupStates], f[kGroupStates], dA[kGroupStates];
-#pragma unroll
-  for (int j = 0; j < kGroupStates; ++j) {
-    A_nat[j] = active ? p.A[c * N + n0 + j] : 0.0f;
-    A2[j] = A_nat[j] * kLog2e;
-    f[j] = active && p.dlast_state ? p.dlast_state[(int64_t(b) * dim + c) * N + n0 + j] : 0.0f;
-    dA[j] = 0.0f;
-  }
-  // Phases 1 and 3: kBackPairChannels consecutive channels of one position.
-  constexpr int kPair = kBackPairChannels;
-  const int pair_tt = threadIdx.x / kBackPairThreadsPerPosition;
-  const int pair_ch = threadIdx.x % kBackPairThreadsPerPosition * kPair, pair_c = c0 + pair_ch;
-  float bias[kPair], D[kPair], dD_sum[kPair] = {}, dbias_sum[kPair] = {};
-#pragma unroll
-  for (int i = 0; i < kPair; ++i) {
-    const bool valid = pair_c + i < dim;
-    bias[i] = valid && p.delta_bias ? p.delta_bias[pair_c + i] : 0.0f;
-    D[i] = valid && p.D ? p.D[pair_c + i] : 0.0f;
-  }
-
-  const int64_t seq = int64_t(b) * L;
-  const T* u = static_cast<const T*>(p.u) + seq * dim;
-  const T* delta = static_cast<const T*>(p.delta) + seq * dim;
-  const T* z = p.z ? static_cast<const T*>(p.z) + seq * dim : nullptr;
-  const T* dout = static_cast<const T*>(p.dout) + seq * dim;
-  const T* Bg = static_cast<const T*>(p.B) + seq * N;
-  const T* Cg = static_cast<const T*>(p.C) + seq * N;
-  const int len = valid_length(p, b);
-  const int chunks = (L + kScanStateChunk - 1) / kScanStateChunk;
-
-  // Stages the sub-tile at t0 (δ, u, B; with `everything` also z, dout, C) and forms phase 1's
-  // per-(position, channel) values: .x δ' (0 past the length), .y δ'·u, .z dy, .w dδ'/dδ.
-  auto stage_and_prepare = [&](int t0, bool everything) {
-    stage_rows<kGroupThreads>(sh.delta, delta, dim, t0, L, c0, dim, p.vector_channels);
-    stage_rows<kGroupThreads>(sh.u, u, dim, t0, L, c0, dim, p.vector_channels);
-    stage_rows<kGroupThreads>(sh.B, Bg, N, t0, L, 0, N, p.vector_states);
-    if (everything) {
-      if (z) stage_rows<kGroupThreads>(sh.z, z, dim, t0, L, c0, dim, p.vector_channels);
-      stage_rows<kGroupThreads>(sh.dout, dout, dim, t0, L, c0, dim, p.vector_channels);
-      stage_rows<kGroupThreads>(sh.C, Cg, N, t0, L, 0, N, p.vector_states);
-    }
-    commit_async_copies();
-    wait_async_copies();
-    __syncthreads();
-    {
-      float dl[kPair], uu[kPair], dd[kPair] = {}, zz[kPair] = {};
-      load_items<T, kPair>(&sh.delta[pair_tt][pair_ch], dl);
-      load_items<T, kPair>(&sh.u[pair_tt][pair_ch], uu);
-      if (everything) {
-        load_items<T, kPair>(&sh.dout[pair_tt][pair_ch], dd);
-        if (z) load_items<T, kPair>(&sh.z[pair_tt][pair_ch], zz);
-      }
-      const bool valid = t0 + pair_tt < len;
-#pragma unroll
-      for (int i = 0; i < kPair; ++i) {
-        const float x = dl[i] + bias[i];
-        const float d = valid ? (p.softplus ? softplus_branch_free(x) : x) : 0.0f;
-        float dsoftplus = 1.0f, dy = 0.0f;
-        if (everything) {  // the checkpoint pass needs δ' and δ'·u only
-          if (p.softplus) dsoftplus = x > 20.0f ? 1.0f : sigmoid(x);
-          dy = valid ? dd[i] : 0.0f;
-          if (z) {
-            const float sz = sigmoid(zz[i]);
-            dy *= zz[i] * sz;
-            sh.gate_grad[pair_tt][pair_ch + i] = sz * fmaf(zz[i], 1.0f - sz, 1.0f);
-          }
-        }
-        sh.work[pair_tt][pair_ch + i] = make_float4(d, d * uu[i], dy, dsoftplus);
-      }
-    }
-    // B (and C) to float32, 4 elements a thread.
-    constexpr int kPerMatrix = kGroupBackTile * N / 4;
-    static_assert(2 * kPerMatrix <= kGroupThreads, "one group of 4 a thread");
-    const int which = threadIdx.x / kPerMatrix, offset = threadIdx.x % kPerMatrix * 4;
-    if (which == 0 || (which == 1 && everything)) {
-      float vals[4];
-      load_items<T, 4>((which ? &sh.C[0][0] : &sh.B[0][0]) + offset, vals);
-      *reinterpret_cast<float4*>(&sh.BC[which][0][0] + offset) = make_float4(vals[0], vals[1], vals[2], vals[3]);
-    }
-    __syncthreads();
-  };
-  // One position's state update (with a = 2^(δ'·A·log2 e)); returns nothing, advances h.
-  auto advance = [&](float(&h)[kGroupStates], int tt) {
-    const float4 w = sh.work[tt][lane];
-    float Bn[kGroupStates];
-    load_floats(&sh.BC[0][tt][n0], Bn);
-#pragma unroll
-    for (int j = 0; j < kGroupStates; ++j) h[j] = fmaf(exp2_approx(w.x * A2[j]), h[j], w.y * Bn[j]);
-  };
-
-  for (int chunk = chunks - 1; chunk >= 0; --chunk) {
-    const int t_chunk = chunk * kScanStateChunk;
-    const int sub_tiles = (min(L - t_chunk, int(kScanStateChunk)) + kGroupBackTile - 1) / kGroupBackTile;
-    float h[kGroupStates];
-    {
-      const float* src = p.chunk_states + ((int64_t(b) * chunks + chunk) * dim + c) * N + n0;
-#pragma unroll
-      for (int j = 0; j < kGroupStates; ++j) h[j] = active ? src[j] : 0.0f;
-    }
-    // Checkpoint pass.
-    for (int s = 0; s < sub_tiles; ++s) {
-      stage_and_prepare(t_chunk + s * kGroupBackTile, false);
-      my_checkpoints[s * kGroupThreads + threadIdx.x] = make_float4(h[0], h[1], h[2], h[3]);
-#pragma unroll 4
-      for (int tt = 0; tt < kGroupBackTile; ++tt) advance(h, tt);
-      __syncthreads();  // the tiles are restaged next
-    }
-    // Reverse pass.
-    for (int s = sub_tiles - 1; s >= 0; --s) {
-      const int t0 = t_chunk + s * kGroupBackTile;
-      const float4 start = my_checkpoints[s * kGroupThreads + threadIdx.x];  // read before the staging waits
-      stage_and_prepare(t0, true);
-      // 2a: the states of the sub-tile and each group's part of Σₙ C·h.
-      float hs[kGroupStates] = {start.x, start.y, start.z, start.w};
-#pragma unroll 4
-      for (int tt = 0; tt < kGroupBackTile; ++tt) {
-        advance(hs, tt);
-        float Cn[kGroupStates];
-        load_floats(&sh.BC[1][tt][n0], Cn);
-        sh.hist[tt][group][lane] = make_float4(hs[0], hs[1], hs[2], hs[3]);
-        sh.part_y[tt][group][lane] = fmaf(Cn[0], hs[0], Cn[1] * hs[1]) + fmaf(Cn[2], hs[2], Cn[3] * hs[3]);
-      }
-      // 2b: backwards over the positions.
-      float4 h_next = sh.hist[kGroupBackTile - 1][group][lane];
-#pragma unroll 2
-      for (int tt = kGroupBackTile - 1; tt >= 0; --tt) {
-        const float4 h_at = h_next;
-        h_next = tt > 0 ? sh.hist[tt - 1][group][lane] : start;  // h before position tt
-        const float h_t[kGroupStates] = {h_at.x, h_at.y, h_at.z, h_at.w};
-        const float h_prev[kGroupStates] = {h_next.x, h_next.y, h_next.z, h_next.w};
-        const float4 w = sh.work[tt][lane];
-        float Bn[kGroupStates], Cn[kGroupStates], G[kGroupStates], a[kGroupStates];
-        load_floats(&sh.BC[0][tt][n0], Bn);
-        load_floats(&sh.BC[1][tt][n0], Cn);
-        float decay_A = 0.0f, gB = 0.0f;
-#pragma unroll
-        for (int j = 0; j < kGroupStates; ++j) {
-          a[j] = exp2_approx(w.x * A2[j]);
-          G[j] = fmaf(Cn[j], w.z, f[j]);
-          const float decay = G[j] * a[j] * h_prev[j];  // dL/d(δ'·A)
-          dA[j] = fmaf(decay, w.x, dA[j]);
-          decay_A = fmaf(decay, A_nat[j], decay_A);
-          gB = fmaf(G[j], Bn[j], gB);
-          f[j] = a[j] * G[j];
-        }
-        sh.part_B[tt][group][lane] = make_float4(G[0] * w.y, G[1] * w.y, G[2] * w.y, G[3] * w.y);
-        sh.hist[tt][group][lane] = make_float4(w.z * h_t[0], w.z * h_t[1], w.z * h_t[2], w.z * h_t[3]);
-        sh.part_d[tt][group][lane] = make_float2(decay_A, gB);
-      }
-      __syncthreads();
-      // 3a: dB and dC: each thread sums one (position, group, B|C) row over the 32 channels,
-      // starting at its own slot so a quarter-warp's reads fall on different banks.
-      {
-        const int row = threadIdx.x / 2, half = threadIdx.x % 2;
-        const int which = row / (kGroupBackTile * kGroupsPerChannel);
-        const int tt = row / kGroupsPerChannel % kGroupBackTile, g = row % kGroupsPerChannel, t = t0 + tt;
-        const float4* src = (which ? sh.hist[tt][g] : sh.part_B[tt][g]) + half * (kGroupChannels / 2);
-        float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 8
-        for (int k = 0; k < kGroupChannels / 2; ++k) {
-          const float4 v = src[(k + row) % (kGroupChannels / 2)];
-          sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
-        }
-        sum.x += __shfl_xor_sync(0xffffffffu, sum.x, 1);
-        sum.y += __shfl_xor_sync(0xffffffffu, sum.y, 1);
-        sum.z += __shfl_xor_sync(0xffffffffu, sum.z, 1);
-        sum.w += __shfl_xor_sync(0xffffffffu, sum.w, 1);
-        if (half == 0 && t < L) {
-          float* at = (which ? p.dC : p.dB) + (seq + t) * N + g * kGroupStates;
-#if __CUDA_ARCH__ >= 900
-          if (p.vector_state_grads) {
-            atomicAdd(reinterpret_cast<float4*>(at), sum);
-          } else
-#endif
-          {
-            atomicAdd(at, sum.x), atomicAdd(at + 1, sum.y), atomicAdd(at + 2, sum.z), atomicAdd(at + 3, sum.w);
-          }
-        }
-      }
-      // 3b: du, dδ, dz of each (position, channel).
-      {
-        const int t = t0 + pair_tt;
-        float uu[kPair], dd[kPair] = {};
-        float out_u[kPair], out_delta[kPair], out_z[kPair];
-        load_items<T, kPair>(&sh.u[pair_tt][pair_ch], uu);
-        if (z) load_items<T, kPair>(&sh.dout[pair_tt][pair_ch], dd);
-        const bool valid = t < len;
-#pragma unroll
-        for (int i = 0; i < kPair; ++i) {
-          const float4 w = sh.work[pair_tt][pair_ch + i];
-          float decay_A = 0.0f, gB = 0.0f, y = D[i] * uu[i];
-#pragma unroll
-          for (int g = 0; g < kGroupsPerChannel; ++g) {
-            const float2 d = sh.part_d[pair_tt][g][pair_ch + i];
-            decay_A += d.x, gB += d.y;
-            y += sh.part_y[pair_tt][g][pair_ch + i];
-          }
-          out_delta[i] = valid ? fmaf(gB, uu[i], decay_A) * w.w : 0.0f;
-          out_u[i] = valid ? fmaf(gB, w.x, w.z * D[i]) : 0.0f;
-          // d out/dz = dout·y·σ(z)·(1 + z·(1 − σ(z)))
-          out_z[i] = valid && z ? dd[i] * y * sh.gate_grad[pair_tt][pair_ch + i] : 0.0f;
-          dD_sum[i] = fmaf(w.z, uu[i], dD_sum[i]);
-          dbias_sum[i] += out_delta[i];
-        }
-        if (t < L) {
-          const int64_t row = (seq + t) * dim + pair_c;
-          T* du_row = static_cast<T*>(p.du) + row;
-          T* ddelta_row = static_cast<T*>(p.ddelta) + row;
-          T* dz_row = z ? static_cast<T*>(p.dz) + row : nullptr;
-          if (p.vector_channels) {
-            if (pair_c < dim) {
-              store_items<T, kPair>(du_row, out_u);
-              store_items<T, kPair>(ddelta_row, out_delta);
-              if (z) store_items<T, kPair>(dz_row, out_z);
-            }
-          } else {
-#pragma unroll
-            for (int i = 0; i < kPair; ++i) {
-              if (pair_c + i >= dim) continue;
-              du_row[i] = from_float<T>(out_u[i]);
-              ddelta_row[i] = from_float<T>(out_delta[i]);
-              if (z) dz_row[i] = from_float<T>(out_z[i]);
-            }
-          }
-        }
-      }
-      __syncthreads();  // the tiles and parts are rewritten by the next sub-tile
-    }
-  }
-  if (active) {
-#pragma unroll
-    for (int j = 0; j < kGroupStates; ++j) {
-      if (p.dinitial_state) p.dinitial_state[(int64_t(b) * dim + c) * N + n0 + j] = f[j];
-      atomicAdd(p.dA + c * N + n0 + j, dA[j]);
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < kPair; ++i) {
-    if (pair_c + i >= dim) continue;
-    if (p.dD) atomicAdd(p.dD + pair_c + i, dD_sum[i]);
-    if (p.ddelta_bias) atomicAdd(p.ddelta_bias + pair_c + i, dbias_sum[i]);
-  }
-}
-
 // The decode step runs a group of kStepLanes threads per (sequence, channel): the lanes share the
 // folded delta projection (lane g reads 16-byte pieces g, g + 8, … of the weight row, so a group
 // reads its row in contiguous runs) and the states (n = g, g + 8, …), and sum over the group by
@@ -1762,9 +1456,6 @@ void run_split_states(const ScanArgs& p) {
   chain_splits(p);
 }
 
-// Backward kernel variant (tuning knob, see scan_launch.h): 0: lane scans, 1: state groups (N = 16).
-int backward_variant = kDefaultScanBackwardVariant;
-
 // Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place).
 template <typename T>
 void run_backward(ScanArgs& p, bool dBC_in_place) {
@@ -1777,10 +1468,7 @@ void run_backward(ScanArgs& p, bool dBC_in_place) {
   const size_t states = states_pass ? round4(size_t(p.batch) * chunks * p.dim * p.nstate) : 0;
   const size_t delta_sums = states_pass ? round4(size_t(p.batch) * chunks * p.dim) : 0;
   const size_t bc = dBC_in_place ? 0 : round4(size_t(p.batch) * p.L * p.nstate);
-  const bool groups = backward_variant == 1 && p.nstate == 16;
-  const dim3 group_grid((p.dim + kGroupChannels - 1) / kGroupChannels, p.batch);
-  const size_t checkpoints = groups ? size_t(group_grid.x) * group_grid.y * kGroupBackSubTiles * kGroupThreads * 4 : 0;
-  float* buffer = scratch(states + delta_sums + 2 * bc + checkpoints);
+  float* buffer = scratch(states + delta_sums + 2 * bc);
   if (states_pass) p.chunk_states = buffer;
   if (!dBC_in_place) {
     p.dB = buffer + states + delta_sums;
@@ -1797,14 +1485,6 @@ void run_backward(ScanArgs& p, bool dBC_in_place) {
     every_chunk.split_state = every_chunk.split_init = p.chunk_states;
     every_chunk.split_delta_sum = buffer + states;
     run_split_states<T>(every_chunk);
-  }
-  if (groups) {
-    const size_t bytes = sizeof(GroupBackwardShared<T>);
-    allow_shared_memory(scan_group_backward_kernel<T>, bytes, p.nstate);
-    float4* checkpoint_buffer = reinterpret_cast<float4*>(buffer + states + delta_sums + 2 * bc);
-    scan_group_backward_kernel<T><<<group_grid, kGroupThreads, bytes>>>(p, checkpoint_buffer);
-    check_launch("selective_scan state-group backward kernel");
-    return;
   }
   const size_t bytes = backward_smem_bytes<kBackwardItems>(p.nstate, sizeof(T));
   auto kernel =
@@ -1949,11 +1629,6 @@ void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const 
 void set_selective_scan_forward_variant(int variant) {
   MAMBA_CHECK(variant >= 0 && variant <= 4, "selective_scan (cuda): forward variant must be 0..4, got ", variant);
   forward_variant = variant;
-}
-
-void set_selective_scan_backward_variant(int variant) {
-  MAMBA_CHECK(variant == 0 || variant == 1, "selective_scan (cuda): backward variant must be 0 or 1, got ", variant);
-  backward_variant = variant;
 }
 
 void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state,
