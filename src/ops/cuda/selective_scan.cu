@@ -1,9 +1,11 @@
 // CUDA selective scan: forward, backward (with recomputation) and the decode step.
 //
-// (A second forward for N = 16, scan_group_kernel, gives four threads to each (sequence, channel),
-// each walking the positions with 4 of its states in registers; forward variant 4, described there.)
+// Two designs. The default forward for N = 16 is scan_group_kernel (forward variant 4, described
+// there): four threads per (sequence, channel), each walking the positions with 4 of the 16 states
+// in registers. The lane scans below are the backward, the forward for other N, and forward
+// variants 0–3.
 //
-// Work split. One block of kWarps warps handles kWarps consecutive channels of one sequence; warp w
+// Lane scans, work split. One block of kWarps warps handles kWarps consecutive channels of one sequence; warp w
 // owns channel c0 + w. The sequence is walked in chunks of kChunk = 32·kItems positions: each lane
 // owns kItems consecutive positions of the chunk. Per state n the recurrence h = a·h + b over the
 // chunk is an associative scan of (a, b) pairs: each lane composes its own items, a 5-step shuffle
