@@ -21,6 +21,9 @@ bool cuda_available();  // built with CUDA and a GPU is present
 // allocated: freed blocks are kept for reuse by size (small CPU blocks; every GPU block).
 void* device_alloc(Device d, size_t bytes);
 void device_free(Device d, void* p, size_t bytes);
+// Whether freed CPU blocks are kept for reuse (not in AddressSanitizer builds, which free every
+// block so that a use after free is still caught).
+bool host_blocks_reused();
 // Copies bytes between any two devices. The host's memory may be reused when it returns; copies to
 // the host wait for the GPU, copies on the GPU and small copies from the host (up to 4 MiB) are
 // queued behind the GPU's work without waiting, larger ones from the host wait.
