@@ -51,6 +51,10 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
 namespace cuda {
 CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
                                          bool with_grad, Tensor* dweight);
+// Bytes of float32 logits per block of rows (default 512 MiB) and of bf16 gradient gathered over
+// blocks before one dW product (default 2 GiB); tests shrink them to cover several blocks and
+// groups at small sizes. Zero restores a default.
+void set_lm_head_block_bytes(int64_t logit_bytes, int64_t gradient_bytes);
 }  // namespace cuda
 
 }  // namespace mamba::ops

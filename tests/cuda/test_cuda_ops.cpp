@@ -534,6 +534,17 @@ TEST(CudaCrossEntropy, Bf16ProductsOverWideRows) {
   check_cross_entropy(21, 32, 1000, DType::bf16, 4, 1e-2, 62);
 }
 
+// Several blocks of logits (5 rows each) and, for bf16 products, several groups of gathered
+// gradient rows (12 each: blocks of 5, 5 and 2) before each dW product; the last group partial.
+TEST(CudaCrossEntropy, SeveralBlocksAndGradientGroups) {
+  SKIP_WITHOUT_GPU();
+  const int M = 29, d = 19, V = 37;
+  ops::cuda::set_lm_head_block_bytes(5 * V * 4, 12 * V * 2);
+  check_cross_entropy(M, d, V, DType::bf16, 4, 1e-2, 68);
+  check_cross_entropy(M, d, V, DType::f32, 4, 1e-5, 69);
+  ops::cuda::set_lm_head_block_bytes(0, 0);
+}
+
 // Vocabularies past what one block's shared memory stages (≈ 58k float logits on an H100): the
 // rest of each row is read from global memory again, in 16-byte packs (V % 4 == 0, bf16 gradient
 // and f32 in place) and one logit at a time.

@@ -4,8 +4,10 @@
 // the row once (kept in shared memory), finds max/argmax and logsumexp and writes the gradient
 // (softmax − onehot)/count in the products' dtype (over the logits when that is float32), which two
 // more products turn into dh = G·W and dW += Gᵀ·h. Only one block of logits exists at a time (at
-// most kLogitBytes). The counted rows and the mean of the per-row losses (summed in
-// double) are formed on the GPU too: nothing here waits for it.
+// most kLogitBytes). A bf16 gradient is gathered over several blocks (up to kGradientBytes) before
+// dW += Gᵀ·h runs: each run of that product reads and writes all of dW (154 MB of float32 at the
+// 130m shape), once per block of logits before. The counted rows and the mean of the per-row losses
+// (summed in double) are formed on the GPU too: nothing here waits for it.
 #include <algorithm>
 #include <type_traits>
 #include <vector>
@@ -21,6 +23,8 @@ using namespace cuda_detail;
 constexpr int kThreads = 256;      // the one-block totals kernels
 constexpr int kRowThreads = 1024;  // the softmax rows kernel: one block per SM (its row fills shared memory)
 constexpr int64_t kLogitBytes = int64_t(512) << 20;
+constexpr int64_t kGradientBytes = int64_t(2) << 30;
+int64_t logit_block_bytes = kLogitBytes, gradient_group_bytes = kGradientBytes;  // set_lm_head_block_bytes
 
 struct ArgMax {
   float value;
@@ -262,36 +266,51 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
   const DType compute = product_dtype(hidden, weight);
   Tensor w = on_device_as(weight, compute, "lm_head_cross_entropy weight");
   Tensor hidden_c = on_device_as(hidden, compute, "lm_head_cross_entropy hidden");
-  const int64_t rows_per_chunk = std::max<int64_t>(1, std::min<int64_t>(M, kLogitBytes / (V * 4)));
+  const int64_t rows_per_chunk = std::max<int64_t>(1, std::min<int64_t>(M, logit_block_bytes / (V * 4)));
   Tensor logits = Tensor::empty({rows_per_chunk, V}, DType::f32, Device::cuda);
-  // bf16 products take the gradient in bf16, written by the softmax kernel; f32 ones take it in place.
-  Tensor grad =
-      compute == DType::f32 || !with_grad ? logits : Tensor::empty({rows_per_chunk, V}, compute, Device::cuda);
-  Tensor row_loss = Tensor::empty({M}, DType::f32, Device::cuda);
+  // bf16 products take the gradient in bf16, written by the softmax kernel into a group of up to
+  // kGradientBytes of rows; f32 ones take it in place, a group being one chunk.
   const size_t elem = dtype_size(compute);
-  for (int64_t r0 = 0; r0 < M; r0 += rows_per_chunk) {
-    const int64_t rows = std::min(rows_per_chunk, M - r0);
-    const void* h = static_cast<const char*>(hidden_c.raw()) + size_t(r0 * d) * elem;
-    gemm({h, compute, rows, d, false}, {w.raw(), compute, V, d, true}, logits.raw(), DType::f32, 1.0f, 0.0f);
-    const int32_t* chunk_targets = gpu_targets.data<int32_t>() + r0;
-    float* chunk_loss = row_loss.data<float>() + r0;
-    int32_t* chunk_predictions = result.predictions.data<int32_t>() + r0;
-    if (grad.dtype() == DType::f32)
-      softmax_rows(rows, logits.data<float>(), grad.data<float>(), chunk_targets, int(V), totals, with_grad, chunk_loss,
-                   chunk_predictions);
-    else
-      softmax_rows(rows, logits.data<float>(), static_cast<__nv_bfloat16*>(grad.raw()), chunk_targets, int(V), totals,
-                   with_grad, chunk_loss, chunk_predictions);
-    check_launch("lm_head_cross_entropy softmax");
-    if (!with_grad) continue;
-    gemm({grad.raw(), compute, rows, V, false}, {w.raw(), compute, V, d, false}, result.dhidden.data<float>() + r0 * d,
-         DType::f32, 1.0f, 0.0f);
-    if (dweight)
-      gemm({grad.raw(), compute, rows, V, true}, {h, compute, rows, d, false}, dweight->raw(), DType::f32, 1.0f, 1.0f);
+  const bool grad_in_logits = compute == DType::f32 || !with_grad;
+  const int64_t rows_per_group =
+      grad_in_logits ? rows_per_chunk
+                     : std::max(rows_per_chunk, std::min<int64_t>(M, gradient_group_bytes / (V * int64_t(elem))));
+  Tensor grad = grad_in_logits ? logits : Tensor::empty({rows_per_group, V}, compute, Device::cuda);
+  Tensor row_loss = Tensor::empty({M}, DType::f32, Device::cuda);
+  const auto hidden_rows = [&](int64_t r0) { return static_cast<const char*>(hidden_c.raw()) + size_t(r0 * d) * elem; };
+  for (int64_t g0 = 0; g0 < M; g0 += rows_per_group) {
+    const int64_t group_end = std::min(M, g0 + rows_per_group);
+    for (int64_t r0 = g0; r0 < group_end; r0 += rows_per_chunk) {
+      const int64_t rows = std::min(rows_per_chunk, group_end - r0);
+      gemm({hidden_rows(r0), compute, rows, d, false}, {w.raw(), compute, V, d, true}, logits.raw(), DType::f32, 1.0f,
+           0.0f);
+      const int32_t* chunk_targets = gpu_targets.data<int32_t>() + r0;
+      float* chunk_loss = row_loss.data<float>() + r0;
+      int32_t* chunk_predictions = result.predictions.data<int32_t>() + r0;
+      void* chunk_grad = static_cast<char*>(grad.raw()) + size_t((r0 - g0) * V) * dtype_size(grad.dtype());
+      if (grad.dtype() == DType::f32)
+        softmax_rows(rows, logits.data<float>(), static_cast<float*>(chunk_grad), chunk_targets, int(V), totals,
+                     with_grad, chunk_loss, chunk_predictions);
+      else
+        softmax_rows(rows, logits.data<float>(), static_cast<__nv_bfloat16*>(chunk_grad), chunk_targets, int(V), totals,
+                     with_grad, chunk_loss, chunk_predictions);
+      check_launch("lm_head_cross_entropy softmax");
+      if (!with_grad) continue;
+      gemm({chunk_grad, compute, rows, V, false}, {w.raw(), compute, V, d, false},
+           result.dhidden.data<float>() + r0 * d, DType::f32, 1.0f, 0.0f);
+    }
+    if (with_grad && dweight)
+      gemm({grad.raw(), compute, group_end - g0, V, true}, {hidden_rows(g0), compute, group_end - g0, d, false},
+           dweight->raw(), DType::f32, 1.0f, 1.0f);
   }
   mean_loss_kernel<<<1, kThreads>>>(row_loss.data<float>(), M, totals);
   check_launch("lm_head_cross_entropy mean loss");
   return result;
+}
+
+void set_lm_head_block_bytes(int64_t logit_bytes, int64_t gradient_bytes) {
+  logit_block_bytes = logit_bytes > 0 ? logit_bytes : kLogitBytes;
+  gradient_group_bytes = gradient_bytes > 0 ? gradient_bytes : kGradientBytes;
 }
 
 }  // namespace cuda
