@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
           },
           2, reps);
       // As in training: the forward keeps its chunk states and the backward takes them.
-      const int64_t chunks = (s.L + ops::kScanStateChunk - 1) / ops::kScanStateChunk;
+      const int64_t stride = ops::scan_state_stride(bf16, s.N), chunks = (s.L + stride - 1) / stride;
       ops::ScanInputs training = in;
       training.chunk_states = Tensor::empty({s.batch, chunks, s.D, s.N}, DType::f32, gpu);
       const double both_kept = median_ms(

@@ -19,8 +19,9 @@
 // and the backward recomputes it (keeping at most one state per chunk of positions).
 //
 // Chunk states (training, CUDA): with `keep_chunk_states` the CUDA forward also returns
-//   chunk_states[b, k, d, n] = h_{k·kScanStateChunk − 1}[d, n]  (the initial state, or 0, at k = 0),
-// f32 [batch, ⌈L / kScanStateChunk⌉, D, N], the states its output pass walks through anyway. Given
+//   chunk_states[b, k, d, n] = h_{k·S − 1}[d, n]  (the initial state, or 0, at k = 0),
+// S = scan_state_stride(dtype of u, N), f32 [batch, ⌈L / S⌉, D, N], the states its output pass walks
+// through anyway. Given
 // back to the backward as `ScanInputs::chunk_states`, they spare it the pass that recomputes them
 // (a summary of every chunk and a chain over them). The reference and the CPU backend return none
 // and ignore them; positions past a sequence's length do not advance them, as everywhere.
@@ -29,8 +30,11 @@
 
 namespace mamba::ops {
 
-// Positions per chunk state (above): the CUDA backward's chunk.
-constexpr int64_t kScanStateChunk = 256;
+// Positions per chunk state (above): the CUDA backward's chunk, 32 for bf16 with N = 16 (the
+// state-group backward restarts from a kept state every 32 positions), else 256 (the lane scans').
+constexpr int64_t scan_state_stride(DType u_dtype, int64_t nstate) {
+  return u_dtype == DType::bf16 && nstate == 16 ? 32 : 256;
+}
 
 struct ScanInputs {
   Tensor u;           // [batch, L, D]  f32 | bf16 | f64 (f64: reference only)
@@ -58,7 +62,7 @@ struct ScanInputs {
 struct ScanOutputs {
   Tensor out;           // [batch, L, D], dtype of u
   Tensor last_state;    // [batch, D, N] f32
-  Tensor chunk_states;  // [batch, ⌈L / kScanStateChunk⌉, D, N] f32, or undefined (see above)
+  Tensor chunk_states;  // [batch, ⌈L / scan_state_stride⌉, D, N] f32, or undefined (see above)
 };
 
 // Gradients of Σ out·dout (+ Σ last_state·dlast_state). Each is defined iff its input is;

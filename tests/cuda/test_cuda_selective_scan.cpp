@@ -122,8 +122,8 @@ void check_scan(const Dims& d, const Features& f, DType dtype, bool backward, ui
   const ops::ScanOutputs plain = ops::selective_scan_forward(in), out = ops::selective_scan_forward(training);
   EXPECT_FALSE(plain.chunk_states.defined()) << where;
   ASSERT_TRUE(out.chunk_states.defined()) << where;
-  EXPECT_EQ(out.chunk_states.shape(),
-            (Shape{d.batch, (d.L + ops::kScanStateChunk - 1) / ops::kScanStateChunk, d.D, d.N}));
+  const int64_t stride = ops::scan_state_stride(dtype, d.N);
+  EXPECT_EQ(out.chunk_states.shape(), (Shape{d.batch, (d.L + stride - 1) / stride, d.D, d.N}));
   for (const ops::ScanOutputs* o : {&plain, &out}) {
     const char* which = o == &plain ? ", plain forward" : ", forward keeping chunk states";
     ASSERT_EQ(o->out.dtype(), dtype);
@@ -218,6 +218,21 @@ TEST(CudaSelectiveScan, StateGroupForward) {
   check_scan({3, 2100, 48, 16}, bare, DType::bf16, true, 24);
   check_scan({1, 70000, 5, 16}, {}, DType::bf16, true, 25);
   check_scan({2, 70000, 24, 16}, {}, DType::f32, true, 26);
+}
+
+// The lane-scan backward on the bf16 N = 16 inputs whose default is the state-group backward (it
+// ignores their chunk states, kept every 32 positions, and recomputes its own every 256).
+TEST(CudaSelectiveScan, LaneScanBackwardForBf16) {
+  SKIP_WITHOUT_GPU();
+  struct Restore {
+    ~Restore() { ops::cuda_detail::set_selective_scan_backward_variant(ops::cuda_detail::kDefaultScanBackwardVariant); }
+  } restore;
+  ops::cuda_detail::set_selective_scan_backward_variant(0);
+  check_scan({2, 600, 16, 16}, {}, DType::bf16, true, 28);
+  check_scan({1, 4100, 11, 16}, {}, DType::bf16, true, 29);
+  Features bare;
+  bare = {false, false, false, false, false, false, false};
+  check_scan({3, 300, 9, 16}, bare, DType::bf16, true, 30);
 }
 #endif
 

@@ -21,5 +21,9 @@ void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, cons
 // length split for about 16 warps per SM. 2, 3 and 4 apply to N = 16 only (other N run 0).
 constexpr int kDefaultScanForwardVariant = 4;
 void set_selective_scan_forward_variant(int variant);
+// Backward kernel variant, the same kind of knob: 0: lane scans; 1 (the default): state groups for
+// bf16 with N = 16, from the states the forward keeps every 32 positions (other inputs run 0).
+constexpr int kDefaultScanBackwardVariant = 1;
+void set_selective_scan_backward_variant(int variant);
 
 }  // namespace mamba::ops::cuda_detail

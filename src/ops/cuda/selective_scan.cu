@@ -45,7 +45,9 @@ constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kForwardItems = 8;
 constexpr int kBackwardItems = 8;
-static_assert(32 * kBackwardItems == kScanStateChunk, "chunk states are the backward's chunks");
+// The lane-scan backward's chunk: the state stride (scan_state_stride) of the inputs it takes.
+constexpr int kLaneStateChunk = 32 * kBackwardItems;
+static_assert(kLaneStateChunk == 256, "ops/selective_scan.h: scan_state_stride");
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -62,6 +64,7 @@ struct ScanArgs {
   bool vector_state_grads = false;  // float32 dB, dC rows take 16-byte atomics (N multiple of 4)
   bool vector_delta_proj = false;   // delta_proj rows move as 16-byte vectors
   int splits = 1, split_len = 0;
+  int state_stride = kLaneStateChunk;  // positions between chunk states (scan_state_stride)
   void* out = nullptr;
   float* last_state = nullptr;
   float* split_delta_sum = nullptr;  // summary: [batch, splits, D]  Σ δ' over the split
@@ -400,7 +403,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scan_forward_kernel(Scan
 
   for (int t0 = s_begin; t0 < s_end; t0 += Tl::len) {
     __syncthreads();  // the previous chunk's tiles are consumed
-    if constexpr (Tl::len == kScanStateChunk) {
+    if constexpr (Tl::len == kLaneStateChunk) {
       if (p.chunk_states) {  // training: the state before this chunk, for the backward
         const int chunks = (L + Tl::len - 1) / Tl::len;
         float* dst = p.chunk_states + ((int64_t(b) * chunks + t0 / Tl::len) * dim + c0) * N;
@@ -602,6 +605,24 @@ __global__ void chain_splits_kernel(ScanArgs p) {
   if (p.last_state) p.last_state[index] = h;
 }
 
+// The state-group backward's carries across splits, last to first: split s starts its reverse walk
+// with f = dL/dh at its last position from the positions after it, F_s (dlast_state, or 0, for the
+// last split), and F_{s−1} = R_s + exp2(A2·Δ_s)·F_s from split s's summary (R_s in p.split_state,
+// Δ_s = Σδ' in p.split_delta_sum). F_s goes to p.split_init.
+__global__ void chain_splits_reverse_kernel(ScanArgs p) {
+  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int N = p.nstate, dim = p.dim;
+  if (index >= int64_t(p.batch) * dim * N) return;
+  const int n = index % N, c = (index / N) % dim, b = index / (int64_t(N) * dim);
+  const float a2 = p.A[c * N + n] * kLog2e;
+  float carry = p.dlast_state ? p.dlast_state[index] : 0.0f;
+  for (int s = p.splits - 1; s >= 0; --s) {
+    const int64_t at = (int64_t(b) * p.splits + s) * dim + c;
+    p.split_init[at * N + n] = carry;
+    if (s > 0) carry = fmaf(exp2f(a2 * p.split_delta_sum[at]), carry, p.split_state[at * N + n]);
+  }
+}
+
 // Forward for N = 16 in state groups: four threads per (sequence, channel), each owning 4 of its 16
 // states, walk the positions in order with the states in registers. Per element-state that is one
 // exp and four FMA-pipe instructions (δ'·A, δ'u·B, h, C·h), with no shuffles and no scan; the
@@ -709,7 +730,7 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
   constexpr int N = 16;
   constexpr bool kConvert = sizeof(T) != sizeof(float);  // bf16 B and C become float32 once per tile
   static_assert(kTile % kPairRowsPerPass == 0, "phases 1 and 3 cover a tile in whole passes");
-  static_assert(kScanStateChunk % kTile == 0, "chunk states fall on tile starts");
+  static_assert(kLaneStateChunk % kTile == 0 && 32 % kTile == 0, "chunk states fall on tile starts");
   __shared__ GroupTile<T, kTile> tiles[2];
   __shared__ alignas(16) float BC_f32[kConvert ? 2 : 1][kTile][N];  // B, then C
   __shared__ alignas(16) float2 work[kTile][kGroupChannels];        // δ', δ'·u
@@ -815,9 +836,9 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
     __syncthreads();
 
     if constexpr (!kSummary) {
-      if (p.chunk_states && active && t0 % kScanStateChunk == 0) {  // training: the state before the chunk
-        const int chunks = (L + kScanStateChunk - 1) / kScanStateChunk;
-        float* dst = p.chunk_states + ((int64_t(b) * chunks + t0 / kScanStateChunk) * dim + c) * N + n0;
+      if (p.chunk_states && active && t0 % p.state_stride == 0) {  // training: the state before the chunk
+        const int chunks = (L + p.state_stride - 1) / p.state_stride;
+        float* dst = p.chunk_states + ((int64_t(b) * chunks + t0 / p.state_stride) * dim + c) * N + n0;
 #pragma unroll
         for (int j = 0; j < kGroupStates; ++j) dst[j] = h[j];
       }
@@ -898,6 +919,368 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
   } else if (split == p.splits - 1) {  // the state after the last split (which has no summary)
 #pragma unroll
     for (int j = 0; j < kGroupStates; ++j) p.last_state[(int64_t(b) * dim + c) * N + n0 + j] = h[j];
+  }
+}
+
+// Backward for bf16 with N = 16 in the forward's state groups (lane = channel, warp g = states
+// 4g..4g+3 of the block's 32 channels), restarting from the states the training forward kept at
+// every tile start (scan_state_stride: kGroupBackTile positions apart). Tiles are walked last to
+// first, the previous tile's inputs copied in (cp.async) while this one is worked on; per tile,
+// between block barriers:
+//  1. per (position, channel), 4 channels a thread: δ', δ'·u and dy = dout·SiLU(z) into `work`, B
+//     and C to float32;
+//  2. each thread runs its 4 states forward from the kept state over the tile's first three
+//     sub-tiles of kGroupBackSub positions, keeping the state at each sub-tile start (shared
+//     memory); then per sub-tile, last to first, it recomputes the sub-tile's states into registers
+//     (with its part of Σₙ C·h per position, for dz) and walks them backwards: G = dL/dh = f + C·dy,
+//     f = a·G carried to the position before; per position its parts of Σₙ G·a·h_prev·A (dδ') and
+//     Σₙ G·B (du, dδ'), and dA; dB = G·δ'u and dC = dy·h are summed over the warp's 32 channels by
+//     a reduce-scatter of shuffles (a warp's 8 sums are its own states': nothing to add across
+//     warps);
+//  3. after each half tile, per (position, channel), 4 channels a thread: the four groups' parts
+//     summed into du, dδ and dz; the half tile's dB and dC rows added to device memory with 16-byte
+//     atomics. (Parts for half a tile keep the block within 3 per SM: 72 KB, 168 registers.)
+// Per element-state 2.75 exps (checkpoints, recompute, reverse) and ≈ 38 issued instructions
+// (ncu), against the lane-scan backward's ≈ 54 (docs/perf/cuda_scan.md v21).
+constexpr int kGroupBackTile = 32;
+constexpr int kGroupBackSub = 8;  // positions whose states a thread holds in registers at once
+constexpr int kGroupBackSubs = kGroupBackTile / kGroupBackSub;
+constexpr int kGroupBackHalf = kGroupBackTile / 2;  // phase 3 runs per half tile
+static_assert(kGroupBackHalf == kPairRowsPerPass, "phase 3 covers a half tile in one pass, phase 1 a tile in two");
+
+struct alignas(16) GroupBackShared {
+  GroupTile<__nv_bfloat16, kGroupBackTile> tiles[2];
+  __nv_bfloat16 dout_tiles[2][kGroupBackTile][kGroupChannels];
+  float BC[2][kGroupBackTile][16];                        // B, C in float32
+  float4 work[kGroupBackTile][kGroupChannels];            // δ', δ'·u, dy, -
+  float4 checkpoints[kGroupBackSubs - 1][kGroupThreads];  // each thread's states at sub-tiles 1..
+  // Per half tile: each group's parts of Σₙ C·h, of Σₙ G·a·h_prev·A and Σₙ G·B, and dB | dC rows.
+  float y_parts[kGroupBackHalf][kGroupsPerChannel][kGroupChannels];
+  float2 grad_parts[kGroupBackHalf][kGroupsPerChannel][kGroupChannels];
+  float dBC[kGroupBackHalf][32];
+};
+
+// v[0..7] summed over the warp's 32 lanes, scattered: lane l ends with the sum of v[(l >> 2) & 7].
+__device__ __forceinline__ float reduce_scatter_8(const float (&v)[8], int lane) {
+  const bool hi16 = lane & 16, hi8 = lane & 8, hi4 = lane & 4;
+  float w4[4], w2[2];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float send = hi16 ? v[k] : v[k + 4], keep = hi16 ? v[k + 4] : v[k];
+    w4[k] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
+  }
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const float send = hi8 ? w4[k] : w4[k + 2], keep = hi8 ? w4[k + 2] : w4[k];
+    w2[k] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+  }
+  float w = (hi4 ? w2[1] : w2[0]) + __shfl_xor_sync(0xffffffffu, hi4 ? w2[0] : w2[1], 4);
+  w += __shfl_xor_sync(0xffffffffu, w, 2);
+  return w + __shfl_xor_sync(0xffffffffu, w, 1);
+}
+
+// kSummary: the summary of one split of the length for the splits after it (run for splits 1..):
+// the walk of G from zero, only f = a·(C·dy + f), ending at Σₜ (Π_{τ ≤ t} a_τ)·C_t·dy_t over the
+// split, and Σδ'. chain_splits_reverse_kernel turns them into every split's incoming f.
+template <bool kSummary>
+__global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(ScanArgs p) {
+  using T = __nv_bfloat16;
+  constexpr int N = 16, kTile = kGroupBackTile;
+  extern __shared__ float4 group_back_smem[];
+  GroupBackShared& sh = *reinterpret_cast<GroupBackShared*>(group_back_smem);
+
+  const int dim = p.dim, L = p.L;
+  const int c0 = blockIdx.x * kGroupChannels, b = blockIdx.y, split = blockIdx.z + (kSummary ? 1 : 0);
+  const SplitBounds bounds = split_bounds(p, b, split);
+  const int len = bounds.valid_end;
+  const int64_t seq = int64_t(b) * L;
+  const T* u = static_cast<const T*>(p.u) + seq * dim;
+  const T* delta = static_cast<const T*>(p.delta) + seq * dim;
+  const T* z = p.z ? static_cast<const T*>(p.z) + seq * dim : nullptr;
+  const T* dout = static_cast<const T*>(p.dout) + seq * dim;
+  const T* Bg = static_cast<const T*>(p.B) + seq * N;
+  const T* Cg = static_cast<const T*>(p.C) + seq * N;
+  const int lane = threadIdx.x % 32;
+
+  // Phase 2: this thread's channel and states.
+  const int channel = threadIdx.x % kGroupChannels, group = threadIdx.x / kGroupChannels;
+  const int c = c0 + channel, n0 = group * kGroupStates;
+  const bool active = c < dim;
+  // f: dL/dh of the position before the current one from the positions after it (at the start,
+  // from those after the split: the chained carry, or dlast_state past the last position).
+  float A2[kGroupStates], A_nat[kGroupStates], f[kGroupStates], dA[kGroupStates];
+  const int64_t split_row = (int64_t(b) * p.splits + split) * dim + c;
+  const float* f_in = kSummary || !active ? nullptr
+                      : p.splits > 1      ? p.split_init + split_row * N + n0
+                      : p.dlast_state     ? p.dlast_state + (int64_t(b) * dim + c) * N + n0
+                                          : nullptr;
+#pragma unroll
+  for (int j = 0; j < kGroupStates; ++j) {
+    A_nat[j] = active ? p.A[c * N + n0 + j] : 0.0f;
+    A2[j] = A_nat[j] * kLog2e;
+    f[j] = f_in ? f_in[j] : 0.0f;
+    dA[j] = 0.0f;
+  }
+  float delta_sum = 0.0f;  // summary: Σ δ' over the split
+
+  // Phases 1 and 3: kPairChannels consecutive channels of one position per pass.
+  const int pair_row = threadIdx.x / kPairThreadsPerPosition;
+  const int pair_ch = threadIdx.x % kPairThreadsPerPosition * kPairChannels, pair_c = c0 + pair_ch;
+  float bias[kPairChannels], D[kPairChannels], dD[kPairChannels] = {}, dbias[kPairChannels] = {};
+#pragma unroll
+  for (int i = 0; i < kPairChannels; ++i) {
+    const bool valid = pair_c + i < dim;
+    bias[i] = valid && p.delta_bias ? p.delta_bias[pair_c + i] : 0.0f;
+    D[i] = valid && p.D ? p.D[pair_c + i] : 0.0f;
+  }
+
+  const int tiles = (L + kTile - 1) / kTile, first_tile = bounds.begin / kTile;
+  auto stage = [&](int buffer, int t0) {
+    GroupTile<T, kTile>& tile = sh.tiles[buffer];
+    stage_rows<kGroupThreads>(tile.delta, delta, dim, t0, L, c0, dim, p.vector_channels);
+    if (!kSummary) stage_rows<kGroupThreads>(tile.u, u, dim, t0, L, c0, dim, p.vector_channels);
+    if (z) stage_rows<kGroupThreads>(tile.z, z, dim, t0, L, c0, dim, p.vector_channels);
+    stage_rows<kGroupThreads>(sh.dout_tiles[buffer], dout, dim, t0, L, c0, dim, p.vector_channels);
+    if (!kSummary) stage_rows<kGroupThreads>(tile.B, Bg, N, t0, L, 0, N, p.vector_states);
+    stage_rows<kGroupThreads>(tile.C, Cg, N, t0, L, 0, N, p.vector_states);
+    commit_async_copies();
+  };
+  const int last_tile = (bounds.end - 1) / kTile;
+  stage(0, last_tile * kTile);
+  int buffer = 0;
+  for (int k = last_tile; k >= first_tile; --k, buffer ^= 1) {
+    const int t0 = k * kTile;
+    // The kept state before this tile, read before the barrier so its latency overlaps it.
+    float h_start[kGroupStates] = {};
+    if (!kSummary && active) {
+      const float4 v = *reinterpret_cast<const float4*>(p.chunk_states + ((int64_t(b) * tiles + k) * dim + c) * N + n0);
+      h_start[0] = v.x, h_start[1] = v.y, h_start[2] = v.z, h_start[3] = v.w;
+    }
+    wait_async_copies();
+    __syncthreads();  // the tile has landed; the other buffer and the last tile's parts are free
+    if (k > first_tile) stage(buffer ^ 1, t0 - kTile);
+    const GroupTile<T, kTile>& tile = sh.tiles[buffer];
+    const auto& dout_tile = sh.dout_tiles[buffer];
+
+    // 3 for the half tile from half0 (one pass of the pair layout): du, dδ, dz per (position,
+    // channel), and the half tile's dB and dC rows into device memory.
+    auto outputs = [&](int half0, auto with_softplus, auto gated) {
+      const int r = pair_row, tt = half0 + r, t = t0 + tt;
+      float dl[kPairChannels], uu[kPairChannels], zz[kPairChannels] = {}, dy_raw[kPairChannels];
+      load_items<T, kPairChannels>(&tile.delta[tt][pair_ch], dl);
+      load_items<T, kPairChannels>(&tile.u[tt][pair_ch], uu);
+      load_items<T, kPairChannels>(&dout_tile[tt][pair_ch], dy_raw);
+      if constexpr (decltype(gated)::value) load_items<T, kPairChannels>(&tile.z[tt][pair_ch], zz);
+      const bool valid = t < len;
+      float out_u[kPairChannels], out_delta[kPairChannels], out_z[kPairChannels];
+#pragma unroll
+      for (int i = 0; i < kPairChannels; ++i) {
+        const float4 w = sh.work[tt][pair_ch + i];
+        float y = D[i] * uu[i], dl_sum = 0.0f, gB_sum = 0.0f;
+#pragma unroll
+        for (int g = 0; g < kGroupsPerChannel; ++g) {
+          y += sh.y_parts[r][g][pair_ch + i];
+          const float2 gp = sh.grad_parts[r][g][pair_ch + i];
+          dl_sum += gp.x;
+          gB_sum += gp.y;
+        }
+        const float x = dl[i] + bias[i];
+        float dsoftplus = 1.0f;  // dδ'/dδ
+        if constexpr (decltype(with_softplus)::value) dsoftplus = x <= 20.0f ? sigmoid(x) : 1.0f;
+        out_delta[i] = valid ? fmaf(gB_sum, uu[i], dl_sum) * dsoftplus : 0.0f;
+        out_u[i] = valid ? fmaf(gB_sum, w.x, w.z * D[i]) : 0.0f;
+        if constexpr (decltype(gated)::value) {
+          // d out/dz = y·σ(z)·(1 + z·(1 − σ(z)))
+          const float s = sigmoid(zz[i]);
+          out_z[i] = valid ? dy_raw[i] * y * s * fmaf(zz[i], 1.0f - s, 1.0f) : 0.0f;
+        }
+        dD[i] = fmaf(w.z, uu[i], dD[i]);
+        dbias[i] += out_delta[i];
+      }
+      if (t >= L) return;
+      const int64_t row = (seq + t) * dim + pair_c;
+      T* du = static_cast<T*>(p.du) + row;
+      T* ddelta = static_cast<T*>(p.ddelta) + row;
+      T* dz = decltype(gated)::value ? static_cast<T*>(p.dz) + row : nullptr;
+      if (p.vector_channels) {
+        if (pair_c >= dim) return;
+        store_items<T, kPairChannels>(du, out_u);
+        store_items<T, kPairChannels>(ddelta, out_delta);
+        if constexpr (decltype(gated)::value) store_items<T, kPairChannels>(dz, out_z);
+        return;
+      }
+#pragma unroll
+      for (int i = 0; i < kPairChannels; ++i) {
+        if (pair_c + i >= dim) break;
+        du[i] = from_float<T>(out_u[i]);
+        ddelta[i] = from_float<T>(out_delta[i]);
+        if constexpr (decltype(gated)::value) dz[i] = from_float<T>(out_z[i]);
+      }
+    };
+    // 4 consecutive states of one position and matrix a thread.
+    auto add_dBC = [&](int half0) {
+      static_assert(kGroupBackHalf * 8 == kGroupThreads, "one 16-byte row piece a thread");
+      const int r = threadIdx.x / 8, q = threadIdx.x % 8, which = q / 4, n = q % 4 * 4, t = t0 + half0 + r;
+      if (t >= L) return;
+      const float4 v = *reinterpret_cast<const float4*>(&sh.dBC[r][which * N + n]);
+      float* at = (which ? p.dC : p.dB) + (seq + t) * N + n;
+#if __CUDA_ARCH__ >= 900
+      if (p.vector_state_grads) {
+        atomicAdd(reinterpret_cast<float4*>(at), v);
+        return;
+      }
+#endif
+      atomicAdd(at, v.x), atomicAdd(at + 1, v.y), atomicAdd(at + 2, v.z), atomicAdd(at + 3, v.w);
+    };
+
+    // 1: δ', δ'·u, dy; B and C to float32.
+    auto inputs = [&](auto with_softplus, auto gated) {
+#pragma unroll
+      for (int tt = pair_row; tt < kTile; tt += kPairRowsPerPass) {
+        float dl[kPairChannels], uu[kPairChannels], zz[kPairChannels], dy[kPairChannels];
+        load_items<T, kPairChannels>(&tile.delta[tt][pair_ch], dl);
+        load_items<T, kPairChannels>(&tile.u[tt][pair_ch], uu);
+        load_items<T, kPairChannels>(&dout_tile[tt][pair_ch], dy);
+        if constexpr (decltype(gated)::value) load_items<T, kPairChannels>(&tile.z[tt][pair_ch], zz);
+        // Past the sequence's length δ' = 0 and dy = 0: the states stay, G passes through unchanged.
+        const bool valid = t0 + tt < len;
+#pragma unroll
+        for (int i = 0; i < kPairChannels; ++i) {
+          float d = dl[i] + bias[i];
+          if constexpr (decltype(with_softplus)::value) d = softplus_branch_free(d);
+          if constexpr (decltype(gated)::value) dy[i] *= __fdividef(zz[i], 1.0f + __expf(-zz[i]));
+          d = valid ? d : 0.0f;
+          sh.work[tt][pair_ch + i] = make_float4(d, d * uu[i], valid ? dy[i] : 0.0f, 0.0f);
+        }
+      }
+    };
+    if (p.softplus)
+      z ? inputs(std::true_type{}, std::true_type{}) : inputs(std::true_type{}, std::false_type{});
+    else
+      z ? inputs(std::false_type{}, std::true_type{}) : inputs(std::false_type{}, std::false_type{});
+    {
+      constexpr int kPerMatrix = kTile * N / 4;
+      static_assert(2 * kPerMatrix % kGroupThreads == 0, "whole passes");
+#pragma unroll
+      for (int e = threadIdx.x; e < 2 * kPerMatrix; e += kGroupThreads) {
+        const int which = e / kPerMatrix, offset = e % kPerMatrix * 4;
+        if (kSummary && which == 0) continue;
+        float vals[4];
+        load_items<T, 4>((which ? &tile.C[0][0] : &tile.B[0][0]) + offset, vals);
+        *reinterpret_cast<float4*>(&sh.BC[which][0][0] + offset) = make_float4(vals[0], vals[1], vals[2], vals[3]);
+      }
+    }
+    __syncthreads();
+
+    // 2: the states forward to the sub-tile starts (kept in shared memory), then sub-tiles last to
+    // first: recomputed into registers and walked backwards. After each half tile, 3: its outputs.
+    auto row4 = [&](int which, int tt) { return reinterpret_cast<const float4*>(&sh.BC[which][tt][0])[group]; };
+    if constexpr (kSummary) {
+#pragma unroll 8
+      for (int tt = kTile - 1; tt >= 0; --tt) {
+        const float4 w = sh.work[tt][channel], Cv = row4(1, tt);
+        const float Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
+#pragma unroll
+        for (int j = 0; j < kGroupStates; ++j) f[j] = exp2_approx(w.x * A2[j]) * fmaf(Cn[j], w.z, f[j]);
+        delta_sum += w.x;
+      }
+      continue;
+    }
+    {
+      float h[kGroupStates] = {h_start[0], h_start[1], h_start[2], h_start[3]};
+      for (int q = 1; q < kGroupBackSubs; ++q) {
+#pragma unroll
+        for (int i = 0; i < kGroupBackSub; ++i) {
+          const int tt = (q - 1) * kGroupBackSub + i;
+          const float4 w = sh.work[tt][channel], Bv = row4(0, tt);
+          const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w};
+#pragma unroll
+          for (int j = 0; j < kGroupStates; ++j) h[j] = fmaf(exp2_approx(w.x * A2[j]), h[j], w.y * Bn[j]);
+        }
+        sh.checkpoints[q - 1][threadIdx.x] = make_float4(h[0], h[1], h[2], h[3]);
+      }
+    }
+    for (int half = 1; half >= 0; --half) {
+      const int half0 = half * kGroupBackHalf;
+#pragma unroll 1
+      for (int q = 2 * half + 1; q >= 2 * half; --q) {
+        float h0[kGroupStates];  // the state before the sub-tile
+        if (q == 0) {
+#pragma unroll
+          for (int j = 0; j < kGroupStates; ++j) h0[j] = h_start[j];
+        } else {
+          const float4 v = sh.checkpoints[q - 1][threadIdx.x];
+          h0[0] = v.x, h0[1] = v.y, h0[2] = v.z, h0[3] = v.w;
+        }
+        float hs[kGroupBackSub][kGroupStates];  // h after each position of the sub-tile
+#pragma unroll
+        for (int i = 0; i < kGroupBackSub; ++i) {
+          const int tt = q * kGroupBackSub + i;
+          const float4 w = sh.work[tt][channel], Bv = row4(0, tt), Cv = row4(1, tt);
+          const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w}, Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
+#pragma unroll
+          for (int j = 0; j < kGroupStates; ++j)
+            hs[i][j] = fmaf(exp2_approx(w.x * A2[j]), i > 0 ? hs[i - 1][j] : h0[j], w.y * Bn[j]);
+          float y = Cn[0] * hs[i][0];
+#pragma unroll
+          for (int j = 1; j < kGroupStates; ++j) y = fmaf(Cn[j], hs[i][j], y);
+          sh.y_parts[tt - half0][group][channel] = y;
+        }
+#pragma unroll
+        for (int i = kGroupBackSub - 1; i >= 0; --i) {
+          const int tt = q * kGroupBackSub + i;
+          const float4 w = sh.work[tt][channel], Bv = row4(0, tt), Cv = row4(1, tt);
+          const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w}, Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
+          float sums[8];  // dB parts (G·δ'u), then dC parts (dy·h), of this thread's states
+          float dl_part = 0.0f, gB_part = 0.0f;
+#pragma unroll
+          for (int j = 0; j < kGroupStates; ++j) {
+            const float a = exp2_approx(w.x * A2[j]);
+            const float h_prev = i > 0 ? hs[i - 1][j] : h0[j];
+            const float G = fmaf(Cn[j], w.z, f[j]);
+            const float decay_grad = G * a * h_prev;  // dL/d(δ'·A)
+            dl_part = fmaf(decay_grad, A_nat[j], dl_part);
+            dA[j] = fmaf(decay_grad, w.x, dA[j]);
+            gB_part = fmaf(G, Bn[j], gB_part);
+            sums[j] = G * w.y;
+            sums[4 + j] = w.z * hs[i][j];
+            f[j] = a * G;
+          }
+          sh.grad_parts[tt - half0][group][channel] = make_float2(dl_part, gB_part);
+          const float total = reduce_scatter_8(sums, lane);
+          const int which = (lane >> 4) & 1, j = (lane >> 2) & 3;
+          if ((lane & 3) == 0) sh.dBC[tt - half0][which * N + n0 + j] = total;
+        }
+      }
+      __syncthreads();
+      if (p.softplus)
+        z ? outputs(half0, std::true_type{}, std::true_type{}) : outputs(half0, std::true_type{}, std::false_type{});
+      else
+        z ? outputs(half0, std::false_type{}, std::true_type{}) : outputs(half0, std::false_type{}, std::false_type{});
+      add_dBC(half0);
+      if (half) __syncthreads();  // the parts are free for the first half
+    }
+  }
+  if constexpr (kSummary) {
+    if (!active) return;
+    if (group == 0) p.split_delta_sum[split_row] = delta_sum;
+#pragma unroll
+    for (int j = 0; j < kGroupStates; ++j) p.split_state[split_row * N + n0 + j] = f[j];
+    return;
+  }
+  if (active) {
+    float* dinit = p.dinitial_state && split == 0 ? p.dinitial_state + (int64_t(b) * dim + c) * N + n0 : nullptr;
+#pragma unroll
+    for (int j = 0; j < kGroupStates; ++j) {
+      atomicAdd(p.dA + c * N + n0 + j, dA[j]);
+      if (dinit) dinit[j] = f[j];
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kPairChannels; ++i) {
+    if (pair_c + i >= dim) break;
+    if (p.dD) atomicAdd(p.dD + pair_c + i, dD[i]);
+    if (p.ddelta_bias) atomicAdd(p.ddelta_bias + pair_c + i, dbias[i]);
   }
 }
 
@@ -1317,6 +1700,7 @@ ScanArgs prepare(const ScanInputs& in, bool step) {
   p.dim = int(in.u.size(-1));
   p.nstate = int(in.A.size(1));
   MAMBA_CHECK(p.nstate > 0, "selective_scan A: state size N must be positive");
+  p.state_stride = int(scan_state_stride(dtype, p.nstate));
   const Shape rows = step ? Shape{p.batch, p.dim} : Shape{p.batch, p.L, p.dim};
   const Shape state_rows = step ? Shape{p.batch, p.nstate} : Shape{p.batch, p.L, p.nstate};
   check_f32(in.A, "selective_scan A", {p.dim, p.nstate});
@@ -1390,22 +1774,44 @@ SplitPlan plan_splits(const ScanArgs& p, int chunk_len, int resident_blocks) {
 // kGroupSaturatingWarps of them, and a split length costs a summary pass of about kGroupSummaryCost
 // of an output pass. Time model: (1, or 1 + that cost when split) × warps per SM × positions per
 // split / min(warps per SM, kGroupSaturatingWarps); the fewest splits within 3% of the least time
-// win. Splits cover whole chunks.
+// win. Splits cover whole 256-position chunks.
 constexpr int kGroupSaturatingWarps = 16;
 constexpr double kGroupSummaryCost = 0.6;
 
 SplitPlan plan_group_splits(const ScanArgs& p) {
   const int64_t warps = int64_t(p.batch) * ((p.dim + kGroupChannels - 1) / kGroupChannels) * kGroupWarps;
   const int64_t sms = multiprocessor_count();
-  const int64_t chunks = (p.L + kScanStateChunk - 1) / kScanStateChunk;
-  SplitPlan plan{1, int(chunks * kScanStateChunk)};
+  const int64_t chunks = (p.L + kLaneStateChunk - 1) / kLaneStateChunk;
+  SplitPlan plan{1, int(chunks * kLaneStateChunk)};
   double best_cost = 0;
   for (int64_t splits = 1; splits <= std::min<int64_t>(chunks, 256); ++splits) {
     const int64_t per_split = (chunks + splits - 1) / splits, used = (chunks + per_split - 1) / per_split;
     const int64_t per_sm = (warps * used + sms - 1) / sms;
     const double cost = (used > 1 ? 1 + kGroupSummaryCost : 1.0) * double(per_sm) * double(per_split) /
                         double(std::min<int64_t>(per_sm, kGroupSaturatingWarps));
-    if (splits == 1 || cost < best_cost * 0.97) best_cost = cost, plan = {int(used), int(per_split * kScanStateChunk)};
+    if (splits == 1 || cost < best_cost * 0.97) best_cost = cost, plan = {int(used), int(per_split * kLaneStateChunk)};
+  }
+  return plan;
+}
+
+// Splits for scan_group_backward_kernel (kGroupBackBlocksPerSM blocks per SM). Time model: waves of
+// blocks × positions per split, the summaries (splits after the first) adding about
+// kGroupBackSummaryCost of that; the fewest splits within 3% of the least time win. Splits cover
+// whole tiles.
+constexpr int kGroupBackBlocksPerSM = 3;
+constexpr double kGroupBackSummaryCost = 0.25;
+
+SplitPlan plan_group_backward_splits(const ScanArgs& p) {
+  const int64_t blocks = int64_t(p.batch) * ((p.dim + kGroupChannels - 1) / kGroupChannels);
+  const int64_t slots = kGroupBackBlocksPerSM * multiprocessor_count();
+  const int64_t tiles = (p.L + kGroupBackTile - 1) / kGroupBackTile;
+  SplitPlan plan{1, int(tiles * kGroupBackTile)};
+  double best_cost = 0;
+  for (int64_t splits = 1; splits <= std::min<int64_t>(tiles, 64); ++splits) {
+    const int64_t per_split = (tiles + splits - 1) / splits, used = (tiles + per_split - 1) / per_split;
+    const int64_t waves = (blocks * used + slots - 1) / slots;
+    const double cost = (used > 1 ? 1 + kGroupBackSummaryCost : 1.0) * double(waves) * double(per_split);
+    if (splits == 1 || cost < best_cost * 0.97) best_cost = cost, plan = {int(used), int(per_split * kGroupBackTile)};
   }
   return plan;
 }
@@ -1456,44 +1862,6 @@ void run_split_states(const ScanArgs& p) {
   kernel<<<dim3(p.splits, p.batch, (p.dim + kWarps - 1) / kWarps), kThreads, bytes>>>(p);
   check_launch("selective_scan summary kernel");
   chain_splits(p);
-}
-
-// Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place).
-template <typename T>
-void run_backward(ScanArgs& p, bool dBC_in_place) {
-  constexpr int chunk_len = Tile<kBackwardItems>::len;
-  const size_t chunks = (p.L + chunk_len - 1) / chunk_len;
-  // Scratch regions start at multiples of 4 floats (16-byte atomics into dB and dC).
-  auto round4 = [](size_t n) { return (n + 3) / 4 * 4; };
-  // Chunk states from the forward (p.chunk_states given) need no scratch and no states pass.
-  const bool states_pass = p.chunk_states == nullptr;
-  const size_t states = states_pass ? round4(size_t(p.batch) * chunks * p.dim * p.nstate) : 0;
-  const size_t delta_sums = states_pass ? round4(size_t(p.batch) * chunks * p.dim) : 0;
-  const size_t bc = dBC_in_place ? 0 : round4(size_t(p.batch) * p.L * p.nstate);
-  float* buffer = scratch(states + delta_sums + 2 * bc);
-  if (states_pass) p.chunk_states = buffer;
-  if (!dBC_in_place) {
-    p.dB = buffer + states + delta_sums;
-    p.dC = p.dB + bc;
-  }
-  p.vector_state_grads = p.nstate % 4 == 0 && aligned16(p.dB) && aligned16(p.dC);
-  check_cuda(cudaMemsetAsync(p.dB, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
-  check_cuda(cudaMemsetAsync(p.dC, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
-  if (states_pass) {
-    // Every chunk is a split; its end state from zero is chained, in place, into the state before it.
-    ScanArgs every_chunk = p;
-    every_chunk.splits = int(chunks);
-    every_chunk.split_len = chunk_len;
-    every_chunk.split_state = every_chunk.split_init = p.chunk_states;
-    every_chunk.split_delta_sum = buffer + states;
-    run_split_states<T>(every_chunk);
-  }
-  const size_t bytes = backward_smem_bytes<kBackwardItems>(p.nstate, sizeof(T));
-  auto kernel =
-      p.nstate == 16 ? scan_backward_kernel<T, kBackwardItems, 16> : scan_backward_kernel<T, kBackwardItems, 0>;
-  allow_shared_memory(kernel, bytes, p.nstate);
-  kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(p);
-  check_launch("selective_scan backward kernel");
 }
 
 __global__ void narrow_pairs_kernel(const float* a, const float* b, __nv_bfloat16* a_out, __nv_bfloat16* b_out,
@@ -1570,7 +1938,9 @@ void run_output_pass(ScanArgs p) {
 template <typename T>
 void run_output_variant(const ScanArgs& p) {
   const bool n16 = p.nstate == 16;
-  if (forward_variant == 4 && n16) return run_group_forward<T>(p);
+  // Chunk states at the state groups' stride come from their forward, whatever the variant.
+  if (n16 && (forward_variant == 4 || (p.chunk_states && p.state_stride == kGroupBackTile)))
+    return run_group_forward<T>(p);
   // Chunk states are written at the backward's chunks: variant 1's are twice as long.
   if (forward_variant == 1 && !p.chunk_states) return run_output_pass<T, 16, 0, 2>(p);
   if (forward_variant == 2 && n16) {
@@ -1585,9 +1955,96 @@ void run_output_variant(const ScanArgs& p) {
   run_output_pass<T, kForwardItems, 0, 3>(p);
 }
 
+// Backward kernel variant (tuning knob, see scan_launch.h): 0: lane scans, 1 (default): state
+// groups for bf16 with N = 16 (others always run 0).
+int backward_variant = kDefaultScanBackwardVariant;
+
+// Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place).
+template <typename T>
+void run_backward(ScanArgs& p, bool dBC_in_place) {
+  const bool groups = p.state_stride == kGroupBackTile && backward_variant == 1;
+  // The lane scans restart every kLaneStateChunk positions: states kept at another stride are not
+  // theirs, and they recompute their own.
+  if (!groups && p.state_stride != kLaneStateChunk) p.chunk_states = nullptr;
+  const int chunk_len = groups ? kGroupBackTile : kLaneStateChunk;
+  const size_t chunks = (p.L + chunk_len - 1) / chunk_len;
+  // Scratch regions start at multiples of 4 floats (16-byte atomics into dB and dC).
+  auto round4 = [](size_t n) { return (n + 3) / 4 * 4; };
+  // Chunk states from the forward (p.chunk_states given) need no scratch and no states pass. The
+  // state groups' pass is their forward (run first: it may use the scratch for its splits).
+  const bool states_pass = p.chunk_states == nullptr;
+  Tensor group_states, discarded_out, discarded_last;
+  if (groups && states_pass) {
+    const Device gpu = Device::cuda;
+    group_states = Tensor::empty({p.batch, int64_t(chunks), p.dim, p.nstate}, DType::f32, gpu);
+    discarded_out = Tensor::empty({p.batch, p.L, p.dim}, DType::bf16, gpu);
+    discarded_last = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, gpu);
+    ScanArgs forward = p;
+    forward.out = discarded_out.raw();
+    forward.last_state = discarded_last.data<float>();
+    forward.chunk_states = group_states.data<float>();
+    run_group_forward<T>(forward);
+    p.chunk_states = forward.chunk_states;
+  }
+  const bool lane_states_pass = states_pass && !groups;
+  const size_t states = lane_states_pass ? round4(size_t(p.batch) * chunks * p.dim * p.nstate) : 0;
+  const size_t delta_sums = lane_states_pass ? round4(size_t(p.batch) * chunks * p.dim) : 0;
+  const size_t bc = dBC_in_place ? 0 : round4(size_t(p.batch) * p.L * p.nstate);
+  const SplitPlan plan = groups ? plan_group_backward_splits(p) : SplitPlan{1, p.L};
+  const size_t split_floats = split_scratch_floats(p, plan);
+  float* buffer = scratch(states + delta_sums + 2 * bc + split_floats);
+  p.splits = plan.splits;
+  p.split_len = plan.split_len;
+  if (plan.splits > 1) {
+    // Σδ', summaries and incoming carries of the splits: [batch, splits, D] and twice [.., N].
+    const size_t rows = size_t(p.batch) * plan.splits * p.dim;
+    p.split_delta_sum = buffer + states + delta_sums + 2 * bc;
+    p.split_state = p.split_delta_sum + rows;
+    p.split_init = p.split_state + rows * p.nstate;
+  }
+  if (lane_states_pass) p.chunk_states = buffer;
+  if (!dBC_in_place) {
+    p.dB = buffer + states + delta_sums;
+    p.dC = p.dB + bc;
+  }
+  p.vector_state_grads = p.nstate % 4 == 0 && aligned16(p.dB) && aligned16(p.dC);
+  check_cuda(cudaMemsetAsync(p.dB, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
+  check_cuda(cudaMemsetAsync(p.dC, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
+  if (groups) {
+    constexpr size_t bytes = sizeof(GroupBackShared);
+    const dim3 grid((p.dim + kGroupChannels - 1) / kGroupChannels, p.batch, p.splits);
+    if (p.splits > 1) {
+      allow_shared_memory(scan_group_backward_kernel<true>, bytes, p.nstate);
+      scan_group_backward_kernel<true><<<dim3(grid.x, grid.y, p.splits - 1), kGroupThreads, bytes>>>(p);
+      check_launch("selective_scan state-group backward summary kernel");
+      chain_splits_reverse_kernel<<<blocks_for(int64_t(p.batch) * p.dim * p.nstate, 256), 256>>>(p);
+      check_launch("selective_scan backward chain kernel");
+    }
+    allow_shared_memory(scan_group_backward_kernel<false>, bytes, p.nstate);
+    scan_group_backward_kernel<false><<<grid, kGroupThreads, bytes>>>(p);
+    check_launch("selective_scan state-group backward kernel");
+    return;
+  }
+  if (lane_states_pass) {
+    // Every chunk is a split; its end state from zero is chained, in place, into the state before it.
+    ScanArgs every_chunk = p;
+    every_chunk.splits = int(chunks);
+    every_chunk.split_len = chunk_len;
+    every_chunk.split_state = every_chunk.split_init = p.chunk_states;
+    every_chunk.split_delta_sum = buffer + states;
+    run_split_states<T>(every_chunk);
+  }
+  const size_t bytes = backward_smem_bytes<kBackwardItems>(p.nstate, sizeof(T));
+  auto kernel =
+      p.nstate == 16 ? scan_backward_kernel<T, kBackwardItems, 16> : scan_backward_kernel<T, kBackwardItems, 0>;
+  allow_shared_memory(kernel, bytes, p.nstate);
+  kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(p);
+  check_launch("selective_scan backward kernel");
+}
+
 // ScanOutputs::chunk_states (ops/selective_scan.h).
 Shape chunk_states_shape(const ScanArgs& p) {
-  return {p.batch, (p.L + kScanStateChunk - 1) / kScanStateChunk, p.dim, p.nstate};
+  return {p.batch, (p.L + p.state_stride - 1) / p.state_stride, p.dim, p.nstate};
 }
 
 void zero_async(const Tensor& t) {
@@ -1631,6 +2088,11 @@ void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const 
 void set_selective_scan_forward_variant(int variant) {
   MAMBA_CHECK(variant >= 0 && variant <= 4, "selective_scan (cuda): forward variant must be 0..4, got ", variant);
   forward_variant = variant;
+}
+
+void set_selective_scan_backward_variant(int variant) {
+  MAMBA_CHECK(variant == 0 || variant == 1, "selective_scan (cuda): backward variant must be 0 or 1, got ", variant);
+  backward_variant = variant;
 }
 
 void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state,
