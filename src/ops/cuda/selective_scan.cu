@@ -951,8 +951,10 @@ static_assert(kGroupBackHalf == kPairRowsPerPass, "phase 3 covers a half tile in
 struct alignas(16) GroupBackShared {
   GroupTile<__nv_bfloat16, kGroupBackTile> tiles[2];
   __nv_bfloat16 dout_tiles[2][kGroupBackTile][kGroupChannels];
-  float BC[2][kGroupBackTile][16];                        // B, C in float32
-  float4 work[kGroupBackTile][kGroupChannels];            // δ', δ'·u, dy, -
+  float BC[2][kGroupBackTile][16];  // B, C in float32
+  // δ', δ'·u and dy apart: the recomputing passes read only the first two (8 bytes a lane).
+  float2 work[kGroupBackTile][kGroupChannels];
+  float dy[kGroupBackTile][kGroupChannels];
   float4 checkpoints[kGroupBackSubs - 1][kGroupThreads];  // each thread's states at sub-tiles 1..
   // Per half tile: each group's parts of Σₙ C·h, of Σₙ G·a·h_prev·A and Σₙ G·B, and dB | dC rows.
   float y_parts[kGroupBackHalf][kGroupsPerChannel][kGroupChannels];
@@ -1075,7 +1077,8 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
       float out_u[kPairChannels], out_delta[kPairChannels], out_z[kPairChannels];
 #pragma unroll
       for (int i = 0; i < kPairChannels; ++i) {
-        const float4 w = sh.work[tt][pair_ch + i];
+        const float2 w = sh.work[tt][pair_ch + i];
+        const float dy = sh.dy[tt][pair_ch + i];
         float y = D[i] * uu[i], dl_sum = 0.0f, gB_sum = 0.0f;
 #pragma unroll
         for (int g = 0; g < kGroupsPerChannel; ++g) {
@@ -1088,13 +1091,13 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
         float dsoftplus = 1.0f;  // dδ'/dδ
         if constexpr (decltype(with_softplus)::value) dsoftplus = x <= 20.0f ? sigmoid(x) : 1.0f;
         out_delta[i] = valid ? fmaf(gB_sum, uu[i], dl_sum) * dsoftplus : 0.0f;
-        out_u[i] = valid ? fmaf(gB_sum, w.x, w.z * D[i]) : 0.0f;
+        out_u[i] = valid ? fmaf(gB_sum, w.x, dy * D[i]) : 0.0f;
         if constexpr (decltype(gated)::value) {
           // d out/dz = y·σ(z)·(1 + z·(1 − σ(z)))
           const float s = sigmoid(zz[i]);
           out_z[i] = valid ? dy_raw[i] * y * s * fmaf(zz[i], 1.0f - s, 1.0f) : 0.0f;
         }
-        dD[i] = fmaf(w.z, uu[i], dD[i]);
+        dD[i] = fmaf(dy, uu[i], dD[i]);
         dbias[i] += out_delta[i];
       }
       if (t >= L) return;
@@ -1150,7 +1153,8 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
           if constexpr (decltype(with_softplus)::value) d = softplus_branch_free(d);
           if constexpr (decltype(gated)::value) dy[i] *= __fdividef(zz[i], 1.0f + __expf(-zz[i]));
           d = valid ? d : 0.0f;
-          sh.work[tt][pair_ch + i] = make_float4(d, d * uu[i], valid ? dy[i] : 0.0f, 0.0f);
+          sh.work[tt][pair_ch + i] = make_float2(d, d * uu[i]);
+          sh.dy[tt][pair_ch + i] = valid ? dy[i] : 0.0f;
         }
       }
     };
@@ -1178,10 +1182,12 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
     if constexpr (kSummary) {
 #pragma unroll 8
       for (int tt = kTile - 1; tt >= 0; --tt) {
-        const float4 w = sh.work[tt][channel], Cv = row4(1, tt);
+        const float2 w = sh.work[tt][channel];
+        const float dy = sh.dy[tt][channel];
+        const float4 Cv = row4(1, tt);
         const float Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
 #pragma unroll
-        for (int j = 0; j < kGroupStates; ++j) f[j] = exp2_approx(w.x * A2[j]) * fmaf(Cn[j], w.z, f[j]);
+        for (int j = 0; j < kGroupStates; ++j) f[j] = exp2_approx(w.x * A2[j]) * fmaf(Cn[j], dy, f[j]);
         delta_sum += w.x;
       }
       continue;
@@ -1192,7 +1198,8 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
 #pragma unroll
         for (int i = 0; i < kGroupBackSub; ++i) {
           const int tt = (q - 1) * kGroupBackSub + i;
-          const float4 w = sh.work[tt][channel], Bv = row4(0, tt);
+          const float2 w = sh.work[tt][channel];
+          const float4 Bv = row4(0, tt);
           const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w};
 #pragma unroll
           for (int j = 0; j < kGroupStates; ++j) h[j] = fmaf(exp2_approx(w.x * A2[j]), h[j], w.y * Bn[j]);
@@ -1216,7 +1223,8 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
 #pragma unroll
         for (int i = 0; i < kGroupBackSub; ++i) {
           const int tt = q * kGroupBackSub + i;
-          const float4 w = sh.work[tt][channel], Bv = row4(0, tt), Cv = row4(1, tt);
+          const float2 w = sh.work[tt][channel];
+          const float4 Bv = row4(0, tt), Cv = row4(1, tt);
           const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w}, Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
 #pragma unroll
           for (int j = 0; j < kGroupStates; ++j)
@@ -1229,7 +1237,9 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
 #pragma unroll
         for (int i = kGroupBackSub - 1; i >= 0; --i) {
           const int tt = q * kGroupBackSub + i;
-          const float4 w = sh.work[tt][channel], Bv = row4(0, tt), Cv = row4(1, tt);
+          const float2 w = sh.work[tt][channel];
+          const float dy = sh.dy[tt][channel];
+          const float4 Bv = row4(0, tt), Cv = row4(1, tt);
           const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w}, Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
           float sums[8];  // dB parts (G·δ'u), then dC parts (dy·h), of this thread's states
           float dl_part = 0.0f, gB_part = 0.0f;
@@ -1237,13 +1247,13 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
           for (int j = 0; j < kGroupStates; ++j) {
             const float a = exp2_approx(w.x * A2[j]);
             const float h_prev = i > 0 ? hs[i - 1][j] : h0[j];
-            const float G = fmaf(Cn[j], w.z, f[j]);
+            const float G = fmaf(Cn[j], dy, f[j]);
             const float decay_grad = G * a * h_prev;  // dL/d(δ'·A)
             dl_part = fmaf(decay_grad, A_nat[j], dl_part);
             dA[j] = fmaf(decay_grad, w.x, dA[j]);
             gB_part = fmaf(G, Bn[j], gB_part);
             sums[j] = G * w.y;
-            sums[4 + j] = w.z * hs[i][j];
+            sums[4 + j] = dy * hs[i][j];
             f[j] = a * G;
           }
           sh.grad_parts[tt - half0][group][channel] = make_float2(dl_part, gB_part);
