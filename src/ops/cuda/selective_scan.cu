@@ -932,7 +932,7 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
 //  2. each thread runs its 4 states forward from the kept state over the tile's first three
 //     sub-tiles of kGroupBackSub positions, keeping the state at each sub-tile start (shared
 //     memory); then per sub-tile, last to first, it recomputes the sub-tile's states into registers
-//     (with its part of Σₙ C·h per position, for dz) and walks them backwards: G = dL/dh = f + C·dy,
+//     and walks them backwards (with its part of Σₙ C·h per position, for dz): G = dL/dh = f + C·dy,
 //     f = a·G carried to the position before; per position its parts of Σₙ G·a·h_prev·A (dδ') and
 //     Σₙ G·B (du, dδ'), and dA; dB = G·δ'u and dC = dy·h are summed over the warp's 32 channels by
 //     a reduce-scatter of shuffles (a warp's 8 sums are its own states': nothing to add across
@@ -1224,15 +1224,11 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
         for (int i = 0; i < kGroupBackSub; ++i) {
           const int tt = q * kGroupBackSub + i;
           const float2 w = sh.work[tt][channel];
-          const float4 Bv = row4(0, tt), Cv = row4(1, tt);
-          const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w}, Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
+          const float4 Bv = row4(0, tt);
+          const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w};
 #pragma unroll
           for (int j = 0; j < kGroupStates; ++j)
             hs[i][j] = fmaf(exp2_approx(w.x * A2[j]), i > 0 ? hs[i - 1][j] : h0[j], w.y * Bn[j]);
-          float y = Cn[0] * hs[i][0];
-#pragma unroll
-          for (int j = 1; j < kGroupStates; ++j) y = fmaf(Cn[j], hs[i][j], y);
-          sh.y_parts[tt - half0][group][channel] = y;
         }
 #pragma unroll
         for (int i = kGroupBackSub - 1; i >= 0; --i) {
@@ -1257,6 +1253,11 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
             f[j] = a * G;
           }
           sh.grad_parts[tt - half0][group][channel] = make_float2(dl_part, gB_part);
+          // Σ C·h here rather than where h is recomputed, which then reads no C.
+          float y = Cn[0] * hs[i][0];
+#pragma unroll
+          for (int j = 1; j < kGroupStates; ++j) y = fmaf(Cn[j], hs[i][j], y);
+          sh.y_parts[tt - half0][group][channel] = y;
           const float total = reduce_scatter_8(sums, lane);
           const int which = (lane >> 4) & 1, j = (lane >> 2) & 3;
           if ((lane & 3) == 0) sh.dBC[tt - half0][which * N + n0 + j] = total;
