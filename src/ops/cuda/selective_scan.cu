@@ -935,8 +935,8 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
 //     and walks them backwards (with its part of Σₙ C·h per position, for dz): G = dL/dh = f + C·dy,
 //     f = a·G carried to the position before; per position its parts of Σₙ G·a·h_prev·A (dδ') and
 //     Σₙ G·B (du, dδ'), and dA; dB = G·δ'u and dC = dy·h are summed over the warp's 32 channels by
-//     a reduce-scatter of shuffles (a warp's 8 sums are its own states': nothing to add across
-//     warps);
+//     a reduce-scatter of shuffles, two positions at a time (a warp's sums are its own states':
+//     nothing to add across warps);
 //  3. after each half tile, per (position, channel), 4 channels a thread: the four groups' parts
 //     summed into du, dδ and dz; the half tile's dB and dC rows added to device memory with 16-byte
 //     atomics. (Parts for half a tile keep the block within 3 per SM: 72 KB, 168 registers.)
@@ -962,23 +962,27 @@ struct alignas(16) GroupBackShared {
   float dBC[kGroupBackHalf][32];
 };
 
-// v[0..7] summed over the warp's 32 lanes, scattered: lane l ends with the sum of v[(l >> 2) & 7].
-__device__ __forceinline__ float reduce_scatter_8(const float (&v)[8], int lane) {
-  const bool hi16 = lane & 16, hi8 = lane & 8, hi4 = lane & 4;
-  float w4[4], w2[2];
+// v[0..K) summed over the warp's 32 lanes, scattered: each round a lane keeps one half of its values
+// (the upper one where its bit kOffset is set), adds the partner's copy of that half and sends the
+// other; once one value is left the remaining rounds just add. With K = 16, lane l ends with the
+// sum of v[(l >> 1) & 15].
+template <int K, int kOffset = 16>
+__device__ __forceinline__ float reduce_scatter(const float (&v)[K], int lane) {
+  if constexpr (K == 1) {
+    float w = v[0];
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float send = hi16 ? v[k] : v[k + 4], keep = hi16 ? v[k + 4] : v[k];
-    w4[k] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
-  }
+    for (int offset = kOffset; offset > 0; offset /= 2) w += __shfl_xor_sync(0xffffffffu, w, offset);
+    return w;
+  } else {
+    const bool upper = lane & kOffset;
+    float kept[K / 2];
 #pragma unroll
-  for (int k = 0; k < 2; ++k) {
-    const float send = hi8 ? w4[k] : w4[k + 2], keep = hi8 ? w4[k + 2] : w4[k];
-    w2[k] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+    for (int k = 0; k < K / 2; ++k) {
+      const float send = upper ? v[k] : v[k + K / 2], keep = upper ? v[k + K / 2] : v[k];
+      kept[k] = keep + __shfl_xor_sync(0xffffffffu, send, kOffset);
+    }
+    return reduce_scatter<K / 2, kOffset / 2>(kept, lane);
   }
-  float w = (hi4 ? w2[1] : w2[0]) + __shfl_xor_sync(0xffffffffu, hi4 ? w2[0] : w2[1], 4);
-  w += __shfl_xor_sync(0xffffffffu, w, 2);
-  return w + __shfl_xor_sync(0xffffffffu, w, 1);
 }
 
 // kSummary: the summary of one split of the length for the splits after it (run for splits 1..):
@@ -1230,37 +1234,43 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
           for (int j = 0; j < kGroupStates; ++j)
             hs[i][j] = fmaf(exp2_approx(w.x * A2[j]), i > 0 ? hs[i - 1][j] : h0[j], w.y * Bn[j]);
         }
+        // Positions in pairs (backwards): one reduce-scatter of both positions' 16 dB/dC parts
+        // takes 16 shuffles where two of 8 took 18.
 #pragma unroll
-        for (int i = kGroupBackSub - 1; i >= 0; --i) {
-          const int tt = q * kGroupBackSub + i;
-          const float2 w = sh.work[tt][channel];
-          const float dy = sh.dy[tt][channel];
-          const float4 Bv = row4(0, tt), Cv = row4(1, tt);
-          const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w}, Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
-          float sums[8];  // dB parts (G·δ'u), then dC parts (dy·h), of this thread's states
-          float dl_part = 0.0f, gB_part = 0.0f;
+        for (int pair = kGroupBackSub / 2 - 1; pair >= 0; --pair) {
+          float sums[16];  // per position (the later second): dB parts (G·δ'u), then dC parts (dy·h)
 #pragma unroll
-          for (int j = 0; j < kGroupStates; ++j) {
-            const float a = exp2_approx(w.x * A2[j]);
-            const float h_prev = i > 0 ? hs[i - 1][j] : h0[j];
-            const float G = fmaf(Cn[j], dy, f[j]);
-            const float decay_grad = G * a * h_prev;  // dL/d(δ'·A)
-            dl_part = fmaf(decay_grad, A_nat[j], dl_part);
-            dA[j] = fmaf(decay_grad, w.x, dA[j]);
-            gB_part = fmaf(G, Bn[j], gB_part);
-            sums[j] = G * w.y;
-            sums[4 + j] = dy * hs[i][j];
-            f[j] = a * G;
+          for (int later = 1; later >= 0; --later) {
+            const int i = 2 * pair + later, tt = q * kGroupBackSub + i;
+            const float2 w = sh.work[tt][channel];
+            const float dy = sh.dy[tt][channel];
+            const float4 Bv = row4(0, tt), Cv = row4(1, tt);
+            const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w}, Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
+            float dl_part = 0.0f, gB_part = 0.0f;
+#pragma unroll
+            for (int j = 0; j < kGroupStates; ++j) {
+              const float a = exp2_approx(w.x * A2[j]);
+              const float h_prev = i > 0 ? hs[i - 1][j] : h0[j];
+              const float G = fmaf(Cn[j], dy, f[j]);
+              const float decay_grad = G * a * h_prev;  // dL/d(δ'·A)
+              dl_part = fmaf(decay_grad, A_nat[j], dl_part);
+              dA[j] = fmaf(decay_grad, w.x, dA[j]);
+              gB_part = fmaf(G, Bn[j], gB_part);
+              sums[8 * later + j] = G * w.y;
+              sums[8 * later + 4 + j] = dy * hs[i][j];
+              f[j] = a * G;
+            }
+            sh.grad_parts[tt - half0][group][channel] = make_float2(dl_part, gB_part);
+            // Σ C·h here rather than where h is recomputed, which then reads no C.
+            float y = Cn[0] * hs[i][0];
+#pragma unroll
+            for (int j = 1; j < kGroupStates; ++j) y = fmaf(Cn[j], hs[i][j], y);
+            sh.y_parts[tt - half0][group][channel] = y;
           }
-          sh.grad_parts[tt - half0][group][channel] = make_float2(dl_part, gB_part);
-          // Σ C·h here rather than where h is recomputed, which then reads no C.
-          float y = Cn[0] * hs[i][0];
-#pragma unroll
-          for (int j = 1; j < kGroupStates; ++j) y = fmaf(Cn[j], hs[i][j], y);
-          sh.y_parts[tt - half0][group][channel] = y;
-          const float total = reduce_scatter_8(sums, lane);
-          const int which = (lane >> 4) & 1, j = (lane >> 2) & 3;
-          if ((lane & 3) == 0) sh.dBC[tt - half0][which * N + n0 + j] = total;
+          const float total = reduce_scatter<16>(sums, lane);
+          const int later = (lane >> 4) & 1, which = (lane >> 3) & 1, j = (lane >> 1) & 3;
+          const int tt = q * kGroupBackSub + 2 * pair + later;
+          if ((lane & 1) == 0) sh.dBC[tt - half0][which * N + n0 + j] = total;
         }
       }
       __syncthreads();
