@@ -935,7 +935,7 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
 //     and walks them backwards (with its part of Σₙ C·h per position, for dz): G = dL/dh = f + C·dy,
 //     f = a·G carried to the position before; per position its parts of Σₙ G·a·h_prev·A (dδ') and
 //     Σₙ G·B (du, dδ'), and dA; dB = G·δ'u and dC = dy·h are summed over the warp's 32 channels by
-//     a reduce-scatter of shuffles, two positions at a time (a warp's sums are its own states':
+//     a reduce-scatter of shuffles, four positions at a time (a warp's sums are its own states':
 //     nothing to add across warps);
 //  3. after each half tile, per (position, channel), 4 channels a thread: the four groups' parts
 //     summed into du, dδ and dz; the half tile's dB and dC rows added to device memory with 16-byte
@@ -964,8 +964,8 @@ struct alignas(16) GroupBackShared {
 
 // v[0..K) summed over the warp's 32 lanes, scattered: each round a lane keeps one half of its values
 // (the upper one where its bit kOffset is set), adds the partner's copy of that half and sends the
-// other; once one value is left the remaining rounds just add. With K = 16, lane l ends with the
-// sum of v[(l >> 1) & 15].
+// other; once one value is left the remaining rounds just add. With K = 32, lane l ends with the
+// sum of v[l].
 template <int K, int kOffset = 16>
 __device__ __forceinline__ float reduce_scatter(const float (&v)[K], int lane) {
   if constexpr (K == 1) {
@@ -1234,14 +1234,15 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
           for (int j = 0; j < kGroupStates; ++j)
             hs[i][j] = fmaf(exp2_approx(w.x * A2[j]), i > 0 ? hs[i - 1][j] : h0[j], w.y * Bn[j]);
         }
-        // Positions in pairs (backwards): one reduce-scatter of both positions' 16 dB/dC parts
-        // takes 16 shuffles where two of 8 took 18.
+        // Positions in fours (backwards): one reduce-scatter of their 32 dB/dC parts takes 31
+        // shuffles where four of 8 parts took 36.
+        constexpr int kReduced = 4;
 #pragma unroll
-        for (int pair = kGroupBackSub / 2 - 1; pair >= 0; --pair) {
-          float sums[16];  // per position (the later second): dB parts (G·δ'u), then dC parts (dy·h)
+        for (int quad = kGroupBackSub / kReduced - 1; quad >= 0; --quad) {
+          float sums[8 * kReduced];  // per position, earliest first: dB parts (G·δ'u), dC parts (dy·h)
 #pragma unroll
-          for (int later = 1; later >= 0; --later) {
-            const int i = 2 * pair + later, tt = q * kGroupBackSub + i;
+          for (int later = kReduced - 1; later >= 0; --later) {
+            const int i = kReduced * quad + later, tt = q * kGroupBackSub + i;
             const float2 w = sh.work[tt][channel];
             const float dy = sh.dy[tt][channel];
             const float4 Bv = row4(0, tt), Cv = row4(1, tt);
@@ -1267,10 +1268,9 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
             for (int j = 1; j < kGroupStates; ++j) y = fmaf(Cn[j], hs[i][j], y);
             sh.y_parts[tt - half0][group][channel] = y;
           }
-          const float total = reduce_scatter<16>(sums, lane);
-          const int later = (lane >> 4) & 1, which = (lane >> 3) & 1, j = (lane >> 1) & 3;
-          const int tt = q * kGroupBackSub + 2 * pair + later;
-          if ((lane & 1) == 0) sh.dBC[tt - half0][which * N + n0 + j] = total;
+          const float total = reduce_scatter<8 * kReduced>(sums, lane);  // lane l: the sum of sums[l]
+          const int later = lane >> 3, which = (lane >> 2) & 1, j = lane & 3;
+          sh.dBC[q * kGroupBackSub + kReduced * quad + later - half0][which * N + n0 + j] = total;
         }
       }
       __syncthreads();
