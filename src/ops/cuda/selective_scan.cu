@@ -724,6 +724,23 @@ __device__ __forceinline__ void stage_rows(T (&dst)[kRows][kCols], const T* src,
   }
 }
 
+// A staged tile's B and C rows (bf16) to float32 rows, 4 elements a thread at a time, B's rows then
+// C's; a summary pass that needs only one of them leaves the other out.
+template <typename T, int kTile>
+__device__ __forceinline__ void convert_state_rows(const GroupTile<T, kTile>& tile, float (&dst)[2][kTile][16],
+                                                   bool with_B, bool with_C) {
+  constexpr int kPerMatrix = kTile * 16 / 4;
+  static_assert(2 * kPerMatrix % kGroupThreads == 0, "whole passes");
+#pragma unroll
+  for (int e = threadIdx.x; e < 2 * kPerMatrix; e += kGroupThreads) {
+    const int which = e / kPerMatrix, offset = e % kPerMatrix * 4;
+    if (!(which ? with_C : with_B)) continue;
+    float vals[4];
+    load_items<T, 4>((which ? &tile.C[0][0] : &tile.B[0][0]) + offset, vals);
+    *reinterpret_cast<float4*>(&dst[which][0][0] + offset) = make_float4(vals[0], vals[1], vals[2], vals[3]);
+  }
+}
+
 // kSummary: the summary pass of one split (end state from zero, Σδ'); else the output pass.
 template <typename T, bool kSummary, int kTile = kGroupTile<T>>
 __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p) {
@@ -820,19 +837,7 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
       deltas(std::true_type{});
     else
       deltas(std::false_type{});
-    if constexpr (kConvert) {
-      // 4 elements a thread at a time: B's rows, then C's.
-      constexpr int kPerMatrix = kTile * N / 4;
-      static_assert(2 * kPerMatrix % kGroupThreads == 0, "whole passes");
-#pragma unroll
-      for (int e = threadIdx.x; e < 2 * kPerMatrix; e += kGroupThreads) {
-        const int which = e / kPerMatrix, offset = e % kPerMatrix * 4;
-        if (kSummary && which == 1) continue;
-        float vals[4];
-        load_items<T, 4>((which ? &tile.C[0][0] : &tile.B[0][0]) + offset, vals);
-        *reinterpret_cast<float4*>(&BC_f32[which][0][0] + offset) = make_float4(vals[0], vals[1], vals[2], vals[3]);
-      }
-    }
+    if constexpr (kConvert) convert_state_rows(tile, BC_f32, true, !kSummary);
     __syncthreads();
 
     if constexpr (!kSummary) {
@@ -1166,18 +1171,7 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
       z ? inputs(std::true_type{}, std::true_type{}) : inputs(std::true_type{}, std::false_type{});
     else
       z ? inputs(std::false_type{}, std::true_type{}) : inputs(std::false_type{}, std::false_type{});
-    {
-      constexpr int kPerMatrix = kTile * N / 4;
-      static_assert(2 * kPerMatrix % kGroupThreads == 0, "whole passes");
-#pragma unroll
-      for (int e = threadIdx.x; e < 2 * kPerMatrix; e += kGroupThreads) {
-        const int which = e / kPerMatrix, offset = e % kPerMatrix * 4;
-        if (kSummary && which == 0) continue;
-        float vals[4];
-        load_items<T, 4>((which ? &tile.C[0][0] : &tile.B[0][0]) + offset, vals);
-        *reinterpret_cast<float4*>(&sh.BC[which][0][0] + offset) = make_float4(vals[0], vals[1], vals[2], vals[3]);
-      }
-    }
+    convert_state_rows(tile, sh.BC, !kSummary, true);
     __syncthreads();
 
     // 2: the states forward to the sub-tile starts (kept in shared memory), then sub-tiles last to
