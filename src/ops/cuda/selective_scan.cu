@@ -583,26 +583,39 @@ __global__ void __launch_bounds__(kThreads, 4) scan_summary_kernel(ScanArgs p) {
     if (c0 + e / N < dim) dst[int64_t(c0) * N + e] = state[e];
 }
 
+// A chain kernel's thread: one (sequence b, channel c, state n), `index` into [batch, D, N], with
+// A·log2(e); false past the last.
+struct ChainThread {
+  int64_t index;
+  int n, c, b;
+  float a2;
+};
+__device__ __forceinline__ bool chain_thread(const ScanArgs& p, ChainThread& t) {
+  const int N = p.nstate, dim = p.dim;
+  t.index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t.index >= int64_t(p.batch) * dim * N) return false;
+  t.n = t.index % N, t.c = (t.index / N) % dim, t.b = t.index / (int64_t(N) * dim);
+  t.a2 = p.A[t.c * N + t.n] * kLog2e;
+  return true;
+}
+
 // Chains the splits: incoming state of split s = what split s−1 leaves from its own incoming state.
 __global__ void chain_splits_kernel(ScanArgs p) {
-  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int N = p.nstate, dim = p.dim;
-  if (index >= int64_t(p.batch) * dim * N) return;
-  const int n = index % N, c = (index / N) % dim, b = index / (int64_t(N) * dim);
-  const float a2 = p.A[c * N + n] * kLog2e;
-  float h = p.initial_state ? p.initial_state[index] : 0.0f;
+  ChainThread t;
+  if (!chain_thread(p, t)) return;
+  float h = p.initial_state ? p.initial_state[t.index] : 0.0f;
   for (int s = 0; s < p.splits; ++s) {
-    const int64_t at = (int64_t(b) * p.splits + s) * dim + c;
+    const int64_t at = ((int64_t(t.b) * p.splits + s) * p.dim + t.c) * p.nstate + t.n;
     // The last split's summary matters only for the last state; without p.last_state it may not exist.
     if (s + 1 == p.splits && !p.last_state) {
-      p.split_init[at * N + n] = h;
+      p.split_init[at] = h;
       break;
     }
-    const float from_zero = p.split_state[at * N + n];  // read first: split_init may be split_state
-    p.split_init[at * N + n] = h;
-    h = fmaf(exp2f(a2 * p.split_delta_sum[at]), h, from_zero);
+    const float from_zero = p.split_state[at];  // read first: split_init may be split_state
+    p.split_init[at] = h;
+    h = fmaf(exp2f(t.a2 * p.split_delta_sum[at / p.nstate]), h, from_zero);
   }
-  if (p.last_state) p.last_state[index] = h;
+  if (p.last_state) p.last_state[t.index] = h;
 }
 
 // The state-group backward's carries across splits, last to first: split s starts its reverse walk
@@ -610,16 +623,13 @@ __global__ void chain_splits_kernel(ScanArgs p) {
 // last split), and F_{s−1} = R_s + exp2(A2·Δ_s)·F_s from split s's summary (R_s in p.split_state,
 // Δ_s = Σδ' in p.split_delta_sum). F_s goes to p.split_init.
 __global__ void chain_splits_reverse_kernel(ScanArgs p) {
-  const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int N = p.nstate, dim = p.dim;
-  if (index >= int64_t(p.batch) * dim * N) return;
-  const int n = index % N, c = (index / N) % dim, b = index / (int64_t(N) * dim);
-  const float a2 = p.A[c * N + n] * kLog2e;
-  float carry = p.dlast_state ? p.dlast_state[index] : 0.0f;
+  ChainThread t;
+  if (!chain_thread(p, t)) return;
+  float carry = p.dlast_state ? p.dlast_state[t.index] : 0.0f;
   for (int s = p.splits - 1; s >= 0; --s) {
-    const int64_t at = (int64_t(b) * p.splits + s) * dim + c;
-    p.split_init[at * N + n] = carry;
-    if (s > 0) carry = fmaf(exp2f(a2 * p.split_delta_sum[at]), carry, p.split_state[at * N + n]);
+    const int64_t at = ((int64_t(t.b) * p.splits + s) * p.dim + t.c) * p.nstate + t.n;
+    p.split_init[at] = carry;
+    if (s > 0) carry = fmaf(exp2f(t.a2 * p.split_delta_sum[at / p.nstate]), carry, p.split_state[at]);
   }
 }
 
@@ -1005,12 +1015,8 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
   const SplitBounds bounds = split_bounds(p, b, split);
   const int len = bounds.valid_end;
   const int64_t seq = int64_t(b) * L;
-  const T* u = static_cast<const T*>(p.u) + seq * dim;
-  const T* delta = static_cast<const T*>(p.delta) + seq * dim;
-  const T* z = p.z ? static_cast<const T*>(p.z) + seq * dim : nullptr;
-  const T* dout = static_cast<const T*>(p.dout) + seq * dim;
-  const T* Bg = static_cast<const T*>(p.B) + seq * N;
-  const T* Cg = static_cast<const T*>(p.C) + seq * N;
+  auto rows = [&](const void* base, int width) { return static_cast<const T*>(base) + seq * width; };
+  const T* z = p.z ? rows(p.z, dim) : nullptr;
   const int lane = threadIdx.x % 32;
 
   // Phase 2: this thread's channel and states.
@@ -1048,12 +1054,12 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
   const int tiles = (L + kTile - 1) / kTile, first_tile = bounds.begin / kTile;
   auto stage = [&](int buffer, int t0) {
     GroupTile<T, kTile>& tile = sh.tiles[buffer];
-    stage_rows<kGroupThreads>(tile.delta, delta, dim, t0, L, c0, dim, p.vector_channels);
-    if (!kSummary) stage_rows<kGroupThreads>(tile.u, u, dim, t0, L, c0, dim, p.vector_channels);
+    stage_rows<kGroupThreads>(tile.delta, rows(p.delta, dim), dim, t0, L, c0, dim, p.vector_channels);
+    if (!kSummary) stage_rows<kGroupThreads>(tile.u, rows(p.u, dim), dim, t0, L, c0, dim, p.vector_channels);
     if (z) stage_rows<kGroupThreads>(tile.z, z, dim, t0, L, c0, dim, p.vector_channels);
-    stage_rows<kGroupThreads>(sh.dout_tiles[buffer], dout, dim, t0, L, c0, dim, p.vector_channels);
-    if (!kSummary) stage_rows<kGroupThreads>(tile.B, Bg, N, t0, L, 0, N, p.vector_states);
-    stage_rows<kGroupThreads>(tile.C, Cg, N, t0, L, 0, N, p.vector_states);
+    stage_rows<kGroupThreads>(sh.dout_tiles[buffer], rows(p.dout, dim), dim, t0, L, c0, dim, p.vector_channels);
+    if (!kSummary) stage_rows<kGroupThreads>(tile.B, rows(p.B, N), N, t0, L, 0, N, p.vector_states);
+    stage_rows<kGroupThreads>(tile.C, rows(p.C, N), N, t0, L, 0, N, p.vector_states);
     commit_async_copies();
   };
   const int last_tile = (bounds.end - 1) / kTile;
@@ -1793,20 +1799,29 @@ SplitPlan plan_splits(const ScanArgs& p, int chunk_len, int resident_blocks) {
 constexpr int kGroupSaturatingWarps = 16;
 constexpr double kGroupSummaryCost = 0.6;
 
+// The fewest splits of `units` runs of unit_len positions (at most max_splits) whose
+// cost(splits used, units per split) is within 3% of the least.
+template <typename Cost>
+SplitPlan fewest_splits(int64_t units, int unit_len, int64_t max_splits, Cost cost) {
+  SplitPlan plan{1, int(units * unit_len)};
+  double best_cost = 0;
+  for (int64_t splits = 1; splits <= std::min(units, max_splits); ++splits) {
+    const int64_t per_split = (units + splits - 1) / splits, used = (units + per_split - 1) / per_split;
+    const double c = cost(used, per_split);
+    if (splits == 1 || c < best_cost * 0.97) best_cost = c, plan = {int(used), int(per_split * unit_len)};
+  }
+  return plan;
+}
+
 SplitPlan plan_group_splits(const ScanArgs& p) {
   const int64_t warps = int64_t(p.batch) * ((p.dim + kGroupChannels - 1) / kGroupChannels) * kGroupWarps;
   const int64_t sms = multiprocessor_count();
   const int64_t chunks = (p.L + kLaneStateChunk - 1) / kLaneStateChunk;
-  SplitPlan plan{1, int(chunks * kLaneStateChunk)};
-  double best_cost = 0;
-  for (int64_t splits = 1; splits <= std::min<int64_t>(chunks, 256); ++splits) {
-    const int64_t per_split = (chunks + splits - 1) / splits, used = (chunks + per_split - 1) / per_split;
+  return fewest_splits(chunks, kLaneStateChunk, 256, [&](int64_t used, int64_t per_split) {
     const int64_t per_sm = (warps * used + sms - 1) / sms;
-    const double cost = (used > 1 ? 1 + kGroupSummaryCost : 1.0) * double(per_sm) * double(per_split) /
-                        double(std::min<int64_t>(per_sm, kGroupSaturatingWarps));
-    if (splits == 1 || cost < best_cost * 0.97) best_cost = cost, plan = {int(used), int(per_split * kLaneStateChunk)};
-  }
-  return plan;
+    return (used > 1 ? 1 + kGroupSummaryCost : 1.0) * double(per_sm) * double(per_split) /
+           double(std::min<int64_t>(per_sm, kGroupSaturatingWarps));
+  });
 }
 
 // Splits for scan_group_backward_kernel (kGroupBackBlocksPerSM blocks per SM). Time model: waves of
@@ -1820,15 +1835,10 @@ SplitPlan plan_group_backward_splits(const ScanArgs& p) {
   const int64_t blocks = int64_t(p.batch) * ((p.dim + kGroupChannels - 1) / kGroupChannels);
   const int64_t slots = kGroupBackBlocksPerSM * multiprocessor_count();
   const int64_t tiles = (p.L + kGroupBackTile - 1) / kGroupBackTile;
-  SplitPlan plan{1, int(tiles * kGroupBackTile)};
-  double best_cost = 0;
-  for (int64_t splits = 1; splits <= std::min<int64_t>(tiles, 64); ++splits) {
-    const int64_t per_split = (tiles + splits - 1) / splits, used = (tiles + per_split - 1) / per_split;
+  return fewest_splits(tiles, kGroupBackTile, 64, [&](int64_t used, int64_t per_split) {
     const int64_t waves = (blocks * used + slots - 1) / slots;
-    const double cost = (used > 1 ? 1 + kGroupBackSummaryCost : 1.0) * double(waves) * double(per_split);
-    if (splits == 1 || cost < best_cost * 0.97) best_cost = cost, plan = {int(used), int(per_split * kGroupBackTile)};
-  }
-  return plan;
+    return (used > 1 ? 1 + kGroupBackSummaryCost : 1.0) * double(waves) * double(per_split);
+  });
 }
 
 // Blocks of the output kernel that fit on the GPU at once.
