@@ -1151,13 +1151,15 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
       atomicAdd(at, v.x), atomicAdd(at + 1, v.y), atomicAdd(at + 2, v.z), atomicAdd(at + 3, v.w);
     };
 
-    // 1: δ', δ'·u, dy; B and C to float32.
+    // 1: δ', δ'·u, dy (the summary: δ' and dy side by side, its walk reading only them); B and C to
+    // float32.
     auto inputs = [&](auto with_softplus, auto gated) {
 #pragma unroll
       for (int tt = pair_row; tt < kTile; tt += kPairRowsPerPass) {
-        float dl[kPairChannels], uu[kPairChannels], zz[kPairChannels], dy[kPairChannels];
+        float dl[kPairChannels], zz[kPairChannels], dy[kPairChannels];
+        [[maybe_unused]] float uu[kPairChannels];  // not staged for the summary
         load_items<T, kPairChannels>(&tile.delta[tt][pair_ch], dl);
-        load_items<T, kPairChannels>(&tile.u[tt][pair_ch], uu);
+        if constexpr (!kSummary) load_items<T, kPairChannels>(&tile.u[tt][pair_ch], uu);
         load_items<T, kPairChannels>(&dout_tile[tt][pair_ch], dy);
         if constexpr (decltype(gated)::value) load_items<T, kPairChannels>(&tile.z[tt][pair_ch], zz);
         // Past the sequence's length δ' = 0 and dy = 0: the states stay, G passes through unchanged.
@@ -1168,8 +1170,12 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
           if constexpr (decltype(with_softplus)::value) d = softplus_branch_free(d);
           if constexpr (decltype(gated)::value) dy[i] *= __fdividef(zz[i], 1.0f + __expf(-zz[i]));
           d = valid ? d : 0.0f;
-          sh.work[tt][pair_ch + i] = make_float2(d, d * uu[i]);
-          sh.dy[tt][pair_ch + i] = valid ? dy[i] : 0.0f;
+          if constexpr (kSummary) {
+            sh.work[tt][pair_ch + i] = make_float2(d, valid ? dy[i] : 0.0f);
+          } else {
+            sh.work[tt][pair_ch + i] = make_float2(d, d * uu[i]);
+            sh.dy[tt][pair_ch + i] = valid ? dy[i] : 0.0f;
+          }
         }
       }
     };
@@ -1186,12 +1192,11 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
     if constexpr (kSummary) {
 #pragma unroll 8
       for (int tt = kTile - 1; tt >= 0; --tt) {
-        const float2 w = sh.work[tt][channel];
-        const float dy = sh.dy[tt][channel];
+        const float2 w = sh.work[tt][channel];  // δ', dy
         const float4 Cv = row4(1, tt);
         const float Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
 #pragma unroll
-        for (int j = 0; j < kGroupStates; ++j) f[j] = exp2_approx(w.x * A2[j]) * fmaf(Cn[j], dy, f[j]);
+        for (int j = 0; j < kGroupStates; ++j) f[j] = exp2_approx(w.x * A2[j]) * fmaf(Cn[j], w.y, f[j]);
         delta_sum += w.x;
       }
       continue;
