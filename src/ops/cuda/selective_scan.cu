@@ -955,8 +955,9 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
 //  3. after each half tile, per (position, channel), 4 channels a thread: the four groups' parts
 //     summed into du, dδ and dz; the half tile's dB and dC rows added to device memory with 16-byte
 //     atomics. (Parts for half a tile keep the block within 3 per SM: 72 KB, 168 registers.)
-// Per element-state 2.75 exps (checkpoints, recompute, reverse) and ≈ 38 issued instructions
-// (ncu), against the lane-scan backward's ≈ 54 (docs/perf/cuda_scan.md v21).
+// Per element-state 2.75 exps (checkpoints, recompute, reverse) against the lane scans' 2, but no
+// shuffle scans: ≈ 40 issued instructions (ncu, v21c) against ≈ 54. Its limit is the shared-memory
+// data pipe, so shared-memory traffic is what it economises (docs/perf/cuda_scan.md v21).
 constexpr int kGroupBackTile = 32;
 constexpr int kGroupBackSub = 8;  // positions whose states a thread holds in registers at once
 constexpr int kGroupBackSubs = kGroupBackTile / kGroupBackSub;
