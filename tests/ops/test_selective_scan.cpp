@@ -381,6 +381,39 @@ TEST(SelectiveScanCpu, StepMatchesReferenceStep) {
   }
 }
 
+// The first `count` channels of t, whose channel axis is `axis` (a copy).
+Tensor first_channels(const Tensor& t, int axis, int64_t count) {
+  if (!t.defined()) return t;
+  Shape shape = t.shape();
+  const int64_t outer = shape_numel(Shape(shape.begin(), shape.begin() + axis)), dim = shape[size_t(axis)];
+  const int64_t inner = shape_numel(Shape(shape.begin() + axis + 1, shape.end()));
+  const std::vector<double> all = t.to_double_vector();
+  std::vector<double> kept;
+  for (int64_t o = 0; o < outer; ++o)
+    kept.insert(kept.end(), all.begin() + (o * dim) * inner, all.begin() + (o * dim + count) * inner);
+  shape[size_t(axis)] = count;
+  return Tensor::from_vector(kept, shape, t.dtype());
+}
+
+// With N = 16, whole blocks of 16 channels take an unrolled path; a block of fewer channels takes
+// the general loop. Channels are independent, so 16 channels and their first 15 alone (each path
+// once) must agree bitwise on those 15.
+TEST(SelectiveScanCpu, StepFullBlockEqualsTheGeneralLoop) {
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Config c{2, 1, 16, 16, true, true, true, true, true, false};
+    const ScanInputs full = step_at(random_inputs(c, dtype, 71), 0);
+    ScanInputs part = full;
+    for (Tensor* t : {&part.u, &part.delta, &part.z}) *t = first_channels(*t, 1, 15);
+    for (Tensor* t : {&part.A, &part.D, &part.delta_bias}) *t = first_channels(*t, 0, 15);
+    Tensor full_state = full.initial_state.clone(), part_state = first_channels(full.initial_state, 1, 15);
+    const Tensor full_out = selective_state_update(full, full_state);
+    const Tensor part_out = selective_state_update(part, part_state);
+    EXPECT_EQ(first_channels(full_out, 1, 15).to_double_vector(), part_out.to_double_vector());
+    EXPECT_EQ(first_channels(full_state, 1, 15).to_double_vector(), part_state.to_double_vector());
+  }
+}
+
 TEST(SelectiveScanSimd, ExpIsWithinTwoUlp) {
   double worst_exp = 0, worst_exp2 = 0, worst_softplus = 0;
   auto ulps = [](float got, double want) {

@@ -395,6 +395,22 @@ ScanGrads backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast
   return grads;
 }
 
+// The state update of 16 channels with N = 16 states each (one vector per channel, lanes over
+// states; A and h rows [16][16]): the same operations as the general loop of state_update, with
+// the lanes unrolled so the channels' independent exp → state → product chains overlap. The
+// general loop, with its trip counts known only at run time, ran them one after another
+// (~50 cycles per channel with the data in L1; docs/perf/cpu_model.md v12).
+[[gnu::always_inline]] inline void update_full_block(Vec16 dp, Vec16 dpu, Vec16 B, Vec16 C, const float* A, float* h,
+                                                     Vec16* products) {
+#pragma GCC unroll 16
+  for (int lane = 0; lane < kLanes; ++lane) {
+    const Vec16 a = simd::exp(simd::broadcast(dp[lane]) * simd::load(A + lane * kLanes, kLanes));
+    const Vec16 hn = simd::fma(a, simd::load(h + lane * kLanes, kLanes), simd::broadcast(dpu[lane]) * B);
+    simd::store(h + lane * kLanes, hn, kLanes);
+    products[lane] = simd::fma(hn, C, products[lane]);
+  }
+}
+
 // The decode step, vectorised over states: the state rows [b, d, :] are contiguous, so each
 // channel updates its N states 16 at a time and reduces y over them.
 template <typename T>
@@ -408,7 +424,7 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
   T* out_data = out.data<T>();
   float* states = state.data<float>();
   const int64_t N = s.n_states;
-  // With delta_proj, each chunk of channels first computes its δ = delta_proj·low with the
+  // With delta_proj, each range of channels first computes its δ = delta_proj·low with the
   // streaming product, which reads W_dt at the machine's rate where per-block slices of it arrived
   // one memory latency at a time (docs/perf/cpu_model.md, v7), inside the same pool run as the
   // state loop (v11: one run fewer per layer).
@@ -419,9 +435,10 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
     projected = Tensor::empty({s.batch, s.dim}, DType::f32);
   }
   float* projected_delta = projected.defined() ? projected.data<float>() : nullptr;
-  // Chunks of blocks handed to whichever thread is free, at least four per thread.
-  const int64_t chunk_blocks = std::max<int64_t>(1, s.blocks() / (4 * num_threads()));
-  parallel_for_chunks(s.blocks(), chunk_blocks, [&](int64_t block0, int64_t block1, int) {
+  // One range of blocks per thread: its W_dt rows, A rows and states are then long contiguous
+  // runs that the hardware prefetchers follow. Handed out in chunks of a quarter of that (so that
+  // a slower thread took fewer), the same step took 1.7× as long (docs/perf/cpu_model.md v12).
+  parallel_for(s.blocks(), [&](int64_t block0, int64_t block1, int) {
     if (projected_delta)
       stream_x_wt_rows(low.data<float>(), s.batch, step.delta_proj, block0 * kLanes, std::min(s.dim, block1 * kLanes),
                        projected_delta, s.dim);
@@ -450,16 +467,21 @@ Tensor state_update(const ScanInputs& step, Tensor& state) {
         // products[lane] holds channel d0 + lane's C·h terms, lanes over states; one transposing
         // reduction then gives y for all 16 channels.
         Vec16 products[kLanes] = {};
-        for (int lane = 0; lane < count; ++lane) {
-          const int64_t d = d0 + lane;
-          float* h = states + (b * s.dim + d) * N;
-          const Vec16 dp_d = simd::broadcast(dp[lane]), dpu_d = simd::broadcast(dpu[lane]);
-          for (int64_t n = 0; n < N; n += kLanes) {
-            const int k = int(std::min<int64_t>(kLanes, N - n));
-            const Vec16 a = simd::exp(dp_d * simd::load(s.A + d * N + n, k));
-            const Vec16 hn = simd::fma(a, simd::load(h + n, k), dpu_d * simd::load(Bt + n, k));
-            simd::store(h + n, hn, k);
-            products[lane] = simd::fma(hn, simd::load(Ct + n, k), products[lane]);
+        if (N == kLanes && count == kLanes) {
+          update_full_block(dp, dpu, simd::load(Bt, kLanes), simd::load(Ct, kLanes), s.A + d0 * N,
+                            states + (b * s.dim + d0) * N, products);
+        } else {
+          for (int lane = 0; lane < count; ++lane) {
+            const int64_t d = d0 + lane;
+            float* h = states + (b * s.dim + d) * N;
+            const Vec16 dp_d = simd::broadcast(dp[lane]), dpu_d = simd::broadcast(dpu[lane]);
+            for (int64_t n = 0; n < N; n += kLanes) {
+              const int k = int(std::min<int64_t>(kLanes, N - n));
+              const Vec16 a = simd::exp(dp_d * simd::load(s.A + d * N + n, k));
+              const Vec16 hn = simd::fma(a, simd::load(h + n, k), dpu_d * simd::load(Bt + n, k));
+              simd::store(h + n, hn, k);
+              products[lane] = simd::fma(hn, simd::load(Ct + n, k), products[lane]);
+            }
           }
         }
         Vec16 y = simd::transpose_sum(products);
