@@ -21,9 +21,9 @@
 // Chunk states (training, CUDA): with `keep_chunk_states` the CUDA forward also returns
 //   chunk_states[b, k, d, n] = h_{k·S − 1}[d, n]  (the initial state, or 0, at k = 0),
 // S = scan_state_stride(dtype of u, N), f32 [batch, ⌈L / S⌉, D, N], the states its output pass walks
-// through anyway. Given
-// back to the backward as `ScanInputs::chunk_states`, they spare it the pass that recomputes them
-// (a summary of every chunk and a chain over them). The reference and the CPU backend return none
+// through anyway (at S = 32 with N = 16 as many bytes as bf16 u itself). Given back to the backward
+// as `ScanInputs::chunk_states`, they spare it the pass that recomputes them (a forward, or a
+// summary of every chunk and a chain over them). The reference and the CPU backend return none
 // and ignore them; positions past a sequence's length do not advance them, as everywhere.
 #pragma once
 #include "core/tensor.h"
