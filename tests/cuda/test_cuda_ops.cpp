@@ -539,10 +539,12 @@ TEST(CudaCrossEntropy, Bf16ProductsOverWideRows) {
 TEST(CudaCrossEntropy, SeveralBlocksAndGradientGroups) {
   SKIP_WITHOUT_GPU();
   const int M = 29, d = 19, V = 37;
-  ops::cuda::set_lm_head_block_bytes(5 * V * 4, 12 * V * 2);
+  struct SmallBlocks {  // the defaults again after the test, also when a check throws
+    SmallBlocks() { ops::cuda::set_lm_head_block_bytes(5 * V * 4, 12 * V * 2); }
+    ~SmallBlocks() { ops::cuda::set_lm_head_block_bytes(0, 0); }
+  } small_blocks;
   check_cross_entropy(M, d, V, DType::bf16, 4, 1e-2, 68);
   check_cross_entropy(M, d, V, DType::f32, 4, 1e-5, 69);
-  ops::cuda::set_lm_head_block_bytes(0, 0);
 }
 
 // Vocabularies past what one block's shared memory stages (≈ 58k float logits on an H100): the

@@ -181,16 +181,27 @@ TEST(CudaSelectiveScan, AllFeaturesSmall) {
   check_scan({1, 4100, 16, 16}, {}, DType::bf16, true, 18);
 }
 
-#ifdef MAMBACPP_CUDA  // the tuning knob exists only in CUDA builds
-// The forward's tuning variants (scan_launch.h), and their chunk states through the backward
-// (variant 1's chunks are not the backward's: it then runs variant 0).
+#ifdef MAMBACPP_CUDA  // the tuning knobs exist only in CUDA builds
+// The scan's tuning variants (scan_launch.h) for a scope, the defaults again after it (also when a
+// check throws).
+struct ScanVariants {
+  ScanVariants(int forward, int backward) {
+    ops::cuda_detail::set_selective_scan_forward_variant(forward);
+    ops::cuda_detail::set_selective_scan_backward_variant(backward);
+  }
+  ~ScanVariants() {
+    ops::cuda_detail::set_selective_scan_forward_variant(ops::cuda_detail::kDefaultScanForwardVariant);
+    ops::cuda_detail::set_selective_scan_backward_variant(ops::cuda_detail::kDefaultScanBackwardVariant);
+  }
+};
+
+// The forward's tuning variants, and their chunk states through the backward (variant 1's chunks
+// are not the backward's: it then runs variant 0; bf16 with N = 16 keeps its states every 32
+// positions through the state-group forward, whatever the variant).
 TEST(CudaSelectiveScan, ForwardVariants) {
   SKIP_WITHOUT_GPU();
-  struct Restore {
-    ~Restore() { ops::cuda_detail::set_selective_scan_forward_variant(ops::cuda_detail::kDefaultScanForwardVariant); }
-  } restore;
   for (int variant : {0, 1, 2, 3}) {
-    ops::cuda_detail::set_selective_scan_forward_variant(variant);
+    const ScanVariants variants(variant, ops::cuda_detail::kDefaultScanBackwardVariant);
     check_scan({2, 2049, 13, 16}, {}, DType::f32, true, 3);
     check_scan({3, 1500, 16, 16}, {}, DType::bf16, true, 4);
   }
@@ -201,10 +212,7 @@ TEST(CudaSelectiveScan, ForwardVariants) {
 // last whole block and short of a 16-byte vector, with and without the optional inputs.
 TEST(CudaSelectiveScan, StateGroupForward) {
   SKIP_WITHOUT_GPU();
-  struct Restore {
-    ~Restore() { ops::cuda_detail::set_selective_scan_forward_variant(ops::cuda_detail::kDefaultScanForwardVariant); }
-  } restore;
-  ops::cuda_detail::set_selective_scan_forward_variant(4);
+  const ScanVariants variants(4, ops::cuda_detail::kDefaultScanBackwardVariant);
   for (int L : {1, 7, 2047, 2049}) {
     check_scan({2, L, 37, 16}, {}, DType::f32, true, 400 + L);
     check_scan({2, L, 11, 16}, {}, DType::bf16, true, 500 + L);
@@ -224,10 +232,7 @@ TEST(CudaSelectiveScan, StateGroupForward) {
 // ignores their chunk states, kept every 32 positions, and recomputes its own every 256).
 TEST(CudaSelectiveScan, LaneScanBackwardForBf16) {
   SKIP_WITHOUT_GPU();
-  struct Restore {
-    ~Restore() { ops::cuda_detail::set_selective_scan_backward_variant(ops::cuda_detail::kDefaultScanBackwardVariant); }
-  } restore;
-  ops::cuda_detail::set_selective_scan_backward_variant(0);
+  const ScanVariants variants(ops::cuda_detail::kDefaultScanForwardVariant, 0);
   check_scan({2, 600, 16, 16}, {}, DType::bf16, true, 28);
   check_scan({1, 4100, 11, 16}, {}, DType::bf16, true, 29);
   Features bare;
