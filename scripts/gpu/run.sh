@@ -22,6 +22,7 @@
 #   scripts/gpu/run.sh train-trace [BASE]  CUPTI timeline of bf16 training steps: GPU busy time by
 #                              kind, idle gaps and what followed them, kernels by time (with BASE,
 #                              the same program built against that tree's library too)
+#   scripts/gpu/run.sh prefill-trace  CUPTI timelines of the prefill rows (1.4b batch 1, 130m batch 16)
 #   scripts/gpu/run.sh decode-profile  host-side costs of a decode step and ncu times of its kernels
 #   scripts/gpu/run.sh transformers  load a checkpoint written by `mambacpp train` (carried in
 #                              .gpu_fixtures/ours_tiny) into transformers' MambaForCausalLM and compare
@@ -290,14 +291,19 @@ run_train_timing() {
   "$build/train_timing" 13
 }
 
+# Sets the caller's `cupti` to the folder holding libcupti; fails with a message if there is none.
+find_cupti() {
+  cupti=$( (find -L "$cuda_home/lib64" "$cuda_home/extras/CUPTI/lib64" "$cuda_home/targets/x86_64-linux/lib" \
+    /usr/local/lib/python3*/dist-packages/nvidia -maxdepth 3 -name 'libcupti.so*' 2>/dev/null || true) | head -1)
+  [ -n "$cupti" ] || { echo "no libcupti under $cuda_home or Python's nvidia packages"; return 1; }
+  cupti=$(dirname "$cupti")
+}
+
 # CUPTI timeline of training steps (scripts/gpu/train_trace.cpp), of this tree and of BASE's library.
 run_train_trace() {
   echo "== train trace"
   local base_src=${1:-} trees cupti
-  cupti=$( (find -L "$cuda_home/lib64" "$cuda_home/extras/CUPTI/lib64" "$cuda_home/targets/x86_64-linux/lib" \
-    /usr/local/lib/python3*/dist-packages/nvidia -maxdepth 3 -name 'libcupti.so*' 2>/dev/null || true) | head -1)
-  [ -n "$cupti" ] || { echo "no libcupti under $cuda_home or Python's nvidia packages"; return; }
-  cupti=$(dirname "$cupti")
+  find_cupti || return 0
   choose_trees "$base_src"
   for tree in "${trees[@]}"; do
     local root=. lib=$build/libmambacpp_lib.a
@@ -310,6 +316,17 @@ run_train_trace() {
       echo "-- $tree, eager passes"
       "$build/train_trace_$tree" 8 eager | tee "$out/train_trace_${tree}_eager.txt"
     fi
+  done
+}
+
+# CUPTI timelines of the prefill rows of TARGETS.md (1.4b batch 1, 130m batch 16; bf16, 2048 tokens).
+run_prefill_trace() {
+  echo "== prefill trace"
+  local cupti
+  find_cupti || return 0
+  g++ $cxx_flags scripts/gpu/train_trace.cpp -o "$build/train_trace" $libs -L"$cupti" -lcupti -Wl,-rpath,"$cupti"
+  for row in "1.4b 1" "130m 16"; do
+    "$build/train_trace" prefill $row | tee "$out/prefill_trace_${row// /_}.txt"
   done
 }
 
@@ -352,6 +369,7 @@ case "$mode" in
   train-profile) run_train_profile ;;
   train-timing) run_train_timing ;;
   train-trace) run_train_trace "${2:-}" ;;
+  prefill-trace) run_prefill_trace ;;
   *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-profile|train-timing|train-trace [BASE]" >&2
     exit 2 ;;
 esac

@@ -1,10 +1,14 @@
 // A timeline of bf16 training steps (random mamba-130m shape, batch 8 × 2048, AdamW with clipping,
-// as `mambacpp train` steps them), from CUPTI's activity records: every kernel, copy and fill the
-// GPU ran, with its start and end. Per step: the GPU's busy time by kind, the time it sat idle
-// between two of them (waiting for the host), the largest such gaps and what followed them, and
-// the kernels by total time (ncu's table, but timed inside the running step, not serialised).
+// as `mambacpp train` steps them) or of bf16 prefills (random weights of a preset shape, 2048
+// random ids a sequence, as `mambacpp bench` prefills them), from CUPTI's activity records: every
+// kernel, copy and fill the GPU ran, with its start and end. Per step: the GPU's busy time by kind,
+// the time it sat idle between two of them (waiting for the host), the largest such gaps and what
+// followed them, and the kernels by total time (ncu's table, but timed inside the running step,
+// not serialised).
 // Usage: train_trace [STEPS] [eager]   (the first 3 steps are warm-up, not counted; `eager`: every
-// pass queued kernel by kernel, where the library can replay passes from a CUDA graph)
+//                                       pass queued kernel by kernel, where the library can replay
+//                                       passes from a CUDA graph)
+//        train_trace prefill SHAPE BATCH [STEPS]
 #include <cuda_runtime_api.h>
 #include <cupti.h>
 #include <cxxabi.h>
@@ -19,6 +23,7 @@
 #include "core/rng.h"
 #include "model/language_model.h"
 #include "model/presets.h"
+#include "ops/argmax.h"
 #include "train/optimizer.h"
 
 using namespace mamba;
@@ -96,39 +101,80 @@ void keep_passes_eager(Model& model) {
   if constexpr (requires { model.set_training_recording(false); }) model.set_training_recording(false);
 }
 
-}  // namespace
+// The host clock (CUPTI's) at the start and end of each counted step.
+using Windows = std::vector<std::pair<uint64_t, uint64_t>>;
+constexpr int kWarmupSteps = 3;
 
-int main(int argc, char** argv) {
-  const int steps = argc > 1 ? std::stoi(argv[1]) : 8, warmup = 3;
+template <typename Step>
+Windows time_steps(int steps, Step&& step) {
+  Windows windows;
+  for (int i = 0; i < steps; ++i) {
+    cudaDeviceSynchronize();
+    uint64_t begin = 0, end = 0;
+    cuptiGetTimestamp(&begin);
+    step();
+    cudaDeviceSynchronize();
+    cuptiGetTimestamp(&end);
+    if (i >= kWarmupSteps) windows.emplace_back(begin, end);
+  }
+  return windows;
+}
+
+Windows trace_training(int steps, bool eager) {
   const int64_t batch = 8, length = 2048;
-  check(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "register");
-  for (CUpti_ActivityKind kind :
-       {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET})
-    check(cuptiActivityEnable(kind), "enable");
   auto model = model::LanguageModel::initialize(model::preset_config("130m", "shape"), 1, Device::cuda);
   model->use_mixed_precision();
   model->enable_grad();
-  const bool eager = argc > 2 && std::string(argv[2]) == "eager";
   if (eager) keep_passes_eager(*model);
   train::Optimizer optimizer({}, model->parameters());
   Rng rng(3);
   Tensor ids = Tensor::empty({batch, length}, DType::i32), targets = Tensor::empty({batch, length}, DType::i32);
-  std::vector<std::pair<uint64_t, uint64_t>> windows;  // host clock (CUPTI's) at each counted step's start, end
-  for (int step = 0; step < steps; ++step) {
+  return time_steps(steps, [&] {
     for (int64_t i = 0; i < ids.numel(); ++i) {
       ids.data<int32_t>()[i] = int32_t(rng.below(50277));
       targets.data<int32_t>()[i] = int32_t(rng.below(50277));
     }
-    cudaDeviceSynchronize();
-    uint64_t begin = 0, end = 0;
-    cuptiGetTimestamp(&begin);
     model->zero_grad();
     model->forward_backward(ids, targets, /*with_grad=*/true);
     optimizer.step(model->parameters(), 3e-4, 1.0);
     model->parameters_changed(/*compute_copies_current=*/true);
-    cudaDeviceSynchronize();
-    cuptiGetTimestamp(&end);
-    if (step >= warmup) windows.emplace_back(begin, end);
+  });
+}
+
+Windows trace_prefill(const std::string& shape, int64_t batch, int steps) {
+  const int64_t length = 2048;
+  auto model = model::LanguageModel::initialize(model::preset_config(shape, "shape"), 1, Device::cuda);
+  model->convert_weight_matrices(DType::bf16);
+  model->lay_out_for_decode();
+  const int64_t vocab = model->config().vocab_size;
+  Rng rng(3);
+  Tensor prompt = Tensor::empty({batch, length}, DType::i32);
+  for (int64_t i = 0; i < prompt.numel(); ++i) prompt.data<int32_t>()[i] = int32_t(rng.below(uint64_t(vocab)));
+  return time_steps(steps, [&] {
+    model::InferenceState state = model->new_state(batch);
+    ops::argmax_rows(model->prefill(state, prompt), vocab).to(Device::cpu);
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  check(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "register");
+  for (CUpti_ActivityKind kind :
+       {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET})
+    check(cuptiActivityEnable(kind), "enable");
+  const bool prefill = argc > 1 && std::string(argv[1]) == "prefill";
+  std::string title;
+  Windows windows;
+  if (prefill) {
+    const std::string shape = argc > 2 ? argv[2] : "1.4b";
+    const int64_t batch = argc > 3 ? std::stoll(argv[3]) : 1;
+    windows = trace_prefill(shape, batch, argc > 4 ? std::stoi(argv[4]) : 8);
+    title = "prefill timeline, " + shape + " bf16, batch " + std::to_string(batch) + " x 2048";
+  } else {
+    const bool eager = argc > 2 && std::string(argv[2]) == "eager";
+    windows = trace_training(argc > 1 ? std::stoi(argv[1]) : 8, eager);
+    title = std::string("training step timeline, 130m bf16, batch 8 x 2048") + (eager ? ", eager passes" : "");
   }
   check(cuptiActivityFlushAll(1), "flush");
   std::sort(g_activities.begin(), g_activities.end(),
@@ -167,8 +213,7 @@ int main(int argc, char** argv) {
     span += frontier - first;
   }
   const double n = double(windows.size());
-  std::printf("training step timeline, 130m bf16, batch 8 x 2048%s, mean of %zu steps (ms per step)\n",
-              eager ? ", eager passes" : "", windows.size());
+  std::printf("%s, mean of %zu steps (ms per step)\n", title.c_str(), windows.size());
   std::printf("  host: synchronised step start to end         %8.2f\n", ms(wall) / n);
   std::printf("  host start to the GPU's first activity         %8.3f\n", ms(lead) / n);
   std::printf("  GPU: first activity start to last end          %8.2f\n", ms(span) / n);

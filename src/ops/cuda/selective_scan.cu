@@ -1939,16 +1939,23 @@ void set_vector_flags(ScanArgs& p, size_t elem) {
 // state-group kernel (N = 16).
 int forward_variant = kDefaultScanForwardVariant;
 
+// The splits' summaries and incoming states, [batch, splits, D, N] each, then their Σδ',
+// [batch, splits, D], from `scratch` (16-byte aligned): the state rows first, so that with N a
+// multiple of 4 every (sequence, split, channel) row of states is 16-byte aligned for vector stores.
+void set_split_buffers(ScanArgs& p, float* scratch) {
+  const size_t rows = size_t(p.batch) * p.splits * p.dim;
+  p.split_state = scratch;
+  p.split_init = scratch + rows * p.nstate;
+  p.split_delta_sum = scratch + 2 * rows * p.nstate;
+}
+
 // Records the plan in p and, for a split length, points p's split buffers into the scratch.
 void use_split_plan(ScanArgs& p, const SplitPlan& plan) {
   p.splits = plan.splits;
   p.split_len = plan.split_len;
   if (p.splits == 1) return;
   float* split_scratch = scratch(split_scratch_floats(p, plan));
-  const size_t rows = size_t(p.batch) * p.splits * p.dim;
-  p.split_delta_sum = split_scratch;
-  p.split_state = split_scratch + rows;
-  p.split_init = split_scratch + rows * (1 + p.nstate);
+  set_split_buffers(p, split_scratch);
 }
 
 // The state-group forward (N = 16); a split length first gets its splits' incoming states from the
@@ -2047,13 +2054,7 @@ void run_backward(ScanArgs& p, bool dBC_in_place) {
   float* buffer = scratch(states + delta_sums + 2 * bc + split_floats);
   p.splits = plan.splits;
   p.split_len = plan.split_len;
-  if (plan.splits > 1) {
-    // Σδ', summaries and incoming carries of the splits: [batch, splits, D] and twice [.., N].
-    const size_t rows = size_t(p.batch) * plan.splits * p.dim;
-    p.split_delta_sum = buffer + states + delta_sums + 2 * bc;
-    p.split_state = p.split_delta_sum + rows;
-    p.split_init = p.split_state + rows * p.nstate;
-  }
+  if (plan.splits > 1) set_split_buffers(p, buffer + states + delta_sums + 2 * bc);
   if (lane_states_pass) p.chunk_states = buffer;
   if (!dBC_in_place) {
     p.dB = buffer + states + delta_sums;
