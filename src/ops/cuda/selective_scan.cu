@@ -955,8 +955,6 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
 //  3. after each half tile, per (position, channel), 4 channels a thread: the four groups' parts
 //     summed into du, dδ and dz; the half tile's dB and dC rows added to device memory with 16-byte
 //     atomics. (Parts for half a tile keep the block within 3 per SM: 72 KB, 168 registers.)
-// A split length (few blocks for the GPU) starts each split's walk from the f its successors pass
-// it: scan_group_backward_summary_kernel and chain_splits_reverse_kernel.
 // Per element-state 2.75 exps (checkpoints, recompute, reverse) against the lane scans' 2, but no
 // shuffle scans: ≈ 40 issued instructions (ncu, v21c) against ≈ 54. Its limit is the shared-memory
 // data pipe, so shared-memory traffic is what it economises (docs/perf/cuda_scan.md v21).
@@ -1003,55 +1001,10 @@ __device__ __forceinline__ float reduce_scatter(const float (&v)[K], int lane) {
   }
 }
 
-// The summary of one split of the length (splits 1..) for the splits before it: the walk of G from
-// zero, only f = a·(C·dy + f) from the split's last position to its first, ending at
-// Σₜ (Π_{τ ≤ t} a_τ)·C_t·dy_t, and Σδ'; chain_splits_reverse_kernel turns them into every split's
-// incoming f. One thread per (sequence, channel, split) with all 16 states, reading its inputs
-// straight from device memory (a warp's 32 channels read one piece of each row; the C row is the
-// same for all): the block kernel's layout read δ' and dy from shared memory once per state group,
-// and its summary mode was bound by that (ncu: L1 87%).
-__global__ void __launch_bounds__(128) scan_group_backward_summary_kernel(ScanArgs p) {
-  using T = __nv_bfloat16;
-  constexpr int N = 16;
-  const int c = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y, split = blockIdx.z + 1;
-  if (c >= p.dim) return;
-  const SplitBounds bounds = split_bounds(p, b, split);
-  const int64_t seq = int64_t(b) * p.L;
-  const T* delta = static_cast<const T*>(p.delta) + seq * p.dim + c;
-  const T* dout = static_cast<const T*>(p.dout) + seq * p.dim + c;
-  const T* z = p.z ? static_cast<const T*>(p.z) + seq * p.dim + c : nullptr;
-  const T* C = static_cast<const T*>(p.C) + seq * N;
-  const float bias = p.delta_bias ? p.delta_bias[c] : 0.0f;
-  float A2[N], f[N] = {}, delta_sum = 0.0f;
-#pragma unroll
-  for (int n = 0; n < N; ++n) A2[n] = p.A[c * N + n] * kLog2e;
-    // Positions past the sequence's length leave f as it is (a = 1, dy = 0) and add no δ'.
-#pragma unroll 4
-  for (int t = bounds.valid_end - 1; t >= bounds.begin; --t) {
-    float d = to_float(delta[int64_t(t) * p.dim]) + bias, dy = to_float(dout[int64_t(t) * p.dim]);
-    if (p.softplus) d = softplus_branch_free(d);
-    if (z) {
-      const float zz = to_float(z[int64_t(t) * p.dim]);
-      dy *= __fdividef(zz, 1.0f + __expf(-zz));
-    }
-    float Cn[N];
-    if (p.vector_states) {
-      load_items<T, N>(C + int64_t(t) * N, Cn);
-    } else {
-#pragma unroll
-      for (int n = 0; n < N; ++n) Cn[n] = to_float(C[int64_t(t) * N + n]);
-    }
-#pragma unroll
-    for (int n = 0; n < N; ++n) f[n] = exp2_approx(d * A2[n]) * fmaf(Cn[n], dy, f[n]);
-    delta_sum += d;
-  }
-  const int64_t row = (int64_t(b) * p.splits + split) * p.dim + c;
-  p.split_delta_sum[row] = delta_sum;
-#pragma unroll
-  for (int n = 0; n < N; n += 4)
-    *reinterpret_cast<float4*>(p.split_state + row * N + n) = make_float4(f[n], f[n + 1], f[n + 2], f[n + 3]);
-}
-
+// kSummary: the summary of one split of the length for the splits after it (run for splits 1..):
+// the walk of G from zero, only f = a·(C·dy + f), ending at Σₜ (Π_{τ ≤ t} a_τ)·C_t·dy_t over the
+// split, and Σδ'. chain_splits_reverse_kernel turns them into every split's incoming f.
+template <bool kSummary>
 __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(ScanArgs p) {
   using T = __nv_bfloat16;
   constexpr int N = 16, kTile = kGroupBackTile;
@@ -1059,7 +1012,7 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
   GroupBackShared& sh = *reinterpret_cast<GroupBackShared*>(group_back_smem);
 
   const int dim = p.dim, L = p.L;
-  const int c0 = blockIdx.x * kGroupChannels, b = blockIdx.y, split = blockIdx.z;
+  const int c0 = blockIdx.x * kGroupChannels, b = blockIdx.y, split = blockIdx.z + (kSummary ? 1 : 0);
   const SplitBounds bounds = split_bounds(p, b, split);
   const int len = bounds.valid_end;
   const int64_t seq = int64_t(b) * L;
@@ -1075,10 +1028,10 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
   // from those after the split: the chained carry, or dlast_state past the last position).
   float A2[kGroupStates], A_nat[kGroupStates], f[kGroupStates], dA[kGroupStates];
   const int64_t split_row = (int64_t(b) * p.splits + split) * dim + c;
-  const float* f_in = !active         ? nullptr
-                      : p.splits > 1  ? p.split_init + split_row * N + n0
-                      : p.dlast_state ? p.dlast_state + (int64_t(b) * dim + c) * N + n0
-                                      : nullptr;
+  const float* f_in = kSummary || !active ? nullptr
+                      : p.splits > 1      ? p.split_init + split_row * N + n0
+                      : p.dlast_state     ? p.dlast_state + (int64_t(b) * dim + c) * N + n0
+                                          : nullptr;
 #pragma unroll
   for (int j = 0; j < kGroupStates; ++j) {
     A_nat[j] = active ? p.A[c * N + n0 + j] : 0.0f;
@@ -1086,6 +1039,7 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
     f[j] = f_in ? f_in[j] : 0.0f;
     dA[j] = 0.0f;
   }
+  float delta_sum = 0.0f;  // summary: Σ δ' over the split
 
   // Phases 1 and 3: kPairChannels consecutive channels of one position per pass.
   const int pair_row = threadIdx.x / kPairThreadsPerPosition;
@@ -1102,10 +1056,10 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
   auto stage = [&](int buffer, int t0) {
     GroupTile<T, kTile>& tile = sh.tiles[buffer];
     stage_rows<kGroupThreads>(tile.delta, rows(p.delta, dim), dim, t0, L, c0, dim, p.vector_channels);
-    stage_rows<kGroupThreads>(tile.u, rows(p.u, dim), dim, t0, L, c0, dim, p.vector_channels);
+    if (!kSummary) stage_rows<kGroupThreads>(tile.u, rows(p.u, dim), dim, t0, L, c0, dim, p.vector_channels);
     if (z) stage_rows<kGroupThreads>(tile.z, z, dim, t0, L, c0, dim, p.vector_channels);
     stage_rows<kGroupThreads>(sh.dout_tiles[buffer], rows(p.dout, dim), dim, t0, L, c0, dim, p.vector_channels);
-    stage_rows<kGroupThreads>(tile.B, rows(p.B, N), N, t0, L, 0, N, p.vector_states);
+    if (!kSummary) stage_rows<kGroupThreads>(tile.B, rows(p.B, N), N, t0, L, 0, N, p.vector_states);
     stage_rows<kGroupThreads>(tile.C, rows(p.C, N), N, t0, L, 0, N, p.vector_states);
     commit_async_copies();
   };
@@ -1116,7 +1070,7 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
     const int t0 = k * kTile;
     // The kept state before this tile, read before the barrier so its latency overlaps it.
     float h_start[kGroupStates] = {};
-    if (active) {
+    if (!kSummary && active) {
       const float4 v = *reinterpret_cast<const float4*>(p.chunk_states + ((int64_t(b) * tiles + k) * dim + c) * N + n0);
       h_start[0] = v.x, h_start[1] = v.y, h_start[2] = v.z, h_start[3] = v.w;
     }
@@ -1198,13 +1152,15 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
       atomicAdd(at, v.x), atomicAdd(at + 1, v.y), atomicAdd(at + 2, v.z), atomicAdd(at + 3, v.w);
     };
 
-    // 1: δ', δ'·u, dy; B and C to float32.
+    // 1: δ', δ'·u, dy (the summary: δ' and dy side by side, its walk reading only them); B and C to
+    // float32.
     auto inputs = [&](auto with_softplus, auto gated) {
 #pragma unroll
       for (int tt = pair_row; tt < kTile; tt += kPairRowsPerPass) {
-        float dl[kPairChannels], uu[kPairChannels], zz[kPairChannels], dy[kPairChannels];
+        float dl[kPairChannels], zz[kPairChannels], dy[kPairChannels];
+        [[maybe_unused]] float uu[kPairChannels];  // not staged for the summary
         load_items<T, kPairChannels>(&tile.delta[tt][pair_ch], dl);
-        load_items<T, kPairChannels>(&tile.u[tt][pair_ch], uu);
+        if constexpr (!kSummary) load_items<T, kPairChannels>(&tile.u[tt][pair_ch], uu);
         load_items<T, kPairChannels>(&dout_tile[tt][pair_ch], dy);
         if constexpr (decltype(gated)::value) load_items<T, kPairChannels>(&tile.z[tt][pair_ch], zz);
         // Past the sequence's length δ' = 0 and dy = 0: the states stay, G passes through unchanged.
@@ -1215,8 +1171,12 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
           if constexpr (decltype(with_softplus)::value) d = softplus_branch_free(d);
           if constexpr (decltype(gated)::value) dy[i] *= __fdividef(zz[i], 1.0f + __expf(-zz[i]));
           d = valid ? d : 0.0f;
-          sh.work[tt][pair_ch + i] = make_float2(d, d * uu[i]);
-          sh.dy[tt][pair_ch + i] = valid ? dy[i] : 0.0f;
+          if constexpr (kSummary) {
+            sh.work[tt][pair_ch + i] = make_float2(d, valid ? dy[i] : 0.0f);
+          } else {
+            sh.work[tt][pair_ch + i] = make_float2(d, d * uu[i]);
+            sh.dy[tt][pair_ch + i] = valid ? dy[i] : 0.0f;
+          }
         }
       }
     };
@@ -1224,12 +1184,24 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
       z ? inputs(std::true_type{}, std::true_type{}) : inputs(std::true_type{}, std::false_type{});
     else
       z ? inputs(std::false_type{}, std::true_type{}) : inputs(std::false_type{}, std::false_type{});
-    convert_state_rows(tile, sh.BC, true, true);
+    convert_state_rows(tile, sh.BC, !kSummary, true);
     __syncthreads();
 
     // 2: the states forward to the sub-tile starts (kept in shared memory), then sub-tiles last to
     // first: recomputed into registers and walked backwards. After each half tile, 3: its outputs.
     auto row4 = [&](int which, int tt) { return reinterpret_cast<const float4*>(&sh.BC[which][tt][0])[group]; };
+    if constexpr (kSummary) {
+#pragma unroll 8
+      for (int tt = kTile - 1; tt >= 0; --tt) {
+        const float2 w = sh.work[tt][channel];  // δ', dy
+        const float4 Cv = row4(1, tt);
+        const float Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
+#pragma unroll
+        for (int j = 0; j < kGroupStates; ++j) f[j] = exp2_approx(w.x * A2[j]) * fmaf(Cn[j], w.y, f[j]);
+        delta_sum += w.x;
+      }
+      continue;
+    }
     {
       float h[kGroupStates] = {h_start[0], h_start[1], h_start[2], h_start[3]};
       for (int q = 1; q < kGroupBackSubs; ++q) {
@@ -1315,6 +1287,13 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
       add_dBC(half0);
       if (half) __syncthreads();  // the parts are free for the first half
     }
+  }
+  if constexpr (kSummary) {
+    if (!active) return;
+    if (group == 0) p.split_delta_sum[split_row] = delta_sum;
+#pragma unroll
+    for (int j = 0; j < kGroupStates; ++j) p.split_state[split_row * N + n0 + j] = f[j];
+    return;
   }
   if (active) {
     float* dinit = p.dinitial_state && split == 0 ? p.dinitial_state + (int64_t(b) * dim + c) * N + n0 : nullptr;
@@ -2067,13 +2046,14 @@ void run_backward(ScanArgs& p, bool dBC_in_place) {
     constexpr size_t bytes = sizeof(GroupBackShared);
     const dim3 grid((p.dim + kGroupChannels - 1) / kGroupChannels, p.batch, p.splits);
     if (p.splits > 1) {
-      scan_group_backward_summary_kernel<<<dim3((p.dim + 127) / 128, p.batch, p.splits - 1), 128>>>(p);
+      allow_shared_memory(scan_group_backward_kernel<true>, bytes, p.nstate);
+      scan_group_backward_kernel<true><<<dim3(grid.x, grid.y, p.splits - 1), kGroupThreads, bytes>>>(p);
       check_launch("selective_scan state-group backward summary kernel");
       chain_splits_reverse_kernel<<<blocks_for(int64_t(p.batch) * p.dim * p.nstate, 256), 256>>>(p);
       check_launch("selective_scan backward chain kernel");
     }
-    allow_shared_memory(scan_group_backward_kernel, bytes, p.nstate);
-    scan_group_backward_kernel<<<grid, kGroupThreads, bytes>>>(p);
+    allow_shared_memory(scan_group_backward_kernel<false>, bytes, p.nstate);
+    scan_group_backward_kernel<false><<<grid, kGroupThreads, bytes>>>(p);
     check_launch("selective_scan state-group backward kernel");
     return;
   }
