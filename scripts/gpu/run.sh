@@ -8,7 +8,7 @@
 #   scripts/gpu/run.sh profile Nsight Compute on one forward and backward at the first shape
 #   scripts/gpu/run.sh all     test and bench
 #   scripts/gpu/run.sh test-scan  test, then the scan table only
-#   scripts/gpu/run.sh decode [BASE]  only the decode rows (TARGETS.md's generation table); with BASE,
+#   scripts/gpu/run.sh decode [BASE]  only the decode and prefill rows (TARGETS.md's generation table); with BASE,
 #                              a source tree of another version (e.g. `git archive` of a commit into
 #                              a git-ignored folder named in the call's carry), built beside this one
 #                              and run alternately with it in two rounds, so both meet the same machine
@@ -258,14 +258,15 @@ run_decode() {
   python3 - "$json" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("\ndecode ms/step (bf16, prompt 2048, 128 tokens, median of 3)   round 1 / round 2")
 keys = sorted({(r['model'], r['batch']) for r in rows}, key=lambda k: (k[0], k[1]))
-for model, batch in keys:
-    cells = []
-    for tree in ('base', 'new'):
-        v = [r['decode_ms_per_step'] for r in rows if r['model'] == model and r['batch'] == batch and r['tree'] == tree]
-        if v: cells.append(f"{tree} " + " / ".join(f"{x:.3f}" for x in v))
-    print(f"{model:<28} b{batch:<3} " + "   ".join(cells))
+for key, title in (('decode_ms_per_step', 'decode ms/step'), ('prefill_ms', 'prefill ms')):
+    print(f"\n{title} (bf16, prompt 2048, 128 tokens, median of 3)   round 1 / round 2")
+    for model, batch in keys:
+        cells = []
+        for tree in ('base', 'new'):
+            v = [r[key] for r in rows if r['model'] == model and r['batch'] == batch and r['tree'] == tree]
+            if v: cells.append(f"{tree} " + " / ".join(f"{x:.3f}" for x in v))
+        print(f"{model:<28} b{batch:<3} " + "   ".join(cells))
 PY
 }
 

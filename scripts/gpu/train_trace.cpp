@@ -105,10 +105,12 @@ void keep_passes_eager(Model& model) {
 using Windows = std::vector<std::pair<uint64_t, uint64_t>>;
 constexpr int kWarmupSteps = 3;
 
-template <typename Step>
-Windows time_steps(int steps, Step&& step) {
+// `prepare` runs before each step, outside its window.
+template <typename Prepare, typename Step>
+Windows time_steps(int steps, Prepare&& prepare, Step&& step) {
   Windows windows;
   for (int i = 0; i < steps; ++i) {
+    prepare();
     cudaDeviceSynchronize();
     uint64_t begin = 0, end = 0;
     cuptiGetTimestamp(&begin);
@@ -129,11 +131,13 @@ Windows trace_training(int steps, bool eager) {
   train::Optimizer optimizer({}, model->parameters());
   Rng rng(3);
   Tensor ids = Tensor::empty({batch, length}, DType::i32), targets = Tensor::empty({batch, length}, DType::i32);
-  return time_steps(steps, [&] {
+  auto random_batch = [&] {
     for (int64_t i = 0; i < ids.numel(); ++i) {
       ids.data<int32_t>()[i] = int32_t(rng.below(50277));
       targets.data<int32_t>()[i] = int32_t(rng.below(50277));
     }
+  };
+  return time_steps(steps, random_batch, [&] {
     model->zero_grad();
     model->forward_backward(ids, targets, /*with_grad=*/true);
     optimizer.step(model->parameters(), 3e-4, 1.0);
@@ -150,10 +154,11 @@ Windows trace_prefill(const std::string& shape, int64_t batch, int steps) {
   Rng rng(3);
   Tensor prompt = Tensor::empty({batch, length}, DType::i32);
   for (int64_t i = 0; i < prompt.numel(); ++i) prompt.data<int32_t>()[i] = int32_t(rng.below(uint64_t(vocab)));
-  return time_steps(steps, [&] {
-    model::InferenceState state = model->new_state(batch);
-    ops::argmax_rows(model->prefill(state, prompt), vocab).to(Device::cpu);
-  });
+  // A fresh state before each prefill, outside its window (as `mambacpp bench` times it).
+  model::InferenceState state;
+  return time_steps(
+      steps, [&] { state = model->new_state(batch); },
+      [&] { ops::argmax_rows(model->prefill(state, prompt), vocab).to(Device::cpu); });
 }
 
 }  // namespace

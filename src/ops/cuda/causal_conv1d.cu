@@ -101,8 +101,10 @@ __device__ __forceinline__ void store_channels(T* dst, const float (&src)[kC]) {
 // kC: consecutive channels per thread (2 when the channel count is even and the rows aligned for
 // it: 130m prefill at batch 16, 117 µs a layer at 0.85 TB/s with 2-byte loads, was bound by load
 // instructions, not bytes).
+// The last segment's blocks also write final_state (a kernel of its own was one more launch per
+// layer in a prefill).
 template <typename T, int kFixedWidth, int kC>
-__global__ void conv_forward_kernel(ConvArgs p, T* out) {
+__global__ void conv_forward_kernel(ConvArgs p, T* out, float* final_state) {
   constexpr int kW = register_width(kFixedWidth);
   const int K = kFixedWidth > 0 ? kFixedWidth : p.width;
   const int c0 = (blockIdx.x * kBlockChannels + threadIdx.x) * kC, b = blockIdx.z;
@@ -152,9 +154,17 @@ __global__ void conv_forward_kernel(ConvArgs p, T* out) {
       if (t < t1) store_channels<T, kC>(out_seq + int64_t(t) * p.channels + c0, v);
     }
   }
+  if (blockIdx.y + 1 == gridDim.y) {
+    const int history = K - 1;
+#pragma unroll
+    for (int j = 0; j < kC; ++j)
+      for (int k = 0; k < history; ++k)
+        final_state[(int64_t(b) * p.channels + c0 + j) * history + k] = conv_input(p, x_seq, b, len - history + k, c0 + j);
+  }
 }
 
-// final_state[b, c, j] = input at position len − (K−1) + j.
+// final_state[b, c, j] = input at position len − (K−1) + j; for L = 0 only (the forward kernel
+// writes it otherwise).
 template <typename T>
 __global__ void conv_final_state_kernel(ConvArgs p, float* final_state) {
   const int history = p.width - 1;
@@ -338,6 +348,7 @@ Prepared prepare(const ConvInputs& in, bool step) {
 
 template <typename T>
 void forward(const ConvArgs& p, ConvOutputs& out) {
+  float* final_state = out.final_state.data<float>();
   if (int64_t(p.batch) * p.L * p.channels > 0) {
     T* dst = static_cast<T*>(out.out.raw());
     // Channel pairs need an even channel count and rows aligned to a pair.
@@ -345,14 +356,14 @@ void forward(const ConvArgs& p, ConvOutputs& out) {
                        reinterpret_cast<uintptr_t>(dst) % (2 * sizeof(T)) == 0;
     if (pairs) {
       auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth, 2> : conv_forward_kernel<T, 0, 2>;
-      kernel<<<segment_grid(p, 2), kBlockChannels>>>(p, dst);
+      kernel<<<segment_grid(p, 2), kBlockChannels>>>(p, dst, final_state);
     } else {
       auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth, 1> : conv_forward_kernel<T, 0, 1>;
-      kernel<<<segment_grid(p, 1), kBlockChannels>>>(p, dst);
+      kernel<<<segment_grid(p, 1), kBlockChannels>>>(p, dst, final_state);
     }
   }
   const int64_t states = int64_t(p.batch) * p.channels * (p.width - 1);
-  if (states > 0) conv_final_state_kernel<T><<<blocks_for(states, 256), 256>>>(p, out.final_state.data<float>());
+  if (p.L == 0 && states > 0) conv_final_state_kernel<T><<<blocks_for(states, 256), 256>>>(p, final_state);
   check_launch("causal_conv1d forward");
 }
 

@@ -1,8 +1,10 @@
 // CUDA element-wise helpers (ops/elementwise.h). Column splits and joins of row-major matrices
 // are strided 2-D copies, done by a kernel in the widest units the layout allows (a strided
 // cudaMemcpy2D of rows a few dozen bytes wide goes through the copy engine row by row).
+#include <algorithm>
 #include <numeric>
 #include <type_traits>
+#include <vector>
 
 #include "ops/cuda/common.cuh"
 #include "ops/elementwise.h"
@@ -32,15 +34,35 @@ __global__ void scale_kernel(float* a, float s, int64_t n) {
     a[i] *= s;
 }
 
-// dst[r, c] = src[r, c] over a [rows, width] block of row-major matrices whose rows are
-// `*_pitch` units U apart.
+// One [rows, width] block copied between row-major matrices whose rows are `*_pitch` elements
+// long (element addresses, not units, until a launch picks its unit).
+struct ColumnBlock {
+  void* dst;
+  int64_t dst_pitch;
+  const void* src;
+  int64_t src_pitch, width;
+};
+
+// Up to kMaxColumnBlocks blocks of the same rows in one launch (x_proj's split into δ, B and C is
+// one kernel, not three: each launch costs more than its copy in a prefill), in units U.
+constexpr int kMaxColumnBlocks = 4;
 template <typename U>
-__global__ void copy_columns_kernel(U* dst, int64_t dst_pitch, const U* src, int64_t src_pitch, int64_t rows,
-                                    int64_t width) {
-  const int64_t n = rows * width;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / width, c = i - r * width;
-    dst[r * dst_pitch + c] = src[r * src_pitch + c];
+struct ColumnBlocks {
+  U* dst[kMaxColumnBlocks];
+  const U* src[kMaxColumnBlocks];
+  int64_t dst_pitch[kMaxColumnBlocks], src_pitch[kMaxColumnBlocks], width[kMaxColumnBlocks];
+  int count;
+};
+
+// Unit i of the launch belongs to block k where the rows · widths of the blocks before it end.
+template <typename U>
+__global__ void copy_columns_kernel(ColumnBlocks<U> blocks, int64_t rows, int64_t units) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < units; i += int64_t(gridDim.x) * blockDim.x) {
+    int k = 0;
+    int64_t j = i;
+    while (k + 1 < blocks.count && j >= rows * blocks.width[k]) j -= rows * blocks.width[k++];
+    const int64_t r = j / blocks.width[k], c = j - r * blocks.width[k];
+    blocks.dst[k][r * blocks.dst_pitch[k] + c] = blocks.src[k][r * blocks.src_pitch[k] + c];
   }
 }
 
@@ -48,37 +70,55 @@ unsigned grid_for(int64_t n) {
   return unsigned(std::min<int64_t>(cuda_detail::blocks_for(n, 256), 8 * int64_t(cuda_detail::multiprocessor_count())));
 }
 
-// Copies a [rows, width] block between row-major matrices whose rows are `*_pitch` elements long.
-void copy_columns(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t rows, int64_t width,
-                  size_t elem) {
-  if (rows == 0 || width == 0) return;
+// Copies every block (of `rows` rows, elements of `elem` bytes), kMaxColumnBlocks per launch.
+void copy_columns(std::vector<ColumnBlock> blocks, int64_t rows, size_t elem) {
+  std::erase_if(blocks, [](const ColumnBlock& b) { return b.width == 0; });
+  if (rows == 0 || blocks.empty()) return;
   MAMBA_CHECK(elem >= 2 && elem <= 16, "copy_columns: element size ", elem, " is not supported");
-  // The widest unit (16 bytes down to the element) that divides every row length, pitch and address.
-  const uint64_t layout = uint64_t(width * elem) | uint64_t(dst_pitch * elem) | uint64_t(src_pitch * elem) |
-                          reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src);
-  size_t unit = 16;
-  while (unit > elem && layout % unit != 0) unit /= 2;
-  auto launch = [&](auto* typed_dst) {
-    using U = std::remove_pointer_t<decltype(typed_dst)>;
-    const int64_t per_unit = int64_t(sizeof(U) / elem);  // elements per unit
-    copy_columns_kernel<<<grid_for(rows * (width / per_unit)), 256>>>(
-        typed_dst, dst_pitch / per_unit, static_cast<const U*>(src), src_pitch / per_unit, rows, width / per_unit);
-  };
-  switch (unit) {
-    case 16:
-      launch(static_cast<uint4*>(dst));
-      break;
-    case 8:
-      launch(static_cast<uint2*>(dst));
-      break;
-    case 4:
-      launch(static_cast<uint32_t*>(dst));
-      break;
-    default:
-      launch(static_cast<uint16_t*>(dst));
-      break;
+  for (size_t first = 0; first < blocks.size(); first += kMaxColumnBlocks) {
+    const size_t count = std::min<size_t>(kMaxColumnBlocks, blocks.size() - first);
+    // The widest unit (16 bytes down to the element) that divides every row length, pitch and address.
+    uint64_t layout = 0;
+    for (size_t k = first; k < first + count; ++k) {
+      const ColumnBlock& b = blocks[k];
+      layout |= uint64_t(b.width * elem) | uint64_t(b.dst_pitch * elem) | uint64_t(b.src_pitch * elem) |
+                reinterpret_cast<uintptr_t>(b.dst) | reinterpret_cast<uintptr_t>(b.src);
+    }
+    size_t unit = 16;
+    while (unit > elem && layout % unit != 0) unit /= 2;
+    auto launch = [&](auto unit_type) {
+      using U = decltype(unit_type);
+      const int64_t per_unit = int64_t(sizeof(U) / elem);  // elements per unit
+      ColumnBlocks<U> typed{};
+      typed.count = int(count);
+      int64_t units = 0;
+      for (size_t k = 0; k < count; ++k) {
+        const ColumnBlock& b = blocks[first + k];
+        typed.dst[k] = static_cast<U*>(b.dst);
+        typed.src[k] = static_cast<const U*>(b.src);
+        typed.dst_pitch[k] = b.dst_pitch / per_unit;
+        typed.src_pitch[k] = b.src_pitch / per_unit;
+        typed.width[k] = b.width / per_unit;
+        units += rows * typed.width[k];
+      }
+      copy_columns_kernel<<<grid_for(units), 256>>>(typed, rows, units);
+    };
+    switch (unit) {
+      case 16:
+        launch(uint4{});
+        break;
+      case 8:
+        launch(uint2{});
+        break;
+      case 4:
+        launch(uint32_t{});
+        break;
+      default:
+        launch(uint16_t{});
+        break;
+    }
+    cuda_detail::check_launch("copy_columns_kernel");
   }
-  cuda_detail::check_launch("copy_columns_kernel");
 }
 
 }  // namespace
@@ -131,16 +171,17 @@ std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& w
               "split_columns: widths do not sum to ", total, " columns of ", shape_string(x.shape()));
   const int64_t rows = total == 0 ? 0 : x.numel() / total;
   std::vector<Tensor> parts;
+  std::vector<ColumnBlock> blocks;
+  const size_t elem = dtype_size(x.dtype());
   int64_t offset = 0;
   for (int64_t w : widths) {
     Shape shape = x.shape();
     shape.back() = w;
-    Tensor part = Tensor::empty(shape, x.dtype(), Device::cuda);
-    const size_t elem = dtype_size(x.dtype());
-    copy_columns(part.raw(), w, static_cast<const char*>(x.raw()) + size_t(offset) * elem, total, rows, w, elem);
-    parts.push_back(std::move(part));
+    parts.push_back(Tensor::empty(shape, x.dtype(), Device::cuda));
+    blocks.push_back({parts.back().raw(), w, static_cast<const char*>(x.raw()) + size_t(offset) * elem, total, w});
     offset += w;
   }
+  copy_columns(std::move(blocks), rows, elem);
   return parts;
 }
 
@@ -159,12 +200,13 @@ Tensor concat_columns(const std::vector<Tensor>& parts) {
   Tensor out = Tensor::empty(shape, parts[0].dtype(), Device::cuda);
   const int64_t rows = total == 0 ? 0 : out.numel() / total;
   const size_t elem = dtype_size(out.dtype());
+  std::vector<ColumnBlock> blocks;
   int64_t offset = 0;
   for (const Tensor& p : parts) {
-    copy_columns(static_cast<char*>(out.raw()) + size_t(offset) * elem, total, p.raw(), p.size(-1), rows, p.size(-1),
-                 elem);
+    blocks.push_back({static_cast<char*>(out.raw()) + size_t(offset) * elem, total, p.raw(), p.size(-1), p.size(-1)});
     offset += p.size(-1);
   }
+  copy_columns(std::move(blocks), rows, elem);
   return out;
 }
 
