@@ -226,17 +226,14 @@ UploadStaging& upload_staging() {
   return *staging;
 }
 
-}  // namespace
-#endif
-
-bool gpu_work_recording() {
-#ifdef MAMBACPP_CUDA
+// While the calling thread's stream is being recorded, copies must not be queued from a staging
+// buffer that later copies overwrite.
+bool stream_recording() {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   return cudaStreamIsCapturing(cudaStreamPerThread, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
-#else
-  return false;
-#endif
 }
+}  // namespace
+#endif
 
 namespace {
 // A training step allocates and frees the same activation buffers every step. glibc gives blocks
@@ -367,7 +364,7 @@ void device_copy(void* dst, Device dst_device, const void* src, Device src_devic
   }
   require_cuda();
 #ifdef MAMBACPP_CUDA
-  if (src_device == Device::cpu && bytes <= UploadStaging::kMaxBytes && !gpu_work_recording()) {
+  if (src_device == Device::cpu && bytes <= UploadStaging::kMaxBytes && !stream_recording()) {
     upload_staging().upload(dst, src, bytes);
     return;
   }

@@ -29,9 +29,6 @@ bool host_blocks_reused();
 // queued behind the GPU's work without waiting, larger ones from the host wait.
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void device_memset_zero(void* p, Device d, size_t bytes);
-// Whether what the calling thread queues on the GPU is being recorded (RecordedWork below), not
-// run: work that must wait for the GPU cannot be done then. False without CUDA.
-bool gpu_work_recording();
 // Lets the kernel take back the whole pages inside [p, p + bytes) of host memory (MADV_PAGEOUT),
 // keeping their contents: pages of a memory-mapped file are read again if touched, anonymous
 // pages stay (or are swapped). Used once weights have been copied out of a mapped checkpoint, so

@@ -28,15 +28,6 @@ cudaDataType_t cuda_type(DType t) {
 
 constexpr size_t kWorkspaceBytes = 32u << 20;
 
-// Tuning (set_gemm_tuning): the first product of each shape outside a graph recording times the
-// heuristic's first kTuneCandidates algorithms, kTuneReps runs each, and keeps the fastest if it
-// beats the first by kTuneMargin. The heuristic's first choice was 2.2× the memory floor for
-// x_proj's narrow product in a 1.4b prefill (docs/perf/cuda_model.md).
-constexpr int kTuneCandidates = 8;
-constexpr int kTuneReps = 3;
-constexpr float kTuneMargin = 0.05f;
-bool gemm_tuning = true;
-
 // One handle and workspace per process (the library is used from one host thread at a time).
 struct Context {
   cublasLtHandle_t handle = nullptr;
@@ -59,10 +50,6 @@ struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
-  // The heuristic's, best first (a fixed array: nvcc 13.0's front end fails on a std::vector of them).
-  cublasLtMatmulAlgo_t candidates[kTuneCandidates] = {};
-  int candidate_count = 0;
-  bool tuned = false;
   Plan() = default;
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
@@ -111,58 +98,22 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_
   cublasLtMatmulPreference_t preference = nullptr;
   check_cublas(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
   const size_t workspace = kWorkspaceBytes;
-  cublasLtMatmulHeuristicResult_t heuristics[kTuneCandidates] = {};
+  cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
   cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                &workspace, sizeof(workspace));
   if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan->op, plan->a, plan->b, plan->d, plan->d, preference,
-                                            gemm_tuning ? kTuneCandidates : 1, heuristics, &found);
+    status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan->op, plan->a, plan->b, plan->d, plan->d, preference, 1,
+                                            &heuristic, &found);
   cublasLtMatmulPreferenceDestroy(preference);
   check_cublas(status, "cublasLtMatmulAlgoGetHeuristic");
   MAMBA_CHECK(found > 0, "gemm (cuda): cuBLASLt has no algorithm for a ", m, "×", k, " by ", k, "×", n, " ",
               dtype_name(key.in), " product");
-  for (int i = 0; i < found; ++i)
-    if (heuristics[i].state == CUBLAS_STATUS_SUCCESS) plan->candidates[plan->candidate_count++] = heuristics[i].algo;
-  MAMBA_CHECK(plan->candidate_count > 0, "gemm (cuda): cuBLASLt has no usable algorithm for a ", m, "×", k, " by ", k,
-              "×", n, " ", dtype_name(key.in), " product");
-  plan->algo = plan->candidates[0];
+  plan->algo = heuristic.algo;
   return plan;
 }
 
-// Times each candidate of `plan` on this call's operands (into a scratch result, β = 0: the
-// caller's D may be an accumulator) and keeps the fastest; the heuristic's first choice stays
-// unless another is kTuneMargin faster, so close calls do not flip between runs.
-void tune(Plan& plan, const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, DType d_type) {
-  Context& ctx = context();
-  const Tensor scratch = Tensor::empty({m, n}, d_type, Device::cuda);
-  const float alpha = 1.0f, beta = 0.0f;
-  auto run = [&](const cublasLtMatmulAlgo_t& algo) {
-    return cublasLtMatmul(ctx.handle, plan.op, &alpha, b.data, plan.a, a.data, plan.b, &beta, scratch.raw(), plan.d,
-                          scratch.raw(), plan.d, &algo, ctx.workspace, kWorkspaceBytes, cudaStreamPerThread);
-  };
-  cudaEvent_t start, stop;
-  check_cuda(cudaEventCreate(&start), "cudaEventCreate");
-  check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
-  float best_ms = 0.0f;
-  for (int i = 0; i < plan.candidate_count; ++i) {
-    if (run(plan.candidates[i]) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; an algorithm may refuse
-    check_cuda(cudaEventRecord(start, cudaStreamPerThread), "cudaEventRecord");
-    for (int rep = 0; rep < kTuneReps; ++rep) check_cublas(run(plan.candidates[i]), "cublasLtMatmul (tuning)");
-    check_cuda(cudaEventRecord(stop, cudaStreamPerThread), "cudaEventRecord");
-    check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float ms = 0.0f;
-    check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-    if (i == 0 || ms < best_ms * (1.0f - kTuneMargin)) best_ms = ms, plan.algo = plan.candidates[i];
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  plan.tuned = true;
-}
-
 }  // namespace
-
-void set_gemm_tuning(bool on) { gemm_tuning = on; }
 
 void gemm(const GemmOperand& a, const GemmOperand& b, void* d, DType d_type, float alpha, float beta) {
   MAMBA_CHECK(a.dtype == b.dtype, "gemm (cuda): operand dtypes differ (", dtype_name(a.dtype), " and ",
@@ -175,7 +126,6 @@ void gemm(const GemmOperand& a, const GemmOperand& b, void* d, DType d_type, flo
   const PlanKey key{a.dtype, d_type, a.rows, a.cols, b.rows, b.cols, a.transpose, b.transpose};
   std::unique_ptr<Plan>& plan = plans[key];
   if (!plan) plan = make_plan(key, m, n, k);
-  if (!plan->tuned && plan->candidate_count > 1 && !gpu_work_recording()) tune(*plan, a, b, m, n, d_type);
   Context& ctx = context();
   check_cublas(cublasLtMatmul(ctx.handle, plan->op, &alpha, b.data, plan->a, a.data, plan->b, &beta, d, plan->d, d,
                               plan->d, &plan->algo, ctx.workspace, kWorkspaceBytes, cudaStreamPerThread),

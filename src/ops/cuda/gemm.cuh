@@ -19,8 +19,4 @@ struct GemmOperand {
 // d: row-major [m, n] of dtype d_type; both operands share one dtype (f32, bf16 or f16).
 void gemm(const GemmOperand& a, const GemmOperand& b, void* d, DType d_type, float alpha, float beta);
 
-// Whether shapes planned from now on time cuBLASLt's candidate algorithms at their first product
-// and keep the fastest (on by default); off, the heuristic's first choice, as before tuning existed.
-void set_gemm_tuning(bool on);
-
 }  // namespace mamba::ops::cuda_detail
