@@ -8,6 +8,7 @@
 #   scripts/gpu/run.sh profile Nsight Compute on one forward and backward at the first shape
 #   scripts/gpu/run.sh all     test and bench
 #   scripts/gpu/run.sh test-scan  test, then the scan table only
+#   scripts/gpu/run.sh scan-splits  the scan's forward and backward times by forced split count
 #   scripts/gpu/run.sh decode [BASE]  only the decode and prefill rows (TARGETS.md's generation table); with BASE,
 #                              a source tree of another version (e.g. `git archive` of a commit into
 #                              a git-ignored folder named in the call's carry), built beside this one
@@ -133,7 +134,7 @@ run_tests() {
 run_bench() {
   echo "== bench"
   g++ $cxx_flags scripts/gpu/scan_bench.cpp -o "$build/scan_bench" $libs
-  "$build/scan_bench" "$out/scan_bench.json"
+  "$build/scan_bench" "$out/scan_bench.json" ${1:-}
 }
 
 # Whole-model numbers through the command-line tool (TARGETS.md's generation and training tables):
@@ -362,6 +363,7 @@ case "$mode" in
   profile) run_profile ;;
   all) run_tests; run_bench; run_model_bench ;;
   test-scan) run_tests; run_bench ;;
+  scan-splits) run_bench --splits ;;
   decode) run_decode "${2:-}" ;;
   decode-profile) run_decode_profile ;;
   test-decode) run_tests; run_decode "${2:-}" ;;

@@ -5,8 +5,8 @@
 // ratio to the memory floor (bytes / 3028 GB/s) and to the official kernels' times.
 // Then the forward's growth in L: batch 1, D 1536, L = 16k … 1M, fitted as t = a + b·L (least
 // squares) with each point's residual.
-// Usage: scan_bench OUT.json [--profile]   (--profile: first shape, one forward and one backward,
-// for running under ncu)
+// Usage: scan_bench OUT.json [--profile | --splits]   (--profile: first shape, one forward and one
+// backward, for running under ncu; --splits: only the sweep of the state-group kernels' split counts)
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/rng.h"
@@ -153,11 +154,88 @@ std::string prefill_chunks() {
   return table;
 }
 
+// Forward ms and forward+backward (states kept) ms by the number of length splits of the
+// state-group kernels (0: the planned count), for choosing the plans' cost models.
+std::string split_sweep() {
+  std::string table = "\nsplit sweep: ms by forced split count (0 = planned)\n";
+  const std::vector<int> counts = {0, 1, 2, 3, 4, 6, 8, 12, 16};
+  char line[512];
+  auto header = [&](const char* what) {
+    std::string h = std::string(what);
+    h.resize(24, ' ');
+    for (int c : counts) {
+      std::snprintf(line, sizeof line, " %7d", c);
+      h += line;
+    }
+    table += h + "\n";
+  };
+  auto row = [&](int batch, int D, int L, const std::vector<double>& ms) {
+    std::snprintf(line, sizeof line, "%d,%d,%-15d", batch, D, L);
+    std::string r = line;
+    r.resize(24, ' ');
+    for (double v : ms) {
+      std::snprintf(line, sizeof line, " %7.3f", v);
+      r += line;
+    }
+    table += r + "\n";
+  };
+  using Dims = std::tuple<int, int, int>;
+  Rng rng(13);
+  header("forward");
+  for (const auto& [batch, D, L] : std::vector<Dims>{
+           {4, 4096, 2048}, {1, 4096, 8192}, {1, 1536, 65536}, {8, 1536, 2048}, {1, 4096, 2048}, {16, 1536, 2048}}) {
+    const ops::ScanInputs in = random_inputs(rng, batch, D, L, 16);
+    const Tensor out = Tensor::empty(in.u.shape(), DType::bf16, Device::cuda);
+    const Tensor last = Tensor::empty({batch, D, 16}, DType::f32, Device::cuda);
+    std::vector<double> ms;
+    for (int c : counts) {
+      ops::cuda_detail::set_selective_scan_splits(c, 0);
+      ms.push_back(median_ms([&] { ops::cuda_detail::selective_scan_forward_into(in, out, last); }, 2, 7));
+    }
+    row(batch, D, L, ms);
+  }
+  header("backward (f+b kept)");
+  for (const auto& [batch, D, L] :
+       std::vector<Dims>{{4, 4096, 2048}, {1, 4096, 8192}, {1, 1536, 65536}, {8, 1536, 2048}}) {
+    ops::ScanInputs in = random_inputs(rng, batch, D, L, 16);
+    const Device gpu = Device::cuda;
+    const Tensor dout = random_gpu(rng, {batch, L, D}, DType::bf16, -1, 1);
+    const Tensor out = Tensor::empty(in.u.shape(), DType::bf16, gpu);
+    const Tensor last = Tensor::empty({batch, D, 16}, DType::f32, gpu);
+    ops::ScanGrads g;
+    for (Tensor* t : {&g.du, &g.ddelta, &g.dz}) *t = Tensor::empty(in.u.shape(), DType::bf16, gpu);
+    g.dB = Tensor::empty(in.B.shape(), DType::bf16, gpu);
+    g.dC = Tensor::empty(in.C.shape(), DType::bf16, gpu);
+    g.dA = Tensor::empty(in.A.shape(), DType::f32, gpu);
+    g.dD = Tensor::empty({D}, DType::f32, gpu);
+    g.ddelta_bias = Tensor::empty({D}, DType::f32, gpu);
+    const int64_t stride = ops::scan_state_stride(DType::bf16, 16);
+    in.chunk_states = Tensor::empty({batch, (L + stride - 1) / stride, D, 16}, DType::f32, gpu);
+    std::vector<double> ms;
+    for (int c : counts) {
+      ops::cuda_detail::set_selective_scan_splits(0, c);
+      ms.push_back(median_ms(
+          [&] {
+            ops::cuda_detail::selective_scan_forward_into(in, out, last, in.chunk_states);
+            ops::cuda_detail::selective_scan_backward_into(in, dout, Tensor(), g);
+          },
+          2, 5));
+    }
+    row(batch, D, L, ms);
+  }
+  ops::cuda_detail::set_selective_scan_splits(0, 0);
+  return table;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::string json_path = argc > 1 ? argv[1] : "scan_bench.json";
   const bool profile = argc > 2 && std::string(argv[2]) == "--profile";
+  if (argc > 2 && std::string(argv[2]) == "--splits") {
+    std::printf("%s", split_sweep().c_str());
+    return 0;
+  }
   const double bandwidth = 3028e9, exp_rate = 4.2e12;
   const std::vector<Shape4> shapes = {{4, 4096, 2048, 16, 0.596, 3.03, 0.30, 1.5},
                                       {1, 4096, 8192, 16, 0.754, 3.49, 0.38, 1.75},

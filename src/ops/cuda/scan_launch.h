@@ -25,5 +25,8 @@ void set_selective_scan_forward_variant(int variant);
 // bf16 with N = 16, from the states the forward keeps every 32 positions (other inputs run 0).
 constexpr int kDefaultScanBackwardVariant = 1;
 void set_selective_scan_backward_variant(int variant);
+// Length splits of the state-group forward and backward, a tuning knob too: 0 (the default) lets
+// each plan its own; n > 0 cuts the length into n even splits (at most one per 256 or 32 positions).
+void set_selective_scan_splits(int forward, int backward);
 
 }  // namespace mamba::ops::cuda_detail

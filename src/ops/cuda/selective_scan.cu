@@ -1855,10 +1855,20 @@ SplitPlan fewest_splits(int64_t units, int unit_len, int64_t max_splits, Cost co
   return plan;
 }
 
+// Split counts set by set_selective_scan_splits (0: planned).
+int forced_forward_splits = 0, forced_backward_splits = 0;
+
+// `splits` (at most one per unit) as even runs of whole units.
+SplitPlan even_splits(int64_t units, int unit_len, int64_t splits) {
+  const int64_t per_split = (units + std::clamp<int64_t>(splits, 1, units) - 1) / std::clamp<int64_t>(splits, 1, units);
+  return {int((units + per_split - 1) / per_split), int(per_split * unit_len)};
+}
+
 SplitPlan plan_group_splits(const ScanArgs& p) {
   const int64_t warps = int64_t(p.batch) * ((p.dim + kGroupChannels - 1) / kGroupChannels) * kGroupWarps;
   const int64_t sms = multiprocessor_count();
   const int64_t chunks = (p.L + kLaneStateChunk - 1) / kLaneStateChunk;
+  if (forced_forward_splits > 0) return even_splits(chunks, kLaneStateChunk, forced_forward_splits);
   return fewest_splits(chunks, kLaneStateChunk, 256, [&](int64_t used, int64_t per_split) {
     const int64_t per_sm = (warps * used + sms - 1) / sms;
     return (used > 1 ? 1 + kGroupSummaryCost : 1.0) * double(per_sm) * double(per_split) /
@@ -1877,6 +1887,7 @@ SplitPlan plan_group_backward_splits(const ScanArgs& p) {
   const int64_t blocks = int64_t(p.batch) * ((p.dim + kGroupChannels - 1) / kGroupChannels);
   const int64_t slots = kGroupBackBlocksPerSM * multiprocessor_count();
   const int64_t tiles = (p.L + kGroupBackTile - 1) / kGroupBackTile;
+  if (forced_backward_splits > 0) return even_splits(tiles, kGroupBackTile, forced_backward_splits);
   return fewest_splits(tiles, kGroupBackTile, 64, [&](int64_t used, int64_t per_split) {
     const int64_t waves = (blocks * used + slots - 1) / slots;
     return (used > 1 ? 1 + kGroupBackSummaryCost : 1.0) * double(waves) * double(per_split);
@@ -2149,6 +2160,13 @@ void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const 
 void set_selective_scan_forward_variant(int variant) {
   MAMBA_CHECK(variant >= 0 && variant <= 4, "selective_scan (cuda): forward variant must be 0..4, got ", variant);
   forward_variant = variant;
+}
+
+void set_selective_scan_splits(int forward, int backward) {
+  MAMBA_CHECK(forward >= 0 && backward >= 0, "selective_scan (cuda): split counts must be ≥ 0, got ", forward, " and ",
+              backward);
+  forced_forward_splits = forward;
+  forced_backward_splits = backward;
 }
 
 void set_selective_scan_backward_variant(int variant) {
