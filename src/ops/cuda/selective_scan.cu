@@ -1879,9 +1879,10 @@ SplitPlan plan_group_splits(const ScanArgs& p) {
 // Splits for scan_group_backward_kernel (kGroupBackBlocksPerSM blocks per SM). Time model: waves of
 // blocks × positions per split, the summaries (splits after the first) adding about
 // kGroupBackSummaryCost of that; the fewest splits within 3% of the least time win. Splits cover
-// whole tiles.
+// whole tiles. The cost 0.5 fits a sweep of forced split counts (docs/perf/cuda_scan.md, v22) at
+// all four TARGETS.md shapes; 0.25 split (4, 4096, 2048) in 16 where one split was 7% faster.
 constexpr int kGroupBackBlocksPerSM = 3;
-constexpr double kGroupBackSummaryCost = 0.25;
+constexpr double kGroupBackSummaryCost = 0.5;
 
 SplitPlan plan_group_backward_splits(const ScanArgs& p) {
   const int64_t blocks = int64_t(p.batch) * ((p.dim + kGroupChannels - 1) / kGroupChannels);
