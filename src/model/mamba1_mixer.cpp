@@ -73,16 +73,11 @@ Tensor Mamba1Mixer::forward(const Tensor& u, const Tensor& lengths, Tensor* conv
 
   std::vector<Tensor> parts = ops::linear_forward_split(x_conv.view({rows, d_inner_}), w_.x_proj_weight->for_compute(),
                                                         {dt_rank_, d_state_, d_state_});
+  Tensor delta = ops::linear_forward(parts[0], w_.dt_proj_weight->for_compute());
+
   ops::ScanInputs scan;
   scan.u = x_conv;
-  if (keep) {
-    scan.delta = ops::linear_forward(parts[0], w_.dt_proj_weight->for_compute()).view({batch, length, d_inner_});
-  } else {
-    // Inference: dt_proj inside the scan where the device can (the CUDA state-group forward: one
-    // product and a δ of [rows, D] in memory fewer per layer); elsewhere the same product first.
-    scan.delta = parts[0].view({batch, length, dt_rank_});
-    scan.delta_proj = w_.dt_proj_weight->for_compute();
-  }
+  scan.delta = delta.view({batch, length, d_inner_});
   scan.A = A();
   scan.B = parts[1].view({batch, length, d_state_});
   scan.C = parts[2].view({batch, length, d_state_});

@@ -1,8 +1,6 @@
 // Input validation shared by every selective-scan backend, and the device dispatch.
 #include "ops/selective_scan.h"
 
-#include "ops/linear.h"
-
 namespace mamba::ops {
 
 namespace {
@@ -31,27 +29,6 @@ void check_parameter(const Tensor& t, const Shape& shape, Device device, const c
   check_same_device(t, device, name);
 }
 
-// W_δ [D, R], a weight of any float dtype on u's device.
-void check_delta_proj(const Tensor& w, int64_t dim, int64_t rank, Device device) {
-  check_shape(w, {dim, rank}, "selective scan: delta_proj");
-  check_same_device(w, device, "selective scan: delta_proj");
-  MAMBA_CHECK(w.dtype() == DType::f32 || w.dtype() == DType::bf16 || w.dtype() == DType::f16 || w.dtype() == DType::f64,
-              "selective scan: delta_proj must be f32, bf16, f16 or f64, got ", dtype_name(w.dtype()));
-}
-
-// The inputs with δ = delta · delta_projᵀ formed by the linear op (float64 for the reference) in
-// place of the low-rank delta.
-ScanInputs with_projected_delta(const ScanInputs& in) {
-  const int64_t batch = in.u.size(0), length = in.u.size(1), rank = in.delta.size(2);
-  const Tensor low = in.delta.view({batch * length, rank});
-  ScanInputs projected = in;
-  projected.delta =
-      (in.u.dtype() == DType::f64 ? ref::linear_forward(low, in.delta_proj) : linear_forward(low, in.delta_proj))
-          .view(in.u.shape());
-  projected.delta_proj = Tensor();
-  return projected;
-}
-
 // The parts shared by the scan and the step: u's dtype, A, D and delta_bias.
 void check_common(const ScanInputs& in, int u_rank, const char* u_layout) {
   MAMBA_CHECK(in.u.defined(), "selective scan: input u is missing");
@@ -75,19 +52,12 @@ void check_common(const ScanInputs& in, int u_rank, const char* u_layout) {
 
 void check_scan_inputs(const ScanInputs& in) {
   check_common(in, 3, "[batch, L, D]");
+  MAMBA_CHECK(!in.delta_proj.defined(), "selective scan: delta_proj is for the decode step only");
   const Shape& shape = in.u.shape();
   int64_t batch = shape[0], length = shape[1], n_states = in.A.size(1);
   DType t = in.u.dtype();
   Device device = in.u.device();
-  if (in.delta_proj.defined()) {
-    MAMBA_CHECK(in.delta.defined() && in.delta.ndim() == 3 && in.delta.size(2) >= 1,
-                "selective scan: with delta_proj, delta must have shape [batch, L, R], got ",
-                in.delta.defined() ? shape_string(in.delta.shape()) : std::string("nothing"));
-    check_activation(in.delta, {batch, length, in.delta.size(2)}, t, device, "selective scan: delta");
-    check_delta_proj(in.delta_proj, shape[2], in.delta.size(2), device);
-  } else {
-    check_activation(in.delta, shape, t, device, "selective scan: delta");
-  }
+  check_activation(in.delta, shape, t, device, "selective scan: delta");
   check_activation(in.B, {batch, length, n_states}, t, device, "selective scan: B");
   check_activation(in.C, {batch, length, n_states}, t, device, "selective scan: C");
   if (in.z.defined()) check_activation(in.z, shape, t, device, "selective scan: z");
@@ -104,8 +74,6 @@ void check_scan_inputs(const ScanInputs& in) {
 }
 
 void check_scan_backward_inputs(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state) {
-  MAMBA_CHECK(!in.delta_proj.defined(),
-              "selective scan backward: delta_proj is for forwards and decode steps; give the projected delta");
   check_scan_inputs(in);
   check_activation(dout, in.u.shape(), in.u.dtype(), in.u.device(), "selective scan backward: dout");
   if (dlast_state.defined())
@@ -124,7 +92,11 @@ void check_step_inputs(const ScanInputs& step, const Tensor& state) {
                 "selective state update: with delta_proj, delta must have shape [batch, R], got ",
                 step.delta.defined() ? shape_string(step.delta.shape()) : std::string("nothing"));
     check_activation(step.delta, {batch, step.delta.size(1)}, t, device, "selective state update: delta");
-    check_delta_proj(step.delta_proj, shape[1], step.delta.size(1), device);
+    check_shape(step.delta_proj, {shape[1], step.delta.size(1)}, "selective state update: delta_proj");
+    check_same_device(step.delta_proj, device, "selective state update: delta_proj");
+    const DType w = step.delta_proj.dtype();
+    MAMBA_CHECK(w == DType::f32 || w == DType::bf16 || w == DType::f16 || w == DType::f64,
+                "selective state update: delta_proj must be f32, bf16, f16 or f64, got ", dtype_name(w));
   } else {
     check_activation(step.delta, shape, t, device, "selective state update: delta");
   }
@@ -148,14 +120,11 @@ ScanOutputs selective_scan_forward(const ScanInputs& in) {
   check_scan_inputs(in);
   if (in.u.device() == Device::cuda) {
 #ifdef MAMBACPP_CUDA
-    if (in.delta_proj.defined() && !cuda::scan_fuses_delta_projection(in))
-      return cuda::selective_scan_forward(with_projected_delta(in));
     return cuda::selective_scan_forward(in);
 #else
     fail_no_cuda("selective_scan_forward");
 #endif
   }
-  if (in.delta_proj.defined()) return selective_scan_forward(with_projected_delta(in));
   if (in.u.dtype() == DType::f64) return ref::selective_scan_forward(in);
   return cpu::selective_scan_forward(in);
 }

@@ -48,13 +48,10 @@ struct ScanInputs {
   bool delta_softplus = false;
   Tensor initial_state;  // [batch, D, N] f32, optional
   Tensor lengths;        // [batch] i32, optional
-  // Optional: the delta projection W_δ [D, R], a weight (f32, bf16 or f16 with either dtype of u;
-  // f64 for the reference). When given, `delta` is the low-rank input ([batch, R] in a step,
-  // [batch, L, R] in a forward) and δ[d] = Σᵣ delta[r] · W_δ[d, r] (Mamba-1's dt_proj). The step
-  // forms it itself, accumulating in f32 (one kernel fewer per layer and decode step); so does the
-  // CUDA forward where its state-group kernel runs (bf16, N = 16, R a multiple of 16 up to 256:
-  // scan_fuses_delta_projection), keeping δ in f32; elsewhere the forward projects first, as
-  // linear_forward would, and scans that δ. Not for the backward.
+  // Decode step only, optional: the delta projection W_δ [D, R], a weight (f32, bf16 or f16 with
+  // either dtype of u; f64 for the reference). When given, `delta` is the low-rank input [batch, R]
+  // and the step forms δ[d] = Σᵣ delta[r] · W_δ[d, r] itself, accumulating in f32 (Mamba-1's
+  // dt_proj folded into the update: one kernel fewer per layer and decode step).
   Tensor delta_proj;
   // Forward only: also return ScanOutputs::chunk_states (CUDA; ignored elsewhere).
   bool keep_chunk_states = false;
@@ -105,8 +102,6 @@ Tensor selective_state_update(const ScanInputs& step, Tensor& state);
 }  // namespace cpu
 
 namespace cuda {
-// Whether selective_scan_forward forms δ from in.delta_proj inside the scan for these inputs.
-bool scan_fuses_delta_projection(const ScanInputs& in);
 ScanOutputs selective_scan_forward(const ScanInputs& in);
 ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state);
 Tensor selective_state_update(const ScanInputs& step, Tensor& state);

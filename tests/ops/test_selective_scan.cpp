@@ -14,7 +14,6 @@
 #include "core/threads.h"
 #include "io/safetensors.h"
 #include "ops/cpu/scan_simd.h"
-#include "ops/linear.h"
 #include "ops/selective_scan.h"
 
 namespace mamba::ops {
@@ -458,38 +457,6 @@ void expect_error_mentions(const std::function<void()>& call, const std::string&
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
   }
-}
-
-// A forward given the low-rank delta and delta_proj is the forward of δ = linear(delta, delta_proj)
-// (on the CPU and for the reference the dispatcher forms exactly that δ first).
-TEST(SelectiveScan, ForwardWithDeltaProjIsTheForwardOfTheProjectedDelta) {
-  const Config c{2, 9, 11, 4, true, true, true, true, true, true};
-  const int64_t rank = 5;
-  for (DType dtype : {DType::f64, DType::f32}) {  // the CPU's activations are f32
-    SCOPED_TRACE(dtype_name(dtype));
-    const DType params = dtype == DType::f64 ? DType::f64 : DType::f32;
-    ScanInputs folded = random_inputs(c, dtype, 59, params);
-    Rng rng(61);
-    folded.delta = normal_tensor(rng, {c.batch, c.length, rank}, dtype, 1.0);
-    folded.delta_proj = normal_tensor(rng, {c.dim, rank}, dtype, 0.5);
-    ScanInputs explicit_delta = folded;
-    explicit_delta.delta_proj = Tensor();
-    const Tensor low = folded.delta.view({c.batch * c.length, rank});
-    explicit_delta.delta =
-        (dtype == DType::f64 ? ref::linear_forward(low, folded.delta_proj) : linear_forward(low, folded.delta_proj))
-            .view({c.batch, c.length, c.dim});
-    const ScanOutputs a = selective_scan_forward(folded), b = selective_scan_forward(explicit_delta);
-    EXPECT_EQ(a.out.to_double_vector(), b.out.to_double_vector());
-    EXPECT_EQ(a.last_state.to_double_vector(), b.last_state.to_double_vector());
-  }
-  ScanInputs folded = random_inputs(c, DType::f32, 59);
-  folded.delta = Tensor::zeros({c.batch, c.length, rank}, DType::f32);
-  folded.delta_proj = Tensor::zeros({c.dim, rank}, DType::f32);
-  expect_error_mentions(
-      [&] {
-        selective_scan_backward(folded, Tensor::zeros({c.batch, c.length, c.dim}, DType::f32));
-      },
-      "delta_proj");
 }
 
 TEST(SelectiveScanChecks, BadInputsNameTheTensor) {

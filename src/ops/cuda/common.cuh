@@ -69,18 +69,6 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return warp_sum(v);
 }
 
-// c += A·B on the tensor cores for one m16n8k16 tile, bf16 inputs, float32 accumulation. Lane
-// (g, t) = (lane / 4, lane % 4) holds a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8,
-// 2t+9], a3 = A[g+8][2t+8, 2t+9]; b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g] (pairs along k, low
-// element in the low half); c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1].
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // Programmatic dependent launch (sm_90): a kernel started by launch_overlapping may begin while the
 // kernel before it in the stream is still running, once every block of that kernel has called
 // allow_next_kernel_launch(); its launch, and its loads of what that kernel does not write

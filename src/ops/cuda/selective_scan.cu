@@ -145,12 +145,8 @@ template <>
 struct Vector<8> {
   using type = uint2;
 };
-template <>
-struct Vector<4> {
-  using type = uint32_t;
-};
 
-// A lane's kItems consecutive elements, moved as 16-byte (or 8- or 4-byte) vectors.
+// A lane's kItems consecutive elements, moved as 16-byte (or 8-byte) vectors.
 template <typename T, int K>
 __device__ __forceinline__ void load_items(const T* src, float (&dst)[K]) {
   constexpr int kBytes = int(sizeof(T)) * K, kVec = kBytes >= 16 ? 16 : kBytes;
@@ -785,21 +781,10 @@ __device__ __forceinline__ void convert_state_rows(const GroupTile<T, kTile>& ti
   }
 }
 
-// The state-group forward with delta_proj (bf16 only): each tile's rows of the low-rank δ input are
-// copied into shared memory (one buffer of kTile × (R + kLowRowPad) bf16, refilled once the tile's
-// products have read it), and δ = low · W_δᵀ over the block's 32 channels is one m16n8k16 product
-// per warp, position half and channel quarter pair and 16 of R: warp w takes positions 16·(w & 1)
-// and channels 16·(w >> 1) of the tile, W_δ's rows read through L1.
-constexpr int kLowRowPad = 8;  // rows 16 bytes apart in the bank cycle: fragment loads conflict-free
-constexpr int kMaxProjectRank = 256;
-constexpr size_t low_tile_bytes(int rank) { return size_t(kGroupTile<__nv_bfloat16>) * (rank + kLowRowPad) * 2; }
-
 // kSummary: the summary pass of one split (end state from zero, Σδ'); else the output pass.
-// kProject: δ formed from p.delta (low-rank, [batch, L, R]) and p.delta_proj (bf16 [D, R]).
-template <typename T, bool kSummary, int kTile = kGroupTile<T>, bool kProject = false>
+template <typename T, bool kSummary, int kTile = kGroupTile<T>>
 __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p) {
   constexpr int N = 16;
-  static_assert(!kProject || (sizeof(T) == 2 && kTile == 32), "the projection is for bf16 tiles of 32");
   constexpr bool kConvert = sizeof(T) != sizeof(float);  // bf16 B and C become float32 once per tile
   static_assert(kTile % kPairRowsPerPass == 0, "phases 1 and 3 cover a tile in whole passes");
   static_assert(kLaneStateChunk % kTile == 0 && 32 % kTile == 0, "chunk states fall on tile starts");
@@ -844,86 +829,14 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
   }
 
   auto stage = [&](GroupTile<T, kTile>& tile, int t0) {
-    if (!kProject) stage_rows<kGroupThreads>(tile.delta, delta, dim, t0, L, c0, dim, p.vector_channels);
+    stage_rows<kGroupThreads>(tile.delta, delta, dim, t0, L, c0, dim, p.vector_channels);
     stage_rows<kGroupThreads>(tile.u, u, dim, t0, L, c0, dim, p.vector_channels);
     if (z) stage_rows<kGroupThreads>(tile.z, z, dim, t0, L, c0, dim, p.vector_channels);
     stage_rows<kGroupThreads>(tile.B, Bg, N, t0, L, 0, N, p.vector_states);
     if (!kSummary) stage_rows<kGroupThreads>(tile.C, Cg, N, t0, L, 0, N, p.vector_states);
     commit_async_copies();
   };
-  // kProject: the low-rank rows of the tile, and this thread's part of the product (see above).
-  extern __shared__ __align__(16) unsigned char group_low_smem[];
-  __nv_bfloat16* low_tile = reinterpret_cast<__nv_bfloat16*>(group_low_smem);
-  const int rank = p.delta_rank, low_stride = rank + kLowRowPad;
-  const __nv_bfloat16* delta_low = static_cast<const __nv_bfloat16*>(p.delta) + seq * rank;
-  auto stage_low = [&](int t0) {
-    const int vectors = rank / 8;
-    for (int e = threadIdx.x; e < kTile * vectors; e += kGroupThreads) {
-      const int tt = e / vectors, v = e % vectors;
-      const bool valid = t0 + tt < L;
-      copy_async_16(low_tile + tt * low_stride + v * 8, valid ? delta_low + int64_t(t0 + tt) * rank + v * 8 : delta_low,
-                    valid);
-    }
-    commit_async_copies();
-  };
-  const int mma_warp = threadIdx.x / 32, mma_g = threadIdx.x % 32 / 4, mma_t = threadIdx.x % 4;
-  const int mma_row = 16 * (mma_warp & 1) + mma_g, mma_ch = 16 * (mma_warp >> 1);  // + 8j + 2t below
-  float project_bias[2][2] = {};
-  if constexpr (kProject) {
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const int ch = c0 + mma_ch + 8 * j + 2 * mma_t + i;
-        project_bias[j][i] = ch < dim && p.delta_bias ? p.delta_bias[ch] : 0.0f;
-      }
-  }
-  // δ' and δ'·u of the tile into `work` from the product: a thread's accumulators are positions
-  // mma_row and mma_row + 8, channels mma_ch + 8j + 2t and the next.
-  auto project = [&](const GroupTile<T, kTile>& tile, int t0) {
-    float acc[2][4] = {};
-    const __nv_bfloat16* a_lo = low_tile + mma_row * low_stride + 2 * mma_t;
-    const __nv_bfloat16* a_hi = a_lo + 8 * low_stride;
-    const __nv_bfloat16* w_rows[2];
-    bool w_valid[2];
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int ch = c0 + mma_ch + 8 * j + mma_g;
-      w_valid[j] = ch < dim;
-      w_rows[j] = static_cast<const __nv_bfloat16*>(p.delta_proj) + int64_t(w_valid[j] ? ch : 0) * rank + 2 * mma_t;
-    }
-    for (int k0 = 0; k0 < rank; k0 += 16) {
-      const uint32_t a0 = *reinterpret_cast<const uint32_t*>(a_lo + k0);
-      const uint32_t a1 = *reinterpret_cast<const uint32_t*>(a_hi + k0);
-      const uint32_t a2 = *reinterpret_cast<const uint32_t*>(a_lo + k0 + 8);
-      const uint32_t a3 = *reinterpret_cast<const uint32_t*>(a_hi + k0 + 8);
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const uint32_t b0 = w_valid[j] ? __ldg(reinterpret_cast<const unsigned*>(w_rows[j] + k0)) : 0u;
-        const uint32_t b1 = w_valid[j] ? __ldg(reinterpret_cast<const unsigned*>(w_rows[j] + k0 + 8)) : 0u;
-        mma_bf16(acc[j], a0, a1, a2, a3, b0, b1);
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int tt = mma_row + 8 * half, ch = mma_ch + 8 * j + 2 * mma_t;
-        const bool valid = t0 + tt < bounds.valid_end;
-        float uu[2], d[2];
-        load_items<T, 2>(&tile.u[tt][ch], uu);
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          d[i] = acc[j][2 * half + i] + project_bias[j][i];
-          if (p.softplus) d[i] = group_softplus<T>(d[i]);
-          d[i] = valid ? d[i] : 0.0f;
-        }
-        *reinterpret_cast<float4*>(&work[tt][ch]) = make_float4(d[0], d[0] * uu[0], d[1], d[1] * uu[1]);
-      }
-  };
-
   stage(tiles[0], bounds.begin);
-  if constexpr (kProject) stage_low(bounds.begin);
   if (!kSummary && active) {
     // The incoming state from the summaries of the splits before this one, chained here while the
     // first tile is in flight (as chain_splits_kernel does, one launch fewer).
@@ -966,15 +879,10 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
         dst[1] = make_float4(w[2].x, w[2].y, w[3].x, w[3].y);
       }
     };
-    if constexpr (kProject) {
-      project(tile, t0);
-      __syncthreads();  // every warp has read the low-rank rows: refill them for the next tile
-      if (t0 + kTile < bounds.end) stage_low(t0 + kTile);
-    } else if (p.softplus) {
+    if (p.softplus)
       deltas(std::true_type{});
-    } else {
+    else
       deltas(std::false_type{});
-    }
     if constexpr (kConvert) convert_state_rows(tile, BC_f32, true, !kSummary);
     __syncthreads();
 
@@ -1859,14 +1767,13 @@ ScanArgs prepare(const ScanInputs& in, bool step) {
   const Shape rows = step ? Shape{p.batch, p.dim} : Shape{p.batch, p.L, p.dim};
   const Shape state_rows = step ? Shape{p.batch, p.nstate} : Shape{p.batch, p.L, p.nstate};
   check_f32(in.A, "selective_scan A", {p.dim, p.nstate});
-  if (in.delta_proj.defined()) {
+  MAMBA_CHECK(step || !in.delta_proj.defined(), "selective_scan delta_proj: for the decode step only");
+  if (step && in.delta_proj.defined()) {
     require_cuda_tensor(in.delta, "selective_scan delta");
-    MAMBA_CHECK(in.delta.ndim() == (step ? 2 : 3) && in.delta.size(-1) >= 1,
-                "selective_scan delta: with delta_proj, expected ", step ? "[batch, R]" : "[batch, L, R]", ", got ",
-                shape_string(in.delta.shape()));
-    p.delta_rank = int(in.delta.size(-1));
-    check_same(in.delta, "selective_scan delta", in.u,
-               step ? Shape{p.batch, p.delta_rank} : Shape{p.batch, p.L, p.delta_rank});
+    MAMBA_CHECK(in.delta.ndim() == 2 && in.delta.size(1) >= 1,
+                "selective_scan delta: with delta_proj, expected [batch, R], got ", shape_string(in.delta.shape()));
+    p.delta_rank = int(in.delta.size(1));
+    check_same(in.delta, "selective_scan delta", in.u, {p.batch, p.delta_rank});
     require_cuda_tensor(in.delta_proj, "selective_scan delta_proj");
     check_shape(in.delta_proj, {p.dim, p.delta_rank}, "selective_scan delta_proj");
   } else {
@@ -2080,33 +1987,13 @@ template <typename T, int kTile = kGroupTile<T>>
 void run_group_forward(ScanArgs p) {
   use_split_plan(p, plan_group_splits(p));
   const dim3 grid((p.dim + kGroupChannels - 1) / kGroupChannels, p.batch, p.splits);
-  // With delta_proj (bf16 only: scan_fuses_delta_projection) the kernels that form δ themselves,
-  // with the low-rank rows' buffer as dynamic shared memory beyond the static 44 KB.
-  auto launch = [&](auto summary, dim3 blocks) {
-    constexpr bool kSummary = decltype(summary)::value;
-    if constexpr (sizeof(T) == 2) {
-      if (p.delta_proj) {
-        auto kernel = scan_group_kernel<T, kSummary, kTile, true>;
-        const size_t bytes = low_tile_bytes(p.delta_rank);
-        static size_t allowed = 0;
-        if (bytes > allowed) {
-          check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-                     "cudaFuncSetAttribute");
-          allowed = bytes;
-        }
-        kernel<<<blocks, kGroupThreads, bytes>>>(p);
-        return;
-      }
-    }
-    scan_group_kernel<T, kSummary, kTile><<<blocks, kGroupThreads>>>(p);
-  };
   if (p.splits > 1) {
     // Summaries of every split but the last (only the last state would need that one, and the
     // output pass writes it); the output pass chains them into its incoming state.
-    launch(std::true_type{}, dim3(grid.x, grid.y, p.splits - 1));
+    scan_group_kernel<T, true, kTile><<<dim3(grid.x, grid.y, p.splits - 1), kGroupThreads>>>(p);
     check_launch("selective_scan state-group summary kernel");
   }
-  launch(std::false_type{}, grid);
+  scan_group_kernel<T, false, kTile><<<grid, kGroupThreads>>>(p);
   check_launch("selective_scan state-group forward kernel");
 }
 
@@ -2261,13 +2148,6 @@ void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const 
     return;
   }
   if (p.batch == 0 || p.dim == 0) return;
-  if (in.delta_proj.defined()) {
-    MAMBA_CHECK(cuda::scan_fuses_delta_projection(in),
-                "selective_scan (cuda): this forward cannot form δ from delta_proj itself (needs bf16 u and "
-                "delta_proj, N = 16, the state-group forward, R a multiple of 16 up to ",
-                kMaxProjectRank, "); project delta first");
-    p.delta_proj = in.delta_proj.raw();
-  }
   p.out = out.raw();
   p.last_state = last_state.data<float>();
   const bool f32 = in.u.dtype() == DType::f32;
@@ -2361,14 +2241,6 @@ void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, cons
 }  // namespace cuda_detail
 
 namespace cuda {
-
-bool scan_fuses_delta_projection(const ScanInputs& in) {
-  const Tensor& low = in.delta;
-  return in.delta_proj.defined() && in.u.dtype() == DType::bf16 && in.delta_proj.dtype() == DType::bf16 &&
-         in.A.defined() && in.A.ndim() == 2 && in.A.size(1) == 16 && forward_variant == 4 && low.defined() &&
-         low.size(-1) % 16 == 0 && low.size(-1) <= kMaxProjectRank && aligned16(low.raw()) &&
-         in.delta_proj.is_contiguous() && aligned16(in.delta_proj.raw());
-}
 
 ScanOutputs selective_scan_forward(const ScanInputs& in) {
   ScanArgs p = prepare(in, false);
