@@ -159,7 +159,8 @@ __global__ void conv_forward_kernel(ConvArgs p, T* out, float* final_state) {
 #pragma unroll
     for (int j = 0; j < kC; ++j)
       for (int k = 0; k < history; ++k)
-        final_state[(int64_t(b) * p.channels + c0 + j) * history + k] = conv_input(p, x_seq, b, len - history + k, c0 + j);
+        final_state[(int64_t(b) * p.channels + c0 + j) * history + k] =
+            conv_input(p, x_seq, b, len - history + k, c0 + j);
   }
 }
 
