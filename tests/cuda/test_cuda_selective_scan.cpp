@@ -228,6 +228,20 @@ TEST(CudaSelectiveScan, StateGroupForward) {
   check_scan({2, 70000, 24, 16}, {}, DType::f32, true, 26);
 }
 
+// The state-group kernels with the length cut into forced split counts (uneven ones too, and more
+// splits than the planner picks for these sizes): the forward's output blocks chain every earlier
+// split's summary themselves, the backward's chain runs last to first.
+TEST(CudaSelectiveScan, StateGroupForcedSplitCounts) {
+  SKIP_WITHOUT_GPU();
+  for (auto [forward, backward] : {std::pair{3, 7}, {5, 2}, {9, 33}}) {
+    SCOPED_TRACE("forward splits " + std::to_string(forward) + ", backward splits " + std::to_string(backward));
+    ops::cuda_detail::set_selective_scan_splits(forward, backward);
+    check_scan({2, 2400, 40, 16}, {}, DType::bf16, true, 600 + forward);
+    check_scan({1, 2300, 9, 16}, {}, DType::f32, true, 700 + forward);
+  }
+  ops::cuda_detail::set_selective_scan_splits(0, 0);
+}
+
 // The lane-scan backward on the bf16 N = 16 inputs whose default is the state-group backward (it
 // ignores their chunk states, kept every 32 positions, and recomputes its own every 256).
 TEST(CudaSelectiveScan, LaneScanBackwardForBf16) {
