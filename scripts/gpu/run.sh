@@ -277,7 +277,7 @@ run_decode_profile() {
   echo "== decode profile"
   g++ $cxx_flags scripts/gpu/decode_profile.cpp -o "$build/decode_profile" $libs
   for row in "130m 1" "130m 16" "1.4b 1" "1.4b 16"; do "$build/decode_profile" $row; done
-  for row in "130m 1" "1.4b 16"; do
+  for row in "130m 1" "130m 16" "1.4b 16"; do
     local name=${row// /_}
     ncu --profile-from-start off --graph-profiling node --cache-control none --clock-control none \
       --metrics gpu__time_duration.sum --csv "$build/decode_profile" $row >"$out/ncu_$name.csv" 2>"$out/ncu_$name.log" ||
