@@ -285,8 +285,9 @@ void launch(const DecodeMatvecArgs& p, int slices_per_split) {
   const int tiles = (p.n + 8 * kGroups - 1) / (8 * kGroups);
   // Two blocks fit on an SM (128 registers per thread); more tiles are walked by the same blocks,
   // which then stage (and normalise) x once for all of them. Every block reads all rows of x from
-  // L2, so with more than 4 rows one block per SM keeps that traffic below the weight's.
-  const int cap = (p.rows > 4 ? 1 : 2) * multiprocessor_count();
+  // L2, which at 16 rows is more traffic than the weight's, yet two blocks per SM still beat one
+  // there (130m batch 16: 0.89 → 0.84 ms per step, docs/perf/cuda_model.md, m27).
+  const int cap = 2 * multiprocessor_count();
   launch_overlapping("decode mat-vec", decode_matvec_kernel<kGroups>, dim3(unsigned(std::min(tiles, cap))),
                      dim3(kThreads), bytes, p, slices_per_split);
 }
@@ -303,7 +304,7 @@ bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const
   }();
   // The pre-norm's chunk sums (a row's chunks are 256 positions) fit where the partial sums go.
   const bool chunk_sums_fit = rows * ((k + 255) / 256) <= kWarps * 32 * 4;
-  return rows >= 1 && rows <= kDecodeMaxRows && (rows <= 4 || n * k <= kDecodeLargeWeight) && k > 0 && k % 8 == 0 &&
+  return rows >= 1 && rows <= kDecodeMaxRows && (rows <= 4 || (n * k <= kDecodeLargeWeight && k <= kDecodeLongestRowAbove4)) && k > 0 && k % 8 == 0 &&
          n <= INT32_MAX / 2 && chunk_sums_fit && aligned16(x) && aligned16(weight) && shared_bytes(rows, k) <= limit;
 }
 

@@ -43,10 +43,13 @@ struct DecodeMatvecArgs {
 
 // Whether decode_matvec takes a product of these sizes (rows ≤ 16, k a multiple of 8, x and W
 // 16-byte aligned, the staged rows fitting in shared memory) and is the faster path for it: above
-// 4 rows only for weights of at most kDecodeLargeWeight elements. Each block then stages all rows
-// and walks its column tiles about one round trip at a time, and for the larger products of the
-// 1.4b shape at batch 16 cuBLASLt was faster (docs/perf/cuda_model.md, m9).
+// 4 rows only for weights of at most kDecodeLargeWeight elements and rows of at most
+// kDecodeLongestRowAbove4 positions. Each block then stages all rows and walks its column tiles
+// about one round trip at a time: for the larger products of the 1.4b shape at batch 16 cuBLASLt
+// was faster (docs/perf/cuda_model.md, m9), and so for its x_proj (k 4096, 20 blocks each staging
+// 128 KB of x: m27).
 constexpr int64_t kDecodeLargeWeight = int64_t(4) << 20;
+constexpr int64_t kDecodeLongestRowAbove4 = 2048;
 bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const void* weight);
 void decode_matvec(const DecodeMatvecArgs& args);
 
