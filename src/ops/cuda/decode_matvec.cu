@@ -304,7 +304,8 @@ bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const
   }();
   // The pre-norm's chunk sums (a row's chunks are 256 positions) fit where the partial sums go.
   const bool chunk_sums_fit = rows * ((k + 255) / 256) <= kWarps * 32 * 4;
-  return rows >= 1 && rows <= kDecodeMaxRows && (rows <= 4 || (n * k <= kDecodeLargeWeight && k <= kDecodeLongestRowAbove4)) && k > 0 && k % 8 == 0 &&
+  return rows >= 1 && rows <= kDecodeMaxRows &&
+         (rows <= 4 || (n * k <= kDecodeLargeWeight && k <= kDecodeLongestRowAbove4)) && k > 0 && k % 8 == 0 &&
          n <= INT32_MAX / 2 && chunk_sums_fit && aligned16(x) && aligned16(weight) && shared_bytes(rows, k) <= limit;
 }
 
