@@ -286,7 +286,7 @@ void launch(const DecodeMatvecArgs& p, int slices_per_split) {
   // Two blocks fit on an SM (128 registers per thread); more tiles are walked by the same blocks,
   // which then stage (and normalise) x once for all of them. Every block reads all rows of x from
   // L2, which at 16 rows is more traffic than the weight's, yet two blocks per SM still beat one
-  // there (130m batch 16: 0.89 → 0.84 ms per step, docs/perf/cuda_model.md, m27).
+  // there (130m batch 16: 0.90 → 0.86 ms per step, docs/perf/cuda_model.md, m27).
   const int cap = 2 * multiprocessor_count();
   launch_overlapping("decode mat-vec", decode_matvec_kernel<kGroups>, dim3(unsigned(std::min(tiles, cap))),
                      dim3(kThreads), bytes, p, slices_per_split);
