@@ -20,7 +20,7 @@ namespace {
 struct BenchArgs {
   CommonOptions common;
   std::string model_dir, shape;
-  int64_t batch = 1, prompt_tokens = 512, gen_tokens = 128, reps = 5, chunk = 2048;
+  int64_t batch = 1, prompt_tokens = 512, gen_tokens = 128, reps = 5, chunk = 2048, warmup = 2;
   uint64_t seed = 1;
   bool json = false;
   bool no_graph = false;
@@ -81,6 +81,7 @@ void run_bench(const BenchArgs& args) {
   MAMBA_CHECK(args.prompt_tokens >= 1, "-p: expected a prompt length ≥ 1, got ", args.prompt_tokens);
   MAMBA_CHECK(args.gen_tokens >= 0, "-g: expected a token count ≥ 0, got ", args.gen_tokens);
   MAMBA_CHECK(args.reps >= 1, "--reps: expected ≥ 1, got ", args.reps);
+  MAMBA_CHECK(args.warmup >= 0, "--warmup: expected ≥ 0, got ", args.warmup);
   MAMBA_CHECK(args.batch >= 1, "--batch: expected ≥ 1, got ", args.batch);
   MAMBA_CHECK(args.chunk >= 1, "--chunk: expected a chunk length ≥ 1, got ", args.chunk);
   model::LoadOptions options = load_options(args.common);
@@ -92,7 +93,7 @@ void run_bench(const BenchArgs& args) {
     if (!options.keep_stored_dtype) model->convert_weight_matrices(options.weight_dtype);
   }
   model->lay_out_for_decode();
-  model->set_step_recording(!args.no_graph);
+  model->set_inference_recording(!args.no_graph);
   const int64_t vocab = model->config().vocab_size;
   Rng rng(args.seed);
   const int64_t batch = args.batch;
@@ -109,6 +110,17 @@ void run_bench(const BenchArgs& args) {
       measure_floor ? decode_weights(*model) : std::vector<std::span<const std::byte>>{};
   int64_t weight_bytes = 0;
   for (const auto& w : weights) weight_bytes += int64_t(w.size());
+  // Untimed prefills of the prompt's first chunk before the repetitions, as llama-bench warms up:
+  // they fill the caches and, on CUDA, record the chunk's graph (at the second of its shape), so
+  // the repetitions time what a program that prefills many prompts sees.
+  const int64_t warm_width = std::min(args.prompt_tokens, args.chunk);
+  Tensor warm_prompt = Tensor::empty({batch, warm_width}, DType::i32);
+  for (int64_t b = 0; b < batch; ++b)
+    std::copy_n(prompt.data<int32_t>() + b * args.prompt_tokens, warm_width, warm_prompt.data<int32_t>() + b * warm_width);
+  for (int64_t w = 0; w < args.warmup; ++w) {
+    model::InferenceState state = model->new_state(batch);
+    on_host(ops::argmax_rows(model->prefill(state, warm_prompt, {}, args.chunk), vocab));
+  }
   for (int64_t rep = 0; rep < args.reps; ++rep) {
     model::InferenceState state = model->new_state(batch);
     state_bytes = state.bytes() / batch;
@@ -143,6 +155,7 @@ void run_bench(const BenchArgs& args) {
                         {"prompt_tokens", args.prompt_tokens},
                         {"gen_tokens", args.gen_tokens},
                         {"reps", args.reps},
+                        {"warmup_prefills", args.warmup},
                         {"prefill_tok_s", pp.median},
                         {"prefill_tok_s_min", pp.min},
                         {"prefill_tok_s_max", pp.max},
@@ -188,10 +201,14 @@ CommandRegistration registration(80, [](CLI::App& app) {
   cmd->add_option("-p", args->prompt_tokens, "Prompt tokens (only the last position's logits are computed)");
   cmd->add_option("-g", args->gen_tokens, "Decode steps");
   cmd->add_option("--reps", args->reps, "Repetitions (medians are reported)");
+  cmd->add_option("--warmup", args->warmup,
+                  "Untimed prefills of the prompt's first chunk before the repetitions (default 2: on CUDA the "
+                  "second records the chunk's graph)");
   cmd->add_option("--chunk", args->chunk, "Prefill chunk length");
   cmd->add_option("--seed", args->seed, "Seed of the random model and prompt");
   cmd->add_flag("--json", args->json, "Print one JSON object");
-  cmd->add_flag("--no-graph", args->no_graph, "CUDA: run every decode step eagerly instead of replaying a CUDA graph");
+  cmd->add_flag("--no-graph", args->no_graph,
+                "CUDA: run every prefill chunk and decode step eagerly instead of replaying CUDA graphs");
   add_common_options(*cmd, args->common);
   cmd->callback([args] { run_bench(*args); });
 });

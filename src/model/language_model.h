@@ -36,6 +36,7 @@ struct LoadOptions {
 // Recurrent state of a batch of sequences: per Mamba-1 layer conv [batch, D, K−1] and SSM
 // [batch, D, N], both f32. Its size does not depend on how many tokens were consumed.
 struct StepRecording;
+struct PrefillRecording;
 struct TrainingRecording;
 struct InferenceState {
   int64_t batch = 0;
@@ -103,11 +104,14 @@ class LanguageModel {
   // `chunk` positions that carry the state, and returns the logits [batch, V] at each
   // sequence's last position. step consumes one token per sequence, ids [batch].
   InferenceState new_state(int64_t batch) const;
+  // On CUDA a full chunk without `lengths` is recorded as a CUDA graph the second time its shape
+  // [batch, chunk] comes (from any state) and replayed after, until another shape comes.
   Tensor prefill(InferenceState& state, const Tensor& ids, const Tensor& lengths = {}, int64_t chunk = 2048);
-  // On CUDA the step is recorded as a CUDA graph at the second call for a state and replayed after
-  // (set_step_recording(false) keeps every step eager, e.g. to measure what the graph saves).
+  // On CUDA the step is recorded as a CUDA graph at the second call for a state and replayed after.
   Tensor step(InferenceState& state, const Tensor& ids);
-  void set_step_recording(bool on) { record_steps_ = on; }
+  // set_inference_recording(false) runs every prefill chunk and step eagerly (e.g. to measure what
+  // the graphs save).
+  void set_inference_recording(bool on) { record_inference_ = on; }
 
  public:
   struct Impl;  // layers bound to the parameters; defined in the .cpp
@@ -120,10 +124,13 @@ class LanguageModel {
   std::shared_ptr<Impl> impl_;
   Tensor grad_buffer_;            // every Parameter::grad is a view of it, so zero_grad is one fill
   uint64_t weights_version_ = 0;  // bumped by parameters_changed: recorded steps read the old weights
-  bool record_steps_ = true;
+  bool record_inference_ = true;
   bool record_training_ = true;
+  std::shared_ptr<PrefillRecording> prefill_recording_;
   std::shared_ptr<TrainingRecording> training_recording_;
   Tensor step_eager(InferenceState& state, const Tensor& ids, bool ids_checked);
+  // One full prefill chunk (ids checked, on the host) through the recorded graph of its shape.
+  void recorded_prefill_chunk(InferenceState& state, const Tensor& host_ids, Tensor& h, Tensor& residual);
   // ids and targets on this model's device; `checked`: their values were checked on the host.
   LossResult queue_forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad, bool checked);
   LossResult recorded_forward_backward(const Tensor& host_ids, const Tensor& host_targets);

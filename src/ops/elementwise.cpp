@@ -1,5 +1,7 @@
 #include "ops/elementwise.h"
 
+#include <string>
+
 #include "ops/dispatch.h"
 
 namespace mamba::ops {
@@ -62,6 +64,21 @@ Tensor concat_columns(const std::vector<Tensor>& parts) {
   for (size_t i = 1; i < parts.size(); ++i)
     check_device(parts[i], parts[0].device(), ("concat_columns part " + std::to_string(i)).c_str());
   MAMBA_OPS_DISPATCH(parts[0].device(), "concat_columns", concat_columns(parts));
+}
+
+void copy_all_(const std::vector<Tensor>& dst, const std::vector<Tensor>& src) {
+  MAMBA_CHECK(dst.size() == src.size(), "copy_all_: ", dst.size(), " destinations for ", src.size(), " sources");
+  if (dst.empty()) return;
+  for (size_t i = 0; i < dst.size(); ++i) {
+    const std::string what = "copy_all_ pair " + std::to_string(i);
+    MAMBA_CHECK(dst[i].defined() && src[i].defined(), what, ": a tensor is missing");
+    MAMBA_CHECK(dst[i].is_contiguous() && src[i].is_contiguous(), what, ": tensors must be contiguous");
+    check_shape(src[i], dst[i].shape(), (what + " source").c_str());
+    check_dtype(src[i], dst[i].dtype(), (what + " source").c_str());
+    check_device(dst[i], dst[0].device(), (what + " destination").c_str());
+    check_device(src[i], dst[0].device(), (what + " source").c_str());
+  }
+  MAMBA_OPS_DISPATCH(dst[0].device(), "copy_all_", copy_all_(dst, src));
 }
 
 }  // namespace mamba::ops

@@ -73,7 +73,7 @@ TEST(CudaModel, RecordedStepsEqualEagerSteps) {
   SKIP_WITHOUT_GPU();
   auto recorded = LanguageModel::initialize(small_config(), 7, Device::cuda);
   auto eager = LanguageModel::initialize(small_config(), 7, Device::cuda);
-  eager->set_step_recording(false);
+  eager->set_inference_recording(false);
   Tensor prompt = random_ids(2, 9, 203, 15);
   InferenceState a = recorded->new_state(2), b = eager->new_state(2);
   recorded->prefill(a, prompt);
@@ -87,6 +87,66 @@ TEST(CudaModel, RecordedStepsEqualEagerSteps) {
     Tensor next = random_ids(1, 2, 203, 200 + uint64_t(step)).view({2});
     ASSERT_EQ(relative_error(recorded->step(a, next), eager->step(b, next)), 0.0) << "step " << step;
   }
+}
+
+// Equal element for element (NaN equals nothing).
+bool identical(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.to(Device::cpu).to_double_vector() == b.to(Device::cpu).to_double_vector();
+}
+
+void expect_same_states(const InferenceState& a, const InferenceState& b, const std::string& when) {
+  for (size_t i = 0; i < a.conv.size(); ++i) {
+    EXPECT_TRUE(identical(a.conv[i], b.conv[i])) << when << ", conv state " << i;
+    EXPECT_TRUE(identical(a.ssm[i], b.ssm[i])) << when << ", ssm state " << i;
+  }
+}
+
+// Recorded prefill chunks give exactly what eager ones give: from fresh states and from states
+// that went on decoding, when the recording is made (the second full chunk of a shape) and
+// replayed, with the scan's length split (chunks of 1024 at batch 1 over 96 channels), around
+// chunks of other shapes, and after the weights change (f32 and bf16 weights).
+void expect_recorded_prefill_equals_eager(DType weights) {
+  auto recorded = LanguageModel::initialize(small_config(), 8, Device::cuda);
+  auto eager = LanguageModel::initialize(small_config(), 8, Device::cuda);
+  for (LanguageModel* m : {recorded.get(), eager.get()}) m->convert_weight_matrices(weights);
+  eager->set_inference_recording(false);
+  struct Case {
+    int64_t batch, length, chunk;
+    bool new_state;
+  };
+  // Chunks: 1024 ×3 + 70 (eager, recorded, replayed, another shape), then replays from a state
+  // that decoded; batch 3 with chunks of 16 (its own recording, from eager to replays).
+  const Case cases[] = {{1, 3142, 1024, true}, {1, 2100, 1024, false}, {3, 50, 16, true}, {3, 64, 16, false}};
+  InferenceState a, b;
+  uint64_t seed = 40;
+  for (const Case& c : cases) {
+    if (c.new_state) a = recorded->new_state(c.batch), b = eager->new_state(c.batch);
+    const std::string when = std::string(dtype_name(weights)) + " prefill of " + std::to_string(c.batch) + " x " +
+                             std::to_string(c.length);
+    Tensor prompt = random_ids(c.batch, c.length, 203, ++seed);
+    ASSERT_TRUE(identical(recorded->prefill(a, prompt, {}, c.chunk), eager->prefill(b, prompt, {}, c.chunk))) << when;
+    expect_same_states(a, b, when);
+    for (int step = 0; step < 3; ++step) {
+      Tensor next = random_ids(1, c.batch, 203, ++seed).view({c.batch});
+      ASSERT_TRUE(identical(recorded->step(a, next), eager->step(b, next))) << when << ", step " << step;
+    }
+  }
+  for (LanguageModel* m : {recorded.get(), eager.get()}) {
+    m->parameter("backbone.layers.0.mixer.in_proj.weight").value.zero_();
+    m->parameters_changed();
+  }
+  for (int round = 0; round < 3; ++round) {
+    Tensor prompt = random_ids(3, 32, 203, ++seed);
+    ASSERT_TRUE(identical(recorded->prefill(a, prompt, {}, 16), eager->prefill(b, prompt, {}, 16)))
+        << "changed weights, round " << round;
+    expect_same_states(a, b, "changed weights");
+  }
+}
+
+TEST(CudaModel, RecordedPrefillEqualsEagerPrefill) {
+  SKIP_WITHOUT_GPU();
+  expect_recorded_prefill_equals_eager(DType::f32);
+  expect_recorded_prefill_equals_eager(DType::bf16);
 }
 
 // One forward+backward of the same batch on both models: loss and every gradient within tolerance.

@@ -57,6 +57,10 @@ void add_product_(Tensor& a, const Tensor& b, const Tensor& c) {
   });
 }
 
+void copy_all_(const std::vector<Tensor>& dst, const std::vector<Tensor>& src) {
+  for (size_t i = 0; i < dst.size(); ++i) Tensor(dst[i]).copy_from(src[i]);  // a handle on the same buffer
+}
+
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& widths) {
   MAMBA_CHECK(x.defined() && x.ndim() >= 1, "split_columns: input must have at least one dimension");
   const int64_t total = x.size(-1);

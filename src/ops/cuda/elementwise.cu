@@ -44,24 +44,23 @@ struct ColumnBlock {
 };
 
 // Up to kMaxColumnBlocks blocks of the same rows in one launch (x_proj's split into δ, B and C is
-// one kernel, not three: each launch costs more than its copy in a prefill), in units U.
-constexpr int kMaxColumnBlocks = 4;
+// one kernel, not three; a prefill's states are copied in one: each launch costs more than its
+// copy), in units U.
+constexpr int kMaxColumnBlocks = 64;
 template <typename U>
 struct ColumnBlocks {
   U* dst[kMaxColumnBlocks];
   const U* src[kMaxColumnBlocks];
   int64_t dst_pitch[kMaxColumnBlocks], src_pitch[kMaxColumnBlocks], width[kMaxColumnBlocks];
-  int count;
 };
 
-// Unit i of the launch belongs to block k where the rows · widths of the blocks before it end.
+// Block k of the launch is copied by the grid's row k (blockIdx.y).
 template <typename U>
-__global__ void copy_columns_kernel(ColumnBlocks<U> blocks, int64_t rows, int64_t units) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < units; i += int64_t(gridDim.x) * blockDim.x) {
-    int k = 0;
-    int64_t j = i;
-    while (k + 1 < blocks.count && j >= rows * blocks.width[k]) j -= rows * blocks.width[k++];
-    const int64_t r = j / blocks.width[k], c = j - r * blocks.width[k];
+__global__ void copy_columns_kernel(ColumnBlocks<U> blocks, int64_t rows) {
+  const int k = blockIdx.y;
+  const int64_t width = blocks.width[k], units = rows * width;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < units; j += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = j / width, c = j - r * width;
     blocks.dst[k][r * blocks.dst_pitch[k] + c] = blocks.src[k][r * blocks.src_pitch[k] + c];
   }
 }
@@ -90,8 +89,7 @@ void copy_columns(std::vector<ColumnBlock> blocks, int64_t rows, size_t elem) {
       using U = decltype(unit_type);
       const int64_t per_unit = int64_t(sizeof(U) / elem);  // elements per unit
       ColumnBlocks<U> typed{};
-      typed.count = int(count);
-      int64_t units = 0;
+      int64_t widest = 0;
       for (size_t k = 0; k < count; ++k) {
         const ColumnBlock& b = blocks[first + k];
         typed.dst[k] = static_cast<U*>(b.dst);
@@ -99,9 +97,9 @@ void copy_columns(std::vector<ColumnBlock> blocks, int64_t rows, size_t elem) {
         typed.dst_pitch[k] = b.dst_pitch / per_unit;
         typed.src_pitch[k] = b.src_pitch / per_unit;
         typed.width[k] = b.width / per_unit;
-        units += rows * typed.width[k];
+        widest = std::max(widest, typed.width[k]);
       }
-      copy_columns_kernel<<<grid_for(units), 256>>>(typed, rows, units);
+      copy_columns_kernel<<<dim3(grid_for(rows * widest), unsigned(count)), 256>>>(typed, rows);
     };
     switch (unit) {
       case 16:
@@ -183,6 +181,18 @@ std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& w
   }
   copy_columns(std::move(blocks), rows, elem);
   return parts;
+}
+
+void copy_all_(const std::vector<Tensor>& dst, const std::vector<Tensor>& src) {
+  // Each pair as one row as long as the tensor.
+  std::vector<ColumnBlock> blocks;
+  const size_t elem = dst.empty() ? 0 : dtype_size(dst[0].dtype());
+  for (size_t i = 0; i < dst.size(); ++i) {
+    MAMBA_CHECK(dtype_size(dst[i].dtype()) == elem, "copy_all_: pair ", i, " has ", dtype_size(dst[i].dtype()),
+                "-byte elements, pair 0 ", elem, "-byte ones");
+    blocks.push_back({dst[i].raw(), dst[i].numel(), src[i].raw(), src[i].numel(), dst[i].numel()});
+  }
+  copy_columns(std::move(blocks), 1, elem);
 }
 
 Tensor concat_columns(const std::vector<Tensor>& parts) {

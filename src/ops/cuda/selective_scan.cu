@@ -1913,20 +1913,10 @@ size_t split_scratch_floats(const ScanArgs& p, const SplitPlan& plan) {
   return plan.splits > 1 ? size_t(p.batch) * plan.splits * p.dim * (1 + 2 * size_t(p.nstate)) : 0;
 }
 
-// Device scratch kept for the life of the process and grown on demand, so repeated calls do not
-// allocate (cudaFree waits for the whole device). The ops run from one host thread at a time.
-float* scratch(size_t floats) {
-  static float* buffer = nullptr;
-  static size_t capacity = 0;
-  if (floats > capacity) {
-    if (buffer) check_cuda(cudaFree(buffer), "cudaFree (selective_scan scratch)");
-    buffer = nullptr;
-    capacity = 0;
-    check_cuda(cudaMalloc(&buffer, floats * sizeof(float)), "cudaMalloc (selective_scan scratch)");
-    capacity = floats;
-  }
-  return buffer;
-}
+// Device scratch for one call, from the block cache (no cudaMalloc or cudaFree per call). A block
+// per call, not one buffer grown for the process: a recorded CUDA graph keeps the blocks it used,
+// where a shared buffer grown by a later call would leave the graph writing freed memory.
+Tensor scratch(size_t floats) { return Tensor::empty({int64_t(floats)}, DType::f32, Device::cuda); }
 
 // The incoming state of every split (p.split_init, which may be p.split_state itself) from the
 // summary and chain kernels.
@@ -1974,20 +1964,22 @@ void set_split_buffers(ScanArgs& p, float* scratch) {
   p.split_delta_sum = scratch + 2 * rows * p.nstate;
 }
 
-// Records the plan in p and, for a split length, points p's split buffers into the scratch.
-void use_split_plan(ScanArgs& p, const SplitPlan& plan) {
+// Records the plan in p and, for a split length, points p's split buffers into a scratch block,
+// returned: the caller holds it until its kernels are queued.
+[[nodiscard]] Tensor use_split_plan(ScanArgs& p, const SplitPlan& plan) {
   p.splits = plan.splits;
   p.split_len = plan.split_len;
-  if (p.splits == 1) return;
-  float* split_scratch = scratch(split_scratch_floats(p, plan));
-  set_split_buffers(p, split_scratch);
+  if (p.splits == 1) return {};
+  Tensor split_scratch = scratch(split_scratch_floats(p, plan));
+  set_split_buffers(p, split_scratch.data<float>());
+  return split_scratch;
 }
 
 // The state-group forward (N = 16); a split length first gets its splits' incoming states from the
 // same kernel's summary mode and the chain kernel.
 template <typename T, int kTile = kGroupTile<T>>
 void run_group_forward(ScanArgs p) {
-  use_split_plan(p, plan_group_splits(p));
+  const Tensor split_scratch = use_split_plan(p, plan_group_splits(p));
   const dim3 grid((p.dim + kGroupChannels - 1) / kGroupChannels, p.batch, p.splits);
   if (p.splits > 1) {
     // Summaries of every split but the last (only the last state would need that one, and the
@@ -2003,7 +1995,7 @@ void run_group_forward(ScanArgs p) {
 template <typename T, int kItems, int kFixedN, int kMinBlocks>
 void run_output_pass(ScanArgs p) {
   const SplitPlan plan = plan_splits(p, Tile<kItems>::len, resident_blocks<T, kItems, kFixedN, kMinBlocks>(p.nstate));
-  use_split_plan(p, plan);
+  const Tensor split_scratch = use_split_plan(p, plan);
   if (p.splits > 1) run_split_states<T>(p);
   const size_t bytes = forward_smem_bytes<kItems>(p.nstate, sizeof(T));
   // Prefetching for bf16 only: float32 shares take twice the registers and spill.
@@ -2040,9 +2032,10 @@ void run_output_variant(const ScanArgs& p) {
 // groups for bf16 with N = 16 (others always run 0).
 int backward_variant = kDefaultScanBackwardVariant;
 
-// Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place).
+// Leaves p.dB / p.dC pointing at the float32 sums (scratch unless dBC_in_place); returns the
+// scratch block, which the caller holds while it reads them.
 template <typename T>
-void run_backward(ScanArgs& p, bool dBC_in_place) {
+[[nodiscard]] Tensor run_backward(ScanArgs& p, bool dBC_in_place) {
   const bool groups = p.state_stride == kGroupBackTile && backward_variant == 1;
   // The lane scans restart every kLaneStateChunk positions: states kept at another stride are not
   // theirs, and they recompute their own.
@@ -2073,7 +2066,8 @@ void run_backward(ScanArgs& p, bool dBC_in_place) {
   const size_t bc = dBC_in_place ? 0 : round4(size_t(p.batch) * p.L * p.nstate);
   const SplitPlan plan = groups ? plan_group_backward_splits(p) : SplitPlan{1, p.L};
   const size_t split_floats = split_scratch_floats(p, plan);
-  float* buffer = scratch(states + delta_sums + 2 * bc + split_floats);
+  const Tensor scratch_block = scratch(states + delta_sums + 2 * bc + split_floats);
+  float* buffer = scratch_block.data<float>();
   p.splits = plan.splits;
   p.split_len = plan.split_len;
   if (plan.splits > 1) set_split_buffers(p, buffer + states + delta_sums + 2 * bc);
@@ -2098,7 +2092,7 @@ void run_backward(ScanArgs& p, bool dBC_in_place) {
     allow_shared_memory(scan_group_backward_kernel<false>, bytes, p.nstate);
     scan_group_backward_kernel<false><<<grid, kGroupThreads, bytes>>>(p);
     check_launch("selective_scan state-group backward kernel");
-    return;
+    return scratch_block;
   }
   if (lane_states_pass) {
     // Every chunk is a split; its end state from zero is chained, in place, into the state before it.
@@ -2115,6 +2109,7 @@ void run_backward(ScanArgs& p, bool dBC_in_place) {
   allow_shared_memory(kernel, bytes, p.nstate);
   kernel<<<dim3((p.dim + kWarps - 1) / kWarps, p.batch), kThreads, bytes>>>(p);
   check_launch("selective_scan backward kernel");
+  return scratch_block;
 }
 
 // ScanOutputs::chunk_states (ops/selective_scan.h).
@@ -2230,10 +2225,10 @@ void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, cons
     // dB and dC are sums over channels, accumulated with float32 atomics straight into the outputs.
     p.dB = g.dB.data<float>();
     p.dC = g.dC.data<float>();
-    run_backward<float>(p, true);
+    const Tensor scratch_block = run_backward<float>(p, true);
     return;
   }
-  run_backward<__nv_bfloat16>(p, false);
+  const Tensor scratch_block = run_backward<__nv_bfloat16>(p, false);
   const int64_t n = g.dB.numel();
   narrow_pairs_kernel<<<blocks_for(n, 256), 256>>>(p.dB, p.dC, static_cast<__nv_bfloat16*>(g.dB.raw()),
                                                    static_cast<__nv_bfloat16*>(g.dC.raw()), n);
