@@ -6,8 +6,8 @@
 // neighbouring channels, so every load is coalesced across it. The backward forms
 // dpre = dout·SiLU'(pre) as it goes, emits dx K−1 positions behind, and sums the weight and bias
 // gradients over its segment before one atomic per weight. No integer division per element.
-// Loads are issued kLoadBatch (forward: kForwardLoadBatch) positions at a time, before any of them
-// is used, so each thread has several in flight.
+// Loads are issued kLoadBatch positions at a time, before any of them is used, so each thread has
+// several in flight.
 #include <type_traits>
 
 #include "ops/causal_conv1d.h"
@@ -52,10 +52,6 @@ __device__ __forceinline__ float pre_activation(const ConvArgs& p, const T* x_se
 constexpr int kSegment = 64;  // positions per thread
 constexpr int kBlockChannels = 128;
 constexpr int kLoadBatch = 8;  // positions whose loads are in flight together
-// The forward's batches are longer: its threads are few where the batch is (one sequence of 2048
-// positions over 4096 channels: 512 threads an SM, 8 batches a segment each waiting a memory
-// latency), and it holds no dout.
-constexpr int kForwardLoadBatch = 16;
 
 // The segment kernels take the kernel width K as a compile-time constant when it is Mamba's 4
 // (kFixedWidth = 4; 0: K from the arguments, registers for kMaxWidth taps). Then the per-tap
@@ -126,10 +122,10 @@ __global__ void conv_forward_kernel(ConvArgs p, T* out, float* final_state) {
     }
     bias[j] = p.bias ? p.bias[c0 + j] : 0.0f;
   }
-  for (int batch0 = t0; batch0 < t1; batch0 += kForwardLoadBatch) {
-    float xs[kForwardLoadBatch][kC];
+  for (int batch0 = t0; batch0 < t1; batch0 += kLoadBatch) {
+    float xs[kLoadBatch][kC];
 #pragma unroll
-    for (int i = 0; i < kForwardLoadBatch; ++i) {
+    for (int i = 0; i < kLoadBatch; ++i) {
       if (batch0 + i < t1) {
         load_channels<T, kC>(x_seq + int64_t(batch0 + i) * p.channels + c0, xs[i]);
       } else {
@@ -138,7 +134,7 @@ __global__ void conv_forward_kernel(ConvArgs p, T* out, float* final_state) {
       }
     }
 #pragma unroll
-    for (int i = 0; i < kForwardLoadBatch; ++i) {
+    for (int i = 0; i < kLoadBatch; ++i) {
       const int t = batch0 + i;
       float v[kC];
 #pragma unroll
