@@ -116,7 +116,8 @@ void run_bench(const BenchArgs& args) {
   const int64_t warm_width = std::min(args.prompt_tokens, args.chunk);
   Tensor warm_prompt = Tensor::empty({batch, warm_width}, DType::i32);
   for (int64_t b = 0; b < batch; ++b)
-    std::copy_n(prompt.data<int32_t>() + b * args.prompt_tokens, warm_width, warm_prompt.data<int32_t>() + b * warm_width);
+    std::copy_n(prompt.data<int32_t>() + b * args.prompt_tokens, warm_width,
+                warm_prompt.data<int32_t>() + b * warm_width);
   for (int64_t w = 0; w < args.warmup; ++w) {
     model::InferenceState state = model->new_state(batch);
     on_host(ops::argmax_rows(model->prefill(state, warm_prompt, {}, args.chunk), vocab));

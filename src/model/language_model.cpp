@@ -525,8 +525,7 @@ struct PrefillRecording {
   std::unique_ptr<RecordedWork> work;
 };
 
-void LanguageModel::recorded_prefill_chunk(InferenceState& state, const Tensor& host_ids, Tensor& h,
-                                           Tensor& residual) {
+void LanguageModel::recorded_prefill_chunk(InferenceState& state, const Tensor& host_ids, Tensor& h, Tensor& residual) {
   const int64_t batch = host_ids.size(0), width = host_ids.size(1);
   std::shared_ptr<PrefillRecording>& rec = prefill_recording_;
   if (!rec || rec->batch != batch || rec->width != width || rec->weights_version != weights_version_) {

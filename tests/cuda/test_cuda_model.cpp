@@ -121,8 +121,8 @@ void expect_recorded_prefill_equals_eager(DType weights) {
   uint64_t seed = 40;
   for (const Case& c : cases) {
     if (c.new_state) a = recorded->new_state(c.batch), b = eager->new_state(c.batch);
-    const std::string when = std::string(dtype_name(weights)) + " prefill of " + std::to_string(c.batch) + " x " +
-                             std::to_string(c.length);
+    const std::string when =
+        std::string(dtype_name(weights)) + " prefill of " + std::to_string(c.batch) + " x " + std::to_string(c.length);
     Tensor prompt = random_ids(c.batch, c.length, 203, ++seed);
     ASSERT_TRUE(identical(recorded->prefill(a, prompt, {}, c.chunk), eager->prefill(b, prompt, {}, c.chunk))) << when;
     expect_same_states(a, b, when);
