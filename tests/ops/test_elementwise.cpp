@@ -74,6 +74,17 @@ TEST(OpsElementwise, BadWidthsAndPartsAreErrors) {
   EXPECT_ERROR_MENTIONS(concat_columns({x, random_tensor({4, 2}, DType::bf16, rng)}), "dtype bf16");
 }
 
+TEST(OpsElementwise, CopyAllCopiesEveryPairAndNamesABadOne) {
+  Rng rng(64);
+  std::vector<Tensor> src = {random_tensor({3, 5, 2}, DType::f32, rng), random_tensor({7}, DType::f32, rng)};
+  std::vector<Tensor> dst = {Tensor::zeros({3, 5, 2}, DType::f32), Tensor::zeros({7}, DType::f32)};
+  copy_all_(dst, src);
+  for (size_t i = 0; i < src.size(); ++i) EXPECT_EQ(dst[i].to_double_vector(), src[i].to_double_vector()) << i;
+  EXPECT_ERROR_MENTIONS(copy_all_(dst, {src[0]}), "2 destinations for 1 sources");
+  EXPECT_ERROR_MENTIONS(copy_all_(dst, {src[0], random_tensor({6}, DType::f32, rng)}), "copy_all_ pair 1 source");
+  EXPECT_ERROR_MENTIONS(copy_all_(dst, {src[0], random_tensor({7}, DType::bf16, rng)}), "copy_all_ pair 1 source");
+}
+
 }  // namespace
 }  // namespace mamba::ops
 
