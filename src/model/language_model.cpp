@@ -545,7 +545,7 @@ void LanguageModel::recorded_prefill_chunk(InferenceState& state, const Tensor& 
     return;
   }
   PrefillRecording& r = *rec;
-  if (!r.work) {
+  if (r.conv_in.empty()) {  // once: a recording that failed (and threw) is tried again with them
     for (size_t i = 0; i < state.conv.size(); ++i) {
       r.conv_in.push_back(Tensor::empty(state.conv[i].shape(), DType::f32, device_));
       r.ssm_in.push_back(Tensor::empty(state.ssm[i].shape(), DType::f32, device_));
