@@ -127,15 +127,16 @@ void expect_recorded_prefill_equals_eager(DType weights) {
     const std::string when =
         std::string(dtype_name(weights)) + " prefill of " + std::to_string(c.batch) + " x " + std::to_string(c.length);
     Tensor prompt = random_ids(c.batch, c.length, 203, ++seed);
-    const void* recorded_conv = a.conv[0].raw();
-    const void* eager_conv = b.conv[0].raw();
+    // Handles to the states before the prefill keep their blocks alive, so a state the prefill
+    // replaced cannot come back at the same address from the block cache.
+    const Tensor recorded_conv = a.conv[0], eager_conv = b.conv[0];
     ASSERT_TRUE(identical(recorded->prefill(a, prompt, {}, c.chunk), eager->prefill(b, prompt, {}, c.chunk))) << when;
     expect_same_states(a, b, when);
     // Replayed chunks write the caller's states in place, eager ones replace them: a prompt of full
     // chunks after the recording (the last case) must have gone through the graph.
     if (&c == &cases[3]) {
-      EXPECT_EQ(a.conv[0].raw(), recorded_conv) << when << ": the chunks were not replayed";
-      EXPECT_NE(b.conv[0].raw(), eager_conv) << when;
+      EXPECT_EQ(a.conv[0].raw(), recorded_conv.raw()) << when << ": the chunks were not replayed";
+      EXPECT_NE(b.conv[0].raw(), eager_conv.raw()) << when;
     }
     for (int step = 0; step < 3; ++step) {
       Tensor next = random_ids(1, c.batch, 203, ++seed).view({c.batch});
@@ -148,12 +149,12 @@ void expect_recorded_prefill_equals_eager(DType weights) {
   }
   for (int round = 0; round < 3; ++round) {
     Tensor prompt = random_ids(3, 32, 203, ++seed);
-    const void* recorded_conv = a.conv[0].raw();
+    const Tensor recorded_conv = a.conv[0];
     ASSERT_TRUE(identical(recorded->prefill(a, prompt, {}, 16), eager->prefill(b, prompt, {}, 16)))
         << "changed weights, round " << round;
     expect_same_states(a, b, "changed weights");
     // Round 0: its first chunk eager (new weights), its second recorded; then replays only.
-    if (round > 0) EXPECT_EQ(a.conv[0].raw(), recorded_conv) << "changed weights, round " << round;
+    if (round > 0) EXPECT_EQ(a.conv[0].raw(), recorded_conv.raw()) << "changed weights, round " << round;
   }
 }
 
