@@ -309,9 +309,10 @@ TEST(CudaSelectiveScan, StepMatchesReference) {
 // against the float64 reference on the same values. R = 20 takes the scalar weight loads, R = 48
 // the 16-byte ones (8 bf16 or 4 f32 per load), R = 136 also the pieces past those loaded before the
 // kernel waits; N = 40 has states past the 4 per lane loaded early; D = 37 leaves a partial block.
+// Batch 5 takes the four-lane groups (StepMatchesReference, batch 3, the eight-lane ones).
 TEST(CudaSelectiveScan, StepWithDeltaProjMatchesReference) {
   SKIP_WITHOUT_GPU();
-  const int batch = 3, dim = 37;
+  const int batch = 5, dim = 37;
   for (DType dtype : {DType::f32, DType::bf16}) {
     for (DType weight_dtype : {DType::f32, DType::bf16, DType::f16}) {
       for (auto [rank, n_states] : {std::pair{20, 16}, {48, 16}, {136, 16}, {48, 40}}) {

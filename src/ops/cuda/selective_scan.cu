@@ -1615,42 +1615,42 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
   }
 }
 
-// The decode step runs a group of kStepLanes threads per (sequence, channel): the lanes share the
-// folded delta projection (lane g reads 16-byte pieces g, g + 8, … of the weight row, so a group
-// reads its row in contiguous runs) and the states (n = g, g + 8, …), and sum over the group by
-// shuffles. With one thread per channel, the 1.4b step (D = 4096) ran on 32 blocks that pulled
+// The decode step runs a group of kLanes threads per (sequence, channel): the lanes share the
+// folded delta projection (lane g reads 16-byte pieces g, g + kLanes, … of the weight row, so a
+// group reads its row in contiguous runs) and the states (n = g, g + kLanes, …), and sum over the
+// group by shuffles. With one thread per channel, the 1.4b step (D = 4096) ran on 32 blocks that pulled
 // all of W_dt through 32 SMs and was slower than the separate product.
-constexpr int kStepLanes = 8;
-
+template <int kLanes>
 __device__ __forceinline__ float group_sum(float v) {
 #pragma unroll
-  for (int offset = kStepLanes / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  for (int offset = kLanes / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
 
 // Before the kernel waits for the one that wrote its inputs, each lane loads what no kernel of the
 // step writes: the first kPrefetchedStates of its states (the channel's state was last written by
 // the previous step's update) with their A, and the first kPrefetchedRanks 16-byte pieces of its
-// part of the W_δ row. The rest (N > 32, larger ranks) is read after the wait.
+// part of the W_δ row. The rest (N > 4·kLanes, larger ranks) is read after the wait; the rest of the
+// W_δ row is fetched into L2 before it.
 constexpr int kPrefetchedStates = 4;
 constexpr int kPrefetchedRanks = 2;
 
 // Weight is the dtype of delta_proj when given (else unused).
-template <typename T, typename Weight>
+template <typename T, typename Weight, int kLanes>
 __global__ void state_update_kernel(ScanArgs p, float* state) {
   constexpr int kVec = 16 / int(sizeof(Weight));
   const int64_t thread = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, rows = int64_t(p.batch) * p.dim;
-  const int lane = int(thread % kStepLanes);
+  const int lane = int(thread % kLanes);
   // Groups past the last row stay for the shuffles: they read the last row and write nothing.
-  const bool active = thread / kStepLanes < rows;
-  const int64_t index = active ? thread / kStepLanes : rows - 1;
+  const bool active = thread / kLanes < rows;
+  const int64_t index = active ? thread / kLanes : rows - 1;
   const int N = p.nstate, c = int(index % p.dim), rank = p.delta_rank;
   const int64_t b = index / p.dim;
   float* h = state + index * N;
   float h_prev[kPrefetchedStates], a[kPrefetchedStates];
 #pragma unroll
   for (int j = 0; j < kPrefetchedStates; ++j) {
-    const int n = lane + j * kStepLanes;
+    const int n = lane + j * kLanes;
     h_prev[j] = n < N ? h[n] : 0.0f;
     a[j] = n < N ? p.A[c * N + n] : 0.0f;
   }
@@ -1659,9 +1659,14 @@ __global__ void state_update_kernel(ScanArgs p, float* state) {
   if (p.vector_delta_proj)
 #pragma unroll
     for (int j = 0; j < kPrefetchedRanks; ++j) {
-      const int r = (lane + j * kStepLanes) * kVec;
+      const int r = (lane + j * kLanes) * kVec;
       if (r < rank) load_items<Weight, kVec>(w_row + r, w_first[j]);
     }
+  const char* w_bytes = reinterpret_cast<const char*>(w_row);
+  if (p.vector_delta_proj)
+    for (int offset = (lane + kPrefetchedRanks * kLanes) * 16; offset < rank * int(sizeof(Weight));
+         offset += kLanes * 16)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(w_bytes + offset));
   const float delta_bias = p.delta_bias ? p.delta_bias[c] : 0.0f, skip = p.D ? p.D[c] : 0.0f;
   wait_for_previous_kernels();
   allow_next_kernel_launch();
@@ -1676,14 +1681,14 @@ __global__ void state_update_kernel(ScanArgs p, float* state) {
     if (p.vector_delta_proj) {
 #pragma unroll
       for (int j = 0; j < kPrefetchedRanks; ++j) {
-        const int r = (lane + j * kStepLanes) * kVec;
+        const int r = (lane + j * kLanes) * kVec;
         if (r >= rank) break;
         float x[kVec];
         load_items<T, kVec>(low + r, x);
 #pragma unroll
         for (int i = 0; i < kVec; ++i) sum = fmaf(x[i], w_first[j][i], sum);
       }
-      for (int r = (lane + kPrefetchedRanks * kStepLanes) * kVec; r < rank; r += kStepLanes * kVec) {
+      for (int r = (lane + kPrefetchedRanks * kLanes) * kVec; r < rank; r += kLanes * kVec) {
         float x[kVec], weights[kVec];
         load_items<T, kVec>(low + r, x);
         load_items<Weight, kVec>(w_row + r, weights);
@@ -1691,9 +1696,9 @@ __global__ void state_update_kernel(ScanArgs p, float* state) {
         for (int i = 0; i < kVec; ++i) sum = fmaf(x[i], weights[i], sum);
       }
     } else {
-      for (int r = lane; r < rank; r += kStepLanes) sum = fmaf(to_float(low[r]), to_float(w_row[r]), sum);
+      for (int r = lane; r < rank; r += kLanes) sum = fmaf(to_float(low[r]), to_float(w_row[r]), sum);
     }
-    delta = group_sum(sum);
+    delta = group_sum<kLanes>(sum);
   }
   const float x = delta + delta_bias;
   const float dl = p.softplus ? softplus(x) : x;
@@ -1703,18 +1708,18 @@ __global__ void state_update_kernel(ScanArgs p, float* state) {
   float y = 0.0f;
 #pragma unroll
   for (int j = 0; j < kPrefetchedStates; ++j) {
-    const int n = lane + j * kStepLanes;
+    const int n = lane + j * kLanes;
     if (n >= N) break;
     const float next = fmaf(exp2f(dl * a[j] * kLog2e), h_prev[j], dl * to_float(B[n]) * u);
     if (active) h[n] = next;
     y = fmaf(to_float(C[n]), next, y);
   }
-  for (int n = lane + kPrefetchedStates * kStepLanes; n < N; n += kStepLanes) {
+  for (int n = lane + kPrefetchedStates * kLanes; n < N; n += kLanes) {
     const float next = fmaf(exp2f(dl * p.A[c * N + n] * kLog2e), h[n], dl * to_float(B[n]) * u);
     if (active) h[n] = next;
     y = fmaf(to_float(C[n]), next, y);
   }
-  y = group_sum(y);
+  y = group_sum<kLanes>(y);
   if (!active || lane != 0) return;
   if (p.D) y = fmaf(skip, u, y);
   if (p.z) {
@@ -2287,9 +2292,20 @@ Tensor selective_state_update(const ScanInputs& step, Tensor& state) {
         p.delta_rank % int(16 / dtype_size(delta_proj.dtype())) == 0 && aligned16(p.delta_proj) && aligned16(p.delta);
   }
   const bool bf16_weight = delta_proj.defined() && delta_proj.dtype() == DType::bf16;
+  // From batch 4 on, four lanes per (sequence, channel), each with twice the states and pieces of
+  // W_δ of eight (130m batch 16: −2 to −5% per step); at batch 1 four were no faster
+  // (docs/perf/cuda_model.md, m29).
   auto launch = [&](auto activation, auto weight) {
-    launch_overlapping("selective_state_update kernel", state_update_kernel<decltype(activation), decltype(weight)>,
-                       dim3(blocks_for(rows * kStepLanes, 128)), dim3(128), 0, p, state.data<float>());
+    auto go = [&](auto lanes) {
+      constexpr int kLanes = decltype(lanes)::value;
+      launch_overlapping("selective_state_update kernel",
+                         state_update_kernel<decltype(activation), decltype(weight), kLanes>,
+                         dim3(blocks_for(rows * kLanes, 128)), dim3(128), 0, p, state.data<float>());
+    };
+    if (p.batch >= 4)
+      go(std::integral_constant<int, 4>{});
+    else
+      go(std::integral_constant<int, 8>{});
   };
   if (step.u.dtype() == DType::f32)
     bf16_weight ? launch(float{}, __nv_bfloat16{}) : launch(float{}, float{});
