@@ -11,7 +11,10 @@
 // as one step, whose CUDA decode product writes the pieces itself (no copies: Mamba's x_proj →
 // δ, B, C at batch > 1). Pieces of at least kWidePiece columns (Mamba's in_proj → x, z) are each
 // a product over their rows of W, so no copy is made either; narrow ones are split off one product,
-// and so are all pieces of a single row of x (they are views of its one output row).
+// and so are all pieces of a single row of x (they are views of its one output row) and, on CUDA,
+// of up to kOneProductCudaRows rows: there one cuBLASLt product over all of W and a copy beat a
+// product per piece (the 1.4b in_proj at batch 16, [16, 2048] × [8192, 2048]ᵀ: −2 to −3.5% per
+// decode step, docs/perf/cuda_model.md m29).
 // linear_backward_split is its backward, taking dy as those pieces: wide pieces each take their
 // own products (dx of the first, added onto by the others), narrow ones are joined first.
 //
@@ -34,6 +37,7 @@ void check_linear_backward_inputs(const Tensor& x, const Tensor& weight, const T
                                   const Tensor* dbias, const Tensor* dx_into = nullptr);
 
 constexpr int64_t kWidePiece = 256;
+constexpr int64_t kOneProductCudaRows = 16;
 
 // The row stride (elements) at which the decode product of weight's device reads it fastest; the
 // model copies a weight to it with Tensor::with_row_stride for inference. CPU: rows a multiple
