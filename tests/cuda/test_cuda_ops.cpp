@@ -246,48 +246,52 @@ TEST(CudaLinear, ForwardBackward) {
 // linear_forward_split / linear_backward_split against the float64 reference of the whole product:
 // wide pieces (a product each over their rows of W, dx summed over them, onto dx_into) and a
 // narrow one (one product, split after / joined before).
+// M = 12 (a batched decode step): f32 wide pieces come from one product and a copy, bf16 ones from
+// the decode product; M = 33: a product per wide piece.
 TEST(CudaLinear, SplitPiecesForwardBackward) {
   SKIP_WITHOUT_GPU();
-  const int M = 33, K = 40;
-  for (DType dtype : {DType::f32, DType::bf16})
-    for (const std::vector<int64_t>& widths : {std::vector<int64_t>{256, 264}, std::vector<int64_t>{5, 515}}) {
-      const int N = int(widths[0] + widths[1]);
-      SCOPED_TRACE(std::string(dtype_name(dtype)) + " first width " + std::to_string(widths[0]));
-      Rng rng(uint64_t(56 + widths[0]));
-      const auto x = rounded(random_vector(rng, M * K, -1, 1), dtype);
-      const auto w = rounded(random_vector(rng, N * K, -1, 1), dtype);
-      const auto b = rounded(random_vector(rng, N, -1, 1), DType::f32);
-      const auto dy = rounded(random_vector(rng, M * N, -1, 1), dtype);
-      const auto start = rounded(random_vector(rng, M * K, -1, 1), dtype);
-      const std::vector<double> y =
-          ops::ref::linear_forward(cpu64(x, {M, K}), cpu64(w, {N, K}), cpu64(b, {N})).to_double_vector();
-      Tensor ref_dw = cpu64(std::vector<double>(N * K, 1.0), {N, K}), ref_db = Tensor::zeros({N}, DType::f64);
-      std::vector<double> ref_dx =
-          ops::ref::linear_backward(cpu64(x, {M, K}), cpu64(w, {N, K}), cpu64(dy, {M, N}), &ref_dw, &ref_db)
-              .to_double_vector();
-      for (size_t i = 0; i < ref_dx.size(); ++i) ref_dx[i] += start[i];
-      auto columns = [&](const std::vector<double>& all, int64_t begin, int64_t width) {
-        std::vector<double> out;
-        for (int m = 0; m < M; ++m)
-          out.insert(out.end(), all.begin() + m * N + begin, all.begin() + m * N + begin + width);
-        return out;
-      };
-      const Tensor gx = on_gpu(x, {M, K}, dtype), gw = on_gpu(w, {N, K}, dtype);
-      const std::vector<Tensor> pieces = ops::linear_forward_split(gx, gw, widths, on_gpu(b, {N}, DType::f32));
-      std::vector<Tensor> dy_pieces;
-      for (size_t p = 0, begin = 0; p < widths.size(); begin += size_t(widths[p]), ++p) {
-        EXPECT_LT(error_vs(pieces[p], columns(y, int64_t(begin), widths[p])), tolerance(dtype)) << "piece " << p;
-        dy_pieces.push_back(on_gpu(columns(dy, int64_t(begin), widths[p]), {M, widths[p]}, dtype));
+  const int K = 40;
+  for (int M : {33, 12})
+    for (DType dtype : {DType::f32, DType::bf16})
+      for (const std::vector<int64_t>& widths : {std::vector<int64_t>{256, 264}, std::vector<int64_t>{5, 515}}) {
+        const int N = int(widths[0] + widths[1]);
+        SCOPED_TRACE(std::string(dtype_name(dtype)) + " M " + std::to_string(M) + " first width " +
+                     std::to_string(widths[0]));
+        Rng rng(uint64_t(56 + widths[0]));
+        const auto x = rounded(random_vector(rng, M * K, -1, 1), dtype);
+        const auto w = rounded(random_vector(rng, N * K, -1, 1), dtype);
+        const auto b = rounded(random_vector(rng, N, -1, 1), DType::f32);
+        const auto dy = rounded(random_vector(rng, M * N, -1, 1), dtype);
+        const auto start = rounded(random_vector(rng, M * K, -1, 1), dtype);
+        const std::vector<double> y =
+            ops::ref::linear_forward(cpu64(x, {M, K}), cpu64(w, {N, K}), cpu64(b, {N})).to_double_vector();
+        Tensor ref_dw = cpu64(std::vector<double>(N * K, 1.0), {N, K}), ref_db = Tensor::zeros({N}, DType::f64);
+        std::vector<double> ref_dx =
+            ops::ref::linear_backward(cpu64(x, {M, K}), cpu64(w, {N, K}), cpu64(dy, {M, N}), &ref_dw, &ref_db)
+                .to_double_vector();
+        for (size_t i = 0; i < ref_dx.size(); ++i) ref_dx[i] += start[i];
+        auto columns = [&](const std::vector<double>& all, int64_t begin, int64_t width) {
+          std::vector<double> out;
+          for (int m = 0; m < M; ++m)
+            out.insert(out.end(), all.begin() + m * N + begin, all.begin() + m * N + begin + width);
+          return out;
+        };
+        const Tensor gx = on_gpu(x, {M, K}, dtype), gw = on_gpu(w, {N, K}, dtype);
+        const std::vector<Tensor> pieces = ops::linear_forward_split(gx, gw, widths, on_gpu(b, {N}, DType::f32));
+        std::vector<Tensor> dy_pieces;
+        for (size_t p = 0, begin = 0; p < widths.size(); begin += size_t(widths[p]), ++p) {
+          EXPECT_LT(error_vs(pieces[p], columns(y, int64_t(begin), widths[p])), tolerance(dtype)) << "piece " << p;
+          dy_pieces.push_back(on_gpu(columns(dy, int64_t(begin), widths[p]), {M, widths[p]}, dtype));
+        }
+        Tensor dweight = on_gpu(std::vector<double>(N * K, 1.0), {N, K}, DType::f32);
+        Tensor dbias = Tensor::zeros({N}, DType::f32, Device::cuda);
+        Tensor into = on_gpu(start, {M, K}, dtype);
+        const Tensor dx = ops::linear_backward_split(gx, gw, dy_pieces, &dweight, &dbias, &into);
+        EXPECT_EQ(dx.raw(), into.raw());
+        EXPECT_LT(error_vs(into, ref_dx), tolerance(dtype));
+        EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), tolerance(dtype));
+        EXPECT_LT(error_vs(dbias, ref_db.to_double_vector()), tolerance(dtype));
       }
-      Tensor dweight = on_gpu(std::vector<double>(N * K, 1.0), {N, K}, DType::f32);
-      Tensor dbias = Tensor::zeros({N}, DType::f32, Device::cuda);
-      Tensor into = on_gpu(start, {M, K}, dtype);
-      const Tensor dx = ops::linear_backward_split(gx, gw, dy_pieces, &dweight, &dbias, &into);
-      EXPECT_EQ(dx.raw(), into.raw());
-      EXPECT_LT(error_vs(into, ref_dx), tolerance(dtype));
-      EXPECT_LT(error_vs(dweight, ref_dw.to_double_vector()), tolerance(dtype));
-      EXPECT_LT(error_vs(dbias, ref_db.to_double_vector()), tolerance(dtype));
-    }
 }
 
 // dx added onto a tensor that already holds values (dx_into: the product's beta = 1), at row counts
