@@ -1618,8 +1618,8 @@ __global__ void __launch_bounds__(kThreads, 2) scan_backward_kernel(ScanArgs p) 
 // The decode step runs a group of kLanes threads per (sequence, channel): the lanes share the
 // folded delta projection (lane g reads 16-byte pieces g, g + kLanes, … of the weight row, so a
 // group reads its row in contiguous runs) and the states (n = g, g + kLanes, …), and sum over the
-// group by shuffles. With one thread per channel, the 1.4b step (D = 4096) ran on 32 blocks that pulled
-// all of W_dt through 32 SMs and was slower than the separate product.
+// group by shuffles. With one thread per channel, the 1.4b step (D = 4096) ran on 32 blocks that
+// pulled all of W_dt through 32 SMs and was slower than the separate product.
 template <int kLanes>
 __device__ __forceinline__ float group_sum(float v) {
 #pragma unroll
