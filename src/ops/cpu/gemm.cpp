@@ -111,13 +111,34 @@ void dot_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n, 
 }
 #endif
 
+#ifdef MAMBA_CPU_AVX512
+// y[n] = x·W[n] for one x row (decode at batch 1): the weight row read front to back, so that each
+// thread's reads are one stream through memory, with four sums in flight (one FMA chain would cap
+// a core near one vector of weights per 4 cycles).
+template <DType WT>
+void dot_row(const float* x, int64_t K, const void* w_row, float* y) {
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  int64_t k = 0;
+  for (; k + 64 <= K; k += 64)
+    for (int a = 0; a < 4; ++a)
+      acc[a] = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 16 * a), load_weights<WT>(w_row, k + 16 * a), acc[a]);
+  for (; k + 16 <= K; k += 16) acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), load_weights<WT>(w_row, k), acc[0]);
+  if (k < K) {
+    const __mmask16 mask = __mmask16((1u << (K - k)) - 1u);
+    acc[0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, x + k), load_weights_masked<WT>(w_row, k, mask), acc[0]);
+  }
+  *y = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+}
+#endif
+
 // x rows per kernel call: MR·NR accumulators must fit the 32 vector registers.
 constexpr int64_t kRowGroup = 8;
 
 // Weight rows read together by the kernel for MR rows of x: as many as the 32 vector registers
 // allow (MR·NR accumulators + NR weights + one x), since each row is one more load stream in
 // flight and a single core needs about 16 of them to approach its share of memory bandwidth
-// (docs/perf/cpu_model.md, v2).
+// (docs/perf/cpu_model.md, v2). With AVX-512 a single x row reads one weight row at a time instead
+// (stream_rows); chunks still hold whole groups of 16 rows.
 template <int MR>
 constexpr int kWeightRowsFor = MR == 1   ? 16
                                : MR == 2 ? 8
@@ -140,6 +161,16 @@ void stream_rows_by(const float* x, int64_t K, const void* w, int64_t ldw, int64
 
 template <DType WT, int MR>
 void stream_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+#ifdef MAMBA_CPU_AVX512
+  // One x row: rows one after the other (bf16 130m decode +2–3% over 16 spread rows at the same
+  // read rate, up to 15% in a stand-alone product while the machine's memory is busy;
+  // docs/perf/cpu_model.md, v13). More x rows keep the spread groups, whose loads serve them all.
+  if constexpr (MR == 1) {
+    const int64_t row_bytes = ldw * int64_t(dtype_size(WT));
+    for (int64_t n = n0; n < n1; ++n) dot_row<WT>(x, K, static_cast<const char*>(w) + n * row_bytes, y + n);
+    return;
+  }
+#endif
   stream_rows_by<WT, MR, kWeightRowsFor<MR>>(x, K, w, ldw, n0, n1, y, ldy);
 }
 
