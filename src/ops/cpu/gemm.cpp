@@ -112,7 +112,7 @@ void dot_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n, 
 #endif
 
 #ifdef MAMBA_CPU_AVX512
-// y[n] = x·W[n] for one x row (decode at batch 1): the weight row read front to back, so that each
+// y[n] = x·W[n] for one x row (decode at batch 1, 16-bit weights): the weight row read front to back, so that each
 // thread's reads are one stream through memory, with four sums in flight (one FMA chain would cap
 // a core near one vector of weights per 4 cycles).
 template <DType WT>
@@ -137,8 +137,8 @@ constexpr int64_t kRowGroup = 8;
 // Weight rows read together by the kernel for MR rows of x: as many as the 32 vector registers
 // allow (MR·NR accumulators + NR weights + one x), since each row is one more load stream in
 // flight and a single core needs about 16 of them to approach its share of memory bandwidth
-// (docs/perf/cpu_model.md, v2). With AVX-512 a single x row reads one weight row at a time instead
-// (stream_rows); chunks still hold whole groups of 16 rows.
+// (docs/perf/cpu_model.md, v2). With AVX-512 a single x row of 16-bit weights reads one weight row
+// at a time instead (stream_rows); chunks still hold whole groups of 16 rows.
 template <int MR>
 constexpr int kWeightRowsFor = MR == 1   ? 16
                                : MR == 2 ? 8
@@ -162,10 +162,11 @@ void stream_rows_by(const float* x, int64_t K, const void* w, int64_t ldw, int64
 template <DType WT, int MR>
 void stream_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n0, int64_t n1, float* y, int64_t ldy) {
 #ifdef MAMBA_CPU_AVX512
-  // One x row: rows one after the other (bf16 130m decode +2–3% over 16 spread rows at the same
-  // read rate, up to 15% in a stand-alone product while the machine's memory is busy;
-  // docs/perf/cpu_model.md, v13). More x rows keep the spread groups, whose loads serve them all.
-  if constexpr (MR == 1) {
+  // One x row of 16-bit weights: rows one after the other (bf16 130m decode +2–3% over 16 spread
+  // rows at the same read rate, up to 15% in a stand-alone product while the machine's memory is
+  // busy; docs/perf/cpu_model.md, v13). f32 rows (3–4 KiB) keep the spread groups (370m f32 −3%
+  // one row at a time), and so do more x rows, whose loads the groups serve all at once.
+  if constexpr (MR == 1 && WT != DType::f32) {
     const int64_t row_bytes = ldw * int64_t(dtype_size(WT));
     for (int64_t n = n0; n < n1; ++n) dot_row<WT>(x, K, static_cast<const char*>(w) + n * row_bytes, y + n);
     return;
