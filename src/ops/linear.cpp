@@ -90,7 +90,8 @@ std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, 
   // One row of x (decode at batch 1): one product, whose pieces split_columns returns as views; on
   // the CPU each product is a pool run of its own, with its set-up and its threads' wait at the end.
   const bool one_row = x.numel() == weight.size(1);
-  const bool few_cuda_rows = x.device() == Device::cuda && x.numel() / weight.size(1) <= kOneProductCudaRows;
+  const bool few_cuda_rows =
+      x.device() == Device::cuda && weight.size(1) > 0 && x.numel() / weight.size(1) <= kOneProductCudaRows;
   if (!all_wide(widths) || one_row || few_cuda_rows) return split_columns(linear_forward(x, weight, bias), widths);
   std::vector<Tensor> pieces;
   int64_t begin = 0;

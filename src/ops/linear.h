@@ -43,7 +43,8 @@ constexpr int64_t kOneProductCudaRows = 16;
 // model copies a weight to it with Tensor::with_row_stride for inference. CPU: rows a multiple
 // of 2 KiB long get one cache line of padding, since the mat-vec's 16 row streams would otherwise
 // all sit at one offset of their 4 KiB pages and read memory 15–25% more slowly
-// (docs/perf/cpu_model.md, v10). CUDA: size(1), contiguous.
+// (docs/perf/cpu_model.md, v10; 16-bit weights read one row at a time at batch 1 since v13, but
+// batched decode still reads them in groups of spread rows). CUDA: size(1), contiguous.
 int64_t decode_row_stride(const Tensor& weight);
 
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias = {});

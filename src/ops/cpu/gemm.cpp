@@ -112,9 +112,9 @@ void dot_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n, 
 #endif
 
 #ifdef MAMBA_CPU_AVX512
-// y[n] = x·W[n] for one x row (decode at batch 1, 16-bit weights): the weight row read front to back, so that each
-// thread's reads are one stream through memory, with four sums in flight (one FMA chain would cap
-// a core near one vector of weights per 4 cycles).
+// y[n] = x·W[n] for one x row (decode at batch 1, 16-bit weights): the weight row read front to
+// back, so that each thread's reads are one stream through memory, with four sums in flight (one
+// FMA chain would cap a core near one vector of weights per 4 cycles).
 template <DType WT>
 void dot_row(const float* x, int64_t K, const void* w_row, float* y) {
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
