@@ -15,12 +15,6 @@ namespace {
 
 thread_local bool inside_worker = false;
 
-void spin_pause() {
-#if defined(__x86_64__)
-  __builtin_ia32_pause();
-#endif
-}
-
 class ThreadPool {
  public:
   // Spinning only pays while every thread has a core of its own; with more threads than cores
@@ -35,7 +29,6 @@ class ThreadPool {
     for (auto& w : workers_) w.join();
   }
   int size() const { return size_; }
-  int spins_before_yield() const { return spins_before_yield_; }
 
   void run(int ranges, const std::function<void(int)>& task) {
     // The new claim goes first: from here on no worker still in an earlier run can claim a range.
@@ -67,10 +60,15 @@ class ThreadPool {
   void wait_for_ranges() {
     for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
       if (spin < spins_before_yield_)
-        spin_pause();
+        pause();
       else
         std::this_thread::yield();
     }
+  }
+  static void pause() {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
   }
   // A claim is (run generation << 32 | next range index), taken by compare-and-swap, so a worker
   // still finishing an earlier run can never take (or miscount) a range of the current one.
@@ -97,7 +95,7 @@ class ThreadPool {
     while (true) {
       uint64_t g = generation_.load(std::memory_order_acquire);
       for (int spin = 0; g == seen && spin < spins_before_yield_; ++spin) {
-        spin_pause();
+        pause();
         g = generation_.load(std::memory_order_acquire);
       }
       if (g == seen) {
@@ -135,81 +133,6 @@ ThreadPool& get_pool() {
 }
 
 }  // namespace
-
-// The counters of one team run: each is written by every thread, so each has a cache line.
-struct TeamState {
-  static constexpr int kMaxChunkedCalls = 8;
-  struct alignas(64) Counter {
-    std::atomic<int64_t> value{0};
-  };
-  Counter next_chunk[kMaxChunkedCalls];
-  Counter arrived;
-  Counter barrier_generation;
-  int spins_before_yield = 0;
-};
-
-void Team::barrier() {
-  if (size_ == 1) return;
-  std::atomic<int64_t>& generation = state_->barrier_generation.value;
-  // The generation cannot move on before this thread arrives, so reading it first is safe.
-  const int64_t seen = generation.load(std::memory_order_acquire);
-  if (state_->arrived.value.fetch_add(1, std::memory_order_acq_rel) + 1 == size_) {
-    state_->arrived.value.store(0, std::memory_order_relaxed);
-    generation.store(seen + 1, std::memory_order_release);
-    return;
-  }
-  for (int spin = 0; generation.load(std::memory_order_acquire) == seen; ++spin) {
-    if (spin < state_->spins_before_yield)
-      spin_pause();
-    else
-      std::this_thread::yield();
-  }
-}
-
-void Team::for_chunks(int64_t n, int64_t chunk, const RangeFn& fn) {
-  MAMBA_CHECK(chunk >= 1, "Team::for_chunks: chunk must be positive, got ", chunk);
-  MAMBA_CHECK(chunked_calls_ < TeamState::kMaxChunkedCalls, "Team::for_chunks: more than ", TeamState::kMaxChunkedCalls,
-              " calls in one team run");
-  std::atomic<int64_t>& next = state_->next_chunk[chunked_calls_++].value;
-  const int64_t chunks = (n + chunk - 1) / chunk;
-  for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
-       c = next.fetch_add(1, std::memory_order_relaxed))
-    fn(c * chunk, std::min(n, (c + 1) * chunk), int(c));
-}
-
-void Team::for_ranges(int64_t n, const RangeFn& fn) {
-  const int ranges = int(std::min<int64_t>(n, size_));
-  if (rank_ >= ranges) return;
-  int64_t begin, end;
-  split_range(n, ranges, rank_, &begin, &end);
-  fn(begin, end, rank_);
-}
-
-void run_team(const std::function<void(Team&)>& fn) {
-  ThreadPool& p = get_pool();
-  TeamState state;
-  state.spins_before_yield = p.spins_before_yield();
-  if (p.size() == 1 || inside_worker) {
-    Team alone(&state, 0, 1);
-    fn(alone);
-    return;
-  }
-  // Every rank runs on a thread of its own: the calling thread runs rank 0 and cannot finish it
-  // (and claim another) before every other rank has reached the barriers. A parallel_for inside
-  // fn runs serially on its caller, as inside any pool run.
-  inside_worker = true;
-  const int size = p.size();
-  try {
-    p.run(size, [&](int rank) {
-      Team team(&state, rank, size);
-      fn(team);
-    });
-  } catch (...) {
-    inside_worker = false;
-    throw;
-  }
-  inside_worker = false;
-}
 
 int hardware_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
 

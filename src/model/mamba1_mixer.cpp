@@ -3,9 +3,9 @@
 #include "model/language_model.h"
 #include "ops/causal_conv1d.h"
 #include "ops/elementwise.h"
+#include "ops/in_projection_step.h"
 #include "ops/linear.h"
 #include "ops/lti_scan.h"
-#include "ops/mixer_step.h"
 #include "ops/selective_scan.h"
 
 namespace mamba::model {
@@ -118,18 +118,27 @@ ops::LtiScanInputs Mamba1Mixer::lti_inputs(const Tensor& x_conv, const Tensor& z
 Tensor Mamba1Mixer::step(const ops::NormInputs& block_input, Tensor& conv_state, Tensor& ssm_state,
                          Tensor& residual_out) const {
   MAMBA_CHECK(!w_.lti_B, "the LTI ablation (no_selection) runs whole sequences only: decode is not supported");
-  const ops::MixerStep in{{block_input, w_.in_proj_weight->for_compute(), value_or_empty(w_.in_proj_bias),
-                           conv_weight_2d(), value_or_empty(w_.conv_bias)},
-                          w_.x_proj_weight->for_compute(),
-                          w_.dt_proj_weight->for_compute(),
-                          w_.dt_proj_bias->value,
-                          A(),
-                          w_.D->value,
-                          w_.out_proj_weight->for_compute(),
-                          value_or_empty(w_.out_proj_bias)};
-  ops::MixerStepOutputs out = ops::mamba1_mixer_step(in, conv_state, ssm_state);
-  residual_out = out.residual_out;
-  return out.out;
+  ops::InProjectionOutputs in =
+      ops::in_projection_step({block_input, w_.in_proj_weight->for_compute(), value_or_empty(w_.in_proj_bias),
+                               conv_weight_2d(), value_or_empty(w_.conv_bias)},
+                              conv_state);
+  residual_out = in.residual_out;
+  std::vector<Tensor> parts =
+      ops::linear_forward_split(in.x_conv, w_.x_proj_weight->for_compute(), {dt_rank_, d_state_, d_state_});
+  ops::ScanInputs scan;
+  scan.u = in.x_conv;
+  // dt_proj runs inside the state update: one kernel fewer per layer in a latency-bound step.
+  scan.delta = parts[0];
+  scan.delta_proj = w_.dt_proj_weight->for_compute();
+  scan.A = A();
+  scan.B = parts[1];
+  scan.C = parts[2];
+  scan.D = w_.D->value;
+  scan.z = in.z;
+  scan.delta_bias = w_.dt_proj_bias->value;
+  scan.delta_softplus = true;
+  Tensor y = ops::selective_state_update(scan, ssm_state);
+  return ops::linear_forward(y, w_.out_proj_weight->for_compute(), value_or_empty(w_.out_proj_bias));
 }
 
 Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved) const {

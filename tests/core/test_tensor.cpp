@@ -127,55 +127,6 @@ TEST(Threads, BackToBackRunsEachRunEveryRangeOnce) {
   }
 }
 
-// A team run of phases: each phase's chunks (or ranges) are covered once by the whole team, and
-// after a barrier every thread sees everything written before it. With 3 threads on a 2-core
-// machine the waits yield instead of spinning; with 1 thread the team is the caller alone.
-TEST(Threads, TeamPhasesSeeEachOthersWritesAfterBarriers) {
-  for (int threads : {2, 3, 1}) {
-    SCOPED_TRACE(detail::concat(threads, " threads"));
-    set_num_threads(threads);
-    for (int run = 0; run < 200; ++run) {
-      const int64_t n = 37 + run % 50;
-      std::vector<int64_t> first(size_t(n), 0), second(size_t(n), 0), third(size_t(n), 0);
-      std::atomic<int> wrong = 0, ranks = 0, nested = 0;
-      run_team([&](Team& team) {
-        ranks += 1 << (team.rank() * 4);
-        team.for_chunks(n, 5, [&](int64_t b, int64_t e, int chunk) {
-          if (b != chunk * 5 || e != std::min<int64_t>(n, b + 5)) wrong += 1;
-          for (int64_t i = b; i < e; ++i) first[size_t(i)] += i + 1;
-        });
-        team.barrier();
-        team.for_ranges(n, [&](int64_t b, int64_t e, int range) {
-          if (range != team.rank()) wrong += 1;
-          // Reads elements other threads wrote before the barrier.
-          for (int64_t i = b; i < e; ++i) second[size_t(i)] += first[size_t(n - 1 - i)] * 2;
-        });
-        team.barrier();
-        team.for_chunks(n, 3, [&](int64_t b, int64_t e, int) {
-          for (int64_t i = b; i < e; ++i) third[size_t(i)] += second[size_t(n - 1 - i)] + 1;
-        });
-        // Inside a team run a parallel_for runs serially on its caller.
-        parallel_for(4, [&](int64_t b, int64_t e, int) { nested += int(e - b); });
-      });
-      ASSERT_EQ(wrong.load(), 0);
-      ASSERT_EQ(nested.load(), 4 * threads);
-      int expected_ranks = 0;
-      for (int r = 0; r < threads; ++r) expected_ranks += 1 << (r * 4);
-      ASSERT_EQ(ranks.load(), expected_ranks);  // every rank ran once
-      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(third[size_t(i)], 2 * (i + 1) + 1) << "run " << run << " i " << i;
-    }
-  }
-  set_num_threads(2);
-  std::vector<std::atomic<int>> hits(40);
-  run_team([&](Team& team) {
-    for (int call = 0; call < 8; ++call)
-      team.for_chunks(40, 7, [&](int64_t b, int64_t e, int) {
-        for (int64_t i = b; i < e; ++i) hits[size_t(i)] += 1;
-      });
-  });
-  for (const auto& h : hits) ASSERT_EQ(h.load(), 8);
-}
-
 TEST(MemoryProbe, ReadsBuffersOfAnySizeIncludingEmptyOnes) {
   set_num_threads(2);
   std::vector<std::byte> big(3'000'001, std::byte{1}), small(7, std::byte{2});

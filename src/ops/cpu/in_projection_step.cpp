@@ -10,13 +10,12 @@
 #include "core/threads.h"
 #include "ops/cpu/conv_step.h"
 #include "ops/cpu/gemm.h"
-#include "ops/cpu/step_work.h"
 #include "ops/cpu/vec.h"
 #include "ops/linear.h"
 
 namespace mamba::ops::cpu {
 
-std::optional<InProjectionWork> prepare_in_projection_step(const InProjectionStep& in, Tensor& conv_state) {
+std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in, Tensor& conv_state) {
   const int64_t batch = in.norm.x.size(0), d = in.norm.x.size(1);
   const int64_t channels = in.conv_weight.size(0), width = in.conv_weight.size(-1);
   if (!use_streaming_kernel(batch, d, in.weight.dtype())) return std::nullopt;
@@ -32,46 +31,37 @@ std::optional<InProjectionWork> prepare_in_projection_step(const InProjectionSte
   const Tensor conv_bias = parameter_as_f32(in.conv_bias);
   const Tensor x_weight = in.weight.slice(0, channels), z_weight = in.weight.slice(channels, 2 * channels);
   Tensor x_in = Tensor::empty({batch, channels}, DType::f32);
-  InProjectionWork work{
-      {Tensor::empty({batch, channels}, DType::f32), Tensor::empty({batch, channels}, DType::f32), normed.residual_out},
-      {2 * channels, stream_chunk_rows(in.weight), {}}};
-  // The lambda holds the tensors whose pointers it uses.
-  work.rows.run = [batch, channels, width, bias, conv_weight, conv_bias, x_weight, z_weight, x_in, state = conv_state,
-                   x_conv = work.out.x_conv, z = work.out.z, normed = normed.out](int64_t r0, int64_t r1) {
-    const float* n = normed.data<float>();
-    const float* b = bias.defined() ? bias.data<float>() : nullptr;
-    const ConvStepPointers conv{batch,
-                                channels,
-                                width,
-                                x_in.data<float>(),
-                                conv_weight.data<float>(),
-                                conv_bias.defined() ? conv_bias.data<float>() : nullptr,
-                                state.data<float>(),
-                                x_conv.data<float>(),
-                                true};
-    // Rows [h0, h1) of one half of the product (its own output [batch, C]), plus the bias.
-    auto project = [&](const Tensor& half, float* y, const float* half_bias, int64_t h0, int64_t h1) {
-      stream_x_wt_rows(n, batch, half, h0, h1, y, channels);
-      if (half_bias)
-        for (int64_t row = 0; row < batch; ++row)
-          for (int64_t c = h0; c < h1; ++c) y[row * channels + c] += half_bias[c];
-    };
+  InProjectionOutputs out{Tensor::empty({batch, channels}, DType::f32), Tensor::empty({batch, channels}, DType::f32),
+                          normed.residual_out};
+  const float* n = normed.out.data<float>();
+  const float* b = bias.defined() ? bias.data<float>() : nullptr;
+  float *x = x_in.data<float>(), *z = out.z.data<float>();
+  const ConvStepPointers conv{batch,
+                              channels,
+                              width,
+                              x,
+                              conv_weight.data<float>(),
+                              conv_bias.defined() ? conv_bias.data<float>() : nullptr,
+                              conv_state.data<float>(),
+                              out.x_conv.data<float>(),
+                              true};
+  // Rows [r0, r1) of one half of the product (its own output [batch, C]), plus the bias.
+  auto project = [&](const Tensor& half, float* y, const float* half_bias, int64_t r0, int64_t r1) {
+    stream_x_wt_rows(n, batch, half, r0, r1, y, channels);
+    if (half_bias)
+      for (int64_t row = 0; row < batch; ++row)
+        for (int64_t c = r0; c < r1; ++c) y[row * channels + c] += half_bias[c];
+  };
+  parallel_for_chunks(2 * channels, stream_chunk_rows(in.weight), [&](int64_t r0, int64_t r1, int) {
     if (r0 < channels) {
       const int64_t end = std::min(r1, channels);
-      project(x_weight, x_in.data<float>(), b, r0, end);
+      project(x_weight, x, b, r0, end);
       conv_step_channels(conv, r0, end);
     }
     if (r1 > channels)
-      project(z_weight, z.data<float>(), b ? b + channels : nullptr, std::max(r0, channels) - channels, r1 - channels);
-  };
-  return work;
-}
-
-std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in, Tensor& conv_state) {
-  std::optional<InProjectionWork> work = prepare_in_projection_step(in, conv_state);
-  if (!work) return std::nullopt;
-  parallel_for_chunks(work->rows.items, work->rows.chunk, [&](int64_t r0, int64_t r1, int) { work->rows.run(r0, r1); });
-  return work->out;
+      project(z_weight, z, b ? b + channels : nullptr, std::max(r0, channels) - channels, r1 - channels);
+  });
+  return out;
 }
 
 }  // namespace mamba::ops::cpu

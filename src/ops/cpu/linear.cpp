@@ -1,9 +1,6 @@
 #include "ops/linear.h"
 
-#include <algorithm>
-
 #include "ops/cpu/gemm.h"
-#include "ops/cpu/step_work.h"
 #include "ops/cpu/vec.h"
 
 namespace mamba::ops::cpu {
@@ -30,44 +27,6 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
       for (int64_t n = 0; n < N; ++n) yp[m * N + n] += bp[n];
   }
   return y;
-}
-
-std::optional<ProductWork> prepare_streaming_product(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                                                     const std::vector<int64_t>& widths) {
-  check_f32_activation(x, "linear input x");
-  check_float_weight(weight, "linear weight");
-  const int64_t K = weight.size(1), M = K == 0 ? 0 : x.numel() / K;
-  if (K == 0 || !use_streaming_kernel(M, K, weight.dtype())) return std::nullopt;
-  if (bias.defined()) check_float_weight(bias, "linear bias");
-  ProductWork work{{}, {weight.size(0), stream_chunk_rows(weight), {}}};
-  std::vector<int64_t> begins;
-  std::vector<Tensor> piece_weights;
-  int64_t begin = 0;
-  for (int64_t width : widths) {
-    Shape shape = x.shape();
-    shape.back() = width;
-    work.pieces.push_back(Tensor::empty(shape, DType::f32));
-    piece_weights.push_back(weight.slice(begin, begin + width));
-    begins.push_back(begin);
-    begin += width;
-  }
-  // The lambda holds the tensors whose pointers it uses; x is the caller's until the work has run.
-  work.rows.run = [x = x.data<float>(), M, piece_weights, b = parameter_as_f32(bias), pieces = work.pieces, begins,
-                   widths](int64_t n0, int64_t n1) {
-    // Rows [n0, n1) of W: the part of each piece they cover, written into that piece.
-    for (size_t i = 0; i < pieces.size(); ++i) {
-      const int64_t p0 = std::max(n0, begins[i]) - begins[i], p1 = std::min(n1, begins[i] + widths[i]) - begins[i];
-      if (p0 >= p1) continue;
-      float* y = pieces[i].data<float>();
-      stream_x_wt_rows(x, M, piece_weights[i], p0, p1, y, widths[i]);
-      if (b.defined()) {
-        const float* piece_bias = b.data<float>() + begins[i];
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t n = p0; n < p1; ++n) y[m * widths[i] + n] += piece_bias[n];
-      }
-    }
-  };
-  return work;
 }
 
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias) {

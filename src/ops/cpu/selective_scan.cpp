@@ -19,7 +19,6 @@
 #include "core/threads.h"
 #include "ops/cpu/gemm.h"
 #include "ops/cpu/scan_simd.h"
-#include "ops/cpu/step_work.h"
 #include "ops/cpu/vec.h"
 
 namespace mamba::ops::cpu {
@@ -415,13 +414,16 @@ ScanGrads backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast
 // The decode step, vectorised over states: the state rows [b, d, :] are contiguous, so each
 // channel updates its N states 16 at a time and reduces y over them.
 template <typename T>
-StateUpdateWork prepare_state_update_of(const ScanInputs& step, Tensor& state) {
+Tensor state_update(const ScanInputs& step, Tensor& state) {
   ScanInputs used = step;  // the step ignores these two
   used.initial_state = Tensor();
   used.lengths = Tensor();
   const Scan<T> s = make_scan<T>(used, "cpu::selective_state_update");
   check_dtype(state, DType::f32, "selective state update: state");
-  StateUpdateWork work{Tensor::empty(step.u.shape(), step.u.dtype()), {s.blocks(), 1, {}}};
+  Tensor out = Tensor::empty(step.u.shape(), step.u.dtype());
+  T* out_data = out.data<T>();
+  float* states = state.data<float>();
+  const int64_t N = s.n_states;
   // With delta_proj, each range of channels first computes its δ = delta_proj·low with the
   // streaming product, which reads W_dt at the machine's rate where per-block slices of it arrived
   // one memory latency at a time (docs/perf/cpu_model.md, v7), inside the same pool run as the
@@ -429,21 +431,16 @@ StateUpdateWork prepare_state_update_of(const ScanInputs& step, Tensor& state) {
   Tensor low, projected;
   if (step.delta_proj.defined()) {
     check_float_weight(step.delta_proj, "selective state update: delta_proj");
-    low = parameter_as_f32(step.delta);  // widened here, so a bf16 delta must be filled before set-up
+    low = parameter_as_f32(step.delta);
     projected = Tensor::empty({s.batch, s.dim}, DType::f32);
   }
-  // The lambda holds the tensors whose pointers it uses. One range of blocks per thread: its W_dt
-  // rows, A rows and states are then long contiguous runs that the hardware prefetchers follow.
-  // Handed out in chunks of a quarter of that (so that a slower thread took fewer), the same step
-  // took 1.7× as long (docs/perf/cpu_model.md v12).
-  work.blocks.run = [s, low, projected, delta_proj = step.delta_proj, state, out = work.out](int64_t block0,
-                                                                                             int64_t block1) {
-    T* out_data = out.data<T>();
-    float* states = state.data<float>();
-    float* projected_delta = projected.defined() ? projected.data<float>() : nullptr;
-    const int64_t N = s.n_states;
+  float* projected_delta = projected.defined() ? projected.data<float>() : nullptr;
+  // One range of blocks per thread: its W_dt rows, A rows and states are then long contiguous
+  // runs that the hardware prefetchers follow. Handed out in chunks of a quarter of that (so that
+  // a slower thread took fewer), the same step took 1.7× as long (docs/perf/cpu_model.md v12).
+  parallel_for(s.blocks(), [&](int64_t block0, int64_t block1, int) {
     if (projected_delta)
-      stream_x_wt_rows(low.data<float>(), s.batch, delta_proj, block0 * kLanes, std::min(s.dim, block1 * kLanes),
+      stream_x_wt_rows(low.data<float>(), s.batch, step.delta_proj, block0 * kLanes, std::min(s.dim, block1 * kLanes),
                        projected_delta, s.dim);
     for (int64_t b = 0; b < s.batch; ++b) {
       float b_scratch[kMaxStates], c_scratch[kMaxStates];
@@ -496,16 +493,11 @@ StateUpdateWork prepare_state_update_of(const ScanInputs& step, Tensor& state) {
         simd::store(out_data + at, y, count);
       }
     }
-  };
-  return work;
+  });
+  return out;
 }
 
 }  // namespace
-
-StateUpdateWork prepare_state_update(const ScanInputs& step, Tensor& state) {
-  return step.u.dtype() == DType::bf16 ? prepare_state_update_of<uint16_t>(step, state)
-                                       : prepare_state_update_of<float>(step, state);
-}
 
 ScanOutputs selective_scan_forward(const ScanInputs& in) {
   check_scan_inputs(in);
@@ -520,9 +512,7 @@ ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, cons
 
 Tensor selective_state_update(const ScanInputs& step, Tensor& state) {
   check_step_inputs(step, state);
-  StateUpdateWork work = prepare_state_update(step, state);
-  parallel_for(work.blocks.items, [&](int64_t block0, int64_t block1, int) { work.blocks.run(block0, block1); });
-  return work.out;
+  return step.u.dtype() == DType::bf16 ? state_update<uint16_t>(step, state) : state_update<float>(step, state);
 }
 
 }  // namespace mamba::ops::cpu
