@@ -64,6 +64,10 @@ ConvOutputs causal_conv1d_forward(const ConvInputs& in);
 ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout, Tensor* dweight_into = nullptr,
                                  Tensor* dbias_into = nullptr);
 Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state);
+// The step of the first half of step.x's columns ([batch, 2C]: a decode in-projection's [x | z];
+// weight [C, K]), copying the second half into z_out [batch, C] in the same kernel: the column split
+// and the conv step of the in-projection's product as one launch (ops/cuda/in_projection_step.cu).
+Tensor causal_conv1d_step_first_half(const ConvInputs& step, Tensor& state, Tensor& z_out);
 }  // namespace cuda
 
 }  // namespace mamba::ops

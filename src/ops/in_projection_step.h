@@ -10,7 +10,10 @@
 // wherever a fused path does not apply. On CUDA, bf16 x with a bf16 W_in and at most 16 sequences
 // run as one kernel (ops/cuda/decode_matvec.cuh): the decode step is a chain of latency-bound
 // kernels, and this one replaces three. Its intermediates are rounded to bf16 where the separate
-// ops would store them in bf16 (n, x'). On the CPU, the products of the streaming kernel (few
+// ops would store them in bf16 (n, x'). Other CUDA inputs of up to kOneProductCudaRows sequences
+// (the 1.4b shape at batch 16, whose W_in is too large for that kernel's staging) run as the norm,
+// one product, and one kernel for the conv step of the x half and the copy of the z half: the ops
+// exactly, with one launch fewer. On the CPU, the products of the streaming kernel (few
 // sequences, ops/cpu/gemm.h) run with the conv step in one pool run, bitwise equal to the ops.
 #pragma once
 #include <optional>
@@ -43,7 +46,7 @@ namespace cpu {
 std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in, Tensor& conv_state);
 }  // namespace cpu
 namespace cuda {
-// The fused kernel's result, or nullopt when it does not take these inputs.
+// The fused paths' result, or nullopt when neither takes these inputs.
 std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in, Tensor& conv_state);
 }  // namespace cuda
 

@@ -417,6 +417,48 @@ TEST(CudaInProjectionStep, MatchesComposedReference) {
       }
 }
 
+// Where the fused kernel does not fit (d = 70: not a multiple of 8; d = 1032 with 2C = 4100 at more
+// than 4 rows: a W_in above its staging limit, as the 1.4b shape at batch 16; f32 x), up to 16
+// rows run as the norm, one product and one kernel for the conv step of the x half and the copy of
+// the z half: bitwise the ops one after another (add_norm_forward, linear_forward_split,
+// causal_conv1d_step).
+TEST(CudaInProjectionStep, ProductPathEqualsTheOps) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    int d, C, batch;
+    DType x_dtype;
+  };
+  for (const Case& c : {Case{70, 37, 3, DType::bf16}, Case{1032, 2050, 16, DType::bf16},
+                        Case{1032, 2050, 5, DType::bf16}, Case{72, 37, 2, DType::f32}}) {
+    SCOPED_TRACE("d " + std::to_string(c.d) + " C " + std::to_string(c.C) + " batch " + std::to_string(c.batch) + " " +
+                 dtype_name(c.x_dtype));
+    const int width = 4;
+    Rng rng(uint64_t(300 + c.d + c.batch));
+    const ops::NormInputs norm{on_gpu(random_vector(rng, int64_t(c.batch) * c.d, -1, 1), {c.batch, c.d}, c.x_dtype),
+                               on_gpu(random_vector(rng, int64_t(c.batch) * c.d, -1, 1), {c.batch, c.d}, DType::f32),
+                               on_gpu(random_vector(rng, c.d, 0.5, 1.5), {c.d}, DType::f32),
+                               {},
+                               1e-5f,
+                               ops::NormKind::rms};
+    const Tensor w = on_gpu(random_vector(rng, int64_t(2) * c.C * c.d, -0.3, 0.3), {2 * c.C, c.d}, DType::bf16);
+    const Tensor bias = on_gpu(random_vector(rng, 2 * c.C, -0.5, 0.5), {2 * c.C}, DType::f32);
+    const Tensor conv_w = on_gpu(random_vector(rng, int64_t(c.C) * width, -0.5, 0.5), {c.C, width}, DType::f32);
+    const Tensor conv_b = on_gpu(random_vector(rng, c.C, -0.5, 0.5), {c.C}, DType::f32);
+    Tensor state =
+        on_gpu(random_vector(rng, int64_t(c.batch) * c.C * (width - 1), -1, 1), {c.batch, c.C, width - 1}, DType::f32);
+    Tensor ops_state = state.clone();
+    const ops::InProjectionOutputs out = ops::in_projection_step({norm, w, bias, conv_w, conv_b}, state);
+
+    const ops::NormOutputs normed = ops::add_norm_forward(norm);
+    const std::vector<Tensor> xz = ops::linear_forward_split(normed.out, w, {c.C, c.C}, bias);
+    const Tensor x_conv = ops::causal_conv1d_step({xz[0], conv_w, conv_b, {}, {}, true}, ops_state);
+    EXPECT_EQ(out.x_conv.to_double_vector(), x_conv.to_double_vector());
+    EXPECT_EQ(out.z.to_double_vector(), xz[1].to_double_vector());
+    EXPECT_EQ(out.residual_out.to_double_vector(), normed.residual_out.to_double_vector());
+    EXPECT_EQ(state.to_double_vector(), ops_state.to_double_vector());
+  }
+}
+
 // The GPU argmax against the reference on random rows with planted ties (the first wins) and
 // NaN, f32 and bf16, rows longer than a block's threads, only the first `columns` counted.
 TEST(CudaArgmax, MatchesReference) {

@@ -282,15 +282,20 @@ __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* di
   if (dbias) atomicAdd(dbias + c, gb);
 }
 
+// x rows are x_row_stride elements apart; with second_half, each row's next `channels` elements
+// (an in-projection's z half) are copied there too.
 template <typename T>
-__global__ void conv_step_kernel(ConvArgs p, float* state, T* out) {
+__global__ void conv_step_kernel(ConvArgs p, int64_t x_row_stride, float* state, T* out, T* second_half) {
   wait_for_previous_kernels();
   allow_next_kernel_launch();
   const int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= int64_t(p.batch) * p.channels) return;
-  const int c = index % p.channels, history = p.width - 1;
+  const int64_t row = index / p.channels;
+  const int c = int(index - row * p.channels), history = p.width - 1;
+  const T* x_row = static_cast<const T*>(p.x) + row * x_row_stride;
+  if (second_half) second_half[index] = x_row[p.channels + c];
   float* s = state + index * history;
-  const float x = to_float(static_cast<const T*>(p.x)[index]);
+  const float x = to_float(x_row[c]);
   float acc = p.bias ? p.bias[c] : 0.0f;
   for (int k = 0; k < history; ++k) acc = fmaf(p.weight[c * p.width + k], s[k], acc);
   acc = fmaf(p.weight[c * p.width + history], x, acc);
@@ -419,22 +424,46 @@ ConvGrads causal_conv1d_backward(const ConvInputs& in, const Tensor& dout, Tenso
   return g;
 }
 
-Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state) {
-  Prepared prepared = prepare(step, true);
-  const ConvArgs& p = prepared.args;
+namespace {
+// The step kernel over prepared args whose x rows are x_row_stride apart (second_half optional).
+Tensor run_conv_step(const ConvArgs& p, DType dtype, int64_t x_row_stride, Tensor& state, Tensor* second_half) {
   require_cuda_tensor(state, "causal_conv1d_step state");
   check_shape(state, {p.batch, p.channels, p.width - 1}, "causal_conv1d_step state");
   check_dtype(state, DType::f32, "causal_conv1d_step state");
-  Tensor out = Tensor::empty(step.x.shape(), step.x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty({p.batch, p.channels}, dtype, Device::cuda);
   const int64_t n = int64_t(p.batch) * p.channels;
   if (n == 0) return out;
-  if (step.x.dtype() == DType::f32)
+  if (dtype == DType::f32)
     launch_overlapping("causal_conv1d step", conv_step_kernel<float>, dim3(blocks_for(n, 256)), dim3(256), 0, p,
-                       state.data<float>(), static_cast<float*>(out.raw()));
+                       x_row_stride, state.data<float>(), static_cast<float*>(out.raw()),
+                       second_half ? second_half->data<float>() : nullptr);
   else
     launch_overlapping("causal_conv1d step", conv_step_kernel<__nv_bfloat16>, dim3(blocks_for(n, 256)), dim3(256), 0, p,
-                       state.data<float>(), static_cast<__nv_bfloat16*>(out.raw()));
+                       x_row_stride, state.data<float>(), static_cast<__nv_bfloat16*>(out.raw()),
+                       second_half ? static_cast<__nv_bfloat16*>(second_half->raw()) : nullptr);
   return out;
+}
+}  // namespace
+
+Tensor causal_conv1d_step(const ConvInputs& step, Tensor& state) {
+  Prepared prepared = prepare(step, true);
+  return run_conv_step(prepared.args, step.x.dtype(), prepared.args.channels, state, nullptr);
+}
+
+Tensor causal_conv1d_step_first_half(const ConvInputs& step, Tensor& state, Tensor& z_out) {
+  require_cuda_tensor(step.x, "causal_conv1d x");
+  MAMBA_CHECK(step.x.ndim() == 2 && step.x.size(1) % 2 == 0, "causal_conv1d x: expected [batch, 2C], got ",
+              shape_string(step.x.shape()));
+  const int64_t batch = step.x.size(0), channels = step.x.size(1) / 2;
+  require_cuda_tensor(z_out, "causal_conv1d z_out");
+  check_shape(z_out, {batch, channels}, "causal_conv1d z_out");
+  check_dtype(z_out, step.x.dtype(), "causal_conv1d z_out");
+  // z_out has the shape and dtype of the x half, so it stands in for x in prepare's checks.
+  ConvInputs half = step;
+  half.x = z_out;
+  Prepared prepared = prepare(half, true);
+  prepared.args.x = step.x.raw();
+  return run_conv_step(prepared.args, step.x.dtype(), 2 * channels, state, &z_out);
 }
 
 }  // namespace cuda

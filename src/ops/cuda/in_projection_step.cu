@@ -1,10 +1,28 @@
-// The fused CUDA in-projection of a decode step (ops/in_projection_step.h): one decode_matvec
-// launch with the RMSNorm prologue and the conv-step epilogue on the x half.
+// The CUDA in-projection of a decode step (ops/in_projection_step.h): one decode_matvec launch
+// with the RMSNorm prologue and the conv-step epilogue on the x half where it fits; else, for up to
+// kOneProductCudaRows sequences, the norm, one product over all of W_in (as linear_forward_split
+// runs it there) and one kernel for the conv step of the x half and the copy of the z half, where
+// the ops would copy both halves out first and then run the conv step (one launch more a layer).
+#include "ops/causal_conv1d.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/decode_matvec.cuh"
 #include "ops/in_projection_step.h"
+#include "ops/linear.h"
 
 namespace mamba::ops::cuda {
+
+namespace {
+std::optional<InProjectionOutputs> product_then_conv_step(const InProjectionStep& in, Tensor& conv_state) {
+  const int64_t batch = in.norm.x.size(0), channels = in.conv_weight.size(0);
+  if (batch > kOneProductCudaRows || in.weight.size(1) == 0) return std::nullopt;
+  const NormOutputs normed = ops::add_norm_forward(in.norm);
+  const Tensor xz = ops::linear_forward(normed.out, in.weight, in.bias);
+  Tensor z = Tensor::empty({batch, channels}, xz.dtype(), Device::cuda);
+  const Tensor conv_weight = in.conv_weight.view({channels, in.conv_weight.size(-1)});
+  Tensor x_conv = causal_conv1d_step_first_half({xz, conv_weight, in.conv_bias, {}, {}, true}, conv_state, z);
+  return InProjectionOutputs{x_conv, z, normed.residual_out};
+}
+}  // namespace
 
 std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in, Tensor& conv_state) {
   using namespace cuda_detail;
@@ -14,14 +32,14 @@ std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in
       !in.norm.residual.defined() || (in.norm.residual.dtype() == DType::f32 && aligned16(in.norm.residual.raw()));
   if (x.dtype() != DType::bf16 || in.weight.dtype() != DType::bf16 || !residual_fits ||
       !decode_matvec_fits(batch, d, 2 * channels, x.raw(), in.weight.raw()))
-    return std::nullopt;
+    return product_then_conv_step(in, conv_state);
   require_cuda_tensor(conv_state, "in_projection_step conv state");
   const Tensor norm_weight = float32_on_device(in.norm.weight, "in_projection_step norm weight");
   const Tensor bias = in.bias.defined() ? float32_on_device(in.bias, "in_projection_step bias") : Tensor{};
   const Tensor conv_weight = float32_on_device(in.conv_weight, "in_projection_step conv weight");
   const Tensor conv_bias =
       in.conv_bias.defined() ? float32_on_device(in.conv_bias, "in_projection_step conv bias") : Tensor{};
-  if (!aligned16(norm_weight.raw())) return std::nullopt;
+  if (!aligned16(norm_weight.raw())) return product_then_conv_step(in, conv_state);
 
   InProjectionOutputs out{Tensor::empty({batch, channels}, DType::bf16, Device::cuda),
                           Tensor::empty({batch, channels}, DType::bf16, Device::cuda),
