@@ -7,11 +7,11 @@
 //   x_conv       = SiLU(causal_conv1d_step(x', conv_state))   (ops/causal_conv1d.h; state shifted in place)
 //
 // It is exactly add_norm_forward → linear_forward_split → causal_conv1d_step, and runs as those ops
-// wherever a fused path does not apply. On CUDA, bf16 x with a bf16 W_in and at most 16 sequences
+// wherever a fused path does not apply. On CUDA, bf16 x with a bf16 W_in and at most 4 sequences
 // run as one kernel (ops/cuda/decode_matvec.cuh): the decode step is a chain of latency-bound
 // kernels, and this one replaces three. Its intermediates are rounded to bf16 where the separate
 // ops would store them in bf16 (n, x'). Other CUDA inputs of up to kOneProductCudaRows sequences
-// (the 1.4b shape at batch 16, whose W_in is too large for that kernel's staging) run as the norm,
+// (batch 16, where each block of that kernel would stage and normalise all 16 rows) run as the norm,
 // one product, and one kernel for the conv step of the x half and the copy of the z half: the ops
 // exactly, with one launch fewer. On the CPU, the products of the streaming kernel (few
 // sequences, ops/cpu/gemm.h) run with the conv step in one pool run, bitwise equal to the ops.

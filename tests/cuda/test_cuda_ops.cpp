@@ -360,8 +360,9 @@ TEST(CudaLinear, DecodeProductBf16) {
 }
 
 // The fused in-projection of a decode step against the composed float64 reference (add + RMSNorm,
-// product, conv step + SiLU): d = 72 takes the fused kernel (2C = 74 columns, not a multiple of
-// 8), d = 70 (not a multiple of 8) the composed ops; with and without a residual.
+// product, conv step + SiLU): d = 72 at 1 and 3 rows takes the fused kernel (2C = 74 columns, not a
+// multiple of 8), at 16 rows and d = 70 (not a multiple of 8) the product path; with and without a
+// residual.
 TEST(CudaInProjectionStep, MatchesComposedReference) {
   SKIP_WITHOUT_GPU();
   const int C = 37, width = 4, H = width - 1;
@@ -417,11 +418,10 @@ TEST(CudaInProjectionStep, MatchesComposedReference) {
       }
 }
 
-// Where the fused kernel does not fit (d = 70: not a multiple of 8; d = 1032 with 2C = 4100 at more
-// than 4 rows: a W_in above its staging limit, as the 1.4b shape at batch 16; f32 x), up to 16
-// rows run as the norm, one product and one kernel for the conv step of the x half and the copy of
-// the z half: bitwise the ops one after another (add_norm_forward, linear_forward_split,
-// causal_conv1d_step).
+// Where the fused kernel does not run (more than 4 rows; d = 70: not a multiple of 8; f32 x), up
+// to 16 rows run as the norm, one product and one kernel for the conv step of the x half and the
+// copy of the z half: bitwise the ops one after another (add_norm_forward, linear_forward_split,
+// causal_conv1d_step). d = 1032 with 2C = 4100 is a W_in on cuBLASLt, as the 1.4b shape's.
 TEST(CudaInProjectionStep, ProductPathEqualsTheOps) {
   SKIP_WITHOUT_GPU();
   struct Case {
@@ -429,7 +429,7 @@ TEST(CudaInProjectionStep, ProductPathEqualsTheOps) {
     DType x_dtype;
   };
   for (const Case& c : {Case{70, 37, 3, DType::bf16}, Case{1032, 2050, 16, DType::bf16},
-                        Case{1032, 2050, 5, DType::bf16}, Case{72, 37, 2, DType::f32}}) {
+                        Case{1032, 2050, 5, DType::bf16}, Case{72, 37, 16, DType::bf16}, Case{72, 37, 2, DType::f32}}) {
     SCOPED_TRACE("d " + std::to_string(c.d) + " C " + std::to_string(c.C) + " batch " + std::to_string(c.batch) + " " +
                  dtype_name(c.x_dtype));
     const int width = 4;
