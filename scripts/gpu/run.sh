@@ -18,6 +18,9 @@
 #                              decode, holding its scripts/gpu/scan_bench.cpp too) both trees' scan
 #                              tables, then their training runs alternately in two rounds
 #   scripts/gpu/run.sh test-train [BASE]  test, then train
+#   scripts/gpu/run.sh train-sizes  bf16 training of TARGETS.md's three shapes (130m batch 8, 370m batch 4,
+#                              1.4b batch 2, sequences of 2048): median tok/s and the GPU's peak memory
+#   scripts/gpu/run.sh train-sizes-trace  CUPTI timelines of the 370m and 1.4b training steps of train-sizes
 #   scripts/gpu/run.sh train-profile  ncu times of every kernel of one bf16 training step
 #   scripts/gpu/run.sh train-timing  host and GPU times of the phases of a bf16 training step
 #   scripts/gpu/run.sh train-trace [BASE]  CUPTI timeline of bf16 training steps: GPU busy time by
@@ -192,8 +195,9 @@ choose_trees() {
   fi
 }
 
-# Scan table and bf16 training (batch 8 x 2048, 30 steps) of this tree, and with BASE of that tree too:
-# the training runs alternate between the trees in two rounds, so both meet the same machine.
+# Scan table and bf16 training (batch 8 x 2048, 30 steps; TRAIN_ROWS="370m 4" for another shape and
+# batch) of this tree, and with BASE of that tree too: the training runs alternate between the trees
+# in two rounds, so both meet the same machine.
 run_train() {
   echo "== train"
   local base_src=${1:-} trees
@@ -209,6 +213,9 @@ run_train() {
     "$build/scan_bench_$tree" "$out/scan_bench_$tree.json"
   done
   python3 -c "import numpy as n; n.random.default_rng(1).integers(0, 50277, 20_000_000, dtype=n.uint16).tofile('$out/tokens.u16')"
+  local rows=${TRAIN_ROWS:-130m 8}
+  set -- $rows
+  local shape=$1 batch=$2
   for round in 1 2; do
     local order=("${trees[@]}")
     [ "$round" = 2 ] && order=($(printf '%s\n' "${trees[@]}" | tac))
@@ -216,21 +223,58 @@ run_train() {
       local bin="$build/mambacpp" dir="$out/train_${tree}_$round"
       [ "$tree" = base ] && bin="build-gpu-base/mambacpp"
       rm -rf "$dir"
-      "$bin" train --device cuda --dtype bf16 --preset 130m --data "$out/tokens.u16" --data-format tokens \
-        --vocab 50280 --batch 8 --seq-len 2048 --steps 30 --schedule constant --lr 3e-4 --eval-batches 2 \
+      "$bin" train --device cuda --dtype bf16 --preset "$shape" --data "$out/tokens.u16" --data-format tokens \
+        --vocab 50280 --batch "$batch" --seq-len 2048 --steps 30 --schedule constant --lr 3e-4 --eval-batches 2 \
         --out "$dir" >"$dir.log" 2>&1 || { echo "training $tree FAILED"; tail -3 "$dir.log"; }
       rm -f "$dir/model.safetensors" "$dir/train_state.safetensors"
     done
   done
   rm -f "$out/tokens.u16"
-  python3 - "$out" <<'PY'
+  python3 - "$out" "$shape" "$batch" <<'PY'
 import glob, json, statistics, sys
-print("\ntraining bf16, mamba-130m shape, batch 8 x 2048, AdamW: median tok/s of steps 6-30 (loss first -> last)")
+shape, batch = sys.argv[2], int(sys.argv[3])
+print(f"\ntraining bf16, mamba-{shape} shape, batch {batch} x 2048, AdamW: median tok/s of steps 6-30 (loss first -> last)")
 for path in sorted(glob.glob(f"{sys.argv[1]}/train_*_*/metrics.jsonl")):
     steps = [json.loads(l) for l in open(path) if '"eval"' not in l]
     rate = statistics.median(s["tokens_per_s"] for s in steps[5:])
-    print(f"  {path.split('/')[-2]:<14} {rate:10.0f} tok/s {8 * 2048 / rate * 1e3:7.1f} ms/step"
+    print(f"  {path.split('/')[-2]:<14} {rate:10.0f} tok/s {batch * 2048 / rate * 1e3:7.1f} ms/step"
           f"  (loss {steps[0]['loss']:.4f} -> {steps[-1]['loss']:.4f})")
+PY
+}
+
+# TARGETS.md's training table: bf16 (float32 master weights), AdamW, sequences of 2048, 30 steps of
+# random token ids per shape. Checkpoints go to /dev/shm (the 1.4b one with its optimiser state is
+# 16 GB) and are deleted; nvidia-smi samples the memory in use meanwhile.
+run_train_sizes() {
+  echo "== train sizes"
+  python3 -c "import numpy as n; n.random.default_rng(1).integers(0, 50277, 20_000_000, dtype=n.uint16).tofile('$out/tokens.u16')"
+  local scratch=/dev/shm/mambacpp_train_sizes
+  for row in "130m 8" "370m 4" "1.4b 2"; do
+    set -- $row
+    local dir="$scratch/$1"
+    rm -rf "$dir"
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$out/train_memory_$1.txt" &
+    local sampler=$!
+    "$build/mambacpp" train --device cuda --dtype bf16 --preset "$1" --data "$out/tokens.u16" --data-format tokens \
+      --vocab 50280 --batch "$2" --seq-len 2048 --steps 30 --schedule constant --lr 3e-4 --eval-batches 1 \
+      --out "$dir" >"$out/train_$1.log" 2>&1 || { echo "training $1 FAILED"; tail -3 "$out/train_$1.log"; }
+    kill "$sampler"
+    cp "$dir/metrics.jsonl" "$out/train_$1.jsonl" || true
+    rm -rf "$dir"
+  done
+  rm -f "$out/tokens.u16"
+  python3 - "$out" <<'PY'
+import json, statistics, sys
+print("\ntraining bf16, AdamW, sequences of 2048: median of steps 6-30 (loss first -> last), peak GPU memory")
+for shape, batch in (("130m", 8), ("370m", 4), ("1.4b", 2)):
+    try:
+        steps = [json.loads(l) for l in open(f"{sys.argv[1]}/train_{shape}.jsonl") if '"eval"' not in l]
+        rate = statistics.median(s["tokens_per_s"] for s in steps[5:])
+        memory = max(int(l) for l in open(f"{sys.argv[1]}/train_memory_{shape}.txt") if l.strip().isdigit())
+        print(f"  {shape:>5} batch {batch}: {rate:9.0f} tok/s {batch * 2048 / rate * 1e3:7.1f} ms/step"
+              f"  (loss {steps[0]['loss']:.3f} -> {steps[-1]['loss']:.3f}), {memory / 1024:.1f} GiB")
+    except (OSError, ValueError, KeyError) as e:
+        print(f"  {shape}: no result ({e})")
 PY
 }
 
@@ -321,14 +365,17 @@ run_train_trace() {
   done
 }
 
-# CUPTI timelines of the prefill rows of TARGETS.md (1.4b batch 1, 130m batch 16; bf16, 2048 tokens).
-run_prefill_trace() {
-  echo "== prefill trace"
+# CUPTI timelines (scripts/gpu/train_trace.cpp) of prefills or training steps ($1: prefill | train) of
+# the shapes and batches that follow, bf16, 2048 tokens a sequence.
+run_shape_traces() {
+  local kind=$1
+  shift
+  echo "== $kind trace"
   local cupti
   find_cupti || return 0
   g++ $cxx_flags scripts/gpu/train_trace.cpp -o "$build/train_trace" $libs -L"$cupti" -lcupti -Wl,-rpath,"$cupti"
-  for row in "1.4b 1" "130m 16"; do
-    "$build/train_trace" prefill $row | tee "$out/prefill_trace_${row// /_}.txt"
+  for row in "$@"; do
+    "$build/train_trace" "$kind" $row | tee "$out/${kind}_trace_${row// /_}.txt"
   done
 }
 
@@ -369,10 +416,12 @@ case "$mode" in
   test-decode) run_tests; run_decode "${2:-}" ;;
   train) run_train "${2:-}" ;;
   test-train) run_tests; run_train "${2:-}" ;;
+  train-sizes) run_train_sizes ;;
   train-profile) run_train_profile ;;
   train-timing) run_train_timing ;;
   train-trace) run_train_trace "${2:-}" ;;
-  prefill-trace) run_prefill_trace ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-profile|train-timing|train-trace [BASE]" >&2
+  prefill-trace) run_shape_traces prefill "1.4b 1" "130m 16" ;;
+  train-sizes-trace) run_shape_traces train "370m 4" "1.4b 2" ;;
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]" >&2
     exit 2 ;;
 esac

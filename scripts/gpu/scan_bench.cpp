@@ -194,9 +194,26 @@ std::string split_sweep() {
     }
     row(batch, D, L, ms);
   }
+  // The training forward keeps its states for the backward; the training shapes of the 130m, 370m
+  // and 1.4b rows of TARGETS.md (batch 8, 4, 2).
+  const std::vector<Dims> training_shapes = {{8, 1536, 2048}, {4, 2048, 2048}, {2, 4096, 2048}};
+  header("forward, states kept");
+  for (const auto& [batch, D, L] : training_shapes) {
+    const ops::ScanInputs in = random_inputs(rng, batch, D, L, 16);
+    const Tensor out = Tensor::empty(in.u.shape(), DType::bf16, Device::cuda);
+    const Tensor last = Tensor::empty({batch, D, 16}, DType::f32, Device::cuda);
+    const int64_t stride = ops::scan_state_stride(DType::bf16, 16);
+    const Tensor states = Tensor::empty({batch, (L + stride - 1) / stride, D, 16}, DType::f32, Device::cuda);
+    std::vector<double> ms;
+    for (int c : counts) {
+      ops::cuda_detail::set_selective_scan_splits(c, 0);
+      ms.push_back(median_ms([&] { ops::cuda_detail::selective_scan_forward_into(in, out, last, states); }, 2, 7));
+    }
+    row(batch, D, L, ms);
+  }
   header("backward (f+b kept)");
-  for (const auto& [batch, D, L] :
-       std::vector<Dims>{{4, 4096, 2048}, {1, 4096, 8192}, {1, 1536, 65536}, {8, 1536, 2048}}) {
+  for (const auto& [batch, D, L] : std::vector<Dims>{
+           {4, 4096, 2048}, {1, 4096, 8192}, {1, 1536, 65536}, {8, 1536, 2048}, {4, 2048, 2048}, {2, 4096, 2048}}) {
     ops::ScanInputs in = random_inputs(rng, batch, D, L, 16);
     const Device gpu = Device::cuda;
     const Tensor dout = random_gpu(rng, {batch, L, D}, DType::bf16, -1, 1);

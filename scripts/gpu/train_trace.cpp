@@ -1,13 +1,13 @@
-// A timeline of bf16 training steps (random mamba-130m shape, batch 8 × 2048, AdamW with clipping,
-// as `mambacpp train` steps them) or of bf16 prefills (random weights of a preset shape, 2048
-// random ids a sequence, as `mambacpp bench` prefills them), from CUPTI's activity records: every
-// kernel, copy and fill the GPU ran, with its start and end. Per step: the GPU's busy time by kind,
-// the time it sat idle between two of them (waiting for the host), the largest such gaps and what
-// followed them, and the kernels by total time (ncu's table, but timed inside the running step,
-// not serialised).
-// Usage: train_trace [STEPS] [eager]   (the first 3 steps are warm-up, not counted; `eager`: every
-//                                       pass queued kernel by kernel, where the library can replay
-//                                       passes from a CUDA graph)
+// A timeline of bf16 training steps (random weights of a preset shape, default mamba-130m at batch
+// 8 × 2048, AdamW with clipping, as `mambacpp train` steps them) or of bf16 prefills (random weights of a preset shape,
+// 2048 random ids a sequence, as `mambacpp bench` prefills them), from CUPTI's activity records: every kernel, copy and
+// fill the GPU ran, with its start and end. Per step: the GPU's busy time by kind, the time it sat idle between two of
+// them (waiting for the host), the largest such gaps and what followed them, and the kernels by total time (ncu's
+// table, but timed inside the running step, not serialised). Usage: train_trace [STEPS] [eager]   (130m, batch 8; the
+// first 3 steps are warm-up, not counted;
+//                                       `eager`: every pass queued kernel by kernel, where the library
+//                                       can replay passes from a CUDA graph)
+//        train_trace train SHAPE BATCH [STEPS]
 //        train_trace prefill SHAPE BATCH [STEPS]
 #include <cuda_runtime_api.h>
 #include <cupti.h>
@@ -122,19 +122,20 @@ Windows time_steps(int steps, Prepare&& prepare, Step&& step) {
   return windows;
 }
 
-Windows trace_training(int steps, bool eager) {
-  const int64_t batch = 8, length = 2048;
-  auto model = model::LanguageModel::initialize(model::preset_config("130m", "shape"), 1, Device::cuda);
+Windows trace_training(const std::string& shape, int64_t batch, int steps, bool eager) {
+  const int64_t length = 2048;
+  auto model = model::LanguageModel::initialize(model::preset_config(shape, "shape"), 1, Device::cuda);
   model->use_mixed_precision();
   model->enable_grad();
   if (eager) keep_passes_eager(*model);
   train::Optimizer optimizer({}, model->parameters());
+  const int64_t vocab = model->config().vocab_size;
   Rng rng(3);
   Tensor ids = Tensor::empty({batch, length}, DType::i32), targets = Tensor::empty({batch, length}, DType::i32);
   auto random_batch = [&] {
     for (int64_t i = 0; i < ids.numel(); ++i) {
-      ids.data<int32_t>()[i] = int32_t(rng.below(50277));
-      targets.data<int32_t>()[i] = int32_t(rng.below(50277));
+      ids.data<int32_t>()[i] = int32_t(rng.below(uint64_t(vocab)));
+      targets.data<int32_t>()[i] = int32_t(rng.below(uint64_t(vocab)));
     }
   };
   return time_steps(steps, random_batch, [&] {
@@ -168,17 +169,19 @@ int main(int argc, char** argv) {
   for (CUpti_ActivityKind kind :
        {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET})
     check(cuptiActivityEnable(kind), "enable");
-  const bool prefill = argc > 1 && std::string(argv[1]) == "prefill";
+  const std::string first = argc > 1 ? argv[1] : "";
   std::string title;
   Windows windows;
-  if (prefill) {
+  if (first == "prefill" || first == "train") {
     const std::string shape = argc > 2 ? argv[2] : "1.4b";
     const int64_t batch = argc > 3 ? std::stoll(argv[3]) : 1;
-    windows = trace_prefill(shape, batch, argc > 4 ? std::stoi(argv[4]) : 8);
-    title = "prefill timeline, " + shape + " bf16, batch " + std::to_string(batch) + " x 2048";
+    const int steps = argc > 4 ? std::stoi(argv[4]) : 8;
+    windows = first == "prefill" ? trace_prefill(shape, batch, steps) : trace_training(shape, batch, steps, false);
+    title = (first == "prefill" ? "prefill timeline, " : "training step timeline, ") + shape + " bf16, batch " +
+            std::to_string(batch) + " x 2048";
   } else {
     const bool eager = argc > 2 && std::string(argv[2]) == "eager";
-    windows = trace_training(argc > 1 ? std::stoi(argv[1]) : 8, eager);
+    windows = trace_training("130m", 8, argc > 1 ? std::stoi(argv[1]) : 8, eager);
     title = std::string("training step timeline, 130m bf16, batch 8 x 2048") + (eager ? ", eager passes" : "");
   }
   check(cuptiActivityFlushAll(1), "flush");
@@ -198,9 +201,10 @@ int main(int argc, char** argv) {
       auto& kind = busy_by_kind[kernel ? "kernels" : a.name];
       kind.first += 1;
       kind.second += a.end - a.start;
-      if (kernel) {
-        kernels[a.name].first += 1;
-        kernels[a.name].second += a.end - a.start;
+      if (kernel || a.name == "memset") {
+        const std::string key = kernel ? a.name : "memset of " + std::to_string(a.bytes) + " bytes";
+        kernels[key].first += 1;
+        kernels[key].second += a.end - a.start;
       }
       if (first == 0) {
         first = a.start;
@@ -241,6 +245,6 @@ int main(int argc, char** argv) {
                   by_time[i].second.c_str());
   };
   print_largest("idle time by the activity that ended it (ms per step, gaps per step)", gaps_before, 12);
-  print_largest("kernels by time (ms per step, calls per step)", kernels, 25);
+  print_largest("kernels and memsets by time (ms per step, calls per step)", kernels, 30);
   return 0;
 }

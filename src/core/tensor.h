@@ -54,6 +54,8 @@ class Tensor {
   static Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype);
 
   bool defined() const { return buffer_ != nullptr; }
+  // Whether both are views into one buffer (one allocation).
+  bool shares_buffer(const Tensor& other) const { return buffer_ == other.buffer_; }
   const Shape& shape() const { return shape_; }
   int ndim() const { return int(shape_.size()); }
   int64_t size(int dim) const;  // negative dims count from the end

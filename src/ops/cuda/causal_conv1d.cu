@@ -1,6 +1,6 @@
 // CUDA causal depthwise conv1d: forward, backward and the one-token step.
 //
-// Forward and backward: a thread owns one channel of one sequence over a segment of kSegment
+// Forward and backward: a thread owns one or two channels of one sequence over a segment of kSegment
 // consecutive positions and slides a window of the last K inputs (and, backward, the next K
 // dpre values) along it in registers, so each element is read about once; a warp covers 32
 // neighbouring channels, so every load is coalesced across it. The backward forms
@@ -8,6 +8,7 @@
 // gradients over its segment before one atomic per weight. No integer division per element.
 // Loads are issued kLoadBatch positions at a time, before any of them is used, so each thread has
 // several in flight.
+#include <initializer_list>
 #include <type_traits>
 
 #include "ops/causal_conv1d.h"
@@ -178,33 +179,35 @@ __global__ void conv_final_state_kernel(ConvArgs p, float* final_state) {
   final_state[index] = conv_input(p, x_seq, b, sequence_length(p, b) - history + j, c);
 }
 
-// Backward of one segment [t0, t1) of one channel: walks t from s_begin to t1 + K − 2, forming
-// dpre[t] (0 past the length and before position 0) and, once dpre[s .. s+K−1] are known,
+// Backward of one segment [t0, t1) of kC consecutive channels: walks t from s_begin to t1 + K − 2,
+// forming dpre[t] (0 past the length and before position 0) and, once dpre[s .. s+K−1] are known,
 // dx[s] = Σ_k w[k]·dpre[s + K−1−k]; dx at the virtual positions −(K−1) … −1 goes to
 // dinitial_state (first segment only). dweight[k] += dpre[t]·x[t−K+1+k] and dbias += dpre[t] for
-// t in the segment.
-template <typename T, int kFixedWidth>
+// t in the segment. kC = 2 as in the forward: with 2-byte loads and stores (one channel a thread)
+// the 370m and 1.4b training backward ran at half the memory rate.
+template <typename T, int kFixedWidth, int kC>
 __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* dinitial_state, float* dweight,
                                      float* dbias) {
-  const int c = blockIdx.x * kBlockChannels + threadIdx.x, b = blockIdx.z;
-  if (c >= p.channels) return;
+  const int c0 = (blockIdx.x * kBlockChannels + threadIdx.x) * kC, b = blockIdx.z;
+  if (c0 >= p.channels) return;
   constexpr int kW = register_width(kFixedWidth);
   const int K = kFixedWidth > 0 ? kFixedWidth : p.width, history = K - 1;
   const int t0 = blockIdx.y * kSegment, t1 = min(p.L, t0 + kSegment), len = sequence_length(p, b);
   const int64_t offset = int64_t(b) * p.L * p.channels;
   const T* x_seq = static_cast<const T*>(p.x) + offset;
   const T* dout_seq = dout + offset;
-  float w[kW];
-#pragma unroll
-  for (int k = 0; k < kW; ++k) w[k] = k < K ? p.weight[c * K + k] : 0.0f;
-  const float bias = p.bias ? p.bias[c] : 0.0f;
-  // window[k]: input at t − K + 1 + k (for pre[t]); recent[j]: dpre at t − j.
-  float window[kW], recent[kW] = {}, gw[kW] = {}, gb = 0.0f;
+  // Per channel j: window[j][k] the input at t − K + 1 + k (for pre[t]); recent[j][i] dpre at t − i.
+  float w[kC][kW], bias[kC], window[kC][kW], recent[kC][kW] = {}, gw[kC][kW] = {}, gb[kC] = {};
   const bool to_initial = dinitial_state && t0 == 0;
   const int s_begin = to_initial ? -history : t0;
 #pragma unroll
-  for (int k = 0; k < kW; ++k) {
-    window[k] = k + 1 < K ? conv_input(p, x_seq, b, s_begin - K + 1 + k, c) : 0.0f;
+  for (int j = 0; j < kC; ++j) {
+#pragma unroll
+    for (int k = 0; k < kW; ++k) {
+      w[j][k] = k < K ? p.weight[(c0 + j) * K + k] : 0.0f;
+      window[j][k] = k + 1 < K ? conv_input(p, x_seq, b, s_begin - K + 1 + k, c0 + j) : 0.0f;
+    }
+    bias[j] = p.bias ? p.bias[c0 + j] : 0.0f;
   }
   const int t_end = t1 + history;
   // One batch of kLoadBatch positions. Interior batches (every position inside the segment and the
@@ -212,61 +215,77 @@ __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* di
   // with the bounds the kernel was bound by instruction issue, not memory.
   auto run_batch = [&](const int batch0, auto interior_tag) {
     constexpr bool kInterior = decltype(interior_tag)::value;
-    float xs[kLoadBatch], douts[kLoadBatch];
+    float xs[kLoadBatch][kC], douts[kLoadBatch][kC];
 #pragma unroll
     for (int i = 0; i < kLoadBatch; ++i) {
       const int t = batch0 + i;
       if (kInterior) {
-        xs[i] = to_float(x_seq[int64_t(t) * p.channels + c]);
-        douts[i] = to_float(dout_seq[int64_t(t) * p.channels + c]);
+        load_channels<T, kC>(x_seq + int64_t(t) * p.channels + c0, xs[i]);
+        load_channels<T, kC>(dout_seq + int64_t(t) * p.channels + c0, douts[i]);
       } else {
-        xs[i] = t < 0 ? conv_input(p, x_seq, b, t, c) : t < p.L ? to_float(x_seq[int64_t(t) * p.channels + c]) : 0.0f;
-        douts[i] = t >= 0 && t < len ? to_float(dout_seq[int64_t(t) * p.channels + c]) : 0.0f;
+#pragma unroll
+        for (int j = 0; j < kC; ++j) {
+          const int c = c0 + j;
+          xs[i][j] = t < 0     ? conv_input(p, x_seq, b, t, c)
+                     : t < p.L ? to_float(x_seq[int64_t(t) * p.channels + c])
+                               : 0.0f;
+          douts[i][j] = t >= 0 && t < len ? to_float(dout_seq[int64_t(t) * p.channels + c]) : 0.0f;
+        }
       }
     }
 #pragma unroll
     for (int i = 0; i < kLoadBatch; ++i) {
       const int t = batch0 + i;
       if (!kInterior && t >= t_end) break;  // dx past the segment belongs to the next one
+      float dx_t[kC];
 #pragma unroll
-      for (int k = 0; k < kW; ++k)
-        if (k + 1 == K) window[k] = xs[i];
-      float g = 0.0f;
-      if (kInterior || (t >= 0 && t < len)) {
-        g = douts[i];
-        if (p.silu) {
-          float v = bias;
-#pragma unroll
-          for (int k = 0; k < kW; ++k)
-            if (k < K) v = fmaf(w[k], window[k], v);
-          const float sg = sigmoid(v);
-          g *= sg * fmaf(v, 1.0f - sg, 1.0f);
-        }
-      }
-      if (kInterior || (t >= t0 && t < t1)) {
+      for (int j = 0; j < kC; ++j) {
 #pragma unroll
         for (int k = 0; k < kW; ++k)
-          if (k < K) gw[k] = fmaf(g, window[k], gw[k]);
-        gb += g;
-      }
+          if (k + 1 == K) window[j][k] = xs[i][j];
+        float g = 0.0f;
+        if (kInterior || (t >= 0 && t < len)) {
+          g = douts[i][j];
+          if (p.silu) {
+            float v = bias[j];
 #pragma unroll
-      for (int j = kW - 1; j > 0; --j) recent[j] = recent[j - 1];
-      recent[0] = g;
-      // dx at s = t − (K−1): Σ_k w[k]·dpre[s + K−1−k] = Σ_k w[k]·dpre[t − k] = Σ_k w[k]·recent[k].
-      const int s = t - history;
-      if (kInterior || s >= s_begin) {
+            for (int k = 0; k < kW; ++k)
+              if (k < K) v = fmaf(w[j][k], window[j][k], v);
+            const float sg = sigmoid(v);
+            g *= sg * fmaf(v, 1.0f - sg, 1.0f);
+          }
+        }
+        if (kInterior || (t >= t0 && t < t1)) {
+#pragma unroll
+          for (int k = 0; k < kW; ++k)
+            if (k < K) gw[j][k] = fmaf(g, window[j][k], gw[j][k]);
+          gb[j] += g;
+        }
+#pragma unroll
+        for (int k = kW - 1; k > 0; --k) recent[j][k] = recent[j][k - 1];
+        recent[j][0] = g;
+        // dx at s = t − (K−1): Σ_k w[k]·dpre[s + K−1−k] = Σ_k w[k]·dpre[t − k] = Σ_k w[k]·recent[k].
         float acc = 0.0f;
 #pragma unroll
         for (int k = 0; k < kW; ++k)
-          if (k < K) acc = fmaf(w[k], recent[k], acc);
-        if (kInterior || s >= 0)
-          dx[offset + int64_t(s) * p.channels + c] = from_float<T>(acc);
-        else
-          dinitial_state[(int64_t(b) * p.channels + c) * history + s + history] = acc;
-      }
+          if (k < K) acc = fmaf(w[j][k], recent[j][k], acc);
+        dx_t[j] = acc;
 #pragma unroll
-      for (int k = 0; k + 1 < kW; ++k)
-        if (k + 1 < K) window[k] = window[k + 1];
+        for (int k = 0; k + 1 < kW; ++k)
+          if (k + 1 < K) window[j][k] = window[j][k + 1];
+      }
+      const int s = t - history;
+      if (kInterior) {
+        store_channels<T, kC>(dx + offset + int64_t(s) * p.channels + c0, dx_t);
+      } else if (s >= s_begin) {
+#pragma unroll
+        for (int j = 0; j < kC; ++j) {
+          if (s >= 0)
+            dx[offset + int64_t(s) * p.channels + c0 + j] = from_float<T>(dx_t[j]);
+          else
+            dinitial_state[(int64_t(b) * p.channels + c0 + j) * history + s + history] = dx_t[j];
+        }
+      }
     }
   };
   const int interior_end = min(t1, len);
@@ -277,9 +296,12 @@ __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* di
       run_batch(batch0, std::false_type{});
   }
 #pragma unroll
-  for (int k = 0; k < kW; ++k)
-    if (k < K) atomicAdd(dweight + c * K + k, gw[k]);
-  if (dbias) atomicAdd(dbias + c, gb);
+  for (int j = 0; j < kC; ++j) {
+#pragma unroll
+    for (int k = 0; k < kW; ++k)
+      if (k < K) atomicAdd(dweight + (c0 + j) * K + k, gw[j][k]);
+    if (dbias) atomicAdd(dbias + c0 + j, gb[j]);
+  }
 }
 
 // x rows are x_row_stride elements apart; with second_half, each row's next `channels` elements
@@ -352,15 +374,20 @@ Prepared prepare(const ConvInputs& in, bool step) {
   return prepared;
 }
 
+// Channel pairs need an even channel count and x and the other rows aligned to a pair.
+template <typename T>
+bool channel_pairs(const ConvArgs& p, std::initializer_list<const T*> rows) {
+  bool aligned = p.channels % 2 == 0 && reinterpret_cast<uintptr_t>(p.x) % (2 * sizeof(T)) == 0;
+  for (const T* row : rows) aligned = aligned && reinterpret_cast<uintptr_t>(row) % (2 * sizeof(T)) == 0;
+  return aligned;
+}
+
 template <typename T>
 void forward(const ConvArgs& p, ConvOutputs& out) {
   float* final_state = out.final_state.data<float>();
   if (int64_t(p.batch) * p.L * p.channels > 0) {
     T* dst = static_cast<T*>(out.out.raw());
-    // Channel pairs need an even channel count and rows aligned to a pair.
-    const bool pairs = p.channels % 2 == 0 && reinterpret_cast<uintptr_t>(p.x) % (2 * sizeof(T)) == 0 &&
-                       reinterpret_cast<uintptr_t>(dst) % (2 * sizeof(T)) == 0;
-    if (pairs) {
+    if (channel_pairs<T>(p, {dst})) {
       auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth, 2> : conv_forward_kernel<T, 0, 2>;
       kernel<<<segment_grid(p, 2), kBlockChannels>>>(p, dst, final_state);
     } else {
@@ -378,9 +405,15 @@ void backward(const ConvArgs& p, const Tensor& dout, ConvGrads& g, float* dweigh
   float* dinit = g.dinitial_state.defined() ? g.dinitial_state.data<float>() : nullptr;
   if (dinit && p.L == 0) g.dinitial_state.zero_();
   if (int64_t(p.batch) * p.L * p.channels > 0) {
-    auto kernel = p.width == kFastWidth ? conv_backward_kernel<T, kFastWidth> : conv_backward_kernel<T, 0>;
-    kernel<<<segment_grid(p, 1), kBlockChannels>>>(p, static_cast<const T*>(dout.raw()), static_cast<T*>(g.dx.raw()),
-                                                   dinit, dweight, dbias);
+    const T* dy = static_cast<const T*>(dout.raw());
+    T* dx = static_cast<T*>(g.dx.raw());
+    if (channel_pairs<T>(p, {dy, dx})) {
+      auto kernel = p.width == kFastWidth ? conv_backward_kernel<T, kFastWidth, 2> : conv_backward_kernel<T, 0, 2>;
+      kernel<<<segment_grid(p, 2), kBlockChannels>>>(p, dy, dx, dinit, dweight, dbias);
+    } else {
+      auto kernel = p.width == kFastWidth ? conv_backward_kernel<T, kFastWidth, 1> : conv_backward_kernel<T, 0, 1>;
+      kernel<<<segment_grid(p, 1), kBlockChannels>>>(p, dy, dx, dinit, dweight, dbias);
+    }
   }
   check_launch("causal_conv1d backward");
 }

@@ -31,6 +31,7 @@
 // no longer needs), then added to device memory with 16-byte atomics once per chunk.
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "ops/cuda/common.cuh"
@@ -2082,8 +2083,15 @@ template <typename T>
     p.dC = p.dB + bc;
   }
   p.vector_state_grads = p.nstate % 4 == 0 && aligned16(p.dB) && aligned16(p.dC);
-  check_cuda(cudaMemsetAsync(p.dB, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
-  check_cuda(cudaMemsetAsync(p.dC, 0, size_t(p.batch) * p.L * p.nstate * sizeof(float)), "cudaMemsetAsync");
+  // The sums are atomics' targets. In scratch they lie back to back: one memset (a graph node and
+  // its launch gap fewer per layer).
+  const size_t bc_bytes = size_t(p.batch) * p.L * p.nstate * sizeof(float);
+  if (dBC_in_place) {
+    check_cuda(cudaMemsetAsync(p.dB, 0, bc_bytes), "cudaMemsetAsync");
+    check_cuda(cudaMemsetAsync(p.dC, 0, bc_bytes), "cudaMemsetAsync");
+  } else {
+    check_cuda(cudaMemsetAsync(p.dB, 0, bc * sizeof(float) + bc_bytes), "cudaMemsetAsync");
+  }
   if (groups) {
     constexpr size_t bytes = sizeof(GroupBackShared);
     const dim3 grid((p.dim + kGroupChannels - 1) / kGroupChannels, p.batch, p.splits);
@@ -2124,6 +2132,27 @@ Shape chunk_states_shape(const ScanArgs& p) {
 
 void zero_async(const Tensor& t) {
   if (t.defined()) check_cuda(cudaMemsetAsync(t.raw(), 0, t.nbytes()), "cudaMemsetAsync");
+}
+
+// Zeros the defined tensors, one memset per run of them that lie back to back in one buffer (the
+// backward's own float32 sums are allocated that way; a memset may not cross allocations).
+void zero_async(std::initializer_list<const Tensor*> tensors) {
+  const Tensor* run_first = nullptr;
+  char* run_begin = nullptr;
+  size_t run_bytes = 0;
+  for (const Tensor* t : tensors) {
+    if (!t->defined() || t->nbytes() == 0) continue;
+    char* begin = static_cast<char*>(t->raw());
+    if (run_first && run_first->shares_buffer(*t) && run_begin + run_bytes == begin) {
+      run_bytes += t->nbytes();
+      continue;
+    }
+    if (run_first) check_cuda(cudaMemsetAsync(run_begin, 0, run_bytes), "cudaMemsetAsync");
+    run_first = t;
+    run_begin = begin;
+    run_bytes = t->nbytes();
+  }
+  if (run_first) check_cuda(cudaMemsetAsync(run_begin, 0, run_bytes), "cudaMemsetAsync");
 }
 
 }  // namespace
@@ -2203,7 +2232,7 @@ void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, cons
   if (g.dD.defined()) check_f32(g.dD, "selective_scan dD", {p.dim});
   if (g.ddelta_bias.defined()) check_f32(g.ddelta_bias, "selective_scan ddelta_bias", {p.dim});
   if (g.dinitial_state.defined()) check_f32(g.dinitial_state, "selective_scan dinitial_state", states);
-  for (const Tensor* t : {&g.dA, &g.dD, &g.ddelta_bias}) zero_async(*t);
+  zero_async({&g.dA, &g.dD, &g.ddelta_bias});
   if (p.L == 0 || p.batch == 0 || p.dim == 0) {
     for (const Tensor* t : {&g.du, &g.ddelta, &g.dz, &g.dB, &g.dC}) zero_async(*t);
     if (g.dinitial_state.defined()) {
@@ -2261,12 +2290,15 @@ ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, cons
   ScanGrads g;
   g.du = Tensor::empty(in.u.shape(), dtype, gpu);
   g.ddelta = Tensor::empty(in.u.shape(), dtype, gpu);
-  g.dA = Tensor::empty({p.dim, p.nstate}, DType::f32, gpu);
   g.dB = Tensor::empty(in.B.shape(), dtype, gpu);
   g.dC = Tensor::empty(in.C.shape(), dtype, gpu);
   if (in.z.defined()) g.dz = Tensor::empty(in.u.shape(), dtype, gpu);
-  if (in.D.defined()) g.dD = Tensor::empty({p.dim}, DType::f32, gpu);
-  if (in.delta_bias.defined()) g.ddelta_bias = Tensor::empty({p.dim}, DType::f32, gpu);
+  // dA, dD and ddelta_bias back to back, so that one memset zeros them.
+  const int64_t dA_size = int64_t(p.dim) * p.nstate;
+  const Tensor sums = Tensor::empty({dA_size + 2 * int64_t(p.dim)}, DType::f32, gpu);
+  g.dA = sums.slice(0, dA_size).view({p.dim, p.nstate});
+  if (in.D.defined()) g.dD = sums.slice(dA_size, dA_size + p.dim);
+  if (in.delta_bias.defined()) g.ddelta_bias = sums.slice(dA_size + p.dim, dA_size + 2 * int64_t(p.dim));
   if (in.initial_state.defined()) g.dinitial_state = Tensor::empty({p.batch, p.dim, p.nstate}, DType::f32, gpu);
   cuda_detail::selective_scan_backward_into(in, dout, dlast_state, g);
   return g;
