@@ -123,21 +123,18 @@ Tensor Mamba1Mixer::step(const ops::NormInputs& block_input, Tensor& conv_state,
                                conv_weight_2d(), value_or_empty(w_.conv_bias)},
                               conv_state);
   residual_out = in.residual_out;
-  std::vector<Tensor> parts =
-      ops::linear_forward_split(in.x_conv, w_.x_proj_weight->for_compute(), {dt_rank_, d_state_, d_state_});
+  // x_proj's δ rows, B and C stay side by side for the state update: no copy of the pieces.
+  const Tensor delta_B_C = ops::linear_forward(in.x_conv, w_.x_proj_weight->for_compute());
   ops::ScanInputs scan;
   scan.u = in.x_conv;
   // dt_proj runs inside the state update: one kernel fewer per layer in a latency-bound step.
-  scan.delta = parts[0];
   scan.delta_proj = w_.dt_proj_weight->for_compute();
   scan.A = A();
-  scan.B = parts[1];
-  scan.C = parts[2];
   scan.D = w_.D->value;
   scan.z = in.z;
   scan.delta_bias = w_.dt_proj_bias->value;
   scan.delta_softplus = true;
-  Tensor y = ops::selective_state_update(scan, ssm_state);
+  Tensor y = ops::selective_state_update_packed(scan, delta_B_C, ssm_state);
   return ops::linear_forward(y, w_.out_proj_weight->for_compute(), value_or_empty(w_.out_proj_bias));
 }
 

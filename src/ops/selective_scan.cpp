@@ -1,6 +1,10 @@
 // Input validation shared by every selective-scan backend, and the device dispatch.
 #include "ops/selective_scan.h"
 
+#include <vector>
+
+#include "ops/elementwise.h"
+
 namespace mamba::ops {
 
 namespace {
@@ -153,6 +157,31 @@ Tensor selective_state_update(const ScanInputs& step, Tensor& state) {
   }
   if (step.u.dtype() == DType::f64) return ref::selective_state_update(step, state);
   return cpu::selective_state_update(step, state);
+}
+
+Tensor selective_state_update_packed(const ScanInputs& step, const Tensor& delta_B_C, Tensor& state) {
+  MAMBA_CHECK(step.delta_proj.defined() && step.delta_proj.ndim() == 2,
+              "selective state update (packed): needs delta_proj [D, R]");
+  MAMBA_CHECK(!step.delta.defined() && !step.B.defined() && !step.C.defined(),
+              "selective state update (packed): delta, B and C come in delta_B_C, not apart");
+  MAMBA_CHECK(step.A.defined() && step.A.ndim() == 2, "selective state update (packed): needs A [D, N]");
+  const int64_t rank = step.delta_proj.size(1), n_states = step.A.size(1);
+  MAMBA_CHECK(delta_B_C.defined() && delta_B_C.ndim() == 2 && delta_B_C.size(1) == rank + 2 * n_states,
+              "selective state update (packed): delta_B_C must have shape [batch, R + 2N] = [batch, ",
+              rank + 2 * n_states, "], got ", delta_B_C.defined() ? shape_string(delta_B_C.shape()) : "nothing");
+  if (step.u.defined() && step.u.device() == Device::cuda && delta_B_C.device() == Device::cuda) {
+#ifdef MAMBACPP_CUDA
+    return cuda::selective_state_update_packed(step, delta_B_C, state);
+#else
+    fail_no_cuda("selective_state_update_packed");
+#endif
+  }
+  const std::vector<Tensor> pieces = split_columns(delta_B_C, {rank, n_states, n_states});
+  ScanInputs apart = step;
+  apart.delta = pieces[0];
+  apart.B = pieces[1];
+  apart.C = pieces[2];
+  return selective_state_update(apart, state);
 }
 
 }  // namespace mamba::ops

@@ -88,6 +88,11 @@ ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, cons
 // [batch, D] (dtype of u).
 // `in.lengths` and `in.initial_state` are ignored.
 Tensor selective_state_update(const ScanInputs& step, Tensor& state);
+// The same step with delta_proj, where the low-rank δ rows, B and C lie side by side in one
+// delta_B_C [batch, R + 2N] (dtype of u), as x_proj's one product writes them; step.delta, B and C
+// are not given. The CUDA update reads them in place (at batch > 1 splitting them is a copy kernel
+// per layer in the decode chain); other backends take the pieces.
+Tensor selective_state_update_packed(const ScanInputs& step, const Tensor& delta_B_C, Tensor& state);
 
 namespace ref {  // float64 loops: the definition of correct. Outputs and gradients are f64.
 ScanOutputs selective_scan_forward(const ScanInputs& in);
@@ -105,6 +110,7 @@ namespace cuda {
 ScanOutputs selective_scan_forward(const ScanInputs& in);
 ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, const Tensor& dlast_state);
 Tensor selective_state_update(const ScanInputs& step, Tensor& state);
+Tensor selective_state_update_packed(const ScanInputs& step, const Tensor& delta_B_C, Tensor& state);
 }  // namespace cuda
 
 }  // namespace mamba::ops

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "cuda_test_util.h"
+#include "ops/elementwise.h"
 #include "ops/selective_scan.h"
 #ifdef MAMBACPP_CUDA
 #include "ops/cuda/scan_launch.h"
@@ -310,33 +311,46 @@ TEST(CudaSelectiveScan, StepMatchesReference) {
 // the 16-byte ones (8 bf16 or 4 f32 per load), R = 136 also the pieces past those loaded before the
 // kernel waits; N = 40 has states past the 4 per lane loaded early; D = 37 leaves a partial block.
 // Batch 5 takes the four-lane groups (StepMatchesReference, batch 3, the eight-lane ones).
+// Also the packed form (δ rows, B and C side by side, as x_proj writes them): bitwise the same
+// step. R + 2N = 52 is not a whole number of 16-byte pieces (the scalar reads of δ), 80, 168 and
+// 128 are; batch 1 and 5 take eight and four lanes per (sequence, channel).
 TEST(CudaSelectiveScan, StepWithDeltaProjMatchesReference) {
   SKIP_WITHOUT_GPU();
-  const int batch = 5, dim = 37;
-  for (DType dtype : {DType::f32, DType::bf16}) {
-    for (DType weight_dtype : {DType::f32, DType::bf16, DType::f16}) {
-      for (auto [rank, n_states] : {std::pair{20, 16}, {48, 16}, {136, 16}, {48, 40}}) {
-        SCOPED_TRACE(std::string(dtype_name(dtype)) + " weight " + dtype_name(weight_dtype) + " R " +
-                     std::to_string(rank) + " N " + std::to_string(n_states));
-        Features f;
-        f.lengths = false;
-        f.dlast = false;
-        const Problem p = make_problem({batch, 1, dim, n_states}, f, dtype, 16);
-        ops::ScanInputs in = gpu_inputs(p, dtype);
-        for (Tensor* t : {&in.u, &in.z}) *t = t->view({batch, dim});
-        for (Tensor* t : {&in.B, &in.C}) *t = t->view({batch, n_states});
-        Rng rng(17);
-        in.delta = on_gpu(random_vector(rng, int64_t(batch) * rank, -1, 1), {batch, rank}, dtype);
-        in.delta_proj = on_gpu(random_vector(rng, int64_t(dim) * rank, -0.3, 0.3), {dim, rank}, weight_dtype);
-        ops::ScanInputs host = in;
-        for (Tensor* t : {&host.u, &host.delta, &host.A, &host.B, &host.C, &host.D, &host.z, &host.delta_bias,
-                          &host.delta_proj, &host.initial_state})
-          *t = t->to(Device::cpu);
-        Tensor state = in.initial_state.clone(), ref_state = host.initial_state.to(DType::f64);
-        const Tensor out = ops::selective_state_update(in, state);
-        const Tensor ref_out = ops::ref::selective_state_update(host, ref_state);
-        EXPECT_LT(relative_error(out.to(Device::cpu), ref_out), tolerance(dtype));
-        EXPECT_LT(relative_error(state.to(Device::cpu), ref_state), 1e-5);
+  const int dim = 37;
+  for (int batch : {1, 5}) {
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      for (DType weight_dtype : {DType::f32, DType::bf16, DType::f16}) {
+        for (auto [rank, n_states] : {std::pair{20, 16}, {48, 16}, {136, 16}, {48, 40}}) {
+          SCOPED_TRACE(std::string(dtype_name(dtype)) + " weight " + dtype_name(weight_dtype) + " R " +
+                       std::to_string(rank) + " N " + std::to_string(n_states) + " batch " + std::to_string(batch));
+          Features f;
+          f.lengths = false;
+          f.dlast = false;
+          const Problem p = make_problem({batch, 1, dim, n_states}, f, dtype, 16);
+          ops::ScanInputs in = gpu_inputs(p, dtype);
+          for (Tensor* t : {&in.u, &in.z}) *t = t->view({batch, dim});
+          for (Tensor* t : {&in.B, &in.C}) *t = t->view({batch, n_states});
+          Rng rng(17);
+          in.delta = on_gpu(random_vector(rng, int64_t(batch) * rank, -1, 1), {batch, rank}, dtype);
+          in.delta_proj = on_gpu(random_vector(rng, int64_t(dim) * rank, -0.3, 0.3), {dim, rank}, weight_dtype);
+          ops::ScanInputs host = in;
+          for (Tensor* t : {&host.u, &host.delta, &host.A, &host.B, &host.C, &host.D, &host.z, &host.delta_bias,
+                            &host.delta_proj, &host.initial_state})
+            *t = t->to(Device::cpu);
+          Tensor state = in.initial_state.clone(), ref_state = host.initial_state.to(DType::f64);
+          const Tensor out = ops::selective_state_update(in, state);
+          const Tensor ref_out = ops::ref::selective_state_update(host, ref_state);
+          EXPECT_LT(relative_error(out.to(Device::cpu), ref_out), tolerance(dtype));
+          EXPECT_LT(relative_error(state.to(Device::cpu), ref_state), 1e-5);
+
+          const Tensor delta_B_C = ops::concat_columns({in.delta, in.B, in.C});
+          ops::ScanInputs packed = in;
+          packed.delta = packed.B = packed.C = Tensor();
+          Tensor packed_state = in.initial_state.clone();
+          const Tensor packed_out = ops::selective_state_update_packed(packed, delta_B_C, packed_state);
+          EXPECT_EQ(packed_out.to(Device::cpu).to_double_vector(), out.to(Device::cpu).to_double_vector());
+          EXPECT_EQ(packed_state.to(Device::cpu).to_double_vector(), state.to(Device::cpu).to_double_vector());
+        }
       }
     }
   }

@@ -14,6 +14,7 @@
 #include "core/threads.h"
 #include "io/safetensors.h"
 #include "ops/cpu/scan_simd.h"
+#include "ops/elementwise.h"
 #include "ops/selective_scan.h"
 
 namespace mamba::ops {
@@ -514,6 +515,40 @@ TEST(SelectiveScanChecks, CudaTensorWithoutCudaBuildIsAClearError) {
   for (Tensor* t : {&in.u, &in.delta, &in.A, &in.B, &in.C}) *t = on_cuda(*t);
   expect_error_mentions([&] { selective_scan_forward(in); }, "CUDA support");
   expect_error_mentions([&] { selective_scan_backward(in, in.u); }, "CUDA support");
+}
+
+// The packed step (δ rows, B and C side by side in one [batch, R + 2N], as x_proj writes them) is the
+// step on the pieces, bitwise, on the CPU (batch 3: copied pieces) and in float64 (batch 1: views);
+// a missing or misshapen delta_B_C, or pieces given beside it, are clear errors.
+TEST(SelectiveScanCpu, PackedStepIsTheStepOnThePieces) {
+  for (auto [batch, dtype] : {std::pair<int64_t, DType>{3, DType::bf16}, {1, DType::f64}}) {
+    SCOPED_TRACE(detail::concat("batch ", batch, " ", dtype_name(dtype)));
+    const Config c{batch, 1, 37, 16, true, true, true, true, true, false};
+    const int64_t rank = 20;
+    const ScanInputs in = random_inputs(c, dtype, 59, dtype == DType::f64 ? DType::f64 : DType::f32);
+    Rng rng(61);
+    ScanInputs step = step_at(in, 0);
+    step.delta = normal_tensor(rng, {c.batch, rank}, dtype, 1.0);
+    step.delta_proj = normal_tensor(rng, {c.dim, rank}, dtype == DType::f64 ? DType::f64 : DType::bf16, 0.2);
+    const Tensor delta_B_C = concat_columns({step.delta, step.B, step.C});
+    ScanInputs packed = step;
+    packed.delta = packed.B = packed.C = Tensor();
+    Tensor state = in.initial_state.clone(), packed_state = in.initial_state.clone();
+    const Tensor out = selective_state_update(step, state);
+    const Tensor packed_out = selective_state_update_packed(packed, delta_B_C, packed_state);
+    EXPECT_EQ(packed_out.to_double_vector(), out.to_double_vector());
+    EXPECT_EQ(packed_state.to_double_vector(), state.to_double_vector());
+
+    expect_error_mentions([&] { selective_state_update_packed(packed, Tensor(), packed_state); },
+                          "delta_B_C must have shape [batch, R + 2N] = [batch, 52], got nothing");
+    expect_error_mentions(
+        [&] {
+          selective_state_update_packed(packed, split_columns(delta_B_C, {51, 1})[0], packed_state);
+        },
+        "delta_B_C must have shape [batch, R + 2N] = [batch, 52]");
+    expect_error_mentions([&] { selective_state_update_packed(step, delta_B_C, packed_state); },
+                          "delta, B and C come in delta_B_C, not apart");
+  }
 }
 
 }  // namespace

@@ -59,6 +59,9 @@ struct ScanArgs {
   const float* dlast_state = nullptr;
   const void* delta_proj = nullptr;  // step: [D, delta_rank] f32 | bf16; delta is then [batch, delta_rank]
   int batch = 0, L = 0, dim = 0, nstate = 0, delta_rank = 0;
+  // Step with delta_proj: elements from one sequence's low-rank δ row to the next, and the same for
+  // B and C (delta_rank and nstate, or R + 2N where the three lie side by side in x_proj's output).
+  int64_t delta_row_stride = 0, state_row_stride = 0;
   bool softplus = false;
   bool vector_channels = false;     // [.., D] rows move as 16-byte vectors (D multiple of the vector)
   bool vector_states = false;       // the same for [.., N] rows of B and C
@@ -1677,7 +1680,7 @@ __global__ void state_update_kernel(ScanArgs p, float* state) {
     delta = to_float(static_cast<const T*>(p.delta)[index]);
   } else {
     // δ = delta_proj row c · the sequence's low-rank delta row, summed over the group.
-    const T* low = static_cast<const T*>(p.delta) + b * rank;
+    const T* low = static_cast<const T*>(p.delta) + b * p.delta_row_stride;
     float sum = 0.0f;
     if (p.vector_delta_proj) {
 #pragma unroll
@@ -1704,8 +1707,8 @@ __global__ void state_update_kernel(ScanArgs p, float* state) {
   const float x = delta + delta_bias;
   const float dl = p.softplus ? softplus(x) : x;
   const float u = to_float(static_cast<const T*>(p.u)[index]);
-  const T* B = static_cast<const T*>(p.B) + b * N;
-  const T* C = static_cast<const T*>(p.C) + b * N;
+  const T* B = static_cast<const T*>(p.B) + b * p.state_row_stride;
+  const T* C = static_cast<const T*>(p.C) + b * p.state_row_stride;
   float y = 0.0f;
 #pragma unroll
   for (int j = 0; j < kPrefetchedStates; ++j) {
@@ -1754,8 +1757,10 @@ void check_f32(const Tensor& t, const char* name, const Shape& shape) {
   check_dtype(t, DType::f32, name);
 }
 
-// Checks device, dtype and shape of every given tensor; `step` inputs have no length axis.
-ScanArgs prepare(const ScanInputs& in, bool step) {
+// Checks device, dtype and shape of every given tensor; `step` inputs have no length axis. A
+// defined `delta_B_C` (the step with delta_proj) stands for in.delta, in.B and in.C: [batch,
+// R + 2N], the three side by side.
+ScanArgs prepare(const ScanInputs& in, bool step, const Tensor& delta_B_C = {}) {
   require_cuda_tensor(in.u, "selective_scan u");
   const DType dtype = in.u.dtype();
   MAMBA_CHECK(dtype == DType::f32 || dtype == DType::bf16, "selective_scan (cuda): u must be f32 or bf16, got ",
@@ -1775,19 +1780,41 @@ ScanArgs prepare(const ScanInputs& in, bool step) {
   const Shape state_rows = step ? Shape{p.batch, p.nstate} : Shape{p.batch, p.L, p.nstate};
   check_f32(in.A, "selective_scan A", {p.dim, p.nstate});
   MAMBA_CHECK(step || !in.delta_proj.defined(), "selective_scan delta_proj: for the decode step only");
-  if (step && in.delta_proj.defined()) {
+  p.state_row_stride = p.nstate;
+  if (delta_B_C.defined()) {
+    MAMBA_CHECK(step && in.delta_proj.defined(), "selective_scan delta_B_C: for the decode step with delta_proj");
+    require_cuda_tensor(in.delta_proj, "selective_scan delta_proj");
+    MAMBA_CHECK(in.delta_proj.ndim() == 2 && in.delta_proj.size(1) >= 1,
+                "selective_scan delta_proj: expected [D, R], got ", shape_string(in.delta_proj.shape()));
+    p.delta_rank = int(in.delta_proj.size(1));
+    check_shape(in.delta_proj, {p.dim, p.delta_rank}, "selective_scan delta_proj");
+    const int64_t width = p.delta_rank + 2 * int64_t(p.nstate);
+    check_same(delta_B_C, "selective_scan delta_B_C", in.u, {p.batch, width});
+    p.delta_row_stride = p.state_row_stride = width;
+    const auto* first = static_cast<const char*>(delta_B_C.raw());
+    const size_t element = dtype_size(dtype);
+    p.delta = first;
+    p.B = first + size_t(p.delta_rank) * element;
+    p.C = first + size_t(p.delta_rank + p.nstate) * element;
+  } else if (step && in.delta_proj.defined()) {
     require_cuda_tensor(in.delta, "selective_scan delta");
     MAMBA_CHECK(in.delta.ndim() == 2 && in.delta.size(1) >= 1,
                 "selective_scan delta: with delta_proj, expected [batch, R], got ", shape_string(in.delta.shape()));
     p.delta_rank = int(in.delta.size(1));
+    p.delta_row_stride = p.delta_rank;
     check_same(in.delta, "selective_scan delta", in.u, {p.batch, p.delta_rank});
     require_cuda_tensor(in.delta_proj, "selective_scan delta_proj");
     check_shape(in.delta_proj, {p.dim, p.delta_rank}, "selective_scan delta_proj");
   } else {
     check_same(in.delta, "selective_scan delta", in.u, rows);
   }
-  check_same(in.B, "selective_scan B", in.u, state_rows);
-  check_same(in.C, "selective_scan C", in.u, state_rows);
+  if (!delta_B_C.defined()) {
+    check_same(in.B, "selective_scan B", in.u, state_rows);
+    check_same(in.C, "selective_scan C", in.u, state_rows);
+    p.delta = in.delta.raw();
+    p.B = in.B.raw();
+    p.C = in.C.raw();
+  }
   if (in.z.defined()) check_same(in.z, "selective_scan z", in.u, rows);
   if (in.D.defined()) check_f32(in.D, "selective_scan D", {p.dim});
   if (in.delta_bias.defined()) check_f32(in.delta_bias, "selective_scan delta_bias", {p.dim});
@@ -1799,9 +1826,6 @@ ScanArgs prepare(const ScanInputs& in, bool step) {
     check_dtype(in.lengths, DType::i32, "selective_scan lengths");
   }
   p.u = in.u.raw();
-  p.delta = in.delta.raw();
-  p.B = in.B.raw();
-  p.C = in.C.raw();
   p.z = in.z.defined() ? in.z.raw() : nullptr;
   p.A = in.A.data<float>();
   p.D = data_or_null<float>(in.D);
@@ -2304,8 +2328,9 @@ ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout, cons
   return g;
 }
 
-Tensor selective_state_update(const ScanInputs& step, Tensor& state) {
-  ScanArgs p = prepare(step, true);
+namespace {
+// The step over prepared args (δ, B and C apart or side by side).
+Tensor run_state_update(ScanArgs p, const ScanInputs& step, Tensor& state) {
   check_f32(state, "selective_state_update state", {p.batch, p.dim, p.nstate});
   Tensor out = Tensor::empty(step.u.shape(), step.u.dtype(), Device::cuda);
   p.out = out.raw();
@@ -2318,10 +2343,12 @@ Tensor selective_state_update(const ScanInputs& step, Tensor& state) {
                      ? step.delta_proj
                      : float32_on_device(step.delta_proj, "selective_scan delta_proj");
     p.delta_proj = delta_proj.raw();
-    // 16-byte pieces of the weight rows; the low-rank rows then start on 8-byte (bf16) or 16-byte
-    // (f32) boundaries when `delta` itself does.
+    // 16-byte pieces of the weight rows, as many elements of the low-rank rows: those start on
+    // 8-byte (bf16) or 16-byte (f32) boundaries when `delta` itself does and its rows are a whole
+    // number of pieces apart.
+    const int piece = int(16 / dtype_size(delta_proj.dtype()));
     p.vector_delta_proj =
-        p.delta_rank % int(16 / dtype_size(delta_proj.dtype())) == 0 && aligned16(p.delta_proj) && aligned16(p.delta);
+        p.delta_rank % piece == 0 && p.delta_row_stride % piece == 0 && aligned16(p.delta_proj) && aligned16(p.delta);
   }
   const bool bf16_weight = delta_proj.defined() && delta_proj.dtype() == DType::bf16;
   // From batch 4 on, four lanes per (sequence, channel), each with twice the states and pieces of
@@ -2345,6 +2372,16 @@ Tensor selective_state_update(const ScanInputs& step, Tensor& state) {
     bf16_weight ? launch(__nv_bfloat16{}, __nv_bfloat16{}) : launch(__nv_bfloat16{}, float{});
   check_launch("selective_state_update kernel");
   return out;
+}
+}  // namespace
+
+Tensor selective_state_update(const ScanInputs& step, Tensor& state) {
+  return run_state_update(prepare(step, true), step, state);
+}
+
+Tensor selective_state_update_packed(const ScanInputs& step, const Tensor& delta_B_C, Tensor& state) {
+  MAMBA_CHECK(delta_B_C.defined(), "selective_state_update_packed: delta_B_C is missing");
+  return run_state_update(prepare(step, true, delta_B_C), step, state);
 }
 
 }  // namespace cuda
