@@ -21,6 +21,8 @@
 #   scripts/gpu/run.sh train-sizes  bf16 training of TARGETS.md's three shapes (130m batch 8, 370m batch 4,
 #                              1.4b batch 2, sequences of 2048): median tok/s and the GPU's peak memory
 #   scripts/gpu/run.sh train-sizes-trace  CUPTI timelines of the 370m and 1.4b training steps of train-sizes
+#   scripts/gpu/run.sh decode-trace  CUPTI timelines of the decode rows' recorded steps: each kernel's
+#                              time and how far it moves the step's end (its link in the chain)
 #   scripts/gpu/run.sh train-profile  ncu times of every kernel of one bf16 training step
 #   scripts/gpu/run.sh train-timing  host and GPU times of the phases of a bf16 training step
 #   scripts/gpu/run.sh train-trace [BASE]  CUPTI timeline of bf16 training steps: GPU busy time by
@@ -422,6 +424,7 @@ case "$mode" in
   train-trace) run_train_trace "${2:-}" ;;
   prefill-trace) run_shape_traces prefill "1.4b 1" "130m 16" ;;
   train-sizes-trace) run_shape_traces train "370m 4" "1.4b 2" ;;
+  decode-trace) run_shape_traces decode "130m 1" "130m 16" "1.4b 1" "1.4b 16" ;;
   *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]" >&2
     exit 2 ;;
 esac

@@ -9,6 +9,8 @@
 //                                       can replay passes from a CUDA graph)
 //        train_trace train SHAPE BATCH [STEPS]
 //        train_trace prefill SHAPE BATCH [STEPS]
+//        train_trace decode SHAPE BATCH [STEPS]   (steps of the recorded decode graph after a
+//                                                  16-token prompt, each with its argmax)
 #include <cuda_runtime_api.h>
 #include <cupti.h>
 #include <cxxabi.h>
@@ -162,6 +164,23 @@ Windows trace_prefill(const std::string& shape, int64_t batch, int steps) {
       [&] { ops::argmax_rows(model->prefill(state, prompt), vocab).to(Device::cpu); });
 }
 
+// Decode steps as `mambacpp bench` runs them: the step replayed from its CUDA graph, the greedy
+// argmax on the GPU, the ids back to the host.
+Windows trace_decode(const std::string& shape, int64_t batch, int steps) {
+  auto model = model::LanguageModel::initialize(model::preset_config(shape, "shape"), 1, Device::cuda);
+  model->convert_weight_matrices(DType::bf16);
+  model->lay_out_for_decode();
+  model->set_inference_recording(true);
+  const int64_t vocab = model->config().vocab_size;
+  Rng rng(3);
+  Tensor prompt = Tensor::empty({batch, 16}, DType::i32);
+  for (int64_t i = 0; i < prompt.numel(); ++i) prompt.data<int32_t>()[i] = int32_t(rng.below(uint64_t(vocab)));
+  model::InferenceState state = model->new_state(batch);
+  Tensor tokens = ops::argmax_rows(model->prefill(state, prompt), vocab).to(Device::cpu);
+  return time_steps(
+      steps, [] {}, [&] { tokens = ops::argmax_rows(model->step(state, tokens), vocab).to(Device::cpu); });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -172,13 +191,15 @@ int main(int argc, char** argv) {
   const std::string first = argc > 1 ? argv[1] : "";
   std::string title;
   Windows windows;
-  if (first == "prefill" || first == "train") {
+  if (first == "prefill" || first == "train" || first == "decode") {
     const std::string shape = argc > 2 ? argv[2] : "1.4b";
     const int64_t batch = argc > 3 ? std::stoll(argv[3]) : 1;
     const int steps = argc > 4 ? std::stoi(argv[4]) : 8;
-    windows = first == "prefill" ? trace_prefill(shape, batch, steps) : trace_training(shape, batch, steps, false);
-    title = (first == "prefill" ? "prefill timeline, " : "training step timeline, ") + shape + " bf16, batch " +
-            std::to_string(batch) + " x 2048";
+    windows = first == "prefill" ? trace_prefill(shape, batch, steps)
+              : first == "train" ? trace_training(shape, batch, steps, false)
+                                 : trace_decode(shape, batch, steps);
+    title =
+        first + " timeline, " + shape + " bf16, batch " + std::to_string(batch) + (first == "decode" ? "" : " x 2048");
   } else {
     const bool eager = argc > 2 && std::string(argv[2]) == "eager";
     windows = trace_training("130m", 8, argc > 1 ? std::stoi(argv[1]) : 8, eager);
@@ -188,7 +209,9 @@ int main(int argc, char** argv) {
   std::sort(g_activities.begin(), g_activities.end(),
             [](const Activity& a, const Activity& b) { return a.start < b.start; });
 
-  std::map<std::string, std::pair<int, uint64_t>> busy_by_kind, kernels, gaps_before;
+  // links: how far each activity moved the latest end forward (Σ over a step = its span), by name;
+  // in a chain of overlapping (PDL) launches, what each kernel adds to the step.
+  std::map<std::string, std::pair<int, uint64_t>> busy_by_kind, kernels, gaps_before, links;
   std::vector<std::pair<uint64_t, std::string>> gaps;
   uint64_t wall = 0, span = 0, idle = 0, lead = 0;
   for (const auto& [begin, end] : windows) {
@@ -215,6 +238,10 @@ int main(int argc, char** argv) {
         gaps.emplace_back(gap, previous + " -> " + a.name);
         gaps_before[a.name].first += 1;
         gaps_before[a.name].second += gap;
+      }
+      if (a.end > frontier) {
+        links[a.name].first += 1;
+        links[a.name].second += a.end - (frontier == 0 ? a.start : frontier);
       }
       frontier = std::max(frontier, a.end);
       previous = a.name;
@@ -246,5 +273,6 @@ int main(int argc, char** argv) {
   };
   print_largest("idle time by the activity that ended it (ms per step, gaps per step)", gaps_before, 12);
   print_largest("kernels and memsets by time (ms per step, calls per step)", kernels, 30);
+  print_largest("links: how far each moved the step's latest end (ms per step, count per step)", links, 30);
   return 0;
 }

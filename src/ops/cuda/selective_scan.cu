@@ -1674,6 +1674,19 @@ __global__ void state_update_kernel(ScanArgs p, float* state) {
   const float delta_bias = p.delta_bias ? p.delta_bias[c] : 0.0f, skip = p.D ? p.D[c] : 0.0f;
   wait_for_previous_kernels();
   allow_next_kernel_launch();
+  // The inputs the update needs besides δ, loaded before δ's dot product so that their round trip
+  // overlaps its loads instead of following it.
+  const float u = to_float(static_cast<const T*>(p.u)[index]);
+  const float zv = p.z ? to_float(static_cast<const T*>(p.z)[index]) : 0.0f;
+  const T* B = static_cast<const T*>(p.B) + b * p.state_row_stride;
+  const T* C = static_cast<const T*>(p.C) + b * p.state_row_stride;
+  float B_first[kPrefetchedStates], C_first[kPrefetchedStates];
+#pragma unroll
+  for (int j = 0; j < kPrefetchedStates; ++j) {
+    const int n = lane + j * kLanes;
+    B_first[j] = n < N ? to_float(B[n]) : 0.0f;
+    C_first[j] = n < N ? to_float(C[n]) : 0.0f;
+  }
 
   float delta = 0.0f;
   if (!p.delta_proj) {
@@ -1706,17 +1719,14 @@ __global__ void state_update_kernel(ScanArgs p, float* state) {
   }
   const float x = delta + delta_bias;
   const float dl = p.softplus ? softplus(x) : x;
-  const float u = to_float(static_cast<const T*>(p.u)[index]);
-  const T* B = static_cast<const T*>(p.B) + b * p.state_row_stride;
-  const T* C = static_cast<const T*>(p.C) + b * p.state_row_stride;
   float y = 0.0f;
 #pragma unroll
   for (int j = 0; j < kPrefetchedStates; ++j) {
     const int n = lane + j * kLanes;
     if (n >= N) break;
-    const float next = fmaf(exp2f(dl * a[j] * kLog2e), h_prev[j], dl * to_float(B[n]) * u);
+    const float next = fmaf(exp2f(dl * a[j] * kLog2e), h_prev[j], dl * B_first[j] * u);
     if (active) h[n] = next;
-    y = fmaf(to_float(C[n]), next, y);
+    y = fmaf(C_first[j], next, y);
   }
   for (int n = lane + kPrefetchedStates * kLanes; n < N; n += kLanes) {
     const float next = fmaf(exp2f(dl * p.A[c * N + n] * kLog2e), h[n], dl * to_float(B[n]) * u);
@@ -1726,10 +1736,7 @@ __global__ void state_update_kernel(ScanArgs p, float* state) {
   y = group_sum<kLanes>(y);
   if (!active || lane != 0) return;
   if (p.D) y = fmaf(skip, u, y);
-  if (p.z) {
-    const float zv = to_float(static_cast<const T*>(p.z)[index]);
-    y *= zv * sigmoid(zv);
-  }
+  if (p.z) y *= zv * sigmoid(zv);
   static_cast<T*>(p.out)[index] = from_float<T>(y);
 }
 
