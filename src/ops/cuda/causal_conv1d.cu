@@ -99,6 +99,23 @@ __device__ __forceinline__ void store_channels(T* dst, const float (&src)[kC]) {
   *reinterpret_cast<ChannelVector<T, kC>*>(dst) = u.vec;
 }
 
+// The taps, bias and starting window of channels c0 … c0 + kC − 1 for a walk that begins at
+// position t: window[j][k] is the input of channel c0 + j at t − K + 1 + k (the last slot is filled
+// as the walk reads t).
+template <typename T, int kC, int kW>
+__device__ __forceinline__ void load_taps_and_window(const ConvArgs& p, const T* x_seq, int b, int c0, int K, int t,
+                                                     float (&w)[kC][kW], float (&bias)[kC], float (&window)[kC][kW]) {
+#pragma unroll
+  for (int j = 0; j < kC; ++j) {
+#pragma unroll
+    for (int k = 0; k < kW; ++k) {
+      w[j][k] = k < K ? p.weight[(c0 + j) * K + k] : 0.0f;
+      window[j][k] = k + 1 < K ? conv_input(p, x_seq, b, t - K + 1 + k, c0 + j) : 0.0f;
+    }
+    bias[j] = p.bias ? p.bias[c0 + j] : 0.0f;
+  }
+}
+
 // kC: consecutive channels per thread (2 when the channel count is even and the rows aligned for
 // it: 130m prefill at batch 16, 117 µs a layer at 0.85 TB/s with 2-byte loads, was bound by load
 // instructions, not bytes).
@@ -114,15 +131,7 @@ __global__ void conv_forward_kernel(ConvArgs p, T* out, float* final_state) {
   const T* x_seq = static_cast<const T*>(p.x) + int64_t(b) * p.L * p.channels;
   T* out_seq = out + int64_t(b) * p.L * p.channels;
   float w[kC][kW], window[kC][kW], bias[kC];  // window[j][k]: input of channel c0 + j at t − K + 1 + k
-#pragma unroll
-  for (int j = 0; j < kC; ++j) {
-#pragma unroll
-    for (int k = 0; k < kW; ++k) {
-      w[j][k] = k < K ? p.weight[(c0 + j) * K + k] : 0.0f;
-      window[j][k] = k + 1 < K ? conv_input(p, x_seq, b, t0 - K + 1 + k, c0 + j) : 0.0f;
-    }
-    bias[j] = p.bias ? p.bias[c0 + j] : 0.0f;
-  }
+  load_taps_and_window<T, kC, kW>(p, x_seq, b, c0, K, t0, w, bias, window);
   for (int batch0 = t0; batch0 < t1; batch0 += kLoadBatch) {
     float xs[kLoadBatch][kC];
 #pragma unroll
@@ -200,15 +209,7 @@ __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* di
   float w[kC][kW], bias[kC], window[kC][kW], recent[kC][kW] = {}, gw[kC][kW] = {}, gb[kC] = {};
   const bool to_initial = dinitial_state && t0 == 0;
   const int s_begin = to_initial ? -history : t0;
-#pragma unroll
-  for (int j = 0; j < kC; ++j) {
-#pragma unroll
-    for (int k = 0; k < kW; ++k) {
-      w[j][k] = k < K ? p.weight[(c0 + j) * K + k] : 0.0f;
-      window[j][k] = k + 1 < K ? conv_input(p, x_seq, b, s_begin - K + 1 + k, c0 + j) : 0.0f;
-    }
-    bias[j] = p.bias ? p.bias[c0 + j] : 0.0f;
-  }
+  load_taps_and_window<T, kC, kW>(p, x_seq, b, c0, K, s_begin, w, bias, window);
   const int t_end = t1 + history;
   // One batch of kLoadBatch positions. Interior batches (every position inside the segment and the
   // sequence, with dx due at each) skip all per-position bounds: most of a segment is interior, and
