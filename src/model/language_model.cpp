@@ -5,6 +5,7 @@
 
 #include "core/rng.h"
 #include "model/mamba1_mixer.h"
+#include "ops/argmax.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
@@ -595,6 +596,12 @@ Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
     MAMBA_CHECK(id >= 0 && id < vocab_rows(), "step: token id ", id, " of sequence ", b,
                 " is outside the vocabulary [0, ", vocab_rows(), ")");
   }
+  return step_checked(state, host_ids);
+}
+
+Tensor LanguageModel::step_checked(InferenceState& state, const Tensor& ids) {
+  if (!record_inference_ || !RecordedWork::supported(device_))
+    return step_eager(state, ids.to(device_), /*ids_checked=*/true);
   std::vector<const void*> buffers;
   for (size_t i = 0; i < state.conv.size(); ++i)
     buffers.insert(buffers.end(), {state.conv[i].raw(), state.ssm[i].raw()});
@@ -606,7 +613,7 @@ Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
     rec->weights_version = weights_version_;
     rec->ids = Tensor::empty({state.batch}, DType::i32, device_);
   }
-  rec->ids.copy_from(host_ids);
+  rec->ids.copy_from(ids);
   if (!rec->work) {
     // The first step runs as usual: it fills the caches (product plans, memory blocks, A) that
     // a recording must not create.
@@ -616,6 +623,20 @@ Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
   }
   rec->work->replay();
   return rec->logits.clone();
+}
+
+Tensor LanguageModel::greedy_steps(InferenceState& state, const Tensor& ids, int64_t steps) {
+  MAMBA_CHECK(steps >= 0, "greedy_steps: the number of steps must not be negative, got ", steps);
+  const int64_t vocab = config_.vocab_size;
+  Tensor chosen = Tensor::empty({steps, state.batch}, DType::i32, device_);
+  Tensor next = ids;
+  for (int64_t s = 0; s < steps; ++s) {
+    // Only the first ids come from the caller; the argmax's are inside the vocabulary.
+    const Tensor logits = s == 0 ? step(state, next) : step_checked(state, next);
+    next = chosen.slice(s, s + 1).view({state.batch});
+    next.copy_from(ops::argmax_rows(logits, vocab));
+  }
+  return on_host(chosen);
 }
 
 Tensor LanguageModel::step_eager(InferenceState& state, const Tensor& ids, bool ids_checked) {

@@ -109,6 +109,11 @@ class LanguageModel {
   Tensor prefill(InferenceState& state, const Tensor& ids, const Tensor& lengths = {}, int64_t chunk = 2048);
   // On CUDA the step is recorded as a CUDA graph at the second call for a state and replayed after.
   Tensor step(InferenceState& state, const Tensor& ids);
+  // `steps` greedy steps from ids [batch] (checked as step checks them): each step's argmax over
+  // the vocabulary is the next step's input where the logits are, so on CUDA the host queues the
+  // steps without waiting for any of them (as the official generation loop does) and copies the
+  // chosen ids back once. Returns them as [steps, batch] i32 on the host.
+  Tensor greedy_steps(InferenceState& state, const Tensor& ids, int64_t steps);
   // set_inference_recording(false) runs every prefill chunk and step eagerly (e.g. to measure what
   // the graphs save).
   void set_inference_recording(bool on) { record_inference_ = on; }
@@ -129,6 +134,9 @@ class LanguageModel {
   std::shared_ptr<PrefillRecording> prefill_recording_;
   std::shared_ptr<TrainingRecording> training_recording_;
   Tensor step_eager(InferenceState& state, const Tensor& ids, bool ids_checked);
+  // The step on checked ids that are on the model's device already (the recorded graph's input
+  // is filled by a device copy; nothing waits for the GPU).
+  Tensor step_checked(InferenceState& state, const Tensor& device_ids);
   // One full prefill chunk (ids checked, on the host) through the recorded graph of its shape.
   void recorded_prefill_chunk(InferenceState& state, const Tensor& host_ids, Tensor& h, Tensor& residual);
   // ids and targets on this model's device; `checked`: their values were checked on the host.

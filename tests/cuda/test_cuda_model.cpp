@@ -8,6 +8,7 @@
 #include "cuda_test_util.h"
 #include "model/language_model.h"
 #include "model/presets.h"
+#include "ops/argmax.h"
 #include "train/optimizer.h"
 
 namespace mamba::model {
@@ -90,6 +91,32 @@ TEST(CudaModel, RecordedStepsEqualEagerSteps) {
       }
     Tensor next = random_ids(1, 2, 203, 200 + uint64_t(step)).view({2});
     ASSERT_EQ(relative_error(recorded->step(a, next), eager->step(b, next)), 0.0) << "step " << step;
+  }
+}
+
+// greedy_steps (the ids stay on the GPU between steps, the host waits once) chooses what the loop
+// of steps with each step's ids copied back chooses, and leaves the same states, at batch 1 and 3.
+TEST(CudaModel, GreedyStepsEqualTheStepLoop) {
+  SKIP_WITHOUT_GPU();
+  auto model = LanguageModel::initialize(small_config(), 11, Device::cuda);
+  model->convert_weight_matrices(DType::bf16);
+  const int64_t vocab = model->config().vocab_size;
+  for (int64_t batch : {1, 3}) {
+    Tensor prompt = random_ids(batch, 9, 203, 31 + uint64_t(batch));
+    InferenceState a = model->new_state(batch), b = model->new_state(batch);
+    const Tensor first = ops::argmax_rows(model->prefill(a, prompt), vocab).to(Device::cpu);
+    model->prefill(b, prompt);
+    const Tensor chosen = model->greedy_steps(a, first, 7);
+    Tensor ids = first;
+    for (int64_t s = 0; s < 7; ++s) {
+      ids = ops::argmax_rows(model->step(b, ids), vocab).to(Device::cpu);
+      for (int64_t i = 0; i < batch; ++i)
+        EXPECT_EQ(chosen.item(s * batch + i), ids.item(i)) << "batch " << batch << ", step " << s << ", sequence " << i;
+    }
+    for (size_t i = 0; i < a.conv.size(); ++i) {
+      EXPECT_EQ(a.conv[i].to(Device::cpu).to_double_vector(), b.conv[i].to(Device::cpu).to_double_vector());
+      EXPECT_EQ(a.ssm[i].to(Device::cpu).to_double_vector(), b.ssm[i].to(Device::cpu).to_double_vector());
+    }
   }
 }
 

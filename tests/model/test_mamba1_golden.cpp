@@ -7,6 +7,7 @@
 #include "generate/state_file.h"
 #include "io/safetensors.h"
 #include "model/language_model.h"
+#include "ops/argmax.h"
 
 namespace mamba::model {
 namespace {
@@ -65,6 +66,27 @@ TEST_F(Mamba1Golden, GreedyGenerationAndStepLogits) {
     Tensor token = Tensor::from_vector({expected[size_t(s)]}, {1}, DType::i32);
     logits = model->step(state, token);
   }
+}
+
+// greedy_steps (each step's argmax the next step's input) gives transformers' greedy tokens; its
+// first ids are checked like step's, and a negative count is an error.
+TEST_F(Mamba1Golden, GreedyStepsGiveTheGreedyTokens) {
+  auto model = LanguageModel::load(fixture_path("mamba1"), LoadOptions{});
+  const std::vector<double> expected = golden("gen_tokens").to_double_vector();
+  InferenceState state = model->new_state(1);
+  const int64_t vocab = model->config().vocab_size;
+  const Tensor first = ops::argmax_rows(model->prefill(state, golden("gen_prompt")), vocab);
+  ASSERT_EQ(int32_t(first.item(0)), int32_t(expected[0]));
+  const int64_t steps = int64_t(expected.size()) - 1;
+  const Tensor chosen = model->greedy_steps(state, first, steps);
+  ASSERT_EQ(chosen.shape(), (Shape{steps, 1}));
+  EXPECT_EQ(chosen.dtype(), DType::i32);
+  for (int64_t s = 0; s < steps; ++s)
+    EXPECT_EQ(int32_t(chosen.item(s)), int32_t(expected[size_t(s + 1)])) << "step " << s;
+
+  InferenceState other = model->new_state(1);
+  EXPECT_THROW(model->greedy_steps(other, Tensor::from_vector({512}, {1}, DType::i32), 2), Error);
+  EXPECT_THROW(model->greedy_steps(other, first, -1), Error);
 }
 
 TEST_F(Mamba1Golden, PrefillAndStepsEqualOneForward) {
