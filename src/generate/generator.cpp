@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/timer.h"
+#include "ops/argmax.h"
 
 namespace mamba::generate {
 
@@ -57,13 +58,18 @@ std::vector<std::vector<int32_t>> generate(model::LanguageModel& model,
   timer.reset();
   int64_t produced = 0, produced_from_prefill = 0;
   Tensor next = Tensor::zeros({batch}, DType::i32);
+  // Greedy choice without a repetition penalty needs no context: it is taken where the logits are
+  // (ops::argmax_rows, the choice sample_token makes), so a GPU sends back ids, not logits.
+  const bool greedy = options.sampling.temperature == 0 && options.sampling.repeat_penalty == 1.0;
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    Tensor host_logits = logits.to(Device::cpu);
+    const Tensor host_logits = greedy ? Tensor() : logits.to(Device::cpu);
+    const Tensor greedy_ids = greedy ? on_host(ops::argmax_rows(logits, sample_vocab)) : Tensor();
     bool any_active = false;
     for (int64_t b = 0; b < batch; ++b) {
       if (done[size_t(b)]) continue;
-      int32_t token = sample_token(host_logits.data<float>() + b * vocab_rows, sample_vocab, context[size_t(b)],
-                                   options.sampling, rngs[size_t(b)]);
+      const int32_t token = greedy ? greedy_ids.data<int32_t>()[b]
+                                   : sample_token(host_logits.data<float>() + b * vocab_rows, sample_vocab,
+                                                  context[size_t(b)], options.sampling, rngs[size_t(b)]);
       next.data<int32_t>()[b] = token;
       if (!options.ignore_eos && token == options.eos_token_id) {
         done[size_t(b)] = true;

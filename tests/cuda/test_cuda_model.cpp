@@ -5,7 +5,10 @@
 #include <cmath>
 #include <string>
 
+#include "core/rng.h"
 #include "cuda_test_util.h"
+#include "generate/generator.h"
+#include "generate/sampler.h"
 #include "model/language_model.h"
 #include "model/presets.h"
 #include "ops/argmax.h"
@@ -117,6 +120,41 @@ TEST(CudaModel, GreedyStepsEqualTheStepLoop) {
       EXPECT_EQ(a.conv[i].to(Device::cpu).to_double_vector(), b.conv[i].to(Device::cpu).to_double_vector());
       EXPECT_EQ(a.ssm[i].to(Device::cpu).to_double_vector(), b.ssm[i].to(Device::cpu).to_double_vector());
     }
+  }
+}
+
+// Greedy generation on the GPU takes each token where the logits are (argmax_rows, only ids come
+// back); the tokens are those the host's sampler picks from the same logits copied back (the same
+// ragged batch, prompts of 6 and 2 tokens, stepped the same way).
+TEST(CudaModel, GreedyGenerationChoosesOnTheGpuAsTheSamplerWould) {
+  SKIP_WITHOUT_GPU();
+  auto model = LanguageModel::initialize(small_config(), 13, Device::cuda);
+  model->convert_weight_matrices(DType::bf16);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 99, 3, 150, 42}, {7, 200}};
+  generate::GenerateOptions options;
+  options.max_new_tokens = 9;
+  options.sampling.temperature = 0;
+  options.ignore_eos = true;
+  const auto generated = generate::generate(*model, prompts, options);
+
+  const int64_t vocab = model->config().vocab_size, rows = model->vocab_rows();
+  InferenceState state = model->new_state(2);
+  Tensor ids = Tensor::from_vector({5, 17, 99, 3, 150, 42, 7, 200, 0, 0, 0, 0}, {2, 6}, DType::i32);
+  Tensor logits = model->prefill(state, ids, Tensor::from_vector({6, 2}, {2}, DType::i32));
+  std::vector<std::vector<int32_t>> context = prompts;
+  Rng rng(1);
+  for (int64_t s = 0; s < options.max_new_tokens; ++s) {
+    const Tensor host = logits.to(Device::cpu);
+    Tensor next = Tensor::empty({2}, DType::i32);
+    for (int64_t b = 0; b < 2; ++b) {
+      const int32_t token =
+          generate::sample_token(host.data<float>() + b * rows, vocab, context[size_t(b)], options.sampling, rng);
+      ASSERT_EQ(generated[size_t(b)].size(), size_t(options.max_new_tokens));
+      EXPECT_EQ(generated[size_t(b)][size_t(s)], token) << "prompt " << b << ", token " << s;
+      context[size_t(b)].push_back(token);
+      next.data<int32_t>()[b] = token;
+    }
+    logits = model->step(state, next);
   }
 }
 
