@@ -1787,14 +1787,14 @@ ScanArgs prepare(const ScanInputs& in, bool step, const Tensor& delta_B_C = {}) 
   const Shape state_rows = step ? Shape{p.batch, p.nstate} : Shape{p.batch, p.L, p.nstate};
   check_f32(in.A, "selective_scan A", {p.dim, p.nstate});
   MAMBA_CHECK(step || !in.delta_proj.defined(), "selective_scan delta_proj: for the decode step only");
+  MAMBA_CHECK(!delta_B_C.defined() || (step && in.delta_proj.defined()),
+              "selective_scan delta_B_C: for the decode step with delta_proj");
   p.state_row_stride = p.nstate;
   if (delta_B_C.defined()) {
-    MAMBA_CHECK(step && in.delta_proj.defined(), "selective_scan delta_B_C: for the decode step with delta_proj");
-    require_cuda_tensor(in.delta_proj, "selective_scan delta_proj");
+    // δ's low-rank rows, B and C side by side: the rank comes from delta_proj.
     MAMBA_CHECK(in.delta_proj.ndim() == 2 && in.delta_proj.size(1) >= 1,
                 "selective_scan delta_proj: expected [D, R], got ", shape_string(in.delta_proj.shape()));
     p.delta_rank = int(in.delta_proj.size(1));
-    check_shape(in.delta_proj, {p.dim, p.delta_rank}, "selective_scan delta_proj");
     const int64_t width = p.delta_rank + 2 * int64_t(p.nstate);
     check_same(delta_B_C, "selective_scan delta_B_C", in.u, {p.batch, width});
     p.delta_row_stride = p.state_row_stride = width;
@@ -1803,24 +1803,26 @@ ScanArgs prepare(const ScanInputs& in, bool step, const Tensor& delta_B_C = {}) 
     p.delta = first;
     p.B = first + size_t(p.delta_rank) * element;
     p.C = first + size_t(p.delta_rank + p.nstate) * element;
-  } else if (step && in.delta_proj.defined()) {
-    require_cuda_tensor(in.delta, "selective_scan delta");
-    MAMBA_CHECK(in.delta.ndim() == 2 && in.delta.size(1) >= 1,
-                "selective_scan delta: with delta_proj, expected [batch, R], got ", shape_string(in.delta.shape()));
-    p.delta_rank = int(in.delta.size(1));
-    p.delta_row_stride = p.delta_rank;
-    check_same(in.delta, "selective_scan delta", in.u, {p.batch, p.delta_rank});
-    require_cuda_tensor(in.delta_proj, "selective_scan delta_proj");
-    check_shape(in.delta_proj, {p.dim, p.delta_rank}, "selective_scan delta_proj");
   } else {
-    check_same(in.delta, "selective_scan delta", in.u, rows);
-  }
-  if (!delta_B_C.defined()) {
+    if (step && in.delta_proj.defined()) {
+      require_cuda_tensor(in.delta, "selective_scan delta");
+      MAMBA_CHECK(in.delta.ndim() == 2 && in.delta.size(1) >= 1,
+                  "selective_scan delta: with delta_proj, expected [batch, R], got ", shape_string(in.delta.shape()));
+      p.delta_rank = int(in.delta.size(1));
+      p.delta_row_stride = p.delta_rank;
+      check_same(in.delta, "selective_scan delta", in.u, {p.batch, p.delta_rank});
+    } else {
+      check_same(in.delta, "selective_scan delta", in.u, rows);
+    }
     check_same(in.B, "selective_scan B", in.u, state_rows);
     check_same(in.C, "selective_scan C", in.u, state_rows);
     p.delta = in.delta.raw();
     p.B = in.B.raw();
     p.C = in.C.raw();
+  }
+  if (step && in.delta_proj.defined()) {
+    require_cuda_tensor(in.delta_proj, "selective_scan delta_proj");
+    check_shape(in.delta_proj, {p.dim, p.delta_rank}, "selective_scan delta_proj");
   }
   if (in.z.defined()) check_same(in.z, "selective_scan z", in.u, rows);
   if (in.D.defined()) check_f32(in.D, "selective_scan D", {p.dim});
@@ -2161,10 +2163,6 @@ Shape chunk_states_shape(const ScanArgs& p) {
   return {p.batch, (p.L + p.state_stride - 1) / p.state_stride, p.dim, p.nstate};
 }
 
-void zero_async(const Tensor& t) {
-  if (t.defined()) check_cuda(cudaMemsetAsync(t.raw(), 0, t.nbytes()), "cudaMemsetAsync");
-}
-
 // Zeros the defined tensors, one memset per run of them that lie back to back in one buffer (the
 // backward's own float32 sums are allocated that way; a memset may not cross allocations).
 void zero_async(std::initializer_list<const Tensor*> tensors) {
@@ -2206,7 +2204,7 @@ void selective_scan_forward_into(const ScanInputs& in, const Tensor& out, const 
           cudaMemcpyAsync(last_state.raw(), in.initial_state.raw(), last_state.nbytes(), cudaMemcpyDeviceToDevice),
           "cudaMemcpyAsync");
     else
-      zero_async(last_state);
+      zero_async({&last_state});
     return;
   }
   if (p.batch == 0 || p.dim == 0) return;
@@ -2265,14 +2263,14 @@ void selective_scan_backward_into(const ScanInputs& in, const Tensor& dout, cons
   if (g.dinitial_state.defined()) check_f32(g.dinitial_state, "selective_scan dinitial_state", states);
   zero_async({&g.dA, &g.dD, &g.ddelta_bias});
   if (p.L == 0 || p.batch == 0 || p.dim == 0) {
-    for (const Tensor* t : {&g.du, &g.ddelta, &g.dz, &g.dB, &g.dC}) zero_async(*t);
+    zero_async({&g.du, &g.ddelta, &g.dz, &g.dB, &g.dC});
     if (g.dinitial_state.defined()) {
       if (dlast_state.defined())
         check_cuda(
             cudaMemcpyAsync(g.dinitial_state.raw(), dlast_state.raw(), dlast_state.nbytes(), cudaMemcpyDeviceToDevice),
             "cudaMemcpyAsync");
       else
-        zero_async(g.dinitial_state);
+        zero_async({&g.dinitial_state});
     }
     return;
   }
