@@ -29,6 +29,10 @@
 #                              kind, idle gaps and what followed them, kernels by time (with BASE,
 #                              the same program built against that tree's library too)
 #   scripts/gpu/run.sh prefill-trace  CUPTI timelines of the prefill rows (1.4b batch 1, 130m batch 16)
+#   scripts/gpu/run.sh decode-products [BASE]  the decode step's products alone, chained in a graph: µs
+#                              per call and read rate (scripts/gpu/decode_product_bench.cpp); with BASE
+#                              against that tree's library too
+#   scripts/gpu/run.sh test-decode-products [BASE]  test, decode-products, then decode
 #   scripts/gpu/run.sh decode-profile  host-side costs of a decode step and ncu times of its kernels
 #   scripts/gpu/run.sh transformers  load a checkpoint written by `mambacpp train` (carried in
 #                              .gpu_fixtures/ours_tiny) into transformers' MambaForCausalLM and compare
@@ -89,7 +93,7 @@ build_base() {
 # (`.decode_base/` and `.train_base/` are in .gitignore).
 base_build_pid=""
 case "$mode" in
-  decode | test-decode | train | test-train | train-trace)
+  decode | test-decode | train | test-train | train-trace | decode-products | test-decode-products)
     if [ -n "${2:-}" ]; then
       build_base "$2" &
       base_build_pid=$!
@@ -317,6 +321,25 @@ for key, title in (('decode_ms_per_step', 'decode ms/step'), ('prefill_ms', 'pre
 PY
 }
 
+# The decode step's products alone (scripts/gpu/decode_product_bench.cpp): µs per call and read
+# rate; with BASE the same program against that tree's library too, alternately in two rounds.
+run_decode_products() {
+  echo "== decode products"
+  local base_src=${1:-} trees
+  choose_trees "$base_src"
+  for tree in "${trees[@]}"; do
+    local lib=$build/libmambacpp_lib.a
+    [ "$tree" = base ] && lib=build-gpu-base/libmambacpp_lib.a
+    g++ $cxx_flags scripts/gpu/decode_product_bench.cpp -o "$build/decode_product_bench_$tree" "$lib" ${libs#* }
+  done
+  for round in 1 2; do
+    for tree in "${trees[@]}"; do
+      echo "-- $tree, round $round"
+      "$build/decode_product_bench_$tree" | tee "$out/decode_products_${tree}_$round.txt"
+    done
+  done
+}
+
 # Decode step breakdown (scripts/gpu/decode_profile.cpp): host-side costs, then each kernel of one
 # recorded step under ncu (kernel durations, serialised: no launch overlap).
 run_decode_profile() {
@@ -415,6 +438,8 @@ case "$mode" in
   scan-splits) run_bench --splits ;;
   decode) run_decode "${2:-}" ;;
   decode-profile) run_decode_profile ;;
+  decode-products) run_decode_products "${2:-}" ;;
+  test-decode-products) run_tests; run_decode_products "${2:-}"; run_decode "${2:-}" ;;
   test-decode) run_tests; run_decode "${2:-}" ;;
   train) run_train "${2:-}" ;;
   test-train) run_tests; run_train "${2:-}" ;;
