@@ -8,13 +8,13 @@
 // Usage: decode_product_bench [BATCH ...]   (default: 1 16)
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "bench_timing.h"
 #include "core/device.h"
 #include "core/rng.h"
 #include "core/tensor.h"
@@ -23,16 +23,7 @@
 
 namespace {
 using namespace mamba;
-
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) fail(what, ": ", cudaGetErrorString(status));
-}
-
-Tensor random_gpu(Rng& rng, const Shape& shape, DType dtype, double lo, double hi) {
-  std::vector<double> v(size_t(shape_numel(shape)));
-  for (double& x : v) x = rng.uniform(lo, hi);
-  return Tensor::from_vector(v, shape, dtype).to(Device::cuda);
-}
+using namespace mamba::gpu_bench;
 
 // Median ms of `reps` replays of `work` recorded once (after one eager run that fills the caches
 // and plans a recording must not create).
@@ -40,25 +31,7 @@ double median_replay_ms(const std::function<void()>& work, int reps) {
   work();
   check(cudaDeviceSynchronize(), "eager run");
   RecordedWork recorded(work);
-  cudaEvent_t start, stop;
-  check(cudaEventCreate(&start), "cudaEventCreate");
-  check(cudaEventCreate(&stop), "cudaEventCreate");
-  for (int i = 0; i < 3; ++i) recorded.replay();
-  std::vector<double> times;
-  for (int i = 0; i < reps; ++i) {
-    check(cudaEventRecord(start), "cudaEventRecord");
-    recorded.replay();
-    check(cudaEventRecord(stop), "cudaEventRecord");
-    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-    times.push_back(ms);
-  }
-  check(cudaGetLastError(), "kernels");
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median_ms([&] { recorded.replay(); }, 3, reps);
 }
 
 struct Case {

@@ -17,50 +17,19 @@
 #include <tuple>
 #include <vector>
 
+#include "bench_timing.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "ops/cuda/scan_launch.h"
 
 namespace {
 using namespace mamba;
+using namespace mamba::gpu_bench;
 
 struct Shape4 {
   int batch, D, L, N;
   double official_fwd_ms, official_fwdbwd_ms, target_fwd_ms, target_fwdbwd_ms;
 };
-
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) fail(what, ": ", cudaGetErrorString(status));
-}
-
-Tensor random_gpu(Rng& rng, const Shape& shape, DType dtype, double lo, double hi) {
-  std::vector<double> v(size_t(shape_numel(shape)));
-  for (double& x : v) x = rng.uniform(lo, hi);
-  return Tensor::from_vector(v, shape, dtype).to(Device::cuda);
-}
-
-template <typename Fn>
-double median_ms(Fn&& fn, int warmup, int reps) {
-  cudaEvent_t start, stop;
-  check(cudaEventCreate(&start), "cudaEventCreate");
-  check(cudaEventCreate(&stop), "cudaEventCreate");
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> times;
-  for (int i = 0; i < reps; ++i) {
-    check(cudaEventRecord(start), "cudaEventRecord");
-    fn();
-    check(cudaEventRecord(stop), "cudaEventRecord");
-    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-    times.push_back(ms);
-  }
-  check(cudaGetLastError(), "kernels");
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 ops::ScanInputs random_inputs(Rng& rng, int batch, int D, int L, int N) {
   const DType bf16 = DType::bf16;
