@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "cuda_test_util.h"
 #include "ops/argmax.h"
@@ -363,13 +364,16 @@ TEST(CudaLinear, DecodeProductBf16) {
 // product, conv step + SiLU): d = 72 at 1 and 3 rows takes the fused kernel (2C = 74 columns, not a
 // multiple of 8), at 16 rows and d = 70 (not a multiple of 8) the product path; with and without a
 // residual.
+// C = 9000 at d = 256: the fused kernel's blocks each walk two tiles of conv columns, which wait in
+// shared memory for the conv step after the block's last tile.
 TEST(CudaInProjectionStep, MatchesComposedReference) {
   SKIP_WITHOUT_GPU();
-  const int C = 37, width = 4, H = width - 1;
-  for (int d : {72, 70})
+  const int width = 4, H = width - 1;
+  for (const auto& [d, C] : {std::pair{72, 37}, std::pair{70, 37}, std::pair{256, 9000}})
     for (int batch : {1, 3, 16})
       for (bool with_residual : {true, false}) {
-        SCOPED_TRACE("d " + std::to_string(d) + " batch " + std::to_string(batch) + (with_residual ? " residual" : ""));
+        SCOPED_TRACE("d " + std::to_string(d) + " C " + std::to_string(C) + " batch " + std::to_string(batch) +
+                     (with_residual ? " residual" : ""));
         Rng rng(uint64_t(90 + d + batch));
         const auto x = rounded(random_vector(rng, int64_t(batch) * d, -1, 1), DType::bf16);
         const auto residual = rounded(random_vector(rng, int64_t(batch) * d, -1, 1), DType::f32);

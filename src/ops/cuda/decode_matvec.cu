@@ -7,7 +7,8 @@
 // mma slot, so these 8 positions feed two m16n8k16 products (positions 0–3 and 4–7) as they lie,
 // with no shuffles. A block's 8 warps are `groups` column tiles × `splits` k ranges; the k ranges
 // are summed through shared memory, then the epilogue writes each column's value (+ bias) to its
-// output piece, after the conv step for piece 0. Blocks walk column tiles with a grid stride, so
+// output piece; piece 0's columns, with a conv step, are kept in shared memory and go through it
+// after the block's last tile. Blocks walk column tiles with a grid stride, so
 // x is staged once per block, and the next tile's weight loads are issued before the current
 // tile's products (double-buffered registers).
 #include <algorithm>
@@ -25,12 +26,42 @@ constexpr int kBatch = 8;   // slices whose weight loads a warp keeps in flight
 // Staged rows are k + 8 bf16 long, so rows g = 0…7 start in different 16-byte bank groups and the
 // fragment loads of a warp take the minimum of 4 shared-memory wavefronts.
 constexpr int kRowPad = 8;
+// The most columns of a conv step's piece one block keeps in shared memory until its last tile.
+constexpr int kConvColumns = 128;
 
 // Shared memory: the staged rows, then kWarps × 32 float4 for the k-split partial sums (before the
-// products, the pre-norm's chunk sums), then one rstd per row.
-size_t shared_bytes(int64_t rows, int64_t k) {
+// products, the pre-norm's chunk sums), then one rstd per row, then with a conv step the block's
+// conv-column sums ([rows][kConvColumns] f32), which go through the conv step after the last tile.
+size_t shared_bytes(int64_t rows, int64_t k, bool conv) {
   return size_t(rows) * size_t(k + kRowPad) * sizeof(__nv_bfloat16) + kWarps * 32 * sizeof(float4) +
-         kDecodeMaxRows * sizeof(float);
+         kDecodeMaxRows * sizeof(float) + (conv ? size_t(rows) * kConvColumns * sizeof(float) : 0);
+}
+
+// How a product is split: warps split k while each keeps at least 4 slices (4 weight loads of 16
+// bytes in flight), the rest of the block's 8 warps take neighbouring column tiles of 8 columns
+// (`groups` of them); blocks walk tiles of 8·groups columns with a grid stride.
+struct Plan {
+  int splits, groups, slices_per_split, grid;
+};
+
+Plan plan(int64_t k, int64_t n) {
+  const int slices = int((k + kSlice - 1) / kSlice);
+  int splits = 1;
+  while (splits < kWarps && slices / (splits * 2) >= 4) splits *= 2;
+  const int groups = kWarps / splits;
+  const int64_t tiles = (n + 8 * groups - 1) / (8 * groups);
+  // Two blocks fit on an SM (128 registers per thread); more tiles are walked by the same blocks,
+  // which then stage (and normalise) x once for all of them. Every block reads all rows of x from
+  // L2, which at 16 rows is more traffic than the weight's, yet two blocks per SM still beat one
+  // there (130m batch 16: 0.90 → 0.86 ms per step, docs/perf/cuda_model.md, m27).
+  const int grid = int(std::min<int64_t>(tiles, 2 * multiprocessor_count()));
+  return {splits, groups, (slices + splits - 1) / splits, grid};
+}
+
+// Columns of the conv step's piece that one block of `plan` owns (whole tiles).
+int64_t conv_columns_per_block(const Plan& plan, int64_t conv_channels) {
+  const int64_t tile = 8 * plan.groups, tiles = (conv_channels + tile - 1) / tile;
+  return (tiles + plan.grid - 1) / plan.grid * tile;
 }
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -181,18 +212,38 @@ __device__ float conv_step(const DecodeMatvecArgs& p, int row, int channel, int 
 }
 
 // Writes the mma accumulator of column tile `tile` (c0, c1: row g, columns 2t, 2t + 1; c2, c3:
-// row g + 8) to the output pieces.
-__device__ void store_tile(const DecodeMatvecArgs& p, int tile, const float (&c)[4], int g, int t) {
+// row g + 8) to the output pieces; columns of a conv step's piece go to `conv_sums` (slot
+// `conv_slot` + their place in the tile) and through the conv step after the block's last tile,
+// all at once: the step's loads of the conv state would otherwise hold up every tile.
+__device__ void store_tile(const DecodeMatvecArgs& p, int tile, const float (&c)[4], int g, int t, float* conv_sums,
+                           int conv_slot) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int row = g + (i >= 2 ? 8 : 0), column = tile * 8 + 2 * t + (i & 1);
     if (row >= p.rows || column >= p.n) continue;
-    float v = c[i] + (p.bias ? p.bias[column] : 0.0f);
+    const float v = c[i] + (p.bias ? p.bias[column] : 0.0f);
     int piece = 0;
     while (piece + 1 < p.pieces && column >= p.piece_begin[piece + 1]) ++piece;
     const int width = p.piece_begin[piece + 1] - p.piece_begin[piece], j = column - p.piece_begin[piece];
-    if (piece == 0 && p.conv_state) v = conv_step(p, row, j, width, v);
-    p.out[piece][int64_t(row) * width + j] = __float2bfloat16_rn(v);
+    if (piece == 0 && p.conv_state)
+      conv_sums[row * kConvColumns + conv_slot + 2 * t + (i & 1)] = v;
+    else
+      p.out[piece][int64_t(row) * width + j] = __float2bfloat16_rn(v);
+  }
+}
+
+// The conv step of the block's conv-piece columns, from their sums in shared memory.
+template <int kGroups>
+__device__ void conv_steps(const DecodeMatvecArgs& p, const float* conv_sums) {
+  constexpr int kTile = 8 * kGroups;
+  const int channels = p.piece_begin[1], tiles = (channels + kTile - 1) / kTile;
+  const int block_tiles = (tiles - int(blockIdx.x) + int(gridDim.x) - 1) / int(gridDim.x);
+  for (int i = threadIdx.x; i < p.rows * block_tiles * kTile; i += kThreads) {
+    const int row = i / (block_tiles * kTile), slot = i % (block_tiles * kTile);
+    const int column = (int(blockIdx.x) + slot / kTile * int(gridDim.x)) * kTile + slot % kTile;
+    if (column < channels)
+      p.out[0][int64_t(row) * channels + column] =
+          __float2bfloat16_rn(conv_step(p, row, column, channels, conv_sums[row * kConvColumns + slot]));
   }
 }
 
@@ -202,6 +253,7 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
   constexpr int kSplits = kWarps / kGroups;
   __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(shared);
   float4* partial = reinterpret_cast<float4*>(shared + size_t(p.rows) * (p.k + kRowPad) * sizeof(__nv_bfloat16));
+  float* conv_sums = reinterpret_cast<float*>(partial + kWarps * 32) + kDecodeMaxRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int group = warp % kGroups, split = warp / kGroups;
   const int tiles = (p.n + 8 * kGroups - 1) / (8 * kGroups);
@@ -262,7 +314,8 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
             c[0] += q.x, c[1] += q.y, c[2] += q.z, c[3] += q.w;
           }
       }
-      if (split == 0) store_tile(p, tile * kGroups + group, c, g, t);
+      if (split == 0)
+        store_tile(p, tile * kGroups + group, c, g, t, conv_sums, (tile / int(gridDim.x)) * 8 * kGroups + group * 8);
       if constexpr (kSplits > 1) __syncthreads();  // partial is rewritten for the next tile
       c[0] = c[1] = c[2] = c[3] = 0.0f;
     }
@@ -270,11 +323,15 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
     for (int i = 0; i < kBatch; ++i) w[i] = w_next[i];
     tile = next_tile, batch = next_batch;
   }
+  if (p.conv_state) {
+    __syncthreads();
+    conv_steps<kGroups>(p, conv_sums);
+  }
 }
 
 template <int kGroups>
-void launch(const DecodeMatvecArgs& p, int slices_per_split) {
-  const size_t bytes = shared_bytes(p.rows, p.k);
+void launch(const DecodeMatvecArgs& p, const Plan& plan) {
+  const size_t bytes = shared_bytes(p.rows, p.k, p.conv_state != nullptr);
   static size_t allowed = 48 * 1024;
   if (bytes > allowed) {
     check_cuda(
@@ -282,19 +339,13 @@ void launch(const DecodeMatvecArgs& p, int slices_per_split) {
         "cudaFuncSetAttribute (decode mat-vec)");
     allowed = bytes;
   }
-  const int tiles = (p.n + 8 * kGroups - 1) / (8 * kGroups);
-  // Two blocks fit on an SM (128 registers per thread); more tiles are walked by the same blocks,
-  // which then stage (and normalise) x once for all of them. Every block reads all rows of x from
-  // L2, which at 16 rows is more traffic than the weight's, yet two blocks per SM still beat one
-  // there (130m batch 16: 0.90 → 0.86 ms per step, docs/perf/cuda_model.md, m27).
-  const int cap = 2 * multiprocessor_count();
-  launch_overlapping("decode mat-vec", decode_matvec_kernel<kGroups>, dim3(unsigned(std::min(tiles, cap))),
-                     dim3(kThreads), bytes, p, slices_per_split);
+  launch_overlapping("decode mat-vec", decode_matvec_kernel<kGroups>, dim3(unsigned(plan.grid)), dim3(kThreads), bytes,
+                     p, plan.slices_per_split);
 }
 
 }  // namespace
 
-bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const void* weight) {
+bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const void* weight, int64_t conv_channels) {
   static const size_t limit = [] {
     int device = 0, bytes = 0;
     check_cuda(cudaGetDevice(&device), "cudaGetDevice");
@@ -302,33 +353,29 @@ bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const
                "cudaDeviceGetAttribute");
     return size_t(bytes);
   }();
+  if (rows < 1 || rows > kDecodeMaxRows || k <= 0 || k % 8 != 0 || n <= 0 || n > INT32_MAX / 2) return false;
   // The pre-norm's chunk sums (a row's chunks are 256 positions) fit where the partial sums go.
   const bool chunk_sums_fit = rows * ((k + 255) / 256) <= kWarps * 32 * 4;
-  return rows >= 1 && rows <= kDecodeMaxRows &&
-         (rows <= 4 || (n * k <= kDecodeLargeWeight && k <= kDecodeLongestRowAbove4)) && k > 0 && k % 8 == 0 &&
-         n <= INT32_MAX / 2 && chunk_sums_fit && aligned16(x) && aligned16(weight) && shared_bytes(rows, k) <= limit;
+  const bool conv_fits = conv_channels == 0 || conv_columns_per_block(plan(k, n), conv_channels) <= kConvColumns;
+  return (rows <= 4 || (n * k <= kDecodeLargeWeight && k <= kDecodeLongestRowAbove4)) && chunk_sums_fit && conv_fits &&
+         aligned16(x) && aligned16(weight) && shared_bytes(rows, k, conv_channels > 0) <= limit;
 }
 
 void decode_matvec(const DecodeMatvecArgs& p) {
   if (p.rows == 0 || p.n == 0) return;
-  // Warps split k while each keeps at least 4 slices (4 weight loads of 16 bytes in flight); the
-  // rest of the block's 8 warps take neighbouring column tiles.
-  const int slices = (p.k + kSlice - 1) / kSlice;
-  int splits = 1;
-  while (splits < kWarps && slices / (splits * 2) >= 4) splits *= 2;
-  const int slices_per_split = (slices + splits - 1) / splits;
-  switch (kWarps / splits) {
+  const Plan split = plan(p.k, p.n);
+  switch (split.groups) {
     case 1:
-      launch<1>(p, slices_per_split);
+      launch<1>(p, split);
       break;
     case 2:
-      launch<2>(p, slices_per_split);
+      launch<2>(p, split);
       break;
     case 4:
-      launch<4>(p, slices_per_split);
+      launch<4>(p, split);
       break;
     default:
-      launch<8>(p, slices_per_split);
+      launch<8>(p, split);
       break;
   }
 }

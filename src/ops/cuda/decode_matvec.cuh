@@ -50,7 +50,10 @@ struct DecodeMatvecArgs {
 // 128 KB of x: m27).
 constexpr int64_t kDecodeLargeWeight = int64_t(4) << 20;
 constexpr int64_t kDecodeLongestRowAbove4 = 2048;
-bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const void* weight);
+// With a conv step on the first `conv_channels` columns, also whether each block's share of them
+// fits the shared memory the kernel keeps them in until its last tile.
+bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const void* weight,
+                        int64_t conv_channels = 0);
 void decode_matvec(const DecodeMatvecArgs& args);
 
 }  // namespace mamba::ops::cuda_detail

@@ -39,7 +39,7 @@ std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in
   const bool residual_fits =
       !in.norm.residual.defined() || (in.norm.residual.dtype() == DType::f32 && aligned16(in.norm.residual.raw()));
   if (batch > kFusedMaxRows || x.dtype() != DType::bf16 || in.weight.dtype() != DType::bf16 || !residual_fits ||
-      !decode_matvec_fits(batch, d, 2 * channels, x.raw(), in.weight.raw()))
+      !decode_matvec_fits(batch, d, 2 * channels, x.raw(), in.weight.raw(), channels))
     return product_then_conv_step(in, conv_state);
   require_cuda_tensor(conv_state, "in_projection_step conv state");
   const Tensor norm_weight = float32_on_device(in.norm.weight, "in_projection_step norm weight");
