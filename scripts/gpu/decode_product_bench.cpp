@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <string>
 #include <vector>
@@ -82,10 +83,16 @@ void run_case(const Case& c, int64_t batch, Rng& rng) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   using namespace mamba;
   std::vector<int64_t> batches;
-  for (int i = 1; i < argc; ++i) batches.push_back(std::atoll(argv[i]));
+  for (int i = 1; i < argc; ++i) {
+    char* end = nullptr;
+    const long long batch = std::strtoll(argv[i], &end, 10);
+    MAMBA_CHECK(end != argv[i] && *end == '\0' && batch >= 1 && batch <= 16, "decode_product_bench: batch '", argv[i],
+                "': expected a whole number from 1 to 16 (sequences decoded together)");
+    batches.push_back(batch);
+  }
   if (batches.empty()) batches = {1, 16};
   const std::vector<Case> cases = {
       {"1.4b in-projection (norm, conv)", 2048, 8192, true, 24},
@@ -103,4 +110,7 @@ int main(int argc, char** argv) {
   for (int64_t batch : batches)
     for (const Case& c : cases) run_case(c, batch, rng);
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "error: %s\n", e.what());
+  return 1;
 }
