@@ -5,9 +5,9 @@
 // dpre values) along it in registers, so each element is read about once; a warp covers 32
 // neighbouring channels, so every load is coalesced across it. The backward forms
 // dpre = dout·SiLU'(pre) as it goes, emits dx K−1 positions behind, and sums the weight and bias
-// gradients over its segment before one atomic per weight. No integer division per element.
-// Loads are issued kLoadBatch positions at a time, before any of them is used, so each thread has
-// several in flight.
+// gradients over its segment; a block adds its segments' sums before one atomic per weight. No
+// integer division per element. Loads are issued kLoadBatch positions at a time, before any of them
+// is used, so each thread has several in flight.
 #include <initializer_list>
 #include <type_traits>
 
@@ -62,12 +62,21 @@ constexpr int kLoadBatch = 8;  // positions whose loads are in flight together
 constexpr int kFastWidth = 4;
 __host__ __device__ constexpr int register_width(int fixed_width) { return fixed_width > 0 ? fixed_width : kMaxWidth; }
 
-// Launch shape of the segment kernels: x = channel blocks (threads of `channels_per_thread`
-// channels each), y = segments, z = sequences.
-dim3 segment_grid(const ConvArgs& p, int channels_per_thread) {
-  const int per_block = kBlockChannels * channels_per_thread;
-  return dim3(unsigned((p.channels + per_block - 1) / per_block), unsigned((p.L + kSegment - 1) / kSegment),
-              unsigned(p.batch));
+// The backward's blocks: a warp of kWarpChannels threads (32 · kC neighbouring channels) per
+// segment, kBackwardSegments consecutive segments a block, so the block sums its weight gradients
+// over those segments before the atomics (one per weight per segment was ≈ 0.5 M atomics onto 10 k
+// addresses per 370m training layer).
+constexpr int kWarpChannels = 32;
+constexpr int kBackwardSegments = 4;
+const dim3 kBackwardBlock(kWarpChannels, kBackwardSegments);
+
+// Launch shape of the segment kernels: x = channel blocks (`block_threads` threads of
+// `channels_per_thread` channels each), y = groups of `segments_per_block` segments, z = sequences.
+dim3 segment_grid(const ConvArgs& p, int block_threads, int channels_per_thread, int segments_per_block) {
+  const int per_block = block_threads * channels_per_thread;
+  const int segments = (p.L + kSegment - 1) / kSegment;
+  return dim3(unsigned((p.channels + per_block - 1) / per_block),
+              unsigned((segments + segments_per_block - 1) / segments_per_block), unsigned(p.batch));
 }
 
 // kC consecutive channels of one position as one load or store (kC = 2: 4-byte bf16 pairs, 8-byte
@@ -192,21 +201,20 @@ __global__ void conv_final_state_kernel(ConvArgs p, float* final_state) {
 // forming dpre[t] (0 past the length and before position 0) and, once dpre[s .. s+K−1] are known,
 // dx[s] = Σ_k w[k]·dpre[s + K−1−k]; dx at the virtual positions −(K−1) … −1 goes to
 // dinitial_state (first segment only). dweight[k] += dpre[t]·x[t−K+1+k] and dbias += dpre[t] for
-// t in the segment. kC = 2 as in the forward: with 2-byte loads and stores (one channel a thread)
-// the 370m and 1.4b training backward ran at half the memory rate.
+// t in the segment, summed here into gw and gb. kC = 2 as in the forward: with 2-byte loads and
+// stores (one channel a thread) the 370m and 1.4b training backward ran at half the memory rate.
 template <typename T, int kFixedWidth, int kC>
-__global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* dinitial_state, float* dweight,
-                                     float* dbias) {
-  const int c0 = (blockIdx.x * kBlockChannels + threadIdx.x) * kC, b = blockIdx.z;
-  if (c0 >= p.channels) return;
+__device__ __forceinline__ void backward_segment(const ConvArgs& p, const T* dout, T* dx, float* dinitial_state, int c0,
+                                                 int b, int t0, float (&gw)[kC][register_width(kFixedWidth)],
+                                                 float (&gb)[kC]) {
   constexpr int kW = register_width(kFixedWidth);
   const int K = kFixedWidth > 0 ? kFixedWidth : p.width, history = K - 1;
-  const int t0 = blockIdx.y * kSegment, t1 = min(p.L, t0 + kSegment), len = sequence_length(p, b);
+  const int t1 = min(p.L, t0 + kSegment), len = sequence_length(p, b);
   const int64_t offset = int64_t(b) * p.L * p.channels;
   const T* x_seq = static_cast<const T*>(p.x) + offset;
   const T* dout_seq = dout + offset;
   // Per channel j: window[j][k] the input at t − K + 1 + k (for pre[t]); recent[j][i] dpre at t − i.
-  float w[kC][kW], bias[kC], window[kC][kW], recent[kC][kW] = {}, gw[kC][kW] = {}, gb[kC] = {};
+  float w[kC][kW], bias[kC], window[kC][kW], recent[kC][kW] = {};
   const bool to_initial = dinitial_state && t0 == 0;
   const int s_begin = to_initial ? -history : t0;
   load_taps_and_window<T, kC, kW>(p, x_seq, b, c0, K, s_begin, w, bias, window);
@@ -296,12 +304,41 @@ __global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* di
     else
       run_batch(batch0, std::false_type{});
   }
+}
+
+template <typename T, int kFixedWidth, int kC>
+__global__ void conv_backward_kernel(ConvArgs p, const T* dout, T* dx, float* dinitial_state, float* dweight,
+                                     float* dbias) {
+  constexpr int kW = register_width(kFixedWidth);
+  const int K = kFixedWidth > 0 ? kFixedWidth : p.width;
+  const int c0 = (blockIdx.x * kWarpChannels + threadIdx.x) * kC, b = blockIdx.z;
+  const int t0 = (blockIdx.y * kBackwardSegments + threadIdx.y) * kSegment;
+  float gw[kC][kW] = {}, gb[kC] = {};
+  if (c0 < p.channels && t0 < p.L) backward_segment<T, kFixedWidth, kC>(p, dout, dx, dinitial_state, c0, b, t0, gw, gb);
+  // The block's segments' sums, added in a fixed order, then one atomic per weight.
+  __shared__ float partial[kBackwardSegments][kWarpChannels][kC][kW + 1];
 #pragma unroll
   for (int j = 0; j < kC; ++j) {
 #pragma unroll
-    for (int k = 0; k < kW; ++k)
-      if (k < K) atomicAdd(dweight + (c0 + j) * K + k, gw[j][k]);
-    if (dbias) atomicAdd(dbias + c0 + j, gb[j]);
+    for (int k = 0; k < kW; ++k) partial[threadIdx.y][threadIdx.x][j][k] = gw[j][k];
+    partial[threadIdx.y][threadIdx.x][j][kW] = gb[j];
+  }
+  __syncthreads();
+  if (threadIdx.y != 0 || c0 >= p.channels) return;
+#pragma unroll
+  for (int j = 0; j < kC; ++j) {
+#pragma unroll
+    for (int k = 0; k <= kW; ++k) {
+      if (k < K || k == kW) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int s = 0; s < kBackwardSegments; ++s) sum += partial[s][threadIdx.x][j][k];
+        if (k < K)
+          atomicAdd(dweight + (c0 + j) * K + k, sum);
+        else if (dbias)
+          atomicAdd(dbias + c0 + j, sum);
+      }
+    }
   }
 }
 
@@ -390,10 +427,10 @@ void forward(const ConvArgs& p, ConvOutputs& out) {
     T* dst = static_cast<T*>(out.out.raw());
     if (channel_pairs<T>(p, {dst})) {
       auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth, 2> : conv_forward_kernel<T, 0, 2>;
-      kernel<<<segment_grid(p, 2), kBlockChannels>>>(p, dst, final_state);
+      kernel<<<segment_grid(p, kBlockChannels, 2, 1), kBlockChannels>>>(p, dst, final_state);
     } else {
       auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth, 1> : conv_forward_kernel<T, 0, 1>;
-      kernel<<<segment_grid(p, 1), kBlockChannels>>>(p, dst, final_state);
+      kernel<<<segment_grid(p, kBlockChannels, 1, 1), kBlockChannels>>>(p, dst, final_state);
     }
   }
   const int64_t states = int64_t(p.batch) * p.channels * (p.width - 1);
@@ -410,10 +447,12 @@ void backward(const ConvArgs& p, const Tensor& dout, ConvGrads& g, float* dweigh
     T* dx = static_cast<T*>(g.dx.raw());
     if (channel_pairs<T>(p, {dy, dx})) {
       auto kernel = p.width == kFastWidth ? conv_backward_kernel<T, kFastWidth, 2> : conv_backward_kernel<T, 0, 2>;
-      kernel<<<segment_grid(p, 2), kBlockChannels>>>(p, dy, dx, dinit, dweight, dbias);
+      kernel<<<segment_grid(p, kWarpChannels, 2, kBackwardSegments), kBackwardBlock>>>(p, dy, dx, dinit, dweight,
+                                                                                       dbias);
     } else {
       auto kernel = p.width == kFastWidth ? conv_backward_kernel<T, kFastWidth, 1> : conv_backward_kernel<T, 0, 1>;
-      kernel<<<segment_grid(p, 1), kBlockChannels>>>(p, dy, dx, dinit, dweight, dbias);
+      kernel<<<segment_grid(p, kWarpChannels, 1, kBackwardSegments), kBackwardBlock>>>(p, dy, dx, dinit, dweight,
+                                                                                       dbias);
     }
   }
   check_launch("causal_conv1d backward");

@@ -3,6 +3,7 @@
 #include <memory>
 #include <unordered_map>
 
+#include "core/device.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/gemm.cuh"
 
@@ -27,6 +28,7 @@ cudaDataType_t cuda_type(DType t) {
 }
 
 constexpr size_t kWorkspaceBytes = 32u << 20;
+constexpr int kCandidates = 8;  // algorithms asked of the heuristic
 
 // One handle and workspace per process (the library is used from one host thread at a time).
 struct Context {
@@ -76,9 +78,56 @@ struct PlanKeyHash {
   }
 };
 
+// Products of at least this many multiply-adds have their algorithm chosen by timing cuBLASLt's
+// candidates once; below it the heuristic's first choice is kept (timing would cost more than it
+// could save).
+constexpr double kTimedMultiplyAdds = double(1 << 27);
+
+// The fastest of `candidates` on the product's own operands, timed into a scratch result (so an
+// accumulating product's D is untouched); the first candidate when the scratch cannot be had.
+cublasLtMatmulAlgo_t fastest_candidate(const Plan& plan, DType out, int64_t m, int64_t n,
+                                       const cublasLtMatmulHeuristicResult_t* candidates, int count, const void* a_data,
+                                       const void* b_data) {
+  void* scratch = nullptr;
+  if (cudaMalloc(&scratch, size_t(m) * size_t(n) * dtype_size(out)) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return candidates[0].algo;
+  }
+  Context& ctx = context();
+  cudaEvent_t start = nullptr, stop = nullptr;
+  check_cuda(cudaEventCreate(&start), "cudaEventCreate");
+  check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
+  const float alpha = 1.0f, beta = 0.0f;
+  auto run = [&](const cublasLtMatmulAlgo_t& algo) {
+    return cublasLtMatmul(ctx.handle, plan.op, &alpha, b_data, plan.a, a_data, plan.b, &beta, scratch, plan.d, scratch,
+                          plan.d, &algo, ctx.workspace, kWorkspaceBytes, cudaStreamPerThread);
+  };
+  constexpr int kRuns = 5;
+  cublasLtMatmulAlgo_t best = candidates[0].algo;
+  float best_ms = 0.0f;
+  for (int i = 0; i < count; ++i) {
+    if (run(candidates[i].algo) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; a candidate may decline
+    check_cuda(cudaEventRecord(start, cudaStreamPerThread), "cudaEventRecord");
+    for (int r = 0; r < kRuns; ++r) check_cublas(run(candidates[i].algo), "cublasLtMatmul (timing a candidate)");
+    check_cuda(cudaEventRecord(stop, cudaStreamPerThread), "cudaEventRecord");
+    check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0.0f;
+    check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    if (best_ms == 0.0f || ms < best_ms) best_ms = ms, best = candidates[i].algo;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  check_cuda(cudaFree(scratch), "cudaFree (product timing scratch)");
+  return best;
+}
+
 // Column-major view: Dᵀ[n, m] = op(B)ᵀ · op(A)ᵀ, where a stored row-major [r, c] matrix is the
 // column-major [c, r] matrix X̃ = Xᵀ; op(B)ᵀ is B̃ when B is not transposed, B̃ᵀ otherwise.
-std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_t k) {
+// Large products take the fastest of the heuristic's candidates (its first choice is not always
+// the fastest), except while work is being recorded: nothing may wait for the GPU then, and the
+// heuristic's first choice stands.
+std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_t k, const void* a_data,
+                                const void* b_data) {
   auto plan = std::make_unique<Plan>();
   Context& ctx = context();
   const cudaDataType_t in_type = cuda_type(key.in), out_type = cuda_type(key.out);
@@ -98,18 +147,19 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_
   cublasLtMatmulPreference_t preference = nullptr;
   check_cublas(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
   const size_t workspace = kWorkspaceBytes;
-  cublasLtMatmulHeuristicResult_t heuristic{};
+  cublasLtMatmulHeuristicResult_t candidates[kCandidates]{};
   int found = 0;
   cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                &workspace, sizeof(workspace));
   if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan->op, plan->a, plan->b, plan->d, plan->d, preference, 1,
-                                            &heuristic, &found);
+    status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan->op, plan->a, plan->b, plan->d, plan->d, preference,
+                                            kCandidates, candidates, &found);
   cublasLtMatmulPreferenceDestroy(preference);
   check_cublas(status, "cublasLtMatmulAlgoGetHeuristic");
   MAMBA_CHECK(found > 0, "gemm (cuda): cuBLASLt has no algorithm for a ", m, "×", k, " by ", k, "×", n, " ",
               dtype_name(key.in), " product");
-  plan->algo = heuristic.algo;
+  const bool timed = found > 1 && double(m) * double(n) * double(k) >= kTimedMultiplyAdds && !RecordedWork::recording();
+  plan->algo = timed ? fastest_candidate(*plan, key.out, m, n, candidates, found, a_data, b_data) : candidates[0].algo;
   return plan;
 }
 
@@ -125,7 +175,7 @@ void gemm(const GemmOperand& a, const GemmOperand& b, void* d, DType d_type, flo
   static std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;  // one host thread at a time
   const PlanKey key{a.dtype, d_type, a.rows, a.cols, b.rows, b.cols, a.transpose, b.transpose};
   std::unique_ptr<Plan>& plan = plans[key];
-  if (!plan) plan = make_plan(key, m, n, k);
+  if (!plan) plan = make_plan(key, m, n, k, a.data, b.data);
   Context& ctx = context();
   check_cublas(cublasLtMatmul(ctx.handle, plan->op, &alpha, b.data, plan->a, a.data, plan->b, &beta, d, plan->d, d,
                               plan->d, &plan->algo, ctx.workspace, kWorkspaceBytes, cudaStreamPerThread),
