@@ -67,6 +67,7 @@ struct PlanKey {
   DType in, out;
   int64_t a_rows, a_cols, b_rows, b_cols;
   bool a_transpose, b_transpose;
+  bool accumulate;  // β ≠ 0: timed apart, as cuBLASLt runs other kernels for it
   bool operator==(const PlanKey&) const = default;
 };
 
@@ -74,7 +75,7 @@ struct PlanKeyHash {
   size_t operator()(const PlanKey& k) const {
     size_t h = size_t(k.in) * 31 + size_t(k.out);
     for (int64_t v : {k.a_rows, k.a_cols, k.b_rows, k.b_cols}) h = h * 1000003 + size_t(v);
-    return h * 4 + size_t(k.a_transpose) * 2 + size_t(k.b_transpose);
+    return h * 8 + size_t(k.a_transpose) * 4 + size_t(k.b_transpose) * 2 + size_t(k.accumulate);
   }
 };
 
@@ -83,40 +84,66 @@ struct PlanKeyHash {
 // could save).
 constexpr double kTimedMultiplyAdds = double(1 << 27);
 
-// The fastest of `candidates` on the product's own operands, timed into a scratch result (so an
-// accumulating product's D is untouched); the first candidate when the scratch cannot be had.
-cublasLtMatmulAlgo_t fastest_candidate(const Plan& plan, DType out, int64_t m, int64_t n,
+// The fastest of `candidates` on the product's own operands, into a scratch result (so an
+// accumulating product's D is untouched), with the product's β (cuBLASLt picks other kernels for
+// β = 0). Each candidate is timed as a replayed CUDA graph of kRuns products, as the recorded
+// training step and prefill run them: some candidates put a memset before their kernel, which costs
+// more inside a graph (a node and a dependency) than queued directly. The first candidate when the
+// scratch or a stream cannot be had.
+cublasLtMatmulAlgo_t fastest_candidate(const Plan& plan, DType out, int64_t m, int64_t n, float beta,
                                        const cublasLtMatmulHeuristicResult_t* candidates, int count, const void* a_data,
                                        const void* b_data) {
+  const size_t scratch_bytes = size_t(m) * size_t(n) * dtype_size(out);
   void* scratch = nullptr;
-  if (cudaMalloc(&scratch, size_t(m) * size_t(n) * dtype_size(out)) != cudaSuccess) {
+  cudaStream_t stream = nullptr;
+  if (cudaMalloc(&scratch, scratch_bytes) != cudaSuccess ||
+      cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
     (void)cudaGetLastError();
+    if (scratch) cudaFree(scratch);
     return candidates[0].algo;
   }
+  // The operands are written by work queued before this product.
+  check_cuda(cudaStreamSynchronize(cudaStreamPerThread), "cudaStreamSynchronize");
+  check_cuda(cudaMemsetAsync(scratch, 0, scratch_bytes, stream), "cudaMemsetAsync");
   Context& ctx = context();
   cudaEvent_t start = nullptr, stop = nullptr;
   check_cuda(cudaEventCreate(&start), "cudaEventCreate");
   check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f;
   auto run = [&](const cublasLtMatmulAlgo_t& algo) {
     return cublasLtMatmul(ctx.handle, plan.op, &alpha, b_data, plan.a, a_data, plan.b, &beta, scratch, plan.d, scratch,
-                          plan.d, &algo, ctx.workspace, kWorkspaceBytes, cudaStreamPerThread);
+                          plan.d, &algo, ctx.workspace, kWorkspaceBytes, stream);
   };
   constexpr int kRuns = 5;
   cublasLtMatmulAlgo_t best = candidates[0].algo;
   float best_ms = 0.0f;
   for (int i = 0; i < count; ++i) {
-    if (run(candidates[i].algo) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; a candidate may decline
-    check_cuda(cudaEventRecord(start, cudaStreamPerThread), "cudaEventRecord");
-    for (int r = 0; r < kRuns; ++r) check_cublas(run(candidates[i].algo), "cublasLtMatmul (timing a candidate)");
-    check_cuda(cudaEventRecord(stop, cudaStreamPerThread), "cudaEventRecord");
+    if (run(candidates[i].algo) != CUBLAS_STATUS_SUCCESS) continue;  // a candidate may decline
+    check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
+    for (int r = 0; r < kRuns && status == CUBLAS_STATUS_SUCCESS; ++r) status = run(candidates[i].algo);
+    cudaGraph_t graph = nullptr;
+    check_cuda(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+    cudaGraphExec_t exec = nullptr;
+    const bool recorded = status == CUBLAS_STATUS_SUCCESS && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    cudaGraphDestroy(graph);
+    if (!recorded) {
+      (void)cudaGetLastError();
+      continue;
+    }
+    check_cuda(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");  // warm-up
+    check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
+    check_cuda(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
+    check_cuda(cudaEventRecord(stop, stream), "cudaEventRecord");
     check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    cudaGraphExecDestroy(exec);
     float ms = 0.0f;
     check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
     if (best_ms == 0.0f || ms < best_ms) best_ms = ms, best = candidates[i].algo;
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
+  check_cuda(cudaStreamDestroy(stream), "cudaStreamDestroy");
   check_cuda(cudaFree(scratch), "cudaFree (product timing scratch)");
   return best;
 }
@@ -126,7 +153,7 @@ cublasLtMatmulAlgo_t fastest_candidate(const Plan& plan, DType out, int64_t m, i
 // Large products take the fastest of the heuristic's candidates (its first choice is not always
 // the fastest), except while work is being recorded: nothing may wait for the GPU then, and the
 // heuristic's first choice stands.
-std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_t k, const void* a_data,
+std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_t k, float beta, const void* a_data,
                                 const void* b_data) {
   auto plan = std::make_unique<Plan>();
   Context& ctx = context();
@@ -159,7 +186,8 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_
   MAMBA_CHECK(found > 0, "gemm (cuda): cuBLASLt has no algorithm for a ", m, "×", k, " by ", k, "×", n, " ",
               dtype_name(key.in), " product");
   const bool timed = found > 1 && double(m) * double(n) * double(k) >= kTimedMultiplyAdds && !RecordedWork::recording();
-  plan->algo = timed ? fastest_candidate(*plan, key.out, m, n, candidates, found, a_data, b_data) : candidates[0].algo;
+  plan->algo =
+      timed ? fastest_candidate(*plan, key.out, m, n, beta, candidates, found, a_data, b_data) : candidates[0].algo;
   return plan;
 }
 
@@ -173,9 +201,9 @@ void gemm(const GemmOperand& a, const GemmOperand& b, void* d, DType d_type, flo
   MAMBA_CHECK((b.transpose ? b.cols : b.rows) == k, "gemm (cuda): inner dimensions differ");
   if (m == 0 || n == 0) return;
   static std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;  // one host thread at a time
-  const PlanKey key{a.dtype, d_type, a.rows, a.cols, b.rows, b.cols, a.transpose, b.transpose};
+  const PlanKey key{a.dtype, d_type, a.rows, a.cols, b.rows, b.cols, a.transpose, b.transpose, beta != 0.0f};
   std::unique_ptr<Plan>& plan = plans[key];
-  if (!plan) plan = make_plan(key, m, n, k, a.data, b.data);
+  if (!plan) plan = make_plan(key, m, n, k, beta, a.data, b.data);
   Context& ctx = context();
   check_cublas(cublasLtMatmul(ctx.handle, plan->op, &alpha, b.data, plan->a, a.data, plan->b, &beta, d, plan->d, d,
                               plan->d, &plan->algo, ctx.workspace, kWorkspaceBytes, cudaStreamPerThread),
