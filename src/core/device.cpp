@@ -226,6 +226,12 @@ UploadStaging& upload_staging() {
   return *staging;
 }
 
+// While the calling thread's stream is being recorded, copies must not be queued from a staging
+// buffer that later copies overwrite.
+bool stream_recording() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(cudaStreamPerThread, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
+}
 }  // namespace
 #endif
 
@@ -358,9 +364,7 @@ void device_copy(void* dst, Device dst_device, const void* src, Device src_devic
   }
   require_cuda();
 #ifdef MAMBACPP_CUDA
-  // While the work is being recorded, copies must not be queued from a staging buffer that later
-  // copies overwrite.
-  if (src_device == Device::cpu && bytes <= UploadStaging::kMaxBytes && !RecordedWork::recording()) {
+  if (src_device == Device::cpu && bytes <= UploadStaging::kMaxBytes && !stream_recording()) {
     upload_staging().upload(dst, src, bytes);
     return;
   }
@@ -387,11 +391,6 @@ void device_memset_zero(void* p, Device d, size_t bytes) {
 bool RecordedWork::supported(Device device) { return device == Device::cuda && cuda_compiled(); }
 
 #ifdef MAMBACPP_CUDA
-bool RecordedWork::recording() {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  return cudaStreamIsCapturing(cudaStreamPerThread, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
-}
-
 RecordedWork::RecordedWork(const std::function<void()>& work) {
   CudaBlockCache& cache = block_cache();
   cache.begin_reserving();
@@ -436,7 +435,6 @@ void RecordedWork::replay() {
   cuda_check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(executable_), cudaStreamPerThread), "cudaGraphLaunch");
 }
 #else
-bool RecordedWork::recording() { return false; }
 RecordedWork::RecordedWork(const std::function<void()>&) { require_cuda(); }
 RecordedWork::~RecordedWork() = default;
 void RecordedWork::replay() {}

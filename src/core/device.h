@@ -46,8 +46,6 @@ class RecordedWork {
  public:
   // Whether work queued for `device` can be recorded (CUDA builds, GPU work).
   static bool supported(Device device);
-  // Whether the calling thread's GPU work is being recorded right now.
-  static bool recording();
   explicit RecordedWork(const std::function<void()>& work);
   ~RecordedWork();
   RecordedWork(const RecordedWork&) = delete;
