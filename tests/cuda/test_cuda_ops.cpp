@@ -98,7 +98,7 @@ void check_conv(int L, int K, int C, DType dtype) {
 // shift the backward's K − 1 lag against the batches of positions loaded together.
 TEST(CudaCausalConv1d, ForwardBackwardStep) {
   SKIP_WITHOUT_GPU();
-  for (int C : {45, 44})
+  for (int C : {45, 46, 44})  // one, two and four channels a thread
     for (DType dtype : {DType::f32, DType::bf16}) check_conv(150, 4, C, dtype);
   for (int L : {1, 7, 2047, 2049})
     for (int K : {4, 3}) check_conv(L, K, 45, DType::bf16);
@@ -163,7 +163,8 @@ void check_norm(ops::NormKind kind, DType dtype, bool with_residual, int d) {
 // Widths for each register layout of the kernels (4, 8 and 16 columns per thread of 256).
 TEST(CudaAddNorm, RmsAndLayerNorm) {
   SKIP_WITHOUT_GPU();
-  for (int d : {77, 1500, 2600})
+  // Odd and even widths move one column a load; multiples of 4, four.
+  for (int d : {77, 1022, 64, 1500, 2600})
     for (DType dtype : {DType::f32, DType::bf16})
       for (bool residual : {false, true}) {
         SCOPED_TRACE("d " + std::to_string(d));

@@ -79,35 +79,6 @@ dim3 segment_grid(const ConvArgs& p, int block_threads, int channels_per_thread,
               unsigned((segments + segments_per_block - 1) / segments_per_block), unsigned(p.batch));
 }
 
-// kC consecutive channels of one position as one load or store (kC = 2: 4-byte bf16 pairs, 8-byte
-// float pairs), so a warp moves 128 or 256 bytes per instruction instead of 64 or 128.
-template <typename T, int kC>
-using ChannelVector = std::conditional_t<
-    sizeof(T) * kC == 2, uint16_t,
-    std::conditional_t<sizeof(T) * kC == 4, uint32_t, std::conditional_t<sizeof(T) * kC == 8, uint2, uint4>>>;
-
-template <typename T, int kC>
-__device__ __forceinline__ void load_channels(const T* src, float (&dst)[kC]) {
-  union {
-    ChannelVector<T, kC> vec;
-    T vals[kC];
-  } u;
-  u.vec = *reinterpret_cast<const ChannelVector<T, kC>*>(src);
-#pragma unroll
-  for (int i = 0; i < kC; ++i) dst[i] = to_float(u.vals[i]);
-}
-
-template <typename T, int kC>
-__device__ __forceinline__ void store_channels(T* dst, const float (&src)[kC]) {
-  union {
-    ChannelVector<T, kC> vec;
-    T vals[kC];
-  } u;
-#pragma unroll
-  for (int i = 0; i < kC; ++i) u.vals[i] = from_float<T>(src[i]);
-  *reinterpret_cast<ChannelVector<T, kC>*>(dst) = u.vec;
-}
-
 // The taps, bias and starting window of channels c0 … c0 + kC − 1 for a walk that begins at
 // position t: window[j][k] is the input of channel c0 + j at t − K + 1 + k (the last slot is filled
 // as the walk reads t).
@@ -125,8 +96,8 @@ __device__ __forceinline__ void load_taps_and_window(const ConvArgs& p, const T*
   }
 }
 
-// kC: consecutive channels per thread (2 when the channel count is even and the rows aligned for
-// it: 130m prefill at batch 16, 117 µs a layer at 0.85 TB/s with 2-byte loads, was bound by load
+// kC: consecutive channels per thread (4 or 2 when the channel count and the rows' alignment allow:
+// 130m prefill at batch 16, 117 µs a layer at 0.85 TB/s with 2-byte loads, was bound by load
 // instructions, not bytes).
 // The last segment's blocks also write final_state (a kernel of its own was one more launch per
 // layer in a prefill).
@@ -146,7 +117,7 @@ __global__ void conv_forward_kernel(ConvArgs p, T* out, float* final_state) {
 #pragma unroll
     for (int i = 0; i < kLoadBatch; ++i) {
       if (batch0 + i < t1) {
-        load_channels<T, kC>(x_seq + int64_t(batch0 + i) * p.channels + c0, xs[i]);
+        load_packed<T, kC>(x_seq + int64_t(batch0 + i) * p.channels + c0, xs[i]);
       } else {
 #pragma unroll
         for (int j = 0; j < kC; ++j) xs[i][j] = 0.0f;
@@ -170,7 +141,7 @@ __global__ void conv_forward_kernel(ConvArgs p, T* out, float* final_state) {
         if (p.silu) v[j] *= sigmoid(v[j]);
         v[j] = t < len ? v[j] : 0.0f;
       }
-      if (t < t1) store_channels<T, kC>(out_seq + int64_t(t) * p.channels + c0, v);
+      if (t < t1) store_packed<T, kC>(out_seq + int64_t(t) * p.channels + c0, v);
     }
   }
   if (blockIdx.y + 1 == gridDim.y) {
@@ -201,8 +172,8 @@ __global__ void conv_final_state_kernel(ConvArgs p, float* final_state) {
 // forming dpre[t] (0 past the length and before position 0) and, once dpre[s .. s+K−1] are known,
 // dx[s] = Σ_k w[k]·dpre[s + K−1−k]; dx at the virtual positions −(K−1) … −1 goes to
 // dinitial_state (first segment only). dweight[k] += dpre[t]·x[t−K+1+k] and dbias += dpre[t] for
-// t in the segment, summed here into gw and gb. kC = 2 as in the forward: with 2-byte loads and
-// stores (one channel a thread) the 370m and 1.4b training backward ran at half the memory rate.
+// t in the segment, summed here into gw and gb. kC = 2 where the channels allow: with 2-byte loads
+// and stores (one channel a thread) the 370m and 1.4b training backward ran at half the memory rate.
 template <typename T, int kFixedWidth, int kC>
 __device__ __forceinline__ void backward_segment(const ConvArgs& p, const T* dout, T* dx, float* dinitial_state, int c0,
                                                  int b, int t0, float (&gw)[kC][register_width(kFixedWidth)],
@@ -229,8 +200,8 @@ __device__ __forceinline__ void backward_segment(const ConvArgs& p, const T* dou
     for (int i = 0; i < kLoadBatch; ++i) {
       const int t = batch0 + i;
       if (kInterior) {
-        load_channels<T, kC>(x_seq + int64_t(t) * p.channels + c0, xs[i]);
-        load_channels<T, kC>(dout_seq + int64_t(t) * p.channels + c0, douts[i]);
+        load_packed<T, kC>(x_seq + int64_t(t) * p.channels + c0, xs[i]);
+        load_packed<T, kC>(dout_seq + int64_t(t) * p.channels + c0, douts[i]);
       } else {
 #pragma unroll
         for (int j = 0; j < kC; ++j) {
@@ -285,7 +256,7 @@ __device__ __forceinline__ void backward_segment(const ConvArgs& p, const T* dou
       }
       const int s = t - history;
       if (kInterior) {
-        store_channels<T, kC>(dx + offset + int64_t(s) * p.channels + c0, dx_t);
+        store_packed<T, kC>(dx + offset + int64_t(s) * p.channels + c0, dx_t);
       } else if (s >= s_begin) {
 #pragma unroll
         for (int j = 0; j < kC; ++j) {
@@ -412,11 +383,13 @@ Prepared prepare(const ConvInputs& in, bool step) {
   return prepared;
 }
 
-// Channel pairs need an even channel count and x and the other rows aligned to a pair.
+// Threads of kC channels need a channel count divisible by kC and x and the other rows aligned to
+// kC elements.
 template <typename T>
-bool channel_pairs(const ConvArgs& p, std::initializer_list<const T*> rows) {
-  bool aligned = p.channels % 2 == 0 && reinterpret_cast<uintptr_t>(p.x) % (2 * sizeof(T)) == 0;
-  for (const T* row : rows) aligned = aligned && reinterpret_cast<uintptr_t>(row) % (2 * sizeof(T)) == 0;
+bool channels_packed(const ConvArgs& p, int per_thread, std::initializer_list<const T*> rows) {
+  const size_t bytes = size_t(per_thread) * sizeof(T);
+  bool aligned = p.channels % per_thread == 0 && reinterpret_cast<uintptr_t>(p.x) % bytes == 0;
+  for (const T* row : rows) aligned = aligned && reinterpret_cast<uintptr_t>(row) % bytes == 0;
   return aligned;
 }
 
@@ -425,13 +398,19 @@ void forward(const ConvArgs& p, ConvOutputs& out) {
   float* final_state = out.final_state.data<float>();
   if (int64_t(p.batch) * p.L * p.channels > 0) {
     T* dst = static_cast<T*>(out.out.raw());
-    if (channel_pairs<T>(p, {dst})) {
-      auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth, 2> : conv_forward_kernel<T, 0, 2>;
-      kernel<<<segment_grid(p, kBlockChannels, 2, 1), kBlockChannels>>>(p, dst, final_state);
-    } else {
-      auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth, 1> : conv_forward_kernel<T, 0, 1>;
-      kernel<<<segment_grid(p, kBlockChannels, 1, 1), kBlockChannels>>>(p, dst, final_state);
-    }
+    // Four channels a thread (8-byte bf16 loads) where they fit: the 370m training forward ran at
+    // 83% of its memory rate with pairs.
+    auto launch = [&](auto per_thread) {
+      constexpr int kC = decltype(per_thread)::value;
+      auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth, kC> : conv_forward_kernel<T, 0, kC>;
+      kernel<<<segment_grid(p, kBlockChannels, kC, 1), kBlockChannels>>>(p, dst, final_state);
+    };
+    if (channels_packed<T>(p, 4, {dst}))
+      launch(std::integral_constant<int, 4>{});
+    else if (channels_packed<T>(p, 2, {dst}))
+      launch(std::integral_constant<int, 2>{});
+    else
+      launch(std::integral_constant<int, 1>{});
   }
   const int64_t states = int64_t(p.batch) * p.channels * (p.width - 1);
   if (p.L == 0 && states > 0) conv_final_state_kernel<T><<<blocks_for(states, 256), 256>>>(p, final_state);
@@ -445,7 +424,7 @@ void backward(const ConvArgs& p, const Tensor& dout, ConvGrads& g, float* dweigh
   if (int64_t(p.batch) * p.L * p.channels > 0) {
     const T* dy = static_cast<const T*>(dout.raw());
     T* dx = static_cast<T*>(g.dx.raw());
-    if (channel_pairs<T>(p, {dy, dx})) {
+    if (channels_packed<T>(p, 2, {dy, dx})) {
       auto kernel = p.width == kFastWidth ? conv_backward_kernel<T, kFastWidth, 2> : conv_backward_kernel<T, 0, 2>;
       kernel<<<segment_grid(p, kWarpChannels, 2, kBackwardSegments), kBackwardBlock>>>(p, dy, dx, dinit, dweight,
                                                                                        dbias);

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "core/error.h"
@@ -48,6 +49,38 @@ __device__ __forceinline__ float from_float<float>(float x) {
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
+}
+
+// kN consecutive elements as one load or store of 2, 4, 8 or 16 bytes (the address aligned to
+// that size), widened to or rounded from float32: a warp then moves up to 512 bytes per
+// instruction, and kernels that read a few bytes per thread are not bound by load instructions.
+template <typename T, int kN>
+using PackedVector = std::conditional_t<
+    sizeof(T) * kN == 2, uint16_t,
+    std::conditional_t<sizeof(T) * kN == 4, uint32_t, std::conditional_t<sizeof(T) * kN == 8, uint2, uint4>>>;
+
+template <typename T, int kN>
+__device__ __forceinline__ void load_packed(const T* src, float (&dst)[kN]) {
+  static_assert(sizeof(T) * kN <= 16, "at most 16 bytes a load");
+  union {
+    PackedVector<T, kN> vec;
+    T vals[kN];
+  } u;
+  u.vec = *reinterpret_cast<const PackedVector<T, kN>*>(src);
+#pragma unroll
+  for (int i = 0; i < kN; ++i) dst[i] = to_float(u.vals[i]);
+}
+
+template <typename T, int kN>
+__device__ __forceinline__ void store_packed(T* dst, const float (&src)[kN]) {
+  static_assert(sizeof(T) * kN <= 16, "at most 16 bytes a store");
+  union {
+    PackedVector<T, kN> vec;
+    T vals[kN];
+  } u;
+#pragma unroll
+  for (int i = 0; i < kN; ++i) u.vals[i] = from_float<T>(src[i]);
+  *reinterpret_cast<PackedVector<T, kN>*>(dst) = u.vec;
 }
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }

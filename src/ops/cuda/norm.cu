@@ -5,7 +5,9 @@
 // no float32 running sum grows over the whole row. The backward's weight and bias gradients are
 // column sums over rows: each block takes up to kMostRowsPerBlock rows, keeps its column partials in
 // registers, and adds them with one atomic per column.
+#include <initializer_list>
 #include <type_traits>
+#include <utility>
 
 #include "ops/cuda/common.cuh"
 #include "ops/norm.h"
@@ -40,52 +42,67 @@ struct NormArgs {
   bool layer = false;
 };
 
-template <typename T, int kColumns>
+// A thread's columns: kColumns / kVec groups of kVec consecutive columns, groups kThreads · kVec
+// apart. kVec = 4 where d is a multiple of 4 and the rows are aligned for it: a float row then moves
+// as 16-byte loads and stores (a bf16 row as 8-byte ones), where one column a load kept the 370m
+// training norms at 79–85% of their memory rate.
+template <int kVec>
+__device__ __forceinline__ int group_column(int group) {
+  return (int(threadIdx.x) + group * kThreads) * kVec;
+}
+
+template <typename T, int kColumns, int kVec>
 __global__ void __launch_bounds__(kThreads)
     norm_forward_kernel(NormArgs p, T* out, float* residual_out, float* rstd_out, float* mean_out) {
+  constexpr int kGroups = kColumns / kVec;
   __shared__ float scratch[32];
   // The norm weight is loaded before the wait: no kernel that allows an early launch writes weights
   // (common.cuh), and its round trip no longer follows the row's sums (1.4b batch-16 decode step
   // −3.7%, docs/perf/cuda_model.md m29).
-  float w[kColumns];
+  float w[kGroups][kVec] = {};
 #pragma unroll
-  for (int k = 0; k < kColumns; ++k) {
-    const int j = threadIdx.x + k * kThreads;
-    w[k] = j < p.d ? p.weight[j] : 0.0f;
-  }
+  for (int g = 0; g < kGroups; ++g)
+    if (group_column<kVec>(g) < p.d) load_packed<float, kVec>(p.weight + group_column<kVec>(g), w[g]);
   wait_for_previous_kernels();
   allow_next_kernel_launch();
   const int64_t row = blockIdx.x;
   const T* x = static_cast<const T*>(p.x) + row * p.d;
   const float* res = p.residual ? p.residual + row * p.d : nullptr;
-  float s[kColumns];
+  float s[kGroups][kVec] = {};
   float sum = 0.0f;
 #pragma unroll
-  for (int k = 0; k < kColumns; ++k) {
-    const int j = threadIdx.x + k * kThreads;
-    s[k] = 0.0f;
+  for (int g = 0; g < kGroups; ++g) {
+    const int j = group_column<kVec>(g);
     if (j < p.d) {
-      s[k] = to_float(x[j]) + (res ? res[j] : 0.0f);
-      residual_out[row * p.d + j] = s[k];
-      sum += s[k];
+      float r[kVec] = {};
+      load_packed<T, kVec>(x + j, s[g]);
+      if (res) load_packed<float, kVec>(res + j, r);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) {
+        s[g][i] += r[i];
+        sum += s[g][i];
+      }
+      store_packed<float, kVec>(residual_out + row * p.d + j, s[g]);
     }
   }
   float mean = 0.0f;
   if (p.layer) mean = block_sum(sum, scratch) / p.d;
   float squares = 0.0f;
 #pragma unroll
-  for (int k = 0; k < kColumns; ++k) {
-    const int j = threadIdx.x + k * kThreads;
-    if (j < p.d) squares = fmaf(s[k] - mean, s[k] - mean, squares);
-  }
+  for (int g = 0; g < kGroups; ++g)
+    if (group_column<kVec>(g) < p.d)
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) squares = fmaf(s[g][i] - mean, s[g][i] - mean, squares);
   const float rstd = rsqrtf(block_sum(squares, scratch) / p.d + p.eps);
 #pragma unroll
-  for (int k = 0; k < kColumns; ++k) {
-    const int j = threadIdx.x + k * kThreads;
+  for (int g = 0; g < kGroups; ++g) {
+    const int j = group_column<kVec>(g);
     if (j < p.d) {
-      float v = (s[k] - mean) * rstd * w[k];
-      if (p.bias) v += p.bias[j];
-      out[row * p.d + j] = from_float<T>(v);
+      float v[kVec], b[kVec] = {};
+      if (p.bias) load_packed<float, kVec>(p.bias + j, b);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) v[i] = (s[g][i] - mean) * rstd * w[g][i] + b[i];
+      store_packed<T, kVec>(out + row * p.d + j, v);
     }
   }
   if (threadIdx.x == 0) {
@@ -95,25 +112,28 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // One row's inputs to the backward, in registers.
-template <int kColumns>
+template <int kGroups, int kVec>
 struct NormBackwardRow {
-  float dy[kColumns], s[kColumns], dresidual[kColumns];
+  float dy[kGroups][kVec], s[kGroups][kVec], dresidual[kGroups][kVec];
   float rstd, mean;
 };
 
-template <typename T, int kColumns>
+template <typename T, int kGroups, int kVec>
 __device__ __forceinline__ void load_backward_row(const NormArgs& p, int64_t row, const float* s_all,
                                                   const float* rstd_all, const float* mean_all, const T* dout,
-                                                  const float* dresidual, NormBackwardRow<kColumns>& r) {
+                                                  const float* dresidual, NormBackwardRow<kGroups, kVec>& r) {
   r.rstd = rstd_all[row];
   r.mean = p.layer ? mean_all[row] : 0.0f;
 #pragma unroll
-  for (int k = 0; k < kColumns; ++k) {
-    const int j = threadIdx.x + k * kThreads;
-    const bool in_row = j < p.d;
-    r.dy[k] = in_row ? to_float(dout[row * p.d + j]) : 0.0f;
-    r.s[k] = in_row ? s_all[row * p.d + j] : 0.0f;
-    r.dresidual[k] = in_row && dresidual ? dresidual[row * p.d + j] : 0.0f;
+  for (int g = 0; g < kGroups; ++g) {
+    const int j = group_column<kVec>(g);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) r.dy[g][i] = r.s[g][i] = r.dresidual[g][i] = 0.0f;
+    if (j < p.d) {
+      load_packed<T, kVec>(dout + row * p.d + j, r.dy[g]);
+      load_packed<float, kVec>(s_all + row * p.d + j, r.s[g]);
+      if (dresidual) load_packed<float, kVec>(dresidual + row * p.d + j, r.dresidual[g]);
+    }
   }
 }
 
@@ -121,65 +141,90 @@ __device__ __forceinline__ void load_backward_row(const NormArgs& p, int64_t row
 // when given, receives ds rounded to T. A block walks rows_per_block rows with the next row's loads
 // issued before the current row's sums, so two rows' loads are in flight and the block barriers of
 // the sums overlap them.
-template <typename T, int kColumns>
+template <typename T, int kColumns, int kVec>
 __global__ void __launch_bounds__(kThreads)
     norm_backward_kernel(NormArgs p, const float* s_all, const float* rstd_all, const float* mean_all, const T* dout,
                          const float* dresidual, float* ds_out, T* dx_out, float* dweight, float* dbias,
                          int rows_per_block) {
+  constexpr int kGroups = kColumns / kVec;
   __shared__ float scratch[32];
-  float dw[kColumns] = {}, db[kColumns] = {};
+  float w[kGroups][kVec] = {}, dw[kGroups][kVec] = {}, db[kGroups][kVec] = {};
+#pragma unroll
+  for (int g = 0; g < kGroups; ++g)
+    if (group_column<kVec>(g) < p.d) load_packed<float, kVec>(p.weight + group_column<kVec>(g), w[g]);
   const int64_t row0 = int64_t(blockIdx.x) * rows_per_block, row_end = min(p.rows, row0 + rows_per_block);
-  NormBackwardRow<kColumns> next;
-  load_backward_row<T, kColumns>(p, row0, s_all, rstd_all, mean_all, dout, dresidual, next);
+  NormBackwardRow<kGroups, kVec> next;
+  load_backward_row<T, kGroups, kVec>(p, row0, s_all, rstd_all, mean_all, dout, dresidual, next);
   for (int64_t row = row0; row < row_end; ++row) {
-    const NormBackwardRow<kColumns> r = next;
-    if (row + 1 < row_end) load_backward_row<T, kColumns>(p, row + 1, s_all, rstd_all, mean_all, dout, dresidual, next);
-    float xhat[kColumns], g[kColumns];
+    const NormBackwardRow<kGroups, kVec> r = next;
+    if (row + 1 < row_end)
+      load_backward_row<T, kGroups, kVec>(p, row + 1, s_all, rstd_all, mean_all, dout, dresidual, next);
+    float xhat[kGroups][kVec], gw[kGroups][kVec];
     float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma unroll
-    for (int k = 0; k < kColumns; ++k) {
-      const int j = threadIdx.x + k * kThreads;
-      xhat[k] = g[k] = 0.0f;
-      if (j < p.d) {
-        xhat[k] = (r.s[k] - r.mean) * r.rstd;
-        g[k] = r.dy[k] * p.weight[j];
-        sum_g += g[k];
-        sum_gx = fmaf(g[k], xhat[k], sum_gx);
-        dw[k] = fmaf(r.dy[k], xhat[k], dw[k]);
-        db[k] += r.dy[k];
+    for (int g = 0; g < kGroups; ++g) {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) {
+        // Columns past d hold zeros (loaded so), and add nothing.
+        xhat[g][i] = (r.s[g][i] - r.mean) * r.rstd;
+        gw[g][i] = r.dy[g][i] * w[g][i];
+        sum_g += gw[g][i];
+        sum_gx = fmaf(gw[g][i], xhat[g][i], sum_gx);
+        dw[g][i] = fmaf(r.dy[g][i], xhat[g][i], dw[g][i]);
+        db[g][i] += r.dy[g][i];
       }
     }
     const float mean_gx = block_sum(sum_gx, scratch) / p.d;
     const float mean_g = p.layer ? block_sum(sum_g, scratch) / p.d : 0.0f;
 #pragma unroll
-    for (int k = 0; k < kColumns; ++k) {
-      const int j = threadIdx.x + k * kThreads;
+    for (int g = 0; g < kGroups; ++g) {
+      const int j = group_column<kVec>(g);
       if (j < p.d) {
-        const float v = r.rstd * (g[k] - mean_g - xhat[k] * mean_gx) + r.dresidual[k];
-        ds_out[row * p.d + j] = v;
-        if (dx_out) dx_out[row * p.d + j] = from_float<T>(v);
+        float v[kVec];
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) v[i] = r.rstd * (gw[g][i] - mean_g - xhat[g][i] * mean_gx) + r.dresidual[g][i];
+        store_packed<float, kVec>(ds_out + row * p.d + j, v);
+        if (dx_out) store_packed<T, kVec>(dx_out + row * p.d + j, v);
       }
     }
   }
 #pragma unroll
-  for (int k = 0; k < kColumns; ++k) {
-    const int j = threadIdx.x + k * kThreads;
+  for (int g = 0; g < kGroups; ++g) {
+    const int j = group_column<kVec>(g);
     if (j < p.d) {
-      atomicAdd(dweight + j, dw[k]);
-      if (dbias) atomicAdd(dbias + j, db[k]);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) {
+        atomicAdd(dweight + j + i, dw[g][i]);
+        if (dbias) atomicAdd(dbias + j + i, db[g][i]);
+      }
     }
   }
 }
 
-// Calls f(std::integral_constant<int, C>) with the smallest C of 4, 8, 16 such that C·kThreads ≥ d.
+// Calls f(std::integral_constant<int, C>, std::integral_constant<int, V>) with the smallest C of 4,
+// 8, 16 such that C·kThreads ≥ d, and V = 4 when `packed` (else 1).
 template <typename F>
-void with_columns(int d, F&& f) {
+void with_columns(int d, bool packed, F&& f) {
+  auto with_vec = [&](auto columns) {
+    if (packed)
+      f(columns, std::integral_constant<int, 4>{});
+    else
+      f(columns, std::integral_constant<int, 1>{});
+  };
   if (d <= 4 * kThreads)
-    f(std::integral_constant<int, 4>{});
+    with_vec(std::integral_constant<int, 4>{});
   else if (d <= 8 * kThreads)
-    f(std::integral_constant<int, 8>{});
+    with_vec(std::integral_constant<int, 8>{});
   else
-    f(std::integral_constant<int, kMaxColumnsPerThread>{});
+    with_vec(std::integral_constant<int, kMaxColumnsPerThread>{});
+}
+
+// Whether rows of d columns at these addresses can move four columns at a time.
+bool packed_rows(int d, std::initializer_list<std::pair<const void*, size_t>> rows) {
+  bool ok = d % 4 == 0;
+  for (const auto& [address, element_bytes] : rows)
+    ok = ok && (address == nullptr || reinterpret_cast<uintptr_t>(address) % (4 * element_bytes) == 0);
+  return ok;
 }
 
 struct Prepared {
@@ -233,14 +278,21 @@ NormOutputs add_norm_forward(const NormInputs& in) {
   if (p.layer) out.mean = Tensor::empty({p.rows}, DType::f32, Device::cuda);
   if (p.rows == 0) return out;
   float* mean = p.layer ? out.mean.data<float>() : nullptr;
-  with_columns(p.d, [&](auto columns) {
-    constexpr int kColumns = decltype(columns)::value;
+  const size_t x_bytes = dtype_size(in.x.dtype());
+  const bool packed = packed_rows(p.d, {{p.x, x_bytes},
+                                        {p.residual, 4},
+                                        {p.weight, 4},
+                                        {p.bias, 4},
+                                        {out.out.raw(), x_bytes},
+                                        {out.residual_out.raw(), 4}});
+  with_columns(p.d, packed, [&](auto columns, auto vec) {
+    constexpr int kColumns = decltype(columns)::value, kVec = decltype(vec)::value;
     if (in.x.dtype() == DType::f32)
-      launch_overlapping("add_norm forward", norm_forward_kernel<float, kColumns>, dim3(unsigned(p.rows)),
+      launch_overlapping("add_norm forward", norm_forward_kernel<float, kColumns, kVec>, dim3(unsigned(p.rows)),
                          dim3(kThreads), 0, p, out.out.data<float>(), out.residual_out.data<float>(),
                          out.rstd.data<float>(), mean);
     else
-      launch_overlapping("add_norm forward", norm_forward_kernel<__nv_bfloat16, kColumns>, dim3(unsigned(p.rows)),
+      launch_overlapping("add_norm forward", norm_forward_kernel<__nv_bfloat16, kColumns, kVec>, dim3(unsigned(p.rows)),
                          dim3(kThreads), 0, p, static_cast<__nv_bfloat16*>(out.out.raw()),
                          out.residual_out.data<float>(), out.rstd.data<float>(), mean);
   });
@@ -280,14 +332,21 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
   const float* dres = dresidual_out.defined() ? dresidual_out.data<float>() : nullptr;
   float* dweight = (dweight_into ? *dweight_into : g.dweight).data<float>();
   float* dbias = dbias_into ? dbias_into->data<float>() : g.dbias.defined() ? g.dbias.data<float>() : nullptr;
-  with_columns(p.d, [&](auto columns) {
-    constexpr int kColumns = decltype(columns)::value;
+  const size_t x_bytes = dtype_size(in.x.dtype());
+  const bool packed = packed_rows(p.d, {{saved.residual_out.raw(), 4},
+                                        {dout.raw(), x_bytes},
+                                        {dres, 4},
+                                        {p.weight, 4},
+                                        {g.ds.raw(), 4},
+                                        {g.dx.raw(), x_bytes}});
+  with_columns(p.d, packed, [&](auto columns, auto vec) {
+    constexpr int kColumns = decltype(columns)::value, kVec = decltype(vec)::value;
     if (in.x.dtype() == DType::f32)
-      norm_backward_kernel<float, kColumns>
+      norm_backward_kernel<float, kColumns, kVec>
           <<<blocks, kThreads>>>(p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
                                  dout.data<float>(), dres, g.ds.data<float>(), nullptr, dweight, dbias, rows_per_block);
     else
-      norm_backward_kernel<__nv_bfloat16, kColumns>
+      norm_backward_kernel<__nv_bfloat16, kColumns, kVec>
           <<<blocks, kThreads>>>(p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
                                  static_cast<const __nv_bfloat16*>(dout.raw()), dres, g.ds.data<float>(),
                                  static_cast<__nv_bfloat16*>(g.dx.raw()), dweight, dbias, rows_per_block);
