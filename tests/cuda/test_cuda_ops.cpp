@@ -98,7 +98,7 @@ void check_conv(int L, int K, int C, DType dtype) {
 // shift the backward's K − 1 lag against the batches of positions loaded together.
 TEST(CudaCausalConv1d, ForwardBackwardStep) {
   SKIP_WITHOUT_GPU();
-  for (int C : {45, 46, 44})  // one, two and four channels a thread
+  for (int C : {45, 44})
     for (DType dtype : {DType::f32, DType::bf16}) check_conv(150, 4, C, dtype);
   for (int L : {1, 7, 2047, 2049})
     for (int K : {4, 3}) check_conv(L, K, 45, DType::bf16);

@@ -96,8 +96,8 @@ __device__ __forceinline__ void load_taps_and_window(const ConvArgs& p, const T*
   }
 }
 
-// kC: consecutive channels per thread (4 or 2 when the channel count and the rows' alignment allow:
-// 130m prefill at batch 16, 117 µs a layer at 0.85 TB/s with 2-byte loads, was bound by load
+// kC: consecutive channels per thread (2 when the channel count is even and the rows aligned for
+// it: 130m prefill at batch 16, 117 µs a layer at 0.85 TB/s with 2-byte loads, was bound by load
 // instructions, not bytes).
 // The last segment's blocks also write final_state (a kernel of its own was one more launch per
 // layer in a prefill).
@@ -172,8 +172,8 @@ __global__ void conv_final_state_kernel(ConvArgs p, float* final_state) {
 // forming dpre[t] (0 past the length and before position 0) and, once dpre[s .. s+K−1] are known,
 // dx[s] = Σ_k w[k]·dpre[s + K−1−k]; dx at the virtual positions −(K−1) … −1 goes to
 // dinitial_state (first segment only). dweight[k] += dpre[t]·x[t−K+1+k] and dbias += dpre[t] for
-// t in the segment, summed here into gw and gb. kC = 2 where the channels allow: with 2-byte loads
-// and stores (one channel a thread) the 370m and 1.4b training backward ran at half the memory rate.
+// t in the segment, summed here into gw and gb. kC = 2 as in the forward: with 2-byte loads and
+// stores (one channel a thread) the 370m and 1.4b training backward ran at half the memory rate.
 template <typename T, int kFixedWidth, int kC>
 __device__ __forceinline__ void backward_segment(const ConvArgs& p, const T* dout, T* dx, float* dinitial_state, int c0,
                                                  int b, int t0, float (&gw)[kC][register_width(kFixedWidth)],
@@ -383,13 +383,11 @@ Prepared prepare(const ConvInputs& in, bool step) {
   return prepared;
 }
 
-// Threads of kC channels need a channel count divisible by kC and x and the other rows aligned to
-// kC elements.
+// Channel pairs need an even channel count and x and the other rows aligned to a pair.
 template <typename T>
-bool channels_packed(const ConvArgs& p, int per_thread, std::initializer_list<const T*> rows) {
-  const size_t bytes = size_t(per_thread) * sizeof(T);
-  bool aligned = p.channels % per_thread == 0 && reinterpret_cast<uintptr_t>(p.x) % bytes == 0;
-  for (const T* row : rows) aligned = aligned && reinterpret_cast<uintptr_t>(row) % bytes == 0;
+bool channel_pairs(const ConvArgs& p, std::initializer_list<const T*> rows) {
+  bool aligned = p.channels % 2 == 0 && reinterpret_cast<uintptr_t>(p.x) % (2 * sizeof(T)) == 0;
+  for (const T* row : rows) aligned = aligned && reinterpret_cast<uintptr_t>(row) % (2 * sizeof(T)) == 0;
   return aligned;
 }
 
@@ -398,19 +396,13 @@ void forward(const ConvArgs& p, ConvOutputs& out) {
   float* final_state = out.final_state.data<float>();
   if (int64_t(p.batch) * p.L * p.channels > 0) {
     T* dst = static_cast<T*>(out.out.raw());
-    // Four channels a thread (8-byte bf16 loads) where they fit: the 370m training forward ran at
-    // 83% of its memory rate with pairs.
-    auto launch = [&](auto per_thread) {
-      constexpr int kC = decltype(per_thread)::value;
-      auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth, kC> : conv_forward_kernel<T, 0, kC>;
-      kernel<<<segment_grid(p, kBlockChannels, kC, 1), kBlockChannels>>>(p, dst, final_state);
-    };
-    if (channels_packed<T>(p, 4, {dst}))
-      launch(std::integral_constant<int, 4>{});
-    else if (channels_packed<T>(p, 2, {dst}))
-      launch(std::integral_constant<int, 2>{});
-    else
-      launch(std::integral_constant<int, 1>{});
+    if (channel_pairs<T>(p, {dst})) {
+      auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth, 2> : conv_forward_kernel<T, 0, 2>;
+      kernel<<<segment_grid(p, kBlockChannels, 2, 1), kBlockChannels>>>(p, dst, final_state);
+    } else {
+      auto kernel = p.width == kFastWidth ? conv_forward_kernel<T, kFastWidth, 1> : conv_forward_kernel<T, 0, 1>;
+      kernel<<<segment_grid(p, kBlockChannels, 1, 1), kBlockChannels>>>(p, dst, final_state);
+    }
   }
   const int64_t states = int64_t(p.batch) * p.channels * (p.width - 1);
   if (p.L == 0 && states > 0) conv_final_state_kernel<T><<<blocks_for(states, 256), 256>>>(p, final_state);
@@ -424,7 +416,7 @@ void backward(const ConvArgs& p, const Tensor& dout, ConvGrads& g, float* dweigh
   if (int64_t(p.batch) * p.L * p.channels > 0) {
     const T* dy = static_cast<const T*>(dout.raw());
     T* dx = static_cast<T*>(g.dx.raw());
-    if (channels_packed<T>(p, 2, {dy, dx})) {
+    if (channel_pairs<T>(p, {dy, dx})) {
       auto kernel = p.width == kFastWidth ? conv_backward_kernel<T, kFastWidth, 2> : conv_backward_kernel<T, 0, 2>;
       kernel<<<segment_grid(p, kWarpChannels, 2, kBackwardSegments), kBackwardBlock>>>(p, dy, dx, dinit, dweight,
                                                                                        dbias);
