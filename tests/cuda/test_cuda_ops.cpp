@@ -163,7 +163,7 @@ void check_norm(ops::NormKind kind, DType dtype, bool with_residual, int d) {
 // Widths for each register layout of the kernels (4, 8 and 16 columns per thread of 256).
 TEST(CudaAddNorm, RmsAndLayerNorm) {
   SKIP_WITHOUT_GPU();
-  // Odd and even widths move one column a load; multiples of 4, four.
+  // The forward moves one column a load at odd and even widths, four at multiples of 4.
   for (int d : {77, 1022, 64, 1500, 2600})
     for (DType dtype : {DType::f32, DType::bf16})
       for (bool residual : {false, true}) {
