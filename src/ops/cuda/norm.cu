@@ -4,7 +4,10 @@
 // block, then normalised and written. Row sums are per-thread partial sums combined by a tree, so
 // no float32 running sum grows over the whole row. The backward's weight and bias gradients are
 // column sums over rows: each block takes up to kMostRowsPerBlock rows, keeps its column partials in
-// registers, and adds them with one atomic per column.
+// registers and writes them as one row of partials; a second kernel adds the rows up in order. (One
+// atomic per column and block instead put every block's adds onto the same d addresses: with four
+// columns a load, whose atomics spread a warp's adds over four times the cache sectors, the 370m
+// training backward took 3.70 ms a step against 2.74 with one column a load.)
 #include <initializer_list>
 #include <type_traits>
 #include <utility>
@@ -17,7 +20,7 @@ namespace {
 using namespace cuda_detail;
 
 constexpr int kThreads = 256;
-// Rows per backward block: 16 keeps the column atomics few, but at 4096 rows (1.4b training, batch
+// Rows per backward block: 16 keeps the rows of partials few, but at 4096 rows (1.4b training, batch
 // 2) that is 256 blocks, two per SM, and the kernel ran at 63% of the memory rate; fewer rows a block
 // where the blocks would not fill the GPU four deep.
 constexpr int kMostRowsPerBlock = 16, kFewestRowsPerBlock = 4;
@@ -112,25 +115,28 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // One row's inputs to the backward, in registers.
-template <int kColumns>
+template <int kGroups, int kVec>
 struct NormBackwardRow {
-  float dy[kColumns], s[kColumns], dresidual[kColumns];
+  float dy[kGroups][kVec], s[kGroups][kVec], dresidual[kGroups][kVec];
   float rstd, mean;
 };
 
-template <typename T, int kColumns>
+template <typename T, int kGroups, int kVec>
 __device__ __forceinline__ void load_backward_row(const NormArgs& p, int64_t row, const float* s_all,
                                                   const float* rstd_all, const float* mean_all, const T* dout,
-                                                  const float* dresidual, NormBackwardRow<kColumns>& r) {
+                                                  const float* dresidual, NormBackwardRow<kGroups, kVec>& r) {
   r.rstd = rstd_all[row];
   r.mean = p.layer ? mean_all[row] : 0.0f;
 #pragma unroll
-  for (int k = 0; k < kColumns; ++k) {
-    const int j = threadIdx.x + k * kThreads;
-    const bool in_row = j < p.d;
-    r.dy[k] = in_row ? to_float(dout[row * p.d + j]) : 0.0f;
-    r.s[k] = in_row ? s_all[row * p.d + j] : 0.0f;
-    r.dresidual[k] = in_row && dresidual ? dresidual[row * p.d + j] : 0.0f;
+  for (int g = 0; g < kGroups; ++g) {
+    const int j = group_column<kVec>(g);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) r.dy[g][i] = r.s[g][i] = r.dresidual[g][i] = 0.0f;
+    if (j < p.d) {
+      load_packed<T, kVec>(dout + row * p.d + j, r.dy[g]);
+      load_packed<float, kVec>(s_all + row * p.d + j, r.s[g]);
+      if (dresidual) load_packed<float, kVec>(dresidual + row * p.d + j, r.dresidual[g]);
+    }
   }
 }
 
@@ -138,54 +144,80 @@ __device__ __forceinline__ void load_backward_row(const NormArgs& p, int64_t row
 // when given, receives ds rounded to T. A block walks rows_per_block rows with the next row's loads
 // issued before the current row's sums, so two rows' loads are in flight and the block barriers of
 // the sums overlap them.
-template <typename T, int kColumns>
+template <typename T, int kColumns, int kVec>
 __global__ void __launch_bounds__(kThreads)
     norm_backward_kernel(NormArgs p, const float* s_all, const float* rstd_all, const float* mean_all, const T* dout,
-                         const float* dresidual, float* ds_out, T* dx_out, float* dweight, float* dbias,
+                         const float* dresidual, float* ds_out, T* dx_out, float* dweight_parts, float* dbias_parts,
                          int rows_per_block) {
+  constexpr int kGroups = kColumns / kVec;
   __shared__ float scratch[32];
-  float dw[kColumns] = {}, db[kColumns] = {};
+  float w[kGroups][kVec] = {}, dw[kGroups][kVec] = {}, db[kGroups][kVec] = {};
+#pragma unroll
+  for (int g = 0; g < kGroups; ++g)
+    if (group_column<kVec>(g) < p.d) load_packed<float, kVec>(p.weight + group_column<kVec>(g), w[g]);
   const int64_t row0 = int64_t(blockIdx.x) * rows_per_block, row_end = min(p.rows, row0 + rows_per_block);
-  NormBackwardRow<kColumns> next;
-  load_backward_row<T, kColumns>(p, row0, s_all, rstd_all, mean_all, dout, dresidual, next);
+  NormBackwardRow<kGroups, kVec> next;
+  load_backward_row<T, kGroups, kVec>(p, row0, s_all, rstd_all, mean_all, dout, dresidual, next);
   for (int64_t row = row0; row < row_end; ++row) {
-    const NormBackwardRow<kColumns> r = next;
-    if (row + 1 < row_end) load_backward_row<T, kColumns>(p, row + 1, s_all, rstd_all, mean_all, dout, dresidual, next);
-    float xhat[kColumns], g[kColumns];
+    const NormBackwardRow<kGroups, kVec> r = next;
+    if (row + 1 < row_end)
+      load_backward_row<T, kGroups, kVec>(p, row + 1, s_all, rstd_all, mean_all, dout, dresidual, next);
+    float xhat[kGroups][kVec], gw[kGroups][kVec];
     float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma unroll
-    for (int k = 0; k < kColumns; ++k) {
-      const int j = threadIdx.x + k * kThreads;
-      xhat[k] = g[k] = 0.0f;
-      if (j < p.d) {
-        xhat[k] = (r.s[k] - r.mean) * r.rstd;
-        g[k] = r.dy[k] * p.weight[j];
-        sum_g += g[k];
-        sum_gx = fmaf(g[k], xhat[k], sum_gx);
-        dw[k] = fmaf(r.dy[k], xhat[k], dw[k]);
-        db[k] += r.dy[k];
+    for (int g = 0; g < kGroups; ++g) {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) {
+        // Columns past d hold zeros (loaded so), and add nothing.
+        xhat[g][i] = (r.s[g][i] - r.mean) * r.rstd;
+        gw[g][i] = r.dy[g][i] * w[g][i];
+        sum_g += gw[g][i];
+        sum_gx = fmaf(gw[g][i], xhat[g][i], sum_gx);
+        dw[g][i] = fmaf(r.dy[g][i], xhat[g][i], dw[g][i]);
+        db[g][i] += r.dy[g][i];
       }
     }
     const float mean_gx = block_sum(sum_gx, scratch) / p.d;
     const float mean_g = p.layer ? block_sum(sum_g, scratch) / p.d : 0.0f;
 #pragma unroll
-    for (int k = 0; k < kColumns; ++k) {
-      const int j = threadIdx.x + k * kThreads;
+    for (int g = 0; g < kGroups; ++g) {
+      const int j = group_column<kVec>(g);
       if (j < p.d) {
-        const float v = r.rstd * (g[k] - mean_g - xhat[k] * mean_gx) + r.dresidual[k];
-        ds_out[row * p.d + j] = v;
-        if (dx_out) dx_out[row * p.d + j] = from_float<T>(v);
+        float v[kVec];
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) v[i] = r.rstd * (gw[g][i] - mean_g - xhat[g][i] * mean_gx) + r.dresidual[g][i];
+        store_packed<float, kVec>(ds_out + row * p.d + j, v);
+        if (dx_out) store_packed<T, kVec>(dx_out + row * p.d + j, v);
       }
     }
   }
+  // This block's column sums, one row of the partials (added up by add_column_sums_kernel).
 #pragma unroll
-  for (int k = 0; k < kColumns; ++k) {
-    const int j = threadIdx.x + k * kThreads;
+  for (int g = 0; g < kGroups; ++g) {
+    const int j = group_column<kVec>(g);
     if (j < p.d) {
-      atomicAdd(dweight + j, dw[k]);
-      if (dbias) atomicAdd(dbias + j, db[k]);
+      store_packed<float, kVec>(dweight_parts + int64_t(blockIdx.x) * p.d + j, dw[g]);
+      if (dbias_parts) store_packed<float, kVec>(dbias_parts + int64_t(blockIdx.x) * p.d + j, db[g]);
     }
   }
+}
+
+// into[c] += Σ_r parts[r, c]: blocks of 32 columns × 32 row slices (rows r ≡ slice mod 32, several
+// loads in flight a thread), the slices' sums added in order through shared memory.
+constexpr int kSumColumns = 32, kSumSlices = 32;
+__global__ void __launch_bounds__(kSumColumns* kSumSlices)
+    add_column_sums_kernel(const float* parts, int64_t rows, int d, float* into) {
+  __shared__ float sums[kSumSlices][kSumColumns + 1];
+  const int c = blockIdx.x * kSumColumns + threadIdx.x;
+  float sum = 0.0f;
+  if (c < d)
+#pragma unroll 4
+    for (int64_t r = threadIdx.y; r < rows; r += kSumSlices) sum += parts[r * d + c];
+  sums[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= d) return;
+  for (int s = 1; s < kSumSlices; ++s) sum += sums[s][threadIdx.x];
+  into[c] += sum;
 }
 
 // Calls f(std::integral_constant<int, C>, std::integral_constant<int, V>) with the smallest C of 4,
@@ -319,20 +351,31 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
   const float* dres = dresidual_out.defined() ? dresidual_out.data<float>() : nullptr;
   float* dweight = (dweight_into ? *dweight_into : g.dweight).data<float>();
   float* dbias = dbias_into ? dbias_into->data<float>() : g.dbias.defined() ? g.dbias.data<float>() : nullptr;
-  // One column a load: four (as the forward) made the 370m training backward slower, 2.74 → 3.70 ms
-  // a step (docs/perf/cuda_model.md m39).
-  with_columns(p.d, /*packed=*/false, [&](auto columns, auto) {
-    constexpr int kColumns = decltype(columns)::value;
+  const size_t x_bytes = dtype_size(in.x.dtype());
+  const bool packed = packed_rows(p.d, {{saved.residual_out.raw(), 4},
+                                        {dout.raw(), x_bytes},
+                                        {dres, 4},
+                                        {p.weight, 4},
+                                        {g.ds.raw(), 4},
+                                        {g.dx.raw(), x_bytes}});
+  Tensor dweight_parts = Tensor::empty({int64_t(blocks), p.d}, DType::f32, Device::cuda);
+  Tensor dbias_parts = dbias ? Tensor::empty({int64_t(blocks), p.d}, DType::f32, Device::cuda) : Tensor();
+  float* dbias_rows = dbias ? dbias_parts.data<float>() : nullptr;
+  with_columns(p.d, packed, [&](auto columns, auto vec) {
+    constexpr int kColumns = decltype(columns)::value, kVec = decltype(vec)::value;
     if (in.x.dtype() == DType::f32)
-      norm_backward_kernel<float, kColumns>
-          <<<blocks, kThreads>>>(p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
-                                 dout.data<float>(), dres, g.ds.data<float>(), nullptr, dweight, dbias, rows_per_block);
+      norm_backward_kernel<float, kColumns, kVec><<<blocks, kThreads>>>(
+          p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean, dout.data<float>(), dres,
+          g.ds.data<float>(), nullptr, dweight_parts.data<float>(), dbias_rows, rows_per_block);
     else
-      norm_backward_kernel<__nv_bfloat16, kColumns>
-          <<<blocks, kThreads>>>(p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
-                                 static_cast<const __nv_bfloat16*>(dout.raw()), dres, g.ds.data<float>(),
-                                 static_cast<__nv_bfloat16*>(g.dx.raw()), dweight, dbias, rows_per_block);
+      norm_backward_kernel<__nv_bfloat16, kColumns, kVec><<<blocks, kThreads>>>(
+          p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
+          static_cast<const __nv_bfloat16*>(dout.raw()), dres, g.ds.data<float>(),
+          static_cast<__nv_bfloat16*>(g.dx.raw()), dweight_parts.data<float>(), dbias_rows, rows_per_block);
   });
+  const dim3 sum_grid(unsigned((p.d + kSumColumns - 1) / kSumColumns)), sum_block(kSumColumns, kSumSlices);
+  add_column_sums_kernel<<<sum_grid, sum_block>>>(dweight_parts.data<float>(), blocks, p.d, dweight);
+  if (dbias) add_column_sums_kernel<<<sum_grid, sum_block>>>(dbias_rows, blocks, p.d, dbias);
   check_launch("add_norm backward");
   return g;
 }
