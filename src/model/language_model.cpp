@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "core/rng.h"
 #include "model/mamba1_mixer.h"
@@ -275,6 +276,15 @@ io::TensorMap LanguageModel::state_dict() const {
   return out;
 }
 
+bool LanguageModel::gradient_written_by_product(const Parameter& p) const {
+  // The LM head's product comes first in a pass: a tied embedding's lookups add after it.
+  if (&p == impl_->lm_head) return true;
+  for (const Mamba1Mixer& m : impl_->mixers)
+    for (const Parameter* written : m.product_gradients())
+      if (written == &p) return true;
+  return false;
+}
+
 void LanguageModel::enable_grad() {
   if (grad_buffer_.defined()) return;
   // Views start at multiples of 64 elements (256 bytes), as separate allocations would.
@@ -283,10 +293,15 @@ void LanguageModel::enable_grad() {
   int64_t total = 0;
   for (const Parameter& p : parameters_) total += padded(p.value.numel());
   grad_buffer_ = Tensor::zeros({total}, DType::f32, device_);
+  // The gradients that products write go last, so zero_grad(true) zeroes one leading range.
   int64_t offset = 0;
-  for (Parameter& p : parameters_) {
-    p.grad = grad_buffer_.slice(offset, offset + p.value.numel()).view(p.value.shape());
-    offset += padded(p.value.numel());
+  for (bool by_product : {false, true}) {
+    if (by_product) product_grads_begin_ = offset;
+    for (Parameter& p : parameters_) {
+      if (gradient_written_by_product(p) != by_product) continue;
+      p.grad = grad_buffer_.slice(offset, offset + p.value.numel()).view(p.value.shape());
+      offset += padded(p.value.numel());
+    }
   }
 }
 
@@ -311,8 +326,13 @@ void LanguageModel::parameters_changed(bool compute_copies_current) {
     if (p.compute.defined()) p.compute = ops::convert(p.value, p.compute.dtype());
 }
 
-void LanguageModel::zero_grad() {
-  if (grad_buffer_.defined()) grad_buffer_.zero_();
+void LanguageModel::zero_grad(bool next_pass_overwrites) {
+  if (!grad_buffer_.defined()) return;
+  overwrite_next_pass_ = next_pass_overwrites;
+  if (next_pass_overwrites)
+    grad_buffer_.slice(0, product_grads_begin_).zero_();
+  else
+    grad_buffer_.zero_();
 }
 
 InferenceState LanguageModel::new_state(int64_t batch) const {
@@ -389,22 +409,23 @@ LossResult LanguageModel::forward_backward(const Tensor& ids_in, const Tensor& t
   if (checked_on_host) {
     ops::check_token_ids(ids, vocab_rows());
     ops::check_targets(targets, vocab_rows());
-    if (with_grad && record_training_ && RecordedWork::supported(device_))
-      return recorded_forward_backward(ids, targets);
   }
-  return queue_forward_backward(ids.to(device_), targets.to(device_), with_grad, checked_on_host);
+  const bool overwrite = with_grad && std::exchange(overwrite_next_pass_, false);
+  if (checked_on_host && with_grad && record_training_ && RecordedWork::supported(device_))
+    return recorded_forward_backward(ids, targets, overwrite);
+  return queue_forward_backward(ids.to(device_), targets.to(device_), with_grad, checked_on_host, overwrite);
 }
 
-LossResult LanguageModel::queue_forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad,
-                                                 bool checked) {
+LossResult LanguageModel::queue_forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad, bool checked,
+                                                 bool overwrite) {
   const int64_t rows = ids.numel();
   Impl::Saved saved;
   Trunk t = run_trunk(*impl_, config_, ids, {}, nullptr, with_grad ? &saved : nullptr, checked);
   ops::NormInputs final_in{t.h, t.residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms};
   ops::NormOutputs final_out = ops::add_norm_forward(final_in);
   Tensor* dlm_head = with_grad ? &impl_->lm_head->grad : nullptr;
-  ops::CrossEntropyResult ce = ops::lm_head_cross_entropy(final_out.out, impl_->lm_head->for_compute(),
-                                                          targets.view({rows}), with_grad, dlm_head, checked);
+  ops::CrossEntropyResult ce = ops::lm_head_cross_entropy(
+      final_out.out, impl_->lm_head->for_compute(), targets.view({rows}), with_grad, dlm_head, checked, overwrite);
   LossResult result{ce.loss, ce.predictions};
   if (!with_grad) return result;
 
@@ -415,7 +436,7 @@ LossResult LanguageModel::queue_forward_backward(const Tensor& ids, const Tensor
   ops::NormGrads g = ops::add_norm_backward(final_in, final_out, convert_if(ce.dhidden, act), {}, &impl_->norm_f->grad);
   // g.ds: the residual stream's gradient after block i; g.dx: the same in the dtype of mixer i's output.
   for (size_t i = impl_->mixers.size(); i-- > 0;) {
-    Tensor dnormed = impl_->mixers[i].backward(g.dx, saved.mixer[i]);
+    Tensor dnormed = impl_->mixers[i].backward(g.dx, saved.mixer[i], overwrite);
     g = ops::add_norm_backward(saved.norm_in[i], saved.norm_out[i], dnormed.view({rows, config_.d_model}), g.ds,
                                &impl_->norms[i]->grad);
   }
@@ -425,25 +446,28 @@ LossResult LanguageModel::queue_forward_backward(const Tensor& ids, const Tensor
 
 // A training pass on CUDA recorded once as a CUDA graph: one launch replaces the ~800 kernels and
 // products of a step. It reads `ids` and `targets`, kept here and written before each replay,
-// accumulates into the gradients and writes `result`; it is recorded again when the batch's shape
-// or the memory of any parameter, compute copy or gradient changes.
+// accumulates into the gradients (or overwrites the product gradients: zero_grad) and writes
+// `result`; it is recorded again when the batch's shape, that choice or the memory of any
+// parameter, compute copy or gradient changes.
 struct TrainingRecording {
   std::vector<const void*> buffers;
+  bool overwrite = false;
   Tensor ids, targets;  // [batch, L] i32 on the GPU
   int64_t eager_passes = 0;
   LossResult result;
   std::unique_ptr<RecordedWork> work;
 };
 
-LossResult LanguageModel::recorded_forward_backward(const Tensor& ids, const Tensor& targets) {
+LossResult LanguageModel::recorded_forward_backward(const Tensor& ids, const Tensor& targets, bool overwrite) {
   std::vector<const void*> buffers;
   for (const Parameter& p : parameters_)
     buffers.insert(buffers.end(), {p.value.raw(), p.compute.defined() ? p.compute.raw() : nullptr, p.grad.raw()});
   std::shared_ptr<TrainingRecording>& rec = training_recording_;
-  if (!rec || rec->buffers != buffers || rec->ids.shape() != ids.shape()) {
+  if (!rec || rec->buffers != buffers || rec->overwrite != overwrite || rec->ids.shape() != ids.shape()) {
     rec.reset();  // its memory goes back before the new one takes any
     rec = std::make_shared<TrainingRecording>();
     rec->buffers = buffers;
+    rec->overwrite = overwrite;
     rec->ids = Tensor::empty(ids.shape(), DType::i32, device_);
     rec->targets = Tensor::empty(targets.shape(), DType::i32, device_);
   }
@@ -452,9 +476,10 @@ LossResult LanguageModel::recorded_forward_backward(const Tensor& ids, const Ten
   if (!rec->work) {
     // The first pass runs as usual: it fills the caches (product plans, memory blocks) that a
     // recording must not create.
-    if (rec->eager_passes++ == 0) return queue_forward_backward(rec->ids, rec->targets, true, true);
+    if (rec->eager_passes++ == 0) return queue_forward_backward(rec->ids, rec->targets, true, true, overwrite);
     TrainingRecording& r = *rec;
-    r.work = std::make_unique<RecordedWork>([&] { r.result = queue_forward_backward(r.ids, r.targets, true, true); });
+    r.work = std::make_unique<RecordedWork>(
+        [&] { r.result = queue_forward_backward(r.ids, r.targets, true, true, overwrite); });
   }
   rec->work->replay();
   // Copies: the next replay rewrites the recording's own (gradient accumulation reads them later).

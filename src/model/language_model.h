@@ -94,7 +94,13 @@ class LanguageModel {
   LossResult forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad);
   void set_training_recording(bool on) { record_training_ = on; }
   void enable_grad();
-  void zero_grad();
+  // Zeroes the gradients. With next_pass_overwrites, those that the next pass with gradients writes
+  // whole as products (the mixers' weight matrices and the LM head: the larger part of the
+  // parameters) are left as they are, and that pass writes them instead of adding to them: one
+  // pass a step then skips their zeroing and, on CUDA, the products' reads of the old values.
+  // Passes after it add as usual; for several passes a step (gradient accumulation) leave it off,
+  // since a recorded pass is kept for one of the two ways at a time.
+  void zero_grad(bool next_pass_overwrites = false);
   // Call after changing parameter values in place (an optimiser step): drops derived caches and
   // remakes the bf16 compute copies, unless the caller already rewrote them in place
   // (compute_copies_current: train::Optimizer::step does).
@@ -127,7 +133,9 @@ class LanguageModel {
   Device device_;
   std::vector<Parameter> parameters_;
   std::shared_ptr<Impl> impl_;
-  Tensor grad_buffer_;            // every Parameter::grad is a view of it, so zero_grad is one fill
+  Tensor grad_buffer_;               // every Parameter::grad is a view of it, so zero_grad is one fill
+  int64_t product_grads_begin_ = 0;  // in grad_buffer_: the gradients a pass may overwrite come last
+  bool overwrite_next_pass_ = false;
   uint64_t weights_version_ = 0;  // bumped by parameters_changed: recorded steps read the old weights
   bool record_inference_ = true;
   bool record_training_ = true;
@@ -140,8 +148,12 @@ class LanguageModel {
   // One full prefill chunk (ids checked, on the host) through the recorded graph of its shape.
   void recorded_prefill_chunk(InferenceState& state, const Tensor& host_ids, Tensor& h, Tensor& residual);
   // ids and targets on this model's device; `checked`: their values were checked on the host.
-  LossResult queue_forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad, bool checked);
-  LossResult recorded_forward_backward(const Tensor& host_ids, const Tensor& host_targets);
+  // overwrite: the pass writes the product gradients instead of adding to them (zero_grad).
+  LossResult queue_forward_backward(const Tensor& ids, const Tensor& targets, bool with_grad, bool checked,
+                                    bool overwrite = false);
+  LossResult recorded_forward_backward(const Tensor& host_ids, const Tensor& host_targets, bool overwrite);
+  // Whether a pass with gradients writes p's whole gradient as a product before anything adds to it.
+  bool gradient_written_by_product(const Parameter& p) const;
 
  public:
   ~LanguageModel();

@@ -138,11 +138,17 @@ Tensor Mamba1Mixer::step(const ops::NormInputs& block_input, Tensor& conv_state,
   return ops::linear_forward(y, w_.out_proj_weight->for_compute(), value_or_empty(w_.out_proj_bias));
 }
 
-Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved) const {
+std::vector<const Parameter*> Mamba1Mixer::product_gradients() const {
+  std::vector<const Parameter*> written{w_.in_proj_weight, w_.out_proj_weight};
+  if (!w_.lti_B) written.insert(written.end(), {w_.x_proj_weight, w_.dt_proj_weight});
+  return written;
+}
+
+Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved, bool overwrite_product_grads) const {
   const int64_t batch = saved.x.size(0), length = saved.x.size(1), rows = batch * length;
   Tensor dy = ops::linear_backward(saved.y.view({rows, d_inner_}), w_.out_proj_weight->for_compute(),
                                    dout.view({rows, d_model_}), grad_or_null(w_.out_proj_weight),
-                                   grad_or_null(w_.out_proj_bias));
+                                   grad_or_null(w_.out_proj_bias), nullptr, overwrite_product_grads);
 
   if (w_.lti_B) {
     ops::LtiScanGrads lg =
@@ -150,7 +156,7 @@ Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved)
     accumulate_ssm_grads(lg.dA, A(), lg.dD, lg.ddelta_bias);
     accumulate(w_.lti_B->grad, lg.dB);
     accumulate(w_.lti_C->grad, lg.dC);
-    return input_grad(dout, saved, lg.du.view({rows, d_inner_}), lg.dz);
+    return input_grad(dout, saved, lg.du.view({rows, d_inner_}), lg.dz, overwrite_product_grads);
   }
   ops::ScanInputs scan;
   scan.u = saved.x_conv;
@@ -169,13 +175,13 @@ Tensor Mamba1Mixer::backward(const Tensor& dout, const Mamba1Activations& saved)
   accumulate_ssm_grads(g.dA, saved.A, g.dD, g.ddelta_bias);
 
   Tensor ddt_low = ops::linear_backward(saved.dt_low, w_.dt_proj_weight->for_compute(), g.ddelta.view({rows, d_inner_}),
-                                        grad_or_null(w_.dt_proj_weight), nullptr);
+                                        grad_or_null(w_.dt_proj_weight), nullptr, nullptr, overwrite_product_grads);
   // x_conv feeds x_proj and the scan: x_proj's input gradient is added onto the scan's du.
   Tensor du = g.du.view({rows, d_inner_});
   Tensor dx_conv = ops::linear_backward_split(saved.x_conv.view({rows, d_inner_}), w_.x_proj_weight->for_compute(),
                                               {ddt_low, g.dB.view({rows, d_state_}), g.dC.view({rows, d_state_})},
-                                              grad_or_null(w_.x_proj_weight), nullptr, &du);
-  return input_grad(dout, saved, dx_conv, g.dz);
+                                              grad_or_null(w_.x_proj_weight), nullptr, &du, overwrite_product_grads);
+  return input_grad(dout, saved, dx_conv, g.dz, overwrite_product_grads);
 }
 
 void Mamba1Mixer::accumulate_ssm_grads(const Tensor& dA, const Tensor& A, const Tensor& dD,
@@ -187,7 +193,7 @@ void Mamba1Mixer::accumulate_ssm_grads(const Tensor& dA, const Tensor& A, const 
 }
 
 Tensor Mamba1Mixer::input_grad(const Tensor& dout, const Mamba1Activations& saved, const Tensor& dx_conv,
-                               const Tensor& dz) const {
+                               const Tensor& dz, bool overwrite_product_grads) const {
   const int64_t batch = saved.x.size(0), length = saved.x.size(1), rows = batch * length;
   ops::ConvInputs conv{saved.x, conv_weight_2d(), value_or_empty(w_.conv_bias), {}, saved.lengths, true};
   // The conv backward adds its weight and bias gradients into the parameters' gradients directly.
@@ -196,9 +202,9 @@ Tensor Mamba1Mixer::input_grad(const Tensor& dout, const Mamba1Activations& save
   ops::ConvGrads cg = ops::causal_conv1d_backward(conv, dx_conv.view({batch, length, d_inner_}), dw ? &dw_2d : nullptr,
                                                   grad_or_null(w_.conv_bias));
 
-  return ops::linear_backward_split(saved.input, w_.in_proj_weight->for_compute(),
-                                    {cg.dx.view({rows, d_inner_}), dz.view({rows, d_inner_})},
-                                    grad_or_null(w_.in_proj_weight), grad_or_null(w_.in_proj_bias));
+  return ops::linear_backward_split(
+      saved.input, w_.in_proj_weight->for_compute(), {cg.dx.view({rows, d_inner_}), dz.view({rows, d_inner_})},
+      grad_or_null(w_.in_proj_weight), grad_or_null(w_.in_proj_bias), nullptr, overwrite_product_grads);
 }
 
 }  // namespace mamba::model

@@ -64,8 +64,13 @@ class Mamba1Mixer {
   // the residual, residual_out receives their sum; returns the mixer output [batch, d] and advances
   // the states in place.
   Tensor step(const ops::NormInputs& block_input, Tensor& conv_state, Tensor& ssm_state, Tensor& residual_out) const;
-  // Gradient of the input given dout [M, d]; parameter gradients accumulate into Parameter::grad.
-  Tensor backward(const Tensor& dout, const Mamba1Activations& saved) const;
+  // Gradient of the input given dout [M, d]; parameter gradients accumulate into Parameter::grad,
+  // except that with overwrite_product_grads those of product_gradients() are replaced.
+  Tensor backward(const Tensor& dout, const Mamba1Activations& saved, bool overwrite_product_grads = false) const;
+  // The parameters whose whole gradient one backward writes as a product (dW = dyᵀ·x), so that a
+  // pass may overwrite them instead of adding to zeros: the weight matrices of in_proj and
+  // out_proj, and of x_proj and dt_proj where B and C come from x_proj.
+  std::vector<const Parameter*> product_gradients() const;
   // Drops values derived from the parameters (A); call after the parameters change in place.
   void forget_derived() { cached_A_ = Tensor{}; }
   const Mamba1Weights& weights() const { return w_; }
@@ -75,7 +80,8 @@ class Mamba1Mixer {
   // Adds dA (as dA_log), dD and d(delta bias) into the parameters' gradients.
   void accumulate_ssm_grads(const Tensor& dA, const Tensor& A, const Tensor& dD, const Tensor& ddelta_bias) const;
   // The rest of backward from the scan's input and gate gradients: conv, then in_proj.
-  Tensor input_grad(const Tensor& dout, const Mamba1Activations& saved, const Tensor& dx_conv, const Tensor& dz) const;
+  Tensor input_grad(const Tensor& dout, const Mamba1Activations& saved, const Tensor& dx_conv, const Tensor& dz,
+                    bool overwrite_product_grads) const;
   Tensor conv_weight_2d() const;  // [D, K] view of the [D, 1, K] parameter
   // −exp(A_log), f32 on the model's device; cached, since decode would otherwise spend more
   // time on these D·N exponentials than on the recurrence itself.

@@ -43,10 +43,18 @@ void check_cross_entropy_inputs(const Tensor& hidden, const Tensor& weight, cons
 }
 
 CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
-                                         bool with_grad, Tensor* dweight, bool targets_checked) {
+                                         bool with_grad, Tensor* dweight, bool targets_checked,
+                                         bool overwrite_dweight) {
   check_cross_entropy_inputs(hidden, weight, targets, dweight, targets_checked);
-  MAMBA_OPS_DISPATCH(hidden.device(), "lm_head_cross_entropy",
-                     lm_head_cross_entropy(hidden, weight, targets, with_grad, dweight));
+  if (hidden.device() == Device::cuda) {
+#ifdef MAMBACPP_CUDA
+    return cuda::lm_head_cross_entropy(hidden, weight, targets, with_grad, dweight, overwrite_dweight);
+#else
+    fail_without_cuda("lm_head_cross_entropy");
+#endif
+  }
+  if (overwrite_dweight && with_grad && dweight) dweight->zero_();  // the CPU kernel only accumulates
+  return cpu::lm_head_cross_entropy(hidden, weight, targets, with_grad, dweight);
 }
 
 }  // namespace mamba::ops

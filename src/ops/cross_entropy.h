@@ -31,14 +31,16 @@ void check_targets(const Tensor& targets, int64_t vocab);
 
 // targets [M] i32 (−1 = ignore; any other value outside [0, V) is an error naming its row; a
 // caller that checked them with check_targets passes targets_checked, so nothing waits for the GPU).
-// dweight (f32 [V, d]) accumulates when non-null and with_grad; with_grad = false computes only
-// the loss and predictions. With no counted row the loss and the gradients are 0.
+// dweight (f32 [V, d]) accumulates when non-null and with_grad (with overwrite_dweight the
+// gradient replaces what it holds, as in ops/linear.h); with_grad = false computes only the loss
+// and predictions. With no counted row the loss and the gradients are 0.
 // The CPU kernel reduces in a fixed order: the same inputs give the same bits at a fixed
 // thread count.
 void check_cross_entropy_inputs(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
                                 const Tensor* dweight, bool targets_checked = false);
 CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
-                                         bool with_grad, Tensor* dweight, bool targets_checked = false);
+                                         bool with_grad, Tensor* dweight, bool targets_checked = false,
+                                         bool overwrite_dweight = false);
 
 namespace ref {  // float64: dhidden is f64; dweight of any float dtype accumulates
 CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
@@ -50,7 +52,7 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
 }  // namespace cpu
 namespace cuda {
 CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
-                                         bool with_grad, Tensor* dweight);
+                                         bool with_grad, Tensor* dweight, bool overwrite_dweight);
 // Bytes of float32 logits per block of rows (default 512 MiB) and of bf16 gradient gathered over
 // blocks before one dW product (default 2 GiB); tests shrink them to cover several blocks and
 // groups at small sizes. Zero restores a default.

@@ -103,13 +103,14 @@ std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, 
 }
 
 Tensor linear_backward_split(const Tensor& x, const Tensor& weight, const std::vector<Tensor>& dy_pieces,
-                             Tensor* dweight, Tensor* dbias, Tensor* dx_into) {
+                             Tensor* dweight, Tensor* dbias, Tensor* dx_into, bool overwrite_dweight) {
   std::vector<int64_t> widths;
   for (const Tensor& piece : dy_pieces) {
     MAMBA_CHECK(piece.defined() && piece.ndim() >= 1, "linear_backward_split: an output gradient piece is missing");
     widths.push_back(piece.size(-1));
   }
-  if (!all_wide(widths)) return linear_backward(x, weight, concat_columns(dy_pieces), dweight, dbias, dx_into);
+  if (!all_wide(widths))
+    return linear_backward(x, weight, concat_columns(dy_pieces), dweight, dbias, dx_into, overwrite_dweight);
   int64_t total = 0;
   for (int64_t width : widths) total += width;
   MAMBA_CHECK(total == weight.size(0), "linear_backward_split: the pieces have ", total, " columns, the weight ",
@@ -120,22 +121,23 @@ Tensor linear_backward_split(const Tensor& x, const Tensor& weight, const std::v
     Tensor dweight_rows = dweight ? rows_of(*dweight, begin, widths[i]) : Tensor{};
     Tensor dbias_rows = dbias ? rows_of(*dbias, begin, widths[i]) : Tensor{};
     dx = linear_backward(x, rows_of(weight, begin, widths[i]), dy_pieces[i], dweight ? &dweight_rows : nullptr,
-                         dbias ? &dbias_rows : nullptr, dx.defined() ? &dx : nullptr);
+                         dbias ? &dbias_rows : nullptr, dx.defined() ? &dx : nullptr, overwrite_dweight);
     begin += widths[i];
   }
   return dx;
 }
 
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias,
-                       Tensor* dx_into) {
+                       Tensor* dx_into, bool overwrite_dweight) {
   check_linear_backward_inputs(x, weight, dy, dweight, dbias, dx_into);
   if (x.device() == Device::cuda) {
 #ifdef MAMBACPP_CUDA
-    return cuda::linear_backward(x, weight, dy, dweight, dbias, dx_into);
+    return cuda::linear_backward(x, weight, dy, dweight, dbias, dx_into, overwrite_dweight);
 #else
     fail_without_cuda("linear_backward");
 #endif
   }
+  if (overwrite_dweight && dweight) dweight->zero_();  // the CPU product only accumulates
   Tensor dx = cpu::linear_backward(x, weight, dy, dweight, dbias);
   if (!dx_into) return dx;
   add_(*dx_into, dx);

@@ -20,6 +20,9 @@
 //
 // Backward: dx = dy · W;  dW += dyᵀ · x;  db += Σ_rows dy   (dW, db accumulate: they are f32
 // gradient buffers the caller zeroes once per step, so gradient accumulation needs no copies).
+// With overwrite_dweight, dW = dyᵀ · x replaces what dweight holds: a gradient buffer's first
+// writer in a pass (the trainer's first micro-batch) then needs no zeroed buffer, and on CUDA the
+// product does not read the old values.
 // With dx_into (shape of x, dtype of the dx the backend returns) dx is added into that tensor,
 // which is returned: an input that also feeds another branch (Mamba's x_conv: x_proj and the scan)
 // gets its summed gradient without a separate pass over it (on CUDA the product adds it itself).
@@ -51,10 +54,10 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias 
 std::vector<Tensor> linear_forward_split(const Tensor& x, const Tensor& weight, const std::vector<int64_t>& widths,
                                          const Tensor& bias = {});
 Tensor linear_backward_split(const Tensor& x, const Tensor& weight, const std::vector<Tensor>& dy_pieces,
-                             Tensor* dweight, Tensor* dbias, Tensor* dx_into = nullptr);
+                             Tensor* dweight, Tensor* dbias, Tensor* dx_into = nullptr, bool overwrite_dweight = false);
 // Returns dx (f32, or dtype of x on CUDA). dweight / dbias may be null to skip them.
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias,
-                       Tensor* dx_into = nullptr);
+                       Tensor* dx_into = nullptr, bool overwrite_dweight = false);
 
 namespace ref {  // float64 loops; outputs f64, dweight/dbias of any float dtype accumulate
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
@@ -70,7 +73,7 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
 std::optional<std::vector<Tensor>> linear_forward_split(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                                         const std::vector<int64_t>& widths);
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias,
-                       Tensor* dx_into);
+                       Tensor* dx_into, bool overwrite_dweight);
 }  // namespace cuda
 
 }  // namespace mamba::ops

@@ -229,7 +229,8 @@ TrainResult train(model::LanguageModel& model, DataSource& data, const TrainOpti
   for (int64_t step = result.first_step; step <= options.steps; ++step) {
     Timer step_timer;
     double lr = schedule.at(step);
-    model.zero_grad();
+    // A single micro-batch writes the products' gradients instead of adding them to zeros.
+    model.zero_grad(/*next_pass_overwrites=*/options.grad_accum == 1);
     // The losses are read once every micro-batch is queued: the GPU runs them without a break.
     std::vector<ops::LossTotals> losses;
     for (int64_t micro = 0; micro < options.grad_accum; ++micro) {

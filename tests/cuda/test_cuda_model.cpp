@@ -272,7 +272,7 @@ TEST(CudaModel, TrainingStepsMatchCpu) {
     int k = 0;
     for (auto* pair : {&cpu, &gpu}) {
       LanguageModel& m = **pair;
-      m.zero_grad();
+      m.zero_grad(/*next_pass_overwrites=*/k == 1 && step % 2 == 0);  // the GPU's products overwrite
       losses[k] = m.forward_backward(ids, targets, true).loss.mean();
       norms[k] = (k == 0 ? cpu_opt : gpu_opt).step(m.parameters(), 3e-3, 0.5);
       m.parameters_changed(/*compute_copies_current=*/true);
@@ -290,7 +290,8 @@ TEST(CudaModel, TrainingStepsMatchCpu) {
 
 // Training passes replayed from a CUDA graph give the losses, predictions and weights of eager
 // passes: two micro-batches per step (the second accumulates onto the first's gradients and its
-// loss must not overwrite the first's), a batch of another shape (recorded anew) and an evaluation
+// loss must not overwrite the first's), the first overwriting the product gradients at some steps
+// (recorded anew when that changes), a batch of another shape (recorded anew) and an evaluation
 // pass without gradients in between.
 TEST(CudaModel, RecordedTrainingMatchesEager) {
   SKIP_WITHOUT_GPU();
@@ -307,7 +308,7 @@ TEST(CudaModel, RecordedTrainingMatchesEager) {
     int k = 0;
     for (auto* pair : {&eager, &recorded}) {
       LanguageModel& m = **pair;
-      m.zero_grad();
+      m.zero_grad(/*next_pass_overwrites=*/step % 3 != 1);
       LossResult first = m.forward_backward(random_ids(2, length, 203, 60 + uint64_t(step)),
                                             random_ids(2, length, 203, 70 + uint64_t(step)), true);
       LossResult second = m.forward_backward(random_ids(2, length, 203, 80 + uint64_t(step)),

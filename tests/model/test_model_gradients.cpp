@@ -3,6 +3,9 @@
 // LTI ablation (whose op has no transformers fixture).
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <string>
+
 #include "core/rng.h"
 #include "model/language_model.h"
 #include "model/presets.h"
@@ -51,6 +54,39 @@ double directional_mismatch(bool no_selection) {
 TEST(ModelGradients, SelectiveModelMatchesDirectionalDifference) { EXPECT_LT(directional_mismatch(false), 1e-3); }
 
 TEST(ModelGradients, LtiAblationMatchesDirectionalDifference) { EXPECT_LT(directional_mismatch(true), 1e-3); }
+
+// zero_grad(true) leaves the product gradients as they are and the next pass writes them: the
+// same gradients as zeroing all (after a pass that left every gradient nonzero), for the
+// selective model (tied and untied LM head) and the LTI ablation; the pass after it adds again.
+TEST(ModelGradients, OverwritingPassEqualsZeroedPass) {
+  for (int variant = 0; variant < 3; ++variant) {
+    SCOPED_TRACE("variant " + std::to_string(variant));
+    io::ModelConfig c = preset_config("tiny", "test");
+    c.n_layer = 2;
+    c.tie_embeddings = variant != 1;
+    c.no_selection = variant == 2;
+    std::unique_ptr<LanguageModel> models[2] = {LanguageModel::initialize(c, 3, Device::cpu),
+                                                LanguageModel::initialize(c, 3, Device::cpu)};
+    Rng rng(4);
+    auto batch = [&] {
+      Tensor t = Tensor::empty({2, 9}, DType::i32);
+      for (int64_t i = 0; i < t.numel(); ++i) t.data<int32_t>()[i] = int32_t(rng.below(uint64_t(c.vocab_size)));
+      return t;
+    };
+    const Tensor ids[3] = {batch(), batch(), batch()}, targets[3] = {batch(), batch(), batch()};
+    for (int m = 0; m < 2; ++m) {
+      models[m]->enable_grad();
+      models[m]->forward_backward(ids[0], targets[0], true);  // stale gradients everywhere
+      models[m]->zero_grad(/*next_pass_overwrites=*/m == 1);
+      models[m]->forward_backward(ids[1], targets[1], true);
+      models[m]->forward_backward(ids[2], targets[2], true);
+    }
+    for (size_t i = 0; i < models[0]->parameters().size(); ++i) {
+      const Parameter& zeroed = models[0]->parameters()[i];
+      EXPECT_EQ(models[1]->parameters()[i].grad.to_double_vector(), zeroed.grad.to_double_vector()) << zeroed.name;
+    }
+  }
+}
 
 TEST(ModelGradients, LtiAblationHasItsOwnParametersAndNoDecode) {
   io::ModelConfig c = preset_config("tiny", "test");

@@ -229,7 +229,7 @@ void softmax_rows(int64_t rows, const float* logits, G* grad, const int32_t* tar
 namespace cuda {
 
 CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
-                                         bool with_grad, Tensor* dweight) {
+                                         bool with_grad, Tensor* dweight, bool overwrite_dweight) {
   require_cuda_tensor(hidden, "lm_head_cross_entropy hidden");
   MAMBA_CHECK(hidden.ndim() == 2, "lm_head_cross_entropy hidden: expected [M, d], got ", shape_string(hidden.shape()));
   MAMBA_CHECK(hidden.dtype() == DType::f32 || hidden.dtype() == DType::bf16,
@@ -257,6 +257,7 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
   if (with_grad) result.dhidden = Tensor::empty({M, d}, DType::f32, Device::cuda);
   if (M == 0) {
     result.loss.values.zero_();
+    if (with_grad && dweight && overwrite_dweight) dweight->zero_();
     return result;
   }
   count_targets_kernel<<<1, kThreads>>>(gpu_targets.data<int32_t>(), M, totals);
@@ -299,9 +300,9 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& hidden, const Tensor& wei
       gemm({chunk_grad, compute, rows, V, false}, {w.raw(), compute, V, d, false},
            result.dhidden.data<float>() + r0 * d, DType::f32, 1.0f, 0.0f);
     }
-    if (with_grad && dweight)
+    if (with_grad && dweight)  // the first group overwrites when asked, the others add
       gemm({grad.raw(), compute, group_end - g0, V, true}, {hidden_rows(g0), compute, group_end - g0, d, false},
-           dweight->raw(), DType::f32, 1.0f, 1.0f);
+           dweight->raw(), DType::f32, 1.0f, overwrite_dweight && g0 == 0 ? 0.0f : 1.0f);
   }
   mean_loss_kernel<<<1, kThreads>>>(row_loss.data<float>(), M, totals);
   check_launch("lm_head_cross_entropy mean loss");

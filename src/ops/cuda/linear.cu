@@ -210,7 +210,7 @@ std::optional<std::vector<Tensor>> linear_forward_split(const Tensor& x, const T
 }
 
 Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dweight, Tensor* dbias,
-                       Tensor* dx_into) {
+                       Tensor* dx_into, bool overwrite_dweight) {
   check_activation(x, "linear x");
   const int64_t m = x.size(0), k = x.size(1);
   check_weight(weight, k);
@@ -242,7 +242,10 @@ Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, 
     check_dtype(*dweight, DType::f32, "linear dweight");
     if (m > 0) {
       Tensor xc = on_device_as(x, compute, "linear x");
-      gemm({dyc.raw(), compute, m, n, true}, {xc.raw(), compute, m, k, false}, dweight->raw(), DType::f32, 1.0f, 1.0f);
+      gemm({dyc.raw(), compute, m, n, true}, {xc.raw(), compute, m, k, false}, dweight->raw(), DType::f32, 1.0f,
+           overwrite_dweight ? 0.0f : 1.0f);
+    } else if (overwrite_dweight) {
+      dweight->zero_();
     }
   }
   if (dbias) {
