@@ -32,7 +32,7 @@ struct NormOutputs {
 // dx is ds in the dtype of x (ds itself when they agree), for the layer that produced x: written by
 // the same kernel, so bf16 activations need no conversion pass. Given dweight_into / dbias_into
 // (f32 [d]: a model's gradient buffers, zeroed once per step), the backward adds dweight / dbias
-// there and leaves them undefined here: no zeroed tensor and no add per call.
+// there and leaves them undefined here: no zeroed tensor and no separate add of a result.
 struct NormGrads {
   Tensor ds, dx, dweight, dbias;
 };
