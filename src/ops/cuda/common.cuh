@@ -143,6 +143,35 @@ inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + thread
 // Whether 16-byte vector loads and stores may use this address.
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// into[j] += Σ_r values[r, j] over rows [rows, n] (f32 or bf16): a block of 32 columns × 8 row
+// lanes over kColumnSumRows rows, one atomic per column and block (a linear layer's bias gradient,
+// the norm backward's per-block partial rows).
+constexpr int kColumnSumRows = 256;
+template <typename T>
+__global__ void add_column_sums_kernel(const T* values, int64_t rows, int n, float* into) {
+  __shared__ float partial[8][33];
+  const int cx = threadIdx.x % 32, ry = threadIdx.x / 32, j = blockIdx.x * 32 + cx;
+  const int64_t r0 = int64_t(blockIdx.y) * kColumnSumRows, r1 = min(rows, r0 + kColumnSumRows);
+  float acc = 0.0f;
+  if (j < n)
+    for (int64_t r = r0 + ry; r < r1; r += 8) acc += to_float(values[r * n + j]);
+  partial[ry][cx] = acc;
+  __syncthreads();
+  if (ry == 0 && j < n) {
+    float sum = 0.0f;
+    for (int k = 0; k < 8; ++k) sum += partial[k][cx];
+    atomicAdd(into + j, sum);
+  }
+}
+
+template <typename T>
+void add_column_sums(const T* values, int64_t rows, int n, float* into) {
+  if (rows == 0 || n == 0) return;
+  const dim3 grid(unsigned((n + 31) / 32), blocks_for(rows, kColumnSumRows));
+  add_column_sums_kernel<<<grid, 256>>>(values, rows, n, into);
+  check_launch("column sums");
+}
+
 }  // namespace mamba::ops::cuda_detail
 
 namespace mamba::ops::cuda_detail {

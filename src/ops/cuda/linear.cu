@@ -25,24 +25,6 @@ __global__ void add_bias_kernel(T* y, const float* bias, int64_t rows, int n) {
   if (i < rows * n) y[i] = from_float<T>(to_float(y[i]) + bias[i % n]);
 }
 
-// db[j] += Σ_rows dy[r, j]: a block of 32 columns × 8 row lanes, one atomic per column and block.
-template <typename T>
-__global__ void column_sum_kernel(const T* dy, int64_t rows, int n, int rows_per_block, float* db) {
-  __shared__ float partial[8][33];
-  const int cx = threadIdx.x % 32, ry = threadIdx.x / 32, j = blockIdx.x * 32 + cx;
-  const int64_t r0 = int64_t(blockIdx.y) * rows_per_block, r1 = min(rows, r0 + rows_per_block);
-  float acc = 0.0f;
-  if (j < n)
-    for (int64_t r = r0 + ry; r < r1; r += 8) acc += to_float(dy[r * n + j]);
-  partial[ry][cx] = acc;
-  __syncthreads();
-  if (ry == 0 && j < n) {
-    float sum = 0.0f;
-    for (int k = 0; k < 8; ++k) sum += partial[k][cx];
-    atomicAdd(db + j, sum);
-  }
-}
-
 // Small batches (decode: M ≤ 4 rows) skip cuBLASLt, whose launch costs more than the product:
 // one warp per output column j reads W[j, :] once (16-byte loads, bf16 or f32, four in flight per
 // lane) and keeps one float32 sum per row of x, which all warps read through L1 (more rows would
@@ -252,16 +234,10 @@ Tensor linear_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, 
     require_cuda_tensor(*dbias, "linear dbias");
     check_shape(*dbias, {n}, "linear dbias");
     check_dtype(*dbias, DType::f32, "linear dbias");
-    if (m > 0 && n > 0) {
-      const int rows_per_block = 256;
-      const dim3 grid(unsigned((n + 31) / 32), unsigned((m + rows_per_block - 1) / rows_per_block));
-      if (x.dtype() == DType::f32)
-        column_sum_kernel<<<grid, 256>>>(dy.data<float>(), m, int(n), rows_per_block, dbias->data<float>());
-      else
-        column_sum_kernel<<<grid, 256>>>(static_cast<const __nv_bfloat16*>(dy.raw()), m, int(n), rows_per_block,
-                                         dbias->data<float>());
-      check_launch("linear bias gradient");
-    }
+    if (x.dtype() == DType::f32)
+      add_column_sums(dy.data<float>(), m, int(n), dbias->data<float>());
+    else
+      add_column_sums(static_cast<const __nv_bfloat16*>(dy.raw()), m, int(n), dbias->data<float>());
   }
   return dx;
 }

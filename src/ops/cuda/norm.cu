@@ -4,10 +4,10 @@
 // block, then normalised and written. Row sums are per-thread partial sums combined by a tree, so
 // no float32 running sum grows over the whole row. The backward's weight and bias gradients are
 // column sums over rows: each block takes up to kMostRowsPerBlock rows, keeps its column partials in
-// registers and writes them as one row of partials; a second kernel adds the rows up. (One
-// atomic per column and block instead put every block's adds onto the same d addresses: with four
-// columns a load, whose atomics spread a warp's adds over four times the cache sectors, the 370m
-// training backward took 3.70 ms a step against 2.74 with one column a load.)
+// registers and writes them as one row of partials; add_column_sums (common.cuh) adds the rows up.
+// (One atomic per column and block instead put every block's adds onto the same d addresses: with
+// four columns a load, whose atomics spread a warp's adds over four times the cache sectors, the
+// 370m training backward took 3.70 ms a step against 2.74 with one column a load.)
 #include <initializer_list>
 #include <type_traits>
 #include <utility>
@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
-  // This block's column sums, one row of the partials (added up by add_column_sums_kernel).
+  // This block's column sums, one row of the partials (added up by add_column_sums).
 #pragma unroll
   for (int g = 0; g < kGroups; ++g) {
     const int j = group_column<kVec>(g);
@@ -200,28 +200,6 @@ __global__ void __launch_bounds__(kThreads)
       if (dbias_parts) store_packed<float, kVec>(dbias_parts + int64_t(blockIdx.x) * p.d + j, db[g]);
     }
   }
-}
-
-// into[c] += Σ_r parts[r, c]: blocks of 32 columns × 32 row slices over one of kSumRowGroups
-// groups of rows (rows r ≡ slice mod 32 of the group, several loads in flight a thread), the slices'
-// sums added through shared memory and then one atomic per column and group. (One group: 32 blocks
-// at d = 1024, 6 µs a call for 4 MB of partials.)
-constexpr int kSumColumns = 32, kSumSlices = 32, kSumRowGroups = 8;
-__global__ void __launch_bounds__(kSumColumns* kSumSlices)
-    add_column_sums_kernel(const float* parts, int64_t rows, int d, float* into) {
-  __shared__ float sums[kSumSlices][kSumColumns + 1];
-  const int c = blockIdx.x * kSumColumns + threadIdx.x;
-  const int64_t per_group = (rows + kSumRowGroups - 1) / kSumRowGroups;
-  const int64_t r0 = blockIdx.y * per_group, r1 = min(rows, r0 + per_group);
-  float sum = 0.0f;
-  if (c < d)
-#pragma unroll 4
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kSumSlices) sum += parts[r * d + c];
-  sums[threadIdx.y][threadIdx.x] = sum;
-  __syncthreads();
-  if (threadIdx.y != 0 || c >= d) return;
-  for (int s = 1; s < kSumSlices; ++s) sum += sums[s][threadIdx.x];
-  atomicAdd(into + c, sum);
 }
 
 // Calls f(std::integral_constant<int, C>, std::integral_constant<int, V>) with the smallest C of 4,
@@ -377,10 +355,8 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
           static_cast<const __nv_bfloat16*>(dout.raw()), dres, g.ds.data<float>(),
           static_cast<__nv_bfloat16*>(g.dx.raw()), dweight_parts.data<float>(), dbias_rows, rows_per_block);
   });
-  const dim3 sum_grid(unsigned((p.d + kSumColumns - 1) / kSumColumns), kSumRowGroups),
-      sum_block(kSumColumns, kSumSlices);
-  add_column_sums_kernel<<<sum_grid, sum_block>>>(dweight_parts.data<float>(), blocks, p.d, dweight);
-  if (dbias) add_column_sums_kernel<<<sum_grid, sum_block>>>(dbias_rows, blocks, p.d, dbias);
+  add_column_sums(dweight_parts.data<float>(), blocks, p.d, dweight);
+  if (dbias) add_column_sums(dbias_rows, blocks, p.d, dbias);
   check_launch("add_norm backward");
   return g;
 }
