@@ -5,7 +5,8 @@
 #   scripts/gpu/run.sh bench   build, time the selective scan at the TARGETS.md shapes and against L
 #                              (scripts/gpu/scan_bench.cpp), then decode, prefill and training of
 #                              whole models through mambacpp; short tables last
-#   scripts/gpu/run.sh profile Nsight Compute on one forward and backward at the first shape
+#   scripts/gpu/run.sh profile Nsight Compute on one forward and backward (states kept, as in training) at
+#                              the first shape, or at PROFILE_SHAPE="BATCH D L"
 #   scripts/gpu/run.sh all     test and bench
 #   scripts/gpu/run.sh test-scan  test, then the scan table only
 #   scripts/gpu/run.sh scan-splits  the scan's forward and backward times by forced split count
@@ -423,7 +424,8 @@ run_profile() {
   g++ $cxx_flags scripts/gpu/scan_bench.cpp -o "$build/scan_bench" $libs
   ncu --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
     --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-    -k regex:scan_ "$build/scan_bench" "$out/profile.json" --profile >"$out/ncu.txt" 2>&1 || tail -20 "$out/ncu.txt"
+    -k regex:scan_ "$build/scan_bench" "$out/profile.json" --profile ${PROFILE_SHAPE:-} >"$out/ncu.txt" 2>&1 ||
+    tail -20 "$out/ncu.txt"
   grep -E "scan_|Duration|Throughput|Warp Cycles Per Issued|Stall|Achieved Occupancy|Registers Per|Issue Slots|Eligible|No Eligible|Block Limit|Executed Ipc|L1/TEX Hit|L2 Hit|Bank" \
     "$out/ncu.txt" | cut -c1-150 | head -120
 }

@@ -5,8 +5,9 @@
 // ratio to the memory floor (bytes / 3028 GB/s) and to the official kernels' times.
 // Then the forward's growth in L: batch 1, D 1536, L = 16k … 1M, fitted as t = a + b·L (least
 // squares) with each point's residual.
-// Usage: scan_bench OUT.json [--profile | --splits]   (--profile: first shape, one forward and one
-// backward, for running under ncu; --splits: only the sweep of the state-group kernels' split counts)
+// Usage: scan_bench OUT.json [--profile [BATCH D L] | --splits]   (--profile: one forward and one
+// backward as in training (states kept) at the first shape or at BATCH, D, L, for running under
+// ncu; --splits: only the sweep of the state-group kernels' split counts)
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -223,10 +224,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   const double bandwidth = 3028e9, exp_rate = 4.2e12;
-  const std::vector<Shape4> shapes = {{4, 4096, 2048, 16, 0.596, 3.03, 0.30, 1.5},
+  std::vector<Shape4> shapes = {{4, 4096, 2048, 16, 0.596, 3.03, 0.30, 1.5},
                                       {1, 4096, 8192, 16, 0.754, 3.49, 0.38, 1.75},
                                       {1, 1536, 65536, 16, 2.20, 9.99, 1.1, 5.0},
                                       {8, 1536, 2048, 16, 0.45, 2.29, 0.23, 1.15}};
+  if (profile && argc > 5) shapes[0] = {std::stoi(argv[3]), std::stoi(argv[4]), std::stoi(argv[5]), 16, 0, 0, 0, 0};
   std::ofstream json(json_path);
   json << "[\n";
   std::string table;
@@ -256,8 +258,11 @@ int main(int argc, char** argv) {
       g.ddelta_bias = Tensor::empty({s.D}, DType::f32, gpu);
 
       if (profile) {
-        ops::cuda_detail::selective_scan_forward_into(in, out, last);
-        ops::cuda_detail::selective_scan_backward_into(in, dout, Tensor(), g);
+        const int64_t stride = ops::scan_state_stride(bf16, s.N);
+        ops::ScanInputs training = in;
+        training.chunk_states = Tensor::empty({s.batch, (s.L + stride - 1) / stride, s.D, s.N}, DType::f32, gpu);
+        ops::cuda_detail::selective_scan_forward_into(in, out, last, training.chunk_states);
+        ops::cuda_detail::selective_scan_backward_into(training, dout, Tensor(), g);
         check(cudaDeviceSynchronize(), "profiled run");
         return 0;
       }
