@@ -611,7 +611,9 @@ TEST(CudaCrossEntropy, RowsLongerThanSharedMemory) {
 // The multi-tensor optimiser updates and gradient norm on the GPU against the CPU ops on the same
 // inputs (both float32 element math; sqrt and division may round differently, hence a tolerance):
 // many parameters of odd sizes, some larger than a work chunk of the CUDA kernels, some with weight
-// decay and some with a bf16 compute copy; clipping off, not reached and reached.
+// decay and some with a bf16 compute copy, some (on the GPU) one element into their buffers, so that
+// the kernels take them one element at a time instead of in packs of four; clipping off, not reached
+// and reached.
 struct OptimizerCase {
   std::vector<Tensor> host[4];  // param, grad, first and second moment, one per parameter
   std::vector<ops::ParameterSlot> cpu, gpu;
@@ -629,9 +631,17 @@ OptimizerCase optimizer_case(Rng& rng, bool second_moment) {
     const Tensor second = second_moment ? c.host[3].back() : Tensor();
     c.cpu.push_back({c.host[0].back(), c.host[1].back(), c.host[2].back(), second,
                      has_compute ? Tensor::zeros({n}, DType::bf16) : Tensor(), decays});
-    c.gpu.push_back({c.host[0].back().to(Device::cuda), c.host[1].back().to(Device::cuda),
-                     c.host[2].back().to(Device::cuda), second_moment ? second.to(Device::cuda) : Tensor(),
-                     has_compute ? Tensor::zeros({n}, DType::bf16, Device::cuda) : Tensor(), decays});
+    const bool unaligned = i % 4 == 3;
+    auto on_gpu = [&](const Tensor& t) {
+      if (!unaligned) return t.to(Device::cuda);
+      Tensor buffer = Tensor::zeros({n + 1}, t.dtype(), Device::cuda);
+      Tensor at_one = buffer.slice(1, n + 1);
+      at_one.copy_from(t);
+      return at_one;
+    };
+    c.gpu.push_back({on_gpu(c.host[0].back()), on_gpu(c.host[1].back()), on_gpu(c.host[2].back()),
+                     second_moment ? on_gpu(second) : Tensor(),
+                     has_compute ? on_gpu(Tensor::zeros({n}, DType::bf16)) : Tensor(), decays});
   }
   return c;
 }

@@ -13,6 +13,7 @@
 namespace mamba::ops::cuda {
 
 namespace {
+using namespace cuda_detail;
 
 constexpr int kThreads = 256;
 constexpr int64_t kChunk = 32 * 1024;
@@ -24,7 +25,8 @@ struct DeviceSlot {
   float* exp_avg_sq;
   __nv_bfloat16* compute;
   int64_t numel;
-  int64_t weight_decay;
+  int32_t weight_decay;
+  int32_t vector;  // every array 16-byte aligned (compute 8-byte): chunks move as float4
 };
 struct Chunk {
   int32_t slot;
@@ -74,14 +76,35 @@ __device__ double block_sum_double(double v, double* scratch) {
   return total;  // valid in thread 0
 }
 
+// Elements [begin, end) of a chunk as packs of 4 (from begin, a multiple of 4) where the slot is
+// aligned for them, and one by one past the last whole pack; f(i) or f4(i) per pack at i.
+template <typename One, typename Four>
+__device__ __forceinline__ void for_each_element(const ChunkRange& r, One f, Four f4) {
+  int64_t i = r.begin;
+  if (r.slot.vector) {
+    const int64_t packed_end = r.begin + (r.end - r.begin) / 4 * 4;
+    for (int64_t j = r.begin + 4 * threadIdx.x; j < packed_end; j += 4 * kThreads) f4(j);
+    i = packed_end;
+  }
+  for (i += threadIdx.x; i < r.end; i += kThreads) f(i);
+}
+
 __global__ void squares_partial_kernel(const DeviceSlot* slots, const Chunk* chunks, double* partial) {
   __shared__ double scratch[kThreads / 32];
   const ChunkRange r = chunk_range(slots, chunks);
   double sum = 0;
-  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += kThreads) {
-    const double g = r.slot.grad[i];
-    sum += g * g;
-  }
+  for_each_element(
+      r,
+      [&](int64_t i) {
+        const double g = r.slot.grad[i];
+        sum += g * g;
+      },
+      [&](int64_t i) {
+        float g[4];
+        load_packed<float, 4>(r.slot.grad + i, g);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) sum += double(g[k]) * g[k];
+      });
   const double block = block_sum_double(sum, scratch);
   if (threadIdx.x == 0) partial[blockIdx.x] = block;
 }
@@ -100,23 +123,46 @@ __global__ void norm_and_scale_kernel(const double* partial, int64_t count, doub
   scale_out[0] = float(scale);
 }
 
+// One element's AdamW update: p, m, v in place from the unscaled gradient g.
+__device__ __forceinline__ void adamw_element(float g, float& p, float& m, float& v, const AdamWScalars& s,
+                                              float scale, float decay_factor) {
+  g *= scale;
+  p *= decay_factor;
+  m += s.one_minus_beta1 * (g - m);
+  v = v * s.beta2 + s.one_minus_beta2 * (g * g);
+  const float denom = sqrtf(v) / s.bias_correction2_sqrt + s.eps;
+  p -= s.step_size * (m / denom);
+}
+
 __global__ void adamw_kernel(const DeviceSlot* slots, const Chunk* chunks, AdamWScalars s, const float* scale_in) {
   const float scale = *scale_in;
   if (!isfinite(scale)) return;
   const ChunkRange r = chunk_range(slots, chunks);
-  const float decay_factor = r.slot.weight_decay ? s.decay_factor : 1.0f;
-  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += kThreads) {
-    float g = r.slot.grad[i] * scale;
-    float p = r.slot.param[i] * decay_factor;
-    float m = r.slot.exp_avg[i] + s.one_minus_beta1 * (g - r.slot.exp_avg[i]);
-    float v = r.slot.exp_avg_sq[i] * s.beta2 + s.one_minus_beta2 * (g * g);
-    float denom = sqrtf(v) / s.bias_correction2_sqrt + s.eps;
-    p -= s.step_size * (m / denom);
-    r.slot.param[i] = p;
-    r.slot.exp_avg[i] = m;
-    r.slot.exp_avg_sq[i] = v;
-    if (r.slot.compute) r.slot.compute[i] = __float2bfloat16_rn(p);
-  }
+  const DeviceSlot& t = r.slot;
+  const float decay_factor = t.weight_decay ? s.decay_factor : 1.0f;
+  for_each_element(
+      r,
+      [&](int64_t i) {
+        float p = t.param[i], m = t.exp_avg[i], v = t.exp_avg_sq[i];
+        adamw_element(t.grad[i], p, m, v, s, scale, decay_factor);
+        t.param[i] = p;
+        t.exp_avg[i] = m;
+        t.exp_avg_sq[i] = v;
+        if (t.compute) t.compute[i] = __float2bfloat16_rn(p);
+      },
+      [&](int64_t i) {
+        float g[4], p[4], m[4], v[4];
+        load_packed<float, 4>(t.grad + i, g);
+        load_packed<float, 4>(t.param + i, p);
+        load_packed<float, 4>(t.exp_avg + i, m);
+        load_packed<float, 4>(t.exp_avg_sq + i, v);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) adamw_element(g[k], p[k], m[k], v[k], s, scale, decay_factor);
+        store_packed<float, 4>(t.param + i, p);
+        store_packed<float, 4>(t.exp_avg + i, m);
+        store_packed<float, 4>(t.exp_avg_sq + i, v);
+        if (t.compute) store_packed<__nv_bfloat16, 4>(t.compute + i, p);
+      });
 }
 
 __global__ void sgd_kernel(const DeviceSlot* slots, const Chunk* chunks, SgdScalars s, const float* scale_in) {
@@ -147,10 +193,19 @@ std::shared_ptr<void> build_parameter_table(const std::vector<ParameterSlot>& sl
     MAMBA_CHECK((n + kChunk - 1) / kChunk <= INT32_MAX && slots.size() <= size_t(INT32_MAX),
                 "parameter table: too many elements");
     for (int64_t c = 0; c * kChunk < n; ++c) chunks.push_back({int32_t(device_slots.size()), int32_t(c)});
-    device_slots.push_back(
-        {s.param.data<float>(), s.grad.data<float>(), s.exp_avg.defined() ? s.exp_avg.data<float>() : nullptr,
-         s.exp_avg_sq.defined() ? s.exp_avg_sq.data<float>() : nullptr,
-         static_cast<__nv_bfloat16*>(s.compute.defined() ? s.compute.raw() : nullptr), n, s.weight_decay});
+    DeviceSlot d{s.param.data<float>(),
+                 s.grad.data<float>(),
+                 s.exp_avg.defined() ? s.exp_avg.data<float>() : nullptr,
+                 s.exp_avg_sq.defined() ? s.exp_avg_sq.data<float>() : nullptr,
+                 static_cast<__nv_bfloat16*>(s.compute.defined() ? s.compute.raw() : nullptr),
+                 n,
+                 s.weight_decay,
+                 0};
+    // The packed path (squares, AdamW) reads or writes every array the slot has.
+    d.vector = aligned16(d.param) && aligned16(d.grad) &&
+               aligned16(d.exp_avg) && aligned16(d.exp_avg_sq) &&
+               reinterpret_cast<uintptr_t>(d.compute) % 8 == 0;
+    device_slots.push_back(d);
   }
   auto table = std::make_shared<DeviceTable>();
   table->chunk_count = int64_t(chunks.size());
@@ -168,11 +223,11 @@ GradientNorm gradient_norm(const ParameterTable& table, double max_norm) {
   const auto* chunks = reinterpret_cast<const Chunk*>(t.chunks.defined() ? t.chunks.raw() : nullptr);
   if (t.chunk_count > 0) {
     squares_partial_kernel<<<unsigned(t.chunk_count), kThreads>>>(slots, chunks, t.partial_sums.data<double>());
-    cuda_detail::check_launch("squares_partial_kernel");
+    check_launch("squares_partial_kernel");
   }
   norm_and_scale_kernel<<<1, kThreads>>>(t.chunk_count > 0 ? t.partial_sums.data<double>() : nullptr, t.chunk_count,
                                          max_norm, out.norm.data<double>(), out.scale.data<float>());
-  cuda_detail::check_launch("norm_and_scale_kernel");
+  check_launch("norm_and_scale_kernel");
   return out;
 }
 
@@ -182,7 +237,7 @@ void adamw_update_(const ParameterTable& table, const AdamWScalars& s, const Ten
   adamw_kernel<<<unsigned(t.chunk_count), kThreads>>>(reinterpret_cast<const DeviceSlot*>(t.slots.raw()),
                                                       reinterpret_cast<const Chunk*>(t.chunks.raw()), s,
                                                       scale.data<float>());
-  cuda_detail::check_launch("adamw_kernel");
+  check_launch("adamw_kernel");
 }
 
 void sgd_update_(const ParameterTable& table, const SgdScalars& s, const Tensor& scale) {
@@ -191,7 +246,7 @@ void sgd_update_(const ParameterTable& table, const SgdScalars& s, const Tensor&
   sgd_kernel<<<unsigned(t.chunk_count), kThreads>>>(reinterpret_cast<const DeviceSlot*>(t.slots.raw()),
                                                     reinterpret_cast<const Chunk*>(t.chunks.raw()), s,
                                                     scale.data<float>());
-  cuda_detail::check_launch("sgd_kernel");
+  check_launch("sgd_kernel");
 }
 
 }  // namespace mamba::ops::cuda
