@@ -160,11 +160,12 @@ void check_norm(ops::NormKind kind, DType dtype, bool with_residual, int d) {
   }
 }
 
-// Widths for each register layout of the kernels (4, 8 and 16 columns per thread of 256).
+// Widths for each register layout of the kernels (forward: 4, 8 and 16 columns per thread of 256;
+// backward: 4 columns a thread of 256, 4 or 8 of 512).
 TEST(CudaAddNorm, RmsAndLayerNorm) {
   SKIP_WITHOUT_GPU();
-  // The forward moves one column a load at odd and even widths, four at multiples of 4.
-  for (int d : {77, 1022, 64, 1500, 2600})
+  // One column a load at odd widths, four at multiples of 4.
+  for (int d : {77, 1022, 64, 1500, 1501, 2048, 2600, 4093})
     for (DType dtype : {DType::f32, DType::bf16})
       for (bool residual : {false, true}) {
         SCOPED_TRACE("d " + std::to_string(d));

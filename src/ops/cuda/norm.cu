@@ -45,13 +45,13 @@ struct NormArgs {
   bool layer = false;
 };
 
-// A thread's columns: kColumns / kVec groups of kVec consecutive columns, groups kThreads · kVec
-// apart. kVec = 4 where d is a multiple of 4 and the rows are aligned for it: a float row then moves
-// as 16-byte loads and stores (a bf16 row as 8-byte ones), where one column a load kept the 370m
-// training norms at 79–85% of their memory rate.
-template <int kVec>
+// A thread's columns: kColumns / kVec groups of kVec consecutive columns, groups kBlock · kVec
+// apart (kBlock: the block's threads). kVec = 4 where d is a multiple of 4 and the rows are aligned for it: a float row
+// then moves as 16-byte loads and stores (a bf16 row as 8-byte ones), where one column a load kept the 370m training
+// norms at 79–85% of their memory rate.
+template <int kVec, int kBlock = kThreads>
 __device__ __forceinline__ int group_column(int group) {
-  return (int(threadIdx.x) + group * kThreads) * kVec;
+  return (int(threadIdx.x) + group * kBlock) * kVec;
 }
 
 template <typename T, int kColumns, int kVec>
@@ -121,7 +121,7 @@ struct NormBackwardRow {
   float rstd, mean;
 };
 
-template <typename T, int kGroups, int kVec>
+template <typename T, int kGroups, int kVec, int kBlock>
 __device__ __forceinline__ void load_backward_row(const NormArgs& p, int64_t row, const float* s_all,
                                                   const float* rstd_all, const float* mean_all, const T* dout,
                                                   const float* dresidual, NormBackwardRow<kGroups, kVec>& r) {
@@ -129,7 +129,7 @@ __device__ __forceinline__ void load_backward_row(const NormArgs& p, int64_t row
   r.mean = p.layer ? mean_all[row] : 0.0f;
 #pragma unroll
   for (int g = 0; g < kGroups; ++g) {
-    const int j = group_column<kVec>(g);
+    const int j = group_column<kVec, kBlock>(g);
 #pragma unroll
     for (int i = 0; i < kVec; ++i) r.dy[g][i] = r.s[g][i] = r.dresidual[g][i] = 0.0f;
     if (j < p.d) {
@@ -144,8 +144,8 @@ __device__ __forceinline__ void load_backward_row(const NormArgs& p, int64_t row
 // when given, receives ds rounded to T. A block walks rows_per_block rows with the next row's loads
 // issued before the current row's sums, so two rows' loads are in flight and the block barriers of
 // the sums overlap them.
-template <typename T, int kColumns, int kVec>
-__global__ void __launch_bounds__(kThreads)
+template <typename T, int kColumns, int kVec, int kBlock>
+__global__ void __launch_bounds__(kBlock)
     norm_backward_kernel(NormArgs p, const float* s_all, const float* rstd_all, const float* mean_all, const T* dout,
                          const float* dresidual, float* ds_out, T* dx_out, float* dweight_parts, float* dbias_parts,
                          int rows_per_block) {
@@ -154,14 +154,14 @@ __global__ void __launch_bounds__(kThreads)
   float w[kGroups][kVec] = {}, dw[kGroups][kVec] = {}, db[kGroups][kVec] = {};
 #pragma unroll
   for (int g = 0; g < kGroups; ++g)
-    if (group_column<kVec>(g) < p.d) load_packed<float, kVec>(p.weight + group_column<kVec>(g), w[g]);
+    if (group_column<kVec, kBlock>(g) < p.d) load_packed<float, kVec>(p.weight + group_column<kVec, kBlock>(g), w[g]);
   const int64_t row0 = int64_t(blockIdx.x) * rows_per_block, row_end = min(p.rows, row0 + rows_per_block);
   NormBackwardRow<kGroups, kVec> next;
-  load_backward_row<T, kGroups, kVec>(p, row0, s_all, rstd_all, mean_all, dout, dresidual, next);
+  load_backward_row<T, kGroups, kVec, kBlock>(p, row0, s_all, rstd_all, mean_all, dout, dresidual, next);
   for (int64_t row = row0; row < row_end; ++row) {
     const NormBackwardRow<kGroups, kVec> r = next;
     if (row + 1 < row_end)
-      load_backward_row<T, kGroups, kVec>(p, row + 1, s_all, rstd_all, mean_all, dout, dresidual, next);
+      load_backward_row<T, kGroups, kVec, kBlock>(p, row + 1, s_all, rstd_all, mean_all, dout, dresidual, next);
     float xhat[kGroups][kVec], gw[kGroups][kVec];
     float sum_g = 0.0f, sum_gx = 0.0f;
 #pragma unroll
@@ -181,7 +181,7 @@ __global__ void __launch_bounds__(kThreads)
     const float mean_g = p.layer ? block_sum(sum_g, scratch) / p.d : 0.0f;
 #pragma unroll
     for (int g = 0; g < kGroups; ++g) {
-      const int j = group_column<kVec>(g);
+      const int j = group_column<kVec, kBlock>(g);
       if (j < p.d) {
         float v[kVec];
 #pragma unroll
@@ -194,7 +194,7 @@ __global__ void __launch_bounds__(kThreads)
   // This block's column sums, one row of the partials (added up by add_column_sums).
 #pragma unroll
   for (int g = 0; g < kGroups; ++g) {
-    const int j = group_column<kVec>(g);
+    const int j = group_column<kVec, kBlock>(g);
     if (j < p.d) {
       store_packed<float, kVec>(dweight_parts + int64_t(blockIdx.x) * p.d + j, dw[g]);
       if (dbias_parts) store_packed<float, kVec>(dbias_parts + int64_t(blockIdx.x) * p.d + j, db[g]);
@@ -218,6 +218,27 @@ void with_columns(int d, bool packed, F&& f) {
     with_vec(std::integral_constant<int, 8>{});
   else
     with_vec(std::integral_constant<int, kMaxColumnsPerThread>{});
+}
+
+// The backward's block shape, f(columns, vec, threads): 4 columns a thread in blocks of kThreads
+// for d ≤ 1024, of 2·kThreads beyond, with 8 columns past 2048 (d ≤ 4096). At d = 2048 (the 1.4b
+// training norms) blocks of kThreads at 8 columns took 100 registers, two blocks of 8 warps an SM,
+// and ran at 83% of the memory floor.
+template <typename F>
+void with_backward_shape(int d, bool packed, F&& f) {
+  auto with_vec = [&](auto columns, auto threads) {
+    if (packed)
+      f(columns, std::integral_constant<int, 4>{}, threads);
+    else
+      f(columns, std::integral_constant<int, 1>{}, threads);
+  };
+  using Four = std::integral_constant<int, 4>;
+  if (d <= 4 * kThreads)
+    with_vec(Four{}, std::integral_constant<int, kThreads>{});
+  else if (d <= 8 * kThreads)
+    with_vec(Four{}, std::integral_constant<int, 2 * kThreads>{});
+  else
+    with_vec(std::integral_constant<int, 8>{}, std::integral_constant<int, 2 * kThreads>{});
 }
 
 // Whether rows of d columns at these addresses can move four columns at a time.
@@ -343,14 +364,14 @@ NormGrads add_norm_backward(const NormInputs& in, const NormOutputs& saved, cons
   Tensor dweight_parts = Tensor::empty({int64_t(blocks), p.d}, DType::f32, Device::cuda);
   Tensor dbias_parts = dbias ? Tensor::empty({int64_t(blocks), p.d}, DType::f32, Device::cuda) : Tensor();
   float* dbias_rows = dbias ? dbias_parts.data<float>() : nullptr;
-  with_columns(p.d, packed, [&](auto columns, auto vec) {
-    constexpr int kColumns = decltype(columns)::value, kVec = decltype(vec)::value;
+  with_backward_shape(p.d, packed, [&](auto columns, auto vec, auto threads) {
+    constexpr int kColumns = decltype(columns)::value, kVec = decltype(vec)::value, kBlock = decltype(threads)::value;
     if (in.x.dtype() == DType::f32)
-      norm_backward_kernel<float, kColumns, kVec><<<blocks, kThreads>>>(
+      norm_backward_kernel<float, kColumns, kVec, kBlock><<<blocks, kBlock>>>(
           p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean, dout.data<float>(), dres,
           g.ds.data<float>(), nullptr, dweight_parts.data<float>(), dbias_rows, rows_per_block);
     else
-      norm_backward_kernel<__nv_bfloat16, kColumns, kVec><<<blocks, kThreads>>>(
+      norm_backward_kernel<__nv_bfloat16, kColumns, kVec, kBlock><<<blocks, kBlock>>>(
           p, saved.residual_out.data<float>(), saved.rstd.data<float>(), mean,
           static_cast<const __nv_bfloat16*>(dout.raw()), dres, g.ds.data<float>(),
           static_cast<__nv_bfloat16*>(g.dx.raw()), dweight_parts.data<float>(), dbias_rows, rows_per_block);

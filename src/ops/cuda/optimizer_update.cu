@@ -124,8 +124,8 @@ __global__ void norm_and_scale_kernel(const double* partial, int64_t count, doub
 }
 
 // One element's AdamW update: p, m, v in place from the unscaled gradient g.
-__device__ __forceinline__ void adamw_element(float g, float& p, float& m, float& v, const AdamWScalars& s,
-                                              float scale, float decay_factor) {
+__device__ __forceinline__ void adamw_element(float g, float& p, float& m, float& v, const AdamWScalars& s, float scale,
+                                              float decay_factor) {
   g *= scale;
   p *= decay_factor;
   m += s.one_minus_beta1 * (g - m);
@@ -202,8 +202,7 @@ std::shared_ptr<void> build_parameter_table(const std::vector<ParameterSlot>& sl
                  s.weight_decay,
                  0};
     // The packed path (squares, AdamW) reads or writes every array the slot has.
-    d.vector = aligned16(d.param) && aligned16(d.grad) &&
-               aligned16(d.exp_avg) && aligned16(d.exp_avg_sq) &&
+    d.vector = aligned16(d.param) && aligned16(d.grad) && aligned16(d.exp_avg) && aligned16(d.exp_avg_sq) &&
                reinterpret_cast<uintptr_t>(d.compute) % 8 == 0;
     device_slots.push_back(d);
   }
