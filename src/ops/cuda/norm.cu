@@ -202,22 +202,28 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// Calls f(std::integral_constant<int, C>, std::integral_constant<int, V>) with the smallest C of 4,
-// 8, 16 such that C·kThreads ≥ d, and V = 4 when `packed` (else 1).
+template <int N>
+using Int = std::integral_constant<int, N>;
+
+// Calls f(Int<4>) when rows move four columns a load (`packed`), else f(Int<1>).
+template <typename F>
+void with_vec(bool packed, F&& f) {
+  if (packed)
+    f(Int<4>{});
+  else
+    f(Int<1>{});
+}
+
+// Calls f(Int<C>, Int<V>) with the smallest C of 4, 8, 16 such that C·kThreads ≥ d, and V as with_vec.
 template <typename F>
 void with_columns(int d, bool packed, F&& f) {
-  auto with_vec = [&](auto columns) {
-    if (packed)
-      f(columns, std::integral_constant<int, 4>{});
-    else
-      f(columns, std::integral_constant<int, 1>{});
-  };
+  auto with = [&](auto columns) { with_vec(packed, [&](auto vec) { f(columns, vec); }); };
   if (d <= 4 * kThreads)
-    with_vec(std::integral_constant<int, 4>{});
+    with(Int<4>{});
   else if (d <= 8 * kThreads)
-    with_vec(std::integral_constant<int, 8>{});
+    with(Int<8>{});
   else
-    with_vec(std::integral_constant<int, kMaxColumnsPerThread>{});
+    with(Int<kMaxColumnsPerThread>{});
 }
 
 // The backward's block shape, f(columns, vec, threads): 4 columns a thread in blocks of kThreads
@@ -226,19 +232,13 @@ void with_columns(int d, bool packed, F&& f) {
 // and ran at 83% of the memory floor.
 template <typename F>
 void with_backward_shape(int d, bool packed, F&& f) {
-  auto with_vec = [&](auto columns, auto threads) {
-    if (packed)
-      f(columns, std::integral_constant<int, 4>{}, threads);
-    else
-      f(columns, std::integral_constant<int, 1>{}, threads);
-  };
-  using Four = std::integral_constant<int, 4>;
+  auto with = [&](auto columns, auto threads) { with_vec(packed, [&](auto vec) { f(columns, vec, threads); }); };
   if (d <= 4 * kThreads)
-    with_vec(Four{}, std::integral_constant<int, kThreads>{});
+    with(Int<4>{}, Int<kThreads>{});
   else if (d <= 8 * kThreads)
-    with_vec(Four{}, std::integral_constant<int, 2 * kThreads>{});
+    with(Int<4>{}, Int<2 * kThreads>{});
   else
-    with_vec(std::integral_constant<int, 8>{}, std::integral_constant<int, 2 * kThreads>{});
+    with(Int<8>{}, Int<2 * kThreads>{});
 }
 
 // Whether rows of d columns at these addresses can move four columns at a time.
