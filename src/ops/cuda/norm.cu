@@ -46,9 +46,9 @@ struct NormArgs {
 };
 
 // A thread's columns: kColumns / kVec groups of kVec consecutive columns, groups kBlock · kVec
-// apart (kBlock: the block's threads). kVec = 4 where d is a multiple of 4 and the rows are aligned for it: a float row
-// then moves as 16-byte loads and stores (a bf16 row as 8-byte ones), where one column a load kept the 370m training
-// norms at 79–85% of their memory rate.
+// apart (kBlock: the block's threads). kVec = 4 where d is a multiple of 4 and the rows are aligned
+// for it: a float row then moves as 16-byte loads and stores (a bf16 row as 8-byte ones), where one
+// column a load kept the 370m training norms at 79–85% of their memory rate.
 template <int kVec, int kBlock = kThreads>
 __device__ __forceinline__ int group_column(int group) {
   return (int(threadIdx.x) + group * kBlock) * kVec;

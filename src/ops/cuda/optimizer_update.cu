@@ -26,7 +26,7 @@ struct DeviceSlot {
   __nv_bfloat16* compute;
   int64_t numel;
   int32_t weight_decay;
-  int32_t vector;  // every array 16-byte aligned (compute 8-byte): chunks move as float4
+  int32_t vector;  // every array 16-byte aligned (compute 8-byte): chunks move in packs of four
 };
 struct Chunk {
   int32_t slot;
