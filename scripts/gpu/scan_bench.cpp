@@ -228,7 +228,25 @@ int main(int argc, char** argv) {
                                 {1, 4096, 8192, 16, 0.754, 3.49, 0.38, 1.75},
                                 {1, 1536, 65536, 16, 2.20, 9.99, 1.1, 5.0},
                                 {8, 1536, 2048, 16, 0.45, 2.29, 0.23, 1.15}};
-  if (profile && argc > 5) shapes[0] = {std::stoi(argv[3]), std::stoi(argv[4]), std::stoi(argv[5]), 16, 0, 0, 0, 0};
+  if (profile && argc > 3) {
+    // The shape to profile: three positive integers, or none for the first table shape.
+    int dims[3] = {};
+    for (int i = 0; i < 3; ++i) {
+      const std::string text = 3 + i < argc ? argv[3 + i] : "";
+      const bool digits =
+          !text.empty() && text.size() < 10 && text.find_first_not_of("0123456789") == std::string::npos;
+      dims[i] = digits ? std::stoi(text) : 0;
+      if (dims[i] <= 0) {
+        std::fprintf(stderr, "scan_bench --profile BATCH D L: %s must be a positive integer, got '%s'\n",
+                     i == 0   ? "BATCH"
+                     : i == 1 ? "D"
+                              : "L",
+                     text.c_str());
+        return 2;
+      }
+    }
+    shapes[0] = {dims[0], dims[1], dims[2], 16, 0, 0, 0, 0};
+  }
   std::ofstream json(json_path);
   json << "[\n";
   std::string table;
