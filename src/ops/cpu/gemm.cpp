@@ -112,16 +112,27 @@ void dot_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n, 
 #endif
 
 #ifdef MAMBA_CPU_AVX512
+// How far ahead of its reads the one-row kernel asks for weights: one 4 KiB page. The hardware
+// prefetchers follow a stream only within a page, so without this every page of the stream began
+// with misses at memory latency (bf16 decode +8–15%, docs/perf/cpu_model.md v14).
+constexpr int64_t kPrefetchAheadBytes = 4096;
+
 // y[n] = x·W[n] for one x row (decode at batch 1, 16-bit weights): the weight row read front to
-// back, so that each thread's reads are one stream through memory, with four sums in flight (one
-// FMA chain would cap a core near one vector of weights per 4 cycles).
+// back, so that each thread's reads are one stream through memory (the rows of a chunk follow one
+// another), with four sums in flight (one FMA chain would cap a core near one vector of weights
+// per 4 cycles). Prefetches past the row's end land in the next rows of the stream.
 template <DType WT>
 void dot_row(const float* x, int64_t K, const void* w_row, float* y) {
+  static_assert(WT != DType::f32, "the one-row kernel steps 2 bytes a weight");
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  const char* ahead = static_cast<const char*>(w_row) + kPrefetchAheadBytes;
   int64_t k = 0;
-  for (; k + 64 <= K; k += 64)
+  for (; k + 64 <= K; k += 64) {  // 128 bytes of weights: two cache lines
+    _mm_prefetch(ahead + 2 * k, _MM_HINT_T0);
+    _mm_prefetch(ahead + 2 * k + 64, _MM_HINT_T0);
     for (int a = 0; a < 4; ++a)
       acc[a] = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 16 * a), load_weights<WT>(w_row, k + 16 * a), acc[a]);
+  }
   for (; k + 16 <= K; k += 16) acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), load_weights<WT>(w_row, k), acc[0]);
   if (k < K) {
     const __mmask16 mask = __mmask16((1u << (K - k)) - 1u);
@@ -194,15 +205,19 @@ StreamFn stream_fn(DType wt, int64_t rows) {
 
 }  // namespace
 
-int64_t stream_chunk_rows(const Tensor& weight) {
+int64_t stream_chunk_rows(const Tensor& weight, int64_t M) {
   const int64_t N = weight.size(0), K = weight.size(1);
-  // Whole kernel widths per chunk, so no chunk ends in a ragged tail; at most 256 KiB, and at least
-  // four chunks per thread when the rows allow (x_proj and dt_proj are a few hundred KiB in all).
+  // Whole kernel widths per chunk, so no chunk ends in a ragged tail, and at least four chunks per
+  // thread when the rows allow (x_proj and dt_proj are a few hundred KiB in all). At most 1 MiB
+  // where one pass of the x rows reads the chunk (each chunk starts a new stream, whose first
+  // reads wait on memory: 256 KiB chunks cost bf16 decode ≈ 8%, docs/perf/cpu_model.md v14); at
+  // most 256 KiB where several groups of x rows pass over it, so that it stays in L2 between them.
   constexpr int64_t kWidth = kWeightRowsFor<1>;
-  const int64_t widths_in_256k =
-      std::max<int64_t>(1, (int64_t(1) << 18) / (kWidth * K * int64_t(dtype_size(weight.dtype()))));
+  const int64_t chunk_bytes = M <= kRowGroup ? int64_t(1) << 20 : int64_t(1) << 18;
+  const int64_t widths_in_chunk =
+      std::max<int64_t>(1, chunk_bytes / (kWidth * K * int64_t(dtype_size(weight.dtype()))));
   const int64_t widths_for_4_per_thread = std::max<int64_t>(1, N / (kWidth * 4 * num_threads()));
-  return kWidth * std::min(widths_in_256k, widths_for_4_per_thread);
+  return kWidth * std::min(widths_in_chunk, widths_for_4_per_thread);
 }
 
 void stream_x_wt_rows(const float* x, int64_t M, const Tensor& weight, int64_t n0, int64_t n1, float* y, int64_t ldy) {
@@ -215,11 +230,11 @@ void stream_x_wt_rows(const float* x, int64_t M, const Tensor& weight, int64_t n
 
 namespace {
 
-// Threads take chunks of about 256 KiB of weight rows as they become free (memory bandwidth is
-// shared unevenly between cores, so equal static halves leave one thread waiting). Each chunk stays
-// in L2 while every group of 8 x rows passes over it: W comes from memory once.
+// Threads take chunks of weight rows as they become free (memory bandwidth is shared unevenly
+// between cores, so equal static halves leave one thread waiting). Each chunk stays in L2 while
+// every group of 8 x rows passes over it: W comes from memory once.
 void gemm_streaming(const float* x, int64_t M, const Tensor& weight, float* y, int64_t ldy) {
-  parallel_for_chunks(weight.size(0), stream_chunk_rows(weight),
+  parallel_for_chunks(weight.size(0), stream_chunk_rows(weight, M),
                       [&](int64_t n0, int64_t n1, int) { stream_x_wt_rows(x, M, weight, n0, n1, y, ldy); });
 }
 

@@ -18,8 +18,9 @@ namespace mamba::ops::cpu {
 
 // y[m, n] = Σ_k x[m, k]·W[n, k] for m < M, n < N (x row stride K, y row stride ldy).
 void gemm_x_wt(const float* x, int64_t M, const Tensor& weight, float* y, int64_t ldy);
-// Weight rows per chunk of the streaming product that threads take one at a time (~256 KiB).
-int64_t stream_chunk_rows(const Tensor& weight);
+// Weight rows per chunk of the streaming product for M rows of x, which threads take one at a
+// time (up to 1 MiB for one pass of x rows, 256 KiB for more).
+int64_t stream_chunk_rows(const Tensor& weight, int64_t M);
 // Columns [n0, n1) of that product on the calling thread, with the streaming kernel (any M; meant
 // for decode's few rows): for ops that compute a slice of a product inside their own pool run.
 void stream_x_wt_rows(const float* x, int64_t M, const Tensor& weight, int64_t n0, int64_t n1, float* y, int64_t ldy);

@@ -52,7 +52,7 @@ std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in
       for (int64_t row = 0; row < batch; ++row)
         for (int64_t c = r0; c < r1; ++c) y[row * channels + c] += half_bias[c];
   };
-  parallel_for_chunks(2 * channels, stream_chunk_rows(in.weight), [&](int64_t r0, int64_t r1, int) {
+  parallel_for_chunks(2 * channels, stream_chunk_rows(in.weight, batch), [&](int64_t r0, int64_t r1, int) {
     if (r0 < channels) {
       const int64_t end = std::min(r1, channels);
       project(x_weight, x, b, r0, end);
