@@ -62,15 +62,30 @@ inline __m512 load_weights_masked(const void* w, int64_t i, __mmask16 mask) {
   }
 }
 
+// How far ahead of its reads a kernel streaming NR rows of 16-bit weights asks for them, in bytes.
+// The hardware prefetchers follow a stream only within a 4 KiB page, so without this every page of
+// a stream began with misses at memory latency (docs/perf/cpu_model.md v14 and v15: bf16 decode
+// +8–15% at one row of x, +20–65% at 4–8 rows). A page ahead for up to 4 streams; at 8 streams
+// 2 KiB each was the faster. Float32 weights are read 16 rows at a time, whose streams keep enough
+// in flight already: prefetching them was slower (v15).
+template <DType WT, int NR>
+constexpr int64_t kPrefetchAheadBytes = WT == DType::f32 ? 0
+                                        : NR >= 8        ? 2048
+                                                         : 4096;
+
 // y[m, n + r·step] = x[m]·W[n + r·step] for m < MR, r < NR (W's rows ldw elements apart).
 template <DType WT, int MR, int NR>
 void dot_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n, int64_t step, float* y, int64_t ldy) {
   __m512 acc[MR][NR];
   for (int m = 0; m < MR; ++m)
     for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
+  constexpr int64_t kAhead = kPrefetchAheadBytes<WT, NR>;
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
     __m512 wv[NR];
+    if (kAhead > 0 && k % 32 == 0)  // 32 weights of 2 bytes: one cache line a row
+      for (int r = 0; r < NR; ++r)
+        _mm_prefetch(static_cast<const char*>(w) + 2 * ((n + r * step) * ldw + k) + kAhead, _MM_HINT_T0);
     for (int r = 0; r < NR; ++r) wv[r] = load_weights<WT>(w, (n + r * step) * ldw + k);
     for (int m = 0; m < MR; ++m) {
       __m512 xv = _mm512_loadu_ps(x + m * K + k);
@@ -112,11 +127,6 @@ void dot_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n, 
 #endif
 
 #ifdef MAMBA_CPU_AVX512
-// How far ahead of its reads the one-row kernel asks for weights: one 4 KiB page. The hardware
-// prefetchers follow a stream only within a page, so without this every page of the stream began
-// with misses at memory latency (bf16 decode +8–15%, docs/perf/cpu_model.md v14).
-constexpr int64_t kPrefetchAheadBytes = 4096;
-
 // y[n] = x·W[n] for one x row (decode at batch 1, 16-bit weights): the weight row read front to
 // back, so that each thread's reads are one stream through memory (the rows of a chunk follow one
 // another), with four sums in flight (one FMA chain would cap a core near one vector of weights
@@ -125,7 +135,7 @@ template <DType WT>
 void dot_row(const float* x, int64_t K, const void* w_row, float* y) {
   static_assert(WT != DType::f32, "the one-row kernel steps 2 bytes a weight");
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-  const char* ahead = static_cast<const char*>(w_row) + kPrefetchAheadBytes;
+  const char* ahead = static_cast<const char*>(w_row) + kPrefetchAheadBytes<WT, 1>;
   int64_t k = 0;
   for (; k + 64 <= K; k += 64) {  // 128 bytes of weights: two cache lines
     _mm_prefetch(ahead + 2 * k, _MM_HINT_T0);
