@@ -9,9 +9,10 @@ namespace {
 
 using testing::random_tensor;
 
-// Row counts covering the streaming kernel (one and, for 16-bit weights with K ≥ 256, several
-// groups of 8 rows) and the BLAS path.
-constexpr int64_t kRowCounts[] = {1, 3, 8, 9, 37, 70};
+// Row counts covering the streaming kernel (one x row, and groups of 2, 3 and 8 rows, whose
+// kernels read 8, 4 and 2 weight rows at a time; for 16-bit weights with K ≥ 256, several groups
+// of 8 rows) and the BLAS path.
+constexpr int64_t kRowCounts[] = {1, 2, 3, 8, 9, 37, 70};
 
 TEST(OpsLinear, CpuMatchesReferenceForEveryWeightDtype) {
   set_num_threads(2);

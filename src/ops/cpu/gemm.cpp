@@ -85,7 +85,7 @@ void dot_rows(const float* x, int64_t K, const void* w, int64_t ldw, int64_t n, 
     __m512 wv[NR];
     if (kAhead > 0 && k % 32 == 0)  // 32 weights of 2 bytes: one cache line a row
       for (int r = 0; r < NR; ++r)
-        _mm_prefetch(static_cast<const char*>(w) + 2 * ((n + r * step) * ldw + k) + kAhead, _MM_HINT_T0);
+        _mm_prefetch(static_cast<const uint16_t*>(w) + (n + r * step) * ldw + k + kAhead / 2, _MM_HINT_T0);
     for (int r = 0; r < NR; ++r) wv[r] = load_weights<WT>(w, (n + r * step) * ldw + k);
     for (int m = 0; m < MR; ++m) {
       __m512 xv = _mm512_loadu_ps(x + m * K + k);
