@@ -4,7 +4,7 @@
 // backward), median of cudaEvent-timed repetitions into preallocated outputs, as a
 // ratio to the memory floor (bytes / 3028 GB/s) and to the official kernels' times.
 // Then the forward's growth in L: batch 1, D 1536, L = 16k … 1M, fitted as t = a + b·L (least
-// squares) with each point's residual.
+// squares) with each point's residual, also drawn as OUT_scaling.svg (OUT.json's name).
 // Usage: scan_bench OUT.json [--profile [BATCH D L] | --splits]   (--profile: one forward and one
 // backward as in training (states kept) at the first shape or at BATCH, D, L, for running under
 // ncu; --splits: only the sweep of the state-group kernels' split counts)
@@ -47,8 +47,60 @@ ops::ScanInputs random_inputs(Rng& rng, int batch, int D, int L, int N) {
   return in;
 }
 
-// Forward time against L at batch 1, D 1536, N 16; returns the table and writes "scaling" JSON.
-std::string length_scaling(std::ofstream& json) {
+// The measured times and the fitted line t = a + b·L on log-log axes (a straight line of slope 1
+// is time proportional to L), written to `path` through a temporary file.
+void write_scaling_svg(const std::string& path, const std::vector<double>& lengths, const std::vector<double>& times,
+                       double a, double b) {
+  const double W = 640, H = 380, left = 70, right = 30, top = 50, bottom = 55;
+  const double x0 = std::log2(lengths.front()), x1 = std::log2(lengths.back());
+  const double y0 = std::floor(std::log10(*std::min_element(times.begin(), times.end()))),
+               y1 = std::ceil(std::log10(*std::max_element(times.begin(), times.end())));
+  auto px = [&](double L) { return left + (std::log2(L) - x0) / (x1 - x0) * (W - left - right); };
+  auto py = [&](double ms) { return H - bottom - (std::log10(ms) - y0) / (y1 - y0) * (H - top - bottom); };
+  std::string svg;
+  char line[512];
+  auto add = [&](auto... args) {
+    std::snprintf(line, sizeof line, args...);
+    svg += line;
+  };
+  add("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+      W, H);
+  add("<text x=\"%.0f\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">Selective scan forward on the GPU: time "
+      "linear in length</text>\n",
+      W / 2);
+  add("<text x=\"%.0f\" y=\"40\" text-anchor=\"middle\">batch 1, D 1536, N 16, bf16; fit t = %.3f ms + %.2f ms per "
+      "million positions</text>\n",
+      W / 2, a, b * 1e6);
+  add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", left, H - bottom, W - right,
+      H - bottom);
+  add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", left, top, left, H - bottom);
+  for (double e = y0; e <= y1; ++e)
+    add("<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", left - 6, py(std::pow(10, e)) + 4,
+        std::pow(10, e));
+  std::string fit, measured;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    add("<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.0fk</text>\n", px(lengths[i]), H - bottom + 16,
+        lengths[i] / 1024);
+    add("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"#1f77b4\"/>\n", px(lengths[i]), py(times[i]));
+    add("<text x=\"%.1f\" y=\"%.1f\" fill=\"#1f77b4\" text-anchor=\"end\">%.3f</text>\n", px(lengths[i]) - 6,
+        py(times[i]) - 6, times[i]);
+    std::snprintf(line, sizeof line, "%.1f,%.1f ", px(lengths[i]), py(a + b * lengths[i]));
+    fit += line;
+  }
+  add("<polyline fill=\"none\" stroke=\"#d62728\" stroke-dasharray=\"5,4\" points=\"%s\"/>\n", fit.c_str());
+  add("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">sequence length L (positions, log scale)</text>\n", W / 2,
+      H - 14);
+  add("<text x=\"18\" y=\"%.0f\" transform=\"rotate(-90 18 %.0f)\" text-anchor=\"middle\">forward ms (log "
+      "scale): measured (dots), fit (dashes)</text>\n</svg>\n",
+      H / 2, H / 2);
+  std::ofstream(path + ".tmp") << svg;
+  MAMBA_CHECK(std::rename((path + ".tmp").c_str(), path.c_str()) == 0, "scan_bench: could not write ", path);
+}
+
+// Forward time against L at batch 1, D 1536, N 16; returns the table, writes "scaling" JSON and
+// the plot.
+std::string length_scaling(std::ofstream& json, const std::string& svg_path) {
   const int D = 1536, N = 16;
   std::vector<double> lengths, times;
   // Long inputs repeat one random block of positions (drawing 10⁹ host randoms would take minutes).
@@ -95,7 +147,8 @@ std::string length_scaling(std::ofstream& json) {
          << "}";
   }
   json << "], \"fit_a_ms\": " << a << ", \"fit_b_ms_per_position\": " << b << "}";
-  return table;
+  write_scaling_svg(svg_path, lengths, times, a, b);
+  return table + "plot: " + svg_path + "\n";
 }
 
 // The scans a whole-model prefill runs (one per layer and chunk of 2048 positions): mamba-130m and
@@ -337,7 +390,9 @@ int main(int argc, char** argv) {
            << ", \"official_fwd_bwd_ms\": " << s.official_fwdbwd_ms << "}";
       std::fflush(stdout);
     }
-    if (!profile) table += length_scaling(json) + prefill_chunks();
+    const std::string stem =
+        json_path.size() > 5 && json_path.ends_with(".json") ? json_path.substr(0, json_path.size() - 5) : json_path;
+    if (!profile) table += length_scaling(json, stem + "_scaling.svg") + prefill_chunks();
   } catch (const Error& e) {
     std::fprintf(stderr, "scan_bench: %s\n", e.what());
     return 1;
