@@ -30,6 +30,8 @@
 #                              kind, idle gaps and what followed them, kernels by time (with BASE,
 #                              the same program built against that tree's library too)
 #   scripts/gpu/run.sh prefill-trace  CUPTI timelines of the prefill rows (1.4b batch 1, 130m batch 16)
+#   scripts/gpu/run.sh context  decode ms per token and peak GPU memory after prompts of 1k to 1M tokens
+#                              (130m shape): a table and $OUT/cuda_context.svg
 #   scripts/gpu/run.sh decode-products [BASE]  the decode step's products alone, chained in a graph: µs
 #                              per call and read rate (scripts/gpu/decode_product_bench.cpp); with BASE
 #                              against that tree's library too
@@ -322,6 +324,34 @@ for key, title in (('decode_ms_per_step', 'decode ms/step'), ('prefill_ms', 'pre
 PY
 }
 
+# Decode after prompts of 1k to 1M tokens (mamba-130m shape, bf16, batch 1): ms per token and peak
+# GPU memory (nvidia-smi, sampled every 200 ms) against context, a table and $out/cuda_context.svg.
+run_context() {
+  echo "== context"
+  local points="" c
+  printf '%10s %12s %16s %10s %16s\n' context "prefill ms" "decode ms/token" "state MiB" "peak GPU MiB"
+  for c in 1000 10000 100000 1000000; do
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$out/context_memory_$c.txt" &
+    local sampler=$!
+    "$build/mambacpp" bench --device cuda --shape 130m --dtype bf16 -p "$c" -g 128 --reps 1 --json \
+      >"$out/context_$c.json" 2>>"$out/context.log" || echo "context $c FAILED"
+    kill "$sampler"
+    local row
+    row=$(python3 - "$out/context_$c.json" "$out/context_memory_$c.txt" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+memory = max(int(l) for l in open(sys.argv[2]) if l.strip().isdigit())
+print(r["prompt_tokens"], f'{r["prefill_ms"]:.1f}', f'{r["decode_ms_per_step"]:.3f}', f'{r["state_mib"]:.2f}', memory)
+PY
+    )
+    set -- $row
+    printf '%10s %12s %16s %10s %16s\n' "$1" "$2" "$3" "$4" "$5"
+    points+="$1 $3 $5"$'\n'
+  done
+  awk -v title="mamba-130m on one H100: decode time and memory do not grow with context" \
+    -v memory="peak GPU memory MiB" -f scripts/plot_context.awk <<<"$points" >"$out/cuda_context.svg"
+}
+
 # The decode step's products alone (scripts/gpu/decode_product_bench.cpp): µs per call and read
 # rate; with BASE the same program against that tree's library too, alternately in two rounds.
 run_decode_products() {
@@ -452,6 +482,7 @@ case "$mode" in
   prefill-trace) run_shape_traces prefill "1.4b 1" "130m 16" ;;
   train-sizes-trace) run_shape_traces train "370m 4" "1.4b 2" ;;
   decode-trace) run_shape_traces decode "130m 1" "130m 16" "1.4b 1" "1.4b 16" ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]" >&2
+  context) run_context ;;
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context" >&2
     exit 2 ;;
 esac
