@@ -333,8 +333,12 @@ run_context() {
   for c in 1000 10000 100000 1000000; do
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$out/context_memory_$c.txt" &
     local sampler=$!
-    "$build/mambacpp" bench --device cuda --shape 130m --dtype bf16 -p "$c" -g 128 --reps 1 --json \
-      >"$out/context_$c.json" 2>>"$out/context.log" || echo "context $c FAILED"
+    if ! "$build/mambacpp" bench --device cuda --shape 130m --dtype bf16 -p "$c" -g 128 --reps 1 --json \
+      >"$out/context_$c.json" 2>>"$out/context.log"; then
+      kill "$sampler"
+      echo "context $c FAILED: $(tail -1 "$out/context.log")"
+      continue
+    fi
     kill "$sampler"
     local row
     row=$(python3 - "$out/context_$c.json" "$out/context_memory_$c.txt" <<'PY'
