@@ -267,7 +267,7 @@ run_train_sizes() {
     "$build/mambacpp" train --device cuda --dtype bf16 --preset "$1" --data "$out/tokens.u16" --data-format tokens \
       --vocab 50280 --batch "$2" --seq-len 2048 --steps 30 --schedule constant --lr 3e-4 --eval-batches 1 \
       --out "$dir" >"$out/train_$1.log" 2>&1 || { echo "training $1 FAILED"; tail -3 "$out/train_$1.log"; }
-    kill "$sampler"
+    kill "$sampler" 2>/dev/null || true  # nvidia-smi may have stopped by itself
     cp "$dir/metrics.jsonl" "$out/train_$1.jsonl" || true
     rm -rf "$dir"
   done
@@ -335,19 +335,25 @@ run_context() {
     local sampler=$!
     if ! "$build/mambacpp" bench --device cuda --shape 130m --dtype bf16 -p "$c" -g 128 --reps 1 --json \
       >"$out/context_$c.json" 2>>"$out/context.log"; then
-      kill "$sampler"
+      kill "$sampler" 2>/dev/null || true  # nvidia-smi may have stopped by itself
       echo "context $c FAILED: $(tail -1 "$out/context.log")"
       continue
     fi
-    kill "$sampler"
+    kill "$sampler" 2>/dev/null || true  # nvidia-smi may have stopped by itself
     local row
-    row=$(python3 - "$out/context_$c.json" "$out/context_memory_$c.txt" <<'PY'
+    if ! row=$(python3 - "$out/context_$c.json" "$out/context_memory_$c.txt" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-memory = max(int(l) for l in open(sys.argv[2]) if l.strip().isdigit())
+samples = [int(l) for l in open(sys.argv[2]) if l.strip().isdigit()]
+if not samples:
+    sys.exit(f"no GPU memory samples from nvidia-smi in {sys.argv[2]}")
+memory = max(samples)
 print(r["prompt_tokens"], f'{r["prefill_ms"]:.1f}', f'{r["decode_ms_per_step"]:.3f}', f'{r["state_mib"]:.2f}', memory)
 PY
-    )
+    ); then
+      echo "context $c FAILED (its JSON or memory samples: see the line above)"
+      continue
+    fi
     set -- $row
     printf '%10s %12s %16s %10s %16s\n' "$1" "$2" "$3" "$4" "$5"
     points+="$1 $3 $5"$'\n'

@@ -78,7 +78,7 @@ void write_scaling_svg(const std::string& path, const std::vector<double>& lengt
   for (double e = y0; e <= y1; ++e)
     add("<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", left - 6, py(std::pow(10, e)) + 4,
         std::pow(10, e));
-  std::string fit, measured;
+  std::string fit;
   for (size_t i = 0; i < lengths.size(); ++i) {
     add("<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.0fk</text>\n", px(lengths[i]), H - bottom + 16,
         lengths[i] / 1024);
@@ -88,14 +88,20 @@ void write_scaling_svg(const std::string& path, const std::vector<double>& lengt
     std::snprintf(line, sizeof line, "%.1f,%.1f ", px(lengths[i]), py(a + b * lengths[i]));
     fit += line;
   }
-  add("<polyline fill=\"none\" stroke=\"#d62728\" stroke-dasharray=\"5,4\" points=\"%s\"/>\n", fit.c_str());
+  svg += "<polyline fill=\"none\" stroke=\"#d62728\" stroke-dasharray=\"5,4\" points=\"" + fit + "\"/>\n";
   add("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">sequence length L (positions, log scale)</text>\n", W / 2,
       H - 14);
   add("<text x=\"18\" y=\"%.0f\" transform=\"rotate(-90 18 %.0f)\" text-anchor=\"middle\">forward ms (log "
       "scale): measured (dots), fit (dashes)</text>\n</svg>\n",
       H / 2, H / 2);
-  std::ofstream(path + ".tmp") << svg;
-  MAMBA_CHECK(std::rename((path + ".tmp").c_str(), path.c_str()) == 0, "scan_bench: could not write ", path);
+  {
+    std::ofstream out(path + ".tmp");
+    out << svg;
+    out.close();
+    MAMBA_CHECK(out.good(), "scan_bench: could not write ", path, ".tmp");
+  }
+  MAMBA_CHECK(std::rename((path + ".tmp").c_str(), path.c_str()) == 0, "scan_bench: could not rename ", path,
+              ".tmp to ", path);
 }
 
 // Forward time against L at batch 1, D 1536, N 16; returns the table, writes "scaling" JSON and
