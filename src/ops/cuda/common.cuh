@@ -83,6 +83,20 @@ __device__ __forceinline__ void store_packed(T* dst, const float (&src)[kN]) {
   *reinterpret_cast<PackedVector<T, kN>*>(dst) = u.vec;
 }
 
+// 16 bytes from device to shared memory without a register round trip; zeros when !valid.
+__device__ __forceinline__ void copy_async_16(void* dst, const void* src, bool valid) {
+  const auto to = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void commit_async_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// Waits until at most kPending of this thread's latest commit groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void wait_async_copies_but() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -5,12 +5,16 @@
 // W[column g][slice·32 + t·8 … + 7] as one 16-byte vector and x's rows g and g + 8 at the same
 // positions from shared memory; the reduction over k does not care which position goes into which
 // mma slot, so these 8 positions feed two m16n8k16 products (positions 0–3 and 4–7) as they lie,
-// with no shuffles. A block's 8 warps are `groups` column tiles × `splits` k ranges; the k ranges
-// are summed through shared memory, then the epilogue writes each column's value (+ bias) to its
-// output piece; piece 0's columns, with a conv step, are kept in shared memory and go through it
-// after the block's last tile. Blocks walk column tiles with a grid stride, so
-// x is staged once per block, and the next tile's weight loads are issued before the current
-// tile's products (double-buffered registers).
+// with no shuffles. For weights of at most kDecodeLargeWeight elements a warp's weight loads go by
+// cp.async into its own part of a shared-memory ring of kStages units (a unit: one tile's batch of
+// kBatch slices) without holding registers, so kStages units are in flight before the kernel waits
+// for the one before it, and kStages − 1 while it multiplies; each lane reads back only what it
+// copied itself. Larger weights, streamed for longer, go through registers, one unit ahead: the ring
+// read them more slowly (docs/perf/cuda_model.md, m46). A block's 8 warps are `groups` column tiles
+// × `splits` k ranges; the k ranges are summed through shared memory, then the epilogue writes each
+// column's value (+ bias) to its output piece; piece 0's columns, with a conv step, are kept in
+// shared memory and go through it after the block's last tile. Blocks walk column tiles with a grid
+// stride, so x is staged once per block.
 #include <algorithm>
 
 #include "ops/cuda/common.cuh"
@@ -22,19 +26,52 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kSlice = 32;  // positions of k per warp step: 4 lanes × 8
-constexpr int kBatch = 8;   // slices whose weight loads a warp keeps in flight
+constexpr int kBatch = 8;   // slices of one unit of a warp's weight stream
+constexpr size_t ring_bytes(int stages) { return size_t(stages) * kWarps * kBatch * 32 * sizeof(uint4); }
 // Staged rows are k + 8 bf16 long, so rows g = 0…7 start in different 16-byte bank groups and the
 // fragment loads of a warp take the minimum of 4 shared-memory wavefronts.
 constexpr int kRowPad = 8;
 // The most columns of a conv step's piece one block keeps in shared memory until its last tile.
 constexpr int kConvColumns = 128;
 
-// Shared memory: the staged rows, then kWarps × 32 float4 for the k-split partial sums (before the
-// products, the pre-norm's chunk sums), then one rstd per row, then with a conv step the block's
-// conv-column sums ([rows][kConvColumns] f32), which go through the conv step after the last tile.
-size_t shared_bytes(int64_t rows, int64_t k, bool conv) {
-  return size_t(rows) * size_t(k + kRowPad) * sizeof(__nv_bfloat16) + kWarps * 32 * sizeof(float4) +
-         kDecodeMaxRows * sizeof(float) + (conv ? size_t(rows) * kConvColumns * sizeof(float) : 0);
+// Shared memory: the weight ring ([stages][kWarps][kBatch][32 lanes] uint4), the staged rows, then
+// kWarps × 32 float4 for the k-split partial sums (before the products, the pre-norm's chunk sums),
+// then one rstd per row, then with a conv step the block's conv-column sums ([rows][kConvColumns]
+// f32), which go through the conv step after the last tile.
+size_t shared_bytes(int stages, int64_t rows, int64_t k, bool conv) {
+  return ring_bytes(stages) + size_t(rows) * size_t(k + kRowPad) * sizeof(__nv_bfloat16) +
+         kWarps * 32 * sizeof(float4) + kDecodeMaxRows * sizeof(float) +
+         (conv ? size_t(rows) * kConvColumns * sizeof(float) : 0);
+}
+
+int device_attribute(cudaDeviceAttr attribute) {
+  int device = 0, value = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&value, attribute, device), "cudaDeviceGetAttribute");
+  return value;
+}
+
+// The most shared memory a block may take, and the most with two blocks on an SM (the plans below
+// count on two; the ring is sized to keep them).
+size_t block_limit() {
+  static const size_t limit = size_t(device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin));
+  return limit;
+}
+size_t two_block_limit() {
+  static const size_t limit =
+      std::min(block_limit(), size_t(device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor) -
+                                     2 * device_attribute(cudaDevAttrReservedSharedMemoryPerBlock)) /
+                                  2);
+  return limit;
+}
+
+// Units of the weight ring: 3 where two blocks still fit on an SM with them, else 2 (one block per
+// SM: at 16 rows of the 130m shape still faster than registers at two, docs/perf/cuda_model.md m46);
+// 0 (registers) for weights past kDecodeLargeWeight elements or rows past 2048 positions.
+int stages_for(int64_t rows, int64_t k, int64_t n, bool conv) {
+  if (n * k > kDecodeLargeWeight || k > kDecodeLongestRowAbove4) return 0;
+  if (shared_bytes(3, rows, k, conv) <= two_block_limit()) return 3;
+  return shared_bytes(2, rows, k, conv) <= block_limit() ? 2 : 0;
 }
 
 // How a product is split: warps split k while each keeps at least 4 slices (4 weight loads of 16
@@ -50,10 +87,10 @@ Plan plan(int64_t k, int64_t n) {
   while (splits < kWarps && slices / (splits * 2) >= 4) splits *= 2;
   const int groups = kWarps / splits;
   const int64_t tiles = (n + 8 * groups - 1) / (8 * groups);
-  // Two blocks fit on an SM (128 registers per thread); more tiles are walked by the same blocks,
-  // which then stage (and normalise) x once for all of them. Every block reads all rows of x from
-  // L2, which at 16 rows is more traffic than the weight's, yet two blocks per SM still beat one
-  // there (130m batch 16: 0.90 → 0.86 ms per step, docs/perf/cuda_model.md, m27).
+  // Two blocks fit on an SM (their shared memory is kept within half of it: stages_for); more tiles are walked by the
+  // same blocks, which then stage (and normalise) x once for all of them. Every block reads all rows of x from L2,
+  // which at 16 rows is more traffic than the weight's, yet two blocks per SM still beat one there (130m batch 16: 0.90
+  // → 0.86 ms per step, docs/perf/cuda_model.md, m27).
   const int grid = int(std::min<int64_t>(tiles, 2 * multiprocessor_count()));
   return {splits, groups, (slices + splits - 1) / splits, grid};
 }
@@ -247,12 +284,15 @@ __device__ void conv_steps(const DecodeMatvecArgs& p, const float* conv_sums) {
   }
 }
 
-template <int kGroups>
+template <int kGroups, int kStages>
 __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArgs p, int slices_per_split) {
   extern __shared__ __align__(16) unsigned char shared[];
   constexpr int kSplits = kWarps / kGroups;
-  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(shared);
-  float4* partial = reinterpret_cast<float4*>(shared + size_t(p.rows) * (p.k + kRowPad) * sizeof(__nv_bfloat16));
+  constexpr size_t kRingBytes = ring_bytes(kStages);
+  uint4* ring = reinterpret_cast<uint4*>(shared);
+  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(shared + kRingBytes);
+  float4* partial =
+      reinterpret_cast<float4*>(shared + kRingBytes + size_t(p.rows) * (p.k + kRowPad) * sizeof(__nv_bfloat16));
   float* conv_sums = reinterpret_cast<float*>(partial + kWarps * 32) + kDecodeMaxRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int group = warp % kGroups, split = warp / kGroups;
@@ -262,20 +302,43 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
   // Every warp runs the same number of batches per tile, so the block's barriers line up.
   const int batches = (slices_per_split + kBatch - 1) / kBatch;
 
-  auto load = [&](uint4(&w)[kBatch], int tile, int batch) {
+  // Calls f(i, source, inside) for the 16-byte weight pieces of (tile, batch) this lane multiplies.
+  auto for_pieces = [&](int tile, int batch, auto f) {
     const int column = (tile * kGroups + group) * 8 + g;
     const __nv_bfloat16* row = p.weight + int64_t(column) * p.k + t * 8;
 #pragma unroll
     for (int i = 0; i < kBatch; ++i) {
       const int s = first_slice + batch * kBatch + i;
       const bool inside = column < p.n && s < end_slice && s * kSlice + t * 8 < p.k;
-      w[i] = inside ? __ldg(reinterpret_cast<const uint4*>(row + s * kSlice)) : make_uint4(0, 0, 0, 0);
+      f(i, inside ? row + s * kSlice : p.weight, inside);
     }
   };
-
+  // Registers: two units, the next one's loads issued before this one is multiplied.
   uint4 w[kBatch];
+  auto load = [&](uint4(&dst)[kBatch], int tile, int batch) {
+    for_pieces(tile, batch, [&](int i, const __nv_bfloat16* src, bool inside) {
+      dst[i] = inside ? __ldg(reinterpret_cast<const uint4*>(src)) : make_uint4(0, 0, 0, 0);
+    });
+  };
+  // Ring: the unit kStages ahead of the one multiplied goes into the slot that one leaves; each
+  // unit's copies are one commit group (empty past the walk, so that every wait counts the same groups).
+  int ahead_tile = blockIdx.x, ahead_batch = 0, slot = 0;
+  auto issue_ahead = [&](int into) {
+    if (ahead_tile < tiles) {
+      uint4* stage = ring + (into * kWarps + warp) * kBatch * 32 + lane;
+      for_pieces(ahead_tile, ahead_batch,
+                 [&](int i, const __nv_bfloat16* src, bool inside) { copy_async_16(stage + i * 32, src, inside); });
+      if (++ahead_batch == batches) ahead_batch = 0, ahead_tile += gridDim.x;
+    }
+    commit_async_copies();
+  };
+
   int tile = blockIdx.x, batch = 0;
-  load(w, tile, 0);  // before the wait: see decode_matvec.cuh
+  // Before the wait: see decode_matvec.cuh.
+  if constexpr (kStages > 0)
+    for (int into = 0; into < kStages; ++into) issue_ahead(into);
+  else
+    load(w, tile, 0);
   wait_for_previous_kernels();
   allow_next_kernel_launch();
   stage_rows(p, xs, reinterpret_cast<float*>(partial), reinterpret_cast<float*>(partial + kWarps * 32));
@@ -290,7 +353,11 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
     int next_tile = tile, next_batch = batch + 1;
     if (next_batch == batches) next_tile += gridDim.x, next_batch = 0;
     uint4 w_next[kBatch];
-    load(w_next, next_tile, next_batch);
+    if constexpr (kStages > 0)
+      wait_async_copies_but<kStages - 1>();  // this thread's copies of the unit have landed
+    else
+      load(w_next, next_tile, next_batch);
+    const uint4* stage = ring + (slot * kWarps + warp) * kBatch * 32 + lane;
 #pragma unroll
     for (int i = 0; i < kBatch; ++i) {
       const int s = first_slice + batch * kBatch + i;
@@ -301,8 +368,16 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
         if (has_lo) lo = *reinterpret_cast<const uint4*>(row_lo + position);
         if (has_hi) hi = *reinterpret_cast<const uint4*>(row_hi + position);
       }
-      mma_bf16(c, lo.x, hi.x, lo.y, hi.y, w[i].x, w[i].y);
-      mma_bf16(c, lo.z, hi.z, lo.w, hi.w, w[i].z, w[i].w);
+      const uint4 piece = kStages > 0 ? stage[i * 32] : w[i];
+      mma_bf16(c, lo.x, hi.x, lo.y, hi.y, piece.x, piece.y);
+      mma_bf16(c, lo.z, hi.z, lo.w, hi.w, piece.z, piece.w);
+    }
+    if constexpr (kStages > 0) {
+      issue_ahead(slot);  // the slot is read (the products above used it): refill it
+      slot = slot + 1 == kStages ? 0 : slot + 1;
+    } else {
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) w[i] = w_next[i];
     }
     if (next_batch == 0) {
       if constexpr (kSplits > 1) {
@@ -319,8 +394,6 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
       if constexpr (kSplits > 1) __syncthreads();  // partial is rewritten for the next tile
       c[0] = c[1] = c[2] = c[3] = 0.0f;
     }
-#pragma unroll
-    for (int i = 0; i < kBatch; ++i) w[i] = w_next[i];
     tile = next_tile, batch = next_batch;
   }
   if (p.conv_state) {
@@ -329,36 +402,43 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
   }
 }
 
-template <int kGroups>
-void launch(const DecodeMatvecArgs& p, const Plan& plan) {
-  const size_t bytes = shared_bytes(p.rows, p.k, p.conv_state != nullptr);
+template <int kGroups, int kStages>
+void launch_with(const DecodeMatvecArgs& p, const Plan& plan) {
+  const size_t bytes = shared_bytes(kStages, p.rows, p.k, p.conv_state != nullptr);
   static size_t allowed = 48 * 1024;
   if (bytes > allowed) {
-    check_cuda(
-        cudaFuncSetAttribute(decode_matvec_kernel<kGroups>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-        "cudaFuncSetAttribute (decode mat-vec)");
+    check_cuda(cudaFuncSetAttribute(decode_matvec_kernel<kGroups, kStages>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(bytes)),
+               "cudaFuncSetAttribute (decode mat-vec)");
     allowed = bytes;
   }
-  launch_overlapping("decode mat-vec", decode_matvec_kernel<kGroups>, dim3(unsigned(plan.grid)), dim3(kThreads), bytes,
-                     p, plan.slices_per_split);
+  launch_overlapping("decode mat-vec", decode_matvec_kernel<kGroups, kStages>, dim3(unsigned(plan.grid)),
+                     dim3(kThreads), bytes, p, plan.slices_per_split);
+}
+
+template <int kGroups>
+void launch(const DecodeMatvecArgs& p, const Plan& plan) {
+  switch (stages_for(p.rows, p.k, p.n, p.conv_state != nullptr)) {
+    case 3:
+      launch_with<kGroups, 3>(p, plan);
+      break;
+    case 2:
+      launch_with<kGroups, 2>(p, plan);
+      break;
+    default:
+      launch_with<kGroups, 0>(p, plan);
+  }
 }
 
 }  // namespace
 
 bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const void* weight, int64_t conv_channels) {
-  static const size_t limit = [] {
-    int device = 0, bytes = 0;
-    check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-    check_cuda(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-               "cudaDeviceGetAttribute");
-    return size_t(bytes);
-  }();
   if (rows < 1 || rows > kDecodeMaxRows || k <= 0 || k % 8 != 0 || n <= 0 || n > INT32_MAX / 2) return false;
   // The pre-norm's chunk sums (a row's chunks are 256 positions) fit where the partial sums go.
   const bool chunk_sums_fit = rows * ((k + 255) / 256) <= kWarps * 32 * 4;
   const bool conv_fits = conv_channels == 0 || conv_columns_per_block(plan(k, n), conv_channels) <= kConvColumns;
   return (rows <= 4 || (n * k <= kDecodeLargeWeight && k <= kDecodeLongestRowAbove4)) && chunk_sums_fit && conv_fits &&
-         aligned16(x) && aligned16(weight) && shared_bytes(rows, k, conv_channels > 0) <= limit;
+         aligned16(x) && aligned16(weight) && shared_bytes(0, rows, k, conv_channels > 0) <= block_limit();
 }
 
 void decode_matvec(const DecodeMatvecArgs& p) {

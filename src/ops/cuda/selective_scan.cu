@@ -677,14 +677,6 @@ struct alignas(16) GroupTile {
   T B[kTile][16], C[kTile][16];
 };
 
-// 16 bytes from device to shared memory without a register round trip; zeros when !valid.
-__device__ __forceinline__ void copy_async_16(void* dst, const void* src, bool valid) {
-  const auto to = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void commit_async_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
 // 2^x on the special-function unit, subnormal results flushed to zero (decays that small are 0 at
 // float32 precision anyway): exp2f adds a range fix-up of 2–3 instructions around it.
 __device__ __forceinline__ float exp2_approx(float x) {
