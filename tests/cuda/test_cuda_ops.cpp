@@ -371,7 +371,7 @@ TEST(CudaLinear, DecodeProductBf16) {
 TEST(CudaInProjectionStep, MatchesComposedReference) {
   SKIP_WITHOUT_GPU();
   const int width = 4, H = width - 1;
-  for (const auto& [d, C] : {std::pair{72, 37}, std::pair{70, 37}, std::pair{256, 9000}})
+  for (const auto& [d, C] : {std::pair{72, 37}, std::pair{70, 37}, std::pair{256, 9000}, std::pair{1000, 300}})
     for (int batch : {1, 3, 16})
       for (bool with_residual : {true, false}) {
         SCOPED_TRACE("d " + std::to_string(d) + " C " + std::to_string(C) + " batch " + std::to_string(batch) +

@@ -34,13 +34,17 @@ constexpr int kRowPad = 8;
 // The most columns of a conv step's piece one block keeps in shared memory until its last tile.
 constexpr int kConvColumns = 128;
 
+// The pre-norm's sums of squares are taken per chunk of a row: 32 vectors of 8 positions, one
+// warp-wide staging item each.
+__host__ __device__ constexpr int norm_chunks(int64_t k) { return int((k + 255) / 256); }
+
 // Shared memory: the weight ring ([stages][kWarps][kBatch][32 lanes] uint4), the staged rows, then
-// kWarps × 32 float4 for the k-split partial sums (before the products, the pre-norm's chunk sums),
-// then one rstd per row, then with a conv step the block's conv-column sums ([rows][kConvColumns]
+// kWarps × 32 float4 for the k-split partial sums, then with the pre-norm the chunk sums of squares
+// ([rows][norm_chunks] f32), then with a conv step the block's conv-column sums ([rows][kConvColumns]
 // f32), which go through the conv step after the last tile.
-size_t shared_bytes(int stages, int64_t rows, int64_t k, bool conv) {
+size_t shared_bytes(int stages, int64_t rows, int64_t k, bool conv, bool norm) {
   return ring_bytes(stages) + size_t(rows) * size_t(k + kRowPad) * sizeof(__nv_bfloat16) +
-         kWarps * 32 * sizeof(float4) + kDecodeMaxRows * sizeof(float) +
+         kWarps * 32 * sizeof(float4) + (norm ? size_t(rows) * norm_chunks(k) * sizeof(float) : 0) +
          (conv ? size_t(rows) * kConvColumns * sizeof(float) : 0);
 }
 
@@ -68,10 +72,10 @@ size_t two_block_limit() {
 // Units of the weight ring: 3 where two blocks still fit on an SM with them, else 2 (one block per
 // SM: at 16 rows of the 130m shape still faster than registers at two, docs/perf/cuda_model.md m46);
 // 0 (registers) for weights past kDecodeLargeWeight elements or rows past 2048 positions.
-int stages_for(int64_t rows, int64_t k, int64_t n, bool conv) {
+int stages_for(int64_t rows, int64_t k, int64_t n, bool conv, bool norm) {
   if (n * k > kDecodeLargeWeight || k > kDecodeLongestRowAbove4) return 0;
-  if (shared_bytes(3, rows, k, conv) <= two_block_limit()) return 3;
-  return shared_bytes(2, rows, k, conv) <= block_limit() ? 2 : 0;
+  if (shared_bytes(3, rows, k, conv, norm) <= two_block_limit()) return 3;
+  return shared_bytes(2, rows, k, conv, norm) <= block_limit() ? 2 : 0;
 }
 
 // How a product is split: warps split k while each keeps at least 4 slices (4 weight loads of 16
@@ -109,15 +113,18 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// The 8 positions of one staged vector: x (bf16) and, optionally, the residual (f32).
+// The 8 positions of one staged vector for the pre-norm: x (bf16), the residual (f32, zeros
+// without one) and the norm weight, all loaded before any is used.
 struct RowPiece {
   uint4 x;
-  float4 residual_lo, residual_hi;
+  float4 residual_lo, residual_hi, weight_lo, weight_hi;
 };
 
 __device__ __forceinline__ RowPiece load_piece(const DecodeMatvecArgs& p, int row, int position) {
   const int64_t at = int64_t(row) * p.k + position;
-  RowPiece piece{*reinterpret_cast<const uint4*>(p.x + at), make_float4(0, 0, 0, 0), make_float4(0, 0, 0, 0)};
+  RowPiece piece{*reinterpret_cast<const uint4*>(p.x + at), make_float4(0, 0, 0, 0), make_float4(0, 0, 0, 0),
+                 *reinterpret_cast<const float4*>(p.norm_weight + position),
+                 *reinterpret_cast<const float4*>(p.norm_weight + position + 4)};
   if (p.residual) {
     piece.residual_lo = *reinterpret_cast<const float4*>(p.residual + at);
     piece.residual_hi = *reinterpret_cast<const float4*>(p.residual + at + 4);
@@ -138,27 +145,30 @@ __device__ __forceinline__ void residual_sum(const RowPiece& piece, float (&s)[8
 }
 
 // Staging loops issue kStageUnroll vectors' loads per thread before using any, so that a block's
-// rows arrive in a few round trips to L2 rather than one per vector.
+// rows arrive in a few round trips to L2 rather than one per vector; the pre-norm's pieces are 20
+// registers each, so it takes kNormStageUnroll (at 4 the kernel would pass 128 registers).
 constexpr int kStageUnroll = 4;
+constexpr int kNormStageUnroll = 2;
 
-// The pieces of the pre-norm items base + u·kThreads, u < kStageUnroll (items are (row, vector)
+// The pieces of the pre-norm items base + u·kThreads, u < kNormStageUnroll (items are (row, vector)
 // with rows padded to per_row vectors; padding and items past the rows load nothing).
 __device__ __forceinline__ void load_pieces(const DecodeMatvecArgs& p, int base, int total, int per_row,
-                                            RowPiece (&pieces)[kStageUnroll]) {
+                                            RowPiece (&pieces)[kNormStageUnroll]) {
 #pragma unroll
-  for (int u = 0; u < kStageUnroll; ++u) {
+  for (int u = 0; u < kNormStageUnroll; ++u) {
     const int i = base + u * kThreads, v = i % per_row;
     if (i < total && v < p.k / 8) pieces[u] = load_piece(p, i / per_row, v * 8);
   }
 }
 
 // Stages the rows the product reads into shared memory ([rows][k + kRowPad] bf16): x, or with the
-// pre-norm RMSNorm(x + residual) ⊙ w rounded to bf16 as add_norm_forward stores it (block 0 also
-// writes residual_out). For the norm, each row is cut into chunks of 32 vectors of 8 positions,
-// one warp-wide item each, so a warp's sum of squares belongs to one row: the chunk sums go to
-// `chunk_sums` and each row's sum is taken over its chunks in order (no atomics: the result does
-// not depend on timing). The second pass re-reads the row, from L1.
-__device__ void stage_rows(const DecodeMatvecArgs& p, __nv_bfloat16* xs, float* chunk_sums, float* rstd) {
+// pre-norm s ⊙ w rounded to bf16, s = x + residual, in one pass (block 0 also writes s to
+// residual_out). The norm's 1/rms is a factor per row, so the product's sums are scaled by it
+// afterwards (row_rstd): the pass needs no row sum before it stores, and the product starts one
+// block barrier after the loads. The rows' sums of squares are taken per chunk (32 vectors of 8
+// positions, one warp-wide item each, so a warp's sum belongs to one row) into `chunk_sums`, and a
+// row's sum over its chunks in order (no atomics: the result does not depend on timing).
+__device__ void stage_rows(const DecodeMatvecArgs& p, __nv_bfloat16* xs, float* chunk_sums) {
   const int stride = p.k + kRowPad, vectors = p.k / 8;
   if (!p.norm_weight) {
     const int total = p.rows * vectors;
@@ -177,60 +187,48 @@ __device__ void stage_rows(const DecodeMatvecArgs& p, __nv_bfloat16* xs, float* 
     }
     return;
   }
-  const int lane = threadIdx.x % 32, per_row = (vectors + 31) / 32 * 32, total = p.rows * per_row;
+  const int lane = threadIdx.x % 32, per_row = norm_chunks(p.k) * 32, total = p.rows * per_row;
   // Items i = base + u·kThreads: a warp's 32 items share one row and chunk (per_row is whole warps).
-  for (int base = threadIdx.x; base < total; base += kThreads * kStageUnroll) {
-    RowPiece pieces[kStageUnroll];
+  for (int base = threadIdx.x; base < total; base += kThreads * kNormStageUnroll) {
+    RowPiece pieces[kNormStageUnroll];
     load_pieces(p, base, total, per_row, pieces);
 #pragma unroll
-    for (int u = 0; u < kStageUnroll; ++u) {
-      const int i = base + u * kThreads, v = i % per_row;
+    for (int u = 0; u < kNormStageUnroll; ++u) {
+      const int i = base + u * kThreads, r = i / per_row, v = i % per_row;
       if (i >= total) break;  // the same for the whole warp
       float squares = 0.0f;
       if (v < vectors) {
         float s[8];
         residual_sum(pieces[u], s);
+        if (blockIdx.x == 0) {
+          float4* out = reinterpret_cast<float4*>(p.residual_out + int64_t(r) * p.k + v * 8);
+          out[0] = make_float4(s[0], s[1], s[2], s[3]);
+          out[1] = make_float4(s[4], s[5], s[6], s[7]);
+        }
+        const float4 wa = pieces[u].weight_lo, wb = pieces[u].weight_hi;
+        const float w[8] = {wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w};
+        uint4 packed;
+        __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&packed);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) squares = fmaf(s[e], s[e], squares);
+        for (int e = 0; e < 4; ++e) {
+          squares = fmaf(s[2 * e], s[2 * e], squares);
+          squares = fmaf(s[2 * e + 1], s[2 * e + 1], squares);
+          pairs[e] = __floats2bfloat162_rn(s[2 * e] * w[2 * e], s[2 * e + 1] * w[2 * e + 1]);
+        }
+        *reinterpret_cast<uint4*>(xs + r * stride + v * 8) = packed;
       }
       squares = warp_sum(squares);
       if (lane == 0) chunk_sums[i / 32] = squares;
     }
   }
-  __syncthreads();
-  const int chunks = per_row / 32;
-  if (threadIdx.x < p.rows) {
-    float sum = 0.0f;
-    for (int c = 0; c < chunks; ++c) sum += chunk_sums[threadIdx.x * chunks + c];
-    rstd[threadIdx.x] = rsqrtf(sum / float(p.k) + p.eps);
-  }
-  __syncthreads();
-  for (int base = threadIdx.x; base < total; base += kThreads * kStageUnroll) {
-    RowPiece pieces[kStageUnroll];
-    load_pieces(p, base, total, per_row, pieces);
-#pragma unroll
-    for (int u = 0; u < kStageUnroll; ++u) {
-      const int i = base + u * kThreads, r = i / per_row, v = i % per_row;
-      if (i >= total || v >= vectors) continue;
-      float s[8];
-      residual_sum(pieces[u], s);
-      if (blockIdx.x == 0) {
-        float4* out = reinterpret_cast<float4*>(p.residual_out + int64_t(r) * p.k + v * 8);
-        out[0] = make_float4(s[0], s[1], s[2], s[3]);
-        out[1] = make_float4(s[4], s[5], s[6], s[7]);
-      }
-      const float4 wa = *reinterpret_cast<const float4*>(p.norm_weight + v * 8);
-      const float4 wb = *reinterpret_cast<const float4*>(p.norm_weight + v * 8 + 4);
-      const float w[8] = {wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w};
-      const float row_rstd = rstd[r];
-      uint4 packed;
-      __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&packed);
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        pairs[e] = __floats2bfloat162_rn(s[2 * e] * row_rstd * w[2 * e], s[2 * e + 1] * row_rstd * w[2 * e + 1]);
-      *reinterpret_cast<uint4*>(xs + r * stride + v * 8) = packed;
-    }
-  }
+}
+
+// 1/rms of staged row `row` (after the block barrier that follows stage_rows).
+__device__ __forceinline__ float row_rstd(const DecodeMatvecArgs& p, const float* chunk_sums, int row) {
+  const int chunks = norm_chunks(p.k);
+  float sum = 0.0f;
+  for (int c = 0; c < chunks; ++c) sum += chunk_sums[row * chunks + c];
+  return rsqrtf(sum / float(p.k) + p.eps);
 }
 
 // The causal conv step + SiLU of one channel of one row, as conv_step_kernel computes it; the
@@ -249,16 +247,16 @@ __device__ float conv_step(const DecodeMatvecArgs& p, int row, int channel, int 
 }
 
 // Writes the mma accumulator of column tile `tile` (c0, c1: row g, columns 2t, 2t + 1; c2, c3:
-// row g + 8) to the output pieces; columns of a conv step's piece go to `conv_sums` (slot
-// `conv_slot` + their place in the tile) and through the conv step after the block's last tile,
-// all at once: the step's loads of the conv state would otherwise hold up every tile.
-__device__ void store_tile(const DecodeMatvecArgs& p, int tile, const float (&c)[4], int g, int t, float* conv_sums,
-                           int conv_slot) {
+// row g + 8), scaled by its row's factor (the pre-norm's 1/rms, else 1), to the output pieces; columns of a conv step's
+// piece go to `conv_sums` (slot `conv_slot` + their place in the tile) and through the conv step after the block's last
+// tile, all at once: the step's loads of the conv state would otherwise hold up every tile.
+__device__ void store_tile(const DecodeMatvecArgs& p, int tile, const float (&c)[4], float scale_lo, float scale_hi,
+                           int g, int t, float* conv_sums, int conv_slot) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int row = g + (i >= 2 ? 8 : 0), column = tile * 8 + 2 * t + (i & 1);
     if (row >= p.rows || column >= p.n) continue;
-    const float v = c[i] + (p.bias ? p.bias[column] : 0.0f);
+    const float v = c[i] * (i >= 2 ? scale_hi : scale_lo) + (p.bias ? p.bias[column] : 0.0f);
     int piece = 0;
     while (piece + 1 < p.pieces && column >= p.piece_begin[piece + 1]) ++piece;
     const int width = p.piece_begin[piece + 1] - p.piece_begin[piece], j = column - p.piece_begin[piece];
@@ -293,7 +291,8 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
   __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(shared + kRingBytes);
   float4* partial =
       reinterpret_cast<float4*>(shared + kRingBytes + size_t(p.rows) * (p.k + kRowPad) * sizeof(__nv_bfloat16));
-  float* conv_sums = reinterpret_cast<float*>(partial + kWarps * 32) + kDecodeMaxRows;
+  float* chunk_sums = reinterpret_cast<float*>(partial + kWarps * 32);
+  float* conv_sums = chunk_sums + (p.norm_weight ? p.rows * norm_chunks(p.k) : 0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int group = warp % kGroups, split = warp / kGroups;
   const int tiles = (p.n + 8 * kGroups - 1) / (8 * kGroups);
@@ -341,13 +340,15 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
     load(w, tile, 0);
   wait_for_previous_kernels();
   allow_next_kernel_launch();
-  stage_rows(p, xs, reinterpret_cast<float*>(partial), reinterpret_cast<float*>(partial + kWarps * 32));
+  stage_rows(p, xs, chunk_sums);
   __syncthreads();
 
   const int stride = p.k + kRowPad;
   const __nv_bfloat16* row_lo = xs + g * stride;
   const __nv_bfloat16* row_hi = xs + (g + 8) * stride;
   const bool has_lo = g < p.rows, has_hi = g + 8 < p.rows;
+  const float scale_lo = p.norm_weight && has_lo ? row_rstd(p, chunk_sums, g) : 1.0f;
+  const float scale_hi = p.norm_weight && has_hi ? row_rstd(p, chunk_sums, g + 8) : 1.0f;
   float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   while (tile < int(tiles)) {
     int next_tile = tile, next_batch = batch + 1;
@@ -390,7 +391,8 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
           }
       }
       if (split == 0)
-        store_tile(p, tile * kGroups + group, c, g, t, conv_sums, (tile / int(gridDim.x)) * 8 * kGroups + group * 8);
+        store_tile(p, tile * kGroups + group, c, scale_lo, scale_hi, g, t, conv_sums,
+                   (tile / int(gridDim.x)) * 8 * kGroups + group * 8);
       if constexpr (kSplits > 1) __syncthreads();  // partial is rewritten for the next tile
       c[0] = c[1] = c[2] = c[3] = 0.0f;
     }
@@ -404,7 +406,7 @@ __global__ void __launch_bounds__(kThreads) decode_matvec_kernel(DecodeMatvecArg
 
 template <int kGroups, int kStages>
 void launch_with(const DecodeMatvecArgs& p, const Plan& plan) {
-  const size_t bytes = shared_bytes(kStages, p.rows, p.k, p.conv_state != nullptr);
+  const size_t bytes = shared_bytes(kStages, p.rows, p.k, p.conv_state != nullptr, p.norm_weight != nullptr);
   static size_t allowed = 48 * 1024;
   if (bytes > allowed) {
     check_cuda(cudaFuncSetAttribute(decode_matvec_kernel<kGroups, kStages>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -418,7 +420,7 @@ void launch_with(const DecodeMatvecArgs& p, const Plan& plan) {
 
 template <int kGroups>
 void launch(const DecodeMatvecArgs& p, const Plan& plan) {
-  switch (stages_for(p.rows, p.k, p.n, p.conv_state != nullptr)) {
+  switch (stages_for(p.rows, p.k, p.n, p.conv_state != nullptr, p.norm_weight != nullptr)) {
     case 3:
       launch_with<kGroups, 3>(p, plan);
       break;
@@ -434,11 +436,10 @@ void launch(const DecodeMatvecArgs& p, const Plan& plan) {
 
 bool decode_matvec_fits(int64_t rows, int64_t k, int64_t n, const void* x, const void* weight, int64_t conv_channels) {
   if (rows < 1 || rows > kDecodeMaxRows || k <= 0 || k % 8 != 0 || n <= 0 || n > INT32_MAX / 2) return false;
-  // The pre-norm's chunk sums (a row's chunks are 256 positions) fit where the partial sums go.
-  const bool chunk_sums_fit = rows * ((k + 255) / 256) <= kWarps * 32 * 4;
   const bool conv_fits = conv_channels == 0 || conv_columns_per_block(plan(k, n), conv_channels) <= kConvColumns;
-  return (rows <= 4 || (n * k <= kDecodeLargeWeight && k <= kDecodeLongestRowAbove4)) && chunk_sums_fit && conv_fits &&
-         aligned16(x) && aligned16(weight) && shared_bytes(0, rows, k, conv_channels > 0) <= block_limit();
+  // Shared memory counted with the pre-norm's chunk sums, whether or not the product has one.
+  return (rows <= 4 || (n * k <= kDecodeLargeWeight && k <= kDecodeLongestRowAbove4)) && conv_fits && aligned16(x) &&
+         aligned16(weight) && shared_bytes(0, rows, k, conv_channels > 0, true) <= block_limit();
 }
 
 void decode_matvec(const DecodeMatvecArgs& p) {

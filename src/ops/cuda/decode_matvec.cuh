@@ -2,7 +2,9 @@
 // W [n, k], reading W once for all rows on the tensor cores, in one kernel with the work around
 // it that would otherwise be kernels of its own:
 //   - before the product, optionally the residual add + RMSNorm of ops/norm.h (x is then the
-//     block input, and the kernel writes s = x + residual as residual_out);
+//     block input, and the kernel writes s = x + residual as residual_out): the product is taken
+//     of s ⊙ norm_weight rounded to bf16 and its sums scaled by each row's 1/rms, so that the
+//     staging needs no row sum before it stores;
 //   - after it, the columns go to up to three output tensors (split_columns without copies), and
 //     optionally the first one's columns pass through the causal conv step of ops/causal_conv1d.h
 //     with SiLU (its columns are the channels).
