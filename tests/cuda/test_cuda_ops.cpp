@@ -370,12 +370,20 @@ TEST(CudaLinear, DecodeProductBf16) {
 // shared memory for the conv step after the block's last tile.
 TEST(CudaInProjectionStep, MatchesComposedReference) {
   SKIP_WITHOUT_GPU();
-  const int width = 4, H = width - 1;
-  for (const auto& [d, C] : {std::pair{72, 37}, std::pair{70, 37}, std::pair{256, 9000}, std::pair{1000, 300}})
+  struct Case {
+    int d, C, width;
+    bool conv_bias;
+  };
+  // The model's conv width 4 with bias at every shape; widths 2, 3 and 5, with and without bias.
+  const Case cases[] = {{72, 37, 4, true},  {70, 37, 4, true}, {256, 9000, 4, true}, {1000, 300, 4, true},
+                        {72, 37, 2, false}, {72, 37, 5, true}, {1000, 300, 3, false}};
+  for (const auto& [d, C, width, with_conv_bias] : cases)
     for (int batch : {1, 3, 16})
       for (bool with_residual : {true, false}) {
-        SCOPED_TRACE("d " + std::to_string(d) + " C " + std::to_string(C) + " batch " + std::to_string(batch) +
-                     (with_residual ? " residual" : ""));
+        SCOPED_TRACE("d " + std::to_string(d) + " C " + std::to_string(C) + " width " + std::to_string(width) +
+                     " batch " + std::to_string(batch) + (with_residual ? " residual" : "") +
+                     (with_conv_bias ? " conv bias" : ""));
+        const int H = width - 1;
         Rng rng(uint64_t(90 + d + batch));
         const auto x = rounded(random_vector(rng, int64_t(batch) * d, -1, 1), DType::bf16);
         const auto residual = rounded(random_vector(rng, int64_t(batch) * d, -1, 1), DType::f32);
@@ -401,8 +409,13 @@ TEST(CudaInProjectionStep, MatchesComposedReference) {
           z_half.insert(z_half.end(), xz.begin() + b * 2 * C + C, xz.begin() + (b + 1) * 2 * C);
         }
         Tensor ref_state = cpu64(state, {batch, C, H});
-        const Tensor ref_x_conv = ops::ref::causal_conv1d_step(
-            {cpu64(x_half, {batch, C}), cpu64(conv_w, {C, width}), cpu64(conv_b, {C}), {}, {}, true}, ref_state);
+        const Tensor ref_x_conv = ops::ref::causal_conv1d_step({cpu64(x_half, {batch, C}),
+                                                                cpu64(conv_w, {C, width}),
+                                                                with_conv_bias ? cpu64(conv_b, {C}) : Tensor{},
+                                                                {},
+                                                                {},
+                                                                true},
+                                                               ref_state);
 
         Tensor gpu_state = on_gpu(state, {batch, C, H}, DType::f32);
         const ops::InProjectionOutputs out =
@@ -415,13 +428,52 @@ TEST(CudaInProjectionStep, MatchesComposedReference) {
                                      on_gpu(w, {2 * C, d}, DType::bf16),
                                      on_gpu(bias, {2 * C}, DType::f32),
                                      on_gpu(conv_w, {C, 1, width}, DType::f32),
-                                     on_gpu(conv_b, {C}, DType::f32)},
+                                     with_conv_bias ? on_gpu(conv_b, {C}, DType::f32) : Tensor{}},
                                     gpu_state);
         EXPECT_LT(error_vs(out.x_conv, ref_x_conv.to_double_vector()), 1e-2);
         EXPECT_LT(error_vs(out.z, z_half), 1e-2);
         EXPECT_LT(error_vs(out.residual_out, ref_norm.residual_out.to_double_vector()), 1e-6);
         EXPECT_LT(error_vs(gpu_state, ref_state.to_double_vector()), 1e-2);
       }
+}
+
+// Two steps launched back to back (the second, an overlapping launch, may start before the first
+// ends) must chain: the second reads the conv state the first wrote.
+TEST(CudaInProjectionStep, BackToBackStepsChainTheConvState) {
+  SKIP_WITHOUT_GPU();
+  const int d = 1000, C = 300, width = 4, H = width - 1, batch = 2;
+  Rng rng(4242);
+  const auto norm_w = rounded(random_vector(rng, d, 0.5, 1.5), DType::f32);
+  const auto w = rounded(random_vector(rng, 2 * C * d, -0.3, 0.3), DType::bf16);
+  const auto conv_w = rounded(random_vector(rng, C * width, -0.5, 0.5), DType::f32);
+  const auto conv_b = rounded(random_vector(rng, C, -0.5, 0.5), DType::f32);
+  const auto state = rounded(random_vector(rng, int64_t(batch) * C * H, -1, 1), DType::f32);
+  std::vector<std::vector<double>> xs;
+  for (int step = 0; step < 2; ++step)
+    xs.push_back(rounded(random_vector(rng, int64_t(batch) * d, -1, 1), DType::bf16));
+
+  const Tensor gpu_norm_w = on_gpu(norm_w, {d}, DType::f32), gpu_w = on_gpu(w, {2 * C, d}, DType::bf16);
+  const Tensor gpu_conv_w = on_gpu(conv_w, {C, width}, DType::f32), gpu_conv_b = on_gpu(conv_b, {C}, DType::f32);
+  const Tensor gpu_x[2] = {on_gpu(xs[0], {batch, d}, DType::bf16), on_gpu(xs[1], {batch, d}, DType::bf16)};
+  Tensor gpu_state = on_gpu(state, {batch, C, H}, DType::f32);
+  std::vector<ops::InProjectionOutputs> outs;
+  for (int step = 0; step < 2; ++step)
+    outs.push_back(ops::in_projection_step(
+        {{gpu_x[step], {}, gpu_norm_w, {}, 1e-5f, ops::NormKind::rms}, gpu_w, {}, gpu_conv_w, gpu_conv_b}, gpu_state));
+
+  Tensor ref_state = cpu64(state, {batch, C, H});
+  for (int step = 0; step < 2; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    const ops::NormOutputs normed = ops::ref::add_norm_forward(
+        {cpu64(xs[step], {batch, d}), {}, cpu64(norm_w, {d}), {}, 1e-5f, ops::NormKind::rms});
+    const std::vector<double> xz = ops::ref::linear_forward(normed.out, cpu64(w, {2 * C, d}), {}).to_double_vector();
+    std::vector<double> x_half;
+    for (int b = 0; b < batch; ++b) x_half.insert(x_half.end(), xz.begin() + b * 2 * C, xz.begin() + b * 2 * C + C);
+    const Tensor ref_x_conv = ops::ref::causal_conv1d_step(
+        {cpu64(x_half, {batch, C}), cpu64(conv_w, {C, width}), cpu64(conv_b, {C}), {}, {}, true}, ref_state);
+    EXPECT_LT(error_vs(outs[step].x_conv, ref_x_conv.to_double_vector()), 1e-2);
+  }
+  EXPECT_LT(error_vs(gpu_state, ref_state.to_double_vector()), 1e-2);
 }
 
 // Where the fused kernel does not run (more than 4 rows; d = 70: not a multiple of 8; f32 x), up
