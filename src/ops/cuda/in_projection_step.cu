@@ -1,4 +1,4 @@
-// The CUDA in-projection of a decode step (ops/in_projection_step.h): up to 4 sequences, one
+// The CUDA in-projection of a decode step (ops/in_projection_step.h): up to 16 sequences, one
 // decode_matvec launch with the RMSNorm prologue and the conv-step epilogue on the x half where it
 // fits; else, for up to kOneProductCudaRows sequences, the norm, one product over all of W_in (as
 // linear_forward_split runs it there) and one kernel for the conv step of the x half and the copy
@@ -12,14 +12,6 @@
 namespace mamba::ops::cuda {
 
 namespace {
-// Above this many sequences every block of the fused kernel stages all rows of x and the residual
-// and normalises them itself (at 16 rows of the 130m shape, 72 KB per block over 264 blocks): the
-// three kernels of the product path took 0.739 / 0.756 ms a 130m batch-16 step against
-// 0.810 / 0.825 (docs/perf/cuda_model.md m31), while at one row the fused kernel stays faster
-// (130m 0.458 / 0.453 against 0.478 / 0.467 ms, 1.4b 1.73 / 1.75 against 1.88 / 1.90). 4 is where
-// the decode product itself changes its staging (decode_matvec.cuh); 5–15 rows were not measured.
-constexpr int64_t kFusedMaxRows = 4;
-
 std::optional<InProjectionOutputs> product_then_conv_step(const InProjectionStep& in, Tensor& conv_state) {
   const int64_t batch = in.norm.x.size(0), channels = in.conv_weight.size(0);
   if (batch > kOneProductCudaRows || in.weight.size(1) == 0) return std::nullopt;
@@ -38,7 +30,11 @@ std::optional<InProjectionOutputs> in_projection_step(const InProjectionStep& in
   const int64_t batch = x.size(0), d = x.size(1), channels = in.conv_weight.size(0);
   const bool residual_fits =
       !in.norm.residual.defined() || (in.norm.residual.dtype() == DType::f32 && aligned16(in.norm.residual.raw()));
-  if (batch > kFusedMaxRows || x.dtype() != DType::bf16 || in.weight.dtype() != DType::bf16 || !residual_fits ||
+  // At 16 rows of the 130m shape every block stages and normalises all rows (72 KB of x and the
+  // residual per block over 96 blocks), yet since the staging is one pass (docs/perf/cuda_model.md
+  // m47, m49) the fused kernel beats the three kernels of the product path there too (0.654 against
+  // 0.667 ms a step); it was slower with two passes (m31).
+  if (x.dtype() != DType::bf16 || in.weight.dtype() != DType::bf16 || !residual_fits ||
       !decode_matvec_fits(batch, d, 2 * channels, x.raw(), in.weight.raw(), channels))
     return product_then_conv_step(in, conv_state);
   require_cuda_tensor(conv_state, "in_projection_step conv state");
