@@ -6,17 +6,18 @@
 //   [x' | z]     = n · W_inᵀ + b_in                     (W_in [2C, d]; ops/linear.h)
 //   x_conv       = SiLU(causal_conv1d_step(x', conv_state))   (ops/causal_conv1d.h; state shifted in place)
 //
-// It is exactly add_norm_forward → linear_forward_split → causal_conv1d_step, and runs as those ops
+// It computes add_norm_forward → linear_forward_split → causal_conv1d_step, and runs as those ops
 // wherever a fused path does not apply. On CUDA, bf16 x with a bf16 W_in and at most 16 sequences
 // run as one kernel where decode_matvec_fits (ops/cuda/decode_matvec.cuh: above 4 sequences only
-// for W_in of at most 4M elements): the decode step is a chain of latency-bound
-// kernels, and this one replaces three. It stages s ⊙ w_norm rounded to bf16 and scales the
-// product's float32 sums by the row's 1/sqrt(mean(s²) + eps) (the same value in exact arithmetic;
-// the separate ops round n itself, so the two differ in n's last bf16 bit), and rounds x' to bf16
-// before the conv step as the ops store it. Other CUDA inputs of up to kOneProductCudaRows sequences
-// (the 1.4b shape at batch 16) run as the norm, one product, and one kernel for the conv step of
-// the x half and the copy of the z half: the ops exactly, with one launch fewer. On the CPU, the products of the
-// streaming kernel (few sequences, ops/cpu/gemm.h) run with the conv step in one pool run, bitwise equal to the ops.
+// for W_in of at most 4M elements): the decode step is a chain of latency-bound kernels, and this
+// one replaces three. It stages s ⊙ w_norm rounded to bf16 and scales the product's float32 sums by
+// the row's 1/sqrt(mean(s²) + eps) (the same value in exact arithmetic; the separate ops round n
+// itself, so the two differ in n's last bf16 bit), and rounds x' to bf16 before the conv step as
+// the ops store it. Other CUDA inputs of up to kOneProductCudaRows sequences (the 1.4b shape at
+// batch 16) run as the norm, one product, and one kernel for the conv step of the x half and the
+// copy of the z half: the ops exactly, with one launch fewer. On the CPU, the products of the
+// streaming kernel (few sequences, ops/cpu/gemm.h) run with the conv step in one pool run, bitwise
+// equal to the ops.
 #pragma once
 #include <optional>
 

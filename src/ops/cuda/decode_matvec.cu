@@ -91,10 +91,11 @@ Plan plan(int64_t k, int64_t n) {
   while (splits < kWarps && slices / (splits * 2) >= 4) splits *= 2;
   const int groups = kWarps / splits;
   const int64_t tiles = (n + 8 * groups - 1) / (8 * groups);
-  // Two blocks fit on an SM (their shared memory is kept within half of it: stages_for); more tiles are walked by the
-  // same blocks, which then stage (and normalise) x once for all of them. Every block reads all rows of x from L2,
-  // which at 16 rows is more traffic than the weight's, yet two blocks per SM still beat one there (130m batch 16: 0.90
-  // → 0.86 ms per step, docs/perf/cuda_model.md, m27).
+  // Two blocks fit on an SM (their shared memory is kept within half of it: stages_for); more
+  // tiles are walked by the same blocks, which then stage (and normalise) x once for all of them.
+  // Every block reads all rows of x from L2, which at 16 rows is more traffic than the weight's,
+  // yet two blocks per SM still beat one there (130m batch 16: 0.90 → 0.86 ms per step,
+  // docs/perf/cuda_model.md, m27).
   const int grid = int(std::min<int64_t>(tiles, 2 * multiprocessor_count()));
   return {splits, groups, (slices + splits - 1) / splits, grid};
 }
@@ -247,9 +248,10 @@ __device__ float conv_step(const DecodeMatvecArgs& p, int row, int channel, int 
 }
 
 // Writes the mma accumulator of column tile `tile` (c0, c1: row g, columns 2t, 2t + 1; c2, c3:
-// row g + 8), scaled by its row's factor (the pre-norm's 1/rms, else 1), to the output pieces; columns of a conv step's
-// piece go to `conv_sums` (slot `conv_slot` + their place in the tile) and through the conv step after the block's last
-// tile, all at once: the step's loads of the conv state would otherwise hold up every tile.
+// row g + 8), scaled by its row's factor (the pre-norm's 1/rms, else 1), to the output pieces;
+// columns of a conv step's piece go to `conv_sums` (slot `conv_slot` + their place in the tile) and
+// through the conv step after the block's last tile, all at once: the step's loads of the conv
+// state would otherwise hold up every tile.
 __device__ void store_tile(const DecodeMatvecArgs& p, int tile, const float (&c)[4], float scale_lo, float scale_hi,
                            int g, int t, float* conv_sums, int conv_slot) {
 #pragma unroll
