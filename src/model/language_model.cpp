@@ -624,7 +624,7 @@ Tensor LanguageModel::step(InferenceState& state, const Tensor& ids_in) {
   return step_checked(state, host_ids);
 }
 
-Tensor LanguageModel::step_checked(InferenceState& state, const Tensor& ids) {
+Tensor LanguageModel::step_checked(InferenceState& state, const Tensor& ids, bool copy_logits) {
   if (!record_inference_ || !RecordedWork::supported(device_))
     return step_eager(state, ids.to(device_), /*ids_checked=*/true);
   std::vector<const void*> buffers;
@@ -647,7 +647,7 @@ Tensor LanguageModel::step_checked(InferenceState& state, const Tensor& ids) {
     r.work = std::make_unique<RecordedWork>([&] { r.logits = step_eager(state, r.ids, /*ids_checked=*/true); });
   }
   rec->work->replay();
-  return rec->logits.clone();
+  return copy_logits ? rec->logits.clone() : rec->logits;
 }
 
 Tensor LanguageModel::greedy_steps(InferenceState& state, const Tensor& ids, int64_t steps) {
@@ -656,8 +656,9 @@ Tensor LanguageModel::greedy_steps(InferenceState& state, const Tensor& ids, int
   Tensor chosen = Tensor::empty({steps, state.batch}, DType::i32, device_);
   Tensor next = ids;
   for (int64_t s = 0; s < steps; ++s) {
-    // Only the first ids come from the caller; the argmax's are inside the vocabulary.
-    const Tensor logits = s == 0 ? step(state, next) : step_checked(state, next);
+    // Only the first ids come from the caller; the argmax's are inside the vocabulary. The argmax
+    // is queued before the next replay overwrites the recording's logits, so they need no copy.
+    const Tensor logits = s == 0 ? step(state, next) : step_checked(state, next, /*copy_logits=*/false);
     next = chosen.slice(s, s + 1).view({state.batch});
     next.copy_from(ops::argmax_rows(logits, vocab));
   }

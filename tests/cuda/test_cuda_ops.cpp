@@ -518,23 +518,29 @@ TEST(CudaInProjectionStep, ProductPathEqualsTheOps) {
 }
 
 // The GPU argmax against the reference on random rows with planted ties (the first wins) and
-// NaN, f32 and bf16, rows longer than a block's threads, only the first `columns` counted.
+// NaN, f32 and bf16, rows longer than a block's threads, only the first `columns` counted. Rows of
+// 5003 read one element at a time; rows of 50,280 (the vocabulary) as 16-byte vectors, in several
+// rounds, and with 50,277 columns the last few one at a time (row 0's maximum lies there).
 TEST(CudaArgmax, MatchesReference) {
   SKIP_WITHOUT_GPU();
-  const int M = 16, V = 5003;
-  for (DType dtype : {DType::f32, DType::bf16}) {
-    Rng rng(77);
-    auto x = rounded(random_vector(rng, int64_t(M) * V, -4, 4), dtype);
-    for (int m = 0; m < M; ++m) {
-      x[size_t(m * V + 7 * m + 11)] = 9;  // a tie: the earlier one wins
-      x[size_t(m * V + V - 1 - m)] = 9;
-      x[size_t(m * V + 3)] = std::nan("");
-    }
-    const Tensor gx = on_gpu(x, {M, V}, dtype);
-    for (int64_t columns : {int64_t(-1), int64_t(4000)}) {
-      const Tensor want = ops::ref::argmax_rows(cpu64(x, {M, V}), columns);
-      const Tensor got = ops::argmax_rows(gx, columns);
-      EXPECT_EQ(got.to_double_vector(), want.to_double_vector()) << dtype_name(dtype) << " columns " << columns;
+  const int M = 16;
+  for (int V : {5003, 50280}) {
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      Rng rng(77);
+      auto x = rounded(random_vector(rng, int64_t(M) * V, -4, 4), dtype);
+      for (int m = 0; m < M; ++m) {
+        x[size_t(m * V + 7 * m + 11)] = 9;  // a tie: the earlier one wins
+        x[size_t(m * V + V - 1 - m)] = 9;
+        x[size_t(m * V + 3)] = std::nan("");
+      }
+      if (V == 50280) x[50276] = 10;
+      const Tensor gx = on_gpu(x, {M, V}, dtype);
+      for (int64_t columns : {int64_t(-1), int64_t(4000), int64_t(V == 50280 ? 50277 : 4001)}) {
+        const Tensor want = ops::ref::argmax_rows(cpu64(x, {M, V}), columns);
+        const Tensor got = ops::argmax_rows(gx, columns);
+        EXPECT_EQ(got.to_double_vector(), want.to_double_vector())
+            << dtype_name(dtype) << " V " << V << " columns " << columns;
+      }
     }
   }
 }

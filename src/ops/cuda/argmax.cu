@@ -1,6 +1,9 @@
 // CUDA argmax over rows (ops/argmax.h): one block per row; each thread keeps the best (value,
-// index) of its strided columns, then warps and the block combine them, the smaller index winning
-// ties, so the result is the first maximum whatever the thread count.
+// index) of its columns, then warps and the block combine them, the smaller index winning ties, so
+// the result is the first maximum whatever the thread count. Where rows start on 16-byte
+// boundaries a thread issues kRound 16-byte loads before it compares any: at batch 1 the row is
+// the whole step's tail, and one block with a load or two in flight per thread took ≈ 24 µs over
+// 50,280 logits.
 #include "ops/argmax.h"
 #include "ops/cuda/common.cuh"
 
@@ -8,7 +11,8 @@ namespace mamba::ops {
 namespace {
 using namespace cuda_detail;
 
-constexpr int kThreads = 512;
+constexpr int kThreads = 1024;
+constexpr int kRound = 4;
 
 struct Best {
   float value;
@@ -22,16 +26,36 @@ __device__ __forceinline__ Best better(Best a, Best b) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) argmax_kernel(const T* x, int64_t width, int columns, int32_t* out) {
+__global__ void __launch_bounds__(kThreads)
+    argmax_kernel(const T* x, int64_t width, int columns, bool vector_rows, int32_t* out) {
+  constexpr int kPer = 16 / int(sizeof(T));
   __shared__ Best partial[kThreads / 32];
   wait_for_previous_kernels();
   allow_next_kernel_launch();
   const T* row = x + int64_t(blockIdx.x) * width;
   Best best{0.0f, -1};
-  for (int j = threadIdx.x; j < columns; j += kThreads) {
-    const float v = to_float(row[j]);
+  auto consider = [&](float v, int j) {
     if (v == v) best = better(best, Best{v, j});  // NaN is never chosen
+  };
+  int scalar_from = 0;
+  if (vector_rows) {
+    const int vectors = columns / kPer;
+    for (int first = threadIdx.x; first < vectors; first += kThreads * kRound) {
+      float values[kRound][kPer];
+      int at[kRound];
+#pragma unroll
+      for (int r = 0; r < kRound; ++r) {
+        at[r] = min(first + r * kThreads, vectors - 1);  // past the end: the last vector again, which changes nothing
+        load_packed<T, kPer>(row + int64_t(at[r]) * kPer, values[r]);
+      }
+#pragma unroll
+      for (int r = 0; r < kRound; ++r)
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) consider(values[r][i], at[r] * kPer + i);
+    }
+    scalar_from = vectors * kPer;
   }
+  for (int j = scalar_from + threadIdx.x; j < columns; j += kThreads) consider(to_float(row[j]), j);
   for (int offset = 16; offset > 0; offset /= 2)
     best = better(
         best, Best{__shfl_xor_sync(0xffffffffu, best.value, offset), __shfl_xor_sync(0xffffffffu, best.index, offset)});
@@ -55,12 +79,13 @@ Tensor argmax_rows(const Tensor& x, int64_t columns) {
   MAMBA_CHECK(n <= INT32_MAX, "argmax_rows (cuda): rows of ", n, " columns are too long");
   Tensor out = Tensor::empty({rows}, DType::i32, Device::cuda);
   if (rows == 0) return out;
+  const bool vector_rows = aligned16(x.raw()) && width * int64_t(dtype_size(x.dtype())) % 16 == 0;
   if (x.dtype() == DType::f32)
     launch_overlapping("argmax_rows", argmax_kernel<float>, dim3(unsigned(rows)), dim3(kThreads), 0, x.data<float>(),
-                       width, int(n), out.data<int32_t>());
+                       width, int(n), vector_rows, out.data<int32_t>());
   else
     launch_overlapping("argmax_rows", argmax_kernel<__nv_bfloat16>, dim3(unsigned(rows)), dim3(kThreads), 0,
-                       static_cast<const __nv_bfloat16*>(x.raw()), width, int(n), out.data<int32_t>());
+                       static_cast<const __nv_bfloat16*>(x.raw()), width, int(n), vector_rows, out.data<int32_t>());
   return out;
 }
 
