@@ -638,7 +638,7 @@ Tensor LanguageModel::step_checked(InferenceState& state, const Tensor& ids, boo
     rec->weights_version = weights_version_;
     rec->ids = Tensor::empty({state.batch}, DType::i32, device_);
   }
-  rec->ids.copy_from(ids);
+  if (ids.raw() != rec->ids.raw()) rec->ids.copy_from(ids);  // greedy_steps writes them in place
   if (!rec->work) {
     // The first step runs as usual: it fills the caches (product plans, memory blocks, A) that
     // a recording must not create.
@@ -659,8 +659,11 @@ Tensor LanguageModel::greedy_steps(InferenceState& state, const Tensor& ids, int
     // Only the first ids come from the caller; the argmax's are inside the vocabulary. The argmax
     // is queued before the next replay overwrites the recording's logits, so they need no copy.
     const Tensor logits = s == 0 ? step(state, next) : step_checked(state, next, /*copy_logits=*/false);
-    next = chosen.slice(s, s + 1).view({state.batch});
-    next.copy_from(ops::argmax_rows(logits, vocab));
+    std::vector<Tensor> into{chosen.slice(s, s + 1).view({state.batch})};
+    // A recorded step reads its ids from the recording's input: the argmax writes them there too.
+    if (state.step_recording) into.push_back(state.step_recording->ids);
+    ops::argmax_rows_into(logits, vocab, into);
+    next = into.back();
   }
   return on_host(chosen);
 }

@@ -16,4 +16,16 @@ Tensor argmax_rows(const Tensor& x, int64_t columns) {
   MAMBA_OPS_DISPATCH(x.device(), "argmax_rows", argmax_rows(x, columns));
 }
 
+void argmax_rows_into(const Tensor& x, int64_t columns, const std::vector<Tensor>& into) {
+  check_argmax_inputs(x, columns);
+  MAMBA_CHECK(!into.empty() && into.size() <= 2, "argmax_rows_into: expected one or two outputs, got ", into.size());
+  for (const Tensor& out : into) {
+    MAMBA_CHECK(out.defined() && out.is_contiguous(), "argmax_rows_into: outputs must be contiguous tensors");
+    check_shape(out, {x.size(0)}, "argmax_rows_into output");
+    check_dtype(out, DType::i32, "argmax_rows_into output");
+    check_device(out, x.device(), "argmax_rows_into output");
+  }
+  MAMBA_OPS_DISPATCH(x.device(), "argmax_rows_into", argmax_rows_into(x, columns, into));
+}
+
 }  // namespace mamba::ops

@@ -540,6 +540,10 @@ TEST(CudaArgmax, MatchesReference) {
         const Tensor got = ops::argmax_rows(gx, columns);
         EXPECT_EQ(got.to_double_vector(), want.to_double_vector())
             << dtype_name(dtype) << " V " << V << " columns " << columns;
+        Tensor first = Tensor::zeros({M}, DType::i32, Device::cuda), second = first.clone();
+        ops::argmax_rows_into(gx, columns, {first, second});
+        EXPECT_EQ(first.to_double_vector(), want.to_double_vector());
+        EXPECT_EQ(second.to_double_vector(), want.to_double_vector());
       }
     }
   }

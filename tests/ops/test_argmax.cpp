@@ -23,6 +23,15 @@ TEST(OpsArgmax, FirstMaximumSkippingNaN) {
   EXPECT_EQ(all.to_double_vector(), (std::vector<double>{1, 1, 0, 3}));
   EXPECT_EQ(argmax_rows(x, 3).to_double_vector(), (std::vector<double>{1, 1, 0, 2}));
   EXPECT_THROW(argmax_rows(x, 5), Error);
+
+  // The same ids into one or two given tensors (a row of a larger result among them).
+  Tensor result = Tensor::zeros({3, 4}, DType::i32), input = Tensor::zeros({4}, DType::i32);
+  argmax_rows_into(x, 3, {result.slice(1, 2).view({4}), input});
+  EXPECT_EQ(result.to_double_vector(), (std::vector<double>{0, 0, 0, 0, 1, 1, 0, 2, 0, 0, 0, 0}));
+  EXPECT_EQ(input.to_double_vector(), (std::vector<double>{1, 1, 0, 2}));
+  EXPECT_THROW(argmax_rows_into(x, -1, {}), Error);
+  EXPECT_THROW(argmax_rows_into(x, -1, {Tensor::zeros({3}, DType::i32)}), Error);
+  EXPECT_THROW(argmax_rows_into(x, -1, {Tensor::zeros({4}, DType::f32)}), Error);
 }
 
 // The vectorised CPU path against the reference on rows that put ties, NaN, ±∞ and signed

@@ -54,4 +54,9 @@ Tensor argmax_rows(const Tensor& x, int64_t columns) {
   return out;
 }
 
+void argmax_rows_into(const Tensor& x, int64_t columns, const std::vector<Tensor>& into) {
+  const Tensor ids = argmax_rows(x, columns);
+  for (Tensor out : into) out.copy_from(ids);
+}
+
 }  // namespace mamba::ops::cpu

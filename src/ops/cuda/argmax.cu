@@ -27,7 +27,7 @@ __device__ __forceinline__ Best better(Best a, Best b) {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    argmax_kernel(const T* x, int64_t width, int columns, bool vector_rows, int32_t* out) {
+    argmax_kernel(const T* x, int64_t width, int columns, bool vector_rows, int32_t* out, int32_t* also_out) {
   constexpr int kPer = 16 / int(sizeof(T));
   __shared__ Best partial[kThreads / 32];
   wait_for_previous_kernels();
@@ -63,7 +63,9 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (threadIdx.x == 0) {
     for (int w = 1; w < kThreads / 32; ++w) best = better(best, partial[w]);
-    out[blockIdx.x] = best.index < 0 ? 0 : best.index;
+    const int32_t id = best.index < 0 ? 0 : best.index;
+    out[blockIdx.x] = id;
+    if (also_out) also_out[blockIdx.x] = id;
   }
 }
 
@@ -71,22 +73,32 @@ __global__ void __launch_bounds__(kThreads)
 
 namespace cuda {
 
-Tensor argmax_rows(const Tensor& x, int64_t columns) {
+namespace {
+void launch_argmax(const Tensor& x, int64_t columns, int32_t* out, int32_t* also_out) {
   require_cuda_tensor(x, "argmax_rows x");
   MAMBA_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::bf16, "argmax_rows (cuda): x must be f32 or bf16, got ",
               dtype_name(x.dtype()));
   const int64_t rows = x.size(0), width = x.size(1), n = columns < 0 ? width : columns;
   MAMBA_CHECK(n <= INT32_MAX, "argmax_rows (cuda): rows of ", n, " columns are too long");
-  Tensor out = Tensor::empty({rows}, DType::i32, Device::cuda);
-  if (rows == 0) return out;
+  if (rows == 0) return;
   const bool vector_rows = aligned16(x.raw()) && width * int64_t(dtype_size(x.dtype())) % 16 == 0;
   if (x.dtype() == DType::f32)
     launch_overlapping("argmax_rows", argmax_kernel<float>, dim3(unsigned(rows)), dim3(kThreads), 0, x.data<float>(),
-                       width, int(n), vector_rows, out.data<int32_t>());
+                       width, int(n), vector_rows, out, also_out);
   else
     launch_overlapping("argmax_rows", argmax_kernel<__nv_bfloat16>, dim3(unsigned(rows)), dim3(kThreads), 0,
-                       static_cast<const __nv_bfloat16*>(x.raw()), width, int(n), vector_rows, out.data<int32_t>());
+                       static_cast<const __nv_bfloat16*>(x.raw()), width, int(n), vector_rows, out, also_out);
+}
+}  // namespace
+
+Tensor argmax_rows(const Tensor& x, int64_t columns) {
+  Tensor out = Tensor::empty({x.size(0)}, DType::i32, Device::cuda);
+  launch_argmax(x, columns, out.data<int32_t>(), nullptr);
   return out;
+}
+
+void argmax_rows_into(const Tensor& x, int64_t columns, const std::vector<Tensor>& into) {
+  launch_argmax(x, columns, into[0].data<int32_t>(), into.size() > 1 ? into[1].data<int32_t>() : nullptr);
 }
 
 }  // namespace cuda
