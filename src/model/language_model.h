@@ -143,8 +143,9 @@ class LanguageModel {
   std::shared_ptr<TrainingRecording> training_recording_;
   Tensor step_eager(InferenceState& state, const Tensor& ids, bool ids_checked);
   // The step on checked ids that are on the model's device already (the recorded graph's input
-  // is filled by a device copy; nothing waits for the GPU). With copy_logits false a replayed
-  // step returns the recording's own logits, which the next replay overwrites.
+  // is filled by a device copy unless the ids are that input already; nothing waits for the GPU).
+  // With copy_logits false a replayed step returns the recording's own logits, which the next
+  // replay overwrites.
   Tensor step_checked(InferenceState& state, const Tensor& device_ids, bool copy_logits = true);
   // One full prefill chunk (ids checked, on the host) through the recorded graph of its shape.
   void recorded_prefill_chunk(InferenceState& state, const Tensor& host_ids, Tensor& h, Tensor& residual);

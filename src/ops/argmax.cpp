@@ -20,7 +20,8 @@ void argmax_rows_into(const Tensor& x, int64_t columns, const std::vector<Tensor
   check_argmax_inputs(x, columns);
   MAMBA_CHECK(!into.empty() && into.size() <= 2, "argmax_rows_into: expected one or two outputs, got ", into.size());
   for (const Tensor& out : into) {
-    MAMBA_CHECK(out.defined() && out.is_contiguous(), "argmax_rows_into: outputs must be contiguous tensors");
+    MAMBA_CHECK(out.defined() && out.is_contiguous(), "argmax_rows_into: expected contiguous output tensors, got ",
+                out.defined() ? "one with padded rows" : "a missing one");
     check_shape(out, {x.size(0)}, "argmax_rows_into output");
     check_dtype(out, DType::i32, "argmax_rows_into output");
     check_device(out, x.device(), "argmax_rows_into output");

@@ -45,7 +45,8 @@ __global__ void __launch_bounds__(kThreads)
       int at[kRound];
 #pragma unroll
       for (int r = 0; r < kRound; ++r) {
-        at[r] = min(first + r * kThreads, vectors - 1);  // past the end: the last vector again, which changes nothing
+        // Past the end: the last vector again, which changes nothing.
+        at[r] = min(first + r * kThreads, vectors - 1);
         load_packed<T, kPer>(row + int64_t(at[r]) * kPer, values[r]);
       }
 #pragma unroll
