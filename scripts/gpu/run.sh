@@ -7,6 +7,9 @@
 #                              whole models through mambacpp; short tables last
 #   scripts/gpu/run.sh profile Nsight Compute on one forward and backward (states kept, as in training) at
 #                              the first shape, or at PROFILE_SHAPE="BATCH D L"
+#   scripts/gpu/run.sh profile-source  Nsight Compute's per-instruction counts and stall samples (source
+#                              page, SASS, as CSV in $OUT) and pipe use of the state-group scan kernels
+#                              at PROFILE_SHAPES ("BATCH D L" triples separated by commas)
 #   scripts/gpu/run.sh all     test and bench
 #   scripts/gpu/run.sh test-scan  test, then the scan table only
 #   scripts/gpu/run.sh scan-splits  the scan's forward and backward times by forced split count
@@ -470,11 +473,33 @@ run_profile() {
     "$out/ncu.txt" | cut -c1-150 | head -120
 }
 
+run_profile_source() {
+  echo "== ncu source counters"
+  g++ $cxx_flags scripts/gpu/scan_bench.cpp -o "$build/scan_bench" $libs
+  local pipes=sm__inst_executed_pipe_xu.sum,sm__pipe_xu_cycles_active.avg.pct_of_peak_sustained_active
+  pipes=$pipes,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active
+  pipes=$pipes,smsp__issue_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,sm__cycles_elapsed.avg.per_second
+  pipes=$pipes,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum
+  pipes=$pipes,smsp__warps_active.avg.per_cycle_active,gpu__time_duration.sum
+  local i=0
+  IFS=',' read -ra shapes <<<"${PROFILE_SHAPES:-4 4096 2048}"
+  for shape in "${shapes[@]}"; do
+    i=$((i + 1))
+    ncu --section SourceCounters --section WarpStateStats --metrics "$pipes" -k regex:scan_group -o "$out/src$i" \
+      "$build/scan_bench" "$out/profile.json" --profile $shape >"$out/ncu_src$i.log" 2>&1 || tail -20 "$out/ncu_src$i.log"
+    echo "-- shape $shape"
+    ncu -i "$out/src$i.ncu-rep" --page raw --csv --metrics "$pipes" 2>/dev/null | cut -c1-2000
+    ncu -i "$out/src$i.ncu-rep" --page details --section WarpStateStats 2>/dev/null | grep -E "scan_group|Stall|Warp Cycles" | cut -c1-150
+    ncu -i "$out/src$i.ncu-rep" --page source --csv --print-source sass >"$out/sass$i.csv" 2>&1 || true
+    rm -f "$out/src$i.ncu-rep"
+  done
+}
 
 case "$mode" in
   test) run_tests ;;
   bench) run_bench; run_model_bench ;;
   profile) run_profile ;;
+  profile-source) run_profile_source ;;
   all) run_tests; run_bench; run_model_bench ;;
   test-scan) run_tests; run_bench ;;
   scan-splits) run_bench --splits ;;

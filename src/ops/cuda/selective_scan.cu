@@ -666,6 +666,7 @@ constexpr int kGroupChannels = 32;  // a block's channels: one per lane
 // against 0.42 ms); float32 tiles of 32 would pass the 48 KB of static shared memory.
 template <typename T>
 constexpr int kGroupTile = sizeof(T) == 2 ? 32 : 16;
+constexpr int kGroupRun = 8;  // phase 2's positions between stores of their parts
 constexpr int kPairChannels = 4;  // phases 1 and 3: consecutive channels of one position per thread
 constexpr int kPairThreadsPerPosition = kGroupChannels / kPairChannels;
 static_assert(kPairChannels == 4 && kGroupsPerChannel == 4, "phases 1 and 3 move 4 channels or groups as a float4");
@@ -784,6 +785,7 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
   constexpr int N = 16;
   constexpr bool kConvert = sizeof(T) != sizeof(float);  // bf16 B and C become float32 once per tile
   static_assert(kTile % kPairRowsPerPass == 0, "phases 1 and 3 cover a tile in whole passes");
+  constexpr int kPasses = kTile / kPairRowsPerPass;
   static_assert(kLaneStateChunk % kTile == 0 && 32 % kTile == 0, "chunk states fall on tile starts");
   __shared__ GroupTile<T, kTile> tiles[2];
   __shared__ alignas(16) float BC_f32[kConvert ? 2 : 1][kTile][N];  // B, then C
@@ -855,21 +857,27 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
 
     // 1: δ' and δ'·u; B and C to float32. The softplus choice is made once, outside the loop, so
     // that a thread's channels are one basic block the compiler can overlap (v13).
+    // Every pass's inputs are loaded before the first pass's stores, which the compiler would not
+    // move later loads across.
     auto deltas = [&](auto with_softplus) {
+      float dl[kPasses][kPairChannels], uu[kPasses][kPairChannels];
 #pragma unroll
-      for (int pair_tt = pair_row; pair_tt < kTile; pair_tt += kPairRowsPerPass) {
-        float dl[kPairChannels], uu[kPairChannels];
-        load_items<T, kPairChannels>(&tile.delta[pair_tt][pair_ch], dl);
-        load_items<T, kPairChannels>(&tile.u[pair_tt][pair_ch], uu);
+      for (int pass = 0; pass < kPasses; ++pass) {
+        load_items<T, kPairChannels>(&tile.delta[pair_row + pass * kPairRowsPerPass][pair_ch], dl[pass]);
+        load_items<T, kPairChannels>(&tile.u[pair_row + pass * kPairRowsPerPass][pair_ch], uu[pass]);
+      }
+#pragma unroll
+      for (int pass = 0; pass < kPasses; ++pass) {
+        const int pair_tt = pair_row + pass * kPairRowsPerPass;
         // Past the sequence's length δ' = 0: the states stay as they are.
         const bool valid = t0 + pair_tt < bounds.valid_end;
         float2 w[kPairChannels];
 #pragma unroll
         for (int i = 0; i < kPairChannels; ++i) {
-          float d = dl[i] + bias[i];
+          float d = dl[pass][i] + bias[i];
           if constexpr (decltype(with_softplus)::value) d = group_softplus<T>(d);
           d = valid ? d : 0.0f;
-          w[i] = make_float2(d, d * uu[i]);
+          w[i] = make_float2(d, d * uu[pass][i]);
         }
         float4* dst = reinterpret_cast<float4*>(&work[pair_tt][pair_ch]);
         dst[0] = make_float4(w[0].x, w[0].y, w[1].x, w[1].y);
@@ -891,55 +899,73 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
         for (int j = 0; j < kGroupStates; ++j) dst[j] = h[j];
       }
     }
-    // 2: the states over the tile.
+    // 2: the states over the tile, kGroupRun positions at a time. A run's parts of Σₙ C·h stay in
+    // registers until its end: with a shared-memory store after each position the compiler kept
+    // the next position's loads behind it, and the positions ran one after another, each waiting
+    // on its own loads and exponentials (docs/perf/cuda_scan.md v25).
     const float* B_rows = kConvert ? &BC_f32[0][0][0] : reinterpret_cast<const float*>(&tile.B[0][0]);
     const float* C_rows = kConvert ? &BC_f32[kConvert ? 1 : 0][0][0] : reinterpret_cast<const float*>(&tile.C[0][0]);
-#pragma unroll 8
-    for (int tt = 0; tt < kTile; ++tt) {
-      const float2 w = work[tt][channel];
-      const float4 Bv = reinterpret_cast<const float4*>(B_rows + tt * N)[group];
-      const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w};
-      if constexpr (kSummary) {
+#pragma unroll 1
+    for (int run = 0; run < kTile; run += kGroupRun) {
+      float y[kGroupRun];
+#pragma unroll
+      for (int k = 0; k < kGroupRun; ++k) {
+        const int tt = run + k;
+        const float2 w = work[tt][channel];
+        const float4 Bv = reinterpret_cast<const float4*>(B_rows + tt * N)[group];
+        const float Bn[kGroupStates] = {Bv.x, Bv.y, Bv.z, Bv.w};
 #pragma unroll
         for (int j = 0; j < kGroupStates; ++j) h[j] = fmaf(exp2_approx(w.x * A2[j]), h[j], w.y * Bn[j]);
-        delta_sum += w.x;
-      } else {
-        const float4 Cv = reinterpret_cast<const float4*>(C_rows + tt * N)[group];
-        const float Cn[kGroupStates] = {Cv.x, Cv.y, Cv.z, Cv.w};
+        if constexpr (kSummary) {
+          delta_sum += w.x;
+        } else {
+          const float4 Cv = reinterpret_cast<const float4*>(C_rows + tt * N)[group];
+          // One multiply and three FMAs (a pairwise sum costs one instruction more; the run's
+          // positions hide the chain's latency).
+          y[k] = Cv.x * h[0];
+          y[k] = fmaf(Cv.y, h[1], y[k]);
+          y[k] = fmaf(Cv.z, h[2], y[k]);
+          y[k] = fmaf(Cv.w, h[3], y[k]);
+        }
+      }
+      if constexpr (!kSummary) {
 #pragma unroll
-        for (int j = 0; j < kGroupStates; ++j) h[j] = fmaf(exp2_approx(w.x * A2[j]), h[j], w.y * Bn[j]);
-        // One multiply and three FMAs (a pairwise sum costs one instruction more; the unrolled
-        // positions hide the chain's latency).
-        float y = Cn[0] * h[0];
-#pragma unroll
-        for (int j = 1; j < kGroupStates; ++j) y = fmaf(Cn[j], h[j], y);
-        parts[tt][group][channel] = y;
+        for (int k = 0; k < kGroupRun; ++k) parts[run + k][group][channel] = y[k];
       }
     }
 
     // 3: Σₙ C·h, skip term, gate and output.
     if constexpr (!kSummary) {
       __syncthreads();
+      // As in phase 1, every pass's loads come before the first pass's stores (to device memory
+      // through a generic pointer, which the compiler cannot tell from shared memory).
       auto outputs = [&](auto gated) {
+        float uu[kPasses][kPairChannels], zz[kPasses][kPairChannels] = {}, sums[kPasses][kPairChannels];
 #pragma unroll
-        for (int pair_tt = pair_row; pair_tt < kTile; pair_tt += kPairRowsPerPass) {
-          const int t = t0 + pair_tt;
-          if (t >= bounds.end) break;
-          float uu[kPairChannels], result[kPairChannels], zz[kPairChannels] = {};
-          load_items<T, kPairChannels>(&tile.u[pair_tt][pair_ch], uu);
-          if constexpr (decltype(gated)::value) load_items<T, kPairChannels>(&tile.z[pair_tt][pair_ch], zz);
+        for (int pass = 0; pass < kPasses; ++pass) {
+          const int pair_tt = pair_row + pass * kPairRowsPerPass;
+          load_items<T, kPairChannels>(&tile.u[pair_tt][pair_ch], uu[pass]);
+          if constexpr (decltype(gated)::value) load_items<T, kPairChannels>(&tile.z[pair_tt][pair_ch], zz[pass]);
           float4 part[kGroupsPerChannel];
 #pragma unroll
           for (int g = 0; g < kGroupsPerChannel; ++g)
             part[g] = *reinterpret_cast<const float4*>(&parts[pair_tt][g][pair_ch]);
-          const float sums[kPairChannels] = {
-              (part[0].x + part[1].x) + (part[2].x + part[3].x), (part[0].y + part[1].y) + (part[2].y + part[3].y),
-              (part[0].z + part[1].z) + (part[2].z + part[3].z), (part[0].w + part[1].w) + (part[2].w + part[3].w)};
+          sums[pass][0] = (part[0].x + part[1].x) + (part[2].x + part[3].x);
+          sums[pass][1] = (part[0].y + part[1].y) + (part[2].y + part[3].y);
+          sums[pass][2] = (part[0].z + part[1].z) + (part[2].z + part[3].z);
+          sums[pass][3] = (part[0].w + part[1].w) + (part[2].w + part[3].w);
+        }
+#pragma unroll
+        for (int pass = 0; pass < kPasses; ++pass) {
+          const int t = t0 + pair_row + pass * kPairRowsPerPass;
+          if (t >= bounds.end) break;
+          float result[kPairChannels];
 #pragma unroll
           for (int i = 0; i < kPairChannels; ++i) {
-            result[i] = fmaf(D[i], uu[i], sums[i]);
+            result[i] = fmaf(D[i], uu[pass][i], sums[pass][i]);
             // y·z·σ(z) = y·z / (1 + e^−z); the fast division gives 0 for a denominator past 2^126.
-            if constexpr (decltype(gated)::value) result[i] *= __fdividef(zz[i], 1.0f + __expf(-zz[i]));
+            if constexpr (decltype(gated)::value)
+              result[i] *= __fdividef(zz[pass][i], 1.0f + __expf(-zz[pass][i]));
             result[i] = t < bounds.valid_end ? result[i] : 0.0f;
           }
           T* row = out + int64_t(t) * dim + pair_c;
