@@ -30,6 +30,7 @@
 // block's channels in shared memory state by state (into the B and C tiles' rows, which that state
 // no longer needs), then added to device memory with 16-byte atomics once per chunk.
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
@@ -848,6 +849,15 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
       for (int j = 0; j < kGroupStates; ++j) h[j] = fmaf(exp2f(A2[j] * decay), h[j], f[j]);
     }
   }
+  // Training: the state before every p.state_stride positions goes to p.chunk_states. The next
+  // such tile start and its row, so that the loop divides nothing.
+  int next_chunk_start = INT_MAX;
+  float* next_chunk_state = nullptr;
+  if (!kSummary && p.chunk_states && active) {
+    const int stride = p.state_stride, chunks = (L + stride - 1) / stride, first = (bounds.begin + stride - 1) / stride;
+    next_chunk_start = first * stride;
+    next_chunk_state = p.chunk_states + ((int64_t(b) * chunks + first) * dim + c) * N + n0;
+  }
   int buffer = 0;
   for (int t0 = bounds.begin; t0 < bounds.end; t0 += kTile, buffer ^= 1) {
     wait_async_copies();
@@ -891,13 +901,11 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
     if constexpr (kConvert) convert_state_rows(tile, BC_f32, true, !kSummary);
     __syncthreads();
 
-    if constexpr (!kSummary) {
-      if (p.chunk_states && active && t0 % p.state_stride == 0) {  // training: the state before the chunk
-        const int chunks = (L + p.state_stride - 1) / p.state_stride;
-        float* dst = p.chunk_states + ((int64_t(b) * chunks + t0 / p.state_stride) * dim + c) * N + n0;
+    if (t0 == next_chunk_start) {  // training: the state before the chunk
 #pragma unroll
-        for (int j = 0; j < kGroupStates; ++j) dst[j] = h[j];
-      }
+      for (int j = 0; j < kGroupStates; ++j) next_chunk_state[j] = h[j];
+      next_chunk_start += p.state_stride;
+      next_chunk_state += int64_t(dim) * N;
     }
     // 2: the states over the tile, kGroupRun positions at a time. A run's parts of Σₙ C·h stay in
     // registers until its end: with a shared-memory store after each position the compiler kept
