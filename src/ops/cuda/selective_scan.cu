@@ -738,12 +738,25 @@ __device__ __forceinline__ float group_softplus(float x) {
     return softplus_branch_free(x);
 }
 
-// dst[tt][cc] = src[t0 + tt][c0 + cc] (rows of `stride` elements), shared out over kStagers threads;
-// zeros outside [0, L) × [0, cols). With `vector_rows` (cols a multiple of the 16-byte vector,
-// aligned rows) asynchronous 16-byte copies, else plain element copies.
-template <int kStagers, typename T, int kRows, int kCols>
-__device__ __forceinline__ void stage_rows(T (&dst)[kRows][kCols], const T* src, int64_t stride, int t0, int L, int c0,
-                                           int cols, bool vector_rows) {
+// One tile to stage: dst[tt][cc] = src[t0 + tt][c0 + cc]; no copy when src is null.
+template <typename T, int kRows, int kCols>
+struct TileRows {
+  T (*dst)[kCols];
+  const T* src;
+};
+template <typename T, int kRows, int kCols>
+__device__ __forceinline__ TileRows<T, kRows, kCols> tile_rows(T (&dst)[kRows][kCols], const T* src) {
+  return {dst, src};
+}
+
+// Stages tiles of one layout (rows of `stride` elements, the same t0, c0 and cols), shared out over
+// kStagers threads; zeros outside [0, L) × [0, cols). With `vector_rows` (cols a multiple of the
+// 16-byte vector, aligned rows) asynchronous 16-byte copies, else plain element copies. A thread's
+// place and source offset are worked out once for all the tiles (per tile they were a tenth of
+// the forward's instructions).
+template <int kStagers, typename T, int kRows, int kCols, typename... Tiles>
+__device__ __forceinline__ void stage_rows(int64_t stride, int t0, int L, int c0, int cols, bool vector_rows,
+                                           TileRows<T, kRows, kCols> first, Tiles... rest) {
   if (vector_rows) {
     constexpr int kVec = 16 / sizeof(T), kPerRow = kCols / kVec, kVectors = kRows * kPerRow;
     static_assert(kCols % kVec == 0, "whole vectors");
@@ -752,14 +765,24 @@ __device__ __forceinline__ void stage_rows(T (&dst)[kRows][kCols], const T* src,
       const int e = threadIdx.x + kStagers * k, tt = e / kPerRow, col = e % kPerRow * kVec;
       if (kVectors % kStagers != 0 && e >= kVectors) break;
       const bool valid = t0 + tt < L && c0 + col < cols;
-      copy_async_16(&dst[tt][col], valid ? src + int64_t(t0 + tt) * stride + c0 + col : src, valid);
+      const int64_t at = valid ? int64_t(t0 + tt) * stride + c0 + col : 0;
+      auto copy = [&](const TileRows<T, kRows, kCols>& tile) {
+        if (tile.src) copy_async_16(&tile.dst[tt][col], tile.src + at, valid);
+      };
+      copy(first);
+      (copy(rest), ...);
     }
     return;
   }
   for (int e = threadIdx.x; e < kRows * kCols; e += kStagers) {
     const int tt = e / kCols, col = e % kCols;
     const bool valid = t0 + tt < L && c0 + col < cols;
-    dst[tt][col] = valid ? src[int64_t(t0 + tt) * stride + c0 + col] : from_float<T>(0.0f);
+    const int64_t at = int64_t(t0 + tt) * stride + c0 + col;
+    auto copy = [&](const TileRows<T, kRows, kCols>& tile) {
+      if (tile.src) tile.dst[tt][col] = valid ? tile.src[at] : from_float<T>(0.0f);
+    };
+    copy(first);
+    (copy(rest), ...);
   }
 }
 
@@ -829,11 +852,10 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
   }
 
   auto stage = [&](GroupTile<T, kTile>& tile, int t0) {
-    stage_rows<kGroupThreads>(tile.delta, delta, dim, t0, L, c0, dim, p.vector_channels);
-    stage_rows<kGroupThreads>(tile.u, u, dim, t0, L, c0, dim, p.vector_channels);
-    if (z) stage_rows<kGroupThreads>(tile.z, z, dim, t0, L, c0, dim, p.vector_channels);
-    stage_rows<kGroupThreads>(tile.B, Bg, N, t0, L, 0, N, p.vector_states);
-    if (!kSummary) stage_rows<kGroupThreads>(tile.C, Cg, N, t0, L, 0, N, p.vector_states);
+    stage_rows<kGroupThreads>(dim, t0, L, c0, dim, p.vector_channels, tile_rows(tile.delta, delta),
+                              tile_rows(tile.u, u), tile_rows(tile.z, z));
+    stage_rows<kGroupThreads>(N, t0, L, 0, N, p.vector_states, tile_rows(tile.B, Bg),
+                              tile_rows(tile.C, kSummary ? nullptr : Cg));
     commit_async_copies();
   };
   stage(tiles[0], bounds.begin);
@@ -1122,12 +1144,11 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
   const int tiles = (L + kTile - 1) / kTile, first_tile = bounds.begin / kTile;
   auto stage = [&](int buffer, int t0) {
     GroupTile<T, kTile>& tile = sh.tiles[buffer];
-    stage_rows<kGroupThreads>(tile.delta, rows(p.delta, dim), dim, t0, L, c0, dim, p.vector_channels);
-    if (!kSummary) stage_rows<kGroupThreads>(tile.u, rows(p.u, dim), dim, t0, L, c0, dim, p.vector_channels);
-    if (z) stage_rows<kGroupThreads>(tile.z, z, dim, t0, L, c0, dim, p.vector_channels);
-    stage_rows<kGroupThreads>(sh.dout_tiles[buffer], rows(p.dout, dim), dim, t0, L, c0, dim, p.vector_channels);
-    if (!kSummary) stage_rows<kGroupThreads>(tile.B, rows(p.B, N), N, t0, L, 0, N, p.vector_states);
-    stage_rows<kGroupThreads>(tile.C, rows(p.C, N), N, t0, L, 0, N, p.vector_states);
+    stage_rows<kGroupThreads>(dim, t0, L, c0, dim, p.vector_channels, tile_rows(tile.delta, rows(p.delta, dim)),
+                              tile_rows(tile.u, kSummary ? nullptr : rows(p.u, dim)), tile_rows(tile.z, z),
+                              tile_rows(sh.dout_tiles[buffer], rows(p.dout, dim)));
+    stage_rows<kGroupThreads>(N, t0, L, 0, N, p.vector_states, tile_rows(tile.B, kSummary ? nullptr : rows(p.B, N)),
+                              tile_rows(tile.C, rows(p.C, N)));
     commit_async_copies();
   };
   const int last_tile = (bounds.end - 1) / kTile;
