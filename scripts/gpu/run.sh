@@ -85,6 +85,11 @@ fi
 # The library and mambacpp of another source tree ($1) in build-gpu-base, for A/B runs.
 build_base() {
   local base_build=build-gpu-base
+  # A warm machine keeps build-gpu-base from an earlier call, perhaps configured for another tree.
+  if [ -f "$base_build/CMakeCache.txt" ] &&
+    ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$(realpath "$1")" "$base_build/CMakeCache.txt"; then
+    rm -rf "$base_build"
+  fi
   if [ ! -f "$base_build/build.ninja" ]; then
     cmake -S "$1" -B "$base_build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMAMBACPP_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES=90 -DMAMBACPP_TESTS=OFF -DMAMBACPP_BENCH=OFF >"$out/cmake_base.log" 2>&1 ||
