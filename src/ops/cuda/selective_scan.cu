@@ -667,7 +667,7 @@ constexpr int kGroupChannels = 32;  // a block's channels: one per lane
 // against 0.42 ms); float32 tiles of 32 would pass the 48 KB of static shared memory.
 template <typename T>
 constexpr int kGroupTile = sizeof(T) == 2 ? 32 : 16;
-constexpr int kGroupRun = 16;  // phase 2's positions between stores of their parts (8: 1.5–3% slower)
+constexpr int kGroupRun = 16;     // phase 2's positions between stores of their parts (8: 1.5–3% slower)
 constexpr int kPairChannels = 4;  // phases 1 and 3: consecutive channels of one position per thread
 constexpr int kPairThreadsPerPosition = kGroupChannels / kPairChannels;
 static_assert(kPairChannels == 4 && kGroupsPerChannel == 4, "phases 1 and 3 move 4 channels or groups as a float4");
@@ -994,8 +994,7 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
           for (int i = 0; i < kPairChannels; ++i) {
             result[i] = fmaf(D[i], uu[pass][i], sums[pass][i]);
             // y·z·σ(z) = y·z / (1 + e^−z); the fast division gives 0 for a denominator past 2^126.
-            if constexpr (decltype(gated)::value)
-              result[i] *= __fdividef(zz[pass][i], 1.0f + __expf(-zz[pass][i]));
+            if constexpr (decltype(gated)::value) result[i] *= __fdividef(zz[pass][i], 1.0f + __expf(-zz[pass][i]));
             result[i] = t < bounds.valid_end ? result[i] : 0.0f;
           }
           T* row = out + int64_t(t) * dim + pair_c;
