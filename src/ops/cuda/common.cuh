@@ -99,6 +99,17 @@ __device__ __forceinline__ void wait_async_copies_but() {
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
+// condition ? a : b as one select instruction, a and b computed whatever the condition. Written as
+// a ternary, the compiler may move a's computation under a branch of its own (one per element of
+// an unrolled loop), so that the elements' chains of dependent instructions no longer overlap.
+__device__ __forceinline__ float select_computed(bool condition, float a, float b) {
+  float result;
+  asm("{\n .reg .pred p;\n setp.ne.b32 p, %3, 0;\n selp.f32 %0, %1, %2, p;\n}"
+      : "=f"(result)
+      : "f"(a), "f"(b), "r"(int(condition)));
+  return result;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;

@@ -995,7 +995,7 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
             result[i] = fmaf(D[i], uu[pass][i], sums[pass][i]);
             // y·z·σ(z) = y·z / (1 + e^−z); the fast division gives 0 for a denominator past 2^126.
             if constexpr (decltype(gated)::value) result[i] *= __fdividef(zz[pass][i], 1.0f + __expf(-zz[pass][i]));
-            result[i] = t < bounds.valid_end ? result[i] : 0.0f;
+            result[i] = select_computed(t < bounds.valid_end, result[i], 0.0f);
           }
           T* row = out + int64_t(t) * dim + pair_c;
           if (p.vector_channels) {
@@ -1192,13 +1192,14 @@ __global__ void __launch_bounds__(kGroupThreads, 3) scan_group_backward_kernel(S
         }
         const float x = dl[i] + bias[i];
         float dsoftplus = 1.0f;  // dδ'/dδ
-        if constexpr (decltype(with_softplus)::value) dsoftplus = x <= 20.0f ? sigmoid(x) : 1.0f;
-        out_delta[i] = valid ? fmaf(gB_sum, uu[i], dl_sum) * dsoftplus : 0.0f;
-        out_u[i] = valid ? fmaf(gB_sum, w.x, dy * D[i]) : 0.0f;
+        if constexpr (decltype(with_softplus)::value) dsoftplus = select_computed(x <= 20.0f, sigmoid(x), 1.0f);
+        // Selects, not ternaries: the four channels' sigmoid chains overlap (docs/perf/cuda_scan.md v26).
+        out_delta[i] = select_computed(valid, fmaf(gB_sum, uu[i], dl_sum) * dsoftplus, 0.0f);
+        out_u[i] = select_computed(valid, fmaf(gB_sum, w.x, dy * D[i]), 0.0f);
         if constexpr (decltype(gated)::value) {
           // d out/dz = y·σ(z)·(1 + z·(1 − σ(z)))
           const float s = sigmoid(zz[i]);
-          out_z[i] = valid ? dy_raw[i] * y * s * fmaf(zz[i], 1.0f - s, 1.0f) : 0.0f;
+          out_z[i] = select_computed(valid, dy_raw[i] * y * s * fmaf(zz[i], 1.0f - s, 1.0f), 0.0f);
         }
         dD[i] = fmaf(dy, uu[i], dD[i]);
         dbias[i] += out_delta[i];
