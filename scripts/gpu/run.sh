@@ -8,8 +8,9 @@
 #   scripts/gpu/run.sh profile Nsight Compute on one forward and backward (states kept, as in training) at
 #                              the first shape, or at PROFILE_SHAPE="BATCH D L"
 #   scripts/gpu/run.sh profile-source  Nsight Compute's per-instruction counts and stall samples (source
-#                              page, SASS, as CSV in $OUT) and pipe use of the state-group scan kernels
-#                              at PROFILE_SHAPES ("BATCH D L" triples separated by commas)
+#                              page, SASS, as CSV in $OUT, summarised by scripts/gpu/sass_summary.py)
+#                              and pipe use of the state-group scan kernels at PROFILE_SHAPES ("BATCH
+#                              D L" triples separated by commas)
 #   scripts/gpu/run.sh all     test and bench
 #   scripts/gpu/run.sh test-scan  test, then the scan table only
 #   scripts/gpu/run.sh scan-splits  the scan's forward and backward times by forced split count
@@ -496,6 +497,7 @@ run_profile_source() {
     ncu -i "$out/src$i.ncu-rep" --page raw --csv --metrics "$pipes" 2>/dev/null | cut -c1-2000
     ncu -i "$out/src$i.ncu-rep" --page details --section WarpStateStats 2>/dev/null | grep -E "scan_group|Stall|Warp Cycles" | cut -c1-150
     ncu -i "$out/src$i.ncu-rep" --page source --csv --print-source sass >"$out/sass$i.csv" 2>&1 || true
+    python3 scripts/gpu/sass_summary.py "$out/sass$i.csv" --top 8 || true
     rm -f "$out/src$i.ncu-rep"
   done
 }
