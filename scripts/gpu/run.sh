@@ -525,6 +525,6 @@ case "$mode" in
   train-sizes-trace) run_shape_traces train "370m 4" "1.4b 2" ;;
   decode-trace) run_shape_traces decode "130m 1" "130m 16" "1.4b 1" "1.4b 16" ;;
   context) run_context ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context" >&2
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|profile-source|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context" >&2
     exit 2 ;;
 esac
