@@ -88,7 +88,7 @@ build_base() {
   local base_build=build-gpu-base
   # A warm machine keeps build-gpu-base from an earlier call, perhaps configured for another tree.
   if [ -f "$base_build/CMakeCache.txt" ] &&
-    ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$(realpath "$1")" "$base_build/CMakeCache.txt"; then
+    ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$(realpath "$1")" "$base_build/CMakeCache.txt"; then
     rm -rf "$base_build"
   fi
   if [ ! -f "$base_build/build.ninja" ]; then
@@ -482,7 +482,8 @@ run_profile() {
 run_profile_source() {
   echo "== ncu source counters"
   g++ $cxx_flags scripts/gpu/scan_bench.cpp -o "$build/scan_bench" $libs
-  local pipes=sm__inst_executed_pipe_xu.sum,sm__pipe_xu_cycles_active.avg.pct_of_peak_sustained_active
+  # MUFU (xu) use is not a counter here: its warp instructions over 0.5 a clock per SM give it.
+  local pipes=sm__inst_executed_pipe_xu.sum
   pipes=$pipes,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active
   pipes=$pipes,smsp__issue_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,sm__cycles_elapsed.avg.per_second
   pipes=$pipes,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum

@@ -888,9 +888,8 @@ __global__ void __launch_bounds__(kGroupThreads, 4) scan_group_kernel(ScanArgs p
     const GroupTile<T, kTile>& tile = tiles[buffer];
 
     // 1: δ' and δ'·u; B and C to float32. The softplus choice is made once, outside the loop, so
-    // that a thread's channels are one basic block the compiler can overlap (v13).
-    // Every pass's inputs are loaded before the first pass's stores, which the compiler would not
-    // move later loads across.
+    // that a thread's channels are one basic block the compiler can overlap (v13), and every pass's
+    // inputs are loaded before the first pass's stores, which the compiler would not move loads across.
     auto deltas = [&](auto with_softplus) {
       float dl[kPasses][kPairChannels], uu[kPasses][kPairChannels];
 #pragma unroll
