@@ -668,13 +668,29 @@ Tensor LanguageModel::greedy_steps(InferenceState& state, const Tensor& ids, int
   return on_host(chosen);
 }
 
+std::optional<ops::DecodeStackOutputs> LanguageModel::decode_stack_step(InferenceState& state, const Tensor& x) const {
+  if (state.batch != 1 || !use_decode_stack_) return std::nullopt;
+  std::vector<ops::DecodeStackLayer> layers;
+  for (size_t i = 0; i < impl_->mixers.size(); ++i) {
+    auto layer = impl_->mixers[i].decode_stack_layer(impl_->norms[i]->value, state.conv[i], state.ssm[i]);
+    if (!layer) return std::nullopt;
+    layers.push_back(std::move(*layer));
+  }
+  return ops::decode_stack_step(x, layers, float(config_.norm_eps));
+}
+
 Tensor LanguageModel::step_eager(InferenceState& state, const Tensor& ids, bool ids_checked) {
   Tensor h = convert_if(ops::embedding_forward(impl_->embedding->value, ids, ids_checked), impl_->activations);
   Tensor residual;
-  for (size_t i = 0; i < impl_->mixers.size(); ++i) {
-    const ops::NormInputs block_input{
-        h, residual, impl_->norms[i]->value, {}, float(config_.norm_eps), ops::NormKind::rms};
-    h = impl_->mixers[i].step(block_input, state.conv[i], state.ssm[i], residual);
+  if (auto stacked = decode_stack_step(state, h)) {
+    h = stacked->out;
+    residual = stacked->residual;
+  } else {
+    for (size_t i = 0; i < impl_->mixers.size(); ++i) {
+      const ops::NormInputs block_input{
+          h, residual, impl_->norms[i]->value, {}, float(config_.norm_eps), ops::NormKind::rms};
+      h = impl_->mixers[i].step(block_input, state.conv[i], state.ssm[i], residual);
+    }
   }
   ops::NormOutputs f =
       ops::add_norm_forward({h, residual, impl_->norm_f->value, {}, float(config_.norm_eps), ops::NormKind::rms});

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "io/checkpoint.h"
 #include "io/config.h"
 #include "ops/cross_entropy.h"
+#include "ops/decode_stack.h"
 
 namespace mamba::model {
 
@@ -123,6 +125,12 @@ class LanguageModel {
   // set_inference_recording(false) runs every prefill chunk and step eagerly (e.g. to measure what
   // the graphs save).
   void set_inference_recording(bool on) { record_inference_ = on; }
+  // set_decode_stack(false) runs a one-sequence decode step layer by layer even where
+  // ops::decode_stack_step takes the whole stack as one kernel (to compare the two).
+  void set_decode_stack(bool on) {
+    use_decode_stack_ = on;
+    ++weights_version_;  // a recorded step of the other path is not replayed
+  }
 
  public:
   struct Impl;  // layers bound to the parameters; defined in the .cpp
@@ -139,9 +147,12 @@ class LanguageModel {
   uint64_t weights_version_ = 0;  // bumped by parameters_changed: recorded steps read the old weights
   bool record_inference_ = true;
   bool record_training_ = true;
+  bool use_decode_stack_ = true;
   std::shared_ptr<PrefillRecording> prefill_recording_;
   std::shared_ptr<TrainingRecording> training_recording_;
   Tensor step_eager(InferenceState& state, const Tensor& ids, bool ids_checked);
+  // The layers of a one-sequence step as one kernel where ops::decode_stack_step takes them.
+  std::optional<ops::DecodeStackOutputs> decode_stack_step(InferenceState& state, const Tensor& x) const;
   // The step on checked ids that are on the model's device already (the recorded graph's input
   // is filled by a device copy unless the ids are that input already; nothing waits for the GPU).
   // With copy_logits false a replayed step returns the recording's own logits, which the next

@@ -138,6 +138,23 @@ Tensor Mamba1Mixer::step(const ops::NormInputs& block_input, Tensor& conv_state,
   return ops::linear_forward(y, w_.out_proj_weight->for_compute(), value_or_empty(w_.out_proj_bias));
 }
 
+std::optional<ops::DecodeStackLayer> Mamba1Mixer::decode_stack_layer(const Tensor& norm_weight, const Tensor& conv_state,
+                                                                     const Tensor& ssm_state) const {
+  if (w_.lti_B || w_.in_proj_bias || w_.out_proj_bias) return std::nullopt;
+  return ops::DecodeStackLayer{norm_weight,
+                               w_.in_proj_weight->for_compute(),
+                               conv_weight_2d(),
+                               value_or_empty(w_.conv_bias),
+                               w_.x_proj_weight->for_compute(),
+                               w_.dt_proj_weight->for_compute(),
+                               w_.dt_proj_bias->value,
+                               A(),
+                               w_.D->value,
+                               w_.out_proj_weight->for_compute(),
+                               conv_state,
+                               ssm_state};
+}
+
 std::vector<const Parameter*> Mamba1Mixer::product_gradients() const {
   std::vector<const Parameter*> written{w_.in_proj_weight, w_.out_proj_weight};
   if (!w_.lti_B) written.insert(written.end(), {w_.x_proj_weight, w_.dt_proj_weight});

@@ -5,11 +5,13 @@
 // Forward keeps only what backward needs (the scan's inputs, never its [L, D, N] states).
 // With no_selection (the paper's LTI ablation) the scan is ops/lti_scan.h instead.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
 #include "io/config.h"
+#include "ops/decode_stack.h"
 #include "ops/lti_scan.h"
 #include "ops/norm.h"
 
@@ -64,6 +66,10 @@ class Mamba1Mixer {
   // the residual, residual_out receives their sum; returns the mixer output [batch, d] and advances
   // the states in place.
   Tensor step(const ops::NormInputs& block_input, Tensor& conv_state, Tensor& ssm_state, Tensor& residual_out) const;
+  // The same step as one layer of ops::decode_stack_step (with the block's norm weight in front), or
+  // nullopt for a mixer it does not describe (the LTI ablation, in_proj or out_proj biases).
+  std::optional<ops::DecodeStackLayer> decode_stack_layer(const Tensor& norm_weight, const Tensor& conv_state,
+                                                          const Tensor& ssm_state) const;
   // Gradient of the input given dout [M, d]; parameter gradients accumulate into Parameter::grad,
   // except that with overwrite_product_grads those of product_gradients() are replaced.
   Tensor backward(const Tensor& dout, const Mamba1Activations& saved, bool overwrite_product_grads = false) const;

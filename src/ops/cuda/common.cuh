@@ -98,6 +98,8 @@ __device__ __forceinline__ void wait_async_copies_but() {
 }
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
+__device__ __forceinline__ float softplus(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
+constexpr float kLog2e = 1.4426950408889634f;  // exp(x) = exp2(x · kLog2e)
 
 // condition ? a : b as one select instruction, a and b computed whatever the condition. Written as
 // a ternary, the compiler may move a's computation under a branch of its own (one per element of

@@ -50,7 +50,6 @@ constexpr int kBackwardItems = 8;
 // The lane-scan backward's chunk: the state stride (scan_state_stride) of the inputs it takes.
 constexpr int kLaneStateChunk = 32 * kBackwardItems;
 static_assert(kLaneStateChunk == 256, "ops/selective_scan.h: scan_state_stride");
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 struct ScanArgs {
@@ -313,8 +312,6 @@ __device__ __forceinline__ void load_state_tile(float* tile, const T* src, int t
     }
   }
 }
-
-__device__ __forceinline__ float softplus(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
 
 // Inclusive scan over lanes of the maps h ↦ a·h + b (lane order = time order).
 __device__ __forceinline__ void scan_pairs_forward(float& a, float& b, int lane) {

@@ -1,0 +1,543 @@
+// The decode step of a whole Mamba-1 stack as one kernel (ops/decode_stack.h).
+//
+// One block per multiprocessor (a cooperative launch, so all are resident); block b owns inner
+// channels [b·cb, (b+1)·cb) and model columns [b·ob, (b+1)·ob). Its last warp is a producer: it
+// walks the block's weight slices of every layer in the order they are used — W_in's x rows and z
+// rows of its channels, W_x's columns of its channels (gathered), W_dt's rows of its channels,
+// W_out's rows of its columns — and copies each chunk of at most kSlotBytes into the next free slot
+// of a shared-memory ring (cp.async.bulk, completion counted on the slot's mbarrier). It waits only
+// for free slots, never for data, so HBM keeps streaming while the other warps wait at the grid's
+// barriers. The eight consumer warps run three phases a layer, each ended by a grid-wide barrier:
+//
+//   1. s = out + residual, the pre-norm, the block's rows of W_in (a warp per row, lanes along d),
+//      the conv step of its channels, and its partial sums of x_proj over them → partials[b].
+//   2. δ_low, B, C = Σ_b partials[b] (every block, in block order, so every block sees the same
+//      rounding), δ from its W_dt rows, the state update of its channels → y[its channels].
+//   3. Its rows of W_out against all of y → out[its columns].
+//
+// Values written during the kernel by other blocks are read with ld.global.cg (L2, not the
+// incoherent L1); s alternates between two buffers since every block reads all of it in phase 1
+// while the owners of each column write it. The grid barrier is one counter, zero at launch, that
+// only grows; the last block to leave resets it.
+#include <algorithm>
+
+#include "ops/cuda/common.cuh"
+#include "ops/decode_stack.h"
+
+namespace mamba::ops::cuda {
+
+namespace {
+using namespace cuda_detail;
+
+constexpr int kMaxLayers = 64;
+constexpr int kConsumerWarps = 8;
+constexpr int kConsumers = kConsumerWarps * 32;
+constexpr int kThreads = kConsumers + 32;  // and the producer warp
+constexpr int kSlotBytes = 16384;
+constexpr int kMaxSlots = 16;
+constexpr int kPiece = 256;  // elements of a row a warp reads at once: 32 lanes × 8 bf16
+
+struct LayerArgs {
+  const __nv_bfloat16* in_proj;   // [2E, d]
+  const __nv_bfloat16* x_proj;    // [J, E], J = R + 2N
+  const __nv_bfloat16* dt_proj;   // [E, R]
+  const __nv_bfloat16* out_proj;  // [d, E]
+  const float* norm_weight;       // [d]
+  const float* conv_weight;       // [E, K]
+  const float* conv_bias;         // [E] or null
+  const float* dt_bias;           // [E]
+  const float* A;                 // [E, N]
+  const float* D;                 // [E]
+  float* conv_state;              // [E, K − 1]
+  float* ssm_state;               // [E, N]
+};
+
+struct StackArgs {
+  int layers, d, E, R, N, K, channels, columns, slots;  // channels, columns: per block (cb, ob)
+  float eps;
+  const __nv_bfloat16* x;  // [d]: layer 0's block input
+  __nv_bfloat16* out;      // [d]: the latest layer's output
+  __nv_bfloat16* y;        // [E]
+  float* residual;         // [2, d]: s of even layers, then of odd ones
+  float* partials;         // [blocks, J]
+  unsigned* arrivals;      // the grid barrier's counter
+  LayerArgs layer[kMaxLayers];
+};
+static_assert(sizeof(StackArgs) < 32000, "kernel parameters");
+
+// A layer's weight chunks, in the order the consumers take them: in_proj x rows, in_proj z rows
+// (rows per chunk `in_rows`), one chunk of W_x's columns, one of W_dt's rows, then out_proj rows.
+struct Schedule {
+  int in_rows, in_chunks, out_rows, out_chunks;
+  __host__ __device__ Schedule(const StackArgs& p) {
+    in_rows = min(p.channels, kSlotBytes / (2 * p.d));
+    in_chunks = (p.channels + in_rows - 1) / in_rows;
+    out_rows = min(p.columns, kSlotBytes / (2 * p.E));
+    out_chunks = (p.columns + out_rows - 1) / out_rows;
+  }
+};
+
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void barrier_init(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void barrier_arrive(uint64_t* bar) {
+  asm volatile("{\n .reg .b64 state;\n mbarrier.arrive.shared::cta.b64 state, [%0];\n}" ::"r"(shared_address(bar))
+               : "memory");
+}
+__device__ __forceinline__ void barrier_expect_bytes(uint64_t* bar, unsigned bytes) {
+  asm volatile("{\n .reg .b64 state;\n mbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}" ::"r"(
+                   shared_address(bar)),
+               "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void barrier_wait(uint64_t* bar, unsigned parity) {
+  asm volatile(
+      "{\n .reg .pred done;\n wait:\n mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n @!done bra wait;\n}" ::"r"(
+          shared_address(bar)),
+      "r"(parity)
+      : "memory");
+}
+// `bytes` (a multiple of 16, both addresses 16-byte aligned) from global to shared memory; the
+// completion counts on `bar`.
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                   shared_address(dst)),
+               "l"(src), "r"(bytes), "r"(shared_address(bar))
+               : "memory");
+}
+
+// The consumer warps' own barrier (the producer never waits with them).
+__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kConsumers) : "memory"); }
+
+__device__ __forceinline__ float load_cg(const float* p) { return __ldcg(p); }
+__device__ __forceinline__ float load_cg(const __nv_bfloat16* p) {
+  return __uint_as_float(unsigned(__ldcg(reinterpret_cast<const unsigned short*>(p))) << 16);
+}
+
+// Every block's consumers have arrived at barrier `index` (counted from 0 over the launch).
+__device__ void grid_sync(unsigned* arrivals, int index) {
+  consumers_sync();
+  if (threadIdx.x == 0) {
+    const unsigned target = unsigned(index + 1) * gridDim.x;
+    __threadfence();
+    atomicAdd(arrivals, 1u);
+    unsigned seen = 0;
+    for (long polls = 0;; ++polls) {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(arrivals) : "memory");
+      if (seen >= target) break;
+      if (polls > (1l << 28)) __trap();  // a block that never arrives: fail, do not hang
+    }
+  }
+  consumers_sync();
+}
+
+// Σ over 8 bf16 pairs of two 16-byte vectors, added to acc.
+__device__ __forceinline__ float dot8(uint4 w, uint4 a, float acc) {
+  const unsigned wv[4] = {w.x, w.y, w.z, w.w}, av[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    acc = fmaf(__uint_as_float(wv[i] << 16), __uint_as_float(av[i] << 16), acc);
+    acc = fmaf(__uint_as_float(wv[i] & 0xffff0000u), __uint_as_float(av[i] & 0xffff0000u), acc);
+  }
+  return acc;
+}
+
+// A row of `length` (a multiple of kPiece) bf16 weights against a bf16 vector, both in shared
+// memory, by one warp; every lane gets the sum.
+__device__ __forceinline__ float warp_dot(const __nv_bfloat16* row, const __nv_bfloat16* vec, int length, int lane) {
+  float acc0 = 0.0f, acc1 = 0.0f;
+  int k = lane * 8;
+  for (; k + kPiece < length; k += 2 * kPiece) {
+    acc0 = dot8(*reinterpret_cast<const uint4*>(row + k), *reinterpret_cast<const uint4*>(vec + k), acc0);
+    acc1 = dot8(*reinterpret_cast<const uint4*>(row + k + kPiece),
+                *reinterpret_cast<const uint4*>(vec + k + kPiece), acc1);
+  }
+  if (k < length) acc0 = dot8(*reinterpret_cast<const uint4*>(row + k), *reinterpret_cast<const uint4*>(vec + k), acc0);
+  return warp_sum(acc0 + acc1);
+}
+
+__device__ __forceinline__ float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// The producer warp: every chunk of every layer, in order, into the ring.
+__device__ void produce(const StackArgs& p, unsigned char* ring, uint64_t* full, uint64_t* empty) {
+  const int lane = threadIdx.x % 32, b = blockIdx.x, J = p.R + 2 * p.N;
+  const Schedule s(p);
+  unsigned chunk = 0;
+  // Claims the next slot for `bytes` (waiting until every consumer warp has released it).
+  auto claim = [&](unsigned bytes) {
+    const unsigned slot = chunk % p.slots, use = chunk / p.slots;
+    if (use > 0) barrier_wait(&empty[slot], (use - 1) & 1);
+    if (lane == 0) barrier_expect_bytes(&full[slot], bytes);
+    __syncwarp();
+    ++chunk;
+    return slot;
+  };
+  for (int l = 0; l < p.layers; ++l) {
+    const LayerArgs& w = p.layer[l];
+    for (int half = 0; half < 2; ++half)
+      for (int c = 0; c < s.in_chunks; ++c) {
+        const int rows = min(s.in_rows, p.channels - c * s.in_rows);
+        const unsigned bytes = unsigned(rows) * p.d * 2, slot = claim(bytes);
+        const int64_t row0 = int64_t(half) * p.E + int64_t(b) * p.channels + c * s.in_rows;
+        if (lane == 0) bulk_copy(ring + size_t(slot) * kSlotBytes, w.in_proj + row0 * p.d, bytes, &full[slot]);
+      }
+    {  // W_x[:, b·cb : (b+1)·cb], gathered as [J][cb]
+      const unsigned row_bytes = unsigned(p.channels) * 2, slot = claim(row_bytes * J);
+      for (int j = lane; j < J; j += 32)
+        bulk_copy(ring + size_t(slot) * kSlotBytes + j * row_bytes, w.x_proj + int64_t(j) * p.E + int64_t(b) * p.channels,
+                  row_bytes, &full[slot]);
+    }
+    {
+      const unsigned bytes = unsigned(p.channels) * p.R * 2, slot = claim(bytes);
+      if (lane == 0)
+        bulk_copy(ring + size_t(slot) * kSlotBytes, w.dt_proj + int64_t(b) * p.channels * p.R, bytes, &full[slot]);
+    }
+    for (int c = 0; c < s.out_chunks; ++c) {
+      const int rows = min(s.out_rows, p.columns - c * s.out_rows);
+      const unsigned bytes = unsigned(rows) * p.E * 2, slot = claim(bytes);
+      const int64_t row0 = int64_t(b) * p.columns + c * s.out_rows;
+      if (lane == 0) bulk_copy(ring + size_t(slot) * kSlotBytes, w.out_proj + row0 * p.E, bytes, &full[slot]);
+    }
+  }
+}
+
+struct Shared {
+  unsigned char* ring;
+  uint64_t *full, *empty;
+  __nv_bfloat16 *xs, *ys;  // the staged bf16(s ⊙ w_norm) [d] and y [E]
+  float *rows;             // in_proj sums of the block's x rows, then z rows [2cb]
+  float *u, *z, *delta;    // [cb] each
+  float *dbc;              // δ_low, B, C [J]
+  float4* reduce;          // partial sums of x_proj's reduction [kConsumers]
+  float* scratch;          // [32]
+};
+
+__host__ __device__ size_t shared_bytes(int slots, int d, int E, int channels, int J) {
+  return size_t(slots) * kSlotBytes + 2 * kMaxSlots * sizeof(uint64_t) + size_t(d + E) * 2 +
+         (size_t(5) * channels + J + 32) * sizeof(float) + kConsumers * sizeof(float4) + 64;
+}
+
+__device__ Shared carve(unsigned char* base, const StackArgs& p) {
+  Shared s;
+  s.ring = base;
+  s.full = reinterpret_cast<uint64_t*>(base + size_t(p.slots) * kSlotBytes);
+  s.empty = s.full + kMaxSlots;
+  s.reduce = reinterpret_cast<float4*>(s.empty + kMaxSlots);
+  s.xs = reinterpret_cast<__nv_bfloat16*>(s.reduce + kConsumers);
+  s.ys = s.xs + p.d;
+  s.rows = reinterpret_cast<float*>(s.ys + p.E);
+  s.u = s.rows + 2 * p.channels;
+  s.z = s.u + p.channels;
+  s.delta = s.z + p.channels;
+  s.dbc = s.delta + p.channels;
+  s.scratch = s.dbc + p.R + 2 * p.N;
+  return s;
+}
+
+// The consumers' walk over the ring: chunk by chunk, each warp waiting for it to land and releasing
+// it after use.
+struct RingReader {
+  const Shared& s;
+  int slots;
+  unsigned chunk = 0;
+  __device__ const unsigned char* take() {
+    const unsigned slot = chunk % slots;
+    barrier_wait(&s.full[slot], (chunk / slots) & 1);
+    return s.ring + size_t(slot) * kSlotBytes;
+  }
+  __device__ void release() {
+    __syncwarp();
+    if (threadIdx.x % 32 == 0) barrier_arrive(&s.empty[chunk % slots]);
+    ++chunk;
+  }
+};
+
+__global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_constant__ StackArgs p) {
+  extern __shared__ __align__(128) unsigned char shared[];
+  const Shared s = carve(shared, p);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
+  if (tid == 0) {
+    for (int i = 0; i < p.slots; ++i) {
+      barrier_init(&s.full[i], 1);
+      barrier_init(&s.empty[i], kConsumerWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if (warp == kConsumerWarps) {
+    produce(p, s.ring, s.full, s.empty);
+    return;
+  }
+
+  const int b = blockIdx.x, d = p.d, E = p.E, N = p.N, R = p.R, J = R + 2 * N, cb = p.channels;
+  const int c0 = b * cb, j0 = b * p.columns;
+  const Schedule sched(p);
+  RingReader ring{s, p.slots};
+  int barrier = 0;
+  for (int l = 0; l < p.layers; ++l) {
+    const LayerArgs& w = p.layer[l];
+    // Phase 1. s = out + residual (layer 0: x); this block writes its columns of s.
+    if (l > 0) grid_sync(p.arrivals, barrier++);
+    const __nv_bfloat16* in = l == 0 ? p.x : p.out;
+    const float* residual_in = p.residual + size_t((l + 1) % 2) * d;
+    float* residual_out = p.residual + size_t(l % 2) * d;
+    float squares = 0.0f;
+    for (int k = tid; k < d; k += kConsumers) {
+      const float v = load_cg(in + k) + (l > 0 ? load_cg(residual_in + k) : 0.0f);
+      squares = fmaf(v, v, squares);
+      s.xs[k] = __float2bfloat16_rn(v * w.norm_weight[k]);
+      if (k >= j0 && k < j0 + p.columns) residual_out[k] = v;
+    }
+    squares = warp_sum(squares);
+    if (lane == 0) s.scratch[warp] = squares;
+    consumers_sync();
+    float total = 0.0f;
+    for (int i = 0; i < kConsumerWarps; ++i) total += s.scratch[i];
+    const float inv_rms = rsqrtf(total / float(d) + p.eps);
+
+    // The block's x rows, then its z rows, of W_in: row r of the pair of halves to warp r % 8.
+    for (int c = 0; c < 2 * sched.in_chunks; ++c) {
+      const unsigned char* chunk = ring.take();
+      const int first = (c % sched.in_chunks) * sched.in_rows, half = c / sched.in_chunks;
+      const int rows = min(sched.in_rows, cb - first);
+      for (int r = 0; r < rows; ++r) {
+        const int row = half * cb + first + r;
+        if (row % kConsumerWarps != warp) continue;
+        const float v = warp_dot(reinterpret_cast<const __nv_bfloat16*>(chunk) + size_t(r) * d, s.xs, d, lane);
+        if (lane == 0) s.rows[row] = v;
+      }
+      ring.release();
+    }
+    consumers_sync();
+    // The conv step + SiLU of the block's channels; z as the in-projection stores it.
+    if (tid < cb) {
+      const int ch = c0 + tid, history = p.K - 1;
+      const float x = bf16_round(s.rows[tid] * inv_rms);
+      float* state = w.conv_state + int64_t(ch) * history;
+      const float* taps = w.conv_weight + int64_t(ch) * p.K;
+      float acc = w.conv_bias ? w.conv_bias[ch] : 0.0f;
+      for (int k = 0; k < history; ++k) acc = fmaf(taps[k], state[k], acc);
+      acc = fmaf(taps[history], x, acc);
+      for (int k = 0; k + 1 < history; ++k) state[k] = state[k + 1];
+      if (history > 0) state[history - 1] = x;
+      s.u[tid] = bf16_round(acc * sigmoid(acc));
+      s.z[tid] = bf16_round(s.rows[cb + tid] * inv_rms);
+    }
+    consumers_sync();
+    {  // x_proj's partial sums over the block's channels: output j to thread j
+      const __nv_bfloat16* wx = reinterpret_cast<const __nv_bfloat16*>(ring.take());
+      for (int j = tid; j < J; j += kConsumers) {
+        float acc = 0.0f;
+        for (int c = 0; c < cb; c += 8) {
+          const uint4 v = *reinterpret_cast<const uint4*>(wx + size_t(j) * cb + c);
+          const unsigned wv[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            acc = fmaf(__uint_as_float(wv[i] << 16), s.u[c + 2 * i], acc);
+            acc = fmaf(__uint_as_float(wv[i] & 0xffff0000u), s.u[c + 2 * i + 1], acc);
+          }
+        }
+        p.partials[size_t(b) * J + j] = acc;
+      }
+      ring.release();
+    }
+    // The block's SSM states, read before the barrier: only this block touches them.
+    const int pairs = cb * N;
+    float h_prev[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int e = tid + i * kConsumers;
+      h_prev[i] = e < pairs ? w.ssm_state[int64_t(c0) * N + e] : 0.0f;
+    }
+    grid_sync(p.arrivals, barrier++);
+
+    // Phase 2. δ_low, B, C: every block sums all partials, quads of columns, blocks in order.
+    {
+      const int quads = J / 4, groups = kConsumers / quads;
+      const int q = tid % quads, g = tid / quads;
+      float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (g < groups)
+        for (int bb = g; bb < int(gridDim.x); bb += groups) {
+          const float4 v = __ldcg(reinterpret_cast<const float4*>(p.partials + size_t(bb) * J) + q);
+          acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+        }
+      s.reduce[tid] = acc;
+      consumers_sync();
+      if (tid < J) {
+        float sum = 0.0f;
+        for (int gg = 0; gg < groups; ++gg) {
+          const float4 v = s.reduce[gg * quads + tid / 4];
+          sum += (tid % 4 == 0 ? v.x : tid % 4 == 1 ? v.y : tid % 4 == 2 ? v.z : v.w);
+        }
+        s.dbc[tid] = bf16_round(sum);
+      }
+      consumers_sync();
+    }
+    {  // δ of the block's channels: channel c to warp c % 8, lanes along the rank
+      const __nv_bfloat16* wdt = reinterpret_cast<const __nv_bfloat16*>(ring.take());
+      for (int c = warp; c < cb; c += kConsumerWarps) {
+        float acc = 0.0f;
+        for (int r = lane * 8; r < R; r += 32 * 8) {
+          const uint4 v = *reinterpret_cast<const uint4*>(wdt + size_t(c) * R + r);
+          const unsigned wv[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            acc = fmaf(__uint_as_float(wv[i] << 16), s.dbc[r + 2 * i], acc);
+            acc = fmaf(__uint_as_float(wv[i] & 0xffff0000u), s.dbc[r + 2 * i + 1], acc);
+          }
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) {
+          const float x = acc + w.dt_bias[c0 + c];
+          s.delta[c] = softplus(x);
+        }
+      }
+      ring.release();
+    }
+    consumers_sync();
+    // The state update: (channel, state) pairs, the N states of a channel on N adjacent lanes.
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int e = tid + i * kConsumers;
+      if (i * kConsumers >= pairs) break;
+      const int c = e / N, n = e % N;
+      const bool active = e < pairs;
+      const int cc = active ? c : 0;
+      const float dl = s.delta[cc], u = s.u[cc];
+      const float next = fmaf(exp2f(dl * w.A[int64_t(c0 + cc) * N + n] * kLog2e), h_prev[i],
+                              dl * s.dbc[R + n] * u);
+      if (active) w.ssm_state[int64_t(c0) * N + e] = next;
+      float y = s.dbc[R + N + n] * next;
+      for (int offset = N / 2; offset > 0; offset /= 2) y += __shfl_xor_sync(0xffffffffu, y, offset);
+      if (active && n == 0) {
+        y = fmaf(w.D[c0 + c], u, y);
+        const float zv = s.z[c];
+        p.y[c0 + c] = __float2bfloat16_rn(y * (zv * sigmoid(zv)));
+      }
+    }
+    grid_sync(p.arrivals, barrier++);
+
+    // Phase 3. The block's columns of out_proj against all of y.
+    for (int k = tid * 8; k < E; k += kConsumers * 8)
+      *reinterpret_cast<uint4*>(s.ys + k) = __ldcg(reinterpret_cast<const uint4*>(p.y + k));
+    consumers_sync();
+    for (int c = 0; c < sched.out_chunks; ++c) {
+      const unsigned char* chunk = ring.take();
+      const int first = c * sched.out_rows, rows = min(sched.out_rows, p.columns - first);
+      for (int r = 0; r < rows; ++r) {
+        if ((first + r) % kConsumerWarps != warp) continue;
+        const float v = warp_dot(reinterpret_cast<const __nv_bfloat16*>(chunk) + size_t(r) * E, s.ys, E, lane);
+        if (lane == 0) p.out[j0 + first + r] = __float2bfloat16_rn(v);
+      }
+      ring.release();
+    }
+  }
+  // The last block out resets the counter for the next launch.
+  consumers_sync();
+  if (tid == 0 && atomicAdd(p.arrivals, 1u) == unsigned(barrier + 1) * gridDim.x - 1) atomicExch(p.arrivals, 0u);
+}
+
+// How the stack splits over blocks: the fewest channels a block (a multiple of 8) that leaves at
+// most one block per multiprocessor and also splits d evenly; 0 when none does.
+int channels_per_block(int64_t E, int64_t d) {
+  const int64_t sms = multiprocessor_count();
+  for (int64_t cb = 8; cb <= E; cb += 8)
+    if (E % cb == 0 && E / cb <= sms && d % (E / cb) == 0) return int(cb);
+  return 0;
+}
+
+int shared_limit() {
+  int device = 0, limit = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+  return limit;
+}
+
+}  // namespace
+
+bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& layers) {
+  const DecodeStackLayer& first = layers[0];
+  const int64_t d = x.size(1), E = first.dt_bias.size(0), N = first.A.size(1), R = first.dt_proj.size(1);
+  const int64_t K = first.conv_weight.size(-1), J = R + 2 * N;
+  if (layers.size() > size_t(kMaxLayers) || x.dtype() != DType::bf16 || d % kPiece != 0 || E % kPiece != 0 ||
+      R % 8 != 0 || N < 2 || N > 32 || (N & (N - 1)) != 0 || K < 1 || J > kConsumers || !aligned16(x.raw()))
+    return false;
+  const int cb = channels_per_block(E, d);
+  if (cb == 0 || cb > 32 || cb * N > 4 * kConsumers || int64_t(cb) * R * 2 > kSlotBytes ||
+      J * int64_t(cb) * 2 > kSlotBytes || 2 * d > kSlotBytes || 2 * E > kSlotBytes ||
+      kConsumers / (J / 4) < 1)
+    return false;
+  for (const DecodeStackLayer& l : layers) {
+    for (const Tensor* t : {&l.in_proj, &l.x_proj, &l.dt_proj, &l.out_proj})
+      if (t->dtype() != DType::bf16 || !t->is_contiguous() || !aligned16(t->raw())) return false;
+    for (const Tensor* t : {&l.norm_weight, &l.conv_weight, &l.dt_bias, &l.A, &l.D, &l.conv_state, &l.ssm_state})
+      if (t->dtype() != DType::f32 || !t->is_contiguous()) return false;
+    if (l.conv_bias.defined() && (l.conv_bias.dtype() != DType::f32 || !l.conv_bias.is_contiguous())) return false;
+  }
+  return shared_bytes(2, int(d), int(E), cb, int(J)) <= size_t(shared_limit());
+}
+
+DecodeStackOutputs decode_stack_step(const Tensor& x, const std::vector<DecodeStackLayer>& layers, float eps) {
+  const DecodeStackLayer& first = layers[0];
+  StackArgs p{};
+  p.layers = int(layers.size());
+  p.d = int(x.size(1));
+  p.E = int(first.dt_bias.size(0));
+  p.N = int(first.A.size(1));
+  p.R = int(first.dt_proj.size(1));
+  p.K = int(first.conv_weight.size(-1));
+  p.channels = channels_per_block(p.E, p.d);
+  const int blocks = p.E / p.channels, J = p.R + 2 * p.N;
+  p.columns = p.d / blocks;
+  const size_t fixed = shared_bytes(0, p.d, p.E, p.channels, J);
+  p.slots = int(std::min<size_t>(kMaxSlots, (size_t(shared_limit()) - fixed) / kSlotBytes));
+  p.eps = eps;
+  DecodeStackOutputs result{Tensor::empty({1, p.d}, DType::bf16, Device::cuda), {}};
+  Tensor residual = Tensor::empty({2, p.d}, DType::f32, Device::cuda);
+  Tensor partials = Tensor::empty({blocks, J}, DType::f32, Device::cuda);
+  Tensor y = Tensor::empty({p.E}, DType::bf16, Device::cuda);
+  Tensor arrivals = Tensor::zeros({1}, DType::i32, Device::cuda);
+  p.x = static_cast<__nv_bfloat16*>(x.raw());
+  p.out = static_cast<__nv_bfloat16*>(result.out.raw());
+  p.y = static_cast<__nv_bfloat16*>(y.raw());
+  p.residual = residual.data<float>();
+  p.partials = partials.data<float>();
+  p.arrivals = reinterpret_cast<unsigned*>(arrivals.data<int32_t>());
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const DecodeStackLayer& in = layers[l];
+    LayerArgs& a = p.layer[l];
+    a.in_proj = static_cast<__nv_bfloat16*>(in.in_proj.raw());
+    a.x_proj = static_cast<__nv_bfloat16*>(in.x_proj.raw());
+    a.dt_proj = static_cast<__nv_bfloat16*>(in.dt_proj.raw());
+    a.out_proj = static_cast<__nv_bfloat16*>(in.out_proj.raw());
+    a.norm_weight = in.norm_weight.data<float>();
+    a.conv_weight = in.conv_weight.data<float>();
+    a.conv_bias = data_or_null<float>(in.conv_bias);
+    a.dt_bias = in.dt_bias.data<float>();
+    a.A = in.A.data<float>();
+    a.D = in.D.data<float>();
+    a.conv_state = in.conv_state.data<float>();
+    a.ssm_state = in.ssm_state.data<float>();
+  }
+  const size_t bytes = shared_bytes(p.slots, p.d, p.E, p.channels, J);
+  check_cuda(cudaFuncSetAttribute(decode_stack_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+             "cudaFuncSetAttribute (decode_stack_kernel)");
+  cudaLaunchAttribute cooperative{};
+  cooperative.id = cudaLaunchAttributeCooperative;
+  cooperative.val.cooperative = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(unsigned(blocks));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = bytes;
+  config.stream = cudaStreamPerThread;
+  config.attrs = &cooperative;
+  config.numAttrs = 1;
+  check_cuda(cudaLaunchKernelEx(&config, decode_stack_kernel, p), "decode_stack_kernel");
+  result.residual = residual.slice(size_t(p.layers - 1) % 2, size_t(p.layers - 1) % 2 + 1);
+  return result;
+}
+
+}  // namespace mamba::ops::cuda

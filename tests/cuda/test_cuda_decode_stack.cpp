@@ -1,0 +1,183 @@
+// ops::decode_stack_step (every layer of a one-sequence decode step in one kernel) against the
+// float64 reference ops composed layer by layer, over two chained steps, and inside the model.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "cuda_test_util.h"
+#include "model/language_model.h"
+#include "model/presets.h"
+#include "ops/causal_conv1d.h"
+#include "ops/decode_stack.h"
+#include "ops/linear.h"
+#include "ops/norm.h"
+#include "ops/selective_scan.h"
+
+namespace mamba::cuda_test {
+namespace {
+
+Tensor cpu64(const std::vector<double>& v, const Shape& shape) { return Tensor::from_vector(v, shape, DType::f64); }
+
+std::vector<double> part(const std::vector<double>& v, int64_t begin, int64_t end) {
+  return {v.begin() + begin, v.begin() + end};
+}
+
+struct Geometry {
+  int d, E, N, R, K, layers;
+  bool conv_bias;
+};
+
+// One layer's parameters and states as the GPU reads them, in float64.
+struct HostLayer {
+  std::vector<double> norm_w, in_proj, conv_w, conv_b, x_proj, dt_proj, dt_bias, A, D, out_proj, conv_state, ssm_state;
+};
+
+HostLayer random_layer(Rng& rng, const Geometry& g) {
+  const int J = g.R + 2 * g.N;
+  HostLayer h;
+  h.norm_w = rounded(random_vector(rng, g.d, 0.5, 1.5), DType::f32);
+  h.in_proj = rounded(random_vector(rng, 2 * int64_t(g.E) * g.d, -0.1, 0.1), DType::bf16);
+  h.conv_w = rounded(random_vector(rng, int64_t(g.E) * g.K, -0.5, 0.5), DType::f32);
+  if (g.conv_bias) h.conv_b = rounded(random_vector(rng, g.E, -0.5, 0.5), DType::f32);
+  h.x_proj = rounded(random_vector(rng, int64_t(J) * g.E, -0.1, 0.1), DType::bf16);
+  h.dt_proj = rounded(random_vector(rng, int64_t(g.E) * g.R, -0.3, 0.3), DType::bf16);
+  h.dt_bias = rounded(random_vector(rng, g.E, -3, -1), DType::f32);
+  h.A = rounded(random_vector(rng, int64_t(g.E) * g.N, -4, -0.5), DType::f32);
+  h.D = rounded(random_vector(rng, g.E, -1, 1), DType::f32);
+  h.out_proj = rounded(random_vector(rng, int64_t(g.d) * g.E, -0.1, 0.1), DType::bf16);
+  h.conv_state = rounded(random_vector(rng, int64_t(g.E) * (g.K - 1), -1, 1), DType::f32);
+  h.ssm_state = rounded(random_vector(rng, int64_t(g.E) * g.N, -1, 1), DType::f32);
+  return h;
+}
+
+ops::DecodeStackLayer gpu_layer(const HostLayer& h, const Geometry& g) {
+  const int J = g.R + 2 * g.N;
+  return {on_gpu(h.norm_w, {g.d}, DType::f32),
+          on_gpu(h.in_proj, {2 * g.E, g.d}, DType::bf16),
+          on_gpu(h.conv_w, {g.E, g.K}, DType::f32),
+          g.conv_bias ? on_gpu(h.conv_b, {g.E}, DType::f32) : Tensor(),
+          on_gpu(h.x_proj, {J, g.E}, DType::bf16),
+          on_gpu(h.dt_proj, {g.E, g.R}, DType::bf16),
+          on_gpu(h.dt_bias, {g.E}, DType::f32),
+          on_gpu(h.A, {g.E, g.N}, DType::f32),
+          on_gpu(h.D, {g.E}, DType::f32),
+          on_gpu(h.out_proj, {g.d, g.E}, DType::bf16),
+          on_gpu(h.conv_state, {1, g.E, g.K - 1}, DType::f32),
+          on_gpu(h.ssm_state, {1, g.E, g.N}, DType::f32)};
+}
+
+// One reference layer: returns its output; `residual` becomes s, the states advance.
+Tensor reference_layer(const Tensor& x, Tensor& residual, HostLayer& h, Tensor& conv_state, Tensor& ssm_state,
+                       const Geometry& g) {
+  const int J = g.R + 2 * g.N;
+  const ops::NormOutputs n =
+      ops::ref::add_norm_forward({x, residual, cpu64(h.norm_w, {g.d}), {}, 1e-5f, ops::NormKind::rms});
+  residual = n.residual_out;
+  const std::vector<double> xz = ops::ref::linear_forward(n.out, cpu64(h.in_proj, {2 * g.E, g.d}), {}).to_double_vector();
+  const Tensor u = ops::ref::causal_conv1d_step({cpu64(part(xz, 0, g.E), {1, g.E}), cpu64(h.conv_w, {g.E, g.K}),
+                                                 g.conv_bias ? cpu64(h.conv_b, {g.E}) : Tensor(), {}, {}, true},
+                                                conv_state);
+  const std::vector<double> dbc = ops::ref::linear_forward(u, cpu64(h.x_proj, {J, g.E}), {}).to_double_vector();
+  ops::ScanInputs step;
+  step.u = u;
+  step.delta = cpu64(part(dbc, 0, g.R), {1, g.R});
+  step.delta_proj = cpu64(h.dt_proj, {g.E, g.R});
+  step.B = cpu64(part(dbc, g.R, g.R + g.N), {1, g.N});
+  step.C = cpu64(part(dbc, g.R + g.N, J), {1, g.N});
+  step.A = Tensor::from_vector(h.A, {g.E, g.N}, DType::f32);
+  step.D = Tensor::from_vector(h.D, {g.E}, DType::f32);
+  step.z = cpu64(part(xz, g.E, 2 * g.E), {1, g.E});
+  step.delta_bias = Tensor::from_vector(h.dt_bias, {g.E}, DType::f32);
+  step.delta_softplus = true;
+  const Tensor y = ops::ref::selective_state_update(step, ssm_state);
+  return ops::ref::linear_forward(y, cpu64(h.out_proj, {g.d, g.E}), {});
+}
+
+// Geometries: one chunk a half of W_in (d 256), two full chunks (d 1024, N 8, conv width 3 without
+// bias), and the 130m shape's (d 768: chunks of 10 rows, the second partial; 96 blocks).
+TEST(CudaDecodeStack, MatchesTheLayerByLayerReference) {
+  SKIP_WITHOUT_GPU();
+  for (const Geometry& g : {Geometry{256, 512, 16, 16, 4, 3, true}, Geometry{1024, 2048, 8, 32, 3, 2, false},
+                            Geometry{768, 1536, 16, 48, 4, 2, true}}) {
+    SCOPED_TRACE("d " + std::to_string(g.d) + " E " + std::to_string(g.E) + " N " + std::to_string(g.N));
+    Rng rng(77 + uint64_t(g.d));
+    std::vector<HostLayer> host;
+    std::vector<ops::DecodeStackLayer> layers;
+    std::vector<Tensor> ref_conv, ref_ssm;
+    for (int l = 0; l < g.layers; ++l) {
+      host.push_back(random_layer(rng, g));
+      layers.push_back(gpu_layer(host.back(), g));
+      ref_conv.push_back(cpu64(host.back().conv_state, {1, g.E, g.K - 1}));
+      ref_ssm.push_back(cpu64(host.back().ssm_state, {1, g.E, g.N}));
+    }
+    const Tensor x0 = on_gpu(rounded(random_vector(rng, g.d, -1, 1), DType::bf16), {1, g.d}, DType::bf16);
+    ASSERT_TRUE(ops::decode_stack_fits(x0, layers));
+    for (int step = 0; step < 2; ++step) {
+      SCOPED_TRACE("step " + std::to_string(step));
+      const std::vector<double> x = rounded(random_vector(rng, g.d, -1, 1), DType::bf16);
+      const auto gpu = ops::decode_stack_step(on_gpu(x, {1, g.d}, DType::bf16), layers, 1e-5f);
+      ASSERT_TRUE(gpu.has_value());
+      Tensor h = cpu64(x, {1, g.d}), residual;
+      for (int l = 0; l < g.layers; ++l) h = reference_layer(h, residual, host[l], ref_conv[l], ref_ssm[l], g);
+      EXPECT_LT(error_vs(gpu->out, h.to_double_vector()), 1e-2);
+      EXPECT_LT(error_vs(gpu->residual, residual.to_double_vector()), 1e-2);
+      for (int l = 0; l < g.layers; ++l) {
+        EXPECT_LT(error_vs(layers[l].conv_state, ref_conv[l].to_double_vector()), 1e-2) << "layer " << l;
+        EXPECT_LT(error_vs(layers[l].ssm_state, ref_ssm[l].to_double_vector()), 1e-2) << "layer " << l;
+      }
+    }
+  }
+}
+
+// What the kernel does not take it declines (the caller then runs the layers one by one): d not a
+// multiple of 256, f32 weights, an odd δ rank.
+TEST(CudaDecodeStack, DeclinesWhatItDoesNotTake) {
+  SKIP_WITHOUT_GPU();
+  Rng rng(5);
+  const Geometry g{256, 512, 16, 16, 4, 1, true};
+  const HostLayer h = random_layer(rng, g);
+  const Tensor x = on_gpu(random_vector(rng, g.d, -1, 1), {1, g.d}, DType::bf16);
+  std::vector<ops::DecodeStackLayer> layers{gpu_layer(h, g)};
+  EXPECT_TRUE(ops::decode_stack_fits(x, layers));
+  layers[0].out_proj = layers[0].out_proj.to(DType::f32);
+  EXPECT_FALSE(ops::decode_stack_fits(x, layers));
+  EXPECT_FALSE(ops::decode_stack_step(x, layers, 1e-5f).has_value());
+  layers[0].in_proj = Tensor::empty({2 * g.E, g.d + 1}, DType::bf16, Device::cuda);
+  EXPECT_THROW(ops::decode_stack_fits(x, layers), Error);  // a shape that disagrees is named, not declined
+}
+
+// In the model: a bf16 model whose layers the kernel takes decodes one sequence as the CPU model
+// does and as its own layer-by-layer steps do (eager step, recording, replays).
+TEST(CudaDecodeStack, ModelStepsMatchTheLayerByLayerSteps) {
+  SKIP_WITHOUT_GPU();
+  io::ModelConfig c = model::preset_config("tiny", "test");
+  c.d_model = 256;
+  c.d_inner = 512;
+  c.dt_rank = 16;
+  c.n_layer = 3;
+  c.vocab_size = 203;
+  c.pad_vocab_size_multiple = 8;
+  auto stacked = model::LanguageModel::initialize(c, 21, Device::cuda);
+  auto layered = model::LanguageModel::initialize(c, 21, Device::cuda);
+  auto cpu = model::LanguageModel::initialize(c, 21, Device::cpu);
+  for (auto* m : {stacked.get(), layered.get(), cpu.get()}) m->convert_weight_matrices(DType::bf16);
+  layered->set_decode_stack(false);
+  Tensor prompt = Tensor::from_vector({5, 17, 99, 3, 150, 42}, {1, 6}, DType::i32);
+  model::InferenceState a = stacked->new_state(1), b = layered->new_state(1), h = cpu->new_state(1);
+  stacked->prefill(a, prompt);
+  layered->prefill(b, prompt);
+  cpu->prefill(h, prompt);
+  for (int step = 0; step < 5; ++step) {
+    Tensor next = Tensor::from_vector({7 + 31 * step}, {1}, DType::i32);
+    const Tensor logits = stacked->step(a, next);
+    EXPECT_LT(relative_error(logits, layered->step(b, next)), 1e-2) << "step " << step;
+    EXPECT_LT(relative_error(logits, cpu->step(h, next)), 1e-2) << "step " << step;
+  }
+  for (size_t l = 0; l < a.ssm.size(); ++l) {
+    EXPECT_LT(relative_error(a.ssm[l], b.ssm[l]), 1e-2) << "layer " << l;
+    EXPECT_LT(relative_error(a.conv[l], b.conv[l]), 1e-2) << "layer " << l;
+  }
+}
+
+}  // namespace
+}  // namespace mamba::cuda_test
