@@ -117,6 +117,12 @@ __device__ __forceinline__ float load_cg(const __nv_bfloat16* p) {
   return __uint_as_float(unsigned(__ldcg(reinterpret_cast<const unsigned short*>(p))) << 16);
 }
 
+__device__ __forceinline__ uint64_t global_nanoseconds() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+  return t;
+}
+
 // Every block's consumers have arrived at barrier `index` (counted from 0 over the launch).
 __device__ void grid_sync(unsigned* arrivals, int index) {
   consumers_sync();
@@ -125,10 +131,11 @@ __device__ void grid_sync(unsigned* arrivals, int index) {
     __threadfence();
     atomicAdd(arrivals, 1u);
     unsigned seen = 0;
-    for (long polls = 0;; ++polls) {
+    const uint64_t start = global_nanoseconds();
+    for (;;) {
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(arrivals) : "memory");
       if (seen >= target) break;
-      if (polls > (1l << 28)) __trap();  // a block that never arrives: fail, do not hang
+      if (global_nanoseconds() - start > 20'000'000'000ull) __trap();  // a block that never arrives: fail, not hang
     }
   }
   consumers_sync();
