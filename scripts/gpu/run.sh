@@ -139,7 +139,9 @@ run_tests() {
   # racecheck reports shared-memory hazards inside cuBLASLt's own split-K kernel
   # (nvjet_sm90_tss_64x8_64x16_1x1_h_bz_splitK_NNT, 184 of them) for that test's bf16 product over
   # K = 60,000: memcheck runs it, racecheck leaves it out (docs/perf/cuda_model.md, m20-train).
-  local not_racecheck='-CudaCrossEntropy.RowsLongerThanSharedMemory'
+  # racecheck does not follow an mbarrier's byte count, so it reports every read of a slot the
+  # decode stack's bulk copies filled as a hazard (1.4M of them): memcheck runs that test only.
+  local not_racecheck='-CudaCrossEntropy.RowsLongerThanSharedMemory:CudaDecodeStack.*'
   for tool in memcheck racecheck; do
     echo "== compute-sanitizer $tool"
     local filter="$small"

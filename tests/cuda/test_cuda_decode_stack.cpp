@@ -66,18 +66,22 @@ ops::DecodeStackLayer gpu_layer(const HostLayer& h, const Geometry& g) {
           on_gpu(h.ssm_state, {1, g.E, g.N}, DType::f32)};
 }
 
-// One reference layer: returns its output; `residual` becomes s, the states advance.
+// One reference layer: returns its output; `residual` becomes s, the states advance. x', z, u, δ_low,
+// B, C and y are rounded to bf16 where the op stores them (its definition in ops/decode_stack.h).
 Tensor reference_layer(const Tensor& x, Tensor& residual, HostLayer& h, Tensor& conv_state, Tensor& ssm_state,
                        const Geometry& g) {
   const int J = g.R + 2 * g.N;
   const ops::NormOutputs n =
       ops::ref::add_norm_forward({x, residual, cpu64(h.norm_w, {g.d}), {}, 1e-5f, ops::NormKind::rms});
   residual = n.residual_out;
-  const std::vector<double> xz = ops::ref::linear_forward(n.out, cpu64(h.in_proj, {2 * g.E, g.d}), {}).to_double_vector();
-  const Tensor u = ops::ref::causal_conv1d_step({cpu64(part(xz, 0, g.E), {1, g.E}), cpu64(h.conv_w, {g.E, g.K}),
-                                                 g.conv_bias ? cpu64(h.conv_b, {g.E}) : Tensor(), {}, {}, true},
-                                                conv_state);
-  const std::vector<double> dbc = ops::ref::linear_forward(u, cpu64(h.x_proj, {J, g.E}), {}).to_double_vector();
+  const std::vector<double> xz = rounded(
+      ops::ref::linear_forward(n.out, cpu64(h.in_proj, {2 * g.E, g.d}), {}).to_double_vector(), DType::bf16);
+  const Tensor conv_out = ops::ref::causal_conv1d_step({cpu64(part(xz, 0, g.E), {1, g.E}), cpu64(h.conv_w, {g.E, g.K}),
+                                                        g.conv_bias ? cpu64(h.conv_b, {g.E}) : Tensor(), {}, {}, true},
+                                                       conv_state);
+  const Tensor u = cpu64(rounded(conv_out.to_double_vector(), DType::bf16), {1, g.E});
+  const std::vector<double> dbc =
+      rounded(ops::ref::linear_forward(u, cpu64(h.x_proj, {J, g.E}), {}).to_double_vector(), DType::bf16);
   ops::ScanInputs step;
   step.u = u;
   step.delta = cpu64(part(dbc, 0, g.R), {1, g.R});
@@ -89,7 +93,8 @@ Tensor reference_layer(const Tensor& x, Tensor& residual, HostLayer& h, Tensor& 
   step.z = cpu64(part(xz, g.E, 2 * g.E), {1, g.E});
   step.delta_bias = Tensor::from_vector(h.dt_bias, {g.E}, DType::f32);
   step.delta_softplus = true;
-  const Tensor y = ops::ref::selective_state_update(step, ssm_state);
+  const Tensor y =
+      cpu64(rounded(ops::ref::selective_state_update(step, ssm_state).to_double_vector(), DType::bf16), {1, g.E});
   return ops::ref::linear_forward(y, cpu64(h.out_proj, {g.d, g.E}), {});
 }
 

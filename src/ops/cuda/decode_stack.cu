@@ -35,7 +35,8 @@ constexpr int kConsumers = kConsumerWarps * 32;
 constexpr int kThreads = kConsumers + 32;  // and the producer warp
 constexpr int kSlotBytes = 16384;
 constexpr int kMaxSlots = 16;
-constexpr int kPiece = 256;  // elements of a row a warp reads at once: 32 lanes × 8 bf16
+constexpr int kPiece = 256;
+constexpr int kMaxConvWidth = 4;  // elements of a row a warp reads at once: 32 lanes × 8 bf16
 
 struct LayerArgs {
   const __nv_bfloat16* in_proj;   // [2E, d]
@@ -112,10 +113,6 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
 // The consumer warps' own barrier (the producer never waits with them).
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kConsumers) : "memory"); }
 
-__device__ __forceinline__ float load_cg(const float* p) { return __ldcg(p); }
-__device__ __forceinline__ float load_cg(const __nv_bfloat16* p) {
-  return __uint_as_float(unsigned(__ldcg(reinterpret_cast<const unsigned short*>(p))) << 16);
-}
 
 __device__ __forceinline__ uint64_t global_nanoseconds() {
   uint64_t t;
@@ -168,6 +165,31 @@ __device__ __forceinline__ float warp_dot(const __nv_bfloat16* row, const __nv_b
 
 __device__ __forceinline__ float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
+__device__ __forceinline__ void unpack8(uint4 v, float (&out)[8]) {
+  const unsigned w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    out[2 * i] = __uint_as_float(w[i] << 16);
+    out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ uint4 pack8(const float (&in)[8]) {
+  unsigned w[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    w[i] = unsigned(__bfloat16_as_ushort(__float2bfloat16_rn(in[2 * i]))) |
+           (unsigned(__bfloat16_as_ushort(__float2bfloat16_rn(in[2 * i + 1]))) << 16);
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+__device__ __forceinline__ void load8(const float* p, float (&out)[8]) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+}
+__device__ __forceinline__ void load8_cg(const float* p, float (&out)[8]) {
+  const float4 a = __ldcg(reinterpret_cast<const float4*>(p)), b = __ldcg(reinterpret_cast<const float4*>(p) + 1);
+  out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+}
+
 // The producer warp: every chunk of every layer, in order, into the ring.
 __device__ void produce(const StackArgs& p, unsigned char* ring, uint64_t* full, uint64_t* empty) {
   const int lane = threadIdx.x % 32, b = blockIdx.x, J = p.R + 2 * p.N;
@@ -217,6 +239,7 @@ struct Shared {
   __nv_bfloat16 *xs, *ys;  // the staged bf16(s ⊙ w_norm) [d] and y [E]
   float *rows;             // in_proj sums of the block's x rows, then z rows [2cb]
   float *u, *z, *delta;    // [cb] each
+  float *dt_bias, *skip;   // the block's δ biases and D [cb] each
   float *dbc;              // δ_low, B, C [J]
   float4* reduce;          // partial sums of x_proj's reduction [kConsumers]
   float* scratch;          // [32]
@@ -224,7 +247,7 @@ struct Shared {
 
 __host__ __device__ size_t shared_bytes(int slots, int d, int E, int channels, int J) {
   return size_t(slots) * kSlotBytes + 2 * kMaxSlots * sizeof(uint64_t) + size_t(d + E) * 2 +
-         (size_t(5) * channels + J + 32) * sizeof(float) + kConsumers * sizeof(float4) + 64;
+         (size_t(7) * channels + J + 32) * sizeof(float) + kConsumers * sizeof(float4) + 64;
 }
 
 __device__ Shared carve(unsigned char* base, const StackArgs& p) {
@@ -239,7 +262,9 @@ __device__ Shared carve(unsigned char* base, const StackArgs& p) {
   s.u = s.rows + 2 * p.channels;
   s.z = s.u + p.channels;
   s.delta = s.z + p.channels;
-  s.dbc = s.delta + p.channels;
+  s.dt_bias = s.delta + p.channels;
+  s.skip = s.dt_bias + p.channels;
+  s.dbc = s.skip + p.channels;
   s.scratch = s.dbc + p.R + 2 * p.N;
   return s;
 }
@@ -286,17 +311,43 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
   int barrier = 0;
   for (int l = 0; l < p.layers; ++l) {
     const LayerArgs& w = p.layer[l];
-    // Phase 1. s = out + residual (layer 0: x); this block writes its columns of s.
+    // Phase 1. s = out + residual (layer 0: x); this block writes its columns of s. Before the
+    // barrier, what no other block writes: the first norm weights, the conv step's operands.
+    const int k0 = tid * 8;
+    float norm_first[8] = {};
+    if (k0 < d) load8(w.norm_weight + k0, norm_first);
+    float taps[kMaxConvWidth] = {}, history[kMaxConvWidth] = {}, conv_bias = 0.0f;
+    if (tid < cb) {
+#pragma unroll
+      for (int k = 0; k < kMaxConvWidth; ++k) {
+        if (k < p.K) taps[k] = w.conv_weight[int64_t(c0 + tid) * p.K + k];
+        if (k + 1 < p.K) history[k] = w.conv_state[int64_t(c0 + tid) * (p.K - 1) + k];
+      }
+      conv_bias = w.conv_bias ? w.conv_bias[c0 + tid] : 0.0f;
+      s.dt_bias[tid] = w.dt_bias[c0 + tid];
+      s.skip[tid] = w.D[c0 + tid];
+    }
     if (l > 0) grid_sync(p.arrivals, barrier++);
     const __nv_bfloat16* in = l == 0 ? p.x : p.out;
     const float* residual_in = p.residual + size_t((l + 1) % 2) * d;
     float* residual_out = p.residual + size_t(l % 2) * d;
     float squares = 0.0f;
-    for (int k = tid; k < d; k += kConsumers) {
-      const float v = load_cg(in + k) + (l > 0 ? load_cg(residual_in + k) : 0.0f);
-      squares = fmaf(v, v, squares);
-      s.xs[k] = __float2bfloat16_rn(v * w.norm_weight[k]);
-      if (k >= j0 && k < j0 + p.columns) residual_out[k] = v;
+    for (int k = k0; k < d; k += kConsumers * 8) {
+      float v[8], r[8] = {}, wn[8];
+      unpack8(__ldcg(reinterpret_cast<const uint4*>(in + k)), v);
+      if (l > 0) load8_cg(residual_in + k, r);
+      if (k == k0)
+        for (int i = 0; i < 8; ++i) wn[i] = norm_first[i];
+      else
+        load8(w.norm_weight + k, wn);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        v[i] += r[i];
+        squares = fmaf(v[i], v[i], squares);
+        if (k + i >= j0 && k + i < j0 + p.columns) residual_out[k + i] = v[i];
+        wn[i] *= v[i];
+      }
+      *reinterpret_cast<uint4*>(s.xs + k) = pack8(wn);
     }
     squares = warp_sum(squares);
     if (lane == 0) s.scratch[warp] = squares;
@@ -321,15 +372,19 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
     consumers_sync();
     // The conv step + SiLU of the block's channels; z as the in-projection stores it.
     if (tid < cb) {
-      const int ch = c0 + tid, history = p.K - 1;
+      const int kept = p.K - 1;
       const float x = bf16_round(s.rows[tid] * inv_rms);
-      float* state = w.conv_state + int64_t(ch) * history;
-      const float* taps = w.conv_weight + int64_t(ch) * p.K;
-      float acc = w.conv_bias ? w.conv_bias[ch] : 0.0f;
-      for (int k = 0; k < history; ++k) acc = fmaf(taps[k], state[k], acc);
-      acc = fmaf(taps[history], x, acc);
-      for (int k = 0; k + 1 < history; ++k) state[k] = state[k + 1];
-      if (history > 0) state[history - 1] = x;
+      float* state = w.conv_state + int64_t(c0 + tid) * kept;
+      float acc = conv_bias, last_tap = 0.0f;
+#pragma unroll
+      for (int k = 0; k < kMaxConvWidth; ++k) {
+        if (k < kept) acc = fmaf(taps[k], history[k], acc);
+        if (k == kept) last_tap = taps[k];
+      }
+      acc = fmaf(last_tap, x, acc);
+#pragma unroll
+      for (int k = 0; k < kMaxConvWidth - 1; ++k)
+        if (k < kept) state[k] = k + 1 < kept ? history[k + 1] : x;
       s.u[tid] = bf16_round(acc * sigmoid(acc));
       s.z[tid] = bf16_round(s.rows[cb + tid] * inv_rms);
     }
@@ -353,11 +408,12 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
     }
     // The block's SSM states, read before the barrier: only this block touches them.
     const int pairs = cb * N;
-    float h_prev[4];
+    float h_prev[4], a[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int e = tid + i * kConsumers;
       h_prev[i] = e < pairs ? w.ssm_state[int64_t(c0) * N + e] : 0.0f;
+      a[i] = e < pairs ? w.A[int64_t(c0) * N + e] : 0.0f;
     }
     grid_sync(p.arrivals, barrier++);
 
@@ -367,6 +423,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       const int q = tid % quads, g = tid / quads;
       float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       if (g < groups)
+#pragma unroll 8
         for (int bb = g; bb < int(gridDim.x); bb += groups) {
           const float4 v = __ldcg(reinterpret_cast<const float4*>(p.partials + size_t(bb) * J) + q);
           acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
@@ -398,7 +455,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
         }
         acc = warp_sum(acc);
         if (lane == 0) {
-          const float x = acc + w.dt_bias[c0 + c];
+          const float x = acc + s.dt_bias[c];
           s.delta[c] = softplus(x);
         }
       }
@@ -414,13 +471,12 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       const bool active = e < pairs;
       const int cc = active ? c : 0;
       const float dl = s.delta[cc], u = s.u[cc];
-      const float next = fmaf(exp2f(dl * w.A[int64_t(c0 + cc) * N + n] * kLog2e), h_prev[i],
-                              dl * s.dbc[R + n] * u);
+      const float next = fmaf(exp2f(dl * a[i] * kLog2e), h_prev[i], dl * s.dbc[R + n] * u);
       if (active) w.ssm_state[int64_t(c0) * N + e] = next;
       float y = s.dbc[R + N + n] * next;
       for (int offset = N / 2; offset > 0; offset /= 2) y += __shfl_xor_sync(0xffffffffu, y, offset);
       if (active && n == 0) {
-        y = fmaf(w.D[c0 + c], u, y);
+        y = fmaf(s.skip[c], u, y);
         const float zv = s.z[c];
         p.y[c0 + c] = __float2bfloat16_rn(y * (zv * sigmoid(zv)));
       }
@@ -428,6 +484,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
     grid_sync(p.arrivals, barrier++);
 
     // Phase 3. The block's columns of out_proj against all of y.
+#pragma unroll 4
     for (int k = tid * 8; k < E; k += kConsumers * 8)
       *reinterpret_cast<uint4*>(s.ys + k) = __ldcg(reinterpret_cast<const uint4*>(p.y + k));
     consumers_sync();
@@ -470,7 +527,7 @@ bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& lay
   const int64_t d = x.size(1), E = first.dt_bias.size(0), N = first.A.size(1), R = first.dt_proj.size(1);
   const int64_t K = first.conv_weight.size(-1), J = R + 2 * N;
   if (layers.size() > size_t(kMaxLayers) || x.dtype() != DType::bf16 || d % kPiece != 0 || E % kPiece != 0 ||
-      R % 8 != 0 || N < 2 || N > 32 || (N & (N - 1)) != 0 || K < 1 || J > kConsumers || !aligned16(x.raw()))
+      R % 8 != 0 || N < 2 || N > 32 || (N & (N - 1)) != 0 || K < 2 || K > kMaxConvWidth || J > kConsumers || !aligned16(x.raw()))
     return false;
   const int cb = channels_per_block(E, d);
   if (cb == 0 || cb > 32 || cb * N > 4 * kConsumers || int64_t(cb) * R * 2 > kSlotBytes ||
