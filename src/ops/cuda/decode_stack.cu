@@ -327,6 +327,15 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       s.dt_bias[tid] = w.dt_bias[c0 + tid];
       s.skip[tid] = w.D[c0 + tid];
     }
+    // The block's SSM states (only this block touches them) and their A, for phase 2.
+    const int pairs = cb * N;
+    float h_prev[4], a[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int e = tid + i * kConsumers;
+      h_prev[i] = e < pairs ? w.ssm_state[int64_t(c0) * N + e] : 0.0f;
+      a[i] = e < pairs ? w.A[int64_t(c0) * N + e] : 0.0f;
+    }
     if (l > 0) grid_sync(p.arrivals, barrier++);
     const __nv_bfloat16* in = l == 0 ? p.x : p.out;
     const float* residual_in = p.residual + size_t((l + 1) % 2) * d;
@@ -405,15 +414,6 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
         p.partials[size_t(b) * J + j] = acc;
       }
       ring.release();
-    }
-    // The block's SSM states, read before the barrier: only this block touches them.
-    const int pairs = cb * N;
-    float h_prev[4], a[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int e = tid + i * kConsumers;
-      h_prev[i] = e < pairs ? w.ssm_state[int64_t(c0) * N + e] : 0.0f;
-      a[i] = e < pairs ? w.A[int64_t(c0) * N + e] : 0.0f;
     }
     grid_sync(p.arrivals, barrier++);
 
