@@ -141,11 +141,14 @@ Tensor Mamba1Mixer::step(const ops::NormInputs& block_input, Tensor& conv_state,
 std::optional<ops::DecodeStackLayer> Mamba1Mixer::decode_stack_layer(const Tensor& norm_weight, const Tensor& conv_state,
                                                                      const Tensor& ssm_state) const {
   if (w_.lti_B || w_.in_proj_bias || w_.out_proj_bias) return std::nullopt;
+  if (!cached_x_proj_blocks_.defined())
+    cached_x_proj_blocks_ = ops::decode_stack_x_proj_blocks(w_.x_proj_weight->for_compute(), d_model_);
+  if (!cached_x_proj_blocks_.defined()) return std::nullopt;
   return ops::DecodeStackLayer{norm_weight,
                                w_.in_proj_weight->for_compute(),
                                conv_weight_2d(),
                                value_or_empty(w_.conv_bias),
-                               w_.x_proj_weight->for_compute(),
+                               cached_x_proj_blocks_,
                                w_.dt_proj_weight->for_compute(),
                                w_.dt_proj_bias->value,
                                A(),

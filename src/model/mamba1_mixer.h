@@ -78,7 +78,10 @@ class Mamba1Mixer {
   // out_proj, and of x_proj and dt_proj where B and C come from x_proj.
   std::vector<const Parameter*> product_gradients() const;
   // Drops values derived from the parameters (A); call after the parameters change in place.
-  void forget_derived() { cached_A_ = Tensor{}; }
+  void forget_derived() {
+    cached_A_ = Tensor{};
+    cached_x_proj_blocks_ = Tensor{};
+  }
   const Mamba1Weights& weights() const { return w_; }
 
  private:
@@ -96,6 +99,7 @@ class Mamba1Mixer {
   int64_t d_model_, d_inner_, d_state_, d_conv_, dt_rank_;
   Mamba1Weights w_;
   mutable Tensor cached_A_;
+  mutable Tensor cached_x_proj_blocks_;  // W_x as ops::decode_stack_step reads it
 };
 
 }  // namespace mamba::model

@@ -28,7 +28,11 @@ void check_layers(const Tensor& x, const std::vector<DecodeStackLayer>& layers) 
     shape(L.conv_weight.defined() ? L.conv_weight.view({L.conv_weight.size(0), L.conv_weight.size(-1)}) : Tensor(),
           {E, K}, "conv weight");
     if (L.conv_bias.defined()) shape(L.conv_bias, {E}, "conv bias");
-    shape(L.x_proj, {R + 2 * N, E}, "x_proj weight");
+    MAMBA_CHECK(L.x_proj.defined() && L.x_proj.ndim() == 3 && L.x_proj.size(1) == R + 2 * N &&
+                    L.x_proj.size(0) * L.x_proj.size(2) == E,
+                at, "x_proj weight: expected [blocks, ", R + 2 * N, ", ", E, " / blocks] (decode_stack_x_proj_blocks)",
+                L.x_proj.defined() ? ", got " + shape_string(L.x_proj.shape()) : std::string(" (missing)"));
+    check_device(L.x_proj, x.device(), (at + "x_proj weight").c_str());
     shape(L.dt_proj, {E, R}, "dt_proj weight");
     shape(L.dt_bias, {E}, "dt_proj bias");
     shape(L.A, {E, N}, "A");
@@ -41,6 +45,14 @@ void check_layers(const Tensor& x, const std::vector<DecodeStackLayer>& layers) 
   }
 }
 }  // namespace
+
+Tensor decode_stack_x_proj_blocks(const Tensor& x_proj, int64_t d) {
+#ifdef MAMBACPP_CUDA
+  if (x_proj.defined() && x_proj.device() == Device::cuda) return cuda::decode_stack_x_proj_blocks(x_proj, d);
+#endif
+  (void)d;
+  return {};
+}
 
 bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& layers) {
   check_layers(x, layers);

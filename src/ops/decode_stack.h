@@ -40,7 +40,7 @@ struct DecodeStackLayer {
   Tensor in_proj;      // W_in [2E, d] bf16
   Tensor conv_weight;  // [E, K] f32 (or [E, 1, K])
   Tensor conv_bias;    // [E] f32, optional
-  Tensor x_proj;       // W_x [R + 2N, E] bf16
+  Tensor x_proj;       // W_x [R + 2N, E] bf16 as decode_stack_x_proj_blocks arranges it
   Tensor dt_proj;      // W_dt [E, R] bf16
   Tensor dt_bias;      // [E] f32
   Tensor A;            // [E, N] f32 (−exp(A_log))
@@ -55,6 +55,11 @@ struct DecodeStackOutputs {
   Tensor residual;  // [1, d] f32: the last layer's s
 };
 
+// W_x [R + 2N, E] with each block's columns together, [blocks, R + 2N, E / blocks], so that a block
+// reads its slice as one copy (a derived copy the caller keeps while W_x is unchanged); undefined
+// where the kernel would not run (no CUDA, or E and d that it cannot split).
+Tensor decode_stack_x_proj_blocks(const Tensor& x_proj, int64_t d);
+
 // Whether the kernel takes these inputs (see above); x is [1, d].
 bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& layers);
 
@@ -67,6 +72,9 @@ namespace cuda {
 // The kernel's own conditions (after the shapes were checked) and the step itself.
 bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& layers);
 DecodeStackOutputs decode_stack_step(const Tensor& x, const std::vector<DecodeStackLayer>& layers, float eps);
+Tensor decode_stack_x_proj_blocks(const Tensor& x_proj, int64_t d);
+void set_decode_stack_probe(unsigned long long* trace, int mode);
+int decode_stack_blocks(int E, int d);
 }  // namespace cuda
 
 }  // namespace mamba::ops

@@ -40,7 +40,7 @@ constexpr int kMaxConvWidth = 4;  // elements of a row a warp reads at once: 32 
 
 struct LayerArgs {
   const __nv_bfloat16* in_proj;   // [2E, d]
-  const __nv_bfloat16* x_proj;    // [J, E], J = R + 2N
+  const __nv_bfloat16* x_proj;    // [blocks, J, cb], J = R + 2N (decode_stack_x_proj_blocks)
   const __nv_bfloat16* dt_proj;   // [E, R]
   const __nv_bfloat16* out_proj;  // [d, E]
   const float* norm_weight;       // [d]
@@ -62,6 +62,8 @@ struct StackArgs {
   float* residual;         // [2, d]: s of even layers, then of odd ones
   float* partials;         // [blocks, J]
   unsigned* arrivals;      // the grid barrier's counter
+  unsigned long long* trace;
+  int probe;
   LayerArgs layer[kMaxLayers];
 };
 static_assert(sizeof(StackArgs) < 32000, "kernel parameters");
@@ -213,11 +215,10 @@ __device__ void produce(const StackArgs& p, unsigned char* ring, uint64_t* full,
         const int64_t row0 = int64_t(half) * p.E + int64_t(b) * p.channels + c * s.in_rows;
         if (lane == 0) bulk_copy(ring + size_t(slot) * kSlotBytes, w.in_proj + row0 * p.d, bytes, &full[slot]);
       }
-    {  // W_x[:, b·cb : (b+1)·cb], gathered as [J][cb]
-      const unsigned row_bytes = unsigned(p.channels) * 2, slot = claim(row_bytes * J);
-      for (int j = lane; j < J; j += 32)
-        bulk_copy(ring + size_t(slot) * kSlotBytes + j * row_bytes, w.x_proj + int64_t(j) * p.E + int64_t(b) * p.channels,
-                  row_bytes, &full[slot]);
+    {  // W_x[:, b·cb : (b+1)·cb] as [J][cb]
+      const unsigned bytes = unsigned(J) * p.channels * 2, slot = claim(bytes);
+      if (lane == 0)
+        bulk_copy(ring + size_t(slot) * kSlotBytes, w.x_proj + int64_t(b) * J * p.channels, bytes, &full[slot]);
     }
     {
       const unsigned bytes = unsigned(p.channels) * p.R * 2, slot = claim(bytes);
@@ -309,6 +310,16 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
   const Schedule sched(p);
   RingReader ring{s, p.slots};
   int barrier = 0;
+#define STAMP(i) if (p.trace && tid == 0) p.trace[(size_t(l) * 9 + (i)) * gridDim.x + b] = global_nanoseconds()
+  if (p.probe == 1) {
+    for (int i = 0; i < p.layers * (2 * sched.in_chunks + 2 + sched.out_chunks); ++i) {
+      ring.take();
+      ring.release();
+    }
+    consumers_sync();
+    if (tid == 0 && atomicAdd(p.arrivals, 1u) == gridDim.x - 1) atomicExch(p.arrivals, 0u);
+    return;
+  }
   for (int l = 0; l < p.layers; ++l) {
     const LayerArgs& w = p.layer[l];
     // Phase 1. s = out + residual (layer 0: x); this block writes its columns of s. Before the
@@ -336,7 +347,9 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       h_prev[i] = e < pairs ? w.ssm_state[int64_t(c0) * N + e] : 0.0f;
       a[i] = e < pairs ? w.A[int64_t(c0) * N + e] : 0.0f;
     }
+    STAMP(0);
     if (l > 0) grid_sync(p.arrivals, barrier++);
+    STAMP(1);
     const __nv_bfloat16* in = l == 0 ? p.x : p.out;
     const float* residual_in = p.residual + size_t((l + 1) % 2) * d;
     float* residual_out = p.residual + size_t(l % 2) * d;
@@ -379,6 +392,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       ring.release();
     }
     consumers_sync();
+    STAMP(2);
     // The conv step + SiLU of the block's channels; z as the in-projection stores it.
     if (tid < cb) {
       const int kept = p.K - 1;
@@ -415,7 +429,9 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       }
       ring.release();
     }
+    STAMP(3);
     grid_sync(p.arrivals, barrier++);
+    STAMP(4);
 
     // Phase 2. δ_low, B, C: every block sums all partials, quads of columns, blocks in order.
     {
@@ -423,7 +439,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       const int q = tid % quads, g = tid / quads;
       float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       if (g < groups)
-#pragma unroll 8
+#pragma unroll 24
         for (int bb = g; bb < int(gridDim.x); bb += groups) {
           const float4 v = __ldcg(reinterpret_cast<const float4*>(p.partials + size_t(bb) * J) + q);
           acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
@@ -440,6 +456,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       }
       consumers_sync();
     }
+    STAMP(5);
     {  // δ of the block's channels: channel c to warp c % 8, lanes along the rank
       const __nv_bfloat16* wdt = reinterpret_cast<const __nv_bfloat16*>(ring.take());
       for (int c = warp; c < cb; c += kConsumerWarps) {
@@ -481,7 +498,9 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
         p.y[c0 + c] = __float2bfloat16_rn(y * (zv * sigmoid(zv)));
       }
     }
+    STAMP(6);
     grid_sync(p.arrivals, barrier++);
+    STAMP(7);
 
     // Phase 3. The block's columns of out_proj against all of y.
 #pragma unroll 4
@@ -498,6 +517,8 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       }
       ring.release();
     }
+    consumers_sync();
+    STAMP(8);
   }
   // The last block out resets the counter for the next launch.
   consumers_sync();
@@ -513,6 +534,9 @@ int channels_per_block(int64_t E, int64_t d) {
   return 0;
 }
 
+unsigned long long* probe_trace = nullptr;
+int probe_mode = 0;
+
 int shared_limit() {
   int device = 0, limit = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
@@ -521,6 +545,26 @@ int shared_limit() {
 }
 
 }  // namespace
+
+Tensor decode_stack_x_proj_blocks(const Tensor& x_proj, int64_t d) {
+  const int64_t J = x_proj.size(0), E = x_proj.size(1);
+  const int cb = x_proj.dtype() == DType::bf16 && x_proj.is_contiguous() ? channels_per_block(E, d) : 0;
+  if (cb == 0) return {};
+  const int64_t blocks = E / cb;
+  Tensor packed = Tensor::empty({blocks, J, cb}, DType::bf16, Device::cuda);
+  for (int64_t b = 0; b < blocks; ++b)
+    check_cuda(cudaMemcpy2DAsync(static_cast<char*>(packed.raw()) + b * J * cb * 2, size_t(cb) * 2,
+                                 static_cast<const char*>(x_proj.raw()) + b * cb * 2, size_t(E) * 2, size_t(cb) * 2,
+                                 size_t(J), cudaMemcpyDeviceToDevice, cudaStreamPerThread),
+               "decode_stack_x_proj_blocks");
+  return packed;
+}
+
+void set_decode_stack_probe(unsigned long long* trace, int mode) {
+  probe_trace = trace;
+  probe_mode = mode;
+}
+int decode_stack_blocks(int E, int d) { return E / channels_per_block(E, d); }
 
 bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& layers) {
   const DecodeStackLayer& first = layers[0];
@@ -559,6 +603,8 @@ DecodeStackOutputs decode_stack_step(const Tensor& x, const std::vector<DecodeSt
   const size_t fixed = shared_bytes(0, p.d, p.E, p.channels, J);
   p.slots = int(std::min<size_t>(kMaxSlots, (size_t(shared_limit()) - fixed) / kSlotBytes));
   p.eps = eps;
+  p.trace = probe_trace;
+  p.probe = probe_mode;
   DecodeStackOutputs result{Tensor::empty({1, p.d}, DType::bf16, Device::cuda), {}};
   Tensor residual = Tensor::empty({2, p.d}, DType::f32, Device::cuda);
   Tensor partials = Tensor::empty({blocks, J}, DType::f32, Device::cuda);
