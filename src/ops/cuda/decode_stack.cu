@@ -10,8 +10,9 @@
 // barriers. The eight consumer warps run three phases a layer, each ended by a grid-wide barrier:
 //
 //   1. s = out + residual, the pre-norm, the block's rows of W_in (a warp per row, lanes along d),
-//      the conv step of its channels, and its partial sums of x_proj over them → partials[b].
-//   2. δ_low, B, C = Σ_b partials[b] (every block, in block order, so every block sees the same
+//      the conv step of its channels, and its partial sums of x_proj over them, added into
+//      fixed-point sums (below).
+//   2. δ_low, B, C from those sums (every block reads the same
 //      rounding), δ from its W_dt rows, the state update of its channels → y[its channels].
 //   3. Its rows of W_out against all of y → out[its columns].
 //
@@ -36,7 +37,8 @@ constexpr int kThreads = kConsumers + 32;  // and the producer warp
 constexpr int kSlotBytes = 16384;
 constexpr int kMaxSlots = 16;
 constexpr int kPiece = 256;
-constexpr int kMaxConvWidth = 4;  // elements of a row a warp reads at once: 32 lanes × 8 bf16
+constexpr int kMaxConvWidth = 4;
+constexpr int kFixedBits = 32, kFixedRange = 23;  // 132 blocks × 2^(23 + 32) < 2^63  // elements of a row a warp reads at once: 32 lanes × 8 bf16
 
 struct LayerArgs {
   const __nv_bfloat16* in_proj;   // [2E, d]
@@ -60,7 +62,10 @@ struct StackArgs {
   __nv_bfloat16* out;      // [d]: the latest layer's output
   __nv_bfloat16* y;        // [E]
   float* residual;         // [2, d]: s of even layers, then of odd ones
-  float* partials;         // [blocks, J]
+  // x_proj's sums for even and odd layers as integers in units of 2^-kFixedBits, [2][J], then a
+  // flag [2] raised by a partial sum that is not finite or not below 2^kFixedRange: integer sums are
+  // exact whatever order the blocks' atomics arrive in.
+  unsigned long long* fixed_sums;
   unsigned* arrivals;      // the grid barrier's counter
   unsigned long long* trace;
   int probe;
@@ -242,13 +247,12 @@ struct Shared {
   float *u, *z, *delta;    // [cb] each
   float *dt_bias, *skip;   // the block's δ biases and D [cb] each
   float *dbc;              // δ_low, B, C [J]
-  float4* reduce;          // partial sums of x_proj's reduction [kConsumers]
   float* scratch;          // [32]
 };
 
 __host__ __device__ size_t shared_bytes(int slots, int d, int E, int channels, int J) {
   return size_t(slots) * kSlotBytes + 2 * kMaxSlots * sizeof(uint64_t) + size_t(d + E) * 2 +
-         (size_t(7) * channels + J + 32) * sizeof(float) + kConsumers * sizeof(float4) + 64;
+         (size_t(7) * channels + J + 32) * sizeof(float) + 64;
 }
 
 __device__ Shared carve(unsigned char* base, const StackArgs& p) {
@@ -256,8 +260,7 @@ __device__ Shared carve(unsigned char* base, const StackArgs& p) {
   s.ring = base;
   s.full = reinterpret_cast<uint64_t*>(base + size_t(p.slots) * kSlotBytes);
   s.empty = s.full + kMaxSlots;
-  s.reduce = reinterpret_cast<float4*>(s.empty + kMaxSlots);
-  s.xs = reinterpret_cast<__nv_bfloat16*>(s.reduce + kConsumers);
+  s.xs = reinterpret_cast<__nv_bfloat16*>(s.empty + kMaxSlots);
   s.ys = s.xs + p.d;
   s.rows = reinterpret_cast<float*>(s.ys + p.E);
   s.u = s.rows + 2 * p.channels;
@@ -425,7 +428,11 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
             acc = fmaf(__uint_as_float(wv[i] & 0xffff0000u), s.u[c + 2 * i + 1], acc);
           }
         }
-        p.partials[size_t(b) * J + j] = acc;
+        unsigned long long* sums = p.fixed_sums + size_t(l % 2) * J;
+        if (fabsf(acc) < float(1 << kFixedRange))  // false for NaN too
+          atomicAdd(sums + j, static_cast<unsigned long long>(llrint(double(acc) * double(1ull << kFixedBits))));
+        else
+          atomicOr(p.fixed_sums + 2 * J + l % 2, 1ull);
       }
       ring.release();
     }
@@ -433,27 +440,17 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
     grid_sync(p.arrivals, barrier++);
     STAMP(4);
 
-    // Phase 2. δ_low, B, C: every block sums all partials, quads of columns, blocks in order.
+    // Phase 2. δ_low, B, C from the fixed-point sums, rounded to bf16 as x_proj stores them;
+    // block 0 then clears the other layer parity's sums for the next layer.
     {
-      const int quads = J / 4, groups = kConsumers / quads;
-      const int q = tid % quads, g = tid / quads;
-      float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (g < groups)
-#pragma unroll 24
-        for (int bb = g; bb < int(gridDim.x); bb += groups) {
-          const float4 v = __ldcg(reinterpret_cast<const float4*>(p.partials + size_t(bb) * J) + q);
-          acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
-        }
-      s.reduce[tid] = acc;
-      consumers_sync();
+      const unsigned long long* sums = p.fixed_sums + size_t(l % 2) * J;
       if (tid < J) {
-        float sum = 0.0f;
-        for (int gg = 0; gg < groups; ++gg) {
-          const float4 v = s.reduce[gg * quads + tid / 4];
-          sum += (tid % 4 == 0 ? v.x : tid % 4 == 1 ? v.y : tid % 4 == 2 ? v.z : v.w);
-        }
-        s.dbc[tid] = bf16_round(sum);
+        const bool bad = __ldcg(p.fixed_sums + 2 * J + l % 2) != 0;
+        const double sum = double(static_cast<long long>(__ldcg(sums + tid))) / double(1ull << kFixedBits);
+        s.dbc[tid] = bad ? __int_as_float(0x7fc00000) : bf16_round(float(sum));
       }
+      if (b == 0)
+        for (int j = tid; j <= J; j += kConsumers) p.fixed_sums[j < J ? size_t((l + 1) % 2) * J + j : 2 * J + (l + 1) % 2] = 0;
       consumers_sync();
     }
     STAMP(5);
@@ -607,14 +604,14 @@ DecodeStackOutputs decode_stack_step(const Tensor& x, const std::vector<DecodeSt
   p.probe = probe_mode;
   DecodeStackOutputs result{Tensor::empty({1, p.d}, DType::bf16, Device::cuda), {}};
   Tensor residual = Tensor::empty({2, p.d}, DType::f32, Device::cuda);
-  Tensor partials = Tensor::empty({blocks, J}, DType::f32, Device::cuda);
+  Tensor fixed_sums = Tensor::zeros({2 * J + 2}, DType::i64, Device::cuda);
   Tensor y = Tensor::empty({p.E}, DType::bf16, Device::cuda);
   Tensor arrivals = Tensor::zeros({1}, DType::i32, Device::cuda);
   p.x = static_cast<__nv_bfloat16*>(x.raw());
   p.out = static_cast<__nv_bfloat16*>(result.out.raw());
   p.y = static_cast<__nv_bfloat16*>(y.raw());
   p.residual = residual.data<float>();
-  p.partials = partials.data<float>();
+  p.fixed_sums = reinterpret_cast<unsigned long long*>(fixed_sums.data<int64_t>());
   p.arrivals = reinterpret_cast<unsigned*>(arrivals.data<int32_t>());
   for (size_t l = 0; l < layers.size(); ++l) {
     const DecodeStackLayer& in = layers[l];
