@@ -36,9 +36,9 @@ constexpr int kConsumers = kConsumerWarps * 32;
 constexpr int kThreads = kConsumers + 32;  // and the producer warp
 constexpr int kSlotBytes = 16384;
 constexpr int kMaxSlots = 16;
-constexpr int kPiece = 256;
+constexpr int kPiece = 256;  // elements of a row a warp reads at once: 32 lanes × 8 bf16
 constexpr int kMaxConvWidth = 4;
-constexpr int kFixedBits = 32, kFixedRange = 23;  // 132 blocks × 2^(23 + 32) < 2^63  // elements of a row a warp reads at once: 32 lanes × 8 bf16
+constexpr int kFixedBits = 32, kFixedRange = 23;  // at most 2^8 blocks: 2^(8 + 23 + 32) ≤ 2^63
 
 struct LayerArgs {
   const __nv_bfloat16* in_proj;   // [2E, d]
