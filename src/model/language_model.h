@@ -125,10 +125,12 @@ class LanguageModel {
   // set_inference_recording(false) runs every prefill chunk and step eagerly (e.g. to measure what
   // the graphs save).
   void set_inference_recording(bool on) { record_inference_ = on; }
-  // set_decode_stack(false) runs a one-sequence decode step layer by layer even where
-  // ops::decode_stack_step takes the whole stack as one kernel (to compare the two).
-  void set_decode_stack(bool on) {
-    use_decode_stack_ = on;
+  // Where a one-sequence decode step runs all layers as one kernel (ops::decode_stack_step): by
+  // default where that is expected to be faster (ops::decode_stack_pays), else wherever the kernel
+  // takes the model, or never (to compare the paths).
+  enum class DecodeStack { where_faster, wherever_taken, never };
+  void set_decode_stack(DecodeStack use) {
+    decode_stack_ = use;
     ++weights_version_;  // a recorded step of the other path is not replayed
   }
 
@@ -147,7 +149,7 @@ class LanguageModel {
   uint64_t weights_version_ = 0;  // bumped by parameters_changed: recorded steps read the old weights
   bool record_inference_ = true;
   bool record_training_ = true;
-  bool use_decode_stack_ = true;
+  DecodeStack decode_stack_ = DecodeStack::where_faster;
   std::shared_ptr<PrefillRecording> prefill_recording_;
   std::shared_ptr<TrainingRecording> training_recording_;
   Tensor step_eager(InferenceState& state, const Tensor& ids, bool ids_checked);

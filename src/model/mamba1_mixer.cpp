@@ -138,7 +138,8 @@ Tensor Mamba1Mixer::step(const ops::NormInputs& block_input, Tensor& conv_state,
   return ops::linear_forward(y, w_.out_proj_weight->for_compute(), value_or_empty(w_.out_proj_bias));
 }
 
-std::optional<ops::DecodeStackLayer> Mamba1Mixer::decode_stack_layer(const Tensor& norm_weight, const Tensor& conv_state,
+std::optional<ops::DecodeStackLayer> Mamba1Mixer::decode_stack_layer(const Tensor& norm_weight,
+                                                                     const Tensor& conv_state,
                                                                      const Tensor& ssm_state) const {
   if (w_.lti_B || w_.in_proj_bias || w_.out_proj_bias) return std::nullopt;
   if (!cached_x_proj_blocks_.defined())

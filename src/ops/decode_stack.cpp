@@ -63,6 +63,14 @@ bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& lay
 #endif
 }
 
+bool decode_stack_pays(const Tensor& x, const std::vector<DecodeStackLayer>& layers) {
+#ifdef MAMBACPP_CUDA
+  return decode_stack_fits(x, layers) && cuda::decode_stack_pays(x, layers);
+#else
+  return false;
+#endif
+}
+
 std::optional<DecodeStackOutputs> decode_stack_step(const Tensor& x, const std::vector<DecodeStackLayer>& layers,
                                                     float eps) {
   if (!decode_stack_fits(x, layers)) return std::nullopt;

@@ -63,6 +63,12 @@ Tensor decode_stack_x_proj_blocks(const Tensor& x_proj, int64_t d);
 // Whether the kernel takes these inputs (see above); x is [1, d].
 bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& layers);
 
+// Whether the kernel is expected to beat the layer-by-layer kernels on these inputs (which it must
+// take): where each block streams enough weight bytes a layer for HBM to be the limit. Below that
+// the step is a chain of latencies, and three grid barriers a layer cost more than the separate
+// kernels' launches overlapped.
+bool decode_stack_pays(const Tensor& x, const std::vector<DecodeStackLayer>& layers);
+
 // The step (layers updated in place), or nullopt where decode_stack_fits is false. Throws, naming
 // the layer and tensor, where a tensor's shape disagrees with the stack's geometry.
 std::optional<DecodeStackOutputs> decode_stack_step(const Tensor& x, const std::vector<DecodeStackLayer>& layers,
@@ -71,10 +77,9 @@ std::optional<DecodeStackOutputs> decode_stack_step(const Tensor& x, const std::
 namespace cuda {
 // The kernel's own conditions (after the shapes were checked) and the step itself.
 bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& layers);
+bool decode_stack_pays(const Tensor& x, const std::vector<DecodeStackLayer>& layers);
 DecodeStackOutputs decode_stack_step(const Tensor& x, const std::vector<DecodeStackLayer>& layers, float eps);
 Tensor decode_stack_x_proj_blocks(const Tensor& x_proj, int64_t d);
-void set_decode_stack_probe(unsigned long long* trace, int mode);
-int decode_stack_blocks(int E, int d);
 }  // namespace cuda
 
 }  // namespace mamba::ops

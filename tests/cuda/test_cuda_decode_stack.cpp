@@ -76,10 +76,14 @@ Tensor reference_layer(const Tensor& x, Tensor& residual, HostLayer& h, Tensor& 
   const ops::NormOutputs n =
       ops::ref::add_norm_forward({x, residual, cpu64(h.norm_w, {g.d}), {}, 1e-5f, ops::NormKind::rms});
   residual = n.residual_out;
-  const std::vector<double> xz = rounded(
-      ops::ref::linear_forward(n.out, cpu64(h.in_proj, {2 * g.E, g.d}), {}).to_double_vector(), DType::bf16);
-  const Tensor conv_out = ops::ref::causal_conv1d_step({cpu64(part(xz, 0, g.E), {1, g.E}), cpu64(h.conv_w, {g.E, g.K}),
-                                                        g.conv_bias ? cpu64(h.conv_b, {g.E}) : Tensor(), {}, {}, true},
+  const std::vector<double> xz =
+      rounded(ops::ref::linear_forward(n.out, cpu64(h.in_proj, {2 * g.E, g.d}), {}).to_double_vector(), DType::bf16);
+  const Tensor conv_out = ops::ref::causal_conv1d_step({cpu64(part(xz, 0, g.E), {1, g.E}),
+                                                        cpu64(h.conv_w, {g.E, g.K}),
+                                                        g.conv_bias ? cpu64(h.conv_b, {g.E}) : Tensor(),
+                                                        {},
+                                                        {},
+                                                        true},
                                                        conv_state);
   const Tensor u = cpu64(rounded(conv_out.to_double_vector(), DType::bf16), {1, g.E});
   const std::vector<double> dbc =
@@ -103,10 +107,13 @@ Tensor reference_layer(const Tensor& x, Tensor& residual, HostLayer& h, Tensor& 
 // The same layer as the model's layer-by-layer step runs it on the GPU (Mamba1Mixer::step's ops).
 Tensor ops_layer(const Tensor& x, Tensor& residual, const ops::DecodeStackLayer& stack_layer, const Tensor& x_proj,
                  Tensor& conv_state, Tensor& ssm_state) {
-  const ops::InProjectionOutputs in = ops::in_projection_step(
-      {{x, residual, stack_layer.norm_weight, {}, 1e-5f, ops::NormKind::rms}, stack_layer.in_proj, {},
-       stack_layer.conv_weight, stack_layer.conv_bias},
-      conv_state);
+  const ops::InProjectionOutputs in =
+      ops::in_projection_step({{x, residual, stack_layer.norm_weight, {}, 1e-5f, ops::NormKind::rms},
+                               stack_layer.in_proj,
+                               {},
+                               stack_layer.conv_weight,
+                               stack_layer.conv_bias},
+                              conv_state);
   residual = in.residual_out;
   ops::ScanInputs step;
   step.u = in.x_conv;
@@ -180,11 +187,39 @@ TEST(CudaDecodeStack, DeclinesWhatItDoesNotTake) {
   const Tensor x = on_gpu(random_vector(rng, g.d, -1, 1), {1, g.d}, DType::bf16);
   std::vector<ops::DecodeStackLayer> layers{gpu_layer(h, g)};
   EXPECT_TRUE(ops::decode_stack_fits(x, layers));
+  EXPECT_FALSE(ops::decode_stack_pays(x, layers));  // 8 KB of weights a block: latency-bound
   layers[0].out_proj = layers[0].out_proj.to(DType::f32);
   EXPECT_FALSE(ops::decode_stack_fits(x, layers));
   EXPECT_FALSE(ops::decode_stack_step(x, layers, 1e-5f).has_value());
   layers[0].in_proj = Tensor::empty({2 * g.E, g.d + 1}, DType::bf16, Device::cuda);
   EXPECT_THROW(ops::decode_stack_fits(x, layers), Error);  // a shape that disagrees is named, not declined
+}
+
+// Which shapes the model runs as one kernel by default: those where a block streams enough weights
+// a layer (1.4b: 402 KB; 130m: 76 KB, where the separate kernels measured faster).
+TEST(CudaDecodeStack, PaysWhereEachBlockStreamsEnoughWeights) {
+  SKIP_WITHOUT_GPU();
+  auto layer = [](int64_t d, int64_t E, int64_t R) {
+    auto empty = [](Shape shape, DType dtype) { return Tensor::zeros(shape, dtype, Device::cuda); };
+    const int64_t N = 16, K = 4;
+    return ops::DecodeStackLayer{empty({d}, DType::f32),
+                                 empty({2 * E, d}, DType::bf16),
+                                 empty({E, K}, DType::f32),
+                                 empty({E}, DType::f32),
+                                 ops::decode_stack_x_proj_blocks(empty({R + 2 * N, E}, DType::bf16), d),
+                                 empty({E, R}, DType::bf16),
+                                 empty({E}, DType::f32),
+                                 empty({E, N}, DType::f32),
+                                 empty({E}, DType::f32),
+                                 empty({d, E}, DType::bf16),
+                                 empty({1, E, K - 1}, DType::f32),
+                                 empty({1, E, N}, DType::f32)};
+  };
+  const Tensor x_large = Tensor::zeros({1, 2048}, DType::bf16, Device::cuda);
+  const Tensor x_small = Tensor::zeros({1, 768}, DType::bf16, Device::cuda);
+  EXPECT_TRUE(ops::decode_stack_pays(x_large, {layer(2048, 4096, 128)}));
+  EXPECT_TRUE(ops::decode_stack_fits(x_small, {layer(768, 1536, 48)}));
+  EXPECT_FALSE(ops::decode_stack_pays(x_small, {layer(768, 1536, 48)}));
 }
 
 // In the model: a bf16 model whose layers the kernel takes decodes one sequence as the CPU model
@@ -202,7 +237,9 @@ TEST(CudaDecodeStack, ModelStepsMatchTheLayerByLayerSteps) {
   auto layered = model::LanguageModel::initialize(c, 21, Device::cuda);
   auto cpu = model::LanguageModel::initialize(c, 21, Device::cpu);
   for (auto* m : {stacked.get(), layered.get(), cpu.get()}) m->convert_weight_matrices(DType::bf16);
-  layered->set_decode_stack(false);
+  // A model this small is latency-bound: by default it steps layer by layer.
+  stacked->set_decode_stack(model::LanguageModel::DecodeStack::wherever_taken);
+  layered->set_decode_stack(model::LanguageModel::DecodeStack::never);
   Tensor prompt = Tensor::from_vector({5, 17, 99, 3, 150, 42}, {1, 6}, DType::i32);
   model::InferenceState a = stacked->new_state(1), b = layered->new_state(1), h = cpu->new_state(1);
   stacked->prefill(a, prompt);

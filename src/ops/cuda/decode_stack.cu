@@ -38,6 +38,10 @@ constexpr int kSlotBytes = 16384;
 constexpr int kMaxSlots = 16;
 constexpr int kPiece = 256;  // elements of a row a warp reads at once: 32 lanes × 8 bf16
 constexpr int kMaxConvWidth = 4;
+// The weight bytes a block streams per layer from which the stack beats the layer-by-layer kernels
+// (docs/perf/cuda_model.md, m56: a line through the two measured shapes crosses theirs near 100 KB:
+// 130m, 76 KB, is 2% slower; 1.4b, 402 KB, 6.5% faster).
+constexpr int64_t kStreamBoundBlockBytes = 128 * 1024;
 constexpr int kFixedBits = 32, kFixedRange = 23;  // at most 2^8 blocks: 2^(8 + 23 + 32) ≤ 2^63
 
 struct LayerArgs {
@@ -66,9 +70,7 @@ struct StackArgs {
   // flag [2] raised by a partial sum that is not finite or not below 2^kFixedRange: integer sums are
   // exact whatever order the blocks' atomics arrive in.
   unsigned long long* fixed_sums;
-  unsigned* arrivals;      // the grid barrier's counter
-  unsigned long long* trace;
-  int probe;
+  unsigned* arrivals;  // the grid barrier's counter
   LayerArgs layer[kMaxLayers];
 };
 static_assert(sizeof(StackArgs) < 32000, "kernel parameters");
@@ -96,15 +98,15 @@ __device__ __forceinline__ void barrier_arrive(uint64_t* bar) {
                : "memory");
 }
 __device__ __forceinline__ void barrier_expect_bytes(uint64_t* bar, unsigned bytes) {
-  asm volatile("{\n .reg .b64 state;\n mbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}" ::"r"(
-                   shared_address(bar)),
-               "r"(bytes)
-               : "memory");
+  asm volatile(
+      "{\n .reg .b64 state;\n mbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}" ::"r"(shared_address(bar)),
+      "r"(bytes)
+      : "memory");
 }
 __device__ __forceinline__ void barrier_wait(uint64_t* bar, unsigned parity) {
   asm volatile(
-      "{\n .reg .pred done;\n wait:\n mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n @!done bra wait;\n}" ::"r"(
-          shared_address(bar)),
+      "{\n .reg .pred done;\n wait:\n mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n @!done bra wait;\n}" ::
+          "r"(shared_address(bar)),
       "r"(parity)
       : "memory");
 }
@@ -119,7 +121,6 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
 
 // The consumer warps' own barrier (the producer never waits with them).
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kConsumers) : "memory"); }
-
 
 __device__ __forceinline__ uint64_t global_nanoseconds() {
   uint64_t t;
@@ -163,8 +164,8 @@ __device__ __forceinline__ float warp_dot(const __nv_bfloat16* row, const __nv_b
   int k = lane * 8;
   for (; k + kPiece < length; k += 2 * kPiece) {
     acc0 = dot8(*reinterpret_cast<const uint4*>(row + k), *reinterpret_cast<const uint4*>(vec + k), acc0);
-    acc1 = dot8(*reinterpret_cast<const uint4*>(row + k + kPiece),
-                *reinterpret_cast<const uint4*>(vec + k + kPiece), acc1);
+    acc1 = dot8(*reinterpret_cast<const uint4*>(row + k + kPiece), *reinterpret_cast<const uint4*>(vec + k + kPiece),
+                acc1);
   }
   if (k < length) acc0 = dot8(*reinterpret_cast<const uint4*>(row + k), *reinterpret_cast<const uint4*>(vec + k), acc0);
   return warp_sum(acc0 + acc1);
@@ -243,10 +244,10 @@ struct Shared {
   unsigned char* ring;
   uint64_t *full, *empty;
   __nv_bfloat16 *xs, *ys;  // the staged bf16(s ⊙ w_norm) [d] and y [E]
-  float *rows;             // in_proj sums of the block's x rows, then z rows [2cb]
+  float* rows;             // in_proj sums of the block's x rows, then z rows [2cb]
   float *u, *z, *delta;    // [cb] each
   float *dt_bias, *skip;   // the block's δ biases and D [cb] each
-  float *dbc;              // δ_low, B, C [J]
+  float* dbc;              // δ_low, B, C [J]
   float* scratch;          // [32]
 };
 
@@ -313,16 +314,6 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
   const Schedule sched(p);
   RingReader ring{s, p.slots};
   int barrier = 0;
-#define STAMP(i) if (p.trace && tid == 0) p.trace[(size_t(l) * 9 + (i)) * gridDim.x + b] = global_nanoseconds()
-  if (p.probe == 1) {
-    for (int i = 0; i < p.layers * (2 * sched.in_chunks + 2 + sched.out_chunks); ++i) {
-      ring.take();
-      ring.release();
-    }
-    consumers_sync();
-    if (tid == 0 && atomicAdd(p.arrivals, 1u) == gridDim.x - 1) atomicExch(p.arrivals, 0u);
-    return;
-  }
   for (int l = 0; l < p.layers; ++l) {
     const LayerArgs& w = p.layer[l];
     // Phase 1. s = out + residual (layer 0: x); this block writes its columns of s. Before the
@@ -350,9 +341,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       h_prev[i] = e < pairs ? w.ssm_state[int64_t(c0) * N + e] : 0.0f;
       a[i] = e < pairs ? w.A[int64_t(c0) * N + e] : 0.0f;
     }
-    STAMP(0);
     if (l > 0) grid_sync(p.arrivals, barrier++);
-    STAMP(1);
     const __nv_bfloat16* in = l == 0 ? p.x : p.out;
     const float* residual_in = p.residual + size_t((l + 1) % 2) * d;
     float* residual_out = p.residual + size_t(l % 2) * d;
@@ -395,7 +384,6 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       ring.release();
     }
     consumers_sync();
-    STAMP(2);
     // The conv step + SiLU of the block's channels; z as the in-projection stores it.
     if (tid < cb) {
       const int kept = p.K - 1;
@@ -436,9 +424,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       }
       ring.release();
     }
-    STAMP(3);
     grid_sync(p.arrivals, barrier++);
-    STAMP(4);
 
     // Phase 2. δ_low, B, C from the fixed-point sums, rounded to bf16 as x_proj stores them;
     // block 0 then clears the other layer parity's sums for the next layer.
@@ -450,10 +436,10 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
         s.dbc[tid] = bad ? __int_as_float(0x7fc00000) : bf16_round(float(sum));
       }
       if (b == 0)
-        for (int j = tid; j <= J; j += kConsumers) p.fixed_sums[j < J ? size_t((l + 1) % 2) * J + j : 2 * J + (l + 1) % 2] = 0;
+        for (int j = tid; j <= J; j += kConsumers)
+          p.fixed_sums[j < J ? size_t((l + 1) % 2) * J + j : 2 * J + (l + 1) % 2] = 0;
       consumers_sync();
     }
-    STAMP(5);
     {  // δ of the block's channels: channel c to warp c % 8, lanes along the rank
       const __nv_bfloat16* wdt = reinterpret_cast<const __nv_bfloat16*>(ring.take());
       for (int c = warp; c < cb; c += kConsumerWarps) {
@@ -495,9 +481,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
         p.y[c0 + c] = __float2bfloat16_rn(y * (zv * sigmoid(zv)));
       }
     }
-    STAMP(6);
     grid_sync(p.arrivals, barrier++);
-    STAMP(7);
 
     // Phase 3. The block's columns of out_proj against all of y.
 #pragma unroll 4
@@ -514,8 +498,6 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       }
       ring.release();
     }
-    consumers_sync();
-    STAMP(8);
   }
   // The last block out resets the counter for the next launch.
   consumers_sync();
@@ -530,9 +512,6 @@ int channels_per_block(int64_t E, int64_t d) {
     if (E % cb == 0 && E / cb <= sms && d % (E / cb) == 0) return int(cb);
   return 0;
 }
-
-unsigned long long* probe_trace = nullptr;
-int probe_mode = 0;
 
 int shared_limit() {
   int device = 0, limit = 0;
@@ -557,23 +536,23 @@ Tensor decode_stack_x_proj_blocks(const Tensor& x_proj, int64_t d) {
   return packed;
 }
 
-void set_decode_stack_probe(unsigned long long* trace, int mode) {
-  probe_trace = trace;
-  probe_mode = mode;
+bool decode_stack_pays(const Tensor& x, const std::vector<DecodeStackLayer>& layers) {
+  const int64_t d = x.size(1), E = layers[0].dt_bias.size(0), R = layers[0].dt_proj.size(1);
+  const int64_t J = R + 2 * layers[0].A.size(1), cb = channels_per_block(E, d), columns = d / (E / cb);
+  return (2 * cb * d + J * cb + cb * R + columns * E) * 2 >= kStreamBoundBlockBytes;
 }
-int decode_stack_blocks(int E, int d) { return E / channels_per_block(E, d); }
 
 bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& layers) {
   const DecodeStackLayer& first = layers[0];
   const int64_t d = x.size(1), E = first.dt_bias.size(0), N = first.A.size(1), R = first.dt_proj.size(1);
   const int64_t K = first.conv_weight.size(-1), J = R + 2 * N;
   if (layers.size() > size_t(kMaxLayers) || x.dtype() != DType::bf16 || d % kPiece != 0 || E % kPiece != 0 ||
-      R % 8 != 0 || N < 2 || N > 32 || (N & (N - 1)) != 0 || K < 2 || K > kMaxConvWidth || J > kConsumers || !aligned16(x.raw()))
+      R % 8 != 0 || N < 2 || N > 32 || (N & (N - 1)) != 0 || K < 2 || K > kMaxConvWidth || J > kConsumers ||
+      !aligned16(x.raw()))
     return false;
   const int cb = channels_per_block(E, d);
   if (cb == 0 || cb > 32 || cb * N > 4 * kConsumers || int64_t(cb) * R * 2 > kSlotBytes ||
-      J * int64_t(cb) * 2 > kSlotBytes || 2 * d > kSlotBytes || 2 * E > kSlotBytes ||
-      kConsumers / (J / 4) < 1)
+      J * int64_t(cb) * 2 > kSlotBytes || 2 * d > kSlotBytes || 2 * E > kSlotBytes || kConsumers / (J / 4) < 1)
     return false;
   for (const DecodeStackLayer& l : layers) {
     for (const Tensor* t : {&l.in_proj, &l.x_proj, &l.dt_proj, &l.out_proj})
@@ -600,8 +579,6 @@ DecodeStackOutputs decode_stack_step(const Tensor& x, const std::vector<DecodeSt
   const size_t fixed = shared_bytes(0, p.d, p.E, p.channels, J);
   p.slots = int(std::min<size_t>(kMaxSlots, (size_t(shared_limit()) - fixed) / kSlotBytes));
   p.eps = eps;
-  p.trace = probe_trace;
-  p.probe = probe_mode;
   DecodeStackOutputs result{Tensor::empty({1, p.d}, DType::bf16, Device::cuda), {}};
   Tensor residual = Tensor::empty({2, p.d}, DType::f32, Device::cuda);
   Tensor fixed_sums = Tensor::zeros({2 * J + 2}, DType::i64, Device::cuda);
