@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
     }
     Timer wall;
     cudaEventRecord(start, cudaStreamPerThread);
-    model->zero_grad();
+    model->zero_grad(/*next_pass_overwrites=*/true);  // as `mambacpp train` does with one micro-batch
     model->forward_backward(ids, targets, /*with_grad=*/true);
     const double host_returned = wall.seconds();
     cudaEventRecord(queued, cudaStreamPerThread);

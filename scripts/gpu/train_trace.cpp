@@ -141,7 +141,7 @@ Windows trace_training(const std::string& shape, int64_t batch, int steps, bool 
     }
   };
   return time_steps(steps, random_batch, [&] {
-    model->zero_grad();
+    model->zero_grad(/*next_pass_overwrites=*/true);  // as `mambacpp train` does with one micro-batch
     model->forward_backward(ids, targets, /*with_grad=*/true);
     optimizer.step(model->parameters(), 3e-4, 1.0);
     model->parameters_changed(/*compute_copies_current=*/true);
