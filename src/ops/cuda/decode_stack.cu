@@ -146,6 +146,16 @@ __device__ void grid_sync(unsigned* arrivals, int index) {
   consumers_sync();
 }
 
+// 8 bf16 (a 16-byte vector) as floats.
+__device__ __forceinline__ void unpack8(uint4 v, float (&out)[8]) {
+  const unsigned w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    out[2 * i] = __uint_as_float(w[i] << 16);
+    out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
 // Σ over 8 bf16 pairs of two 16-byte vectors, added to acc.
 __device__ __forceinline__ float dot8(uint4 w, uint4 a, float acc) {
   const unsigned wv[4] = {w.x, w.y, w.z, w.w}, av[4] = {a.x, a.y, a.z, a.w};
@@ -154,6 +164,15 @@ __device__ __forceinline__ float dot8(uint4 w, uint4 a, float acc) {
     acc = fmaf(__uint_as_float(wv[i] << 16), __uint_as_float(av[i] << 16), acc);
     acc = fmaf(__uint_as_float(wv[i] & 0xffff0000u), __uint_as_float(av[i] & 0xffff0000u), acc);
   }
+  return acc;
+}
+
+// Σ over 8 bf16 weights (a 16-byte vector) times 8 floats, added to acc.
+__device__ __forceinline__ float dot8(uint4 w, const float* a, float acc) {
+  float wf[8];
+  unpack8(w, wf);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc = fmaf(wf[i], a[i], acc);
   return acc;
 }
 
@@ -173,14 +192,6 @@ __device__ __forceinline__ float warp_dot(const __nv_bfloat16* row, const __nv_b
 
 __device__ __forceinline__ float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
-__device__ __forceinline__ void unpack8(uint4 v, float (&out)[8]) {
-  const unsigned w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    out[2 * i] = __uint_as_float(w[i] << 16);
-    out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
 __device__ __forceinline__ uint4 pack8(const float (&in)[8]) {
   unsigned w[4];
 #pragma unroll
@@ -408,13 +419,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       for (int j = tid; j < J; j += kConsumers) {
         float acc = 0.0f;
         for (int c = 0; c < cb; c += 8) {
-          const uint4 v = *reinterpret_cast<const uint4*>(wx + size_t(j) * cb + c);
-          const unsigned wv[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            acc = fmaf(__uint_as_float(wv[i] << 16), s.u[c + 2 * i], acc);
-            acc = fmaf(__uint_as_float(wv[i] & 0xffff0000u), s.u[c + 2 * i + 1], acc);
-          }
+          acc = dot8(*reinterpret_cast<const uint4*>(wx + size_t(j) * cb + c), s.u + c, acc);
         }
         unsigned long long* sums = p.fixed_sums + size_t(l % 2) * J;
         if (fabsf(acc) < float(1 << kFixedRange))  // false for NaN too
@@ -445,13 +450,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
       for (int c = warp; c < cb; c += kConsumerWarps) {
         float acc = 0.0f;
         for (int r = lane * 8; r < R; r += 32 * 8) {
-          const uint4 v = *reinterpret_cast<const uint4*>(wdt + size_t(c) * R + r);
-          const unsigned wv[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            acc = fmaf(__uint_as_float(wv[i] << 16), s.dbc[r + 2 * i], acc);
-            acc = fmaf(__uint_as_float(wv[i] & 0xffff0000u), s.dbc[r + 2 * i + 1], acc);
-          }
+          acc = dot8(*reinterpret_cast<const uint4*>(wdt + size_t(c) * R + r), s.dbc + r, acc);
         }
         acc = warp_sum(acc);
         if (lane == 0) {
