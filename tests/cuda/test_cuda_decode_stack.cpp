@@ -159,10 +159,10 @@ TEST(CudaDecodeStack, MatchesTheLayerByLayerReference) {
         h = reference_layer(h, residual, host[l], ref_conv[l], ref_ssm[l], g);
         ops_h = ops_layer(ops_h, ops_residual, layers[l], x_proj[l], ops_conv[l], ops_ssm[l]);
       }
-      // Both paths round the same intermediates to bf16, so their errors are alike; across chained
-      // layers and steps a rounding that goes the other way in one place moves later values by up to
-      // about 1%, for the layer-by-layer ops as for the stack: the stack may be off by as much as
-      // they are, and never by more than 2%.
+      // Across chained layers and steps a bf16 rounding that goes the other way in one place moves
+      // later values: the stack's out was 1.01% off on the 130m geometry's second step in one run.
+      // The layer-by-layer ops round the same intermediates; the stack may be as far off as they
+      // are (1.5× their error, at least 1e-2) and never more than 2%.
       auto bound = [](double ops_error) { return std::min(2e-2, std::max(1e-2, 1.5 * ops_error)); };
       const double out_ops = error_vs(ops_h, h.to_double_vector());
       EXPECT_LT(error_vs(gpu->out, h.to_double_vector()), bound(out_ops)) << "layer-by-layer ops: " << out_ops;
