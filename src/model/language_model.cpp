@@ -669,7 +669,7 @@ Tensor LanguageModel::greedy_steps(InferenceState& state, const Tensor& ids, int
 }
 
 std::optional<ops::DecodeStackOutputs> LanguageModel::decode_stack_step(InferenceState& state, const Tensor& x) const {
-  if (device_ != Device::cuda || state.batch != 1 || decode_stack_ == DecodeStack::never) return std::nullopt;
+  if (state.batch != 1 || decode_stack_ == DecodeStack::never) return std::nullopt;
   std::vector<ops::DecodeStackLayer> layers;
   for (size_t i = 0; i < impl_->mixers.size(); ++i) {
     auto layer = impl_->mixers[i].decode_stack_layer(impl_->norms[i]->value, state.conv[i], state.ssm[i]);
