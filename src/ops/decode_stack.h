@@ -26,7 +26,9 @@
 // matrices, float32 norm weights, conv, δ bias, A and D, no in_proj or out_proj bias, d and the
 // inner width multiples of 256, the inner width split over at most one block per multiprocessor in
 // runs of a multiple of 8 channels that also split d evenly, a δ rank that is a multiple of 8, and
-// N a power of two up to 32. Elsewhere the caller runs the per-layer ops.
+// N a power of two up to 32, conv width 2 to 4, at most 32 channels a block and 64 layers. x_proj's
+// partial sums must stay below 2^23 in magnitude (a larger or non-finite one makes δ, B and C NaN).
+// Elsewhere the caller runs the per-layer ops.
 #pragma once
 #include <optional>
 #include <vector>

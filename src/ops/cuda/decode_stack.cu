@@ -3,7 +3,8 @@
 // One block per multiprocessor (a cooperative launch, so all are resident); block b owns inner
 // channels [b·cb, (b+1)·cb) and model columns [b·ob, (b+1)·ob). Its last warp is a producer: it
 // walks the block's weight slices of every layer in the order they are used — W_in's x rows and z
-// rows of its channels, W_x's columns of its channels (gathered), W_dt's rows of its channels,
+// rows of its channels, W_x's columns of its channels (arranged by block beforehand:
+// decode_stack_x_proj_blocks), W_dt's rows of its channels,
 // W_out's rows of its columns — and copies each chunk of at most kSlotBytes into the next free slot
 // of a shared-memory ring (cp.async.bulk, completion counted on the slot's mbarrier). It waits only
 // for free slots, never for data, so HBM keeps streaming while the other warps wait at the grid's
@@ -11,9 +12,9 @@
 //
 //   1. s = out + residual, the pre-norm, the block's rows of W_in (a warp per row, lanes along d),
 //      the conv step of its channels, and its partial sums of x_proj over them, added into
-//      fixed-point sums (below).
-//   2. δ_low, B, C from those sums (every block reads the same
-//      rounding), δ from its W_dt rows, the state update of its channels → y[its channels].
+//      integer fixed-point sums (StackArgs::fixed_sums: exact, so no order of arrival matters).
+//   2. δ_low, B, C from those sums, δ from its W_dt rows, the state update of its channels →
+//      y[its channels].
 //   3. Its rows of W_out against all of y → out[its columns].
 //
 // Values written during the kernel by other blocks are read with ld.global.cg (L2, not the
