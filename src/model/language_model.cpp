@@ -668,16 +668,25 @@ Tensor LanguageModel::greedy_steps(InferenceState& state, const Tensor& ids, int
   return on_host(chosen);
 }
 
-std::optional<ops::DecodeStackOutputs> LanguageModel::decode_stack_step(InferenceState& state, const Tensor& x) const {
+std::optional<ops::DecodeStackOutputs> LanguageModel::decode_stack_step(InferenceState& state, const Tensor& x) {
   if (state.batch != 1 || decode_stack_ == DecodeStack::never) return std::nullopt;
+  // Whether the kernel applies depends on the weights and the geometry only: decided once per
+  // weights version, so that steps which do not use it (CPU, latency-bound shapes) skip the checks.
+  const bool decided = decode_stack_decided_for_ == weights_version_;
+  if (decided && !decode_stack_applies_) return std::nullopt;
+  decode_stack_decided_for_ = weights_version_;
+  decode_stack_applies_ = false;
   std::vector<ops::DecodeStackLayer> layers;
   for (size_t i = 0; i < impl_->mixers.size(); ++i) {
     auto layer = impl_->mixers[i].decode_stack_layer(impl_->norms[i]->value, state.conv[i], state.ssm[i]);
     if (!layer) return std::nullopt;
     layers.push_back(std::move(*layer));
   }
-  if (decode_stack_ == DecodeStack::where_faster && !ops::decode_stack_pays(x, layers)) return std::nullopt;
-  return ops::decode_stack_step(x, layers, float(config_.norm_eps));
+  if (!decided && decode_stack_ == DecodeStack::where_faster && !ops::decode_stack_pays(x, layers)) return std::nullopt;
+  // decode_stack_step checks its inputs again (it declines what it does not take).
+  auto stacked = ops::decode_stack_step(x, layers, float(config_.norm_eps));
+  decode_stack_applies_ = stacked.has_value();
+  return stacked;
 }
 
 Tensor LanguageModel::step_eager(InferenceState& state, const Tensor& ids, bool ids_checked) {

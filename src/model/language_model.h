@@ -150,11 +150,13 @@ class LanguageModel {
   bool record_inference_ = true;
   bool record_training_ = true;
   DecodeStack decode_stack_ = DecodeStack::where_faster;
+  uint64_t decode_stack_decided_for_ = ~uint64_t(0);  // the weights version decode_stack_applies_ is for
+  bool decode_stack_applies_ = false;
   std::shared_ptr<PrefillRecording> prefill_recording_;
   std::shared_ptr<TrainingRecording> training_recording_;
   Tensor step_eager(InferenceState& state, const Tensor& ids, bool ids_checked);
   // The layers of a one-sequence step as one kernel where ops::decode_stack_step takes them.
-  std::optional<ops::DecodeStackOutputs> decode_stack_step(InferenceState& state, const Tensor& x) const;
+  std::optional<ops::DecodeStackOutputs> decode_stack_step(InferenceState& state, const Tensor& x);
   // The step on checked ids that are on the model's device already (the recorded graph's input
   // is filled by a device copy unless the ids are that input already; nothing waits for the GPU).
   // With copy_logits false a replayed step returns the recording's own logits, which the next

@@ -552,7 +552,7 @@ bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& lay
     return false;
   const int cb = channels_per_block(E, d);
   if (cb == 0 || cb > 32 || cb * N > 4 * kConsumers || int64_t(cb) * R * 2 > kSlotBytes ||
-      J * int64_t(cb) * 2 > kSlotBytes || 2 * d > kSlotBytes || 2 * E > kSlotBytes || kConsumers / (J / 4) < 1)
+      J * int64_t(cb) * 2 > kSlotBytes || 2 * d > kSlotBytes || 2 * E > kSlotBytes)
     return false;
   for (const DecodeStackLayer& l : layers) {
     for (const Tensor* t : {&l.in_proj, &l.x_proj, &l.dt_proj, &l.out_proj})
