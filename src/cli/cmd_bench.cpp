@@ -25,6 +25,7 @@ struct BenchArgs {
   bool json = false;
   bool no_graph = false;
   bool sync_each_token = false;
+  std::string decode_stack = "auto";
 };
 
 double peak_rss_mib() {
@@ -95,6 +96,10 @@ void run_bench(const BenchArgs& args) {
   }
   model->lay_out_for_decode();
   model->set_inference_recording(!args.no_graph);
+  using DecodeStack = model::LanguageModel::DecodeStack;
+  model->set_decode_stack(args.decode_stack == "on"    ? DecodeStack::wherever_taken
+                          : args.decode_stack == "off" ? DecodeStack::never
+                                                       : DecodeStack::where_faster);
   const int64_t vocab = model->config().vocab_size;
   Rng rng(args.seed);
   const int64_t batch = args.batch;
@@ -218,6 +223,10 @@ CommandRegistration registration(80, [](CLI::App& app) {
   cmd->add_flag("--json", args->json, "Print one JSON object");
   cmd->add_flag("--no-graph", args->no_graph,
                 "CUDA: run every prefill chunk and decode step eagerly instead of replaying CUDA graphs");
+  cmd->add_option("--decode-stack", args->decode_stack,
+                  "CUDA, one sequence: run all layers of a decode step as one kernel where that is expected to be "
+                  "faster (auto), wherever the kernel takes the shapes (on), or never (off)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   cmd->add_flag("--sync-each-token", args->sync_each_token,
                 "Copy each step's chosen ids to the host before the next step (by default the steps take the "
                 "argmax where the logits are and the ids come back once, as the official benchmark decodes)");

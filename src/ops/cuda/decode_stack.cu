@@ -210,45 +210,49 @@ __device__ __forceinline__ void load8_cg(const float* p, float (&out)[8]) {
   out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
 }
 
-// The producer warp: every chunk of every layer, in order, into the ring.
+// One bulk copy's source and size.
+struct Chunk {
+  const void* src;
+  unsigned bytes;
+};
+
+// Block b's weight chunks of every layer, in the order the consumers take them (Schedule).
+struct ChunkWalk {
+  const StackArgs& p;
+  Schedule s;
+  int b, layer = 0, part = 0;
+  __device__ ChunkWalk(const StackArgs& args) : p(args), s(args), b(blockIdx.x) {}
+  __device__ bool done() const { return layer >= p.layers; }
+  __device__ Chunk next() {
+    const LayerArgs& w = p.layer[layer];
+    Chunk chunk;
+    if (part < 2 * s.in_chunks) {  // W_in's x rows, then z rows, of the block's channels
+      const int half = part / s.in_chunks, c = part % s.in_chunks, rows = min(s.in_rows, p.channels - c * s.in_rows);
+      const int64_t row0 = int64_t(half) * p.E + int64_t(b) * p.channels + c * s.in_rows;
+      chunk = {w.in_proj + row0 * p.d, unsigned(rows) * p.d * 2};
+    } else if (part == 2 * s.in_chunks) {  // W_x[:, b·cb : (b+1)·cb] as [J][cb]
+      const int J = p.R + 2 * p.N;
+      chunk = {w.x_proj + int64_t(b) * J * p.channels, unsigned(J) * p.channels * 2};
+    } else if (part == 2 * s.in_chunks + 1) {
+      chunk = {w.dt_proj + int64_t(b) * p.channels * p.R, unsigned(p.channels) * p.R * 2};
+    } else {
+      const int c = part - 2 * s.in_chunks - 2, rows = min(s.out_rows, p.columns - c * s.out_rows);
+      chunk = {w.out_proj + (int64_t(b) * p.columns + c * s.out_rows) * p.E, unsigned(rows) * p.E * 2};
+    }
+    if (++part == 2 * s.in_chunks + 2 + s.out_chunks) part = 0, ++layer;
+    return chunk;
+  }
+};
+
+// The producer (one thread): every chunk of every layer, in order, into the ring.
 __device__ void produce(const StackArgs& p, unsigned char* ring, uint64_t* full, uint64_t* empty) {
-  const int lane = threadIdx.x % 32, b = blockIdx.x, J = p.R + 2 * p.N;
-  const Schedule s(p);
-  unsigned chunk = 0;
-  // Claims the next slot for `bytes` (waiting until every consumer warp has released it).
-  auto claim = [&](unsigned bytes) {
-    const unsigned slot = chunk % p.slots, use = chunk / p.slots;
+  ChunkWalk walk(p);
+  for (unsigned copied = 0; !walk.done(); ++copied) {
+    const Chunk chunk = walk.next();
+    const unsigned slot = copied % p.slots, use = copied / p.slots;
     if (use > 0) barrier_wait(&empty[slot], (use - 1) & 1);
-    if (lane == 0) barrier_expect_bytes(&full[slot], bytes);
-    __syncwarp();
-    ++chunk;
-    return slot;
-  };
-  for (int l = 0; l < p.layers; ++l) {
-    const LayerArgs& w = p.layer[l];
-    for (int half = 0; half < 2; ++half)
-      for (int c = 0; c < s.in_chunks; ++c) {
-        const int rows = min(s.in_rows, p.channels - c * s.in_rows);
-        const unsigned bytes = unsigned(rows) * p.d * 2, slot = claim(bytes);
-        const int64_t row0 = int64_t(half) * p.E + int64_t(b) * p.channels + c * s.in_rows;
-        if (lane == 0) bulk_copy(ring + size_t(slot) * kSlotBytes, w.in_proj + row0 * p.d, bytes, &full[slot]);
-      }
-    {  // W_x[:, b·cb : (b+1)·cb] as [J][cb]
-      const unsigned bytes = unsigned(J) * p.channels * 2, slot = claim(bytes);
-      if (lane == 0)
-        bulk_copy(ring + size_t(slot) * kSlotBytes, w.x_proj + int64_t(b) * J * p.channels, bytes, &full[slot]);
-    }
-    {
-      const unsigned bytes = unsigned(p.channels) * p.R * 2, slot = claim(bytes);
-      if (lane == 0)
-        bulk_copy(ring + size_t(slot) * kSlotBytes, w.dt_proj + int64_t(b) * p.channels * p.R, bytes, &full[slot]);
-    }
-    for (int c = 0; c < s.out_chunks; ++c) {
-      const int rows = min(s.out_rows, p.columns - c * s.out_rows);
-      const unsigned bytes = unsigned(rows) * p.E * 2, slot = claim(bytes);
-      const int64_t row0 = int64_t(b) * p.columns + c * s.out_rows;
-      if (lane == 0) bulk_copy(ring + size_t(slot) * kSlotBytes, w.out_proj + row0 * p.E, bytes, &full[slot]);
-    }
+    barrier_expect_bytes(&full[slot], chunk.bytes);
+    bulk_copy(ring + size_t(slot) * kSlotBytes, chunk.src, chunk.bytes, &full[slot]);
   }
 }
 
@@ -317,7 +321,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
   }
   __syncthreads();
   if (warp == kConsumerWarps) {
-    produce(p, s.ring, s.full, s.empty);
+    if (lane == 0) produce(p, s.ring, s.full, s.empty);
     return;
   }
 
