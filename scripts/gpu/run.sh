@@ -321,19 +321,88 @@ run_decode() {
       done
     done
   done
-  python3 - "$json" <<'PY'
+  decode_table "$json" "bf16, prompt 2048, 128 tokens, median of 3"
+}
+
+# The decode and prefill rows of $1 (JSON lines of `mambacpp bench`, each with its tree and round):
+# a line a shape and batch, every tree's rounds in the order the trees first appear.
+decode_table() {
+  python3 - "$1" "$2" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 keys = sorted({(r['model'], r['batch']) for r in rows}, key=lambda k: (k[0], k[1]))
+trees = list(dict.fromkeys(r['tree'] for r in rows))
 for key, title in (('decode_ms_per_step', 'decode ms/step'), ('prefill_ms', 'prefill ms')):
-    print(f"\n{title} (bf16, prompt 2048, 128 tokens, median of 3)   round 1 / round 2")
+    print(f"\n{title} ({sys.argv[2]})   round 1 / round 2")
     for model, batch in keys:
         cells = []
-        for tree in ('base', 'new'):
+        for tree in trees:
             v = [r[key] for r in rows if r['model'] == model and r['batch'] == batch and r['tree'] == tree]
             if v: cells.append(f"{tree} " + " / ".join(f"{x:.3f}" for x in v))
         print(f"{model:<28} b{batch:<3} " + "   ".join(cells))
 PY
+}
+
+# `patch -p1` where the machine has it, else `git apply` (which also works outside a repository);
+# $1: apply, check or revert.
+apply_patch() {
+  local action=$1 file=$2
+  if command -v patch >/dev/null; then
+    case "$action" in
+      apply) patch -p1 -s <"$file" ;;
+      check) patch -p1 -s --dry-run <"$file" >/dev/null ;;
+      revert) patch -p1 -s -R <"$file" ;;
+    esac
+  else
+    case "$action" in
+      apply) git apply "$file" ;;
+      check) git apply --check "$file" ;;
+      revert) git apply -R "$file" ;;
+    esac
+  fi
+}
+
+# Versions of this tree made by patches (see the header): each one's mambacpp and decode stack tests,
+# then all versions' decode rows, alternating.
+run_decode_patches() {
+  echo "== decode patches"
+  local names=(main) patch name json="$out/decode_patches.jsonl"
+  cp "$build/mambacpp" "$build/mambacpp-main"
+  for patch in "$@"; do
+    name=$(basename "$patch" .patch)
+    if ! apply_patch check "$patch"; then
+      echo "$name: does not apply"
+      continue
+    fi
+    apply_patch apply "$patch"
+    if ninja -C "$build" -j"$jobs" mambacpp >"$out/build_$name.log" 2>&1; then
+      cp "$build/mambacpp" "$build/mambacpp-$name"
+      names+=("$name")
+      g++ $cxx_flags tests/cuda/test_cuda_decode_stack.cpp -o "$build/decode_stack_tests" $libs -lgtest -lgtest_main &&
+        "$build/decode_stack_tests" 2>&1 | grep -E "^\[  (PASSED|FAILED) |Failure|off the reference" | sed "s/^/$name: /"
+    else
+      echo "$name: build failed"; tail -20 "$out/build_$name.log"
+    fi
+    apply_patch revert "$patch"
+  done
+  ninja -C "$build" -j"$jobs" mambacpp >/dev/null
+  : >"$json"
+  local rows=${DECODE_ROWS:-1.4b 1} row
+  for round in 1 2; do
+    local order=("${names[@]}")
+    [ "$round" = 2 ] && order=($(printf '%s\n' "${names[@]}" | tac))
+    IFS=, read -ra row_list <<<"$rows"
+    for row in "${row_list[@]}"; do
+      read -r shape batch <<<"$row"
+      for name in "${order[@]}"; do
+        "$build/mambacpp-$name" bench --device cuda --shape "$shape" --dtype bf16 --batch "$batch" -p 16 -g 128 \
+          --reps 3 --json 2>>"$out/decode.log" |
+          python3 -c "import json,sys; r=json.load(sys.stdin); r['tree']='$name'; r['round']=$round; print(json.dumps(r))" \
+          >>"$json" || echo "decode $name $shape batch $batch FAILED"
+      done
+    done
+  done
+  decode_table "$json" "bf16, prompt 16, 128 tokens, median of 3"
 }
 
 # Decode after prompts of 1k to 1M tokens (mamba-130m shape, bf16, batch 1): ms per token and peak
@@ -519,6 +588,7 @@ case "$mode" in
   decode-products) run_decode_products "${2:-}" ;;
   test-decode-products) run_tests; run_decode_products "${2:-}"; run_decode "${2:-}" ;;
   test-decode) run_tests; run_decode "${2:-}" ;;
+  decode-patches) shift; run_decode_patches "$@" ;;
   train) run_train "${2:-}" ;;
   test-train) run_tests; run_train "${2:-}" ;;
   train-sizes) run_train_sizes ;;
@@ -529,6 +599,6 @@ case "$mode" in
   train-sizes-trace) run_shape_traces train "370m 4" "1.4b 2" ;;
   decode-trace) run_shape_traces decode "130m 1" "130m 16" "1.4b 1" "1.4b 16" ;;
   context) run_context ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|profile-source|all|decode [BASE]|test-decode [BASE]|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context" >&2
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|profile-source|all|decode [BASE]|test-decode [BASE]|decode-patches PATCH...|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context" >&2
     exit 2 ;;
 esac
