@@ -19,6 +19,11 @@
 #                              a git-ignored folder named in the call's carry), built beside this one
 #                              and run alternately with it in two rounds, so both meet the same machine
 #   scripts/gpu/run.sh test-decode [BASE]  test, then decode
+#   scripts/gpu/run.sh decode-patches PATCH...  each patch (e.g. docs/perf/m58_*.patch; A.patch+B.patch
+#                              for both) applied to this tree in turn: its mambacpp built (only what
+#                              it changes recompiles) and the decode stack's tests run against its
+#                              library, then every version's decode at DECODE_ROWS (default "1.4b 1";
+#                              "shape batch" pairs separated by commas) alternately in two rounds
 #   scripts/gpu/run.sh train [BASE]  only the scan table and the bf16 training row; with BASE (as for
 #                              decode, holding its scripts/gpu/scan_bench.cpp too) both trees' scan
 #                              tables, then their training runs alternately in two rounds
@@ -349,9 +354,9 @@ apply_patch() {
   local action=$1 file=$2
   if command -v patch >/dev/null; then
     case "$action" in
-      apply) patch -p1 -s <"$file" ;;
+      apply) patch -p1 -s --no-backup-if-mismatch <"$file" ;;
       check) patch -p1 -s --dry-run <"$file" >/dev/null ;;
-      revert) patch -p1 -s -R <"$file" ;;
+      revert) patch -p1 -s -R --no-backup-if-mismatch <"$file" ;;
     esac
   else
     case "$action" in
@@ -366,24 +371,30 @@ apply_patch() {
 # then all versions' decode rows, alternating.
 run_decode_patches() {
   echo "== decode patches"
-  local names=(main) patch name json="$out/decode_patches.jsonl"
+  local names=(main) version name json="$out/decode_patches.jsonl"
   cp "$build/mambacpp" "$build/mambacpp-main"
-  for patch in "$@"; do
-    name=$(basename "$patch" .patch)
-    if ! apply_patch check "$patch"; then
-      echo "$name: does not apply"
-      continue
-    fi
-    apply_patch apply "$patch"
-    if ninja -C "$build" -j"$jobs" mambacpp >"$out/build_$name.log" 2>&1; then
+  for version in "$@"; do
+    local files=() applied=() file ok=1
+    IFS=+ read -ra files <<<"$version"
+    name=""
+    for file in "${files[@]}"; do name+="${name:++}$(basename "$file" .patch)"; done
+    for file in "${files[@]}"; do
+      if apply_patch check "$file"; then
+        apply_patch apply "$file"
+        applied=("$file" "${applied[@]}")
+      else
+        echo "$name: $file does not apply"; ok=0; break
+      fi
+    done
+    if [ "$ok" = 1 ] && ninja -C "$build" -j"$jobs" mambacpp >"$out/build_$name.log" 2>&1; then
       cp "$build/mambacpp" "$build/mambacpp-$name"
       names+=("$name")
       g++ $cxx_flags tests/cuda/test_cuda_decode_stack.cpp -o "$build/decode_stack_tests" $libs -lgtest -lgtest_main &&
         "$build/decode_stack_tests" 2>&1 | grep -E "^\[  (PASSED|FAILED) |Failure|off the reference" | sed "s/^/$name: /"
-    else
+    elif [ "$ok" = 1 ]; then
       echo "$name: build failed"; tail -20 "$out/build_$name.log"
     fi
-    apply_patch revert "$patch"
+    for file in "${applied[@]}"; do apply_patch revert "$file"; done
   done
   ninja -C "$build" -j"$jobs" mambacpp >/dev/null
   : >"$json"
