@@ -23,7 +23,8 @@
 #                              for both) applied to this tree in turn: its mambacpp built (only what
 #                              it changes recompiles) and the decode stack's tests run against its
 #                              library, then every version's decode at DECODE_ROWS (default "1.4b 1";
-#                              "shape batch" pairs separated by commas) alternately in two rounds
+#                              "shape batch" pairs separated by commas) alternately in two rounds;
+#                              DECODE_STACK=on|off|auto (default) is passed to bench --decode-stack
 #   scripts/gpu/run.sh train [BASE]  only the scan table and the bf16 training row; with BASE (as for
 #                              decode, holding its scripts/gpu/scan_bench.cpp too) both trees' scan
 #                              tables, then their training runs alternately in two rounds
@@ -407,7 +408,7 @@ run_decode_patches() {
       read -r shape batch <<<"$row"
       for name in "${order[@]}"; do
         "$build/mambacpp-$name" bench --device cuda --shape "$shape" --dtype bf16 --batch "$batch" -p 16 -g 128 \
-          --reps 3 --json 2>>"$out/decode.log" |
+          --reps 3 --decode-stack "${DECODE_STACK:-auto}" --json 2>>"$out/decode.log" |
           python3 -c "import json,sys; r=json.load(sys.stdin); r['tree']='$name'; r['round']=$round; print(json.dumps(r))" \
           >>"$json" || echo "decode $name $shape batch $batch FAILED"
       done
