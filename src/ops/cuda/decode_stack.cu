@@ -1,11 +1,11 @@
 // The decode step of a whole Mamba-1 stack as one kernel (ops/decode_stack.h).
 //
 // One block per multiprocessor (a cooperative launch, so all are resident); block b owns inner
-// channels [b·cb, (b+1)·cb) and model columns [b·ob, (b+1)·ob). Its last warp is a producer: it
-// walks the block's weight slices of every layer in the order they are used — W_in's x rows and z
-// rows of its channels, W_x's columns of its channels (arranged by block beforehand:
-// decode_stack_x_proj_blocks), W_dt's rows of its channels,
-// W_out's rows of its columns — and copies each chunk of at most kSlotBytes into the next free slot
+// channels [b·cb, (b+1)·cb) and model columns [b·ob, (b+1)·ob). One thread of its last warp is the
+// producer: it walks the block's weight slices of every layer in the order they are used (ChunkWalk)
+// — W_in's x rows and z rows of its channels, W_x's columns of its channels (arranged by block
+// beforehand: decode_stack_x_proj_blocks), W_dt's rows of its channels, W_out's rows of its columns —
+// and copies each chunk of at most kSlotBytes into the next free slot
 // of a shared-memory ring (cp.async.bulk, completion counted on the slot's mbarrier). It waits only
 // for free slots, never for data, so HBM keeps streaming while the other warps wait at the grid's
 // barriers. The eight consumer warps run three phases a layer, each ended by a grid-wide barrier:
