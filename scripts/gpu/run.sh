@@ -21,8 +21,10 @@
 #   scripts/gpu/run.sh test-decode [BASE]  test, then decode
 #   scripts/gpu/run.sh decode-patches PATCH...  each patch (e.g. docs/perf/m58_*.patch; A.patch+B.patch
 #                              for both) applied to this tree in turn: its mambacpp built (only what
-#                              it changes recompiles) and the decode stack's tests run against its
-#                              library, then every version's decode at DECODE_ROWS (default "1.4b 1";
+#                              it changes recompiles) and tests run against its library
+#                              (PATCH_TEST_FILES, default tests/cuda/test_cuda_decode_stack.cpp;
+#                              PATCH_TESTS, a gtest filter, default CudaDecodeStack.*), then every
+#                              version's decode at DECODE_ROWS (default "1.4b 1";
 #                              "shape batch" pairs separated by commas) alternately in two rounds;
 #                              DECODE_STACK=on|off|auto (default) is passed to bench --decode-stack
 #   scripts/gpu/run.sh train [BASE]  only the scan table and the bf16 training row; with BASE (as for
@@ -390,8 +392,10 @@ run_decode_patches() {
     if [ "$ok" = 1 ] && ninja -C "$build" -j"$jobs" mambacpp >"$out/build_$name.log" 2>&1; then
       cp "$build/mambacpp" "$build/mambacpp-$name"
       names+=("$name")
-      g++ $cxx_flags tests/cuda/test_cuda_decode_stack.cpp -o "$build/decode_stack_tests" $libs -lgtest -lgtest_main &&
-        "$build/decode_stack_tests" 2>&1 | grep -E "^\[  (PASSED|FAILED) |Failure|off the reference" | sed "s/^/$name: /"
+      g++ $cxx_flags ${PATCH_TEST_FILES:-tests/cuda/test_cuda_decode_stack.cpp} -o "$build/patch_tests" $libs \
+        -lgtest -lgtest_main &&
+        "$build/patch_tests" --gtest_filter="${PATCH_TESTS:-CudaDecodeStack.*}" 2>&1 |
+        grep -E "^\[  (PASSED|FAILED) |Failure|off the reference" | sed "s/^/$name: /"
     elif [ "$ok" = 1 ]; then
       echo "$name: build failed"; tail -20 "$out/build_$name.log"
     fi
