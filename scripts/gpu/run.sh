@@ -27,6 +27,9 @@
 #                              version's decode at DECODE_ROWS (default "1.4b 1";
 #                              "shape batch" pairs separated by commas) alternately in two rounds;
 #                              DECODE_STACK=on|off|auto (default) is passed to bench --decode-stack
+#   scripts/gpu/run.sh scan-patches PATCH...  the same versions (tests by PATCH_TEST_FILES and
+#                              PATCH_TESTS), then each one's scan table (scripts/gpu/scan_bench.cpp),
+#                              in two rounds
 #   scripts/gpu/run.sh train [BASE]  only the scan table and the bf16 training row; with BASE (as for
 #                              decode, holding its scripts/gpu/scan_bench.cpp too) both trees' scan
 #                              tables, then their training runs alternately in two rounds
@@ -370,12 +373,15 @@ apply_patch() {
   fi
 }
 
-# Versions of this tree made by patches (see the header): each one's mambacpp and decode stack tests,
-# then all versions' decode rows, alternating.
-run_decode_patches() {
-  echo "== decode patches"
-  local names=(main) version name json="$out/decode_patches.jsonl"
+# Versions of this tree made by patches (arguments; A.patch+B.patch for both applied): each built in
+# turn in this tree (only what it changes recompiles), its mambacpp and library kept as
+# $build/mambacpp-NAME and $build/lib-NAME.a, tests run against it (PATCH_TEST_FILES, PATCH_TESTS),
+# the tree restored. Fills `versions` with "main" and the names that built.
+build_versions() {
+  versions=(main)
   cp "$build/mambacpp" "$build/mambacpp-main"
+  cp "$build/libmambacpp_lib.a" "$build/lib-main.a"
+  local version name
   for version in "$@"; do
     local files=() applied=() file ok=1
     IFS=+ read -ra files <<<"$version"
@@ -391,7 +397,8 @@ run_decode_patches() {
     done
     if [ "$ok" = 1 ] && ninja -C "$build" -j"$jobs" mambacpp >"$out/build_$name.log" 2>&1; then
       cp "$build/mambacpp" "$build/mambacpp-$name"
-      names+=("$name")
+      cp "$build/libmambacpp_lib.a" "$build/lib-$name.a"
+      versions+=("$name")
       g++ $cxx_flags ${PATCH_TEST_FILES:-tests/cuda/test_cuda_decode_stack.cpp} -o "$build/patch_tests" $libs \
         -lgtest -lgtest_main &&
         "$build/patch_tests" --gtest_filter="${PATCH_TESTS:-CudaDecodeStack.*}" 2>&1 |
@@ -402,11 +409,18 @@ run_decode_patches() {
     for file in "${applied[@]}"; do apply_patch revert "$file"; done
   done
   ninja -C "$build" -j"$jobs" mambacpp >/dev/null
+}
+
+# The patched versions' decode rows (DECODE_ROWS, DECODE_STACK), alternating in two rounds.
+run_decode_patches() {
+  echo "== decode patches"
+  local versions name json="$out/decode_patches.jsonl"
+  build_versions "$@"
   : >"$json"
   local rows=${DECODE_ROWS:-1.4b 1} row
   for round in 1 2; do
-    local order=("${names[@]}")
-    [ "$round" = 2 ] && order=($(printf '%s\n' "${names[@]}" | tac))
+    local order=("${versions[@]}")
+    [ "$round" = 2 ] && order=($(printf '%s\n' "${versions[@]}" | tac))
     IFS=, read -ra row_list <<<"$rows"
     for row in "${row_list[@]}"; do
       read -r shape batch <<<"$row"
@@ -419,6 +433,26 @@ run_decode_patches() {
     done
   done
   decode_table "$json" "bf16, prompt 16, 128 tokens, median of 3"
+}
+
+# The patched versions' scan tables (scripts/gpu/scan_bench.cpp against each version's library), in
+# two rounds, the second in reverse order.
+run_scan_patches() {
+  echo "== scan patches"
+  local versions name
+  build_versions "$@"
+  for name in "${versions[@]}"; do
+    # $libs without its first word (this tree's library), after the version's own one.
+    g++ $cxx_flags scripts/gpu/scan_bench.cpp -o "$build/scan_bench-$name" "$build/lib-$name.a" ${libs#* }
+  done
+  for round in 1 2; do
+    local order=("${versions[@]}")
+    [ "$round" = 2 ] && order=($(printf '%s\n' "${versions[@]}" | tac))
+    for name in "${order[@]}"; do
+      echo "-- scan table, $name, round $round"
+      "$build/scan_bench-$name" "$out/scan_bench_${name}_$round.json"
+    done
+  done
 }
 
 # Decode after prompts of 1k to 1M tokens (mamba-130m shape, bf16, batch 1): ms per token and peak
@@ -605,6 +639,7 @@ case "$mode" in
   test-decode-products) run_tests; run_decode_products "${2:-}"; run_decode "${2:-}" ;;
   test-decode) run_tests; run_decode "${2:-}" ;;
   decode-patches) shift; run_decode_patches "$@" ;;
+  scan-patches) shift; run_scan_patches "$@" ;;
   train) run_train "${2:-}" ;;
   test-train) run_tests; run_train "${2:-}" ;;
   train-sizes) run_train_sizes ;;
@@ -615,6 +650,6 @@ case "$mode" in
   train-sizes-trace) run_shape_traces train "370m 4" "1.4b 2" ;;
   decode-trace) run_shape_traces decode "130m 1" "130m 16" "1.4b 1" "1.4b 16" ;;
   context) run_context ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|profile-source|all|decode [BASE]|test-decode [BASE]|decode-patches PATCH...|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context" >&2
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|profile-source|all|decode [BASE]|test-decode [BASE]|decode-patches PATCH...|scan-patches PATCH...|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context" >&2
     exit 2 ;;
 esac
