@@ -375,9 +375,11 @@ TEST(CudaModel, MixedPrecisionMatchesFloat32) {
   optimizer.step(gpu->parameters(), 1e-2, 1.0);
   gpu->parameters_changed(/*compute_copies_current=*/true);
   ASSERT_EQ(in_proj.compute.raw(), compute_memory);
-  for (const Parameter& p : gpu->parameters())
-    if (p.compute.defined())
+  for (const Parameter& p : gpu->parameters()) {
+    if (p.compute.defined()) {
       EXPECT_EQ(p.compute.to_double_vector(), p.value.to(DType::bf16).to_double_vector()) << p.name;
+    }
+  }
   in_proj.value.zero_();
   gpu->parameters_changed();
   for (double v : in_proj.compute.to_double_vector()) ASSERT_EQ(v, 0.0);
