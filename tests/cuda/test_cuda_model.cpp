@@ -223,7 +223,9 @@ void expect_recorded_prefill_equals_eager(DType weights) {
         << "changed weights, round " << round;
     expect_same_states(a, b, "changed weights");
     // Round 0: its first chunk eager (new weights), its second recorded; then replays only.
-    if (round > 0) EXPECT_EQ(a.conv[0].raw(), recorded_conv.raw()) << "changed weights, round " << round;
+    if (round > 0) {
+      EXPECT_EQ(a.conv[0].raw(), recorded_conv.raw()) << "changed weights, round " << round;
+    }
   }
 }
 

@@ -341,8 +341,8 @@ Tensor sum_partials(const std::vector<Partials>& partials, std::vector<float> Pa
 template <typename T>
 ScanOutputs forward(const ScanInputs& in) {
   const Scan<T> s = make_scan<T>(in, "cpu::selective_scan_forward");
-  ScanOutputs result{Tensor::empty(in.u.shape(), in.u.dtype()),
-                     Tensor::empty({s.batch, s.dim, s.n_states}, DType::f32)};
+  ScanOutputs result{
+      Tensor::empty(in.u.shape(), in.u.dtype()), Tensor::empty({s.batch, s.dim, s.n_states}, DType::f32), {}};
   T* out = result.out.data<T>();
   float* last = result.last_state.data<float>();
   auto kernel = s.n_states == 16 ? &forward_block<T, 16> : &forward_block<T, 0>;

@@ -87,7 +87,7 @@ ScanOutputs selective_scan_forward(const ScanInputs& in) {
       for (int64_t n = 0; n < p.n_states; ++n) last[p.state(b, d, n)] = h[size_t(n)];
     }
   }
-  return {f64_tensor(std::move(out), in.u.shape()), f64_tensor(std::move(last), {p.batch, p.dim, p.n_states})};
+  return {f64_tensor(std::move(out), in.u.shape()), f64_tensor(std::move(last), {p.batch, p.dim, p.n_states}), {}};
 }
 
 ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& dout_tensor, const Tensor& dlast_tensor) {
