@@ -422,9 +422,18 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
     {  // x_proj's partial sums over the block's channels: output j to thread j
       const __nv_bfloat16* wx = reinterpret_cast<const __nv_bfloat16*>(ring.take());
       for (int j = tid; j < J; j += kConsumers) {
+        // All of the row's pieces (cb ≤ 32) loaded before the first FMA; a piece past cb reloads the
+        // first and is not added.
+        constexpr int kMaxPieces = 4;
+        uint4 weights[kMaxPieces];
+#pragma unroll
+        for (int i = 0; i < kMaxPieces; ++i)
+          weights[i] = *reinterpret_cast<const uint4*>(wx + size_t(j) * cb + (i * 8 < cb ? i * 8 : 0));
         float acc = 0.0f;
-        for (int c = 0; c < cb; c += 8) {
-          acc = dot8(*reinterpret_cast<const uint4*>(wx + size_t(j) * cb + c), s.u + c, acc);
+#pragma unroll
+        for (int i = 0; i < kMaxPieces; ++i) {
+          const float added = dot8(weights[i], s.u + (i * 8 < cb ? i * 8 : 0), acc);
+          acc = i * 8 < cb ? added : acc;
         }
         unsigned long long* sums = p.fixed_sums + size_t(l % 2) * J;
         if (fabsf(acc) < float(1 << kFixedRange))  // false for NaN too
@@ -450,19 +459,17 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
           p.fixed_sums[j < J ? size_t((l + 1) % 2) * J + j : 2 * J + (l + 1) % 2] = 0;
       consumers_sync();
     }
-    {  // δ of the block's channels: channel c to warp c % 8, lanes along the rank
+    {  // δ of the block's channels: four at once a warp (channel warp + 8g to lanes 8g … 8g + 7, each
+       // lane 8 of every 64 elements of the rank), so a warp's shared loads overlap instead of
+       // following one another channel by channel
       const __nv_bfloat16* wdt = reinterpret_cast<const __nv_bfloat16*>(ring.take());
-      for (int c = warp; c < cb; c += kConsumerWarps) {
-        float acc = 0.0f;
-        for (int r = lane * 8; r < R; r += 32 * 8) {
+      const int c = warp + kConsumerWarps * (lane / 8), q = lane % 8;
+      float acc = 0.0f;
+      if (c < cb)
+        for (int r = q * 8; r < R; r += 64)
           acc = dot8(*reinterpret_cast<const uint4*>(wdt + size_t(c) * R + r), s.dbc + r, acc);
-        }
-        acc = warp_sum(acc);
-        if (lane == 0) {
-          const float x = acc + s.dt_bias[c];
-          s.delta[c] = softplus(x);
-        }
-      }
+      for (int offset = 4; offset > 0; offset /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, offset);
+      if (c < cb && q == 0) s.delta[c] = softplus(acc + s.dt_bias[c]);
       ring.release();
     }
     consumers_sync();
