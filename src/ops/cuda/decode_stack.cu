@@ -39,6 +39,11 @@ constexpr int kSlotBytes = 16384;
 constexpr int kMaxSlots = 16;
 constexpr int kPiece = 256;  // elements of a row a warp reads at once: 32 lanes × 8 bf16
 constexpr int kMaxConvWidth = 4;
+// Where d ≤ kHeldPieces · kPiece each consumer warp loads up to kHeldRowsPerWarp x rows of the next
+// layer's W_in into its registers (kHeldPieces 16-byte pieces a lane and row) as soon as it has used
+// this layer's: those rows bypass the ring, whose full slots stop the stream while the layer's chain
+// of barriers runs.
+constexpr int kHeldPieces = 8, kHeldRowsPerWarp = 1;
 // The weight bytes a block streams per layer from which the stack beats the layer-by-layer kernels
 // (docs/perf/cuda_model.md, m56: a line through the two measured shapes crosses theirs near 100 KB:
 // 130m, 76 KB, is 2% slower; 1.4b, 402 KB, 6.5% faster).
@@ -62,6 +67,7 @@ struct LayerArgs {
 
 struct StackArgs {
   int layers, d, E, R, N, K, channels, columns, slots;  // channels, columns: per block (cb, ob)
+  int held_rows;  // x rows of W_in a block holds in registers (warp w: rows w, w + 8, …), a multiple of 8
   float eps;
   const __nv_bfloat16* x;  // [d]: layer 0's block input
   __nv_bfloat16* out;      // [d]: the latest layer's output
@@ -76,15 +82,22 @@ struct StackArgs {
 };
 static_assert(sizeof(StackArgs) < 32000, "kernel parameters");
 
-// A layer's weight chunks, in the order the consumers take them: in_proj x rows, in_proj z rows
-// (rows per chunk `in_rows`), one chunk of W_x's columns, one of W_dt's rows, then out_proj rows.
+// A layer's weight chunks, in the order the consumers take them: in_proj x rows past the held ones,
+// in_proj z rows (rows per chunk `in_rows`), one chunk of W_x's columns, one of W_dt's rows, then
+// out_proj rows.
 struct Schedule {
-  int in_rows, in_chunks, out_rows, out_chunks;
-  __host__ __device__ Schedule(const StackArgs& p) {
+  int channels, held, in_rows, x_chunks, in_chunks, out_rows, out_chunks;
+  __host__ __device__ Schedule(const StackArgs& p) : channels(p.channels), held(p.held_rows) {
     in_rows = min(p.channels, kSlotBytes / (2 * p.d));
-    in_chunks = (p.channels + in_rows - 1) / in_rows;
+    x_chunks = (p.channels - held + in_rows - 1) / in_rows;
+    in_chunks = x_chunks + (p.channels + in_rows - 1) / in_rows;
     out_rows = min(p.columns, kSlotBytes / (2 * p.E));
     out_chunks = (p.columns + out_rows - 1) / out_rows;
+  }
+  // W_in chunk c's first row among the block's 2cb (its x rows, then its z rows) and its row count.
+  __host__ __device__ int2 in_chunk(int c) const {
+    const int first = c < x_chunks ? held + c * in_rows : (c - x_chunks) * in_rows;
+    return {c < x_chunks ? first : channels + first, min(in_rows, channels - first)};
   }
 };
 
@@ -145,6 +158,16 @@ __device__ void grid_sync(unsigned* arrivals, int index) {
     }
   }
   consumers_sync();
+}
+
+// A warp's held row of W_in (see kHeldPieces): lane's pieces i · kPiece + 8 · lane, streamed past L1.
+__device__ __forceinline__ void load_held(uint4 (&held)[kHeldPieces], const __nv_bfloat16* row, int d, int lane) {
+#pragma unroll
+  for (int i = 0; i < kHeldPieces; ++i)
+    if (i * kPiece < d)  // volatile: issued here, not moved to the use a layer later
+      asm volatile("ld.global.cs.v4.u32 {%0, %1, %2, %3}, [%4];"
+                   : "=r"(held[i].x), "=r"(held[i].y), "=r"(held[i].z), "=r"(held[i].w)
+                   : "l"(row + i * kPiece + lane * 8));
 }
 
 // 8 bf16 (a 16-byte vector) as floats.
@@ -226,20 +249,21 @@ struct ChunkWalk {
   __device__ Chunk next() {
     const LayerArgs& w = p.layer[layer];
     Chunk chunk;
-    if (part < 2 * s.in_chunks) {  // W_in's x rows, then z rows, of the block's channels
-      const int half = part / s.in_chunks, c = part % s.in_chunks, rows = min(s.in_rows, p.channels - c * s.in_rows);
-      const int64_t row0 = int64_t(half) * p.E + int64_t(b) * p.channels + c * s.in_rows;
-      chunk = {w.in_proj + row0 * p.d, unsigned(rows) * p.d * 2};
-    } else if (part == 2 * s.in_chunks) {  // W_x[:, b·cb : (b+1)·cb] as [J][cb]
+    if (part < s.in_chunks) {  // W_in's x rows, then z rows, of the block's channels
+      const int2 rows = s.in_chunk(part);
+      const int half = rows.x / p.channels;
+      const int64_t row0 = int64_t(half) * p.E + int64_t(b) * p.channels + rows.x % p.channels;
+      chunk = {w.in_proj + row0 * p.d, unsigned(rows.y) * p.d * 2};
+    } else if (part == s.in_chunks) {  // W_x[:, b·cb : (b+1)·cb] as [J][cb]
       const int J = p.R + 2 * p.N;
       chunk = {w.x_proj + int64_t(b) * J * p.channels, unsigned(J) * p.channels * 2};
-    } else if (part == 2 * s.in_chunks + 1) {
+    } else if (part == s.in_chunks + 1) {
       chunk = {w.dt_proj + int64_t(b) * p.channels * p.R, unsigned(p.channels) * p.R * 2};
     } else {
-      const int c = part - 2 * s.in_chunks - 2, rows = min(s.out_rows, p.columns - c * s.out_rows);
+      const int c = part - s.in_chunks - 2, rows = min(s.out_rows, p.columns - c * s.out_rows);
       chunk = {w.out_proj + (int64_t(b) * p.columns + c * s.out_rows) * p.E, unsigned(rows) * p.E * 2};
     }
-    if (++part == 2 * s.in_chunks + 2 + s.out_chunks) part = 0, ++layer;
+    if (++part == s.in_chunks + 2 + s.out_chunks) part = 0, ++layer;
     return chunk;
   }
 };
@@ -330,6 +354,11 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
   const Schedule sched(p);
   RingReader ring{s, p.slots};
   int barrier = 0;
+  uint4 held[kHeldRowsPerWarp][kHeldPieces];
+#pragma unroll
+  for (int j = 0; j < kHeldRowsPerWarp; ++j)
+    if (j * kConsumerWarps < sched.held)
+      load_held(held[j], p.layer[0].in_proj + int64_t(c0 + warp + j * kConsumerWarps) * d, d, lane);
   for (int l = 0; l < p.layers; ++l) {
     const LayerArgs& w = p.layer[l];
     // Phase 1. s = out + residual (layer 0: x); this block writes its columns of s. Before the
@@ -386,13 +415,25 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
     for (int i = 0; i < kConsumerWarps; ++i) total += s.scratch[i];
     const float inv_rms = rsqrtf(total / float(d) + p.eps);
 
-    // The block's x rows, then its z rows, of W_in: row r of the pair of halves to warp r % 8.
-    for (int c = 0; c < 2 * sched.in_chunks; ++c) {
+    // The block's x rows, then its z rows, of W_in: row r of the pair of halves to warp r % 8, the
+    // held ones first (then the next layer's are loaded in their place).
+#pragma unroll
+    for (int j = 0; j < kHeldRowsPerWarp; ++j) {
+      if (j * kConsumerWarps >= sched.held) break;
+      const int row = warp + j * kConsumerWarps;
+      float acc = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kHeldPieces; ++i)
+        if (i * kPiece < d) acc = dot8(held[j][i], *reinterpret_cast<const uint4*>(s.xs + i * kPiece + lane * 8), acc);
+      acc = warp_sum(acc);
+      if (lane == 0) s.rows[row] = acc;
+      if (l + 1 < p.layers) load_held(held[j], p.layer[l + 1].in_proj + int64_t(c0 + row) * d, d, lane);
+    }
+    for (int c = 0; c < sched.in_chunks; ++c) {
       const unsigned char* chunk = ring.take();
-      const int first = (c % sched.in_chunks) * sched.in_rows, half = c / sched.in_chunks;
-      const int rows = min(sched.in_rows, cb - first);
-      for (int r = 0; r < rows; ++r) {
-        const int row = half * cb + first + r;
+      const int2 chunk_rows = sched.in_chunk(c);
+      for (int r = 0; r < chunk_rows.y; ++r) {
+        const int row = chunk_rows.x + r;
         if (row % kConsumerWarps != warp) continue;
         const float v = warp_dot(reinterpret_cast<const __nv_bfloat16*>(chunk) + size_t(r) * d, s.xs, d, lane);
         if (lane == 0) s.rows[row] = v;
@@ -585,6 +626,7 @@ DecodeStackOutputs decode_stack_step(const Tensor& x, const std::vector<DecodeSt
   p.R = int(first.dt_proj.size(1));
   p.K = int(first.conv_weight.size(-1));
   p.channels = channels_per_block(p.E, p.d);
+  p.held_rows = p.d <= kHeldPieces * kPiece ? std::min(p.channels, kHeldRowsPerWarp * kConsumerWarps) : 0;
   const int blocks = p.E / p.channels, J = p.R + 2 * p.N;
   p.columns = p.d / blocks;
   const size_t fixed = shared_bytes(0, p.d, p.E, p.channels, J);
