@@ -201,7 +201,7 @@ TEST(CudaDecodeStack, DeclinesWhatItDoesNotTake) {
 }
 
 // Which shapes the model runs as one kernel by default: those where a block streams enough weights
-// a layer (1.4b: 402 KB; 130m: 76 KB, where the separate kernels measured faster).
+// a layer (1.4b: 402 KB; 130m: 76 KB; a d 256 layer, 8 KB, does not: DeclinesWhatItDoesNotTake).
 TEST(CudaDecodeStack, PaysWhereEachBlockStreamsEnoughWeights) {
   SKIP_WITHOUT_GPU();
   auto layer = [](int64_t d, int64_t E, int64_t R) {
@@ -223,8 +223,7 @@ TEST(CudaDecodeStack, PaysWhereEachBlockStreamsEnoughWeights) {
   const Tensor x_large = Tensor::zeros({1, 2048}, DType::bf16, Device::cuda);
   const Tensor x_small = Tensor::zeros({1, 768}, DType::bf16, Device::cuda);
   EXPECT_TRUE(ops::decode_stack_pays(x_large, {layer(2048, 4096, 128)}));
-  EXPECT_TRUE(ops::decode_stack_fits(x_small, {layer(768, 1536, 48)}));
-  EXPECT_FALSE(ops::decode_stack_pays(x_small, {layer(768, 1536, 48)}));
+  EXPECT_TRUE(ops::decode_stack_pays(x_small, {layer(768, 1536, 48)}));
 }
 
 // In the model: a bf16 model whose layers the kernel takes decodes one sequence as the CPU model

@@ -45,9 +45,9 @@ constexpr int kMaxConvWidth = 4;
 // of barriers runs.
 constexpr int kHeldPieces = 8, kHeldRowsPerWarp = 1;
 // The weight bytes a block streams per layer from which the stack beats the layer-by-layer kernels
-// (docs/perf/cuda_model.md, m56: a line through the two measured shapes crosses theirs near 100 KB:
-// 130m, 76 KB, is 2% slower; 1.4b, 402 KB, 6.5% faster).
-constexpr int64_t kStreamBoundBlockBytes = 128 * 1024;
+// (docs/perf/cuda_model.md, session 26: the smaller of the two measured shapes, 130m at 76 KB, is
+// 3–4% faster since m59 and m63; below it, unmeasured).
+constexpr int64_t kStreamBoundBlockBytes = 64 * 1024;
 constexpr int kFixedBits = 32, kFixedRange = 23;  // at most 2^8 blocks: 2^(8 + 23 + 32) ≤ 2^63
 
 struct LayerArgs {
