@@ -129,11 +129,12 @@ Tensor ops_layer(const Tensor& x, Tensor& residual, const ops::DecodeStackLayer&
 }
 
 // Geometries: one chunk a half of W_in (d 256), two full chunks (d 1024, N 8, conv width 3 without
-// bias), and the 130m shape's (d 768: chunks of 10 rows, the second partial; 96 blocks).
+// bias), the 130m shape's (d 768: chunks of 10 rows, the second partial; 96 blocks), and rows too
+// long for the warps to hold one in registers (d 2560, expand 1: every W_in row through the ring).
 TEST(CudaDecodeStack, MatchesTheLayerByLayerReference) {
   SKIP_WITHOUT_GPU();
   for (const Geometry& g : {Geometry{256, 512, 16, 16, 4, 3, true}, Geometry{1024, 2048, 8, 32, 3, 2, false},
-                            Geometry{768, 1536, 16, 48, 4, 2, true}}) {
+                            Geometry{768, 1536, 16, 48, 4, 2, true}, Geometry{2560, 2560, 16, 32, 4, 2, true}}) {
     SCOPED_TRACE("d " + std::to_string(g.d) + " E " + std::to_string(g.E) + " N " + std::to_string(g.N));
     Rng rng(77 + uint64_t(g.d));
     std::vector<HostLayer> host;
