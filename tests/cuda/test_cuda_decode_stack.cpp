@@ -162,8 +162,9 @@ TEST(CudaDecodeStack, MatchesTheLayerByLayerReference) {
         ops_h = ops_layer(ops_h, ops_residual, layers[l], x_proj[l], ops_conv[l], ops_ssm[l]);
       }
       // Across chained layers and steps a bf16 rounding that goes the other way in one place moves
-      // later values: on the H100 both paths' out was 0.63–1.01% off the reference here, equal to
-      // four digits at every geometry and step. The layer-by-layer ops round the same
+      // later values: on the H100 both paths' out was 0.63–1.49% off the reference here, equal to
+      // four digits at every geometry and step but d 2560's first (1.38% against 1.25%). The
+      // layer-by-layer ops round the same
       // intermediates; the stack may be as far off as they are (1.5× their error, at least 1e-2)
       // and never more than 2%.
       auto bound = [](double ops_error) { return std::min(2e-2, std::max(1e-2, 1.5 * ops_error)); };
