@@ -23,8 +23,8 @@
 #                              for both) applied to this tree in turn: its mambacpp built (only what
 #                              it changes recompiles) and tests run against its library
 #                              (PATCH_TEST_FILES, default tests/cuda/test_cuda_decode_stack.cpp;
-#                              PATCH_TESTS, a gtest filter, default CudaDecodeStack.*), then every
-#                              version's decode at DECODE_ROWS (default "1.4b 1";
+#                              PATCH_TESTS, a gtest filter, default CudaDecodeStack.*), then the
+#                              decode of every version whose tests passed at DECODE_ROWS (default "1.4b 1";
 #                              "shape batch" pairs separated by commas) alternately in two rounds;
 #                              DECODE_STACK=on|off|auto (default) is passed to bench --decode-stack
 #   scripts/gpu/run.sh scan-patches PATCH...  the same versions (tests by PATCH_TEST_FILES and
@@ -398,11 +398,16 @@ build_versions() {
     if [ "$ok" = 1 ] && ninja -C "$build" -j"$jobs" mambacpp >"$out/build_$name.log" 2>&1; then
       cp "$build/mambacpp" "$build/mambacpp-$name"
       cp "$build/libmambacpp_lib.a" "$build/lib-$name.a"
-      versions+=("$name")
-      g++ $cxx_flags ${PATCH_TEST_FILES:-tests/cuda/test_cuda_decode_stack.cpp} -o "$build/patch_tests" $libs \
-        -lgtest -lgtest_main &&
-        "$build/patch_tests" --gtest_filter="${PATCH_TESTS:-CudaDecodeStack.*}" 2>&1 |
-        grep -E "^\[  (PASSED|FAILED) |Failure|off the reference" | sed "s/^/$name: /"
+      # Only a version whose tests pass is timed.
+      if g++ $cxx_flags ${PATCH_TEST_FILES:-tests/cuda/test_cuda_decode_stack.cpp} -o "$build/patch_tests" $libs \
+        -lgtest -lgtest_main >"$build/tests_$name.log" 2>&1 &&
+        "$build/patch_tests" --gtest_filter="${PATCH_TESTS:-CudaDecodeStack.*}" >>"$build/tests_$name.log" 2>&1; then
+        versions+=("$name")
+      else
+        echo "$name: tests FAILED, not timed"
+      fi
+      grep -E "^\[  (PASSED|FAILED) |Failure|off the reference|error" "$build/tests_$name.log" | head -40 |
+        sed "s/^/$name: /"
     elif [ "$ok" = 1 ]; then
       echo "$name: build failed"; tail -20 "$out/build_$name.log"
     fi

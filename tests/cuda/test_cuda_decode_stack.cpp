@@ -164,9 +164,8 @@ TEST(CudaDecodeStack, MatchesTheLayerByLayerReference) {
       // Across chained layers and steps a bf16 rounding that goes the other way in one place moves
       // later values: on the H100 both paths' out was 0.63–1.49% off the reference here, equal to
       // four digits at every geometry and step but d 2560's first (1.38% against 1.25%). The
-      // layer-by-layer ops round the same
-      // intermediates; the stack may be as far off as they are (1.5× their error, at least 1e-2)
-      // and never more than 2%.
+      // layer-by-layer ops round the same intermediates; the stack may be as far off as they are
+      // (1.5× their error, at least 1e-2) and never more than 2%.
       auto bound = [](double ops_error) { return std::min(2e-2, std::max(1e-2, 1.5 * ops_error)); };
       const double out_ops = error_vs(ops_h, h.to_double_vector()),
                    out_stack = error_vs(gpu->out, h.to_double_vector());
@@ -224,8 +223,11 @@ TEST(CudaDecodeStack, PaysWhereEachBlockStreamsEnoughWeights) {
   };
   const Tensor x_large = Tensor::zeros({1, 2048}, DType::bf16, Device::cuda);
   const Tensor x_small = Tensor::zeros({1, 768}, DType::bf16, Device::cuda);
+  const Tensor x_tiny = Tensor::zeros({1, 256}, DType::bf16, Device::cuda);
   EXPECT_TRUE(ops::decode_stack_pays(x_large, {layer(2048, 4096, 128)}));
   EXPECT_TRUE(ops::decode_stack_pays(x_small, {layer(768, 1536, 48)}));
+  EXPECT_TRUE(ops::decode_stack_fits(x_tiny, {layer(256, 512, 16)}));
+  EXPECT_FALSE(ops::decode_stack_pays(x_tiny, {layer(256, 512, 16)}));
 }
 
 // In the model: a bf16 model whose layers the kernel takes decodes one sequence as the CPU model

@@ -5,10 +5,11 @@
 // producer: it walks the block's weight slices of every layer in the order they are used (ChunkWalk)
 // — W_in's x rows and z rows of its channels, W_x's columns of its channels (arranged by block
 // beforehand: decode_stack_x_proj_blocks), W_dt's rows of its channels, W_out's rows of its columns —
-// and copies each chunk of at most kSlotBytes into the next free slot
-// of a shared-memory ring (cp.async.bulk, completion counted on the slot's mbarrier). It waits only
-// for free slots, never for data, so HBM keeps streaming while the other warps wait at the grid's
-// barriers. The eight consumer warps run three phases a layer, each ended by a grid-wide barrier:
+// and copies each chunk of at most kSlotBytes into the next free slot of a shared-memory ring
+// (cp.async.bulk, completion counted on the slot's mbarrier). It waits only for free slots, never
+// for data, so HBM keeps streaming while the other warps wait at the grid's barriers. A few W_in
+// rows bypass the ring: each consumer warp holds one in registers (kHeldPieces). The eight consumer
+// warps run three phases a layer, each ended by a grid-wide barrier:
 //
 //   1. s = out + residual, the pre-norm, the block's rows of W_in (a warp per row, lanes along d),
 //      the conv step of its channels, and its partial sums of x_proj over them, added into
