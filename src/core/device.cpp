@@ -225,13 +225,6 @@ UploadStaging& upload_staging() {
   static UploadStaging* staging = new UploadStaging;
   return *staging;
 }
-
-// While the calling thread's stream is being recorded, copies must not be queued from a staging
-// buffer that later copies overwrite.
-bool stream_recording() {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  return cudaStreamIsCapturing(cudaStreamPerThread, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
-}
 }  // namespace
 #endif
 
@@ -364,7 +357,7 @@ void device_copy(void* dst, Device dst_device, const void* src, Device src_devic
   }
   require_cuda();
 #ifdef MAMBACPP_CUDA
-  if (src_device == Device::cpu && bytes <= UploadStaging::kMaxBytes && !stream_recording()) {
+  if (src_device == Device::cpu && bytes <= UploadStaging::kMaxBytes && !RecordedWork::recording_now()) {
     upload_staging().upload(dst, src, bytes);
     return;
   }
@@ -389,6 +382,15 @@ void device_memset_zero(void* p, Device d, size_t bytes) {
 }
 
 bool RecordedWork::supported(Device device) { return device == Device::cuda && cuda_compiled(); }
+
+bool RecordedWork::recording_now() {
+#ifdef MAMBACPP_CUDA
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(cudaStreamPerThread, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
+#else
+  return false;
+#endif
+}
 
 #ifdef MAMBACPP_CUDA
 RecordedWork::RecordedWork(const std::function<void()>& work) {

@@ -46,6 +46,9 @@ class RecordedWork {
  public:
   // Whether work queued for `device` can be recorded (CUDA builds, GPU work).
   static bool supported(Device device);
+  // Whether the calling thread's GPU work is being recorded now: copies must then not be queued
+  // from a staging buffer that later copies overwrite, and nothing may wait for the GPU.
+  static bool recording_now();
   explicit RecordedWork(const std::function<void()>& work);
   ~RecordedWork();
   RecordedWork(const RecordedWork&) = delete;

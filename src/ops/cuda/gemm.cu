@@ -1,8 +1,12 @@
 #include <cublasLt.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <memory>
+#include <string_view>
 #include <unordered_map>
 
+#include "core/device.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/gemm.cuh"
 
@@ -76,9 +80,94 @@ struct PlanKeyHash {
   }
 };
 
+// Whether a new shape's candidate algorithms are timed (choose_algorithm). MAMBACPP_GEMM_TUNING=0
+// keeps cuBLASLt's first suggestion everywhere, so that results are equal bit for bit from one
+// process to the next (timing may choose differently in another run).
+bool tuning_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("MAMBACPP_GEMM_TUNING");
+    if (!value || std::string_view(value) == "1") return true;
+    MAMBA_CHECK(std::string_view(value) == "0", "environment variable MAMBACPP_GEMM_TUNING='", value,
+                "': expected 1 (time cuBLASLt's candidate algorithms for each new product shape, the default) or 0 "
+                "(take its first suggestion)");
+    return false;
+  }();
+  return enabled;
+}
+
+// Keeps the GPU busy for `nanoseconds`, so that the products queued behind it run back to back
+// and their events time the GPU, not the host's queuing (which takes longer than a small product).
+__global__ void hold_gpu(uint64_t nanoseconds) {
+  uint64_t start = 0, now = 0;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  do {
+    __nanosleep(1000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  } while (now - start < nanoseconds);
+}
+
+// Candidates cuBLASLt suggests for a shape, of which the fastest on the GPU is kept. Its heuristic
+// alone chose split-K algorithms with a separate reduction for decode products of 16 rows and tiles
+// that are not the fastest for some training shapes; timing each once costs milliseconds per shape.
+constexpr int kCandidates = 12;
+// Another candidate replaces the first suggestion only when it is this much faster: less changes of
+// algorithm between runs from timing noise.
+constexpr float kRequiredGain = 0.97f;
+
+struct Operands {
+  const void *a, *b;  // in cuBLASLt's order (the row-major B first)
+  void* d;
+  size_t d_bytes;
+  float alpha, beta;
+};
+
+// The fastest of `candidates` on the operands (results into scratch memory, so `d` keeps its
+// values), or the first where none can be timed: inside a recording, or without memory for the
+// scratch result.
+cublasLtMatmulAlgo_t choose_algorithm(const Plan& plan, const cublasLtMatmulHeuristicResult_t* candidates, int count,
+                                      const Operands& operands) {
+  if (count == 1 || !tuning_enabled() || RecordedWork::recording_now()) return candidates[0].algo;
+  void* scratch = nullptr;
+  if (cudaMalloc(&scratch, operands.d_bytes) != cudaSuccess) {
+    (void)cudaGetLastError();  // out of memory is not an error here: the first suggestion serves
+    return candidates[0].algo;
+  }
+  Context& ctx = context();
+  const cudaStream_t stream = cudaStreamPerThread;
+  check_cuda(cudaMemsetAsync(scratch, 0, operands.d_bytes, stream), "cudaMemsetAsync (product timing)");
+  cudaEvent_t start = nullptr, stop = nullptr;
+  check_cuda(cudaEventCreate(&start), "cudaEventCreate");
+  check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
+  constexpr int kRuns = 5;
+  float ms[kCandidates];
+  std::fill(ms, ms + kCandidates, -1.0f);
+  for (int i = 0; i < count; ++i) {
+    auto run = [&] {
+      return cublasLtMatmul(ctx.handle, plan.op, &operands.alpha, operands.a, plan.a, operands.b, plan.b,
+                            &operands.beta, scratch, plan.d, scratch, plan.d, &candidates[i].algo, ctx.workspace,
+                            kWorkspaceBytes, stream);
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; a candidate that fails is skipped
+    hold_gpu<<<1, 1, 0, stream>>>(200'000);
+    check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
+    bool ran = true;
+    for (int r = 0; r < kRuns && ran; ++r) ran = run() == CUBLAS_STATUS_SUCCESS;
+    check_cuda(cudaEventRecord(stop, stream), "cudaEventRecord");
+    check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize (product timing)");
+    if (ran) check_cuda(cudaEventElapsedTime(&ms[i], start, stop), "cudaEventElapsedTime");
+  }
+  check_cuda(cudaEventDestroy(start), "cudaEventDestroy");
+  check_cuda(cudaEventDestroy(stop), "cudaEventDestroy");
+  check_cuda(cudaFree(scratch), "cudaFree (product timing)");
+  int best = 0;
+  for (int i = 1; i < count; ++i)
+    if (ms[i] >= 0 && (ms[best] < 0 || ms[i] < ms[best] * (best == 0 ? kRequiredGain : 1.0f))) best = i;
+  return candidates[best].algo;
+}
+
 // Column-major view: Dᵀ[n, m] = op(B)ᵀ · op(A)ᵀ, where a stored row-major [r, c] matrix is the
 // column-major [c, r] matrix X̃ = Xᵀ; op(B)ᵀ is B̃ when B is not transposed, B̃ᵀ otherwise.
-std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_t k) {
+std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_t k, const Operands& operands) {
   auto plan = std::make_unique<Plan>();
   Context& ctx = context();
   const cudaDataType_t in_type = cuda_type(key.in), out_type = cuda_type(key.out);
@@ -98,18 +187,18 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_
   cublasLtMatmulPreference_t preference = nullptr;
   check_cublas(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
   const size_t workspace = kWorkspaceBytes;
-  cublasLtMatmulHeuristicResult_t heuristic{};
+  cublasLtMatmulHeuristicResult_t candidates[kCandidates] = {};
   int found = 0;
   cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                &workspace, sizeof(workspace));
   if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan->op, plan->a, plan->b, plan->d, plan->d, preference, 1,
-                                            &heuristic, &found);
+    status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan->op, plan->a, plan->b, plan->d, plan->d, preference, kCandidates,
+                                            candidates, &found);
   cublasLtMatmulPreferenceDestroy(preference);
   check_cublas(status, "cublasLtMatmulAlgoGetHeuristic");
   MAMBA_CHECK(found > 0, "gemm (cuda): cuBLASLt has no algorithm for a ", m, "×", k, " by ", k, "×", n, " ",
               dtype_name(key.in), " product");
-  plan->algo = heuristic.algo;
+  plan->algo = choose_algorithm(*plan, candidates, found, operands);
   return plan;
 }
 
@@ -125,7 +214,8 @@ void gemm(const GemmOperand& a, const GemmOperand& b, void* d, DType d_type, flo
   static std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;  // one host thread at a time
   const PlanKey key{a.dtype, d_type, a.rows, a.cols, b.rows, b.cols, a.transpose, b.transpose};
   std::unique_ptr<Plan>& plan = plans[key];
-  if (!plan) plan = make_plan(key, m, n, k);
+  if (!plan)
+    plan = make_plan(key, m, n, k, {b.data, a.data, d, size_t(m * n) * dtype_size(d_type), alpha, beta});
   Context& ctx = context();
   check_cublas(cublasLtMatmul(ctx.handle, plan->op, &alpha, b.data, plan->a, a.data, plan->b, &beta, d, plan->d, d,
                               plan->d, &plan->algo, ctx.workspace, kWorkspaceBytes, cudaStreamPerThread),
