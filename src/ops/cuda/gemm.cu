@@ -106,9 +106,9 @@ __global__ void hold_gpu(uint64_t nanoseconds) {
   } while (now - start < nanoseconds);
 }
 
-// Candidates cuBLASLt suggests for a shape, of which the fastest on the GPU is kept. Its heuristic
-// alone chose split-K algorithms with a separate reduction for decode products of 16 rows and tiles
-// that are not the fastest for some training shapes; timing each once costs milliseconds per shape.
+// Candidates cuBLASLt suggests for a shape, of which the fastest on the GPU is kept: its first
+// suggestion made the batch-16 prefills 1–3% slower (docs/perf/cuda_model.md, m68). Timing them
+// costs milliseconds once per shape.
 constexpr int kCandidates = 12;
 // Another candidate replaces the first suggestion only when it is this much faster: less changes of
 // algorithm between runs from timing noise.
@@ -116,13 +116,12 @@ constexpr float kRequiredGain = 0.97f;
 
 struct Operands {
   const void *a, *b;  // in cuBLASLt's order (the row-major B first)
-  void* d;
   size_t d_bytes;
   float alpha, beta;
 };
 
-// The fastest of `candidates` on the operands (results into scratch memory, so `d` keeps its
-// values), or the first where none can be timed: inside a recording, or without memory for the
+// The fastest of `candidates` on the operands (results into scratch memory, so the product's
+// output keeps its values), or the first where none can be timed: inside a recording, or without memory for the
 // scratch result.
 cublasLtMatmulAlgo_t choose_algorithm(const Plan& plan, const cublasLtMatmulHeuristicResult_t* candidates, int count,
                                       const Operands& operands) {
@@ -149,6 +148,7 @@ cublasLtMatmulAlgo_t choose_algorithm(const Plan& plan, const cublasLtMatmulHeur
     };
     if (run() != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; a candidate that fails is skipped
     hold_gpu<<<1, 1, 0, stream>>>(200'000);
+    check_launch("hold_gpu (product timing)");
     check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
     bool ran = true;
     for (int r = 0; r < kRuns && ran; ++r) ran = run() == CUBLAS_STATUS_SUCCESS;
@@ -192,8 +192,8 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key, int64_t m, int64_t n, int64_
   cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                &workspace, sizeof(workspace));
   if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan->op, plan->a, plan->b, plan->d, plan->d, preference, kCandidates,
-                                            candidates, &found);
+    status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan->op, plan->a, plan->b, plan->d, plan->d, preference,
+                                            kCandidates, candidates, &found);
   cublasLtMatmulPreferenceDestroy(preference);
   check_cublas(status, "cublasLtMatmulAlgoGetHeuristic");
   MAMBA_CHECK(found > 0, "gemm (cuda): cuBLASLt has no algorithm for a ", m, "×", k, " by ", k, "×", n, " ",
@@ -214,8 +214,7 @@ void gemm(const GemmOperand& a, const GemmOperand& b, void* d, DType d_type, flo
   static std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;  // one host thread at a time
   const PlanKey key{a.dtype, d_type, a.rows, a.cols, b.rows, b.cols, a.transpose, b.transpose};
   std::unique_ptr<Plan>& plan = plans[key];
-  if (!plan)
-    plan = make_plan(key, m, n, k, {b.data, a.data, d, size_t(m * n) * dtype_size(d_type), alpha, beta});
+  if (!plan) plan = make_plan(key, m, n, k, {b.data, a.data, size_t(m * n) * dtype_size(d_type), alpha, beta});
   Context& ctx = context();
   check_cublas(cublasLtMatmul(ctx.handle, plan->op, &alpha, b.data, plan->a, a.data, plan->b, &beta, d, plan->d, d,
                               plan->d, &plan->algo, ctx.workspace, kWorkspaceBytes, cudaStreamPerThread),
