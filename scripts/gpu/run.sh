@@ -51,6 +51,9 @@
 #                              per call and read rate (scripts/gpu/decode_product_bench.cpp); with BASE
 #                              against that tree's library too
 #   scripts/gpu/run.sh test-decode-products [BASE]  test, decode-products, then decode
+#   scripts/gpu/run.sh cluster-sums  what adding x_proj's partial sums of 16 rows over 128 blocks would
+#                              cost a batch-16 decode stack: 64-bit atomics from every block, or
+#                              summed within clusters of 8 first (scripts/gpu/cluster_sum_bench.cu)
 #   scripts/gpu/run.sh decode-profile  host-side costs of a decode step and ncu times of its kernels
 #   scripts/gpu/run.sh transformers  load a checkpoint written by `mambacpp train` (carried in
 #                              .gpu_fixtures/ours_tiny) into transformers' MambaForCausalLM and compare
@@ -660,6 +663,9 @@ case "$mode" in
   train-sizes-trace) run_shape_traces train "370m 4" "1.4b 2" ;;
   decode-trace) run_shape_traces decode "130m 1" "130m 16" "1.4b 1" "1.4b 16" ;;
   context) run_context ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|profile-source|all|decode [BASE]|test-decode [BASE]|decode-patches PATCH...|scan-patches PATCH...|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context" >&2
+  cluster-sums)
+    "$cuda_home/bin/nvcc" -std=c++20 -O3 -arch=sm_90 scripts/gpu/cluster_sum_bench.cu -o "$build/cluster_sum_bench"
+    "$build/cluster_sum_bench" ;;
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|profile-source|all|decode [BASE]|test-decode [BASE]|decode-patches PATCH...|scan-patches PATCH...|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context|cluster-sums" >&2
     exit 2 ;;
 esac
