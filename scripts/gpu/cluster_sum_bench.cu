@@ -43,7 +43,7 @@ __device__ float partial(int block, int i, int layer) {
 
 __device__ long long to_fixed(float v) { return __double2ll_rn(double(v) * kUnit); }
 
-// All kBlocks blocks are resident (one per SM at most), so a counter-and-poll barrier cannot hang.
+// All kBlocks blocks are resident (require_all_resident), so a counter-and-poll barrier cannot hang.
 __device__ void grid_barrier(unsigned* arrivals, unsigned target) {
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -125,7 +125,30 @@ std::vector<unsigned long long> copy_sums(const unsigned long long* sums) {
 
 }  // namespace
 
+// The barrier variants spin until every block arrives, so all must be resident at once: refuse,
+// rather than hang, on a GPU that cannot hold kBlocks / kClusterSize clusters.
+void require_all_resident() {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(kBlocks);
+  config.blockDim = dim3(kThreads);
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = kClusterSize;
+  cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
+  int resident = 0;
+  check(cudaOccupancyMaxActiveClusters(&resident, reduce_kernel<Mode::cluster, true>, &config),
+        "cudaOccupancyMaxActiveClusters");
+  if (resident < kBlocks / kClusterSize) {
+    std::fprintf(stderr, "cluster_sum_bench: this GPU holds %d clusters of %d blocks at once, %d needed\n", resident,
+                 kClusterSize, kBlocks / kClusterSize);
+    std::exit(1);
+  }
+}
+
 int main() {
+  require_all_resident();
   unsigned long long* sums = nullptr;
   float* sink = nullptr;
   unsigned* arrivals = nullptr;

@@ -51,6 +51,9 @@
 #                              per call and read rate (scripts/gpu/decode_product_bench.cpp); with BASE
 #                              against that tree's library too
 #   scripts/gpu/run.sh test-decode-products [BASE]  test, decode-products, then decode
+#   scripts/gpu/run.sh gemm-tuning  the same build with MAMBACPP_GEMM_TUNING=0 and 1 alternately, two
+#                              rounds: bf16 training (1.4b batch 2, 130m batch 8; 16 steps, median of
+#                              steps 5–16) and `mambacpp bench` (1.4b b16, 130m b16, 1.4b b1)
 #   scripts/gpu/run.sh cluster-sums  what adding x_proj's partial sums of 16 rows over 128 blocks would
 #                              cost a batch-16 decode stack: 64-bit atomics from every block, or
 #                              summed within clusters of 8 first (scripts/gpu/cluster_sum_bench.cu)
@@ -525,6 +528,38 @@ run_decode_products() {
   done
 }
 
+# cuBLASLt's first suggestion (MAMBACPP_GEMM_TUNING=0) against its timed candidates (1), alternately.
+run_gemm_tuning() {
+  echo "== gemm tuning"
+  python3 -c "import numpy as n; n.random.default_rng(1).integers(0, 50277, 3_000_000, dtype=n.uint16).tofile('$out/tokens.u16')"
+  local dir=/dev/shm/mambacpp_gemm_tuning
+  for round in 1 2; do
+    for tuning in 0 1; do
+      for row in "1.4b 2" "130m 8"; do
+        set -- $row
+        rm -rf "$dir"
+        MAMBACPP_GEMM_TUNING=$tuning "$build/mambacpp" train --device cuda --dtype bf16 --preset "$1" \
+          --data "$out/tokens.u16" --data-format tokens --vocab 50280 --batch "$2" --seq-len 2048 --steps 16 \
+          --schedule constant --lr 3e-4 --eval-batches 1 --out "$dir" >"$out/tuning_train.log" 2>&1 ||
+          { echo "training $1 FAILED"; tail -3 "$out/tuning_train.log"; continue; }
+        python3 - "$dir/metrics.jsonl" "train $1 b$2 tuning $tuning round $round" <<'PY'
+import json, statistics, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if '"eval"' not in l]
+print(f"{sys.argv[2]}: {statistics.median(s['tokens_per_s'] for s in steps[4:]):.0f} tok/s")
+PY
+      done
+      for row in "1.4b 16" "130m 16" "1.4b 1"; do
+        set -- $row
+        MAMBACPP_GEMM_TUNING=$tuning "$build/mambacpp" bench --device cuda --shape "$1" --dtype bf16 --batch "$2" \
+          -p 2048 -g 128 --reps 3 --json 2>>"$out/tuning_bench.log" | python3 -c "import json, sys; r = json.load(sys.stdin)
+print('bench $1 b$2 tuning $tuning round $round: decode %.3f ms, prefill %.2f ms' % (r['decode_ms_per_step'], r['prefill_ms']))" ||
+          echo "bench $1 b$2 FAILED"
+      done
+    done
+  done
+  rm -rf "$dir" "$out/tokens.u16"
+}
+
 # Decode step breakdown (scripts/gpu/decode_profile.cpp): host-side costs, then each kernel of one
 # recorded step under ncu (kernel durations, serialised: no launch overlap).
 run_decode_profile() {
@@ -663,9 +698,10 @@ case "$mode" in
   train-sizes-trace) run_shape_traces train "370m 4" "1.4b 2" ;;
   decode-trace) run_shape_traces decode "130m 1" "130m 16" "1.4b 1" "1.4b 16" ;;
   context) run_context ;;
+  gemm-tuning) run_gemm_tuning ;;
   cluster-sums)
     "$cuda_home/bin/nvcc" -std=c++20 -O3 -arch=sm_90 scripts/gpu/cluster_sum_bench.cu -o "$build/cluster_sum_bench"
     "$build/cluster_sum_bench" ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|profile-source|all|decode [BASE]|test-decode [BASE]|decode-patches PATCH...|scan-patches PATCH...|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context|cluster-sums" >&2
+  *) echo "usage: scripts/gpu/run.sh test|bench|profile|profile-source|all|decode [BASE]|test-decode [BASE]|decode-patches PATCH...|scan-patches PATCH...|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context|gemm-tuning|cluster-sums" >&2
     exit 2 ;;
 esac

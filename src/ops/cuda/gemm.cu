@@ -121,44 +121,46 @@ struct Operands {
 };
 
 // The fastest of `candidates` on the operands (results into scratch memory, so the product's
-// output keeps its values), or the first where none can be timed: inside a recording, or without memory for the
-// scratch result.
+// output keeps its values), or the first where none can be timed: inside a recording, or without
+// memory for the scratch result.
 cublasLtMatmulAlgo_t choose_algorithm(const Plan& plan, const cublasLtMatmulHeuristicResult_t* candidates, int count,
                                       const Operands& operands) {
   if (count == 1 || !tuning_enabled() || RecordedWork::recording_now()) return candidates[0].algo;
-  void* scratch = nullptr;
-  if (cudaMalloc(&scratch, operands.d_bytes) != cudaSuccess) {
+  void* scratch_memory = nullptr;
+  if (cudaMalloc(&scratch_memory, operands.d_bytes) != cudaSuccess) {
     (void)cudaGetLastError();  // out of memory is not an error here: the first suggestion serves
     return candidates[0].algo;
   }
+  // Released however this ends (a CUDA error below throws).
+  const std::unique_ptr<void, decltype(&cudaFree)> scratch(scratch_memory, &cudaFree);
+  auto new_event = [] {
+    cudaEvent_t event = nullptr;
+    check_cuda(cudaEventCreate(&event), "cudaEventCreate (product timing)");
+    return std::unique_ptr<CUevent_st, decltype(&cudaEventDestroy)>(event, &cudaEventDestroy);
+  };
+  const auto start = new_event(), stop = new_event();
   Context& ctx = context();
   const cudaStream_t stream = cudaStreamPerThread;
-  check_cuda(cudaMemsetAsync(scratch, 0, operands.d_bytes, stream), "cudaMemsetAsync (product timing)");
-  cudaEvent_t start = nullptr, stop = nullptr;
-  check_cuda(cudaEventCreate(&start), "cudaEventCreate");
-  check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
+  check_cuda(cudaMemsetAsync(scratch.get(), 0, operands.d_bytes, stream), "cudaMemsetAsync (product timing)");
   constexpr int kRuns = 5;
   float ms[kCandidates];
   std::fill(ms, ms + kCandidates, -1.0f);
   for (int i = 0; i < count; ++i) {
     auto run = [&] {
       return cublasLtMatmul(ctx.handle, plan.op, &operands.alpha, operands.a, plan.a, operands.b, plan.b,
-                            &operands.beta, scratch, plan.d, scratch, plan.d, &candidates[i].algo, ctx.workspace,
-                            kWorkspaceBytes, stream);
+                            &operands.beta, scratch.get(), plan.d, scratch.get(), plan.d, &candidates[i].algo,
+                            ctx.workspace, kWorkspaceBytes, stream);
     };
     if (run() != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; a candidate that fails is skipped
     hold_gpu<<<1, 1, 0, stream>>>(200'000);
     check_launch("hold_gpu (product timing)");
-    check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
+    check_cuda(cudaEventRecord(start.get(), stream), "cudaEventRecord");
     bool ran = true;
     for (int r = 0; r < kRuns && ran; ++r) ran = run() == CUBLAS_STATUS_SUCCESS;
-    check_cuda(cudaEventRecord(stop, stream), "cudaEventRecord");
-    check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize (product timing)");
-    if (ran) check_cuda(cudaEventElapsedTime(&ms[i], start, stop), "cudaEventElapsedTime");
+    check_cuda(cudaEventRecord(stop.get(), stream), "cudaEventRecord");
+    check_cuda(cudaEventSynchronize(stop.get()), "cudaEventSynchronize (product timing)");
+    if (ran) check_cuda(cudaEventElapsedTime(&ms[i], start.get(), stop.get()), "cudaEventElapsedTime");
   }
-  check_cuda(cudaEventDestroy(start), "cudaEventDestroy");
-  check_cuda(cudaEventDestroy(stop), "cudaEventDestroy");
-  check_cuda(cudaFree(scratch), "cudaFree (product timing)");
   int best = 0;
   for (int i = 1; i < count; ++i)
     if (ms[i] >= 0 && (ms[best] < 0 || ms[i] < ms[best] * (best == 0 ? kRequiredGain : 1.0f))) best = i;
