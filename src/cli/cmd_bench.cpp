@@ -223,9 +223,10 @@ CommandRegistration registration(80, [](CLI::App& app) {
   cmd->add_flag("--json", args->json, "Print one JSON object");
   cmd->add_flag("--no-graph", args->no_graph,
                 "CUDA: run every prefill chunk and decode step eagerly instead of replaying CUDA graphs");
-  cmd->add_option("--decode-stack", args->decode_stack,
-                  "CUDA, one sequence: run all layers of a decode step as one kernel where that is expected to be "
-                  "faster (auto), wherever the kernel takes the shapes (on), or never (off)")
+  cmd->add_option(
+         "--decode-stack", args->decode_stack,
+         "CUDA, up to 16 sequences: run all layers of a decode step as one kernel where that is expected to be "
+         "faster (auto), wherever the kernel takes the shapes (on), or never (off)")
       ->check(CLI::IsMember({"auto", "on", "off"}));
   cmd->add_flag("--sync-each-token", args->sync_each_token,
                 "Copy each step's chosen ids to the host before the next step (by default the steps take the "

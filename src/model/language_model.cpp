@@ -669,12 +669,14 @@ Tensor LanguageModel::greedy_steps(InferenceState& state, const Tensor& ids, int
 }
 
 std::optional<ops::DecodeStackOutputs> LanguageModel::decode_stack_step(InferenceState& state, const Tensor& x) {
-  if (state.batch != 1 || decode_stack_ == DecodeStack::never) return std::nullopt;
-  // Whether the kernel applies depends on the weights and the geometry only: decided once per
-  // weights version, so that steps which do not use it (CPU, latency-bound shapes) skip the checks.
-  const bool decided = decode_stack_decided_for_ == weights_version_;
+  if (decode_stack_ == DecodeStack::never) return std::nullopt;
+  // Whether the kernel applies depends on the weights, the geometry and the batch only: decided
+  // once per weights version and batch, so that steps which do not use it (CPU, latency-bound
+  // shapes) skip the checks.
+  const bool decided = decode_stack_decided_for_ == weights_version_ && decode_stack_decided_batch_ == state.batch;
   if (decided && !decode_stack_applies_) return std::nullopt;
   decode_stack_decided_for_ = weights_version_;
+  decode_stack_decided_batch_ = state.batch;
   decode_stack_applies_ = false;
   std::vector<ops::DecodeStackLayer> layers;
   for (size_t i = 0; i < impl_->mixers.size(); ++i) {

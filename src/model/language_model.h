@@ -125,7 +125,7 @@ class LanguageModel {
   // set_inference_recording(false) runs every prefill chunk and step eagerly (e.g. to measure what
   // the graphs save).
   void set_inference_recording(bool on) { record_inference_ = on; }
-  // Where a one-sequence decode step runs all layers as one kernel (ops::decode_stack_step): by
+  // Where a decode step runs all layers as one kernel (ops::decode_stack_step): by
   // default where that is expected to be faster (ops::decode_stack_pays), else wherever the kernel
   // takes the model, or never (to compare the paths).
   enum class DecodeStack { where_faster, wherever_taken, never };
@@ -150,12 +150,14 @@ class LanguageModel {
   bool record_inference_ = true;
   bool record_training_ = true;
   DecodeStack decode_stack_ = DecodeStack::where_faster;
-  uint64_t decode_stack_decided_for_ = ~uint64_t(0);  // the weights version decode_stack_applies_ is for
+  // The weights version and batch decode_stack_applies_ is for.
+  uint64_t decode_stack_decided_for_ = ~uint64_t(0);
+  int64_t decode_stack_decided_batch_ = 0;
   bool decode_stack_applies_ = false;
   std::shared_ptr<PrefillRecording> prefill_recording_;
   std::shared_ptr<TrainingRecording> training_recording_;
   Tensor step_eager(InferenceState& state, const Tensor& ids, bool ids_checked);
-  // The layers of a one-sequence step as one kernel where ops::decode_stack_step takes them.
+  // The layers of a step as one kernel where ops::decode_stack_step takes them.
   std::optional<ops::DecodeStackOutputs> decode_stack_step(InferenceState& state, const Tensor& x);
   // The step on checked ids that are on the model's device already (the recorded graph's input
   // is filled by a device copy unless the ids are that input already; nothing waits for the GPU).

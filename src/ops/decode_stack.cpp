@@ -9,8 +9,9 @@ namespace mamba::ops {
 namespace {
 // The stack's geometry from layer 0; every layer must agree with it.
 void check_layers(const Tensor& x, const std::vector<DecodeStackLayer>& layers) {
-  MAMBA_CHECK(x.defined() && x.ndim() == 2 && x.size(0) == 1, "decode_stack_step x: expected [1, d]",
+  MAMBA_CHECK(x.defined() && x.ndim() == 2 && x.size(0) >= 1, "decode_stack_step x: expected [rows, d]",
               x.defined() ? ", got " + shape_string(x.shape()) : std::string(" (missing)"));
+  const int64_t rows = x.size(0);
   MAMBA_CHECK(!layers.empty(), "decode_stack_step: no layers");
   const int64_t d = x.size(1), E = layers[0].dt_bias.defined() ? layers[0].dt_bias.size(0) : 0;
   const int64_t N = layers[0].A.defined() ? layers[0].A.size(-1) : 0;
@@ -38,8 +39,8 @@ void check_layers(const Tensor& x, const std::vector<DecodeStackLayer>& layers) 
     shape(L.A, {E, N}, "A");
     shape(L.D, {E}, "D");
     shape(L.out_proj, {d, E}, "out_proj weight");
-    shape(L.conv_state, {1, E, K - 1}, "conv state");
-    shape(L.ssm_state, {1, E, N}, "ssm state");
+    shape(L.conv_state, {rows, E, K - 1}, "conv state");
+    shape(L.ssm_state, {rows, E, N}, "ssm state");
     check_dtype(L.conv_state, DType::f32, (at + "conv state").c_str());
     check_dtype(L.ssm_state, DType::f32, (at + "ssm state").c_str());
   }

@@ -1,5 +1,6 @@
-// One decode step of a whole stack of Mamba-1 layers (one sequence, one token) as a single CUDA
-// kernel. For layers ℓ = 0 … L−1, with out₋₁ = x (the embedding row) and no residual before layer 0:
+// One decode step of a whole stack of Mamba-1 layers (1 to 16 sequences, one token each) as a
+// single CUDA kernel. For each sequence's row and layers ℓ = 0 … L−1, with out₋₁ = x (the embedding
+// row) and no residual before layer 0:
 //
 //   s_ℓ       = out_{ℓ−1} + s_{ℓ−1}                                  (float32; s₋₁ = 0)
 //   n         = s_ℓ / sqrt(mean(s_ℓ²) + eps) ⊙ w_norm
@@ -22,11 +23,15 @@
 // blocks at three grid-wide barriers a layer; the weights of the next phases arrive while a phase
 // waits.
 //
-// Only what the kernel takes is accepted (decode_stack_fits): CUDA, one sequence, bf16 x and weight
+// Several sequences share each weight read: their rows are multiplied together on the tensor cores.
+//
+// Only what the kernel takes is accepted (decode_stack_fits): CUDA, 1 to 16 sequences, bf16 x and weight
 // matrices, float32 norm weights, conv, δ bias, A and D, no in_proj or out_proj bias, d and the
 // inner width multiples of 256, the inner width split over at most one block per multiprocessor in
 // runs of a multiple of 8 channels that also split d evenly, a δ rank that is a multiple of 8, and
-// N a power of two up to 32, conv width 2 to 4, at most 32 channels a block and 64 layers. x_proj's
+// N a power of two up to 32, conv width 2 to 4, at most 32 channels a block and 64 layers; for
+// several sequences also channels a block a multiple of 16, model columns a block a multiple of 8
+// (at most 64), a δ rank that is a multiple of 16 and N ≥ 4. x_proj's
 // partial sums must stay below 2^23 in magnitude (a larger or non-finite one makes δ, B and C NaN).
 // Elsewhere the caller runs the per-layer ops.
 #pragma once
@@ -48,13 +53,13 @@ struct DecodeStackLayer {
   Tensor A;            // [E, N] f32 (−exp(A_log))
   Tensor D;            // [E] f32
   Tensor out_proj;     // W_out [d, E] bf16
-  Tensor conv_state;   // [1, E, K − 1] f32, updated in place
-  Tensor ssm_state;    // [1, E, N] f32, updated in place
+  Tensor conv_state;   // [rows, E, K − 1] f32, updated in place
+  Tensor ssm_state;    // [rows, E, N] f32, updated in place
 };
 
 struct DecodeStackOutputs {
-  Tensor out;       // [1, d] bf16: the last layer's output
-  Tensor residual;  // [1, d] f32: the last layer's s
+  Tensor out;       // [rows, d] bf16: the last layer's output
+  Tensor residual;  // [rows, d] f32: the last layer's s
 };
 
 // W_x [R + 2N, E] with each block's columns together, [blocks, R + 2N, E / blocks], so that a block
@@ -62,7 +67,7 @@ struct DecodeStackOutputs {
 // where the kernel would not run (no CUDA, or E and d that it cannot split).
 Tensor decode_stack_x_proj_blocks(const Tensor& x_proj, int64_t d);
 
-// Whether the kernel takes these inputs (see above); x is [1, d].
+// Whether the kernel takes these inputs (see above); x is [rows, d].
 bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& layers);
 
 // Whether the kernel is expected to beat the layer-by-layer kernels on these inputs (which it must

@@ -97,6 +97,18 @@ __device__ __forceinline__ void wait_async_copies_but() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
+// c += A·B on the tensor cores (m16n8k16, bf16 in, f32 accumulate). Lane (g, t) = (lane / 4,
+// lane % 4) holds A's rows g (a0, a2) and g + 8 (a1, a3) at k pairs 2t (a0, a1) and 2t + 8 (a2, a3),
+// B's column g at the same k pairs (b0, b1), and c's rows g (c[0], c[1]) and g + 8 (c[2], c[3]) at
+// columns 2t, 2t + 1.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
 __device__ __forceinline__ float softplus(float x) { return x <= 20.0f ? log1pf(__expf(x)) : x; }
 constexpr float kLog2e = 1.4426950408889634f;  // exp(x) = exp2(x · kLog2e)

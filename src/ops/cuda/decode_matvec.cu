@@ -106,14 +106,6 @@ int64_t conv_columns_per_block(const Plan& plan, int64_t conv_channels) {
   return (tiles + plan.grid - 1) / plan.grid * tile;
 }
 
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // The 8 positions of one staged vector for the pre-norm: x (bf16), the residual (f32, zeros
 // without one) and the norm weight, all loaded before any is used.
 struct RowPiece {

@@ -21,7 +21,8 @@
 // Values written during the kernel by other blocks are read with ld.global.cg (L2, not the
 // incoherent L1); s alternates between two buffers since every block reads all of it in phase 1
 // while the owners of each column write it. The grid barrier is one counter, zero at launch, that
-// only grows; the last block to leave resets it.
+// only grows; the last block to leave resets it. Two to 16 sequences run in a second kernel (below,
+// "Several sequences") of the same shape, with its products on the tensor cores.
 #include <algorithm>
 
 #include "ops/cuda/common.cuh"
@@ -68,15 +69,23 @@ struct LayerArgs {
 
 struct StackArgs {
   int layers, d, E, R, N, K, channels, columns, slots;  // channels, columns: per block (cb, ob)
-  int held_rows;  // x rows of W_in a block holds in registers (warp w: rows w, w + 8, …), a multiple of 8
+  int slot_bytes;                                       // of each ring slot
+  int held_rows;  // one row: x rows of W_in a block holds in registers (warp w: rows w, w + 8, …), a multiple of 8
+  int rows, row_slots;  // several rows: the sequences, and the mma rows they take (8 or 16)
   float eps;
-  const __nv_bfloat16* x;  // [d]: layer 0's block input
-  __nv_bfloat16* out;      // [d]: the latest layer's output
-  __nv_bfloat16* y;        // [E]
-  float* residual;         // [2, d]: s of even layers, then of odd ones
-  // x_proj's sums for even and odd layers as integers in units of 2^-kFixedBits, [2][J], then a
-  // flag [2] raised by a partial sum that is not finite or not below 2^kFixedRange: integer sums are
-  // exact whatever order the blocks' atomics arrive in.
+  const __nv_bfloat16* x;  // [rows, d]: layer 0's block input
+  __nv_bfloat16* out;      // [rows, d]: the latest (several rows: the last) layer's output
+  __nv_bfloat16* y;        // [row_slots, E]; rows past `rows` stay zero
+  // One row: [2, d], s of even layers, then of odd ones. Several: [rows, d], s of the next layer,
+  // written by each column's owner.
+  float* residual;
+  // Several rows: bf16(s ⊙ w_norm) of the next layer [row_slots, d] (rows past `rows` zero), and
+  // each block's sums of s² over its columns [16, blocks].
+  __nv_bfloat16* normed;
+  float* square_sums;
+  // x_proj's sums for even and odd layers as integers in units of 2^-kFixedBits, [2][rows][J], then
+  // a flag [2] raised by a partial sum that is not finite or not below 2^kFixedRange: integer sums
+  // are exact whatever order the blocks' atomics arrive in.
   unsigned long long* fixed_sums;
   unsigned* arrivals;  // the grid barrier's counter
   LayerArgs layer[kMaxLayers];
@@ -234,10 +243,14 @@ __device__ __forceinline__ void load8_cg(const float* p, float (&out)[8]) {
   out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
 }
 
-// One bulk copy's source and size.
+// One ring slot's copies: `rows` rows of `bytes` each, `src_stride` bytes apart in global memory
+// and `dst_stride` apart in the slot.
 struct Chunk {
   const void* src;
   unsigned bytes;
+  int rows = 1;
+  size_t src_stride = 0;
+  unsigned dst_stride = 0;
 };
 
 // Block b's weight chunks of every layer, in the order the consumers take them (Schedule).
@@ -270,14 +283,18 @@ struct ChunkWalk {
 };
 
 // The producer (one thread): every chunk of every layer, in order, into the ring.
+template <typename Walk>
 __device__ void produce(const StackArgs& p, unsigned char* ring, uint64_t* full, uint64_t* empty) {
-  ChunkWalk walk(p);
+  Walk walk(p);
   for (unsigned copied = 0; !walk.done(); ++copied) {
     const Chunk chunk = walk.next();
     const unsigned slot = copied % p.slots, use = copied / p.slots;
     if (use > 0) barrier_wait(&empty[slot], (use - 1) & 1);
-    barrier_expect_bytes(&full[slot], chunk.bytes);
-    bulk_copy(ring + size_t(slot) * kSlotBytes, chunk.src, chunk.bytes, &full[slot]);
+    barrier_expect_bytes(&full[slot], chunk.bytes * chunk.rows);
+    unsigned char* dst = ring + size_t(slot) * p.slot_bytes;
+    for (int r = 0; r < chunk.rows; ++r)
+      bulk_copy(dst + size_t(r) * chunk.dst_stride, static_cast<const char*>(chunk.src) + r * chunk.src_stride,
+                chunk.bytes, &full[slot]);
   }
 }
 
@@ -318,17 +335,18 @@ __device__ Shared carve(unsigned char* base, const StackArgs& p) {
 // The consumers' walk over the ring: chunk by chunk, each warp waiting for it to land and releasing
 // it after use.
 struct RingReader {
-  const Shared& s;
-  int slots;
+  const unsigned char* ring;
+  int slot_bytes, slots;
+  uint64_t *full, *empty;
   unsigned chunk = 0;
   __device__ const unsigned char* take() {
     const unsigned slot = chunk % slots;
-    barrier_wait(&s.full[slot], (chunk / slots) & 1);
-    return s.ring + size_t(slot) * kSlotBytes;
+    barrier_wait(&full[slot], (chunk / slots) & 1);
+    return ring + size_t(slot) * slot_bytes;
   }
   __device__ void release() {
     __syncwarp();
-    if (threadIdx.x % 32 == 0) barrier_arrive(&s.empty[chunk % slots]);
+    if (threadIdx.x % 32 == 0) barrier_arrive(&empty[chunk % slots]);
     ++chunk;
   }
 };
@@ -346,14 +364,14 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
   }
   __syncthreads();
   if (warp == kConsumerWarps) {
-    if (lane == 0) produce(p, s.ring, s.full, s.empty);
+    if (lane == 0) produce<ChunkWalk>(p, s.ring, s.full, s.empty);
     return;
   }
 
   const int b = blockIdx.x, d = p.d, E = p.E, N = p.N, R = p.R, J = R + 2 * N, cb = p.channels;
   const int c0 = b * cb, j0 = b * p.columns;
   const Schedule sched(p);
-  RingReader ring{s, p.slots};
+  RingReader ring{s.ring, p.slot_bytes, p.slots, s.full, s.empty};
   int barrier = 0;
   uint4 held[kHeldRowsPerWarp][kHeldPieces];
 #pragma unroll
@@ -557,6 +575,493 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
   if (tid == 0 && atomicAdd(p.arrivals, 1u) == unsigned(barrier + 1) * gridDim.x - 1) atomicExch(p.arrivals, 0u);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Several sequences (2 to 16 rows): the same blocks, ring and three phases, with every product on
+// the tensor cores (mma m16n8k16): the rows of the activations are the mma's 16 rows (rows past
+// `rows` are zeros, or only 8 are taken where rows ≤ 8) and 8 weight rows its n-tile. W_in's and
+// W_out's chunks are a tile's 8 rows over a part of k (at most kMaxPart positions, one bulk copy a
+// row, each row padded by kRowPad bytes so that lanes reading 8 rows at one offset meet in
+// different banks). The activations they multiply — bf16(s ⊙ w_norm) in phase 1, y in phase 3 — are
+// staged whole by bulk copy; the blocks that own a column tile of out_proj also write that tile's
+// s, bf16(s ⊙ w_norm) of the next layer and its sums of s², so a block reads the next layer's input
+// as a 16 × d bf16 copy and 16 sums a block instead of out and the residual.
+constexpr int kRowsMax = 16;
+// The fewest ring slots with which the several-rows kernel beat the layer-by-layer kernels
+// (docs/perf/cuda_model.md, session 28: with 10 slots at 130m batch 16 and 8 at 1.4b batch 8 it
+// did, with 5 at 1.4b batch 16, where the staged y takes 132 KB, it did not).
+constexpr int kRowsSlotsThatPay = 8;
+constexpr int kMaxPart = 1024;  // positions of k in one W_in or W_out chunk
+constexpr int kRowPad = 64;     // bytes
+constexpr int kRowSlotBytes = 8 * (2 * kMaxPart + kRowPad);
+constexpr int kMaxConvPairs = 2;       // (row, channel) pairs of the conv step a consumer thread holds
+constexpr int kMaxSumsPerThread = 16;  // x_proj's sums (rows × J) a consumer thread reads
+constexpr int kMaxBlocks = 256;
+
+// The chunks a product's k of `length` is cut into: the fewest of at most kMaxPart positions, each
+// a whole number of 32-position slices (0 where none is).
+__host__ __device__ inline int product_parts(int length) {
+  for (int parts = (length + kMaxPart - 1) / kMaxPart; parts <= length / 32; ++parts)
+    if (length % (32 * parts) == 0) return parts;
+  return 0;
+}
+
+// A layer's chunks for several rows: W_in's parts of k, each in tiles of 8 of the block's 2cb rows
+// (x rows, then z rows), W_x's columns, W_dt's rows, W_out's parts of k, each in tiles of 8 of the
+// block's columns. Part-major, so that consecutive chunks go to different warps.
+struct RowsSchedule {
+  int in_tiles, in_parts, in_length, out_tiles, out_parts, out_length;
+  __host__ __device__ RowsSchedule(const StackArgs& p)
+      : in_tiles(2 * p.channels / 8),
+        in_parts(product_parts(p.d)),
+        in_length(p.d / max(in_parts, 1)),
+        out_tiles(p.columns / 8),
+        out_parts(product_parts(p.E)),
+        out_length(p.E / max(out_parts, 1)) {}
+  __host__ __device__ int in_chunks() const { return in_tiles * in_parts; }
+  __host__ __device__ int chunks() const { return in_chunks() + 2 + out_tiles * out_parts; }
+};
+
+struct RowsChunkWalk {
+  const StackArgs& p;
+  RowsSchedule s;
+  int b, layer = 0, part = 0;
+  __device__ RowsChunkWalk(const StackArgs& args) : p(args), s(args), b(blockIdx.x) {}
+  __device__ bool done() const { return layer >= p.layers; }
+  __device__ Chunk next() {
+    const LayerArgs& w = p.layer[layer];
+    Chunk chunk;
+    if (part < s.in_chunks()) {
+      const int first = part % s.in_tiles * 8, piece = part / s.in_tiles;
+      const int64_t row =
+          first < p.channels ? int64_t(b) * p.channels + first : p.E + int64_t(b) * p.channels + first - p.channels;
+      chunk = {w.in_proj + row * p.d + piece * s.in_length, unsigned(s.in_length) * 2, 8, size_t(p.d) * 2,
+               unsigned(s.in_length) * 2 + kRowPad};
+    } else if (part == s.in_chunks()) {
+      const int J = p.R + 2 * p.N;
+      chunk = {w.x_proj + int64_t(b) * J * p.channels, unsigned(J) * p.channels * 2};
+    } else if (part == s.in_chunks() + 1) {
+      chunk = {w.dt_proj + int64_t(b) * p.channels * p.R, unsigned(p.channels) * p.R * 2};
+    } else {
+      const int c = part - s.in_chunks() - 2, first = c % s.out_tiles * 8, piece = c / s.out_tiles;
+      chunk = {w.out_proj + (int64_t(b) * p.columns + first) * p.E + piece * s.out_length, unsigned(s.out_length) * 2,
+               8, size_t(p.E) * 2, unsigned(s.out_length) * 2 + kRowPad};
+    }
+    if (++part == s.chunks()) part = 0, ++layer;
+    return chunk;
+  }
+};
+
+struct RowsShared {
+  unsigned char* ring;
+  uint64_t *full, *empty, *staged, *states_staged;  // the last two: the bulk copies into act
+  __nv_bfloat16* act;        // [row_slots][max(d, E) + kRowPad / 2]: bf16(s ⊙ w_norm), then y; during
+                             // phases 1 and 2 also (past the first's rows) the block's SSM states and A
+  float* dbc;                // in act during phase 2: δ_low, B, C [16][J]
+  float* delta;              // in act during phase 2: [16][cb]
+  float* states;             // in act during phases 1 and 2: [rows][cb][N]
+  float* A;                  // in act during phases 1 and 2: [cb][N]
+  float* xz;                 // in_proj's x' and z of the block's rows [2cb][16]
+  __nv_bfloat16* u;          // [16][cb], rows past `rows` zero
+  __nv_bfloat16* delta_low;  // [16][R], rows past `rows` zero
+  float* partial;            // the warps' mma accumulators [8][32][4]
+  float* columns;            // s (or out, at the last layer) of the block's columns [16][ob]
+  float* inv_rms;            // [16]
+  float *dt_bias, *skip;     // [cb] each
+};
+
+__host__ __device__ inline size_t round_up(size_t bytes, size_t to) { return (bytes + to - 1) / to * to; }
+
+// The byte offsets of RowsShared's parts after the ring; the last is the total.
+struct RowsLayout {
+  size_t barriers, act, states, A, xz, u, delta_low, partial, columns, inv_rms, dt_bias, skip, total;
+  __host__ __device__ RowsLayout(int slots, int row_slots, int d, int E, int R, int N, int channels,
+                                 int block_columns) {
+    barriers = size_t(slots) * kRowSlotBytes;
+    act = round_up(barriers + (2 * kMaxSlots + 2) * sizeof(uint64_t), 128);
+    const size_t phase_1 = size_t(row_slots) * (d * 2 + kRowPad), phase_2 = size_t(16) * (R + 2 * N + channels) * 4;
+    states = act + round_up(max(phase_1, phase_2), 128);
+    A = states + size_t(row_slots) * channels * N * 4;
+    const size_t act_end = max(act + size_t(row_slots) * (max(d, E) * 2 + kRowPad), A + size_t(channels) * N * 4);
+    xz = round_up(act_end, 16);
+    u = xz + size_t(2 * channels) * 16 * sizeof(float);
+    delta_low = round_up(u + size_t(16) * channels * 2, 16);
+    partial = round_up(delta_low + size_t(16) * R * 2, 16);
+    columns = partial + size_t(kConsumers) * 4 * sizeof(float);
+    inv_rms = columns + size_t(16) * block_columns * sizeof(float);
+    dt_bias = inv_rms + 16 * sizeof(float);
+    skip = dt_bias + size_t(channels) * sizeof(float);
+    total = skip + size_t(channels) * sizeof(float);
+  }
+};
+
+__device__ RowsShared carve_rows(unsigned char* base, const StackArgs& p) {
+  const RowsLayout at(p.slots, p.row_slots, p.d, p.E, p.R, p.N, p.channels, p.columns);
+  RowsShared s;
+  s.ring = base;
+  s.full = reinterpret_cast<uint64_t*>(base + at.barriers);
+  s.empty = s.full + kMaxSlots;
+  s.staged = s.empty + kMaxSlots;
+  s.states_staged = s.staged + 1;
+  s.act = reinterpret_cast<__nv_bfloat16*>(base + at.act);
+  s.dbc = reinterpret_cast<float*>(base + at.act);
+  s.delta = s.dbc + 16 * (p.R + 2 * p.N);
+  s.states = reinterpret_cast<float*>(base + at.states);
+  s.A = reinterpret_cast<float*>(base + at.A);
+  s.xz = reinterpret_cast<float*>(base + at.xz);
+  s.u = reinterpret_cast<__nv_bfloat16*>(base + at.u);
+  s.delta_low = reinterpret_cast<__nv_bfloat16*>(base + at.delta_low);
+  s.partial = reinterpret_cast<float*>(base + at.partial);
+  s.columns = reinterpret_cast<float*>(base + at.columns);
+  s.inv_rms = reinterpret_cast<float*>(base + at.inv_rms);
+  s.dt_bias = reinterpret_cast<float*>(base + at.dt_bias);
+  s.skip = reinterpret_cast<float*>(base + at.skip);
+  return s;
+}
+
+// Thread 0 copies `rows` rows of `length` bf16 (`src`, consecutive) into the staging buffer, whose
+// rows are padded by kRowPad bytes. Called after a grid barrier: every consumer is done with the
+// buffer, and the other blocks' writes of src are visible to this thread; the proxy fence makes
+// both hold for the bulk copies, which are not ordinary loads.
+__device__ void stage_rows(__nv_bfloat16* act, const __nv_bfloat16* src, int length, int rows, uint64_t* staged) {
+  asm volatile("fence.proxy.async;" ::: "memory");
+  barrier_expect_bytes(staged, unsigned(rows) * length * 2);
+  for (int r = 0; r < rows; ++r)
+    bulk_copy(act + size_t(r) * (length + kRowPad / 2), src + size_t(r) * length, unsigned(length) * 2, staged);
+}
+
+// A product phase against the staged activations (stride `act_stride` elements): `tiles` tiles of 8
+// weight rows (tiles divides 8) in `parts` parts of `length` positions, ring chunk i holding tile
+// i % tiles of part i / tiles. Warp
+// w multiplies tile w / (8 / tiles), slices w % (8 / tiles), + 8 / tiles, … of each of its chunks;
+// every warp waits for and releases every chunk. Lane (g, t) reads 16 bytes of weight row g and of
+// activation rows g and g + 8 at the same 8 positions, which feed two mma as they lie (the sum over
+// k does not care which position goes to which mma slot); slices alternate between two
+// accumulators, two chains of dependent mma instead of one. Returns the warp's accumulator.
+__device__ __forceinline__ void ring_product(RingReader& ring, const __nv_bfloat16* act, int act_stride, int tiles,
+                                             int parts, int length, bool upper_rows, int warp, int lane,
+                                             float (&c)[4]) {
+  const int group = kConsumerWarps / tiles, tile = warp / group, member = warp % group;
+  const int g = lane / 4, t = lane % 4, slices = length / 32;
+  float c_odd[4] = {};
+  c[0] = c[1] = c[2] = c[3] = 0.0f;
+  for (int i = 0; i < tiles * parts; ++i) {
+    const unsigned char* chunk = ring.take();
+    if (i % tiles == tile) {
+      const __nv_bfloat16* w = reinterpret_cast<const __nv_bfloat16*>(chunk) + g * (length + kRowPad / 2) + t * 8;
+      const __nv_bfloat16* lo = act + size_t(g) * act_stride + (i / tiles) * length + t * 8;
+      const __nv_bfloat16* hi = lo + size_t(8) * act_stride;
+      const auto multiply = [&](float(&acc)[4], int slice) {
+        const uint4 piece = *reinterpret_cast<const uint4*>(w + slice * 32);
+        const uint4 a = *reinterpret_cast<const uint4*>(lo + slice * 32);
+        const uint4 b = upper_rows ? *reinterpret_cast<const uint4*>(hi + slice * 32) : make_uint4(0, 0, 0, 0);
+        mma_bf16(acc, a.x, b.x, a.y, b.y, piece.x, piece.y);
+        mma_bf16(acc, a.z, b.z, a.w, b.w, piece.z, piece.w);
+      };
+      int slice = member;
+#pragma unroll 2
+      for (; slice + group < slices; slice += 2 * group) {
+        multiply(c, slice);
+        multiply(c_odd, slice + group);
+      }
+      if (slice < slices) multiply(c, slice);
+    }
+    ring.release();
+  }
+  for (int i = 0; i < 4; ++i) c[i] += c_odd[i];
+}
+
+// After ring_product: the first warp of each tile's group gets the group's sum (added in warp
+// order, so every run adds alike); returns whether this warp holds one.
+__device__ __forceinline__ bool sum_tile(float* partial, int tiles, int warp, int lane, float (&c)[4]) {
+  const int group = kConsumerWarps / tiles;
+  *reinterpret_cast<float4*>(partial + (warp * 32 + lane) * 4) = make_float4(c[0], c[1], c[2], c[3]);
+  consumers_sync();
+  if (warp % group != 0) return false;
+  for (int j = 1; j < group; ++j) {
+    const float4 v = *reinterpret_cast<const float4*>(partial + ((warp + j) * 32 + lane) * 4);
+    c[0] += v.x, c[1] += v.y, c[2] += v.z, c[3] += v.w;
+  }
+  return true;
+}
+
+// A small product on the tensor cores: out(m, n) = Σ_k a[m][k] · w[n][k] for 16 rows of a (bf16,
+// `a_stride` apart) and n_total rows of w (bf16, `length` apart; length a multiple of 16), tiles of
+// 8 to the warps in turn; `store(m, n, value)` takes each of the 16 × n_total results.
+template <typename Store>
+__device__ __forceinline__ void small_product(const __nv_bfloat16* a, int a_stride, const __nv_bfloat16* w, int n_total,
+                                              int length, int warp, int lane, Store&& store) {
+  const int g = lane / 4, t = lane % 4;
+  for (int tile = warp; tile * 8 < n_total; tile += kConsumerWarps) {
+    float c[4] = {};
+    for (int k = 0; k < length; k += 16) {
+      const __nv_bfloat16* wr = w + size_t(tile * 8 + g) * length + k + 2 * t;
+      const __nv_bfloat16* ar = a + size_t(g) * a_stride + k + 2 * t;
+      const auto word = [](const __nv_bfloat16* q) { return *reinterpret_cast<const uint32_t*>(q); };
+      mma_bf16(c, word(ar), word(ar + 8 * a_stride), word(ar + 8), word(ar + 8 * a_stride + 8), word(wr), word(wr + 8));
+    }
+    const int n = tile * 8 + 2 * t;
+    store(g, n, c[0]);
+    store(g, n + 1, c[1]);
+    store(g + 8, n, c[2]);
+    store(g + 8, n + 1, c[3]);
+  }
+}
+
+// The block's columns of s (in s.columns) go out: s itself, bf16(s ⊙ w_norm) of the next layer and
+// each row's sum of s² over them (added in column order).
+__device__ void publish_columns(const StackArgs& p, const RowsShared& s, const float* norm_weight, int tid) {
+  const int j0 = blockIdx.x * p.columns;
+  for (int e = tid; e < p.rows * p.columns; e += kConsumers) {
+    const int m = e / p.columns, j = j0 + e % p.columns;
+    const float v = s.columns[e];
+    p.residual[size_t(m) * p.d + j] = v;
+    p.normed[size_t(m) * p.d + j] = __float2bfloat16_rn(v * norm_weight[j]);
+  }
+  if (tid < p.rows) {
+    float squares = 0.0f;
+    for (int j = 0; j < p.columns; ++j)
+      squares = fmaf(s.columns[tid * p.columns + j], s.columns[tid * p.columns + j], squares);
+    p.square_sums[size_t(tid) * gridDim.x + blockIdx.x] = squares;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 1) decode_stack_rows_kernel(const __grid_constant__ StackArgs p) {
+  extern __shared__ __align__(128) unsigned char shared[];
+  const RowsShared s = carve_rows(shared, p);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
+  if (tid == 0) {
+    for (int i = 0; i < p.slots; ++i) {
+      barrier_init(&s.full[i], 1);
+      barrier_init(&s.empty[i], kConsumerWarps);
+    }
+    barrier_init(s.staged, 1);
+    barrier_init(s.states_staged, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if (warp == kConsumerWarps) {
+    if (lane == 0) produce<RowsChunkWalk>(p, s.ring, s.full, s.empty);
+    return;
+  }
+
+  const int b = blockIdx.x, d = p.d, E = p.E, N = p.N, R = p.R, J = R + 2 * N, cb = p.channels, M = p.rows;
+  const int c0 = b * cb, j0 = b * p.columns;
+  const bool upper_rows = p.row_slots > 8;
+  const RowsSchedule sched(p);
+  RingReader ring{s.ring, p.slot_bytes, p.slots, s.full, s.empty};
+  int barrier = 0;
+  unsigned staged_uses = 0;
+  for (int e = tid; e < 16 * cb; e += kConsumers) s.u[e] = __float2bfloat16_rn(0.0f);
+  for (int e = tid; e < 16 * R; e += kConsumers) s.delta_low[e] = __float2bfloat16_rn(0.0f);
+  // Layer 0's input: s = x.
+  for (int e = tid; e < M * p.columns; e += kConsumers)
+    s.columns[e] = __bfloat162float(p.x[size_t(e / p.columns) * d + j0 + e % p.columns]);
+  consumers_sync();
+  publish_columns(p, s, p.layer[0].norm_weight, tid);
+
+  for (int l = 0; l < p.layers; ++l) {
+    const LayerArgs& w = p.layer[l];
+    // Before the barrier, what no other block writes: the conv step's operands, δ biases, D, and
+    // the block's SSM states with their A.
+    const int kept = p.K - 1;
+    float taps[kMaxConvPairs][kMaxConvWidth] = {}, history[kMaxConvPairs][kMaxConvWidth] = {},
+          conv_bias[kMaxConvPairs] = {};
+#pragma unroll
+    for (int i = 0; i < kMaxConvPairs; ++i) {
+      const int e = tid + i * kConsumers, m = e / cb, c = e % cb;
+      if (e >= M * cb) break;
+#pragma unroll
+      for (int k = 0; k < kMaxConvWidth; ++k) {
+        if (k < p.K) taps[i][k] = w.conv_weight[int64_t(c0 + c) * p.K + k];
+        if (k < kept) history[i][k] = w.conv_state[(int64_t(m) * E + c0 + c) * kept + k];
+      }
+      conv_bias[i] = w.conv_bias ? w.conv_bias[c0 + c] : 0.0f;
+    }
+    if (tid < cb) {
+      s.dt_bias[tid] = w.dt_bias[c0 + tid];
+      s.skip[tid] = w.D[c0 + tid];
+    }
+    const int states = M * cb * N;
+    if (tid == 0) {  // act's y of the layer before is read (publish_columns came after a sync)
+      asm volatile("fence.proxy.async;" ::: "memory");
+      barrier_expect_bytes(s.states_staged, unsigned(states + cb * N) * 4);
+      for (int m = 0; m < M; ++m)
+        bulk_copy(s.states + m * cb * N, w.ssm_state + (int64_t(m) * E + c0) * N, unsigned(cb * N) * 4,
+                  s.states_staged);
+      bulk_copy(s.A, w.A + int64_t(c0) * N, unsigned(cb * N) * 4, s.states_staged);
+    }
+    grid_sync(p.arrivals, barrier++);
+
+    // Phase 1. Stage bf16(s ⊙ w_norm) of every row; each row's 1/rms from the blocks' sums of s².
+    if (tid == 0) stage_rows(s.act, p.normed, d, p.row_slots, s.staged);
+    {  // all of a thread's loads issued at once (a chain of L2 round trips otherwise)
+      const int m = tid / 16, q = tid % 16;
+      float part[kMaxBlocks / 16];
+#pragma unroll
+      for (int i = 0; i < kMaxBlocks / 16; ++i) {
+        const int j = q + 16 * i;
+        part[i] = m < M && j < int(gridDim.x) ? __ldcg(p.square_sums + size_t(m) * gridDim.x + j) : 0.0f;
+      }
+      float squares = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kMaxBlocks / 16; ++i) squares += part[i];
+      for (int offset = 8; offset > 0; offset /= 2) squares += __shfl_xor_sync(0xffffffffu, squares, offset);
+      if (q == 0) s.inv_rms[m] = m < M ? rsqrtf(squares / float(d) + p.eps) : 0.0f;
+    }
+    barrier_wait(s.staged, staged_uses++ & 1);
+    {  // The block's 2cb rows of W_in → x' (rows < cb) and z, scaled by 1/rms and rounded to bf16.
+      float c[4];
+      ring_product(ring, s.act, d + kRowPad / 2, sched.in_tiles, sched.in_parts, sched.in_length, upper_rows, warp,
+                   lane, c);
+      if (sum_tile(s.partial, sched.in_tiles, warp, lane, c)) {
+        const int tile = warp / (kConsumerWarps / sched.in_tiles), g = lane / 4, r = tile * 8 + 2 * (lane % 4);
+        if (g < M) {
+          s.xz[r * 16 + g] = bf16_round(c[0] * s.inv_rms[g]);
+          s.xz[(r + 1) * 16 + g] = bf16_round(c[1] * s.inv_rms[g]);
+        }
+        if (g + 8 < M) {
+          s.xz[r * 16 + g + 8] = bf16_round(c[2] * s.inv_rms[g + 8]);
+          s.xz[(r + 1) * 16 + g + 8] = bf16_round(c[3] * s.inv_rms[g + 8]);
+        }
+      }
+    }
+    consumers_sync();
+    // The conv step + SiLU of each (row, channel).
+#pragma unroll
+    for (int i = 0; i < kMaxConvPairs; ++i) {
+      const int e = tid + i * kConsumers, m = e / cb, c = e % cb;
+      if (e >= M * cb) break;
+      const float x = s.xz[c * 16 + m];
+      float acc = conv_bias[i], last_tap = 0.0f;
+#pragma unroll
+      for (int k = 0; k < kMaxConvWidth; ++k) {
+        if (k < kept) acc = fmaf(taps[i][k], history[i][k], acc);
+        if (k == kept) last_tap = taps[i][k];
+      }
+      acc = fmaf(last_tap, x, acc);
+      float* state = w.conv_state + (int64_t(m) * E + c0 + c) * kept;
+#pragma unroll
+      for (int k = 0; k < kMaxConvWidth - 1; ++k)
+        if (k < kept) state[k] = k + 1 < kept ? history[i][k + 1] : x;
+      s.u[m * cb + c] = __float2bfloat16_rn(acc * sigmoid(acc));
+    }
+    consumers_sync();
+    {  // x_proj's partial sums over the block's channels, into the fixed-point sums.
+      const __nv_bfloat16* wx = reinterpret_cast<const __nv_bfloat16*>(ring.take());
+      unsigned long long* sums = p.fixed_sums + size_t(l % 2) * M * J;
+      small_product(s.u, cb, wx, J, cb, warp, lane, [&](int m, int j, float v) {
+        if (m >= M) return;
+        if (fabsf(v) < float(1 << kFixedRange))  // false for NaN too
+          atomicAdd(sums + m * J + j, static_cast<unsigned long long>(llrint(double(v) * double(1ull << kFixedBits))));
+        else
+          atomicOr(p.fixed_sums + 2 * M * J + l % 2, 1ull);
+      });
+      ring.release();
+    }
+    grid_sync(p.arrivals, barrier++);
+
+    // Phase 2. δ_low, B, C of every row from the sums (bf16, as x_proj stores them); block 0 then
+    // clears the other parity's sums for the next layer.
+    {
+      const unsigned long long* sums = p.fixed_sums + size_t(l % 2) * M * J;
+      const bool bad = __ldcg(p.fixed_sums + 2 * M * J + l % 2) != 0;
+      unsigned long long loaded[kMaxSumsPerThread];  // all loads issued at once
+#pragma unroll
+      for (int i = 0; i < kMaxSumsPerThread; ++i) {
+        const int e = tid + i * kConsumers;
+        loaded[i] = e < M * J ? __ldcg(sums + e) : 0ull;
+      }
+#pragma unroll
+      for (int i = 0; i < kMaxSumsPerThread; ++i) {
+        const int e = tid + i * kConsumers;
+        if (e >= M * J) break;
+        const double sum = double(static_cast<long long>(loaded[i])) / double(1ull << kFixedBits);
+        const float v = bad ? __int_as_float(0x7fc00000) : bf16_round(float(sum));
+        const int m = e / J, j = e % J;
+        s.dbc[m * J + j] = v;
+        if (j < R) s.delta_low[m * R + j] = __float2bfloat16_rn(v);
+      }
+      if (b == 0)
+        for (int e = tid; e <= M * J; e += kConsumers)
+          p.fixed_sums[e < M * J ? size_t((l + 1) % 2) * M * J + e : 2 * M * J + (l + 1) % 2] = 0;
+      consumers_sync();
+    }
+    {  // δ of each (row, channel) from the block's W_dt rows.
+      const __nv_bfloat16* wdt = reinterpret_cast<const __nv_bfloat16*>(ring.take());
+      small_product(s.delta_low, R, wdt, cb, R, warp, lane, [&](int m, int c, float v) {
+        if (m < M) s.delta[m * cb + c] = softplus(v + s.dt_bias[c]);
+      });
+      ring.release();
+    }
+    consumers_sync();
+    barrier_wait(s.states_staged, l & 1);
+    // The state update. A thread keeps one (channel, state) pair (of P = cb·N; the N states of a
+    // channel on N adjacent lanes) for every row it updates: rows m = first, first + step, …, four
+    // at a time so that their chains of latency overlap.
+    {
+      constexpr int kRowsAtOnce = 4;
+      const int P = cb * N, per_row = min(P, kConsumers), step = kConsumers / per_row;
+      for (int q = tid % per_row; q < P; q += per_row) {
+        const int c = q / N, n = q % N;
+        const float a = s.A[q] * kLog2e, skip = s.skip[c];
+        for (int m0 = tid / per_row; m0 < M; m0 += kRowsAtOnce * step) {
+          float y[kRowsAtOnce], u[kRowsAtOnce];
+#pragma unroll
+          for (int r = 0; r < kRowsAtOnce; ++r) {
+            const int m = min(m0 + r * step, M - 1);  // past the last row: the last again, not stored
+            const float dl = s.delta[m * cb + c];
+            u[r] = __bfloat162float(s.u[m * cb + c]);
+            const float next = fmaf(exp2f(dl * a), s.states[m * P + q], dl * s.dbc[m * J + R + n] * u[r]);
+            if (m0 + r * step < M) w.ssm_state[(int64_t(m) * E + c0) * N + q] = next;
+            y[r] = s.dbc[m * J + R + N + n] * next;
+          }
+          for (int offset = N / 2; offset > 0; offset /= 2)
+#pragma unroll
+            for (int r = 0; r < kRowsAtOnce; ++r) y[r] += __shfl_xor_sync(0xffffffffu, y[r], offset);
+          if (n == 0)
+#pragma unroll
+            for (int r = 0; r < kRowsAtOnce; ++r) {
+              const int m = m0 + r * step;
+              if (m >= M) break;
+              const float zv = s.xz[(cb + c) * 16 + m], out = fmaf(skip, u[r], y[r]);
+              p.y[size_t(m) * E + c0 + c] = __float2bfloat16_rn(out * (zv * sigmoid(zv)));
+            }
+        }
+      }
+    }
+    grid_sync(p.arrivals, barrier++);
+
+    // Phase 3. Stage y of every row; the block's column tiles of W_out against it; then s of the
+    // next layer (or, after the last, the output) for the block's columns.
+    if (tid == 0) stage_rows(s.act, p.y, E, p.row_slots, s.staged);
+    barrier_wait(s.staged, staged_uses++ & 1);
+    const bool last = l + 1 == p.layers;
+    {
+      float c[4];
+      ring_product(ring, s.act, E + kRowPad / 2, sched.out_tiles, sched.out_parts, sched.out_length, upper_rows, warp,
+                   lane, c);
+      if (sum_tile(s.partial, sched.out_tiles, warp, lane, c)) {
+        const int tile = warp / (kConsumerWarps / sched.out_tiles), g = lane / 4, jj = tile * 8 + 2 * (lane % 4);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int m = g + (q / 2) * 8, j = jj + q % 2;
+          if (m >= M) continue;
+          const float out = bf16_round(c[q]);
+          if (last)
+            p.out[size_t(m) * d + j0 + j] = __float2bfloat16_rn(out);
+          else
+            s.columns[m * p.columns + j] = out + p.residual[size_t(m) * d + j0 + j];
+        }
+      }
+    }
+    consumers_sync();
+    if (!last) publish_columns(p, s, p.layer[l + 1].norm_weight, tid);
+  }
+  // The last block out resets the counter for the next launch.
+  consumers_sync();
+  if (tid == 0 && atomicAdd(p.arrivals, 1u) == unsigned(barrier + 1) * gridDim.x - 1) atomicExch(p.arrivals, 0u);
+}
+
 // How the stack splits over blocks: the fewest channels a block (a multiple of 8) that leaves at
 // most one block per multiprocessor and also splits d evenly; 0 when none does.
 int channels_per_block(int64_t E, int64_t d) {
@@ -571,6 +1076,31 @@ int shared_limit() {
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
   check_cuda(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
   return limit;
+}
+
+// The mma rows that `rows` sequences take: 8 (the lower half only) or 16.
+int rows_taken(int rows) { return rows <= 8 ? 8 : 16; }
+
+// The ring slots of the several-rows kernel: what shared memory holds beside the staged activations.
+int rows_ring_slots(int rows, int d, int E, int R, int N, int channels, int columns) {
+  const size_t fixed = RowsLayout(0, rows_taken(rows), d, E, R, N, channels, columns).total;
+  return int(std::min<size_t>(kMaxSlots, (size_t(shared_limit()) - fixed) / kRowSlotBytes));
+}
+
+// One cooperative launch of `kernel` with one block per `p`'s channel group.
+void launch_cooperative(void (*kernel)(StackArgs), const char* name, const StackArgs& p, size_t bytes) {
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), name);
+  cudaLaunchAttribute cooperative{};
+  cooperative.id = cudaLaunchAttributeCooperative;
+  cooperative.val.cooperative = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(unsigned(p.E / p.channels));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = bytes;
+  config.stream = cudaStreamPerThread;
+  config.attrs = &cooperative;
+  config.numAttrs = 1;
+  check_cuda(cudaLaunchKernelEx(&config, kernel, p), name);
 }
 
 }  // namespace
@@ -590,9 +1120,11 @@ Tensor decode_stack_x_proj_blocks(const Tensor& x_proj, int64_t d) {
 }
 
 bool decode_stack_pays(const Tensor& x, const std::vector<DecodeStackLayer>& layers) {
-  const int64_t d = x.size(1), E = layers[0].dt_bias.size(0), R = layers[0].dt_proj.size(1);
-  const int64_t J = R + 2 * layers[0].A.size(1), cb = channels_per_block(E, d), columns = d / (E / cb);
-  return (2 * cb * d + J * cb + cb * R + columns * E) * 2 >= kStreamBoundBlockBytes;
+  const int64_t d = x.size(1), E = layers[0].dt_bias.size(0), R = layers[0].dt_proj.size(1), N = layers[0].A.size(1);
+  const int64_t J = R + 2 * N, cb = channels_per_block(E, d), columns = d / (E / cb);
+  const bool stream_bound = (2 * cb * d + J * cb + cb * R + columns * E) * 2 >= kStreamBoundBlockBytes;
+  return stream_bound && (x.size(0) == 1 || rows_ring_slots(int(x.size(0)), int(d), int(E), int(R), int(N), int(cb),
+                                                            int(columns)) >= kRowsSlotsThatPay);
 }
 
 bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& layers) {
@@ -604,8 +1136,17 @@ bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& lay
       !aligned16(x.raw()))
     return false;
   const int cb = channels_per_block(E, d);
-  if (cb == 0 || cb > 32 || cb * N > 4 * kConsumers || int64_t(cb) * R * 2 > kSlotBytes ||
-      J * int64_t(cb) * 2 > kSlotBytes || 2 * d > kSlotBytes || 2 * E > kSlotBytes)
+  const int64_t rows = x.size(0);
+  if (cb == 0 || cb > 32 || rows > kRowsMax) return false;
+  if (rows == 1 && (cb * N > 4 * kConsumers || int64_t(cb) * R * 2 > kSlotBytes || J * int64_t(cb) * 2 > kSlotBytes ||
+                    2 * d > kSlotBytes || 2 * E > kSlotBytes))
+    return false;
+  const int64_t columns = d / (E / cb);
+  if (rows > 1 && (cb % 16 != 0 || columns % 8 != 0 || kConsumerWarps % (columns / 8) != 0 || R % 16 != 0 ||
+                   J % 8 != 0 || product_parts(int(d)) == 0 || product_parts(int(E)) == 0 ||
+                   rows * cb > kMaxConvPairs * kConsumers || rows * J > kMaxSumsPerThread * kConsumers ||
+                   E / cb > kMaxBlocks || J * int64_t(cb) * 2 > kRowSlotBytes || int64_t(cb) * R * 2 > kRowSlotBytes ||
+                   (cb * N >= kConsumers ? cb * N % kConsumers : kConsumers % (cb * N)) != 0))
     return false;
   for (const DecodeStackLayer& l : layers) {
     for (const Tensor* t : {&l.in_proj, &l.x_proj, &l.dt_proj, &l.out_proj})
@@ -614,36 +1155,26 @@ bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& lay
       if (t->dtype() != DType::f32 || !t->is_contiguous()) return false;
     if (l.conv_bias.defined() && (l.conv_bias.dtype() != DType::f32 || !l.conv_bias.is_contiguous())) return false;
   }
-  return shared_bytes(2, int(d), int(E), cb, int(J)) <= size_t(shared_limit());
+  const size_t bytes =
+      rows == 1 ? shared_bytes(2, int(d), int(E), cb, int(J))
+                : RowsLayout(2, rows_taken(int(rows)), int(d), int(E), int(R), int(N), cb, int(columns)).total;
+  return bytes <= size_t(shared_limit());
 }
 
 DecodeStackOutputs decode_stack_step(const Tensor& x, const std::vector<DecodeStackLayer>& layers, float eps) {
   const DecodeStackLayer& first = layers[0];
   StackArgs p{};
   p.layers = int(layers.size());
+  p.rows = int(x.size(0));
   p.d = int(x.size(1));
   p.E = int(first.dt_bias.size(0));
   p.N = int(first.A.size(1));
   p.R = int(first.dt_proj.size(1));
   p.K = int(first.conv_weight.size(-1));
   p.channels = channels_per_block(p.E, p.d);
-  p.held_rows = p.d <= kHeldPieces * kPiece ? std::min(p.channels, kHeldRowsPerWarp * kConsumerWarps) : 0;
   const int blocks = p.E / p.channels, J = p.R + 2 * p.N;
   p.columns = p.d / blocks;
-  const size_t fixed = shared_bytes(0, p.d, p.E, p.channels, J);
-  p.slots = int(std::min<size_t>(kMaxSlots, (size_t(shared_limit()) - fixed) / kSlotBytes));
   p.eps = eps;
-  DecodeStackOutputs result{Tensor::empty({1, p.d}, DType::bf16, Device::cuda), {}};
-  Tensor residual = Tensor::empty({2, p.d}, DType::f32, Device::cuda);
-  Tensor fixed_sums = Tensor::zeros({2 * J + 2}, DType::i64, Device::cuda);
-  Tensor y = Tensor::empty({p.E}, DType::bf16, Device::cuda);
-  Tensor arrivals = Tensor::zeros({1}, DType::i32, Device::cuda);
-  p.x = static_cast<__nv_bfloat16*>(x.raw());
-  p.out = static_cast<__nv_bfloat16*>(result.out.raw());
-  p.y = static_cast<__nv_bfloat16*>(y.raw());
-  p.residual = residual.data<float>();
-  p.fixed_sums = reinterpret_cast<unsigned long long*>(fixed_sums.data<int64_t>());
-  p.arrivals = reinterpret_cast<unsigned*>(arrivals.data<int32_t>());
   for (size_t l = 0; l < layers.size(); ++l) {
     const DecodeStackLayer& in = layers[l];
     LayerArgs& a = p.layer[l];
@@ -660,21 +1191,43 @@ DecodeStackOutputs decode_stack_step(const Tensor& x, const std::vector<DecodeSt
     a.conv_state = in.conv_state.data<float>();
     a.ssm_state = in.ssm_state.data<float>();
   }
-  const size_t bytes = shared_bytes(p.slots, p.d, p.E, p.channels, J);
-  check_cuda(cudaFuncSetAttribute(decode_stack_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-             "cudaFuncSetAttribute (decode_stack_kernel)");
-  cudaLaunchAttribute cooperative{};
-  cooperative.id = cudaLaunchAttributeCooperative;
-  cooperative.val.cooperative = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(unsigned(blocks));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = bytes;
-  config.stream = cudaStreamPerThread;
-  config.attrs = &cooperative;
-  config.numAttrs = 1;
-  check_cuda(cudaLaunchKernelEx(&config, decode_stack_kernel, p), "decode_stack_kernel");
-  result.residual = residual.slice(size_t(p.layers - 1) % 2, size_t(p.layers - 1) % 2 + 1);
+  DecodeStackOutputs result{Tensor::empty({p.rows, p.d}, DType::bf16, Device::cuda), {}};
+  Tensor arrivals = Tensor::zeros({1}, DType::i32, Device::cuda);
+  p.x = static_cast<__nv_bfloat16*>(x.raw());
+  p.out = static_cast<__nv_bfloat16*>(result.out.raw());
+  p.arrivals = reinterpret_cast<unsigned*>(arrivals.data<int32_t>());
+  const size_t shared_available = size_t(shared_limit());
+  if (p.rows == 1) {
+    p.held_rows = p.d <= kHeldPieces * kPiece ? std::min(p.channels, kHeldRowsPerWarp * kConsumerWarps) : 0;
+    p.slot_bytes = kSlotBytes;
+    p.slots =
+        int(std::min<size_t>(kMaxSlots, (shared_available - shared_bytes(0, p.d, p.E, p.channels, J)) / kSlotBytes));
+    Tensor residual = Tensor::empty({2, p.d}, DType::f32, Device::cuda);
+    Tensor fixed_sums = Tensor::zeros({2 * J + 2}, DType::i64, Device::cuda);
+    Tensor y = Tensor::empty({p.E}, DType::bf16, Device::cuda);
+    p.y = static_cast<__nv_bfloat16*>(y.raw());
+    p.residual = residual.data<float>();
+    p.fixed_sums = reinterpret_cast<unsigned long long*>(fixed_sums.data<int64_t>());
+    launch_cooperative(decode_stack_kernel, "decode_stack_kernel", p, shared_bytes(p.slots, p.d, p.E, p.channels, J));
+    result.residual = residual.slice(size_t(p.layers - 1) % 2, size_t(p.layers - 1) % 2 + 1);
+    return result;
+  }
+  p.row_slots = rows_taken(p.rows);
+  p.slot_bytes = kRowSlotBytes;
+  p.slots = rows_ring_slots(p.rows, p.d, p.E, p.R, p.N, p.channels, p.columns);
+  result.residual = Tensor::empty({p.rows, p.d}, DType::f32, Device::cuda);
+  // Rows past `rows` of the staged activations stay zero: the mma's rows that no sequence fills.
+  Tensor normed = Tensor::zeros({p.row_slots, p.d}, DType::bf16, Device::cuda);
+  Tensor y = Tensor::zeros({p.row_slots, p.E}, DType::bf16, Device::cuda);
+  Tensor square_sums = Tensor::empty({kRowsMax, blocks}, DType::f32, Device::cuda);
+  Tensor fixed_sums = Tensor::zeros({2 * p.rows * J + 2}, DType::i64, Device::cuda);
+  p.residual = result.residual.data<float>();
+  p.normed = static_cast<__nv_bfloat16*>(normed.raw());
+  p.y = static_cast<__nv_bfloat16*>(y.raw());
+  p.square_sums = square_sums.data<float>();
+  p.fixed_sums = reinterpret_cast<unsigned long long*>(fixed_sums.data<int64_t>());
+  launch_cooperative(decode_stack_rows_kernel, "decode_stack_rows_kernel", p,
+                     RowsLayout(p.slots, p.row_slots, p.d, p.E, p.R, p.N, p.channels, p.columns).total);
   return result;
 }
 
