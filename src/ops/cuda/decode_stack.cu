@@ -92,6 +92,25 @@ struct StackArgs {
 };
 static_assert(sizeof(StackArgs) < 32000, "kernel parameters");
 
+// One ring slot's copies: `rows` rows of `bytes` each, `src_stride` bytes apart in global memory
+// and `dst_stride` apart in the slot.
+struct Chunk {
+  const void* src;
+  unsigned bytes;
+  int rows = 1;
+  size_t src_stride = 0;
+  unsigned dst_stride = 0;
+};
+
+// Block b's chunk of W_x's columns, W_x[:, b·cb : (b+1)·cb] as [J][cb], and of W_dt's rows.
+__device__ Chunk x_proj_chunk(const StackArgs& p, const LayerArgs& w, int b) {
+  const int J = p.R + 2 * p.N;
+  return {w.x_proj + int64_t(b) * J * p.channels, unsigned(J) * p.channels * 2};
+}
+__device__ Chunk dt_proj_chunk(const StackArgs& p, const LayerArgs& w, int b) {
+  return {w.dt_proj + int64_t(b) * p.channels * p.R, unsigned(p.channels) * p.R * 2};
+}
+
 // A layer's weight chunks, in the order the consumers take them: in_proj x rows past the held ones,
 // in_proj z rows (rows per chunk `in_rows`), one chunk of W_x's columns, one of W_dt's rows, then
 // out_proj rows.
@@ -108,6 +127,19 @@ struct Schedule {
   __host__ __device__ int2 in_chunk(int c) const {
     const int first = c < x_chunks ? held + c * in_rows : (c - x_chunks) * in_rows;
     return {c < x_chunks ? first : channels + first, min(in_rows, channels - first)};
+  }
+  __device__ int chunks() const { return in_chunks + 2 + out_chunks; }
+  __device__ Chunk chunk(const StackArgs& p, const LayerArgs& w, int b, int part) const {
+    if (part < in_chunks) {  // W_in's x rows, then z rows, of the block's channels
+      const int2 rows = in_chunk(part);
+      const int half = rows.x / p.channels;
+      const int64_t row0 = int64_t(half) * p.E + int64_t(b) * p.channels + rows.x % p.channels;
+      return {w.in_proj + row0 * p.d, unsigned(rows.y) * p.d * 2};
+    }
+    if (part == in_chunks) return x_proj_chunk(p, w, b);
+    if (part == in_chunks + 1) return dt_proj_chunk(p, w, b);
+    const int c = part - in_chunks - 2, rows = min(out_rows, p.columns - c * out_rows);
+    return {w.out_proj + (int64_t(b) * p.columns + c * out_rows) * p.E, unsigned(rows) * p.E * 2};
   }
 };
 
@@ -243,41 +275,18 @@ __device__ __forceinline__ void load8_cg(const float* p, float (&out)[8]) {
   out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
 }
 
-// One ring slot's copies: `rows` rows of `bytes` each, `src_stride` bytes apart in global memory
-// and `dst_stride` apart in the slot.
-struct Chunk {
-  const void* src;
-  unsigned bytes;
-  int rows = 1;
-  size_t src_stride = 0;
-  unsigned dst_stride = 0;
-};
-
-// Block b's weight chunks of every layer, in the order the consumers take them (Schedule).
+// Block b's weight chunks of every layer, in the order the consumers take them (Layout: Schedule
+// or RowsSchedule, which says what a layer's chunk `part` is).
+template <typename Layout>
 struct ChunkWalk {
   const StackArgs& p;
-  Schedule s;
+  Layout s;
   int b, layer = 0, part = 0;
   __device__ ChunkWalk(const StackArgs& args) : p(args), s(args), b(blockIdx.x) {}
   __device__ bool done() const { return layer >= p.layers; }
   __device__ Chunk next() {
-    const LayerArgs& w = p.layer[layer];
-    Chunk chunk;
-    if (part < s.in_chunks) {  // W_in's x rows, then z rows, of the block's channels
-      const int2 rows = s.in_chunk(part);
-      const int half = rows.x / p.channels;
-      const int64_t row0 = int64_t(half) * p.E + int64_t(b) * p.channels + rows.x % p.channels;
-      chunk = {w.in_proj + row0 * p.d, unsigned(rows.y) * p.d * 2};
-    } else if (part == s.in_chunks) {  // W_x[:, b·cb : (b+1)·cb] as [J][cb]
-      const int J = p.R + 2 * p.N;
-      chunk = {w.x_proj + int64_t(b) * J * p.channels, unsigned(J) * p.channels * 2};
-    } else if (part == s.in_chunks + 1) {
-      chunk = {w.dt_proj + int64_t(b) * p.channels * p.R, unsigned(p.channels) * p.R * 2};
-    } else {
-      const int c = part - s.in_chunks - 2, rows = min(s.out_rows, p.columns - c * s.out_rows);
-      chunk = {w.out_proj + (int64_t(b) * p.columns + c * s.out_rows) * p.E, unsigned(rows) * p.E * 2};
-    }
-    if (++part == s.in_chunks + 2 + s.out_chunks) part = 0, ++layer;
+    const Chunk chunk = s.chunk(p, p.layer[layer], b, part);
+    if (++part == s.chunks()) part = 0, ++layer;
     return chunk;
   }
 };
@@ -296,6 +305,27 @@ __device__ void produce(const StackArgs& p, unsigned char* ring, uint64_t* full,
       bulk_copy(dst + size_t(r) * chunk.dst_stride, static_cast<const char*>(chunk.src) + r * chunk.src_stride,
                 chunk.bytes, &full[slot]);
   }
+}
+
+// Thread 0 sets up the ring's barriers and `extras` more of one arrival each; then the first lane of
+// the producer warp fills the ring for the whole launch. Returns whether this thread is a consumer.
+template <typename Layout>
+__device__ bool start_ring(const StackArgs& p, unsigned char* ring, uint64_t* full, uint64_t* empty, uint64_t* extra,
+                           int extras) {
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < p.slots; ++i) {
+      barrier_init(&full[i], 1);
+      barrier_init(&empty[i], kConsumerWarps);
+    }
+    for (int i = 0; i < extras; ++i) barrier_init(&extra[i], 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if (threadIdx.x / 32 == kConsumerWarps) {
+    if (threadIdx.x % 32 == 0) produce<ChunkWalk<Layout>>(p, ring, full, empty);
+    return false;
+  }
+  return true;
 }
 
 struct Shared {
@@ -355,18 +385,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(const __grid_
   extern __shared__ __align__(128) unsigned char shared[];
   const Shared s = carve(shared, p);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
-  if (tid == 0) {
-    for (int i = 0; i < p.slots; ++i) {
-      barrier_init(&s.full[i], 1);
-      barrier_init(&s.empty[i], kConsumerWarps);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
-  if (warp == kConsumerWarps) {
-    if (lane == 0) produce<ChunkWalk>(p, s.ring, s.full, s.empty);
-    return;
-  }
+  if (!start_ring<Schedule>(p, s.ring, s.full, s.empty, nullptr, 0)) return;
 
   const int b = blockIdx.x, d = p.d, E = p.E, N = p.N, R = p.R, J = R + 2 * N, cb = p.channels;
   const int c0 = b * cb, j0 = b * p.columns;
@@ -619,35 +638,19 @@ struct RowsSchedule {
         out_length(p.E / max(out_parts, 1)) {}
   __host__ __device__ int in_chunks() const { return in_tiles * in_parts; }
   __host__ __device__ int chunks() const { return in_chunks() + 2 + out_tiles * out_parts; }
-};
-
-struct RowsChunkWalk {
-  const StackArgs& p;
-  RowsSchedule s;
-  int b, layer = 0, part = 0;
-  __device__ RowsChunkWalk(const StackArgs& args) : p(args), s(args), b(blockIdx.x) {}
-  __device__ bool done() const { return layer >= p.layers; }
-  __device__ Chunk next() {
-    const LayerArgs& w = p.layer[layer];
-    Chunk chunk;
-    if (part < s.in_chunks()) {
-      const int first = part % s.in_tiles * 8, piece = part / s.in_tiles;
+  __device__ Chunk chunk(const StackArgs& p, const LayerArgs& w, int b, int part) const {
+    if (part < in_chunks()) {
+      const int first = part % in_tiles * 8, piece = part / in_tiles;
       const int64_t row =
           first < p.channels ? int64_t(b) * p.channels + first : p.E + int64_t(b) * p.channels + first - p.channels;
-      chunk = {w.in_proj + row * p.d + piece * s.in_length, unsigned(s.in_length) * 2, 8, size_t(p.d) * 2,
-               unsigned(s.in_length) * 2 + kRowPad};
-    } else if (part == s.in_chunks()) {
-      const int J = p.R + 2 * p.N;
-      chunk = {w.x_proj + int64_t(b) * J * p.channels, unsigned(J) * p.channels * 2};
-    } else if (part == s.in_chunks() + 1) {
-      chunk = {w.dt_proj + int64_t(b) * p.channels * p.R, unsigned(p.channels) * p.R * 2};
-    } else {
-      const int c = part - s.in_chunks() - 2, first = c % s.out_tiles * 8, piece = c / s.out_tiles;
-      chunk = {w.out_proj + (int64_t(b) * p.columns + first) * p.E + piece * s.out_length, unsigned(s.out_length) * 2,
-               8, size_t(p.E) * 2, unsigned(s.out_length) * 2 + kRowPad};
+      return {w.in_proj + row * p.d + piece * in_length, unsigned(in_length) * 2, 8, size_t(p.d) * 2,
+              unsigned(in_length) * 2 + kRowPad};
     }
-    if (++part == s.chunks()) part = 0, ++layer;
-    return chunk;
+    if (part == in_chunks()) return x_proj_chunk(p, w, b);
+    if (part == in_chunks() + 1) return dt_proj_chunk(p, w, b);
+    const int c = part - in_chunks() - 2, first = c % out_tiles * 8, piece = c / out_tiles;
+    return {w.out_proj + (int64_t(b) * p.columns + first) * p.E + piece * out_length, unsigned(out_length) * 2, 8,
+            size_t(p.E) * 2, unsigned(out_length) * 2 + kRowPad};
   }
 };
 
@@ -829,20 +832,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_rows_kernel(const __
   extern __shared__ __align__(128) unsigned char shared[];
   const RowsShared s = carve_rows(shared, p);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
-  if (tid == 0) {
-    for (int i = 0; i < p.slots; ++i) {
-      barrier_init(&s.full[i], 1);
-      barrier_init(&s.empty[i], kConsumerWarps);
-    }
-    barrier_init(s.staged, 1);
-    barrier_init(s.states_staged, 1);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
-  if (warp == kConsumerWarps) {
-    if (lane == 0) produce<RowsChunkWalk>(p, s.ring, s.full, s.empty);
-    return;
-  }
+  if (!start_ring<RowsSchedule>(p, s.ring, s.full, s.empty, s.staged, 2)) return;  // staged, states_staged
 
   const int b = blockIdx.x, d = p.d, E = p.E, N = p.N, R = p.R, J = R + 2 * N, cb = p.channels, M = p.rows;
   const int c0 = b * cb, j0 = b * p.columns;
