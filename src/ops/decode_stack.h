@@ -30,8 +30,9 @@
 // inner width multiples of 256, the inner width split over at most one block per multiprocessor in
 // runs of a multiple of 8 channels that also split d evenly, a δ rank that is a multiple of 8, and
 // N a power of two up to 32, conv width 2 to 4, at most 32 channels a block and 64 layers; for
-// several sequences also channels a block a multiple of 16, model columns a block a multiple of 8
-// (at most 64), a δ rank that is a multiple of 16 and N ≥ 4. x_proj's
+// several sequences also channels a block a multiple of 16, model columns a block 8, 16, 32 or 64,
+// a δ rank that is a multiple of 16, N ≥ 4, and channels × N a block a multiple or a divisor of
+// 256. x_proj's
 // partial sums must stay below 2^23 in magnitude (a larger or non-finite one makes δ, B and C NaN).
 // Elsewhere the caller runs the per-layer ops.
 #pragma once
@@ -73,7 +74,9 @@ bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& lay
 // Whether the kernel is expected to beat the layer-by-layer kernels on these inputs (which it must
 // take): where each block streams enough weight bytes a layer for HBM to be the limit. Below that
 // the step is a chain of latencies, and three grid barriers a layer cost more than the separate
-// kernels' launches overlapped.
+// kernels' launches overlapped. For several sequences also where the weight ring keeps at least 8
+// slots beside the staged activations (docs/perf/cuda_model.md, m70: on the H100 130m up to 16
+// sequences, 1.4b up to 8).
 bool decode_stack_pays(const Tensor& x, const std::vector<DecodeStackLayer>& layers);
 
 // The step (layers updated in place), or nullopt where decode_stack_fits is false. Throws, naming
