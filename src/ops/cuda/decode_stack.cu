@@ -988,8 +988,8 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_rows_kernel(const __
     // The state update. A thread keeps one (channel, state) pair (of P = cb·N; the N states of a
     // channel on N adjacent lanes) for every row it updates: rows m = first, first + step, …, eight
     // at a time, each group's shared-memory operands loaded before any of its results is stored.
-    // (Stored row by row, the compiler kept every row's loads behind the store before them, which
-    // it could not tell apart from shared memory: ≈ 0.85 µs a group of rows, in series.)
+    // (Row by row, each row's stores before the next row's loads, a group of 4 rows took ≈ 0.85 µs
+    // at every shape: docs/perf/cuda_model.md, session 29.)
     {
       constexpr int kRowsAtOnce = 8;
       const int P = cb * N, per_row = min(P, kConsumers), step = kConsumers / per_row;
