@@ -23,7 +23,8 @@
 #                              for both) applied to this tree in turn: its mambacpp built (only what
 #                              it changes recompiles) and tests run against its library
 #                              (PATCH_TEST_FILES, default tests/cuda/test_cuda_decode_stack.cpp;
-#                              PATCH_TESTS, a gtest filter, default CudaDecodeStack.*), then the
+#                              PATCH_TESTS, a gtest filter, default CudaDecodeStack.*; killed, and the
+#                              version not timed, after PATCH_TEST_SECONDS, default 180), then the
 #                              decode of every version whose tests passed at DECODE_ROWS (default "1.4b 1";
 #                              "shape batch" pairs separated by commas) alternately in two rounds;
 #                              DECODE_STACK=on|off|auto (default) is passed to bench --decode-stack
@@ -409,10 +410,12 @@ build_versions() {
     if [ "$ok" = 1 ] && ninja -C "$build" -j"$jobs" mambacpp >"$out/build_$name.log" 2>&1; then
       cp "$build/mambacpp" "$build/mambacpp-$name"
       cp "$build/libmambacpp_lib.a" "$build/lib-$name.a"
-      # Only a version whose tests pass is timed.
+      # Only a version whose tests pass is timed. A version that hangs (a kernel waiting on a barrier
+      # nothing will complete) fails its tests after PATCH_TEST_SECONDS instead of taking the call.
       if g++ $cxx_flags ${PATCH_TEST_FILES:-tests/cuda/test_cuda_decode_stack.cpp} -o "$build/patch_tests" $libs \
         -lgtest -lgtest_main >"$build/tests_$name.log" 2>&1 &&
-        "$build/patch_tests" --gtest_filter="${PATCH_TESTS:-CudaDecodeStack.*}" >>"$build/tests_$name.log" 2>&1; then
+        timeout "${PATCH_TEST_SECONDS:-180}" "$build/patch_tests" --gtest_filter="${PATCH_TESTS:-CudaDecodeStack.*}" \
+          >>"$build/tests_$name.log" 2>&1; then
         versions+=("$name")
       else
         echo "$name: tests FAILED, not timed"
