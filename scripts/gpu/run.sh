@@ -705,6 +705,6 @@ case "$mode" in
   cluster-sums)
     "$cuda_home/bin/nvcc" -std=c++20 -O3 -arch=sm_90 scripts/gpu/cluster_sum_bench.cu -o "$build/cluster_sum_bench"
     "$build/cluster_sum_bench" ;;
-  *) echo "usage: scripts/gpu/run.sh test|bench|profile|profile-source|all|decode [BASE]|test-decode [BASE]|decode-patches PATCH...|scan-patches PATCH...|train [BASE]|test-train [BASE]|train-sizes|train-profile|train-timing|train-trace [BASE]|context|gemm-tuning|cluster-sums" >&2
+  *) echo "usage: scripts/gpu/run.sh test|test-scan|bench|profile|profile-source|all|scan-splits|decode [BASE]|test-decode [BASE]|decode-profile|decode-products [BASE]|test-decode-products [BASE]|decode-trace|prefill-trace|decode-patches PATCH...|scan-patches PATCH...|train [BASE]|test-train [BASE]|train-sizes|train-sizes-trace|train-profile|train-timing|train-trace [BASE]|context|gemm-tuning|cluster-sums|transformers" >&2
     exit 2 ;;
 esac
