@@ -189,8 +189,9 @@ __device__ void grid_sync(unsigned* arrivals, int index) {
   consumers_sync();
   if (threadIdx.x == 0) {
     const unsigned target = unsigned(index + 1) * gridDim.x;
-    __threadfence();
-    atomicAdd(arrivals, 1u);
+    // A release add: the block's writes (ordered before it by the block sync) are visible to
+    // whoever acquires the count, without the sequentially consistent fence __threadfence is.
+    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(arrivals) : "memory");
     unsigned seen = 0;
     const uint64_t start = global_nanoseconds();
     for (;;) {
@@ -734,57 +735,115 @@ __device__ void stage_rows(__nv_bfloat16* act, const __nv_bfloat16* src, int len
 
 // A product phase against the staged activations (stride `act_stride` elements): `tiles` tiles of 8
 // weight rows (tiles divides 8) in `parts` parts of `length` positions, ring chunk i holding tile
-// i % tiles of part i / tiles. Warp
-// w multiplies tile w / (8 / tiles), slices w % (8 / tiles), + 8 / tiles, … of each of its chunks;
-// every warp waits for and releases every chunk. Lane (g, t) reads 16 bytes of weight row g and of
-// activation rows g and g + 8 at the same 8 positions, which feed two mma as they lie (the sum over
-// k does not care which position goes to which mma slot); slices alternate between two
-// accumulators, two chains of dependent mma instead of one. Returns the warp's accumulator.
-__device__ __forceinline__ void ring_product(RingReader& ring, const __nv_bfloat16* act, int act_stride, int tiles,
-                                             int parts, int length, bool upper_rows, int warp, int lane,
-                                             float (&c)[4]) {
-  const int group = kConsumerWarps / tiles, tile = warp / group, member = warp % group;
+// i % tiles of part i / tiles; every warp waits for and releases every chunk. Lane (g, t) reads 16
+// bytes of weight row g and of activation rows g and g + 8 at the same 8 positions, which feed two
+// mma as they lie (the sum over k does not care which position goes to which mma slot).
+// kEveryChunk: every warp multiplies its own slices of 32 positions, w, w + 8, … (at most
+// kSlicesPerWarp), of every chunk, so it loads its activation fragments once a part for all the
+// part's tiles and has a chunk's weight loads in flight together; one accumulator a tile, the
+// warps' accumulators added in warp order through `scratch` (`scratch_bytes` of shared memory free
+// once the product is done: the staged activations), in rounds of as many tiles as it holds.
+// Otherwise warp w multiplies tile w / (8 / tiles), slices w % (8 / tiles), + 8 / tiles, … of each
+// of its chunks (two accumulators, two chains of dependent mma), its group's sums added in warp
+// order through `partial`. Either way the first warp of tile t's group (warp t · 8 / tiles) gets
+// the sum in c and returns true.
+constexpr int kSlicesPerWarp = kMaxPart / 32 / kConsumerWarps;
+constexpr int kScratchPerTile = kConsumers * 4 * sizeof(float);
+template <bool kEveryChunk>
+__device__ __forceinline__ bool ring_product(RingReader& ring, const __nv_bfloat16* act, int act_stride, int tiles,
+                                             int parts, int length, bool upper_rows, float* scratch,
+                                             size_t scratch_bytes, float* partial, int warp, int lane, float (&c)[4]) {
   const int g = lane / 4, t = lane % 4, slices = length / 32;
-  float c_odd[4] = {};
-  c[0] = c[1] = c[2] = c[3] = 0.0f;
-  for (int i = 0; i < tiles * parts; ++i) {
-    const unsigned char* chunk = ring.take();
-    if (i % tiles == tile) {
-      const __nv_bfloat16* w = reinterpret_cast<const __nv_bfloat16*>(chunk) + g * (length + kRowPad / 2) + t * 8;
-      const __nv_bfloat16* lo = act + size_t(g) * act_stride + (i / tiles) * length + t * 8;
-      const __nv_bfloat16* hi = lo + size_t(8) * act_stride;
-      const auto multiply = [&](float(&acc)[4], int slice) {
-        const uint4 piece = *reinterpret_cast<const uint4*>(w + slice * 32);
-        const uint4 a = *reinterpret_cast<const uint4*>(lo + slice * 32);
-        const uint4 b = upper_rows ? *reinterpret_cast<const uint4*>(hi + slice * 32) : make_uint4(0, 0, 0, 0);
-        mma_bf16(acc, a.x, b.x, a.y, b.y, piece.x, piece.y);
-        mma_bf16(acc, a.z, b.z, a.w, b.w, piece.z, piece.w);
-      };
-      int slice = member;
-#pragma unroll 2
-      for (; slice + group < slices; slice += 2 * group) {
-        multiply(c, slice);
-        multiply(c_odd, slice + group);
+  const int mine = (slices - warp + kConsumerWarps - 1) / kConsumerWarps;
+  const auto load = [](const __nv_bfloat16* q) { return *reinterpret_cast<const uint4*>(q); };
+  float acc[kConsumerWarps][4] = {};
+  const int group = kConsumerWarps / tiles, own_tile = warp / group;
+  if constexpr (kEveryChunk) {
+    for (int part = 0; part < parts; ++part) {
+      const __nv_bfloat16* lo = act + size_t(g) * act_stride + part * length + t * 8;
+      uint4 a[kSlicesPerWarp], b[kSlicesPerWarp];
+#pragma unroll
+      for (int j = 0; j < kSlicesPerWarp; ++j) {
+        const int offset = (warp + j * kConsumerWarps) * 32;
+        a[j] = j < mine ? load(lo + offset) : make_uint4(0, 0, 0, 0);
+        b[j] = j < mine && upper_rows ? load(lo + size_t(8) * act_stride + offset) : make_uint4(0, 0, 0, 0);
       }
-      if (slice < slices) multiply(c, slice);
+#pragma unroll
+      for (int tile = 0; tile < kConsumerWarps; ++tile) {
+        if (tile >= tiles) break;
+        const __nv_bfloat16* w =
+            reinterpret_cast<const __nv_bfloat16*>(ring.take()) + g * (length + kRowPad / 2) + t * 8;
+        uint4 piece[kSlicesPerWarp];
+#pragma unroll
+        for (int j = 0; j < kSlicesPerWarp; ++j)
+          piece[j] = j < mine ? load(w + (warp + j * kConsumerWarps) * 32) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int j = 0; j < kSlicesPerWarp; ++j) {
+          if (j < mine) {
+            mma_bf16(acc[tile], a[j].x, b[j].x, a[j].y, b[j].y, piece[j].x, piece[j].y);
+            mma_bf16(acc[tile], a[j].z, b[j].z, a[j].w, b[j].w, piece[j].z, piece[j].w);
+          }
+        }
+        ring.release();
+      }
     }
-    ring.release();
+  } else {  // each warp on its own tile's chunks, its group's slices
+    const int member = warp % group;
+    float c_own[4] = {}, c_odd[4] = {};
+    for (int i = 0; i < tiles * parts; ++i) {
+      const unsigned char* chunk = ring.take();
+      if (i % tiles == own_tile) {
+        const __nv_bfloat16* w = reinterpret_cast<const __nv_bfloat16*>(chunk) + g * (length + kRowPad / 2) + t * 8;
+        const __nv_bfloat16* lo = act + size_t(g) * act_stride + (i / tiles) * length + t * 8;
+        const __nv_bfloat16* hi = lo + size_t(8) * act_stride;
+        const auto multiply = [&](float(&into)[4], int slice) {
+          const uint4 piece = load(w + slice * 32), a = load(lo + slice * 32);
+          const uint4 b = upper_rows ? load(hi + slice * 32) : make_uint4(0, 0, 0, 0);
+          mma_bf16(into, a.x, b.x, a.y, b.y, piece.x, piece.y);
+          mma_bf16(into, a.z, b.z, a.w, b.w, piece.z, piece.w);
+        };
+        int slice = member;
+#pragma unroll 2
+        for (; slice + group < slices; slice += 2 * group) {
+          multiply(c_own, slice);
+          multiply(c_odd, slice + group);
+        }
+        if (slice < slices) multiply(c_own, slice);
+      }
+      ring.release();
+    }
+    for (int q = 0; q < 4; ++q) c[q] = c_own[q] + c_odd[q];
+    *reinterpret_cast<float4*>(partial + (warp * 32 + lane) * 4) = make_float4(c[0], c[1], c[2], c[3]);
+    consumers_sync();
+    if (member != 0) return false;
+    for (int j = 1; j < group; ++j) {
+      const float4 v = *reinterpret_cast<const float4*>(partial + ((warp + j) * 32 + lane) * 4);
+      c[0] += v.x, c[1] += v.y, c[2] += v.z, c[3] += v.w;
+    }
+    return true;
   }
-  for (int i = 0; i < 4; ++i) c[i] += c_odd[i];
-}
-
-// After ring_product: the first warp of each tile's group gets the group's sum (added in warp
-// order, so every run adds alike); returns whether this warp holds one.
-__device__ __forceinline__ bool sum_tile(float* partial, int tiles, int warp, int lane, float (&c)[4]) {
-  const int group = kConsumerWarps / tiles;
-  *reinterpret_cast<float4*>(partial + (warp * 32 + lane) * 4) = make_float4(c[0], c[1], c[2], c[3]);
-  consumers_sync();
-  if (warp % group != 0) return false;
-  for (int j = 1; j < group; ++j) {
-    const float4 v = *reinterpret_cast<const float4*>(partial + ((warp + j) * 32 + lane) * 4);
-    c[0] += v.x, c[1] += v.y, c[2] += v.z, c[3] += v.w;
+  int per_round = tiles;
+  while (per_round > 1 && size_t(per_round) * kScratchPerTile > scratch_bytes) per_round /= 2;
+  bool holds = false;
+  for (int first = 0; first < tiles; first += per_round) {
+    consumers_sync();  // every warp is done with the activations, or with the round before
+#pragma unroll
+    for (int tile = 0; tile < kConsumerWarps; ++tile)
+      if (tile >= first && tile < first + per_round)
+        *reinterpret_cast<float4*>(scratch + (((tile - first) * kConsumerWarps + warp) * 32 + lane) * 4) =
+            make_float4(acc[tile][0], acc[tile][1], acc[tile][2], acc[tile][3]);
+    consumers_sync();
+    if (warp % group == 0 && own_tile >= first && own_tile < first + per_round) {
+      c[0] = c[1] = c[2] = c[3] = 0.0f;
+      for (int v = 0; v < kConsumerWarps; ++v) {
+        const float4 x =
+            *reinterpret_cast<const float4*>(scratch + (((own_tile - first) * kConsumerWarps + v) * 32 + lane) * 4);
+        c[0] += x.x, c[1] += x.y, c[2] += x.z, c[3] += x.w;
+      }
+      holds = true;
+    }
   }
-  return true;
+  return holds;
 }
 
 // A small product on the tensor cores: out(m, n) = Σ_k a[m][k] · w[n][k] for 16 rows of a (bf16,
@@ -828,6 +887,7 @@ __device__ void publish_columns(const StackArgs& p, const RowsShared& s, const f
   }
 }
 
+template <bool kEveryChunk>
 __global__ void __launch_bounds__(kThreads, 1) decode_stack_rows_kernel(const __grid_constant__ StackArgs p) {
   extern __shared__ __align__(128) unsigned char shared[];
   const RowsShared s = carve_rows(shared, p);
@@ -901,9 +961,9 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_rows_kernel(const __
     barrier_wait(s.staged, staged_uses++ & 1);
     {  // The block's 2cb rows of W_in → x' (rows < cb) and z, scaled by 1/rms and rounded to bf16.
       float c[4];
-      ring_product(ring, s.act, d + kRowPad / 2, sched.in_tiles, sched.in_parts, sched.in_length, upper_rows, warp,
-                   lane, c);
-      if (sum_tile(s.partial, sched.in_tiles, warp, lane, c)) {
+      if (ring_product<kEveryChunk>(ring, s.act, d + kRowPad / 2, sched.in_tiles, sched.in_parts, sched.in_length,
+                                    upper_rows, reinterpret_cast<float*>(s.act),
+                                    size_t(p.row_slots) * (d * 2 + kRowPad), s.partial, warp, lane, c)) {
         const int tile = warp / (kConsumerWarps / sched.in_tiles), g = lane / 4, r = tile * 8 + 2 * (lane % 4);
         if (g < M) {
           s.xz[r * 16 + g] = bf16_round(c[0] * s.inv_rms[g]);
@@ -1037,9 +1097,9 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_rows_kernel(const __
     const bool last = l + 1 == p.layers;
     {
       float c[4];
-      ring_product(ring, s.act, E + kRowPad / 2, sched.out_tiles, sched.out_parts, sched.out_length, upper_rows, warp,
-                   lane, c);
-      if (sum_tile(s.partial, sched.out_tiles, warp, lane, c)) {
+      if (ring_product<false>(ring, s.act, E + kRowPad / 2, sched.out_tiles, sched.out_parts, sched.out_length,
+                              upper_rows, reinterpret_cast<float*>(s.act), size_t(p.row_slots) * (E * 2 + kRowPad),
+                              s.partial, warp, lane, c)) {
         const int tile = warp / (kConsumerWarps / sched.out_tiles), g = lane / 4, jj = tile * 8 + 2 * (lane % 4);
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
@@ -1225,7 +1285,11 @@ DecodeStackOutputs decode_stack_step(const Tensor& x, const std::vector<DecodeSt
   p.y = static_cast<__nv_bfloat16*>(y.raw());
   p.square_sums = square_sums.data<float>();
   p.fixed_sums = reinterpret_cast<unsigned long long*>(fixed_sums.data<int64_t>());
-  launch_cooperative(decode_stack_rows_kernel, "decode_stack_rows_kernel", p,
+  // The in_proj with 8 tiles (a warp a tile) takes the every-chunk product; other shapes a kernel
+  // without it, which needs fewer registers.
+  const bool every_chunk = RowsSchedule(p).in_tiles == kConsumerWarps;
+  launch_cooperative(every_chunk ? decode_stack_rows_kernel<true> : decode_stack_rows_kernel<false>,
+                     "decode_stack_rows_kernel", p,
                      RowsLayout(p.slots, p.row_slots, p.d, p.E, p.R, p.N, p.channels, p.columns).total);
   return result;
 }
