@@ -1053,6 +1053,9 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_rows_kernel(const __
     {
       constexpr int kRowsAtOnce = 8;
       const int P = cb * N, per_row = min(P, kConsumers), step = kConsumers / per_row;
+      // Read from the parameters once: the compiler reloads them after every store otherwise.
+      float* const state_out = w.ssm_state + int64_t(c0) * N;
+      __nv_bfloat16* const y_out = p.y + c0;
       for (int q = tid % per_row; q < P; q += per_row) {
         const int c = q / N, n = q % N;
         const float a = s.A[q] * kLog2e, skip = s.skip[c];
@@ -1077,13 +1080,18 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_rows_kernel(const __
           for (int offset = N / 2; offset > 0; offset /= 2)
 #pragma unroll
             for (int r = 0; r < kRowsAtOnce; ++r) y[r] += __shfl_xor_sync(0xffffffffu, y[r], offset);
+          // The gated outputs of all rows in one branch (lane n = 0 of each channel), so that their
+          // chains of exp and reciprocal overlap instead of running one divergent row at a time.
+          float gated[kRowsAtOnce];
+          if (n == 0)
+#pragma unroll
+            for (int r = 0; r < kRowsAtOnce; ++r) gated[r] = fmaf(skip, u[r], y[r]) * (z[r] * sigmoid(z[r]));
 #pragma unroll
           for (int r = 0; r < kRowsAtOnce; ++r) {
             const int m = m0 + r * step;
             if (m >= M) break;
-            w.ssm_state[(int64_t(m) * E + c0) * N + q] = state[r];
-            if (n == 0)
-              p.y[size_t(m) * E + c0 + c] = __float2bfloat16_rn(fmaf(skip, u[r], y[r]) * (z[r] * sigmoid(z[r])));
+            state_out[int64_t(m) * E * N + q] = state[r];
+            if (n == 0) y_out[size_t(m) * E + c] = __float2bfloat16_rn(gated[r]);
           }
         }
       }
