@@ -31,9 +31,9 @@
 // runs of a multiple of 8 channels that also split d evenly, a δ rank that is a multiple of 8, and
 // N a power of two up to 32, conv width 2 to 4, at most 32 channels a block and 64 layers; for
 // several sequences also channels a block a multiple of 16, model columns a block 8, 16, 32 or 64,
-// a δ rank that is a multiple of 16, N ≥ 4, and channels × N a block a multiple or a divisor of
-// 256. x_proj's
-// partial sums must stay below 2^23 in magnitude (a larger or non-finite one makes δ, B and C NaN).
+// a δ rank that is a multiple of 16, N ≥ 8 (y of 8 rows is summed over a channel's N lanes by
+// exchanging halves), and channels × N a block a multiple or a divisor of 256. x_proj's partial
+// sums must stay below 2^23 in magnitude (a larger or non-finite one makes δ, B and C NaN).
 // Elsewhere the caller runs the per-layer ops.
 #pragma once
 #include <optional>

@@ -227,7 +227,7 @@ TEST(CudaDecodeStack, DeclinesWhatItDoesNotTake) {
   layers[0].in_proj = Tensor::empty({2 * g.E, g.d + 1}, DType::bf16, Device::cuda);
   EXPECT_THROW(ops::decode_stack_fits(x, layers), Error);  // a shape that disagrees is named, not declined
   // Several rows: not where a block owns 8 channels (its W_in rows would not fill whole mma tiles
-  // of x and z rows), nor past 16 rows.
+  // of x and z rows), nor past 16 rows, nor with fewer than 8 states a channel.
   const Tensor x3 = on_gpu(random_vector(rng, 3 * g.d, -1, 1), {3, g.d}, DType::bf16);
   EXPECT_FALSE(ops::decode_stack_fits(x3, {gpu_layer(random_layer(rng, g, 3), g, 3)}));
   const Geometry g130m{768, 1536, 16, 48, 4, 1, true};
@@ -235,6 +235,8 @@ TEST(CudaDecodeStack, DeclinesWhatItDoesNotTake) {
   const Tensor x17 = on_gpu(random_vector(rng, 17 * g130m.d, -1, 1), {17, g130m.d}, DType::bf16);
   EXPECT_TRUE(ops::decode_stack_fits(x16, {gpu_layer(random_layer(rng, g130m, 16), g130m, 16)}));
   EXPECT_FALSE(ops::decode_stack_fits(x17, {gpu_layer(random_layer(rng, g130m, 17), g130m, 17)}));
+  const Geometry four_states{768, 1536, 4, 48, 4, 1, true};
+  EXPECT_FALSE(ops::decode_stack_fits(x16, {gpu_layer(random_layer(rng, four_states, 16), four_states, 16)}));
   EXPECT_THROW(ops::decode_stack_fits(x16, {gpu_layer(random_layer(rng, g130m, 3), g130m, 3)}), Error);
 }
 

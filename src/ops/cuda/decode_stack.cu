@@ -1077,21 +1077,40 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_rows_kernel(const __
             state[r] = fmaf(exp2f(delta[r] * a), state[r], delta[r] * B[r] * u[r]);
             y[r] = C[r] * state[r];
           }
-          for (int offset = N / 2; offset > 0; offset /= 2)
+          // y of the 8 rows summed over the channel's N lanes (N ≥ 8) by halving exchanges: at
+          // each of the first three levels a lane keeps half of its rows and sends the other half
+          // to its partner, so the lanes end with one row each (row = the three bits 4·b(N/2) +
+          // 2·b(N/4) + b(N/8) of n): 7 shuffles and N/8 − 1 plain levels instead of 8 · log2 N,
+          // and the 8 rows' gates and y stores run on different lanes at once.
+          const bool upper_4 = n & (N / 2), upper_2 = n & (N / 4), upper_1 = n & (N / 8);
+          auto pick = [&](const float(&v)[kRowsAtOnce]) {  // v[row of this lane], without indexing
+            float four[4], two[2];
 #pragma unroll
-            for (int r = 0; r < kRowsAtOnce; ++r) y[r] += __shfl_xor_sync(0xffffffffu, y[r], offset);
-          // The gated outputs of all rows in one branch (lane n = 0 of each channel), so that their
-          // chains of exp and reciprocal overlap instead of running one divergent row at a time.
-          float gated[kRowsAtOnce];
-          if (n == 0)
+            for (int i = 0; i < 4; ++i) four[i] = upper_4 ? v[i + 4] : v[i];
 #pragma unroll
-            for (int r = 0; r < kRowsAtOnce; ++r) gated[r] = fmaf(skip, u[r], y[r]) * (z[r] * sigmoid(z[r]));
+            for (int i = 0; i < 2; ++i) two[i] = upper_2 ? four[i + 2] : four[i];
+            return upper_1 ? two[1] : two[0];
+          };
+          float four[4], two[2];
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+            four[i] = (upper_4 ? y[i + 4] : y[i]) + __shfl_xor_sync(0xffffffffu, upper_4 ? y[i] : y[i + 4], N / 2);
+#pragma unroll
+          for (int i = 0; i < 2; ++i)
+            two[i] = (upper_2 ? four[i + 2] : four[i]) +
+                     __shfl_xor_sync(0xffffffffu, upper_2 ? four[i] : four[i + 2], N / 4);
+          float sum = (upper_1 ? two[1] : two[0]) + __shfl_xor_sync(0xffffffffu, upper_1 ? two[0] : two[1], N / 8);
+          for (int offset = N / 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
 #pragma unroll
           for (int r = 0; r < kRowsAtOnce; ++r) {
             const int m = m0 + r * step;
             if (m >= M) break;
             state_out[int64_t(m) * E * N + q] = state[r];
-            if (n == 0) y_out[size_t(m) * E + c] = __float2bfloat16_rn(gated[r]);
+          }
+          const int row = 4 * upper_4 + 2 * upper_2 + upper_1, m = m0 + row * step;
+          if (m < M && (n & (N / 8 - 1)) == 0) {
+            const float zr = pick(z);
+            y_out[size_t(m) * E + c] = __float2bfloat16_rn(fmaf(skip, pick(u), sum) * (zr * sigmoid(zr)));
           }
         }
       }
@@ -1209,7 +1228,7 @@ bool decode_stack_fits(const Tensor& x, const std::vector<DecodeStackLayer>& lay
                     2 * d > kSlotBytes || 2 * E > kSlotBytes))
     return false;
   const int64_t columns = d / (E / cb);
-  if (rows > 1 && (cb % 16 != 0 || columns % 8 != 0 || kConsumerWarps % (columns / 8) != 0 || R % 16 != 0 ||
+  if (rows > 1 && (cb % 16 != 0 || N < 8 || columns % 8 != 0 || kConsumerWarps % (columns / 8) != 0 || R % 16 != 0 ||
                    J % 8 != 0 || product_parts(int(d)) == 0 || product_parts(int(E)) == 0 ||
                    rows * cb > kMaxConvPairs * kConsumers || rows * J > kMaxSumsPerThread * kConsumers ||
                    E / cb > kMaxBlocks || J * int64_t(cb) * 2 > kRowSlotBytes || int64_t(cb) * R * 2 > kRowSlotBytes ||
