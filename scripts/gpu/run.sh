@@ -28,7 +28,8 @@
 #                              times a version whose tests failed, for probes wrong by design), then the
 #                              decode of every version whose tests passed at DECODE_ROWS (default "1.4b 1";
 #                              "shape batch" pairs separated by commas) alternately in two rounds;
-#                              DECODE_STACK=on|off|auto (default) is passed to bench --decode-stack
+#                              DECODE_STACK=on|off|auto (default) is passed to bench --decode-stack,
+#                              DECODE_PROMPT (default 16) as its prompt length
 #   scripts/gpu/run.sh scan-patches PATCH...  the same versions (tests by PATCH_TEST_FILES and
 #                              PATCH_TESTS), then each one's scan table (scripts/gpu/scan_bench.cpp),
 #                              in two rounds
@@ -441,7 +442,7 @@ run_decode_patches() {
   local versions name json="$out/decode_patches.jsonl"
   build_versions "$@"
   : >"$json"
-  local rows=${DECODE_ROWS:-1.4b 1} row
+  local rows=${DECODE_ROWS:-1.4b 1} row prompt=${DECODE_PROMPT:-16}
   for round in 1 2; do
     local order=("${versions[@]}")
     [ "$round" = 2 ] && order=($(printf '%s\n' "${versions[@]}" | tac))
@@ -449,14 +450,14 @@ run_decode_patches() {
     for row in "${row_list[@]}"; do
       read -r shape batch <<<"$row"
       for name in "${order[@]}"; do
-        "$build/mambacpp-$name" bench --device cuda --shape "$shape" --dtype bf16 --batch "$batch" -p 16 -g 128 \
+        "$build/mambacpp-$name" bench --device cuda --shape "$shape" --dtype bf16 --batch "$batch" -p "$prompt" -g 128 \
           --reps 3 --decode-stack "${DECODE_STACK:-auto}" --json 2>>"$out/decode.log" |
           python3 -c "import json,sys; r=json.load(sys.stdin); r['tree']='$name'; r['round']=$round; print(json.dumps(r))" \
           >>"$json" || echo "decode $name $shape batch $batch FAILED"
       done
     done
   done
-  decode_table "$json" "bf16, prompt 16, 128 tokens, median of 3"
+  decode_table "$json" "bf16, prompt $prompt, 128 tokens, median of 3"
 }
 
 # The patched versions' scan tables (scripts/gpu/scan_bench.cpp against each version's library), in
