@@ -754,11 +754,11 @@ __device__ __forceinline__ bool ring_product(RingReader& ring, const __nv_bfloat
                                              int parts, int length, bool upper_rows, float* scratch,
                                              size_t scratch_bytes, float* partial, int warp, int lane, float (&c)[4]) {
   const int g = lane / 4, t = lane % 4, slices = length / 32;
-  const int mine = (slices - warp + kConsumerWarps - 1) / kConsumerWarps;
   const auto load = [](const __nv_bfloat16* q) { return *reinterpret_cast<const uint4*>(q); };
   float acc[kConsumerWarps][4] = {};
   const int group = kConsumerWarps / tiles, own_tile = warp / group;
   if constexpr (kEveryChunk) {
+    const int mine = (slices - warp + kConsumerWarps - 1) / kConsumerWarps;  // slices w, w + 8, … below `slices`
     for (int part = 0; part < parts; ++part) {
       const __nv_bfloat16* lo = act + size_t(g) * act_stride + part * length + t * 8;
       uint4 a[kSlicesPerWarp], b[kSlicesPerWarp];
@@ -1084,12 +1084,12 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_rows_kernel(const __
           // and the 8 rows' gates and y stores run on different lanes at once.
           const bool upper_4 = n & (N / 2), upper_2 = n & (N / 4), upper_1 = n & (N / 8);
           auto pick = [&](const float(&v)[kRowsAtOnce]) {  // v[row of this lane], without indexing
-            float four[4], two[2];
+            float kept_4[4], kept_2[2];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) four[i] = upper_4 ? v[i + 4] : v[i];
+            for (int i = 0; i < 4; ++i) kept_4[i] = upper_4 ? v[i + 4] : v[i];
 #pragma unroll
-            for (int i = 0; i < 2; ++i) two[i] = upper_2 ? four[i + 2] : four[i];
-            return upper_1 ? two[1] : two[0];
+            for (int i = 0; i < 2; ++i) kept_2[i] = upper_2 ? kept_4[i + 2] : kept_4[i];
+            return upper_1 ? kept_2[1] : kept_2[0];
           };
           float four[4], two[2];
 #pragma unroll
